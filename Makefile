@@ -1,0 +1,202 @@
+# libsubsae — GNU make build. Everything is built out of tree into $(BUILD).
+#
+#   make            shared + static library, build/subsae.pc, build/bin/subsae
+#   make check      installs missing Debian packages, builds, runs all tests
+#   make demo       installs, builds, runs the main job on built-in data
+#   make sanitize   the test suite under AddressSanitizer + UBSan
+#   make bench      speed, as ratios to the machine's own BLAS rate
+#   make install PREFIX=... DESTDIR=...   /   make uninstall
+#   make deps       installs the Debian packages that are missing
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+
+# ---- configuration (all overridable) --------------------------------
+PREFIX      ?= /usr/local
+EXEC_PREFIX ?= $(PREFIX)
+LIBDIR      ?= $(EXEC_PREFIX)/lib
+INCLUDEDIR  ?= $(PREFIX)/include
+BINDIR      ?= $(EXEC_PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR     ?=
+BUILD       ?= build
+CFLAGS      ?= -O2 -g
+LDFLAGS     ?=
+WERROR      ?= -Werror
+PYTHON      ?= /usr/bin/python3
+SHARED_DATA ?= $(abspath ../shared)
+
+# ---- version: the header is the single source -----------------------
+version_part = $(shell sed -n 's/^\#define SUBSAE_VERSION_$(1) \([0-9][0-9]*\).*/\1/p' include/subsae.h)
+MAJOR   := $(call version_part,MAJOR)
+MINOR   := $(call version_part,MINOR)
+PATCH   := $(call version_part,PATCH)
+VERSION := $(MAJOR).$(MINOR).$(PATCH)
+
+# ---- dependencies ---------------------------------------------------
+# pkg-config modules the library links against, and the Debian packages
+# that provide everything `make check` uses (see `make deps`).
+LIB_PKGS  := openblas lapacke jansson
+TEST_PKGS := check
+DEBIAN_PACKAGES := pkg-config libopenblas-openmp-dev liblapacke-dev \
+                   libjansson-dev check python3-numpy
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(LIB_PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null)
+JSON_LIBS    := $(shell pkg-config --libs jansson 2>/dev/null)
+CHECK_CFLAGS := $(shell pkg-config --cflags $(TEST_PKGS) 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
+
+# ---- flags ----------------------------------------------------------
+WARNINGS := -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes -Wvla
+BASE_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_FILE_OFFSET_BITS=64 $(WARNINGS) \
+               -fopenmp -Iinclude $(PKG_CFLAGS)
+LIB_CFLAGS  := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -DSUBSAE_BUILDING_LIBRARY \
+               -Ilib $(CFLAGS)
+APP_CFLAGS  := $(BASE_CFLAGS) $(CFLAGS)
+SYS_LIBS    := -fopenmp -lm -lpthread
+
+# ---- products -------------------------------------------------------
+SONAME     := libsubsae.so.$(MAJOR)
+SHLIB      := $(BUILD)/libsubsae.so.$(VERSION)
+STLIB      := $(BUILD)/libsubsae.a
+PCFILE     := $(BUILD)/subsae.pc
+CLI        := $(BUILD)/bin/subsae
+TEST_RUNNER := $(BUILD)/tests/run_tests
+
+LIB_SRCS  := $(sort $(wildcard lib/*.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+CLI_SRCS  := $(sort $(wildcard tools/*.c))
+CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
+TEST_SRCS := $(sort $(wildcard tests/*.c))
+TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o)
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
+
+.PHONY: all check check-run demo bench examples install uninstall clean \
+        sanitize deps ensure-deps tests
+
+all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
+
+# ---- library --------------------------------------------------------
+$(BUILD)/obj/lib/%.o: lib/%.c include/subsae.h $(wildcard lib/*.h) | $(BUILD)/obj/lib
+	$(CC) $(LIB_CFLAGS) -MMD -MP -c $< -o $@
+
+$(SHLIB): $(LIB_OBJS) lib/libsubsae.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libsubsae.map \
+	    -Wl,--no-undefined $(LDFLAGS) -o $@ $(LIB_OBJS) $(PKG_LIBS) $(SYS_LIBS)
+	ln -sf libsubsae.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libsubsae.so
+
+$(STLIB): $(LIB_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+# The .pc file is generated from pkgconfig/subsae.pc.in for a given prefix.
+define make_pc
+sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(2)|' -e 's|@INCLUDEDIR@|$(3)|' \
+    -e 's|@VERSION@|$(VERSION)|' pkgconfig/subsae.pc.in
+endef
+
+$(PCFILE): pkgconfig/subsae.pc.in include/subsae.h | $(BUILD)
+	$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $@
+
+# ---- command-line program (a client of the shared library only) ------
+$(BUILD)/obj/tools/%.o: tools/%.c include/subsae.h $(wildcard tools/*.h) | $(BUILD)/obj/tools
+	$(CC) $(APP_CFLAGS) -MMD -MP -c $< -o $@
+
+$(CLI): $(CLI_OBJS) $(SHLIB) | $(BUILD)/bin
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) -L$(BUILD) -lsubsae $(JSON_LIBS) -lm \
+	    -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib'
+
+# ---- tests (Check; linked statically so they can reach internals) ---
+$(BUILD)/obj/tests/%.o: tests/%.c include/subsae.h $(wildcard tests/*.h) $(wildcard lib/*.h) | $(BUILD)/obj/tests
+	$(CC) $(APP_CFLAGS) -Ilib $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
+
+$(TEST_RUNNER): $(TEST_OBJS) $(STLIB) | $(BUILD)/tests
+	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
+
+tests: all $(TEST_RUNNER)
+
+# The test programs find the build, the shared data and the tools through
+# the environment, so that the same runner works for every build flavour.
+TEST_ENV := SUBSAE_BUILD=$(abspath $(BUILD)) SUBSAE_SOURCE=$(CURDIR) \
+            SUBSAE_SHARED=$(SHARED_DATA) SUBSAE_PYTHON=$(PYTHON) \
+            $(if $(SUBSAE_SANITIZE),SUBSAE_SANITIZE=1)
+
+check: ensure-deps
+	+$(MAKE) --no-print-directory check-run
+
+check-run: tests
+	$(TEST_ENV) $(TEST_RUNNER)
+
+SANITIZE_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                  -fno-sanitize-recover=all
+sanitize: ensure-deps
+	+$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
+	    CFLAGS="$(SANITIZE_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+	    SUBSAE_SANITIZE=1 check-run
+
+# ---- demo, examples, benchmarks -------------------------------------
+demo: ensure-deps
+	+$(MAKE) --no-print-directory all
+	$(CLI) demo
+
+$(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
+	$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
+
+bench: ensure-deps
+	+$(MAKE) --no-print-directory all
+	$(CLI) bench all
+
+examples: all
+
+# ---- dependencies ---------------------------------------------------
+# Installs the missing Debian packages: apt-get as root, sudo otherwise;
+# when neither is possible it prints the exact command and fails.
+deps:
+	@missing=""; \
+	for p in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed' \
+	        || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	cmd="apt-get install -y --no-install-recommends$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	else echo "deps: missing packages:$$missing"; \
+	     echo "deps: run as root:  apt-get update && $$cmd"; exit 1; fi; \
+	echo "deps: installing$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo $$cmd -q || { $$sudo apt-get update -q && $$sudo $$cmd -q; }
+
+ensure-deps:
+	@pkg-config --exists $(LIB_PKGS) $(TEST_PKGS) 2>/dev/null \
+	    && $(foreach p,$(DEBIAN_PACKAGES),dpkg-query -W -f='$${Status}\n' $(p) 2>/dev/null | grep -q '^install ok installed' &&) true \
+	    || $(MAKE) --no-print-directory deps
+
+# ---- install --------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/subsae.h $(DESTDIR)$(INCLUDEDIR)/subsae.h
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/libsubsae.so.$(VERSION)
+	ln -sf libsubsae.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsubsae.so
+	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/libsubsae.a
+	$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc
+	install -m 755 $(CLI) $(DESTDIR)$(BINDIR)/subsae
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/subsae.h \
+	      $(DESTDIR)$(LIBDIR)/libsubsae.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	      $(DESTDIR)$(LIBDIR)/libsubsae.so $(DESTDIR)$(LIBDIR)/libsubsae.a \
+	      $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc $(DESTDIR)$(BINDIR)/subsae
+
+clean:
+	rm -rf $(BUILD)
+
+$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests:
+	mkdir -p $@
+
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

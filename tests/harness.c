@@ -1,0 +1,153 @@
+/* The single Check runner for every registered suite. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { MAX_SUITES = 64 };
+struct registered_suite {
+    const char *name;
+    harness_suite_factory factory;
+};
+static struct registered_suite registered[MAX_SUITES];
+static int factory_count;
+
+void harness_register(harness_suite_factory factory, const char *name)
+{
+    if (factory_count == MAX_SUITES) {
+        fprintf(stderr, "harness: more than %d suites\n", MAX_SUITES);
+        exit(2);
+    }
+    registered[factory_count].name = name;
+    registered[factory_count++].factory = factory;
+}
+
+TCase *harness_case(Suite *suite, const char *name, double timeout_seconds)
+{
+    TCase *tc = tcase_create(name);
+    double scale = harness_sanitized() ? 4.0 : 1.0;
+    tcase_set_timeout(tc, timeout_seconds * scale);
+    suite_add_tcase(suite, tc);
+    return tc;
+}
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *value = getenv(name);
+    return value && *value ? value : fallback;
+}
+
+const char *harness_build_dir(void)
+{
+    return env_or("SUBSAE_BUILD", "build");
+}
+
+const char *harness_source_dir(void)
+{
+    return env_or("SUBSAE_SOURCE", ".");
+}
+
+const char *harness_shared_dir(void)
+{
+    static char path[4096];
+    static int state; /* 0 unknown, 1 present, -1 absent */
+    if (state == 0) {
+        snprintf(path, sizeof path, "%s/data/stories260K/reference.json",
+                 env_or("SUBSAE_SHARED", "../shared"));
+        struct stat st;
+        state = stat(path, &st) == 0 ? 1 : -1;
+        snprintf(path, sizeof path, "%s", env_or("SUBSAE_SHARED", "../shared"));
+        if (state < 0)
+            fprintf(stderr, "note: %s/data/stories260K not found: tests that need "
+                            "the shared data skip\n", path);
+    }
+    return state > 0 ? path : NULL;
+}
+
+const char *harness_shared_file(const char *name, char *buf, size_t size)
+{
+    const char *shared = harness_shared_dir();
+    if (!shared)
+        return NULL;
+    snprintf(buf, size, "%s/data/stories260K/%s", shared, name);
+    return buf;
+}
+
+void harness_skip(const char *test, const char *reason)
+{
+    fprintf(stderr, "SKIP %s: %s\n", test, reason);
+}
+
+static char tmpdir[256];
+
+static void remove_tmpdir(void)
+{
+    if (tmpdir[0]) {
+        char command[300];
+        snprintf(command, sizeof command, "rm -rf '%s'", tmpdir);
+        if (system(command) != 0)
+            fprintf(stderr, "harness: could not remove %s\n", tmpdir);
+    }
+}
+
+const char *harness_tmpdir(void)
+{
+    /* Check forks each test, so every test gets its own directory and
+     * removes it when its process exits. */
+    static pid_t owner;
+    if (owner != getpid()) {
+        owner = getpid();
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/subsae-test-XXXXXX");
+        if (!mkdtemp(tmpdir)) {
+            perror("mkdtemp");
+            exit(2);
+        }
+        atexit(remove_tmpdir);
+    }
+    return tmpdir;
+}
+
+const char *harness_tmp_path(const char *name, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%s", harness_tmpdir(), name);
+    return buf;
+}
+
+int harness_run(const char *command)
+{
+    fflush(stdout);
+    fflush(stderr);
+    int status = system(command);
+    if (status == -1 || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+bool harness_sanitized(void)
+{
+    return getenv("SUBSAE_SANITIZE") != NULL;
+}
+
+static int compare_suite_names(const void *a, const void *b)
+{
+    const struct registered_suite *sa = a, *sb = b;
+    return strcmp(sa->name, sb->name);
+}
+
+int main(void)
+{
+    /* Sorted by name so the run order does not depend on link order. */
+    qsort(registered, (size_t)factory_count, sizeof registered[0], compare_suite_names);
+    SRunner *runner = srunner_create(NULL);
+    for (int i = 0; i < factory_count; i++)
+        srunner_add_suite(runner, registered[i].factory());
+    srunner_run_all(runner, CK_ENV);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

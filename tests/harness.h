@@ -1,0 +1,74 @@
+/* The test harness: every tests/test_*.c registers its Check suites with
+ * SUBSAE_SUITE and one runner (harness.c) runs them all, so that `make
+ * check` ends with a single Check summary line. CK_RUN_SUITE=name and
+ * CK_RUN_CASE=name select a part, as Check documents. */
+#ifndef SUBSAE_TEST_HARNESS_H
+#define SUBSAE_TEST_HARNESS_H
+
+#include <check.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "subsae.h"
+
+typedef Suite *(*harness_suite_factory)(void);
+void harness_register(harness_suite_factory factory, const char *name);
+
+/* SUBSAE_SUITE(name) { Suite *s = suite_create("name"); ...; return s; } */
+#define SUBSAE_SUITE(name)                                                  \
+    static Suite *name(void);                                               \
+    __attribute__((constructor)) static void harness_register_##name(void) \
+    {                                                                       \
+        harness_register(name, #name);                                      \
+    }                                                                       \
+    static Suite *name(void)
+
+/* Add a test case with one or more tests and a timeout in seconds. */
+TCase *harness_case(Suite *suite, const char *name, double timeout_seconds);
+
+/* Paths given by the Makefile through the environment. */
+const char *harness_build_dir(void);  /* the build directory (absolute) */
+const char *harness_source_dir(void); /* the source tree */
+/* The shared data folder, or NULL (with the reason printed once) when it is
+ * absent: tests that need it then skip. */
+const char *harness_shared_dir(void);
+/* Path of a file of the shared stories260K data set into buf (NULL when the
+ * shared folder is absent). */
+const char *harness_shared_file(const char *name, char *buf, size_t size);
+
+/* Print that the calling test skips, and why. */
+void harness_skip(const char *test, const char *reason);
+
+/* A fresh temporary directory for the calling test (removed at exit). */
+const char *harness_tmpdir(void);
+/* tmpdir/name into buf. */
+const char *harness_tmp_path(const char *name, char *buf, size_t size);
+
+/* Run a shell command; return its exit status (-1 if it did not exit). */
+int harness_run(const char *command);
+
+/* True when the library is built with sanitizers (slow paths are shrunk). */
+bool harness_sanitized(void);
+
+/* Assert a libsubsae call succeeded, showing the library's message. */
+#define ck_assert_ok(call)                                                  \
+    do {                                                                    \
+        int harness_status_ = (call);                                       \
+        ck_assert_msg(harness_status_ == SUBSAE_OK, "%s -> %d (%s): %s",    \
+                      #call, harness_status_,                               \
+                      subsae_status_string(harness_status_),                \
+                      subsae_last_error());                                 \
+    } while (0)
+
+/* Assert a call failed with `status`; the message must be non-empty. */
+#define ck_assert_status(call, status)                                      \
+    do {                                                                    \
+        int harness_status_ = (call);                                       \
+        ck_assert_msg(harness_status_ == (status), "%s -> %d (%s), want %d: %s", \
+                      #call, harness_status_,                               \
+                      subsae_status_string(harness_status_), (int)(status), \
+                      subsae_last_error());                                 \
+        ck_assert_msg(subsae_last_error()[0] != '\0', "%s: empty message", #call); \
+    } while (0)
+
+#endif

@@ -1,0 +1,70 @@
+/* Messages, number parsing and JSON output shared by the subcommands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *cli_command_name = "subsae";
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "subsae %s: ", cli_command_name);
+    vfprintf(stderr, fmt, args);
+    fputc('\n', stderr);
+    va_end(args);
+    return 1;
+}
+
+int cli_check(int status, const char *what)
+{
+    if (status == SUBSAE_OK)
+        return 0;
+    return cli_fail("%s: %s (%s)", what, subsae_last_error(), subsae_status_string(status));
+}
+
+bool cli_parse_int64(const char *option, const char *text, int64_t min, int64_t max,
+                     int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno || end == text || *end != '\0' || value < min || value > max) {
+        cli_fail("%s: '%s' is not a whole number in [%lld, %lld]", option, text,
+                 (long long)min, (long long)max);
+        return false;
+    }
+    *out = value;
+    return true;
+}
+
+bool cli_parse_double(const char *option, const char *text, double min, double max,
+                      double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno || end == text || *end != '\0' || !isfinite(value) || value < min ||
+        value > max) {
+        cli_fail("%s: '%s' is not a number in [%g, %g]", option, text, min, max);
+        return false;
+    }
+    *out = value;
+    return true;
+}
+
+int cli_print_json(json_t *value)
+{
+    if (!value)
+        return cli_fail("out of memory building the JSON output");
+    int rc = json_dumpf(value, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    json_decref(value);
+    if (rc != 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0)
+        return cli_fail("cannot write to standard output");
+    return 0;
+}

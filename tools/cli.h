@@ -1,0 +1,47 @@
+/* Shared plumbing of the `subsae` command-line program. The program is a
+ * client of the public API only; each subcommand lives in its own
+ * cmd_<name>.c and registers itself with CLI_COMMAND. */
+#ifndef SUBSAE_CLI_H
+#define SUBSAE_CLI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "subsae.h"
+
+typedef int (*cli_command_fn)(int argc, char **argv);
+void cli_register(const char *name, const char *usage, cli_command_fn run);
+
+/* CLI_COMMAND(inspect, "FILE... [--json]") { ... return 0; } */
+#define CLI_COMMAND(name, usage)                                          \
+    static int cli_cmd_##name(int argc, char **argv);                     \
+    __attribute__((constructor)) static void cli_register_##name(void)    \
+    {                                                                     \
+        cli_register(#name, usage, cli_cmd_##name);                       \
+    }                                                                     \
+    static int cli_cmd_##name(int argc, char **argv)
+
+/* Name of the running subcommand (for messages). */
+extern const char *cli_command_name;
+
+/* Print "subsae CMD: message" on stderr and return the exit code 1. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* If status is not SUBSAE_OK print the library's message and return 1,
+ * else return 0. `what` says what was being done. */
+int cli_check(int status, const char *what);
+/* Print the usage line of the running subcommand on stderr; return 2. */
+int cli_usage(void);
+
+/* Strict number parsing for option values; false (with a message printed)
+ * when the text is not a whole number / finite number in [min, max]. */
+bool cli_parse_int64(const char *option, const char *text, int64_t min, int64_t max,
+                     int64_t *out);
+bool cli_parse_double(const char *option, const char *text, double min, double max,
+                      double *out);
+
+/* Print a JSON value on stdout as one line and release it. Returns 0, or 1
+ * when it cannot be written. */
+int cli_print_json(json_t *value);
+
+#endif
