@@ -26,6 +26,16 @@ LDFLAGS     ?=
 WERROR      ?= -Werror
 PYTHON      ?= /usr/bin/python3
 SHARED_DATA ?= $(abspath ../shared)
+V           ?= 0
+
+# `make V=1` shows the full commands.
+ifeq ($(V),0)
+Q = @
+say = @printf '  %-6s %s\n' $(1) $(2);
+else
+Q =
+say =
+endif
 
 # ---- version: the header is the single source -----------------------
 version_part = $(shell sed -n 's/^\#define SUBSAE_VERSION_$(1) \([0-9][0-9]*\).*/\1/p' include/subsae.h)
@@ -81,17 +91,16 @@ all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
 
 # ---- library --------------------------------------------------------
 $(BUILD)/obj/lib/%.o: lib/%.c include/subsae.h $(wildcard lib/*.h) | $(BUILD)/obj/lib
-	$(CC) $(LIB_CFLAGS) -MMD -MP -c $< -o $@
+	$(call say,CC,$<)$(CC) $(LIB_CFLAGS) -MMD -MP -c $< -o $@
 
 $(SHLIB): $(LIB_OBJS) lib/libsubsae.map
-	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libsubsae.map \
+	$(call say,LINK,$@)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libsubsae.map \
 	    -Wl,--no-undefined $(LDFLAGS) -o $@ $(LIB_OBJS) $(PKG_LIBS) $(SYS_LIBS)
-	ln -sf libsubsae.so.$(VERSION) $(BUILD)/$(SONAME)
-	ln -sf $(SONAME) $(BUILD)/libsubsae.so
+	$(Q)ln -sf libsubsae.so.$(VERSION) $(BUILD)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(BUILD)/libsubsae.so
 
 $(STLIB): $(LIB_OBJS)
-	rm -f $@
-	$(AR) rcs $@ $^
+	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
 
 # The .pc file is generated from pkgconfig/subsae.pc.in for a given prefix.
 define make_pc
@@ -100,22 +109,22 @@ sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(2)|' -e 's|@INCLUDEDIR@|$(3)|' \
 endef
 
 $(PCFILE): pkgconfig/subsae.pc.in include/subsae.h | $(BUILD)
-	$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $@
+	$(call say,GEN,$@)$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $@
 
 # ---- command-line program (a client of the shared library only) ------
 $(BUILD)/obj/tools/%.o: tools/%.c include/subsae.h $(wildcard tools/*.h) | $(BUILD)/obj/tools
-	$(CC) $(APP_CFLAGS) -MMD -MP -c $< -o $@
+	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -MMD -MP -c $< -o $@
 
 $(CLI): $(CLI_OBJS) $(SHLIB) | $(BUILD)/bin
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) -L$(BUILD) -lsubsae $(JSON_LIBS) -lm \
+	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) -L$(BUILD) -lsubsae $(JSON_LIBS) -lm \
 	    -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib'
 
 # ---- tests (Check; linked statically so they can reach internals) ---
 $(BUILD)/obj/tests/%.o: tests/%.c include/subsae.h $(wildcard tests/*.h) $(wildcard lib/*.h) | $(BUILD)/obj/tests
-	$(CC) $(APP_CFLAGS) -Ilib $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
+	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -Ilib $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
 
 $(TEST_RUNNER): $(TEST_OBJS) $(STLIB) | $(BUILD)/tests
-	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
+	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
 
 tests: all $(TEST_RUNNER)
 
@@ -144,7 +153,7 @@ demo: ensure-deps
 	$(CLI) demo
 
 $(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
-	$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
+	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
 
 bench: ensure-deps
 	+$(MAKE) --no-print-directory all
@@ -197,6 +206,6 @@ clean:
 	rm -rf $(BUILD)
 
 $(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests:
-	mkdir -p $@
+	$(Q)mkdir -p $@
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

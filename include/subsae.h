@@ -172,6 +172,547 @@ enum subsae_event {
 typedef int (*subsae_callback)(int event, const char *phase, int64_t done,
                                int64_t total, const char *message, void *user);
 
+/* ===================================================================== */
+/* Element types and ownership                                            */
+/* ===================================================================== */
+
+/** Element types accepted on input (widened to float32) and offered on
+ *  output. */
+enum subsae_dtype {
+    SUBSAE_DTYPE_F32 = 0,
+    SUBSAE_DTYPE_F16 = 1,  /* IEEE 754 binary16 */
+    SUBSAE_DTYPE_BF16 = 2, /* bfloat16 */
+    SUBSAE_DTYPE_F64 = 3,
+    SUBSAE_DTYPE_I32 = 4   /* only for index outputs (encode) */
+};
+
+/** Static name of a dtype ("f32", "f16", "bf16", "f64", "i32"); "unknown"
+ *  otherwise. */
+SUBSAE_API const char *subsae_dtype_name(int dtype);
+
+/** Whether the library copies caller memory or borrows it (the caller then
+ *  keeps it alive and unchanged for the lifetime of the handle). */
+enum subsae_ownership { SUBSAE_COPY = 0, SUBSAE_BORROW = 1 };
+
+/* ===================================================================== */
+/* Activation buffers                                                     */
+/* ===================================================================== */
+
+/** A logical n x d float32 matrix of activations: rows are tokens. Its rows
+ *  may live in library memory (growable), in caller memory (borrowed), or
+ *  in files (.npy, safetensors; several shards form one buffer), which are
+ *  memory-mapped and widened to float32 batch by batch, so a buffer larger
+ *  than RAM works. Non-finite values are never passed on silently: a read
+ *  touching a row with NaN or infinity fails with SUBSAE_E_NONFINITE and the
+ *  row number in subsae_last_error(), unless the caller asked to skip such
+ *  rows (subsae_buffer_skip_nonfinite).
+ *  Thread-safety: the const functions (read, gather, stats, queries) may run
+ *  concurrently on one buffer; the others need exclusive use. */
+typedef struct subsae_buffer subsae_buffer;
+
+/** Create an empty growable buffer of width `dim` (> 0) in library memory.
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_buffer_create(int64_t dim, subsae_buffer **out);
+
+/** Append `n_rows` rows of `dtype` (F32, F16, BF16 or F64) to a growable
+ *  buffer; row i starts at element i * row_stride of `rows` (row_stride >=
+ *  dim). The data is widened and copied. Non-finite values are rejected
+ *  (SUBSAE_E_NONFINITE, nothing appended) unless the buffer skips them.
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_STATE (not a growable buffer),
+ *  SUBSAE_E_NOMEM, SUBSAE_E_NONFINITE. */
+SUBSAE_API int subsae_buffer_append(subsae_buffer *buf, const void *rows, int dtype,
+                                    int64_t n_rows, int64_t row_stride);
+
+/** A buffer over caller memory: n_rows x dim elements of `dtype`, row
+ *  stride `row_stride` elements. SUBSAE_BORROW keeps a pointer (no copy;
+ *  non-F32 data is widened on each read); SUBSAE_COPY copies into library
+ *  memory as float32 (then the buffer is growable).
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_NOMEM, SUBSAE_E_NONFINITE (copy). */
+SUBSAE_API int subsae_buffer_wrap(const void *data, int dtype, int64_t n_rows, int64_t dim,
+                                  int64_t row_stride, int ownership, subsae_buffer **out);
+
+/** Open one activation file: `.npy` (versions 1-3; <f4, <f2, <f8; C order)
+ *  or safetensors (F32, F16, BF16, F64), chosen by content, not by name.
+ *  A 2-D array is rows x dim; an N-D array is flattened to rows x last dim.
+ *  `tensor` names the safetensors tensor; NULL picks the only tensor (an
+ *  error if there are several) and is ignored for .npy.
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_IO, SUBSAE_E_FORMAT,
+ *  SUBSAE_E_UNSUPPORTED, SUBSAE_E_RANGE, SUBSAE_E_NOMEM; the message names
+ *  the file and the problem, the reason says which. */
+SUBSAE_API int subsae_buffer_open(const char *path, const char *tensor, subsae_buffer **out);
+
+/** Open `n_paths` files (shards) as one logical buffer, rows in the given
+ *  order. All shards must have the same last dimension
+ *  (SUBSAE_E_FORMAT with reason SUBSAE_REASON_DIM_MISMATCH otherwise). */
+SUBSAE_API int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths,
+                                         const char *tensor, subsae_buffer **out);
+
+/** Release a buffer (unmaps files, frees copies). NULL is a no-op. */
+SUBSAE_API void subsae_buffer_free(subsae_buffer *buf);
+
+/** Number of rows (after skipping non-finite rows, if asked), or -1 if buf
+ *  is NULL. */
+SUBSAE_API int64_t subsae_buffer_rows(const subsae_buffer *buf);
+
+/** Width d, or -1 if buf is NULL. */
+SUBSAE_API int64_t subsae_buffer_dim(const subsae_buffer *buf);
+
+/** Copy rows [first_row, first_row + n_rows) as float32 into `out` (row
+ *  stride out_stride >= dim). Errors: SUBSAE_E_INVALID, SUBSAE_E_RANGE,
+ *  SUBSAE_E_NONFINITE (message gives the row), SUBSAE_E_IO. */
+SUBSAE_API int subsae_buffer_read(const subsae_buffer *buf, int64_t first_row, int64_t n_rows,
+                                  float *out, int64_t out_stride);
+
+/** Copy the rows listed in `rows` (any order, repeats allowed) into `out`.
+ *  Errors as subsae_buffer_read. */
+SUBSAE_API int subsae_buffer_gather(const subsae_buffer *buf, const int64_t *rows,
+                                    int64_t n_rows, float *out, int64_t out_stride);
+
+/** Scan the buffer once and, from now on, leave out every row that holds a
+ *  NaN or infinity (row numbers then count only the rows kept). Stores the
+ *  indices of the rows left out (8 bytes each). `skipped` (may be NULL)
+ *  receives how many rows were left out. Errors: SUBSAE_E_INVALID,
+ *  SUBSAE_E_NOMEM, SUBSAE_E_IO. */
+SUBSAE_API int subsae_buffer_skip_nonfinite(subsae_buffer *buf, int64_t *skipped);
+
+/** Statistics in one streaming pass over all stored rows (rows with
+ *  non-finite values are counted, not rejected, and left out of the mean):
+ *  `mean` (dim floats, may be NULL) the mean row, `mean_norm` the mean
+ *  Euclidean row norm, `nonfinite_values` the number of NaN/inf elements and
+ *  `first_nonfinite_row` the first row holding one (-1 if none). Any output
+ *  pointer may be NULL. Errors: SUBSAE_E_INVALID, SUBSAE_E_NOMEM,
+ *  SUBSAE_E_IO. */
+SUBSAE_API int subsae_buffer_stats(const subsae_buffer *buf, float *mean, double *mean_norm,
+                                   int64_t *nonfinite_values, int64_t *first_nonfinite_row);
+
+/** Write the buffer as a 2-D .npy file (dtype F32, F16 or F64) or as a
+ *  safetensors file holding one 2-D tensor named `tensor` (F32, F16, BF16,
+ *  F64). Files are written to a temporary name, flushed and renamed, so a
+ *  crash never leaves a partial file under `path`. Narrowing rounds to
+ *  nearest even. Errors: SUBSAE_E_INVALID, SUBSAE_E_UNSUPPORTED, SUBSAE_E_IO,
+ *  SUBSAE_E_NONFINITE, SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_buffer_save_npy(const subsae_buffer *buf, const char *path, int dtype);
+SUBSAE_API int subsae_buffer_save_safetensors(const subsae_buffer *buf, const char *path,
+                                              const char *tensor, int dtype);
+
+/** Kind of storage behind a buffer's source. */
+enum subsae_format {
+    SUBSAE_FORMAT_MEMORY = 0,
+    SUBSAE_FORMAT_NPY = 1,
+    SUBSAE_FORMAT_SAFETENSORS = 2
+};
+
+/** Static name of a format ("memory", "npy", "safetensors"). */
+SUBSAE_API const char *subsae_format_name(int format);
+
+/** Sources of a buffer: 1 for memory buffers, one per file for shards.
+ *  Returns the count, or -1 if buf is NULL. */
+SUBSAE_API int64_t subsae_buffer_source_count(const subsae_buffer *buf);
+
+/** Describe source `i`: its path (NULL for memory; the string lives as long
+ *  as the buffer), format, stored dtype, and shape as stored (`shape` gets
+ *  up to `max_dims` sizes, `ndim` the true number of dimensions). Any output
+ *  may be NULL. Errors: SUBSAE_E_INVALID, SUBSAE_E_RANGE. */
+SUBSAE_API int subsae_buffer_source_info(const subsae_buffer *buf, int64_t i, const char **path,
+                                         int *format, int *dtype, int *ndim, int64_t *shape,
+                                         int max_dims);
+
+/* ---- shuffled batches ---------------------------------------------- */
+
+/** Iterator over a buffer in batches, epoch after epoch. With
+ *  SUBSAE_BATCH_SHUFFLE each epoch visits the rows in a fresh permutation
+ *  drawn from (seed, epoch): the same seed gives the same batches on every
+ *  machine. With SUBSAE_BATCH_DROP_LAST an epoch's last, smaller batch is
+ *  skipped. Memory: one int64 per row when shuffling. The buffer must
+ *  outlive the iterator. */
+typedef struct subsae_batches subsae_batches;
+
+enum subsae_batch_flags { SUBSAE_BATCH_SHUFFLE = 1, SUBSAE_BATCH_DROP_LAST = 2 };
+
+/** Create an iterator. Errors: SUBSAE_E_INVALID (batch_size < 1, unknown
+ *  flag bits, empty buffer, DROP_LAST with batch_size > rows),
+ *  SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_batches_create(const subsae_buffer *buf, int64_t batch_size, uint64_t seed,
+                                     int flags, subsae_batches **out);
+
+/** Row indices of the next batch into `rows` (room for batch_size);
+ *  `n_rows` gets the batch's size and `epoch` (may be NULL) the epoch it
+ *  belongs to (0-based). Use it to take the same rows from two buffers
+ *  (transcoders). Errors: SUBSAE_E_INVALID. */
+SUBSAE_API int subsae_batches_next_indices(subsae_batches *it, int64_t *rows, int64_t *n_rows,
+                                           int64_t *epoch);
+
+/** The next batch's rows as float32 into `out` (batch_size x dim, stride
+ *  out_stride). Errors: as subsae_batches_next_indices and
+ *  subsae_buffer_gather. */
+SUBSAE_API int subsae_batches_next(subsae_batches *it, float *out, int64_t out_stride,
+                                   int64_t *n_rows, int64_t *epoch);
+
+/** Where the iterator stands: the epoch and the number of rows of that
+ *  epoch already handed out. Errors: SUBSAE_E_INVALID. */
+SUBSAE_API int subsae_batches_tell(const subsae_batches *it, int64_t *epoch, int64_t *position);
+
+/** Move to (epoch, position), as returned by subsae_batches_tell, so that a
+ *  resumed run sees the batches it would have seen. Errors:
+ *  SUBSAE_E_INVALID, SUBSAE_E_RANGE. */
+SUBSAE_API int subsae_batches_seek(subsae_batches *it, int64_t epoch, int64_t position);
+
+/** Release an iterator. NULL is a no-op. */
+SUBSAE_API void subsae_batches_free(subsae_batches *it);
+
+/* ===================================================================== */
+/* Subspace estimator and effective rank                                  */
+/* ===================================================================== */
+
+/** Spectrum and principal directions of a buffer's (centred) rows.
+ *  Methods: exact (mean and Gram matrix X^T X accumulated in double in one
+ *  streaming pass, then a LAPACK symmetric eigensolve), randomized
+ *  (Halko-Martinsson-Tropp subspace iteration on the centred Gram operator,
+ *  one pass per iteration), or auto (the cheaper of the two by flop count,
+ *  reported by SUBSAE_SUBSPACE_METHOD_USED). Memory is independent of the
+ *  number of rows. Variances are eigenvalues of the covariance with the
+ *  1/(n-1) normalisation; the total variance (trace) is exact for every
+ *  method. */
+typedef struct subsae_subspace subsae_subspace;
+
+enum subsae_subspace_method {
+    SUBSAE_METHOD_AUTO = 0,
+    SUBSAE_METHOD_EXACT = 1,
+    SUBSAE_METHOD_RANDOMIZED = 2
+};
+
+/** Options (set before fit) and results (read after fit) of a subspace. */
+enum subsae_subspace_option {
+    SUBSAE_SUBSPACE_METHOD = 0,      /* int, SUBSAE_METHOD_*, default AUTO */
+    SUBSAE_SUBSPACE_RANK = 1,        /* int k: directions wanted; 0 (default) = all d */
+    SUBSAE_SUBSPACE_OVERSAMPLE = 2,  /* int p, default 10 */
+    SUBSAE_SUBSPACE_POWER_ITERS = 3, /* int q, default 3 */
+    SUBSAE_SUBSPACE_SEED = 4,        /* int, default 0 */
+    SUBSAE_SUBSPACE_CENTER = 5,      /* int 0/1, default 1 */
+    SUBSAE_SUBSPACE_BATCH_ROWS = 6,  /* int rows per streamed batch, default 4096 */
+    SUBSAE_SUBSPACE_THRESHOLD = 7,   /* double tau for the default rank queries, 0.99 */
+    /* read-only results */
+    SUBSAE_SUBSPACE_METHOD_USED = 100, /* int, EXACT or RANDOMIZED */
+    SUBSAE_SUBSPACE_DIM = 101,         /* int d */
+    SUBSAE_SUBSPACE_ROWS = 102,        /* int rows fitted */
+    SUBSAE_SUBSPACE_RANK_FOUND = 103,  /* int directions available (d for exact) */
+    SUBSAE_SUBSPACE_SECONDS = 104      /* double, wall time of the fit */
+};
+
+/** Create an estimator with default options. Errors: SUBSAE_E_INVALID,
+ *  SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_subspace_create(subsae_subspace **out);
+
+/** Release an estimator. NULL is a no-op. */
+SUBSAE_API void subsae_subspace_free(subsae_subspace *s);
+
+/** Typed option setters/getters. Errors: SUBSAE_E_INVALID (unknown option,
+ *  wrong type, value out of range), SUBSAE_E_STATE (result not yet
+ *  available). */
+SUBSAE_API int subsae_subspace_set_int(subsae_subspace *s, int option, int64_t value);
+SUBSAE_API int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value);
+SUBSAE_API int subsae_subspace_set_double(subsae_subspace *s, int option, double value);
+SUBSAE_API int subsae_subspace_get_double(const subsae_subspace *s, int option, double *value);
+
+/** Progress callback for fits (NULL removes it). */
+SUBSAE_API int subsae_subspace_set_callback(subsae_subspace *s, subsae_callback callback,
+                                            void *user);
+
+/** Fit on all rows of `buf` (replaces any earlier fit). Errors:
+ *  SUBSAE_E_INVALID (fewer than 2 rows, k > d), SUBSAE_E_NONFINITE,
+ *  SUBSAE_E_NOMEM, SUBSAE_E_IO, SUBSAE_E_CANCELLED. */
+SUBSAE_API int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf);
+
+/** The first `count` (<= RANK_FOUND) variances in descending order; the
+ *  singular values of the centred matrix (sqrt((n-1) * variance)); the
+ *  explained-variance ratios (variance / total). Errors: SUBSAE_E_STATE
+ *  (not fitted), SUBSAE_E_RANGE, SUBSAE_E_INVALID. */
+SUBSAE_API int subsae_subspace_variances(const subsae_subspace *s, double *out, int64_t count);
+SUBSAE_API int subsae_subspace_singular_values(const subsae_subspace *s, double *out,
+                                               int64_t count);
+SUBSAE_API int subsae_subspace_explained_ratios(const subsae_subspace *s, double *out,
+                                                int64_t count);
+
+/** Total variance (trace of the covariance), exact for every method. */
+SUBSAE_API int subsae_subspace_total_variance(const subsae_subspace *s, double *out);
+
+/** Mean row (d floats; zeros when centring is off). */
+SUBSAE_API int subsae_subspace_mean(const subsae_subspace *s, float *out);
+
+/** The top `k` principal directions as k rows of d floats (orthonormal),
+ *  row i at out + i * out_stride. */
+SUBSAE_API int subsae_subspace_basis(const subsae_subspace *s, int64_t k, float *out,
+                                     int64_t out_stride);
+
+/** Smallest r whose top-r variances hold a fraction tau (0 < tau <= 1) of
+ *  the total. `exact` gets 1 when r is certain, 0 when the method found
+ *  fewer directions than r needs (then r is a lower bound: RANK_FOUND + 1).
+ *  Errors: SUBSAE_E_STATE, SUBSAE_E_INVALID. */
+SUBSAE_API int subsae_subspace_effective_rank(const subsae_subspace *s, double tau, int64_t *r,
+                                              int *exact);
+
+/** Entropy effective rank exp(-sum p_i log p_i), p_i = sigma_i / sum sigma_j
+ *  (Roy & Vetterli 2007). `exact` gets 0 when not all singular values are
+ *  known (randomized with k < d: the tail is left out). */
+SUBSAE_API int subsae_subspace_entropy_rank(const subsae_subspace *s, double *rank, int *exact);
+
+/** Coordinates of n rows in the top-k basis: coords = (x - mean) B_k^T,
+ *  n x k with stride coords_stride. */
+SUBSAE_API int subsae_subspace_project(const subsae_subspace *s, const float *x, int64_t n,
+                                       int64_t x_stride, int64_t k, float *coords,
+                                       int64_t coords_stride);
+
+/** Rows back from coordinates: x = coords B_k + mean. */
+SUBSAE_API int subsae_subspace_reconstruct(const subsae_subspace *s, const float *coords,
+                                           int64_t n, int64_t coords_stride, int64_t k, float *x,
+                                           int64_t x_stride);
+
+/* ===================================================================== */
+/* Sparse autoencoders and transcoders                                    */
+/* ===================================================================== */
+
+/** A sparse dictionary model: encoder W_enc (d_sae x d_in), b_enc (d_sae),
+ *  decoder W_dec (d_sae x d_out), b_dec (d_out), per-feature threshold
+ *  (d_sae; JumpReLU and BatchTopK), and input/output activation scales.
+ *  d_in == d_out is an SAE, d_in != d_out (or a different target) a
+ *  transcoder. Both weight matrices are row-major with one contiguous row
+ *  per feature. The stored weights act on scaled activations x * input_scale
+ *  and reconstruct target * output_scale; encode/decode/evaluate take raw
+ *  activations and apply the scales, and subsae_sae_save folds them into
+ *  the weights so that the saved model works on raw activations. */
+typedef struct subsae_sae subsae_sae;
+
+enum subsae_activation {
+    SUBSAE_ACT_TOPK = 0,      /* keep the k largest pre-activations, ReLU */
+    SUBSAE_ACT_BATCHTOPK = 1, /* top k*batch over a batch; threshold at inference */
+    SUBSAE_ACT_JUMPRELU = 2,  /* z = pre * (pre > threshold) */
+    SUBSAE_ACT_RELU = 3       /* z = max(pre, 0) */
+};
+
+/** Static name of an activation ("topk", "batchtopk", "jumprelu", "relu"). */
+SUBSAE_API const char *subsae_activation_name(int activation);
+
+/** Model parameters, for get/set and sizes. */
+enum subsae_param {
+    SUBSAE_PARAM_W_ENC = 0,     /* d_sae x d_in */
+    SUBSAE_PARAM_B_ENC = 1,     /* d_sae */
+    SUBSAE_PARAM_W_DEC = 2,     /* d_sae x d_out */
+    SUBSAE_PARAM_B_DEC = 3,     /* d_out */
+    SUBSAE_PARAM_THRESHOLD = 4  /* d_sae */
+};
+
+/** Model options. */
+enum subsae_sae_option {
+    SUBSAE_SAE_D_IN = 0,           /* int, read-only */
+    SUBSAE_SAE_D_OUT = 1,          /* int, read-only */
+    SUBSAE_SAE_D_SAE = 2,          /* int, read-only */
+    SUBSAE_SAE_ACTIVATION = 3,     /* int, read-only */
+    SUBSAE_SAE_K = 4,              /* int, TopK/BatchTopK k (default 32) */
+    SUBSAE_SAE_APPLY_B_DEC_TO_INPUT = 5, /* int 0/1: pre = (x - b_dec) W_enc^T + b_enc;
+                                            default 1 when d_in == d_out */
+    SUBSAE_SAE_RANK_BY_DECODER_NORM = 6, /* int 0/1: TopK ranks pre * |W_dec row|
+                                            (lm-saes); default 0 */
+    SUBSAE_SAE_INPUT_SCALE = 7,    /* double, default 1 */
+    SUBSAE_SAE_OUTPUT_SCALE = 8    /* double, default 1 */
+};
+
+/** Create a model with zero weights (k defaults to 32, scales to 1).
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_sae_create(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
+                                 subsae_sae **out);
+
+/** Deep copy. */
+SUBSAE_API int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out);
+
+/** Release a model. NULL is a no-op. */
+SUBSAE_API void subsae_sae_free(subsae_sae *sae);
+
+/** Typed option setters/getters (see enum subsae_sae_option). */
+SUBSAE_API int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value);
+SUBSAE_API int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value);
+SUBSAE_API int subsae_sae_set_double(subsae_sae *sae, int option, double value);
+SUBSAE_API int subsae_sae_get_double(const subsae_sae *sae, int option, double *value);
+
+/** Number of floats of a parameter, or -1 (NULL model, unknown param). */
+SUBSAE_API int64_t subsae_sae_param_size(const subsae_sae *sae, int param);
+
+/** Copy a parameter (as stored, see above) out of / into the model;
+ *  `count` must equal subsae_sae_param_size. set rejects non-finite values.
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_NONFINITE. */
+SUBSAE_API int subsae_sae_get_param(const subsae_sae *sae, int param, float *out, int64_t count);
+SUBSAE_API int subsae_sae_set_param(subsae_sae *sae, int param, const float *in, int64_t count);
+
+/** Fold the scales into the weights (scales become 1; encodings and
+ *  reconstructions of raw activations are unchanged up to rounding). */
+SUBSAE_API int subsae_sae_fold_scales(subsae_sae *sae);
+
+/** Dense codes of n raw input rows: z (n x d_sae, stride z_stride). */
+SUBSAE_API int subsae_sae_encode(const subsae_sae *sae, const float *x, int64_t n,
+                                 int64_t x_stride, float *z, int64_t z_stride);
+
+/** Sparse codes: for each row the (up to) `slots` active features with the
+ *  largest values, in descending order of value, into indices/values (n x
+ *  slots each); unused slots get index -1 and value 0. */
+SUBSAE_API int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n,
+                                        int64_t x_stride, int64_t slots, int32_t *indices,
+                                        float *values);
+
+/** Reconstruction (raw target space) from dense codes. */
+SUBSAE_API int subsae_sae_decode(const subsae_sae *sae, const float *z, int64_t n,
+                                 int64_t z_stride, float *out, int64_t out_stride);
+
+/** Reconstruction from sparse codes (index -1 slots are ignored). */
+SUBSAE_API int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *indices,
+                                        const float *values, int64_t n, int64_t slots,
+                                        float *out, int64_t out_stride);
+
+/** Metrics, indices into the arrays filled by the evaluate and metric
+ *  functions. */
+enum subsae_metric {
+    SUBSAE_METRIC_MSE = 0,                /* sum over dims, mean over tokens */
+    SUBSAE_METRIC_FVU = 1,                /* pooled |x - xhat|^2 / |x - mean|^2 */
+    SUBSAE_METRIC_EXPLAINED_VARIANCE = 2, /* 1 - FVU */
+    SUBSAE_METRIC_L0 = 3,                 /* mean active features per token */
+    SUBSAE_METRIC_DEAD_FRACTION = 4,      /* training: no fire in the dead window */
+    SUBSAE_METRIC_DEAD_FEATURES = 5,
+    SUBSAE_METRIC_DENSE_FRACTION = 6,     /* firing on > 10 % of tokens */
+    SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION = 7, /* evaluation: never fired */
+    SUBSAE_METRIC_TOKENS = 8,
+    SUBSAE_METRIC_STEPS = 9,
+    SUBSAE_METRIC_LOSS = 10,              /* total training loss, last step */
+    SUBSAE_METRIC_COUNT = 11
+};
+
+/** Number of metrics (SUBSAE_METRIC_COUNT of the linked library). */
+SUBSAE_API int subsae_metric_count(void);
+
+/** Evaluate on all rows of `input` against `target` (NULL: the input
+ *  itself). metrics[i] for i < n_metrics gets metric i (NaN where it does
+ *  not apply, e.g. DEAD_* and STEPS). Errors: SUBSAE_E_INVALID,
+ *  SUBSAE_E_NONFINITE, SUBSAE_E_NOMEM, SUBSAE_E_IO. */
+SUBSAE_API int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
+                                   const subsae_buffer *target, double *metrics,
+                                   int64_t n_metrics);
+
+/** Save as a directory SAE tools read (SAELens layout): cfg.json and
+ *  sae_weights.safetensors with W_enc [d_in, d_sae], b_enc [d_sae], W_dec
+ *  [d_sae, d_out], b_dec [d_out] (and threshold [d_sae] for JumpReLU and
+ *  BatchTopK), float32, scales folded in. Crash-safe (temporary names,
+ *  fsync, rename). Errors: SUBSAE_E_INVALID, SUBSAE_E_IO, SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_sae_save(const subsae_sae *sae, const char *dir);
+
+/** Load a saved SAE directory: this library's / SAELens layout, EleutherAI
+ *  sparsify and OpenMOSS lm-saes layouts, recognised by tensor shapes, with
+ *  each tool's encoding convention. Errors: SUBSAE_E_INVALID, SUBSAE_E_IO,
+ *  SUBSAE_E_FORMAT, SUBSAE_E_UNSUPPORTED, SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_sae_load(const char *dir, subsae_sae **out);
+
+/* ===================================================================== */
+/* Trainer                                                                */
+/* ===================================================================== */
+
+/** Trains a subsae_sae on a buffer (or input -> target buffers for a
+ *  transcoder) with Adam, one dense GEMM per batch for the encoder and
+ *  sparse decode/backward over the active features. Same seed, inputs and
+ *  thread count give the same bits. */
+typedef struct subsae_trainer subsae_trainer;
+
+enum subsae_init { SUBSAE_INIT_RANDOM = 0, SUBSAE_INIT_ACTIVE_SUBSPACE = 1 };
+enum subsae_decoder_norm { SUBSAE_DECODER_FREE = 0, SUBSAE_DECODER_UNIT = 1 };
+
+/** Trainer options; set before subsae_trainer_init unless noted. */
+enum subsae_train_option {
+    SUBSAE_TRAIN_FEATURES = 0,      /* int d_sae, default 16384 */
+    SUBSAE_TRAIN_ACTIVATION = 1,    /* int SUBSAE_ACT_*, default TOPK */
+    SUBSAE_TRAIN_K = 2,             /* int, default 32 */
+    SUBSAE_TRAIN_LR = 3,            /* double; 0 (default) = 2e-4 / sqrt(d_sae / 16384) */
+    SUBSAE_TRAIN_BATCH = 4,         /* int tokens per step, default 4096 */
+    SUBSAE_TRAIN_WARMUP_STEPS = 5,  /* int, default 0 */
+    SUBSAE_TRAIN_COOLDOWN_STEPS = 6,/* int: linear decay to 0 over the last steps of a
+                                       fit, default 0 */
+    SUBSAE_TRAIN_CLIP_NORM = 7,     /* double gradient-norm clip, 0 = off (default) */
+    SUBSAE_TRAIN_SEED = 8,          /* int, default 0 */
+    SUBSAE_TRAIN_DEAD_WINDOW = 9,   /* int tokens, default 10,000,000 */
+    SUBSAE_TRAIN_INIT = 10,         /* int SUBSAE_INIT_*, default ACTIVE_SUBSPACE */
+    SUBSAE_TRAIN_SUBSPACE_DIM = 11, /* int r, 0 (default) = effective rank at 99 % */
+    SUBSAE_TRAIN_SCALE_SEARCH = 12, /* int 0/1, default 1 */
+    SUBSAE_TRAIN_DECODER_NORM = 13, /* int SUBSAE_DECODER_*, default FREE */
+    SUBSAE_TRAIN_SPARSE_ADAM = 14,  /* int 0/1, default 0 */
+    SUBSAE_TRAIN_THREADS = 15,      /* int, 0 (default) = subsae_get_num_threads() */
+    SUBSAE_TRAIN_INIT_SAMPLE = 16,  /* int rows used for scale, mean, subspace and
+                                       the init-scale search, default 65536 */
+    SUBSAE_TRAIN_ADAM_BETA1 = 17,   /* double, 0.9 */
+    SUBSAE_TRAIN_ADAM_BETA2 = 18,   /* double, 0.999 */
+    SUBSAE_TRAIN_ADAM_EPS = 19,     /* double, 1e-8 */
+    SUBSAE_TRAIN_AUXK_COEF = 20,    /* double, 0 = off (default); 1/32 typical */
+    SUBSAE_TRAIN_AUXK_K = 21,       /* int, 0 (default) = d_in / 2 */
+    SUBSAE_TRAIN_L1_COEF = 22,      /* double, ReLU L1 penalty */
+    SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU L0 penalty */
+    SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, straight-through kernel width */
+    SUBSAE_TRAIN_INIT_THRESHOLD = 25      /* double, initial JumpReLU threshold */
+};
+
+/** Create a trainer with default options. */
+SUBSAE_API int subsae_trainer_create(subsae_trainer **out);
+
+/** Release a trainer and the model it owns. NULL is a no-op. */
+SUBSAE_API void subsae_trainer_free(subsae_trainer *t);
+
+/** Typed option setters/getters. Errors: SUBSAE_E_INVALID (unknown option,
+ *  wrong type, bad value), SUBSAE_E_STATE (structural option after init). */
+SUBSAE_API int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value);
+SUBSAE_API int subsae_trainer_get_int(const subsae_trainer *t, int option, int64_t *value);
+SUBSAE_API int subsae_trainer_set_double(subsae_trainer *t, int option, double value);
+SUBSAE_API int subsae_trainer_get_double(const subsae_trainer *t, int option, double *value);
+
+/** Progress callback for init and fit (NULL removes it). */
+SUBSAE_API int subsae_trainer_set_callback(subsae_trainer *t, subsae_callback callback,
+                                           void *user);
+
+/** Initialise the model from data: scale factor(s) s = sqrt(d) / mean |x|,
+ *  b_dec = mean (of the target), decoder rows in the active subspace (ASI)
+ *  or on the full sphere (random), tied encoder, and the init-scale search,
+ *  all on a sample of INIT_SAMPLE rows drawn with the seed. `target` is
+ *  NULL for an SAE. Errors: SUBSAE_E_INVALID, SUBSAE_E_STATE (already
+ *  initialised), SUBSAE_E_NONFINITE, SUBSAE_E_NOMEM, SUBSAE_E_IO. */
+SUBSAE_API int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
+                                   const subsae_buffer *target);
+
+/** One optimiser step on n raw rows (target NULL: an SAE). Errors:
+ *  SUBSAE_E_STATE (not initialised), SUBSAE_E_INVALID, SUBSAE_E_NONFINITE
+ *  (input, or the step diverged: the weights are left as before it). */
+SUBSAE_API int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_stride,
+                                   const float *target, int64_t target_stride, int64_t n);
+
+/** Train on `tokens` more tokens of shuffled batches (epochs drawn from the
+ *  seed; position kept across calls and checkpoints). Reports progress in
+ *  tokens through the callback. Errors: as subsae_trainer_step, plus
+ *  SUBSAE_E_CANCELLED. */
+SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
+                                  const subsae_buffer *target, int64_t tokens);
+
+/** Training metrics: MSE, FVU, explained variance and L0 over the most
+ *  recent epoch (or the tokens since init when shorter), dead fraction and
+ *  count against the dead window (the whole run when shorter), dense
+ *  fraction, tokens, steps, last loss. metrics[i] for i < n_metrics. */
+SUBSAE_API int subsae_trainer_metrics(const subsae_trainer *t, double *metrics,
+                                      int64_t n_metrics);
+
+/** The model being trained (owned by the trainer; valid until the trainer
+ *  is freed; reflects the weights after the last step). NULL before init
+ *  or if t is NULL. */
+SUBSAE_API const subsae_sae *subsae_trainer_sae(const subsae_trainer *t);
+
+/** Save everything needed to resume bit for bit (weights, Adam moments,
+ *  step, RNG and batch position, dead counters, scales, options) into a
+ *  directory, crash-safe. Errors: SUBSAE_E_STATE, SUBSAE_E_IO,
+ *  SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_trainer_save_checkpoint(const subsae_trainer *t, const char *dir);
+
+/** Recreate a trainer from a checkpoint directory. Errors: SUBSAE_E_IO,
+ *  SUBSAE_E_FORMAT, SUBSAE_E_NOMEM, SUBSAE_E_INVALID. */
+SUBSAE_API int subsae_trainer_load_checkpoint(const char *dir, subsae_trainer **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,58 @@
+/* Internals of subsae_buffer, shared by buffer.c (memory, reads), the file
+ * readers (io_npy.c, io_safetensors.c) and the writers. A buffer is a list
+ * of sources, each a run of rows of one dtype at a fixed byte stride in
+ * memory that is either the library's own, the caller's, or a mapped file. */
+#ifndef SUBSAE_BUFFER_H
+#define SUBSAE_BUFFER_H
+
+#include "internal.h"
+
+enum { SUBSAE__MAX_DIMS = 8 };
+
+struct subsae__source {
+    int format;                 /* SUBSAE_FORMAT_* */
+    int dtype;                  /* stored element type */
+    char *path;                 /* owned; NULL for memory */
+    int ndim;                   /* shape as stored */
+    int64_t shape[SUBSAE__MAX_DIMS];
+    int64_t rows;               /* rows this source contributes */
+    const unsigned char *data;  /* first element of row 0 */
+    int64_t row_stride_bytes;
+    void *owned;                /* heap block to free, or NULL */
+    void *map;                  /* mapping to munmap, or NULL */
+    size_t map_size;
+};
+
+struct subsae_buffer {
+    int64_t dim;
+    int64_t n_sources;
+    struct subsae__source *sources;
+    int64_t *first_row;         /* first stored row of each source, n_sources + 1 */
+    bool growable;              /* one owned float32 source, appendable */
+    int64_t capacity_rows;
+    bool skip_nonfinite;
+    int64_t *skipped;           /* sorted stored-row indices left out */
+    int64_t n_skipped;
+};
+
+/* An empty buffer of width dim with room for n_sources sources. */
+int subsae__buffer_new(int64_t dim, int64_t n_sources, subsae_buffer **out);
+
+/* Recompute first_row after the sources' rows were set. */
+void subsae__buffer_index(subsae_buffer *buf);
+
+/* Release what one source holds (mapping, copy, path). */
+void subsae__source_release(struct subsae__source *src);
+
+/* Stored row of a logical row (after skipping non-finite rows). */
+int64_t subsae__buffer_stored_row(const subsae_buffer *buf, int64_t row);
+
+/* Number of stored rows (before skipping). */
+int64_t subsae__buffer_stored_rows(const subsae_buffer *buf);
+
+/* Widen stored row `stored` into out[0..dim). Returns the column of the
+ * first non-finite value, or dim if the row is finite. */
+int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float *out);
+
+
+#endif

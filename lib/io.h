@@ -1,0 +1,60 @@
+/* Internal file plumbing shared by every reader and writer: crash-safe
+ * writes, whole-file mapping, and the safetensors container (used for
+ * activation files, SAE weights and checkpoints alike). */
+#ifndef SUBSAE_IO_H
+#define SUBSAE_IO_H
+
+#include "internal.h"
+
+/* ---- crash-safe writes (io_file.c) ----------------------------------
+ * Data goes to a temporary file next to `path`; commit flushes it
+ * (fsync), renames it over `path` and syncs the directory, so `path` holds
+ * either the old or the new complete content, never a partial one. */
+typedef struct subsae__atomic_file subsae__atomic_file;
+
+int subsae__atomic_open(const char *path, subsae__atomic_file **out);
+int subsae__atomic_write(subsae__atomic_file *f, const void *data, size_t n);
+/* Commit and release; on failure the temporary file is removed. */
+int subsae__atomic_commit(subsae__atomic_file *f);
+/* Discard and release (NULL is a no-op). */
+void subsae__atomic_abort(subsae__atomic_file *f);
+
+/* Create directory `dir` if missing (one level). */
+int subsae__make_dir(const char *dir);
+
+/* Map a whole file read-only; an empty file gives map NULL, size 0. The
+ * error message names the file. */
+int subsae__map_file(const char *path, void **map, size_t *size);
+
+/* ---- safetensors (io_safetensors.c) --------------------------------- */
+
+struct subsae__tensor_view {
+    const char *name;
+    int dtype;                  /* SUBSAE_DTYPE_* */
+    int ndim;
+    int64_t shape[8];
+    const void *data;           /* little-endian elements, any alignment */
+    size_t bytes;
+};
+
+/* Write tensors (in the given order) with optional string metadata
+ * (`metadata_keys`/`metadata_values`, n_metadata pairs; may be 0). */
+int subsae__safetensors_write(const char *path, const struct subsae__tensor_view *tensors,
+                              int64_t n_tensors, const char *const *metadata_keys,
+                              const char *const *metadata_values, int64_t n_metadata);
+
+/* A parsed, validated, memory-mapped safetensors file. */
+typedef struct subsae__safetensors subsae__safetensors;
+
+int subsae__safetensors_open(const char *path, subsae__safetensors **out);
+void subsae__safetensors_close(subsae__safetensors *st);
+int64_t subsae__safetensors_count(const subsae__safetensors *st);
+const struct subsae__tensor_view *subsae__safetensors_tensor(const subsae__safetensors *st,
+                                                             int64_t i);
+/* NULL when absent (no error recorded). */
+const struct subsae__tensor_view *subsae__safetensors_find(const subsae__safetensors *st,
+                                                           const char *name);
+/* Metadata value or NULL. */
+const char *subsae__safetensors_metadata(const subsae__safetensors *st, const char *key);
+
+#endif
