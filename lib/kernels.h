@@ -43,6 +43,15 @@ void subsae__feature_backward(const int32_t *rows, const float *z, int64_t count
 void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1,
                   float b2, float step, float inv_bias2, float eps);
 
+/* Threads for a parallel loop of `work` element operations: small loops run
+ * on one thread, where waking a team costs more than it saves (and, on a
+ * loaded machine, much more). Callers partition work by the nominal thread
+ * count, never by the team size, so results do not depend on this. */
+static inline int subsae__team(int threads, double work)
+{
+    return work >= 131072.0 ? threads : 1;
+}
+
 /* Dot product and squared norm accumulated in double. */
 double subsae__dot(const float *a, const float *b, int64_t n);
 double subsae__sumsq(const float *a, int64_t n);

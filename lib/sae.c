@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 /* ---- creation ---------------------------------------------------------- */
@@ -359,7 +360,7 @@ void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_
     const int64_t d = sae->d_in;
     const float s = (float)in_scale;
     const float *b = sae->apply_b_dec_to_input ? sae->b_dec : NULL;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(subsae__team(threads, (double)n * (double)d)) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const float *xr = x + i * x_stride;
         float *o = xin + i * xin_stride;
@@ -383,6 +384,16 @@ static void select_row(const subsae_sae *sae, float *pre_row, int64_t slots, int
     if (sae->activation == SUBSAE_ACT_TOPK) {
         int64_t kk = sae->k < slots ? sae->k : slots;
         subsae__topk_row(pre_row, sae->b_enc, rank_weight, m, kk, idx, val);
+        if (rank_weight) /* selected by weighted key; report by value */
+            for (int64_t j = 1; j < kk; j++)
+                for (int64_t p = j; p > 0 && val[p] > val[p - 1]; p--) {
+                    float tv = val[p];
+                    int32_t ti = idx[p];
+                    val[p] = val[p - 1];
+                    idx[p] = idx[p - 1];
+                    val[p - 1] = tv;
+                    idx[p - 1] = ti;
+                }
         for (int64_t j = kk; j < slots; j++) {
             idx[j] = -1;
             val[j] = 0.0f;
@@ -413,18 +424,25 @@ static void select_row(const subsae_sae *sae, float *pre_row, int64_t slots, int
 
 void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin_stride,
                             int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
-                            const float *rank_weight, int threads)
+                            const float *rank_weight, int threads, double *seconds)
 {
     const int64_t m = sae->d_sae, block = subsae__encode_block_rows(m, n);
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
+        double t0 = seconds ? omp_get_wtime() : 0.0;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)m, (int)sae->d_in,
                     1.0f, xin + r0 * xin_stride, (int)xin_stride, sae->W_enc, (int)sae->d_in,
                     0.0f, pre, (int)m);
-#pragma omp parallel for num_threads(threads) schedule(static)
+        double t1 = seconds ? omp_get_wtime() : 0.0;
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)rows * (double)m))
         for (int64_t i = 0; i < rows; i++)
             select_row(sae, pre + i * m, slots, indices + (r0 + i) * slots,
                        values + (r0 + i) * slots, rank_weight);
+        if (seconds) {
+            seconds[0] += t1 - t0;
+            seconds[1] += omp_get_wtime() - t1;
+        }
     }
 }
 
@@ -432,7 +450,8 @@ void subsae__sae_decode_rows(const subsae_sae *sae, const int32_t *indices, cons
                              int64_t n, int64_t slots, float *out, int64_t out_stride,
                              int threads)
 {
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)n * (double)slots * (double)sae->d_out))
     for (int64_t i = 0; i < n; i++)
         subsae__sparse_decode_row(out + i * out_stride, sae->b_dec, sae->W_dec, sae->d_out,
                                   indices + i * slots, values + i * slots, slots, sae->d_out);
@@ -440,7 +459,8 @@ void subsae__sae_decode_rows(const subsae_sae *sae, const int32_t *indices, cons
 
 void subsae__sae_decoder_norms(const subsae_sae *sae, float *norms, int threads)
 {
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)sae->d_sae * (double)sae->d_out))
     for (int64_t f = 0; f < sae->d_sae; f++)
         norms[f] = (float)sqrt(subsae__sumsq(sae->W_dec + f * sae->d_out, sae->d_out));
 }
@@ -489,7 +509,7 @@ static void encode_raw(const subsae_sae *sae, const float *x, int64_t x_stride, 
         subsae__sae_encoder_input(sae, x + r0 * x_stride, x_stride, rows, sae->input_scale,
                                   s->xin, sae->d_in, threads);
         subsae__sae_encode_pre(sae, s->xin, sae->d_in, rows, slots, indices + r0 * slots,
-                               values + r0 * slots, s->pre, s->norms, threads);
+                               values + r0 * slots, s->pre, s->norms, threads, NULL);
     }
 }
 
@@ -575,7 +595,8 @@ int subsae_sae_encode(const subsae_sae *sae, const float *x, int64_t n, int64_t 
     for (int64_t r0 = 0; r0 < n; r0 += s.block) {
         int64_t rows = n - r0 < s.block ? n - r0 : s.block;
         encode_raw(sae, x + r0 * x_stride, x_stride, rows, slots, idx, val, &s, threads);
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)rows * (double)sae->d_sae))
         for (int64_t i = 0; i < rows; i++) {
             float *zr = z + (r0 + i) * z_stride;
             memset(zr, 0, (size_t)sae->d_sae * sizeof *zr);
@@ -597,7 +618,8 @@ static void unscale_rows(const subsae_sae *sae, float *out, int64_t n, int64_t s
     if (sae->output_scale == 1.0)
         return;
     const float inv = (float)(1.0 / sae->output_scale);
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)n * (double)sae->d_out))
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < sae->d_out; j++)
             out[i * stride + j] *= inv;
@@ -736,7 +758,8 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
             goto done;
         encode_raw(sae, x, d_in, rows, slots, idx, val, &s, threads);
         subsae__sae_decode_rows(sae, idx, val, rows, slots, xhat, d_out, threads);
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)rows * (double)d_out))
         for (int64_t i = 0; i < rows; i++) {
             double e = 0.0;
             for (int64_t j = 0; j < d_out; j++) {

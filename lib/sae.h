@@ -41,10 +41,12 @@ void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_
  * `slots` (feature, value) pairs with value > 0 in descending order of
  * rank, unused slots -1 / 0. `pre` is scratch of block x d_sae floats with
  * block = subsae__encode_block_rows(d_sae, n); `rank_weight` (d_sae, may be
- * NULL) multiplies the pre-activations for ranking only. */
+ * NULL) multiplies the pre-activations for ranking only. `seconds` (may be
+ * NULL) gets the wall time of the GEMMs added to seconds[0] and of the
+ * selection to seconds[1]. */
 void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin_stride,
                             int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
-                            const float *rank_weight, int threads);
+                            const float *rank_weight, int threads, double *seconds);
 
 /* x_hat = sum_j values[j] W_dec[indices[j]] + b_dec per row, in the
  * model's (scaled) target space; index -1 slots are skipped. */

@@ -429,6 +429,8 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     const bool apply = s->apply_b_dec_to_input;
     const size_t part_stride = (size_t)(3 * d_out + 4);
 
+    const double t_start = omp_get_wtime();
+
     /* 1. Validate and scale. */
     for (int64_t i = 0; i < n; i++) {
         int64_t bad = subsae__find_nonfinite(input + i * input_stride, d_in);
@@ -445,7 +447,8 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         }
     }
     const float s_in = (float)s->input_scale, s_out = (float)s->output_scale;
-#pragma omp parallel for num_threads(T) schedule(static)
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(T, (double)n * (double)(d_in + d_out)))
     for (int64_t i = 0; i < n; i++) {
         const float *xr = input + i * input_stride;
         float *xs = ws->xs + i * d_in, *xin = ws->xin + i * d_in;
@@ -462,12 +465,17 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     }
 
     /* 2. Encoder GEMM and top-k. */
-    subsae__sae_encode_pre(s, ws->xin, d_in, n, k, ws->idx, ws->val, ws->pre, NULL, T);
+    double *phase = t->phase_seconds;
+    double clock = omp_get_wtime();
+    phase[SUBSAE__PHASE_PREPARE] += clock - t_start;
+    subsae__sae_encode_pre(s, ws->xin, d_in, n, k, ws->idx, ws->val, ws->pre, NULL, T,
+                           phase + SUBSAE__PHASE_ENCODE_GEMM);
+    clock = omp_get_wtime();
 
     /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
      *    sums of the gradient and of the target per row partition. */
     const float gscale = 2.0f / (float)n;
-#pragma omp parallel num_threads(T)
+#pragma omp parallel num_threads(subsae__team(T, (double)n * (double)(k + 2) * (double)d_out))
     {
         for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
             double *part = ws->part + (size_t)p * part_stride;
@@ -493,8 +501,12 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         }
     }
 
+    double now = omp_get_wtime();
+    phase[SUBSAE__PHASE_DECODE] += now - clock;
+    clock = now;
+
     /* 4. Counting sort of the firing pairs by feature. */
-#pragma omp parallel num_threads(T)
+#pragma omp parallel num_threads(subsae__team(T, (double)n * (double)k + (double)m))
     {
         for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
             int32_t *counts = ws->counts + (size_t)p * (size_t)m;
@@ -525,7 +537,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     }
     ws->offsets[m] = running;
     const int64_t n_pairs = running;
-#pragma omp parallel num_threads(T)
+#pragma omp parallel num_threads(subsae__team(T, (double)n * (double)k))
     {
         for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
             int32_t *cursor = ws->counts + (size_t)p * (size_t)m;
@@ -555,7 +567,8 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         }
         ws->split[T] = n_touched;
     }
-#pragma omp parallel num_threads(T)
+#pragma omp parallel \
+    num_threads(subsae__team(T, (double)n * (double)k * (double)(2 * d_out + d_in)))
     {
         for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
             double *part = ws->part + (size_t)p * part_stride;
@@ -608,6 +621,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         sse += ws->row_sse[i];
     *loss = sse / (double)n;
     *sq = total_sq;
+    phase[SUBSAE__PHASE_BACKWARD] += omp_get_wtime() - clock;
     if (!isfinite(*loss) || !isfinite(total_sq))
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
                             "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
@@ -652,6 +666,7 @@ static void apply_update(subsae_trainer *t, double sq)
     const int T = (int)ws->threads;
     const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
+    const double clock = omp_get_wtime();
     const int64_t step = t->step + 1;
     const double lr = learning_rate(t);
     const float b1 = (float)t->beta1, b2 = (float)t->beta2, eps = (float)t->eps;
@@ -664,7 +679,8 @@ static void apply_update(subsae_trainer *t, double sq)
     subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs, b1, b2, size, ib2, eps);
     if (t->sparse_adam) {
         const int64_t nt = touched_count(ws);
-#pragma omp parallel for num_threads(T) schedule(static)
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
         for (int64_t i = 0; i < nt; i++) {
             const int64_t f = ws->touched[i];
             subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
@@ -677,7 +693,8 @@ static void apply_update(subsae_trainer *t, double sq)
                 renormalise(s->W_dec + f * d_out, d_out);
         }
     } else {
-#pragma omp parallel for num_threads(T) schedule(static)
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
         for (int64_t f = 0; f < m; f++) {
             const int64_t slot = ws->slot_of[f];
             subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
@@ -692,6 +709,7 @@ static void apply_update(subsae_trainer *t, double sq)
                 renormalise(s->W_dec + f * d_out, d_out);
         }
     }
+    t->phase_seconds[SUBSAE__PHASE_OPTIMIZER] += omp_get_wtime() - clock;
 }
 
 /* Counters, dead-feature clock and metrics window after a step of n rows. */
@@ -940,8 +958,9 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
         goto done;
     }
     subsae__sae_encoder_input(s, xs, d_in, rows, 1.0, xin, d_in, T);
-    subsae__sae_encode_pre(s, xin, d_in, rows, k, idx, val, pre, NULL, T);
-#pragma omp parallel for num_threads(T) schedule(static)
+    subsae__sae_encode_pre(s, xin, d_in, rows, k, idx, val, pre, NULL, T, NULL);
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(T, (double)rows * (double)k * (double)d_out))
     for (int64_t i = 0; i < rows; i++) {
         float *yr = y + i * d_out;
         subsae__sparse_decode_row(yr, NULL, s->W_dec, d_out, idx + i * k, val + i * k, k, d_out);
