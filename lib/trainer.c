@@ -191,6 +191,22 @@ static const struct double_option *find_double(int option)
     return NULL;
 }
 
+const char *subsae__trainer_option_name(int option, bool *is_double)
+{
+    const struct int_option *i = find_int(option);
+    const struct double_option *d = i ? NULL : find_double(option);
+    if (is_double)
+        *is_double = d != NULL;
+    return i ? i->name : d ? d->name : NULL;
+}
+
+void *subsae__trainer_option_field(subsae_trainer *t, int option)
+{
+    const struct int_option *i = find_int(option);
+    const struct double_option *d = i ? NULL : find_double(option);
+    return i ? (char *)t + i->offset : d ? (char *)t + d->offset : NULL;
+}
+
 int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
 {
     static const char *fn = "subsae_trainer_set_int";

@@ -102,6 +102,13 @@ struct subsae_trainer {
     double phase_seconds[SUBSAE__PHASES];
 };
 
+/* Options by enum value (0 .. SUBSAE__TRAIN_OPTION_LAST): the name (NULL
+ * for a gap), whether it is a double (else int64_t), and the address of
+ * the value as configured (no defaults resolved). */
+enum { SUBSAE__TRAIN_OPTION_LAST = SUBSAE_TRAIN_INIT_THRESHOLD };
+const char *subsae__trainer_option_name(int option, bool *is_double);
+void *subsae__trainer_option_field(subsae_trainer *t, int option);
+
 /* Allocate the model-sized state (Adam moments, counters, windows) of an
  * initialised trainer whose model is set. */
 int subsae__trainer_alloc_state(subsae_trainer *t);

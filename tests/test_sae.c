@@ -4,7 +4,10 @@
  * allocations. */
 #include "harness.h"
 #include "internal.h"
+#include "io.h"
 #include "rng.h"
+
+#include <jansson.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -417,6 +420,213 @@ START_TEST(failed_allocations_leave_nothing)
 }
 END_TEST
 
+START_TEST(save_load_round_trip)
+{
+    const int64_t d = 9, m = 33, k = 4, n = 50;
+    struct model c;
+    subsae_sae *s = random_model(d, d, m, SUBSAE_ACT_TOPK, k, 21, &c);
+    ck_assert_ok(subsae_sae_set_double(s, SUBSAE_SAE_INPUT_SCALE, 2.0));
+    ck_assert_ok(subsae_sae_set_double(s, SUBSAE_SAE_OUTPUT_SCALE, 2.0));
+    char dir[512], path[600];
+    harness_tmp_path("sae", dir, sizeof dir);
+    ck_assert_ok(subsae_sae_save(s, dir));
+    /* The file: W_enc [d_in, d_sae] with the scale folded in, float32. */
+    snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+    subsae__safetensors *st;
+    ck_assert_ok(subsae__safetensors_open(path, &st));
+    ck_assert_int_eq(subsae__safetensors_count(st), 4);
+    const struct subsae__tensor_view *w = subsae__safetensors_find(st, "W_enc");
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(w->dtype, SUBSAE_DTYPE_F32);
+    ck_assert_int_eq(w->ndim, 2);
+    ck_assert_int_eq(w->shape[0], d);
+    ck_assert_int_eq(w->shape[1], m);
+    float value;
+    memcpy(&value, (const char *)w->data + (size_t)(3 * m + 5) * 4, 4); /* [j=3, f=5] */
+    ck_assert(value == c.W_enc[5 * d + 3] * 2.0f);
+    const struct subsae__tensor_view *wd = subsae__safetensors_find(st, "W_dec");
+    ck_assert_int_eq(wd->shape[0], m);
+    ck_assert_int_eq(wd->shape[1], d);
+    memcpy(&value, (const char *)wd->data + (size_t)(7 * d + 2) * 4, 4);
+    ck_assert(value == c.W_dec[7 * d + 2] / 2.0f);
+    const struct subsae__tensor_view *bd = subsae__safetensors_find(st, "b_dec");
+    memcpy(&value, bd->data, 4);
+    ck_assert(value == c.b_dec[0] / 2.0f);
+    ck_assert_ptr_null(subsae__safetensors_find(st, "threshold"));
+    subsae__safetensors_close(st);
+    /* cfg.json carries the fields SAE tools read. */
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    json_error_t error;
+    json_t *cfg = json_load_file(path, 0, &error);
+    ck_assert_ptr_nonnull(cfg);
+    ck_assert_str_eq(json_string_value(json_object_get(cfg, "architecture")), "topk");
+    ck_assert_int_eq(json_integer_value(json_object_get(cfg, "d_in")), d);
+    ck_assert_int_eq(json_integer_value(json_object_get(cfg, "d_sae")), m);
+    ck_assert_int_eq(json_integer_value(json_object_get(cfg, "k")), k);
+    ck_assert_str_eq(json_string_value(json_object_get(cfg, "dtype")), "float32");
+    ck_assert(json_is_true(json_object_get(cfg, "apply_b_dec_to_input")));
+    ck_assert_str_eq(json_string_value(json_object_get(cfg, "normalize_activations")), "none");
+    json_decref(cfg);
+    /* Loading gives the folded model: same codes on raw data. */
+    subsae_sae *back;
+    ck_assert_ok(subsae_sae_load(dir, &back));
+    double scale;
+    ck_assert_ok(subsae_sae_get_double(back, SUBSAE_SAE_INPUT_SCALE, &scale));
+    ck_assert(scale == 1.0);
+    int64_t v;
+    ck_assert_ok(subsae_sae_get_int(back, SUBSAE_SAE_K, &v));
+    ck_assert_int_eq(v, k);
+    subsae_sae *folded;
+    ck_assert_ok(subsae_sae_clone(s, &folded));
+    ck_assert_ok(subsae_sae_fold_scales(folded));
+    for (int p = SUBSAE_PARAM_W_ENC; p <= SUBSAE_PARAM_B_DEC; p++) {
+        int64_t count = subsae_sae_param_size(back, p);
+        ck_assert_int_eq(count, subsae_sae_param_size(s, p));
+        float *a = malloc((size_t)count * 4), *b = malloc((size_t)count * 4);
+        ck_assert_ok(subsae_sae_get_param(back, p, a, count));
+        ck_assert_ok(subsae_sae_get_param(folded, p, b, count));
+        ck_assert_mem_eq(a, b, (size_t)count * 4);
+        free(a);
+        free(b);
+    }
+    subsae__rng rng;
+    subsae__rng_seed(&rng, 5, 0);
+    float *x = normals(&rng, n * d, 1.0, 0.0);
+    int32_t *i1 = malloc((size_t)(n * k) * 4), *i2 = malloc((size_t)(n * k) * 4);
+    float *v1 = malloc((size_t)(n * k) * 4), *v2 = malloc((size_t)(n * k) * 4);
+    ck_assert_ok(subsae_sae_encode_sparse(s, x, n, d, k, i1, v1));
+    ck_assert_ok(subsae_sae_encode_sparse(back, x, n, d, k, i2, v2));
+    for (int64_t i = 0; i < n * k; i++) {
+        ck_assert_int_eq(i1[i], i2[i]);
+        ck_assert_double_eq_tol(v1[i], v2[i], 1e-5 * (1 + fabs(v1[i])));
+    }
+    /* Saving again over the directory replaces it. */
+    ck_assert_ok(subsae_sae_save(back, dir));
+    subsae_sae_free(folded);
+    subsae_sae_free(back);
+    subsae_sae_free(s);
+    model_free(&c);
+    free(x);
+    free(i1);
+    free(i2);
+    free(v1);
+    free(v2);
+}
+END_TEST
+
+START_TEST(save_load_jumprelu_and_transcoder)
+{
+    struct model c;
+    subsae_sae *s = random_model(6, 4, 10, SUBSAE_ACT_JUMPRELU, 0, 8, &c);
+    char dir[512];
+    harness_tmp_path("jump", dir, sizeof dir);
+    ck_assert_ok(subsae_sae_save(s, dir));
+    subsae_sae *back;
+    ck_assert_ok(subsae_sae_load(dir, &back));
+    int64_t v;
+    ck_assert_ok(subsae_sae_get_int(back, SUBSAE_SAE_ACTIVATION, &v));
+    ck_assert_int_eq(v, SUBSAE_ACT_JUMPRELU);
+    ck_assert_ok(subsae_sae_get_int(back, SUBSAE_SAE_D_OUT, &v));
+    ck_assert_int_eq(v, 4);
+    ck_assert_ok(subsae_sae_get_int(back, SUBSAE_SAE_APPLY_B_DEC_TO_INPUT, &v));
+    ck_assert_int_eq(v, 0);
+    float thr[10];
+    ck_assert_ok(subsae_sae_get_param(back, SUBSAE_PARAM_THRESHOLD, thr, 10));
+    ck_assert_mem_eq(thr, c.thr, sizeof thr);
+    subsae_sae_free(back);
+    subsae_sae_free(s);
+    model_free(&c);
+}
+END_TEST
+
+/* Write a weights file with some tensors replaced or left out. */
+static void write_weights(const char *dir, int64_t d, int64_t m, const char *skip,
+                          const char *reshape)
+{
+    float *zeros = calloc((size_t)(m + 1) * (size_t)(d + 1), sizeof(float));
+    struct subsae__tensor_view all[4] = {
+        {"W_enc", SUBSAE_DTYPE_F32, 2, {d, m}, zeros, 0},
+        {"b_enc", SUBSAE_DTYPE_F32, 1, {m}, zeros, 0},
+        {"W_dec", SUBSAE_DTYPE_F32, 2, {m, d}, zeros, 0},
+        {"b_dec", SUBSAE_DTYPE_F32, 1, {d}, zeros, 0},
+    };
+    struct subsae__tensor_view views[4];
+    int64_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        if (skip && !strcmp(all[i].name, skip))
+            continue;
+        views[n] = all[i];
+        if (reshape && !strcmp(all[i].name, reshape))
+            views[n].shape[0] += 1;
+        size_t count = 1;
+        for (int j = 0; j < views[n].ndim; j++)
+            count *= (size_t)views[n].shape[j];
+        views[n].bytes = count * 4;
+        n++;
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+    ck_assert_ok(subsae__safetensors_write(path, views, n, NULL, NULL, 0));
+    free(zeros);
+}
+
+START_TEST(load_rejects_bad_directories)
+{
+    subsae_sae *s = NULL;
+    char dir[512], path[600];
+    harness_tmp_path("bad", dir, sizeof dir);
+    ck_assert_status(subsae_sae_load(dir, &s), SUBSAE_E_IO); /* no directory */
+    ck_assert_ok(subsae__make_dir(dir));
+    ck_assert_status(subsae_sae_load(dir, &s), SUBSAE_E_IO); /* no cfg.json */
+    ck_assert_ptr_nonnull(strstr(subsae_last_error(), "cfg.json"));
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"architecture\": \"topk\", \"d_in\": 5, \"d_sae\": 7, \"k\": 3}", f);
+    fclose(f);
+    ck_assert_status(subsae_sae_load(dir, &s), SUBSAE_E_IO); /* no weights */
+    ck_assert_ptr_nonnull(strstr(subsae_last_error(), "sae_weights.safetensors"));
+    const char *names[] = {"W_enc", "b_enc", "W_dec", "b_dec"};
+    for (int i = 0; i < 4; i++) {
+        write_weights(dir, 5, 7, names[i], NULL);
+        ck_assert_status(subsae_sae_load(dir, &s), SUBSAE_E_FORMAT);
+        ck_assert_int_eq(subsae_last_error_reason(), SUBSAE_REASON_MISSING_TENSOR);
+        ck_assert_ptr_nonnull(strstr(subsae_last_error(), names[i]));
+        write_weights(dir, 5, 7, NULL, names[i]);
+        ck_assert_status(subsae_sae_load(dir, &s), SUBSAE_E_FORMAT);
+        ck_assert_msg(strstr(subsae_last_error(), "shape") || strstr(subsae_last_error(), "d_in"),
+                      "%s", subsae_last_error());
+    }
+    write_weights(dir, 5, 7, NULL, NULL);
+    ck_assert_ok(subsae_sae_load(dir, &s));
+    subsae_sae_free(s);
+    s = NULL;
+    /* cfg.json disagreeing with the tensors, or impossible values. */
+    const char *bad_cfgs[] = {
+        "{\"architecture\": \"topk\", \"d_in\": 6, \"d_sae\": 7, \"k\": 3}",
+        "{\"architecture\": \"topk\", \"d_in\": 5, \"d_sae\": 7, \"k\": 8}",
+        "{\"architecture\": \"topk\", \"d_in\": 5, \"d_sae\": 7}",
+        "{\"architecture\": \"jumprelu\", \"d_in\": 5, \"d_sae\": 7}",
+        "{\"architecture\": \"gated\", \"d_in\": 5, \"d_sae\": 7}",
+        "{\"architecture\": \"topk\", \"k\": 3, \"normalize_activations\": \"expected_average_only_in\"}",
+        "[1, 2]",
+        "{\"architecture\": ",
+    };
+    const int want[] = {SUBSAE_E_FORMAT, SUBSAE_E_FORMAT, SUBSAE_E_FORMAT, SUBSAE_E_FORMAT,
+                        SUBSAE_E_UNSUPPORTED, SUBSAE_E_UNSUPPORTED, SUBSAE_E_FORMAT,
+                        SUBSAE_E_FORMAT};
+    for (size_t i = 0; i < sizeof bad_cfgs / sizeof bad_cfgs[0]; i++) {
+        f = fopen(path, "w");
+        fputs(bad_cfgs[i], f);
+        fclose(f);
+        ck_assert_status(subsae_sae_load(dir, &s), want[i]);
+        ck_assert_ptr_null(s);
+    }
+    ck_assert_status(subsae_sae_load(NULL, &s), SUBSAE_E_INVALID);
+    ck_assert_status(subsae_sae_load(dir, NULL), SUBSAE_E_INVALID);
+    ck_assert_status(subsae_sae_save(NULL, dir), SUBSAE_E_INVALID);
+}
+END_TEST
+
 SUBSAE_SUITE(sae)
 {
     Suite *s = suite_create("sae");
@@ -428,5 +638,9 @@ SUBSAE_SUITE(sae)
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, evaluate_matches_hand_computation);
     tcase_add_test(tc, failed_allocations_leave_nothing);
+    tc = harness_case(s, "files", 30);
+    tcase_add_test(tc, save_load_round_trip);
+    tcase_add_test(tc, save_load_jumprelu_and_transcoder);
+    tcase_add_test(tc, load_rejects_bad_directories);
     return s;
 }
