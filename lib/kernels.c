@@ -1,6 +1,6 @@
 /* Inner loops of encoding and training (see kernels.h). On x86-64 with GCC
  * the hot loops exist in AVX-512 and AVX2 variants chosen at run time
- * (target_clones or explicit dispatch), and a portable fallback. The vector
+ * (explicit dispatch on the CPU's features), and a portable fallback. The vector
  * variants compute exactly the same comparisons and sums in the same order
  * per element as the scalar code wherever selection depends on it. */
 #include "kernels.h"
@@ -12,10 +12,55 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SUBSAE_X86 1
 #include <immintrin.h>
-#define SUBSAE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SUBSAE_X86 0
-#define SUBSAE_CLONES
+#endif
+
+/* 2: AVX-512F, 1: AVX2, 0: baseline. */
+static inline int cpu_level(void)
+{
+#if SUBSAE_X86
+    if (__builtin_cpu_supports("avx512f"))
+        return 2;
+    if (__builtin_cpu_supports("avx2"))
+        return 1;
+#endif
+    return 0;
+}
+
+/* Variants of a loop kernel: the body is an always-inline function, and
+ * thin wrappers compiled for AVX-512 and AVX2 inline it so that GCC
+ * vectorises it for each (plain target attributes: unlike target_clones
+ * they keep the symbols hidden). */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#if SUBSAE_X86
+#define VARIANTS(ret, name, params, args)                                            \
+    __attribute__((target("avx512f"))) static ret name##_avx512 params              \
+    {                                                                                \
+        return name##_body args;                                                     \
+    }                                                                                \
+    __attribute__((target("avx2"))) static ret name##_avx2 params                   \
+    {                                                                                \
+        return name##_body args;                                                     \
+    }                                                                                \
+    static ret name##_generic params                                                 \
+    {                                                                                \
+        return name##_body args;                                                     \
+    }                                                                                \
+    ret subsae__##name params                                                        \
+    {                                                                                \
+        switch (cpu_level()) {                                                       \
+        case 2: return name##_avx512 args;                                           \
+        case 1: return name##_avx2 args;                                             \
+        default: return name##_generic args;                                         \
+        }                                                                            \
+    }
+#else
+#define VARIANTS(ret, name, params, args) \
+    ret subsae__##name params             \
+    {                                     \
+        return name##_body args;          \
+    }
 #endif
 
 /* ---- top-k ------------------------------------------------------------ */
@@ -95,10 +140,11 @@ typedef int64_t (*next_above_fn)(const float *, const float *, int64_t, int64_t,
 static next_above_fn pick_next_above(void)
 {
 #if SUBSAE_X86
-    if (__builtin_cpu_supports("avx512f"))
-        return next_above_avx512;
-    if (__builtin_cpu_supports("avx2"))
-        return next_above_avx2;
+    switch (cpu_level()) {
+    case 2: return next_above_avx512;
+    case 1: return next_above_avx2;
+    default: break;
+    }
 #endif
     return next_above_scalar;
 }
@@ -214,9 +260,9 @@ void subsae__topk_row(const float *row, const float *bias, const float *weight, 
 
 /* ---- sparse decode and backward -------------------------------------- */
 
-SUBSAE_CLONES
-void subsae__sparse_decode_row(float *out, const float *b, const float *W, int64_t ld,
-                               const int32_t *idx, const float *val, int64_t k, int64_t d)
+ALWAYS_INLINE void sparse_decode_row_body(float *out, const float *b, const float *W, int64_t ld,
+                                          const int32_t *idx, const float *val, int64_t k,
+                                          int64_t d)
 {
     if (b)
         memcpy(out, b, (size_t)d * sizeof *out);
@@ -233,11 +279,11 @@ void subsae__sparse_decode_row(float *out, const float *b, const float *W, int64
     }
 }
 
-SUBSAE_CLONES
-void subsae__feature_backward(const int32_t *rows, const float *z, int64_t count,
-                              const float *g, int64_t g_stride, int64_t d_out, const float *xin,
-                              int64_t xin_stride, int64_t d_in, const float *wdec, float *gdec,
-                              float *genc, float *gbenc)
+ALWAYS_INLINE void feature_backward_body(const int32_t *rows, const float *z, int64_t count,
+                                         const float *g, int64_t g_stride, int64_t d_out,
+                                         const float *xin, int64_t xin_stride, int64_t d_in,
+                                         const float *wdec, float *gdec, float *genc,
+                                         float *gbenc)
 {
     memset(gdec, 0, (size_t)d_out * sizeof *gdec);
     memset(genc, 0, (size_t)d_in * sizeof *genc);
@@ -260,6 +306,17 @@ void subsae__feature_backward(const int32_t *rows, const float *z, int64_t count
     }
     *gbenc = gb;
 }
+
+VARIANTS(void, sparse_decode_row,
+         (float *out, const float *b, const float *W, int64_t ld, const int32_t *idx,
+          const float *val, int64_t k, int64_t d),
+         (out, b, W, ld, idx, val, k, d))
+
+VARIANTS(void, feature_backward,
+         (const int32_t *rows, const float *z, int64_t count, const float *g, int64_t g_stride,
+          int64_t d_out, const float *xin, int64_t xin_stride, int64_t d_in, const float *wdec,
+          float *gdec, float *genc, float *gbenc),
+         (rows, z, count, g, g_stride, d_out, xin, xin_stride, d_in, wdec, gdec, genc, gbenc))
 
 /* ---- Adam ------------------------------------------------------------- */
 
@@ -331,13 +388,10 @@ void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float
                   float b2, float step, float inv_bias2, float eps)
 {
 #if SUBSAE_X86
-    if (__builtin_cpu_supports("avx512f")) {
-        adam_avx512(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps);
-        return;
-    }
-    if (__builtin_cpu_supports("avx2")) {
-        adam_avx2(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps);
-        return;
+    switch (cpu_level()) {
+    case 2: adam_avx512(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps); return;
+    case 1: adam_avx2(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps); return;
+    default: break;
     }
 #endif
     adam_scalar(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps);
@@ -345,8 +399,7 @@ void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float
 
 /* ---- reductions -------------------------------------------------------- */
 
-SUBSAE_CLONES
-double subsae__dot(const float *a, const float *b, int64_t n)
+ALWAYS_INLINE double dot_body(const float *a, const float *b, int64_t n)
 {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
@@ -355,8 +408,7 @@ double subsae__dot(const float *a, const float *b, int64_t n)
     return s;
 }
 
-SUBSAE_CLONES
-double subsae__sumsq(const float *a, int64_t n)
+ALWAYS_INLINE double sumsq_body(const float *a, int64_t n)
 {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
@@ -364,6 +416,9 @@ double subsae__sumsq(const float *a, int64_t n)
         s += (double)a[i] * (double)a[i];
     return s;
 }
+
+VARIANTS(double, dot, (const float *a, const float *b, int64_t n), (a, b, n))
+VARIANTS(double, sumsq, (const float *a, int64_t n), (a, n))
 
 int64_t subsae__find_nonfinite(const float *x, int64_t n)
 {
