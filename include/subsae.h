@@ -632,6 +632,12 @@ typedef struct subsae_trainer subsae_trainer;
 
 enum subsae_init { SUBSAE_INIT_RANDOM = 0, SUBSAE_INIT_ACTIVE_SUBSPACE = 1 };
 enum subsae_decoder_norm { SUBSAE_DECODER_FREE = 0, SUBSAE_DECODER_UNIT = 1 };
+/** Distribution of the coefficients c of an initial decoder row c B
+ *  (normalised), B = the top-r principal directions (ASI) or the standard
+ *  basis (random): uniform in [-1, 1] per coefficient (the reference
+ *  recipe) or standard normal (then random rows are uniform on the
+ *  sphere). */
+enum subsae_init_coefficients { SUBSAE_COEF_UNIFORM = 0, SUBSAE_COEF_GAUSSIAN = 1 };
 
 /** Trainer options; set before subsae_trainer_init unless noted. */
 enum subsae_train_option {
@@ -669,7 +675,8 @@ enum subsae_train_option {
     SUBSAE_TRAIN_L1_COEF = 22,      /* double, ReLU L1 penalty */
     SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU L0 penalty */
     SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, straight-through kernel width */
-    SUBSAE_TRAIN_INIT_THRESHOLD = 25      /* double, initial JumpReLU threshold */
+    SUBSAE_TRAIN_INIT_THRESHOLD = 25,     /* double, initial JumpReLU threshold */
+    SUBSAE_TRAIN_INIT_COEFFICIENTS = 26   /* int SUBSAE_COEF_*, default UNIFORM */
 };
 
 /** Create a trainer with default options. */

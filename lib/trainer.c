@@ -148,6 +148,7 @@ static const struct int_option int_options[] = {
     INT_OPT(SUBSAE_TRAIN_THREADS, "threads", 0, 4096, false, threads),
     INT_OPT(SUBSAE_TRAIN_INIT_SAMPLE, "init_sample", 2, INT64_MAX, true, init_sample),
     INT_OPT(SUBSAE_TRAIN_AUXK_K, "auxk_k", 0, INT32_MAX, false, auxk_k),
+    INT_OPT(SUBSAE_TRAIN_INIT_COEFFICIENTS, "init_coefficients", 0, 1, true, init_coefficients),
 };
 
 struct double_option {
@@ -907,21 +908,29 @@ static int scale_rows(float *x, int64_t n, int64_t d, double *scale, const char 
     return SUBSAE_OK;
 }
 
-/* Rows of `w` (count x d): random unit directions, either on the sphere of
- * the full space (basis NULL) or random combinations of the r rows of
- * `basis` (ASI), from one stream of the seed. */
-static int draw_directions(subsae__rng *rng, float *w, int64_t count, int64_t d,
-                           const float *basis, int64_t r)
+static float coefficient(subsae__rng *rng, int64_t distribution)
+{
+    if (distribution == SUBSAE_COEF_GAUSSIAN)
+        return (float)subsae__rng_normal(rng);
+    return (float)(2.0 * subsae__rng_uniform(rng) - 1.0);
+}
+
+/* Rows of `w` (count x d): random unit directions c B / |c B| with the
+ * coefficients c drawn from `distribution`, B the standard basis of the
+ * full space (basis NULL: random init) or the r rows of `basis` (ASI), from
+ * one stream of the seed. */
+static int draw_directions(subsae__rng *rng, int64_t distribution, float *w, int64_t count,
+                           int64_t d, const float *basis, int64_t r)
 {
     if (!basis) {
         for (int64_t i = 0; i < count * d; i++)
-            w[i] = (float)subsae__rng_normal(rng);
+            w[i] = coefficient(rng, distribution);
     } else {
         float *c = subsae__malloc((size_t)count * (size_t)r * sizeof *c);
         if (!c)
             return subsae__fail_nomem("subspace coefficients", (size_t)(count * r) * 4);
         for (int64_t i = 0; i < count * r; i++)
-            c[i] = (float)subsae__rng_normal(rng);
+            c[i] = coefficient(rng, distribution);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)count, (int)d, (int)r, 1.0f,
                     c, (int)r, basis, (int)d, 0.0f, w, (int)d);
         subsae__free(c);
@@ -1121,12 +1130,12 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
             goto fail;
     }
     subsae__rng_seed(&rng, seed, SUBSAE__STREAM_DECODER);
-    rc = draw_directions(&rng, sae->W_dec, m, d_out, basis, r);
+    rc = draw_directions(&rng, t->init_coefficients, sae->W_dec, m, d_out, basis, r);
     if (rc)
         goto fail;
     if (target) {
         subsae__rng_seed(&rng, seed, SUBSAE__STREAM_ENCODER);
-        rc = draw_directions(&rng, sae->W_enc, m, d_in, basis_in, r_in);
+        rc = draw_directions(&rng, t->init_coefficients, sae->W_enc, m, d_in, basis_in, r_in);
         if (rc)
             goto fail;
     } else {

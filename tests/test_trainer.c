@@ -11,6 +11,7 @@
 #include "trainer.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,88 @@ static void gradient_case(bool unit, bool transcoder, int threads)
     free(x);
     free(y);
 }
+
+/* Large enough for the parallel paths to run on a real team: the gradients
+ * of W_enc, W_dec and b_enc are the same bits for any thread count (sums
+ * run in row order inside each feature), b_dec agrees to rounding, and
+ * sampled entries match finite differences. */
+START_TEST(gradients_parallel_paths)
+{
+    const int64_t n = 512, d = 32, m = 256, k = 8;
+    float *x = random_rows(21, n, d, 0.4);
+    subsae_buffer *bx = wrap(x, n, d);
+    float *g[2][4];
+    int32_t *idx = malloc((size_t)(n * k) * sizeof *idx);
+    double loss[2];
+    subsae_trainer *t[2];
+    for (int run = 0; run < 2; run++) {
+        t[run] = new_trainer(m, k, SUBSAE_INIT_RANDOM, n, 4);
+        ck_assert_ok(subsae_trainer_set_int(t[run], SUBSAE_TRAIN_THREADS, run ? 3 : 1));
+        ck_assert_ok(subsae_trainer_init(t[run], bx, NULL));
+        subsae_sae *s = t[run]->sae;
+        for (int64_t i = 0; i < m; i++)
+            s->b_enc[i] = 0.05f * (float)(i % 7);
+        g[run][0] = malloc((size_t)(m * d) * 4);
+        g[run][1] = malloc((size_t)m * 4);
+        g[run][2] = malloc((size_t)(m * d) * 4);
+        g[run][3] = malloc((size_t)d * 4);
+        ck_assert_ok(subsae__trainer_gradients(t[run], x, d, NULL, 0, n, g[run][0], g[run][1],
+                                               g[run][2], g[run][3], &loss[run], idx));
+    }
+    ck_assert_mem_eq(g[0][0], g[1][0], (size_t)(m * d) * 4);
+    ck_assert_mem_eq(g[0][1], g[1][1], (size_t)m * 4);
+    ck_assert_mem_eq(g[0][2], g[1][2], (size_t)(m * d) * 4);
+    for (int64_t j = 0; j < d; j++)
+        ck_assert_double_eq_tol(g[0][3][j], g[1][3][j], 1e-5 * (1 + fabs(g[0][3][j])));
+    ck_assert_double_eq_tol(loss[0], loss[1], 1e-9 * loss[0]);
+    const subsae_sae *s = t[0]->sae;
+    struct params p = {.d_in = d, .d_out = d, .m = m, .k = k, .n = n, .apply = true,
+                       .s_in = (float)s->input_scale, .s_out = (float)s->output_scale,
+                       .W_enc = to_double(s->W_enc, m * d), .b_enc = to_double(s->b_enc, m),
+                       .W_dec = to_double(s->W_dec, m * d), .b_dec = to_double(s->b_dec, d)};
+    double *thetas[4] = {p.W_enc, p.b_enc, p.W_dec, p.b_dec};
+    const int64_t sizes[4] = {m * d, m, m * d, d};
+    subsae__rng rng;
+    subsae__rng_seed(&rng, 1, 0);
+    for (int which = 0; which < 4; which++) {
+        double max_fd = 0.0;
+        for (int sample = 0; sample < 12; sample++) {
+            /* Entries of features that fired, so the gradient is not 0. */
+            int64_t i = (int64_t)subsae__rng_below(&rng, (uint64_t)sizes[which]);
+            if (which == 0 || which == 2)
+                i = (int64_t)idx[subsae__rng_below(&rng, (uint64_t)(n * k))] * d + i % d;
+            else if (which == 1)
+                i = idx[subsae__rng_below(&rng, (uint64_t)(n * k))];
+            if (i < 0)
+                continue;
+            const double h = 1e-3, keep = thetas[which][i];
+            thetas[which][i] = keep + h;
+            double up = loss_double(&p, x, NULL, idx, NULL);
+            thetas[which][i] = keep - h;
+            double down = loss_double(&p, x, NULL, idx, NULL);
+            thetas[which][i] = keep;
+            double fd = (up - down) / (2 * h);
+            max_fd = fabs(fd) > max_fd ? fabs(fd) : max_fd;
+            ck_assert_msg(fabs(g[0][which][i] - fd) <= 2e-3 * (fabs(fd) + 1e-2),
+                          "parameter %d[%lld]: analytic %g, finite differences %g", which,
+                          (long long)i, (double)g[0][which][i], fd);
+        }
+        ck_assert_double_gt(max_fd, 0.0);
+    }
+    for (int run = 0; run < 2; run++) {
+        for (int i = 0; i < 4; i++)
+            free(g[run][i]);
+        subsae_trainer_free(t[run]);
+    }
+    free(p.W_enc);
+    free(p.b_enc);
+    free(p.W_dec);
+    free(p.b_dec);
+    free(idx);
+    subsae_buffer_free(bx);
+    free(x);
+}
+END_TEST
 
 START_TEST(gradients_free_decoder)
 {
@@ -732,6 +815,79 @@ START_TEST(recovers_known_dictionary)
 }
 END_TEST
 
+/* ---- the finding on real attention outputs ------------------------------------- */
+
+struct run_result {
+    double dead_fraction, explained_variance, train_ev, l0, seconds;
+    int64_t subspace_dim;
+};
+
+static void real_data_run(int init, const subsae_buffer *train, const subsae_buffer *eval,
+                          int64_t features, int64_t epochs, struct run_result *out)
+{
+    const int64_t batch = 4096;
+    const int64_t epoch = subsae_buffer_rows(train) / batch * batch;
+    subsae_trainer *t = new_trainer(features, 8, init, batch, 0);
+    ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_LR, 1e-3));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_DEAD_WINDOW, epoch));
+    double started = omp_get_wtime();
+    ck_assert_ok(subsae_trainer_init(t, train, NULL));
+    ck_assert_ok(subsae_trainer_fit(t, train, NULL, epochs * epoch));
+    out->seconds = omp_get_wtime() - started;
+    double m[SUBSAE_METRIC_COUNT], e[SUBSAE_METRIC_COUNT];
+    ck_assert_ok(subsae_trainer_metrics(t, m, SUBSAE_METRIC_COUNT));
+    ck_assert_ok(subsae_sae_evaluate(subsae_trainer_sae(t), eval, NULL, e, SUBSAE_METRIC_COUNT));
+    ck_assert_double_eq(m[SUBSAE_METRIC_TOKENS], (double)(epochs * epoch));
+    out->dead_fraction = m[SUBSAE_METRIC_DEAD_FRACTION];
+    out->train_ev = m[SUBSAE_METRIC_EXPLAINED_VARIANCE];
+    out->explained_variance = e[SUBSAE_METRIC_EXPLAINED_VARIANCE];
+    out->l0 = e[SUBSAE_METRIC_L0];
+    ck_assert_ok(subsae_trainer_get_int(t, SUBSAE_TRAIN_SUBSPACE_DIM, &out->subspace_dim));
+    subsae_trainer_free(t);
+}
+
+START_TEST(asi_keeps_features_alive_on_attention_outputs)
+{
+    char path[1024];
+    if (!harness_shared_file("L2_attn_out_131k.npy", path, sizeof path)) {
+        harness_skip("asi_keeps_features_alive_on_attention_outputs", "no shared data");
+        return;
+    }
+    subsae_buffer *all, *train, *eval;
+    ck_assert_ok(subsae_buffer_open(path, NULL, &all));
+    const int64_t rows = subsae_buffer_rows(all), n_train = rows * 7 / 8;
+    ck_assert_ok(subsae_buffer_view(all, 0, n_train, &train));
+    ck_assert_ok(subsae_buffer_view(all, n_train, rows - n_train, &eval));
+    /* The recipe of the reference: d_sae 32768, k 8, lr 1e-3, batch 4096,
+     * 2 epochs, dead window one epoch, free decoder norms, scale search,
+     * same seed. Under sanitizers: a smaller run of the same code. */
+    const bool small = harness_sanitized();
+    const int64_t features = small ? 2048 : 32768, epochs = small ? 1 : 2;
+    struct run_result random, asi;
+    real_data_run(SUBSAE_INIT_RANDOM, train, eval, features, epochs, &random);
+    real_data_run(SUBSAE_INIT_ACTIVE_SUBSPACE, train, eval, features, epochs, &asi);
+    fprintf(stderr,
+            "real data (%s, %lld x %lld, d_sae %lld, k 8, %lld epochs):\n"
+            "  random init:          dead %5.2f%%, eval EV %.4f, train EV %.4f, L0 %.2f, %.1f s\n"
+            "  active-subspace r=%lld: dead %5.2f%%, eval EV %.4f, train EV %.4f, L0 %.2f, %.1f s\n",
+            path, (long long)rows, (long long)subsae_buffer_dim(all), (long long)features,
+            (long long)epochs, 100 * random.dead_fraction, random.explained_variance,
+            random.train_ev, random.l0, random.seconds, (long long)asi.subspace_dim,
+            100 * asi.dead_fraction, asi.explained_variance, asi.train_ev, asi.l0, asi.seconds);
+    ck_assert_int_ge(asi.subspace_dim, 30);
+    ck_assert_int_le(asi.subspace_dim, 50);
+    if (!small) {
+        ck_assert_double_ge(random.dead_fraction, 3 * asi.dead_fraction);
+        ck_assert_double_le(asi.dead_fraction, 0.08);
+        ck_assert_double_ge(asi.explained_variance, random.explained_variance);
+    }
+    ck_assert_double_gt(asi.explained_variance, 0.5);
+    subsae_buffer_free(train);
+    subsae_buffer_free(eval);
+    subsae_buffer_free(all);
+}
+END_TEST
+
 SUBSAE_SUITE(trainer)
 {
     Suite *s = suite_create("trainer");
@@ -739,6 +895,7 @@ SUBSAE_SUITE(trainer)
     tcase_add_test(tc, gradients_free_decoder);
     tcase_add_test(tc, gradients_unit_decoder);
     tcase_add_test(tc, gradients_transcoder);
+    tcase_add_test(tc, gradients_parallel_paths);
     tc = harness_case(s, "training", 60);
     tcase_add_test(tc, same_seed_same_bits);
     tcase_add_test(tc, resume_is_bit_identical);
@@ -749,5 +906,7 @@ SUBSAE_SUITE(trainer)
     tcase_add_test(tc, failed_allocations_leave_nothing);
     tc = harness_case(s, "ground_truth", 60);
     tcase_add_test(tc, recovers_known_dictionary);
+    tc = harness_case(s, "real_data", 600);
+    tcase_add_test(tc, asi_keeps_features_alive_on_attention_outputs);
     return s;
 }

@@ -17,9 +17,9 @@ struct options {
     int64_t features, k, subspace_dim, batch, warmup, seed, dead_window, checkpoint_every;
     int64_t threads, tokens;
     double lr, epochs, eval_fraction;
-    int init, decoder_norm;
+    int init, decoder_norm, coefficients;
     bool have_features, have_k, have_init, have_subspace, have_lr, have_batch, have_warmup,
-        have_seed, have_dead_window, have_decoder_norm;
+        have_seed, have_dead_window, have_decoder_norm, have_coefficients;
     bool have_epochs, have_tokens, no_scale_search, sparse_adam, json, quiet;
 };
 
@@ -139,6 +139,15 @@ static int parse(int argc, char **argv, struct options *o)
             else
                 return cli_fail("--decoder-norm: '%s' is neither free nor unit", v);
             o->have_decoder_norm = true;
+        } else if (!strcmp(a, "--init-coefficients")) {
+            VALUE();
+            if (!strcmp(v, "uniform"))
+                o->coefficients = SUBSAE_COEF_UNIFORM;
+            else if (!strcmp(v, "gaussian"))
+                o->coefficients = SUBSAE_COEF_GAUSSIAN;
+            else
+                return cli_fail("--init-coefficients: '%s' is neither uniform nor gaussian", v);
+            o->have_coefficients = true;
         } else if (a[0] == '-' && a[1] == '-') {
             cli_fail("unknown option %s", a);
             return cli_usage();
@@ -158,10 +167,11 @@ static int parse(int argc, char **argv, struct options *o)
     if (o->checkpoint_every && !o->out)
         return cli_fail("--checkpoint-every needs --out (checkpoints go to OUT/checkpoint)");
     if (o->resume && (o->have_features || o->have_k || o->have_init || o->have_subspace ||
-                      o->have_seed || o->have_decoder_norm || o->no_scale_search))
+                      o->have_seed || o->have_decoder_norm || o->no_scale_search ||
+                      o->have_coefficients))
         return cli_fail("--resume continues a run with its own model options; do not give "
-                        "--features, --k, --init, --subspace-dim, --seed, --decoder-norm or "
-                        "--no-scale-search");
+                        "--features, --k, --init, --subspace-dim, --seed, --decoder-norm, "
+                        "--init-coefficients or --no-scale-search");
     return 0;
 }
 
@@ -224,6 +234,7 @@ static int set_options(subsae_trainer *t, const struct options *o)
     SET_INT(o->have_seed, SUBSAE_TRAIN_SEED, o->seed);
     SET_INT(o->have_dead_window, SUBSAE_TRAIN_DEAD_WINDOW, o->dead_window);
     SET_INT(o->have_decoder_norm, SUBSAE_TRAIN_DECODER_NORM, o->decoder_norm);
+    SET_INT(o->have_coefficients, SUBSAE_TRAIN_INIT_COEFFICIENTS, o->coefficients);
     SET_INT(o->no_scale_search, SUBSAE_TRAIN_SCALE_SEARCH, 0);
     SET_INT(o->sparse_adam, SUBSAE_TRAIN_SPARSE_ADAM, 1);
 #undef SET_INT
@@ -237,8 +248,8 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
                    "[--batch B] [--epochs E | --tokens N] [--warmup-steps W] [--seed S] "
                    "[--dead-window T] [--eval FILE | --eval-fraction F] [--out DIR] "
                    "[--checkpoint-every STEPS] [--resume DIR] [--threads T] "
-                   "[--decoder-norm free|unit] [--no-scale-search] [--sparse-adam] [--quiet] "
-                   "[--json]")
+                   "[--decoder-norm free|unit] [--init-coefficients uniform|gaussian] "
+                   "[--no-scale-search] [--sparse-adam] [--quiet] [--json]")
 {
     struct options o = {0};
     int status = parse(argc, argv, &o);
