@@ -632,12 +632,12 @@ typedef struct subsae_trainer subsae_trainer;
 
 enum subsae_init { SUBSAE_INIT_RANDOM = 0, SUBSAE_INIT_ACTIVE_SUBSPACE = 1 };
 enum subsae_decoder_norm { SUBSAE_DECODER_FREE = 0, SUBSAE_DECODER_UNIT = 1 };
-/** Distribution of the coefficients c of an initial decoder row c B
- *  (normalised), B = the top-r principal directions (ASI) or the standard
- *  basis (random): uniform in [-1, 1] per coefficient (the reference
- *  recipe) or standard normal (then random rows are uniform on the
- *  sphere). */
-enum subsae_init_coefficients { SUBSAE_COEF_UNIFORM = 0, SUBSAE_COEF_GAUSSIAN = 1 };
+/** Distribution of the coefficients c of an active-subspace initial
+ *  decoder row c U_r (then normalised), U_r the top-r principal directions:
+ *  uniform in [-1, 1] per coefficient (the reference recipe) or standard
+ *  normal. Random initialisation always draws rows uniformly on the sphere
+ *  (normalised Gaussians). */
+enum subsae_subspace_coefficients { SUBSAE_COEF_UNIFORM = 0, SUBSAE_COEF_GAUSSIAN = 1 };
 
 /** Trainer options; set before subsae_trainer_init unless noted. */
 enum subsae_train_option {
@@ -676,7 +676,7 @@ enum subsae_train_option {
     SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU L0 penalty */
     SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, straight-through kernel width */
     SUBSAE_TRAIN_INIT_THRESHOLD = 25,     /* double, initial JumpReLU threshold */
-    SUBSAE_TRAIN_INIT_COEFFICIENTS = 26   /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26 /* int SUBSAE_COEF_*, default UNIFORM */
 };
 
 /** Create a trainer with default options. */

@@ -274,7 +274,8 @@ static int read_tensor(const struct subsae__tensor_view *t, const char *path, fl
         const size_t element = subsae__dtype_size(t->dtype);
         bad = count;
         for (int64_t r = 0; r < rows; r++) {
-            const unsigned char *src = (const unsigned char *)t->data + (size_t)(r * cols) * element;
+            const unsigned char *src =
+                (const unsigned char *)t->data + (size_t)(r * cols) * element;
             size_t b = subsae__widen(src, t->dtype, (size_t)cols, row);
             if (b < (size_t)cols && bad == count)
                 bad = (size_t)(r * cols) + b;

@@ -73,7 +73,7 @@ static void window_free(struct subsae__window *w)
 
 static void workspace_free(struct subsae__workspace *ws)
 {
-    void *blocks[] = {ws->raw_in, ws->raw_tgt, ws->rows, ws->xs, ws->ts == ws->xs ? NULL : ws->ts,
+    void *blocks[] = {ws->rows, ws->xs, ws->ts == ws->xs ? NULL : ws->ts,
                       ws->xin, ws->pre, ws->idx, ws->val, ws->g, ws->row_sse, ws->counts,
                       ws->offsets, ws->fired, ws->pair_row, ws->pair_z, ws->touched,
                       ws->slot_of, ws->g_W_enc, ws->g_W_dec, ws->g_b_enc, ws->g_b_dec, ws->part,
@@ -148,7 +148,8 @@ static const struct int_option int_options[] = {
     INT_OPT(SUBSAE_TRAIN_THREADS, "threads", 0, 4096, false, threads),
     INT_OPT(SUBSAE_TRAIN_INIT_SAMPLE, "init_sample", 2, INT64_MAX, true, init_sample),
     INT_OPT(SUBSAE_TRAIN_AUXK_K, "auxk_k", 0, INT32_MAX, false, auxk_k),
-    INT_OPT(SUBSAE_TRAIN_INIT_COEFFICIENTS, "init_coefficients", 0, 1, true, init_coefficients),
+    INT_OPT(SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS, "subspace_coefficients", 0, 1, true,
+            subspace_coefficients),
 };
 
 struct double_option {
@@ -385,8 +386,6 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->block = subsae__encode_block_rows(s->d_sae, batch);
     ws->max_touched = (int64_t)(pairs < m ? pairs : m);
     const size_t mt = (size_t)ws->max_touched;
-    ws->raw_in = subsae__malloc(B * d_in * sizeof(float));
-    ws->raw_tgt = t->transcoder ? subsae__malloc(B * d_out * sizeof(float)) : NULL;
     ws->rows = subsae__malloc(B * sizeof(int64_t));
     ws->xs = subsae__malloc(B * d_in * sizeof(float));
     ws->ts = t->transcoder ? subsae__malloc(B * d_out * sizeof(float)) : ws->xs;
@@ -409,7 +408,7 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->g_b_dec = subsae__malloc(d_out * sizeof(float));
     ws->part = subsae__malloc(T * (3 * d_out + 4) * sizeof(double));
     ws->split = subsae__malloc((T + 1) * sizeof(int64_t));
-    if (!ws->raw_in || (t->transcoder && (!ws->raw_tgt || !ws->ts)) || !ws->rows || !ws->xs ||
+    if ((t->transcoder && !ws->ts) || !ws->rows || !ws->xs ||
         !ws->xin || !ws->pre || !ws->idx || !ws->val || !ws->g || !ws->row_sse || !ws->counts ||
         !ws->offsets || !ws->fired || !ws->pair_row || !ws->pair_z || !ws->touched ||
         !ws->slot_of || !ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_b_dec ||
@@ -915,16 +914,16 @@ static float coefficient(subsae__rng *rng, int64_t distribution)
     return (float)(2.0 * subsae__rng_uniform(rng) - 1.0);
 }
 
-/* Rows of `w` (count x d): random unit directions c B / |c B| with the
- * coefficients c drawn from `distribution`, B the standard basis of the
- * full space (basis NULL: random init) or the r rows of `basis` (ASI), from
- * one stream of the seed. */
+/* Rows of `w` (count x d): random unit directions, either uniform on the
+ * sphere of the full space (basis NULL: random init, normalised Gaussians)
+ * or c U_r / |c U_r| with the coefficients c drawn from `distribution` and
+ * U_r the r rows of `basis` (ASI), from one stream of the seed. */
 static int draw_directions(subsae__rng *rng, int64_t distribution, float *w, int64_t count,
                            int64_t d, const float *basis, int64_t r)
 {
     if (!basis) {
         for (int64_t i = 0; i < count * d; i++)
-            w[i] = coefficient(rng, distribution);
+            w[i] = (float)subsae__rng_normal(rng);
     } else {
         float *c = subsae__malloc((size_t)count * (size_t)r * sizeof *c);
         if (!c)
@@ -1130,12 +1129,12 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
             goto fail;
     }
     subsae__rng_seed(&rng, seed, SUBSAE__STREAM_DECODER);
-    rc = draw_directions(&rng, t->init_coefficients, sae->W_dec, m, d_out, basis, r);
+    rc = draw_directions(&rng, t->subspace_coefficients, sae->W_dec, m, d_out, basis, r);
     if (rc)
         goto fail;
     if (target) {
         subsae__rng_seed(&rng, seed, SUBSAE__STREAM_ENCODER);
-        rc = draw_directions(&rng, t->init_coefficients, sae->W_enc, m, d_in, basis_in, r_in);
+        rc = draw_directions(&rng, t->subspace_coefficients, sae->W_enc, m, d_in, basis_in, r_in);
         if (rc)
             goto fail;
     } else {
@@ -1158,6 +1157,16 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
             for (int64_t i = 0; i < m * d_out; i++)
                 sae->W_dec[i] *= c;
     }
+    /* Release the sample before the optimiser state exists, so that the
+     * peak memory of a run is the training state, not state + sample. */
+    subsae__free(sample);
+    subsae__free(xs);
+    if (ts != xs)
+        subsae__free(ts);
+    subsae__free(basis);
+    subsae__free(basis_in);
+    sample = NULL;
+    xs = ts = basis = basis_in = NULL;
     rc = subsae__trainer_alloc_state(t);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
@@ -1178,12 +1187,6 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     log_line(t, "init", "%s init: %lld features, d_in %lld, d_out %lld, scale %.6g%s%lld",
              asi ? "active-subspace" : "random", (long long)m, (long long)d_in,
              (long long)d_out, s_in, asi ? ", subspace dim " : "", asi ? (long long)r : 0LL);
-    subsae__free(sample);
-    subsae__free(xs);
-    if (ts != xs)
-        subsae__free(ts);
-    subsae__free(basis);
-    subsae__free(basis_in);
     return SUBSAE_OK;
 
 fail:
@@ -1300,11 +1303,13 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
         subsae_batches_tell(t->batches, &epoch, &position);
         rc = subsae_batches_next_indices(t->batches, ws->rows, &nb, NULL);
         if (!rc)
-            rc = subsae_buffer_gather(input, ws->rows, nb, ws->raw_in, s->d_in);
+            rc = subsae_buffer_gather(input, ws->rows, nb, ws->xs, s->d_in);
         if (!rc && target)
-            rc = subsae_buffer_gather(target, ws->rows, nb, ws->raw_tgt, s->d_out);
+            rc = subsae_buffer_gather(target, ws->rows, nb, ws->ts, s->d_out);
         if (!rc)
-            rc = step_rows(t, ws->raw_in, s->d_in, target ? ws->raw_tgt : NULL, s->d_out, nb);
+            /* The raw rows go straight into the step's buffers, which it
+             * scales in place. */
+            rc = step_rows(t, ws->xs, s->d_in, target ? ws->ts : NULL, s->d_out, nb);
         if (rc) {
             subsae_batches_seek(t->batches, epoch, position);
             break;

@@ -33,9 +33,9 @@ struct subsae__window {
  * before the hot loop (see ensure_workspace in trainer.c). */
 struct subsae__workspace {
     int64_t batch, threads, block;
-    float *raw_in, *raw_tgt;  /* fit: gathered raw rows */
     int64_t *rows;            /* fit: row indices of the batch */
-    float *xs, *ts;           /* scaled input / target (ts == xs for an SAE) */
+    float *xs, *ts;           /* scaled input / target (ts == xs for an SAE); fit
+                                 gathers the raw rows into them */
     float *xin;               /* encoder input */
     float *pre;               /* block x d_sae pre-activations */
     int32_t *idx;             /* batch x k */
@@ -70,7 +70,7 @@ struct subsae_trainer {
     /* options */
     int64_t features, activation, k, batch, warmup_steps, cooldown_steps, seed, dead_window,
         init, subspace_dim, scale_search, decoder_norm, sparse_adam, threads, init_sample,
-        auxk_k, init_coefficients;
+        auxk_k, subspace_coefficients;
     double lr, clip_norm, beta1, beta2, eps, auxk_coef, l1_coef, l0_coef, bandwidth,
         init_threshold;
     subsae_callback callback;
@@ -105,7 +105,7 @@ struct subsae_trainer {
 /* Options by enum value (0 .. SUBSAE__TRAIN_OPTION_LAST): the name (NULL
  * for a gap), whether it is a double (else int64_t), and the address of
  * the value as configured (no defaults resolved). */
-enum { SUBSAE__TRAIN_OPTION_LAST = SUBSAE_TRAIN_INIT_COEFFICIENTS };
+enum { SUBSAE__TRAIN_OPTION_LAST = SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS };
 const char *subsae__trainer_option_name(int option, bool *is_double);
 void *subsae__trainer_option_field(subsae_trainer *t, int option);
 

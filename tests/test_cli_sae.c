@@ -77,7 +77,7 @@ START_TEST(train_eval_encode_and_numpy)
     char dir[600], args[4096];
     harness_tmp_path("model", dir, sizeof dir);
     snprintf(args, sizeof args,
-             "train '%s' --features 64 --k 4 --init random --batch 256 --epochs 3 "
+             "train '%s' --features 64 --k 4 --batch 256 --epochs 3 "
              "--lr 3e-3 --seed 5 --eval-fraction 0.25 --dead-window 3072 --out '%s' "
              "--threads 1 --json --quiet",
              data, dir);
@@ -86,8 +86,8 @@ START_TEST(train_eval_encode_and_numpy)
     json_t *j = read_json("train.json");
     ck_assert_int_eq((int)number(j, "features"), 64);
     ck_assert_int_eq((int)number(j, "k"), 4);
-    ck_assert_str_eq(json_string_value(json_object_get(j, "init")), "random");
-    ck_assert(json_is_null(json_object_get(j, "subspace_dim")));
+    ck_assert_str_eq(json_string_value(json_object_get(j, "init")), "active-subspace");
+    ck_assert_int_eq((int)number(j, "subspace_dim"), 10); /* the data's subspace */
     ck_assert_int_eq((int)number(j, "tokens"), 3 * 3072); /* 3 epochs of 12 batches */
     ck_assert_int_eq((int)number(j, "steps"), 36);
     ck_assert_double_gt(number(j, "seconds"), 0);

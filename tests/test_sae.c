@@ -607,7 +607,8 @@ START_TEST(load_rejects_bad_directories)
         "{\"architecture\": \"topk\", \"d_in\": 5, \"d_sae\": 7}",
         "{\"architecture\": \"jumprelu\", \"d_in\": 5, \"d_sae\": 7}",
         "{\"architecture\": \"gated\", \"d_in\": 5, \"d_sae\": 7}",
-        "{\"architecture\": \"topk\", \"k\": 3, \"normalize_activations\": \"expected_average_only_in\"}",
+        "{\"architecture\": \"topk\", \"k\": 3, "
+        "\"normalize_activations\": \"expected_average_only_in\"}",
         "[1, 2]",
         "{\"architecture\": ",
     };

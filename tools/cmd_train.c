@@ -139,14 +139,15 @@ static int parse(int argc, char **argv, struct options *o)
             else
                 return cli_fail("--decoder-norm: '%s' is neither free nor unit", v);
             o->have_decoder_norm = true;
-        } else if (!strcmp(a, "--init-coefficients")) {
+        } else if (!strcmp(a, "--subspace-coefficients")) {
             VALUE();
             if (!strcmp(v, "uniform"))
                 o->coefficients = SUBSAE_COEF_UNIFORM;
             else if (!strcmp(v, "gaussian"))
                 o->coefficients = SUBSAE_COEF_GAUSSIAN;
             else
-                return cli_fail("--init-coefficients: '%s' is neither uniform nor gaussian", v);
+                return cli_fail("--subspace-coefficients: '%s' is neither uniform nor gaussian",
+                                v);
             o->have_coefficients = true;
         } else if (a[0] == '-' && a[1] == '-') {
             cli_fail("unknown option %s", a);
@@ -171,7 +172,7 @@ static int parse(int argc, char **argv, struct options *o)
                       o->have_coefficients))
         return cli_fail("--resume continues a run with its own model options; do not give "
                         "--features, --k, --init, --subspace-dim, --seed, --decoder-norm, "
-                        "--init-coefficients or --no-scale-search");
+                        "--subspace-coefficients or --no-scale-search");
     return 0;
 }
 
@@ -234,7 +235,7 @@ static int set_options(subsae_trainer *t, const struct options *o)
     SET_INT(o->have_seed, SUBSAE_TRAIN_SEED, o->seed);
     SET_INT(o->have_dead_window, SUBSAE_TRAIN_DEAD_WINDOW, o->dead_window);
     SET_INT(o->have_decoder_norm, SUBSAE_TRAIN_DECODER_NORM, o->decoder_norm);
-    SET_INT(o->have_coefficients, SUBSAE_TRAIN_INIT_COEFFICIENTS, o->coefficients);
+    SET_INT(o->have_coefficients, SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS, o->coefficients);
     SET_INT(o->no_scale_search, SUBSAE_TRAIN_SCALE_SEARCH, 0);
     SET_INT(o->sparse_adam, SUBSAE_TRAIN_SPARSE_ADAM, 1);
 #undef SET_INT
@@ -248,7 +249,7 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
                    "[--batch B] [--epochs E | --tokens N] [--warmup-steps W] [--seed S] "
                    "[--dead-window T] [--eval FILE | --eval-fraction F] [--out DIR] "
                    "[--checkpoint-every STEPS] [--resume DIR] [--threads T] "
-                   "[--decoder-norm free|unit] [--init-coefficients uniform|gaussian] "
+                   "[--decoder-norm free|unit] [--subspace-coefficients uniform|gaussian] "
                    "[--no-scale-search] [--sparse-adam] [--quiet] [--json]")
 {
     struct options o = {0};
