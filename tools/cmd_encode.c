@@ -44,8 +44,8 @@ CLI_COMMAND(encode, "DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]")
             else
                 out = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
-            cli_fail("unknown option %s", argv[i]);
-            return cli_usage();
+            cli_fail("unknown option %s (see subsae --help)", argv[i]);
+            return 2;
         } else if (!dir) {
             dir = argv[i];
         } else if (!input) {

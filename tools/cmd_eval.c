@@ -26,8 +26,8 @@ CLI_COMMAND(eval, "DIR INPUT... [--tensor NAME] [--json]")
             }
             tensor = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
-            cli_fail("unknown option %s", argv[i]);
-            status = cli_usage();
+            cli_fail("unknown option %s (see subsae --help)", argv[i]);
+            status = 2;
             goto done;
         } else if (!dir) {
             dir = argv[i];

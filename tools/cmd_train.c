@@ -150,8 +150,8 @@ static int parse(int argc, char **argv, struct options *o)
                                 v);
             o->have_coefficients = true;
         } else if (a[0] == '-' && a[1] == '-') {
-            cli_fail("unknown option %s", a);
-            return cli_usage();
+            cli_fail("unknown option %s (see subsae --help)", a);
+            return 2;
         } else {
             o->inputs[o->n_inputs++] = argv[i];
         }
