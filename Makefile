@@ -112,11 +112,13 @@ $(PCFILE): pkgconfig/subsae.pc.in include/subsae.h | $(BUILD)
 	$(call say,GEN,$@)$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $@
 
 # ---- command-line program (a client of the shared library only) ------
+# It also links CBLAS/LAPACKE (PKG_LIBS, which include jansson): the
+# benchmarks (`subsae bench`) measure the machine's own BLAS rates.
 $(BUILD)/obj/tools/%.o: tools/%.c include/subsae.h $(wildcard tools/*.h) | $(BUILD)/obj/tools
 	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -MMD -MP -c $< -o $@
 
 $(CLI): $(CLI_OBJS) $(SHLIB) | $(BUILD)/bin
-	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) -L$(BUILD) -lsubsae $(JSON_LIBS) -lm \
+	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) -L$(BUILD) -lsubsae $(PKG_LIBS) -lm \
 	    -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib'
 
 # ---- tests (Check; linked statically so they can reach internals) ---
