@@ -50,7 +50,7 @@ VERSION := $(MAJOR).$(MINOR).$(PATCH)
 LIB_PKGS  := openblas lapacke jansson
 TEST_PKGS := check
 DEBIAN_PACKAGES := pkg-config libopenblas-openmp-dev liblapacke-dev \
-                   libjansson-dev check python3-numpy
+                   libjansson-dev check python3-numpy abigail-tools
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(LIB_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null)
@@ -85,7 +85,7 @@ BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
 
 .PHONY: all check check-run demo bench examples install uninstall clean \
-        sanitize deps ensure-deps tests
+        sanitize deps ensure-deps tests check-abi abi-baseline
 
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
 
@@ -148,6 +148,22 @@ sanitize: ensure-deps
 	+$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
 	    CFLAGS="$(SANITIZE_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
 	    SUBSAE_SANITIZE=1 check-run
+
+# ---- ABI gate: the checked-in baseline against a -g -Og build ---------
+ABI_BASELINE := abi/libsubsae.abi
+ABI_BUILD    := $(BUILD)/abi
+ABI_LIB      := $(ABI_BUILD)/libsubsae.so.$(VERSION)
+
+$(ABI_LIB): $(LIB_SRCS) $(wildcard lib/*.h) include/subsae.h lib/libsubsae.map
+	+$(Q)$(MAKE) --no-print-directory BUILD=$(ABI_BUILD) CFLAGS="-g -Og" $(ABI_LIB)
+
+check-abi: $(ABI_LIB)
+	$(Q)abi/check-abi.sh $(ABI_BASELINE) $(ABI_LIB) include
+
+abi-baseline: $(ABI_LIB)
+	$(Q)abidw --headers-dir include --drop-private-types --no-corpus-path \
+	    --out-file $(ABI_BASELINE) $(ABI_LIB)
+	@echo "wrote $(ABI_BASELINE) from $(ABI_LIB)"
 
 # ---- demo, examples, benchmarks -------------------------------------
 demo: ensure-deps

@@ -180,6 +180,23 @@ START_TEST(install_and_link_with_pkg_config)
 }
 END_TEST
 
+/* The checked-in ABI baseline still matches, and the gate itself works:
+ * removing or changing an exported function fails it, adding one passes. */
+START_TEST(abi_gate)
+{
+    if (harness_sanitized()) {
+        harness_skip("abi_gate", "not under sanitizers");
+        return;
+    }
+    char command[4096];
+    snprintf(command, sizeof command, "make -s -C '%s' check-abi", harness_source_dir());
+    ck_assert_msg(harness_run(command) == 0, "make check-abi failed against abi/libsubsae.abi");
+    snprintf(command, sizeof command, "'%s/tests/abi_test.sh' '%s' '%s'", harness_source_dir(),
+             harness_source_dir(), harness_tmpdir());
+    ck_assert_int_eq(harness_run(command), 0);
+}
+END_TEST
+
 SUBSAE_SUITE(foundation)
 {
     Suite *s = suite_create("foundation");
@@ -195,5 +212,6 @@ SUBSAE_SUITE(foundation)
     tc = harness_case(s, "package", 300);
     tcase_add_test(tc, shared_library_exports_only_public_symbols);
     tcase_add_test(tc, install_and_link_with_pkg_config);
+    tcase_add_test(tc, abi_gate);
     return s;
 }
