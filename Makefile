@@ -50,7 +50,7 @@ VERSION := $(MAJOR).$(MINOR).$(PATCH)
 LIB_PKGS  := openblas lapacke jansson
 TEST_PKGS := check
 DEBIAN_PACKAGES := pkg-config libopenblas-openmp-dev liblapacke-dev \
-                   libjansson-dev check python3-numpy abigail-tools
+                   libjansson-dev check python3-numpy abigail-tools gnuplot-nox
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(LIB_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null)

@@ -14,7 +14,11 @@ enum {
     DEFAULT_POWER_ITERS = 3,
     DEFAULT_BATCH_ROWS = 4096,
     MAX_POWER_ITERS = 1000,
-    SUM_COLUMNS = 64 /* columns per task when summing a batch */
+    SUM_COLUMNS = 64, /* columns per task when summing a batch */
+    /* Elements below which a loop stays on one thread: a parallel region
+     * costs a wake-up of every thread, and far more when other processes
+     * compete for the cores. */
+    PARALLEL_MIN = 1 << 18
 };
 
 /* ---- creation, options --------------------------------------------- */
@@ -313,20 +317,18 @@ void subsae__stream_begin_pass(struct subsae__stream *st)
  * calling thread, so that its error is recorded where the caller sees it. */
 static int read_rows(struct subsae__stream *st, int64_t first, int64_t m)
 {
-    int parts = st->threads;
-    if (parts > 64)
-        parts = 64;
-    if ((int64_t)parts > m / 256)
-        parts = m / 256 > 1 ? (int)(m / 256) : 1;
+    int64_t parts = st->threads < 64 ? st->threads : 64;
+    if (parts > m * st->d / PARALLEL_MIN)
+        parts = m * st->d / PARALLEL_MIN > 1 ? m * st->d / PARALLEL_MIN : 1;
     if (parts == 1)
         return subsae_buffer_read(st->buf, first, m, st->batch, st->d);
     int rc[64];
-#pragma omp parallel for num_threads(parts) schedule(static)
-    for (int p = 0; p < parts; p++) {
+#pragma omp parallel for num_threads((int)parts) schedule(static)
+    for (int64_t p = 0; p < parts; p++) {
         int64_t a = m * p / parts, b = m * (p + 1) / parts;
         rc[p] = subsae_buffer_read(st->buf, first + a, b - a, st->batch + a * st->d, st->d);
     }
-    for (int p = 0; p < parts; p++) {
+    for (int64_t p = 0; p < parts; p++) {
         if (rc[p] != SUBSAE_OK) {
             int64_t a = m * p / parts, b = m * (p + 1) / parts;
             int again = subsae_buffer_read(st->buf, first + a, b - a, st->batch + a * st->d,
@@ -344,12 +346,13 @@ int subsae__stream_read(struct subsae__stream *st, int64_t first, int64_t m)
         return rc;
     const int64_t d = st->d;
     float *x = st->batch;
+    const bool parallel = m * d >= PARALLEL_MIN;
     if (st->center && !st->have_shift) {
         /* Pilot shift: the first batch's mean. Shifting every row by it
          * before the Gram matrix is formed keeps the final centring
          * correction small, so no precision is lost to cancellation when
          * the mean is large compared with the spread. */
-#pragma omp parallel for num_threads(st->threads) schedule(static)
+#pragma omp parallel for if (parallel) num_threads(st->threads) schedule(static)
         for (int64_t c0 = 0; c0 < d; c0 += SUM_COLUMNS) {
             int64_t c1 = c0 + SUM_COLUMNS < d ? c0 + SUM_COLUMNS : d;
             double acc[SUM_COLUMNS] = {0};
@@ -363,7 +366,7 @@ int subsae__stream_read(struct subsae__stream *st, int64_t first, int64_t m)
     }
     const float *shift = st->shift;
     const bool center = st->center;
-#pragma omp parallel for num_threads(st->threads) schedule(static)
+#pragma omp parallel for if (parallel) num_threads(st->threads) schedule(static)
     for (int64_t c0 = 0; c0 < d; c0 += SUM_COLUMNS) {
         int64_t c1 = c0 + SUM_COLUMNS < d ? c0 + SUM_COLUMNS : d;
         double s1[SUM_COLUMNS] = {0}, s2[SUM_COLUMNS] = {0};

@@ -51,7 +51,7 @@ int subsae__subspace_exact(const subsae_subspace *s, const subsae_buffer *buf,
         /* Upper triangle (row-major) of the batch's X^T X. */
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0f, st.batch,
                     (int)d, 0.0f, batch_gram, (int)d);
-#pragma omp parallel for num_threads(st.threads) schedule(static, 8)
+#pragma omp parallel for if (d * d >= (1 << 18)) num_threads(st.threads) schedule(static, 8)
         for (int64_t i = 0; i < d; i++) {
             double *g = gram + i * d;
             const float *b = batch_gram + i * d;
@@ -69,7 +69,7 @@ int subsae__subspace_exact(const subsae_subspace *s, const subsae_buffer *buf,
     double total = 0.0;
     for (int64_t i = 0; i < d; i++)
         gram[i * d + i] = st.sumsq[i];
-#pragma omp parallel for num_threads(st.threads) schedule(static, 8)
+#pragma omp parallel for if (d * d >= (1 << 18)) num_threads(st.threads) schedule(static, 8)
     for (int64_t i = 0; i < d; i++) {
         double di = st.center ? st.sum[i] / dn : 0.0;
         double *g = gram + i * d;

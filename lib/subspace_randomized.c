@@ -77,7 +77,7 @@ static int gram_pass(struct subsae__stream *st, const float *q_float, const doub
                     st->batch, (int)d, q_float, (int)l, 0.0f, z, (int)l);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)l, (int)m, 1.0f,
                     st->batch, (int)d, z, (int)l, 0.0f, w_batch, (int)l);
-#pragma omp parallel for num_threads(st->threads) schedule(static)
+#pragma omp parallel for if (d * l >= (1 << 18)) num_threads(st->threads) schedule(static)
         for (int64_t i = 0; i < d; i++)
             for (int64_t j = 0; j < l; j++)
                 w[i * l + j] += w_batch[i * l + j];

@@ -10,6 +10,8 @@
 #include "subspace.h"
 
 #include <cblas.h>
+#include <dirent.h>
+#include <jansson.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdio.h>
@@ -957,6 +959,287 @@ START_TEST(allocation_failures)
 }
 END_TEST
 
+/* ---- real activations (../shared/data/stories260K) ------------------ */
+
+static const char *const sites[] = {"attn_z", "attn_out", "mlp_in", "mlp_out", "resid_post"};
+enum { N_SITES = 5, N_LAYERS = 5 };
+
+static json_t *load_reference(void)
+{
+    char path[4096];
+    if (!harness_shared_file("reference.json", path, sizeof path))
+        return NULL;
+    json_error_t error;
+    json_t *ref = json_load_file(path, 0, &error);
+    ck_assert_msg(ref != NULL, "%s: %s (line %d)", path, error.text, error.line);
+    return ref;
+}
+
+static int64_t json_int_field(json_t *entry, const char *file, const char *field)
+{
+    json_t *v = json_object_get(entry, field);
+    ck_assert_msg(json_is_integer(v), "reference.json: %s has no integer %s", file, field);
+    return (int64_t)json_integer_value(v);
+}
+
+struct measured {
+    int64_t r90, r95, r99;
+    int exact90, exact95, exact99;
+    double entropy;
+    int entropy_exact;
+};
+
+static void measure(const subsae_buffer *buf, int method, int64_t k, struct measured *m)
+{
+    subsae_subspace *s = NULL;
+    ck_assert_ok(subsae_subspace_create(&s));
+    ck_assert_ok(subsae_subspace_set_int(s, SUBSAE_SUBSPACE_METHOD, method));
+    ck_assert_ok(subsae_subspace_set_int(s, SUBSAE_SUBSPACE_RANK, k));
+    ck_assert_ok(subsae_subspace_fit(s, buf));
+    ck_assert_ok(subsae_subspace_effective_rank(s, 0.90, &m->r90, &m->exact90));
+    ck_assert_ok(subsae_subspace_effective_rank(s, 0.95, &m->r95, &m->exact95));
+    ck_assert_ok(subsae_subspace_effective_rank(s, 0.99, &m->r99, &m->exact99));
+    ck_assert_ok(subsae_subspace_entropy_rank(s, &m->entropy, &m->entropy_exact));
+    subsae_subspace_free(s);
+}
+
+/* Every .npy of the data set: exact and randomized (k = 64) reproduce r90,
+ * r95, r99 exactly and the entropy rank to 1e-2; then the finding. */
+START_TEST(real_activations_match_reference)
+{
+    json_t *ref = load_reference();
+    if (!ref) {
+        harness_skip("real_activations_match_reference", "shared data absent");
+        return;
+    }
+    char dir[4096];
+    harness_shared_file("", dir, sizeof dir);
+    DIR *dp = opendir(dir);
+    ck_assert_msg(dp != NULL, "cannot list %s", dir);
+    int64_t r99[N_LAYERS][N_SITES];
+    memset(r99, -1, sizeof r99);
+    int files = 0;
+    struct dirent *e;
+    while ((e = readdir(dp)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 4, ".npy") != 0)
+            continue;
+        json_t *entry = json_object_get(ref, e->d_name);
+        ck_assert_msg(entry != NULL, "reference.json has no entry for %s", e->d_name);
+        char path[4096];
+        harness_shared_file(e->d_name, path, sizeof path);
+        subsae_buffer *buf = NULL;
+        ck_assert_ok(subsae_buffer_open(path, NULL, &buf));
+        ck_assert_int_eq(subsae_buffer_rows(buf), json_int_field(entry, e->d_name, "rows"));
+        ck_assert_int_eq(subsae_buffer_dim(buf), json_int_field(entry, e->d_name, "dim"));
+        int64_t want90 = json_int_field(entry, e->d_name, "r90");
+        int64_t want95 = json_int_field(entry, e->d_name, "r95");
+        int64_t want99 = json_int_field(entry, e->d_name, "r99");
+        double want_entropy = json_real_value(json_object_get(entry, "entropy_rank"));
+        const int methods[2] = {SUBSAE_METHOD_EXACT, SUBSAE_METHOD_RANDOMIZED};
+        for (int mi = 0; mi < 2; mi++) {
+            struct measured m;
+            measure(buf, methods[mi], methods[mi] == SUBSAE_METHOD_EXACT ? 0 : 64, &m);
+            const char *name = mi == 0 ? "exact" : "randomized";
+            ck_assert_msg(m.r90 == want90 && m.r95 == want95 && m.r99 == want99,
+                          "%s %s: r90/r95/r99 %lld/%lld/%lld, reference %lld/%lld/%lld",
+                          e->d_name, name, (long long)m.r90, (long long)m.r95,
+                          (long long)m.r99, (long long)want90, (long long)want95,
+                          (long long)want99);
+            ck_assert_msg(m.exact90 && m.exact95 && m.exact99 && m.entropy_exact,
+                          "%s %s: exact flags", e->d_name, name);
+            ck_assert_msg(fabs(m.entropy - want_entropy) <= 1e-2,
+                          "%s %s: entropy rank %.4f, reference %.3f", e->d_name, name,
+                          m.entropy, want_entropy);
+            if (mi == 0) {
+                int layer = -1;
+                char site[32] = "";
+                if (sscanf(e->d_name, "L%d_%31[a-z_].npy", &layer, site) == 2 && layer >= 0 &&
+                    layer < N_LAYERS && !strstr(e->d_name, "131k"))
+                    for (int si = 0; si < N_SITES; si++)
+                        if (!strcmp(site, sites[si]))
+                            r99[layer][si] = m.r99;
+            }
+        }
+        subsae_buffer_free(buf);
+        files++;
+    }
+    closedir(dp);
+    ck_assert_int_ge(files, 28);
+
+    /* The finding, and the table for the README. */
+    printf("\n  r99 (centred, exact) of stories260K activations, d = 64\n");
+    printf("  %-6s", "layer");
+    for (int si = 0; si < N_SITES; si++)
+        printf("  %10s", sites[si]);
+    printf("\n");
+    for (int l = 0; l < N_LAYERS; l++) {
+        printf("  L%-5d", l);
+        for (int si = 0; si < N_SITES; si++) {
+            ck_assert_msg(r99[l][si] > 0, "L%d_%s.npy missing", l, sites[si]);
+            printf("  %10lld", (long long)r99[l][si]);
+        }
+        printf("\n");
+        const int attn_out = 1;
+        const int others[3] = {0, 3, 4}; /* attn_z, mlp_out, resid_post */
+        for (int o = 0; o < 3; o++)
+            ck_assert_msg(r99[l][attn_out] < r99[l][others[o]],
+                          "layer %d: attn_out r99 %lld is not below %s r99 %lld", l,
+                          (long long)r99[l][attn_out], sites[others[o]],
+                          (long long)r99[l][others[o]]);
+    }
+    json_decref(ref);
+}
+END_TEST
+
+/* ---- the command-line program ----------------------------------------- */
+
+static json_t *run_json(const char *arguments)
+{
+    char out[1024], command[8192];
+    harness_tmp_path("rank.json", out, sizeof out);
+    snprintf(command, sizeof command, "'%s/bin/subsae' rank %s > '%s'", harness_build_dir(),
+             arguments, out);
+    ck_assert_msg(harness_run(command) == 0, "failed: %s", command);
+    json_error_t error;
+    json_t *root = json_load_file(out, 0, &error);
+    ck_assert_msg(root != NULL, "%s: not JSON: %s", command, error.text);
+    return root;
+}
+
+START_TEST(cli_rank_reports)
+{
+    json_t *ref = load_reference();
+    if (!ref) {
+        harness_skip("cli_rank_reports", "shared data absent");
+        return;
+    }
+    char a[1024], b[1024], arguments[4096];
+    harness_shared_file("L1_attn_out.npy", a, sizeof a);
+    harness_shared_file("L1_mlp_out.npy", b, sizeof b);
+    const char *names[2] = {"L1_attn_out.npy", "L1_mlp_out.npy"};
+    const char *methods[2] = {"exact", "randomized --rank 64"};
+    for (int mi = 0; mi < 2; mi++) {
+        snprintf(arguments, sizeof arguments, "'%s' '%s' --json --method %s", a, b, methods[mi]);
+        json_t *root = run_json(arguments);
+        json_t *reports = json_object_get(root, "reports");
+        ck_assert_int_eq(json_array_size(reports), 2);
+        for (size_t i = 0; i < 2; i++) {
+            json_t *r = json_array_get(reports, i);
+            json_t *want = json_object_get(ref, names[i]);
+            ck_assert_str_eq(json_string_value(json_object_get(r, "path")), i ? b : a);
+            ck_assert_int_eq(json_integer_value(json_object_get(r, "rows")), 16384);
+            ck_assert_int_eq(json_integer_value(json_object_get(r, "dim")), 64);
+            ck_assert_str_eq(json_string_value(json_object_get(r, "method")),
+                             mi ? "randomized" : "exact");
+            ck_assert(json_is_true(json_object_get(r, "centered")));
+            ck_assert_double_eq(json_real_value(json_object_get(r, "threshold")), 0.99);
+            ck_assert_int_eq(json_integer_value(json_object_get(r, "effective_rank")),
+                             json_integer_value(json_object_get(want, "r99")));
+            ck_assert_double_eq_tol(json_real_value(json_object_get(r, "effective_rank_ratio")),
+                                    json_real_value(json_object_get(want, "r99_ratio")), 1e-4);
+            ck_assert(json_is_true(json_object_get(r, "effective_rank_exact")));
+            ck_assert_double_eq_tol(json_real_value(json_object_get(r, "entropy_rank")),
+                                    json_real_value(json_object_get(want, "entropy_rank")), 1e-2);
+            ck_assert(json_real_value(json_object_get(r, "total_variance")) > 0.0);
+            json_t *ranks = json_object_get(r, "effective_ranks");
+            ck_assert_int_eq(json_integer_value(json_object_get(ranks, "0.9")),
+                             json_integer_value(json_object_get(want, "r90")));
+            ck_assert_int_eq(json_integer_value(json_object_get(ranks, "0.95")),
+                             json_integer_value(json_object_get(want, "r95")));
+            json_t *variances = json_object_get(r, "variances");
+            ck_assert_int_eq(json_array_size(variances), 64);
+            /* variances share of the total, against the reference's top 8 */
+            double total = json_real_value(json_object_get(r, "total_variance"));
+            json_t *share = json_object_get(want, "top_variance_share");
+            for (size_t t = 0; t < 8; t++)
+                ck_assert_double_eq_tol(json_real_value(json_array_get(variances, t)) / total,
+                                        json_real_value(json_array_get(share, t)), 2e-6);
+            ck_assert(json_real_value(json_object_get(r, "seconds")) >= 0.0);
+        }
+        json_decref(root);
+    }
+
+    /* --concat: one report over both files; a low --rank flags the bound. */
+    snprintf(arguments, sizeof arguments, "'%s' '%s' --json --concat --threshold 0.9", a, b);
+    json_t *root = run_json(arguments);
+    json_t *r = json_array_get(json_object_get(root, "reports"), 0);
+    ck_assert_int_eq(json_array_size(json_object_get(root, "reports")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "rows")), 2 * 16384);
+    ck_assert_double_eq(json_real_value(json_object_get(r, "threshold")), 0.9);
+    json_decref(root);
+    snprintf(arguments, sizeof arguments, "'%s' --json --method randomized --rank 8 --seed 3", a);
+    root = run_json(arguments);
+    r = json_array_get(json_object_get(root, "reports"), 0);
+    ck_assert(json_is_false(json_object_get(r, "effective_rank_exact")));
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "effective_rank")), 9);
+    ck_assert_int_eq(json_array_size(json_object_get(r, "variances")), 8);
+    json_decref(root);
+
+    /* A safetensors file: --tensor names the tensor; an unknown name fails. */
+    char st[1024];
+    harness_tmp_path("acts.safetensors", st, sizeof st);
+    subsae_buffer *buf = NULL;
+    ck_assert_ok(subsae_buffer_open(a, NULL, &buf));
+    ck_assert_ok(subsae_buffer_save_safetensors(buf, st, "acts", SUBSAE_DTYPE_F16));
+    subsae_buffer_free(buf);
+    snprintf(arguments, sizeof arguments, "'%s' --json --tensor acts", st);
+    root = run_json(arguments);
+    r = json_array_get(json_object_get(root, "reports"), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "effective_rank")),
+                     json_integer_value(json_object_get(json_object_get(ref, names[0]), "r99")));
+    json_decref(root);
+
+    /* Table, CSV and plot. */
+    char csv[1024], png[1024], txt[1024], command[16384];
+    harness_tmp_path("spectra.csv", csv, sizeof csv);
+    harness_tmp_path("curves.png", png, sizeof png);
+    harness_tmp_path("table.txt", txt, sizeof txt);
+    snprintf(command, sizeof command, "'%s/bin/subsae' rank '%s' '%s' --csv '%s' > '%s'",
+             harness_build_dir(), a, b, csv, txt);
+    ck_assert_int_eq(harness_run(command), 0);
+    snprintf(command, sizeof command,
+             "grep -q 'r99' '%s' && grep -q '^%s .* 16384 .* 64 .* 45 .* 0.703' '%s' && "
+             "test $(wc -l < '%s') -eq 129 && head -1 '%s' | grep -q "
+             "'^path,index,variance,explained_ratio,cumulative_ratio$' && "
+             "tail -1 '%s' | grep -q ',64,.*,1$'",
+             txt, a, txt, csv, csv, csv);
+    ck_assert_msg(harness_run(command) == 0, "table or CSV content: %s", command);
+    if (harness_run("command -v gnuplot > /dev/null") == 0) {
+        snprintf(command, sizeof command,
+                 "'%s/bin/subsae' rank '%s' '%s' --plot '%s' > /dev/null && "
+                 "head -c 8 '%s' | od -An -c | grep -q 'P   N   G'",
+                 harness_build_dir(), a, b, png, png);
+        ck_assert_msg(harness_run(command) == 0, "--plot did not write a PNG");
+    } else {
+        harness_skip("cli_rank_reports --plot", "gnuplot not installed");
+    }
+    /* Without gnuplot in PATH: a clear error before any work. */
+    snprintf(command, sizeof command,
+             "PATH=/nonexistent '%s/bin/subsae' rank '%s' --plot '%s' 2>&1 >/dev/null | "
+             "grep -q 'gnuplot'",
+             harness_build_dir(), a, png);
+    ck_assert_int_eq(harness_run(command), 0);
+
+    /* Errors: one line on stderr, non-zero exit. */
+    char bad_tensor[1100];
+    snprintf(bad_tensor, sizeof bad_tensor, "'%s' --tensor nope", st);
+    const char *bad[] = {"--json", "'%s' --method fast", "'%s' --threshold 1.5", bad_tensor,
+                         "'%s' --rank 65", "'%s' --rank", "'%s' --bogus",
+                         "/nonexistent/file.npy"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char args[2048];
+        snprintf(args, sizeof args, bad[i], a);
+        snprintf(command, sizeof command,
+                 "'%s/bin/subsae' rank %s > /dev/null 2> '%s'; rc=$?; "
+                 "test $rc -ne 0 && test $(wc -l < '%s') -eq 1",
+                 harness_build_dir(), args, txt, txt);
+        ck_assert_msg(harness_run(command) == 0, "expected one error line: rank %s", args);
+    }
+    json_decref(ref);
+}
+END_TEST
+
 static Suite *make_suite(void);
 
 SUBSAE_SUITE(subspace)
@@ -981,5 +1264,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, constant_rows);
     tcase_add_test(tc, allocation_failures);
+    tc = harness_case(s, "real_data", 120);
+    tcase_add_test(tc, real_activations_match_reference);
+    tcase_add_test(tc, cli_rank_reports);
     return s;
 }
