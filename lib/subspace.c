@@ -14,7 +14,8 @@ enum {
     DEFAULT_POWER_ITERS = 3,
     DEFAULT_BATCH_ROWS = 4096,
     MAX_POWER_ITERS = 1000,
-    SUM_COLUMNS = 64, /* columns per task when summing a batch */
+    BLOCK_FLOATS = 1 << 16, /* values per block of a batch (256 KB) */
+    MAX_BLOCKS = 256,       /* blocks per batch at most */
     /* Elements below which a loop stays on one thread: a parallel region
      * costs a wake-up of every thread, and far more when other processes
      * compete for the cores. */
@@ -277,20 +278,31 @@ int subsae__stream_init(struct subsae__stream *st, const subsae_subspace *s,
     st->phase = phase;
     st->total = st->n * passes;
     st->threads = subsae__threads();
+    /* Blocks of about BLOCK_FLOATS values (cache-resident while they are
+     * read, shifted and summed), at most MAX_BLOCKS per batch. */
+    st->block_rows = BLOCK_FLOATS / st->d > 1 ? BLOCK_FLOATS / st->d : 1;
+    if (st->block_rows < (st->batch_rows + MAX_BLOCKS - 1) / MAX_BLOCKS)
+        st->block_rows = (st->batch_rows + MAX_BLOCKS - 1) / MAX_BLOCKS;
+    st->max_blocks = (st->batch_rows + st->block_rows - 1) / st->block_rows;
     size_t cells;
     if (!subsae__mul_size((size_t)st->batch_rows, (size_t)st->d, &cells))
         return subsae__fail(SUBSAE_E_NOMEM, SUBSAE_REASON_OUT_OF_MEMORY,
                             "subspace: a batch of %lld x %lld floats overflows",
                             (long long)st->batch_rows, (long long)st->d);
-    st->batch = subsae__subspace_alloc(cells, sizeof(float), "subspace batch");
-    st->shift = subsae__calloc((size_t)st->d, sizeof(float));
-    st->sum = subsae__calloc((size_t)st->d, sizeof(double));
-    st->sumsq = subsae__calloc((size_t)st->d, sizeof(double));
-    if (!st->batch || !st->shift || !st->sum || !st->sumsq) {
+    if (!(st->batch = subsae__subspace_alloc(cells, sizeof(float), "subspace batch")) ||
+        !(st->shift = subsae__subspace_alloc((size_t)st->d, sizeof(float), "subspace shift")) ||
+        !(st->sum = subsae__subspace_alloc((size_t)st->d, sizeof(double), "subspace sums")) ||
+        !(st->sumsq = subsae__subspace_alloc((size_t)st->d, sizeof(double),
+                                             "subspace sums of squares")) ||
+        !(st->partial = subsae__subspace_alloc((size_t)st->max_blocks * 2 * (size_t)st->d,
+                                               sizeof(double), "subspace partial sums")) ||
+        !(st->status = subsae__subspace_alloc((size_t)st->max_blocks, sizeof(int),
+                                              "subspace block status"))) {
         subsae__stream_release(st);
-        return st->batch ? subsae__fail_nomem("subspace column sums", (size_t)st->d * 8)
-                         : SUBSAE_E_NOMEM;
+        return SUBSAE_E_NOMEM;
     }
+    memset(st->shift, 0, (size_t)st->d * sizeof *st->shift);
+    subsae__stream_begin_pass(st);
     return SUBSAE_OK;
 }
 
@@ -300,10 +312,14 @@ void subsae__stream_release(struct subsae__stream *st)
     subsae__free(st->shift);
     subsae__free(st->sum);
     subsae__free(st->sumsq);
+    subsae__free(st->partial);
+    subsae__free(st->status);
     st->batch = NULL;
     st->shift = NULL;
     st->sum = NULL;
     st->sumsq = NULL;
+    st->partial = NULL;
+    st->status = NULL;
 }
 
 void subsae__stream_begin_pass(struct subsae__stream *st)
@@ -312,28 +328,42 @@ void subsae__stream_begin_pass(struct subsae__stream *st)
     memset(st->sumsq, 0, (size_t)st->d * sizeof(double));
 }
 
-/* Read the batch with one subsae_buffer_read per thread (reads of one
- * buffer may run concurrently). A failing part is read again on the
- * calling thread, so that its error is recorded where the caller sees it. */
-static int read_rows(struct subsae__stream *st, int64_t first, int64_t m)
+/* Read (when `read`), shift and sum rows [a, e) of the batch into the
+ * block's partial sums. */
+__attribute__((target_clones("avx2", "default"))) static int
+process_block(struct subsae__stream *st, int64_t first, int64_t a, int64_t e,
+                         bool read, double *p1)
 {
-    int64_t parts = st->threads < 64 ? st->threads : 64;
-    if (parts > m * st->d / PARALLEL_MIN)
-        parts = m * st->d / PARALLEL_MIN > 1 ? m * st->d / PARALLEL_MIN : 1;
-    if (parts == 1)
-        return subsae_buffer_read(st->buf, first, m, st->batch, st->d);
-    int rc[64];
-#pragma omp parallel for num_threads((int)parts) schedule(static)
-    for (int64_t p = 0; p < parts; p++) {
-        int64_t a = m * p / parts, b = m * (p + 1) / parts;
-        rc[p] = subsae_buffer_read(st->buf, first + a, b - a, st->batch + a * st->d, st->d);
+    const int64_t d = st->d;
+    float *x = st->batch + a * d;
+    if (read) {
+        int rc = subsae_buffer_read(st->buf, first + a, e - a, x, d);
+        if (rc != SUBSAE_OK)
+            return rc;
     }
-    for (int64_t p = 0; p < parts; p++) {
-        if (rc[p] != SUBSAE_OK) {
-            int64_t a = m * p / parts, b = m * (p + 1) / parts;
-            int again = subsae_buffer_read(st->buf, first + a, b - a, st->batch + a * st->d,
-                                           st->d);
-            return again != SUBSAE_OK ? again : rc[p];
+    double *p2 = p1 + d;
+    memset(p1, 0, 2 * (size_t)d * sizeof *p1);
+    const float *shift = st->shift;
+    if (st->center) {
+        for (int64_t i = 0; i < e - a; i++) {
+            float *row = x + i * d;
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) {
+                float v = row[j] - shift[j];
+                row[j] = v;
+                p1[j] += v;
+                p2[j] += (double)v * v;
+            }
+        }
+    } else {
+        for (int64_t i = 0; i < e - a; i++) {
+            const float *row = x + i * d;
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) {
+                double v = row[j];
+                p1[j] += v;
+                p2[j] += v * v;
+            }
         }
     }
     return SUBSAE_OK;
@@ -341,47 +371,56 @@ static int read_rows(struct subsae__stream *st, int64_t first, int64_t m)
 
 int subsae__stream_read(struct subsae__stream *st, int64_t first, int64_t m)
 {
-    int rc = read_rows(st, first, m);
-    if (rc != SUBSAE_OK)
-        return rc;
     const int64_t d = st->d;
-    float *x = st->batch;
-    const bool parallel = m * d >= PARALLEL_MIN;
+    const int64_t blocks = (m + st->block_rows - 1) / st->block_rows;
+    const bool parallel = m * d >= PARALLEL_MIN && blocks > 1;
+    bool read = true;
     if (st->center && !st->have_shift) {
         /* Pilot shift: the first batch's mean. Shifting every row by it
          * before the Gram matrix is formed keeps the final centring
          * correction small, so no precision is lost to cancellation when
          * the mean is large compared with the spread. */
-#pragma omp parallel for if (parallel) num_threads(st->threads) schedule(static)
-        for (int64_t c0 = 0; c0 < d; c0 += SUM_COLUMNS) {
-            int64_t c1 = c0 + SUM_COLUMNS < d ? c0 + SUM_COLUMNS : d;
-            double acc[SUM_COLUMNS] = {0};
-            for (int64_t i = 0; i < m; i++)
-                for (int64_t j = c0; j < c1; j++)
-                    acc[j - c0] += x[i * d + j];
-            for (int64_t j = c0; j < c1; j++)
-                st->shift[j] = (float)(acc[j - c0] / (double)m);
+        int rc = subsae_buffer_read(st->buf, first, m, st->batch, d);
+        if (rc != SUBSAE_OK)
+            return rc;
+        double *acc = st->sum; /* zero at the start of a pass; reset below */
+        for (int64_t i = 0; i < m; i++) {
+            const float *row = st->batch + i * d;
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++)
+                acc[j] += row[j];
+        }
+        for (int64_t j = 0; j < d; j++) {
+            st->shift[j] = (float)(acc[j] / (double)m);
+            acc[j] = 0.0;
         }
         st->have_shift = true;
+        read = false;
     }
-    const float *shift = st->shift;
-    const bool center = st->center;
+    /* Fixed blocks whatever the thread count, partial sums added in block
+     * order: the same bits with any number of threads. Reads of one buffer
+     * may run concurrently; a block that fails is read again on the
+     * calling thread so that its error is recorded where the caller sees
+     * it, and the first failing block (the first bad row) wins. */
 #pragma omp parallel for if (parallel) num_threads(st->threads) schedule(static)
-    for (int64_t c0 = 0; c0 < d; c0 += SUM_COLUMNS) {
-        int64_t c1 = c0 + SUM_COLUMNS < d ? c0 + SUM_COLUMNS : d;
-        double s1[SUM_COLUMNS] = {0}, s2[SUM_COLUMNS] = {0};
-        for (int64_t i = 0; i < m; i++) {
-            float *row = x + i * d;
-            for (int64_t j = c0; j < c1; j++) {
-                float v = center ? row[j] - shift[j] : row[j];
-                row[j] = v;
-                s1[j - c0] += v;
-                s2[j - c0] += (double)v * v;
-            }
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t a = b * st->block_rows;
+        int64_t e = a + st->block_rows < m ? a + st->block_rows : m;
+        st->status[b] = process_block(st, first, a, e, read, st->partial + b * 2 * d);
+    }
+    for (int64_t b = 0; b < blocks; b++) {
+        if (st->status[b] != SUBSAE_OK) {
+            int64_t a = b * st->block_rows;
+            int64_t e = a + st->block_rows < m ? a + st->block_rows : m;
+            int again = subsae_buffer_read(st->buf, first + a, e - a, st->batch + a * d, d);
+            return again != SUBSAE_OK ? again : st->status[b];
         }
-        for (int64_t j = c0; j < c1; j++) {
-            st->sum[j] += s1[j - c0];
-            st->sumsq[j] += s2[j - c0];
+    }
+    for (int64_t b = 0; b < blocks; b++) {
+        const double *p1 = st->partial + b * 2 * d, *p2 = p1 + d;
+        for (int64_t j = 0; j < d; j++) {
+            st->sum[j] += p1[j];
+            st->sumsq[j] += p2[j];
         }
     }
     return SUBSAE_OK;

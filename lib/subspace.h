@@ -47,7 +47,10 @@ struct subsae__subspace_fit {
 
 /* Batches of a buffer read as float32, shifted by a pilot vector (the
  * first batch's mean when centring), with column sums and sums of squares
- * of the shifted rows accumulated in double, and progress reported. */
+ * of the shifted rows accumulated in double, and progress reported. A
+ * batch is processed in fixed blocks of rows (read, shifted and summed
+ * while cache-resident, in parallel), whose partial sums are added in
+ * block order, so that the result does not depend on the thread count. */
 struct subsae__stream {
     const subsae_buffer *buf;
     int64_t n, d;
@@ -58,6 +61,10 @@ struct subsae__stream {
     bool have_shift;
     double *sum;             /* d: sum of shifted rows over the pass */
     double *sumsq;           /* d: sum of squared shifted values */
+    int64_t block_rows;      /* rows per block of a batch */
+    int64_t max_blocks;      /* blocks per batch at most */
+    double *partial;         /* max_blocks x 2d: a block's sums, sums of squares */
+    int *status;             /* max_blocks: a block's read status */
     /* progress */
     subsae_callback callback;
     void *user;

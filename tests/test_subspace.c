@@ -959,6 +959,64 @@ START_TEST(allocation_failures)
 }
 END_TEST
 
+/* The streaming reader's sums (parallel over fixed blocks) are the same
+ * bits with any thread count; a bad row is reported by its number even when
+ * a worker thread met it. */
+START_TEST(stream_is_deterministic_across_threads)
+{
+    const int64_t n = 10000, d = 300;
+    float *x = malloc((size_t)n * d * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    subsae__rng rng;
+    subsae__rng_seed(&rng, 17, 0);
+    for (int64_t i = 0; i < n * d; i++)
+        x[i] = (float)(50.0 + subsae__rng_normal(&rng));
+    subsae_buffer *buf = NULL;
+    ck_assert_ok(subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_BORROW, &buf));
+    subsae_subspace *s = NULL;
+    ck_assert_ok(subsae_subspace_create(&s));
+    double *sums[3], *sumsqs[3];
+    for (int t = 0; t < 3; t++) {
+        struct subsae__stream st;
+        ck_assert_ok(subsae__stream_init(&st, s, buf, "test", 1));
+        st.threads = t + 1;
+        ck_assert_int_gt(st.max_blocks, 4);
+        for (int64_t first = 0; first < n; first += st.batch_rows) {
+            int64_t m = n - first < st.batch_rows ? n - first : st.batch_rows;
+            ck_assert_ok(subsae__stream_read(&st, first, m));
+        }
+        sums[t] = malloc((size_t)d * sizeof(double));
+        sumsqs[t] = malloc((size_t)d * sizeof(double));
+        memcpy(sums[t], st.sum, (size_t)d * sizeof(double));
+        memcpy(sumsqs[t], st.sumsq, (size_t)d * sizeof(double));
+        /* The sums are those of the shifted rows. */
+        double want = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            want += (double)(x[i * d + 7] - st.shift[7]);
+        ck_assert_double_eq_tol(st.sum[7], want, 1e-9 * n);
+        subsae__stream_release(&st);
+    }
+    for (int t = 1; t < 3; t++) {
+        ck_assert(memcmp(sums[0], sums[t], (size_t)d * sizeof(double)) == 0);
+        ck_assert(memcmp(sumsqs[0], sumsqs[t], (size_t)d * sizeof(double)) == 0);
+    }
+    for (int t = 0; t < 3; t++) {
+        free(sums[t]);
+        free(sumsqs[t]);
+    }
+    /* Non-finite values in two late blocks: the first one is reported. */
+    x[7777 * d + 5] = INFINITY;
+    x[9999 * d + 1] = NAN;
+    subsae_set_num_threads(2);
+    ck_assert_status(subsae_subspace_fit(s, buf), SUBSAE_E_NONFINITE);
+    ck_assert_msg(strstr(subsae_last_error(), "row 7777") != NULL, "%s", subsae_last_error());
+    subsae_set_num_threads(0);
+    subsae_subspace_free(s);
+    subsae_buffer_free(buf);
+    free(x);
+}
+END_TEST
+
 /* ---- real activations (../shared/data/stories260K) ------------------ */
 
 static const char *const sites[] = {"attn_z", "attn_out", "mlp_in", "mlp_out", "resid_post"};
@@ -1264,6 +1322,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, constant_rows);
     tcase_add_test(tc, allocation_failures);
+    tcase_add_test(tc, stream_is_deterministic_across_threads);
     tc = harness_case(s, "real_data", 120);
     tcase_add_test(tc, real_activations_match_reference);
     tcase_add_test(tc, cli_rank_reports);
