@@ -454,22 +454,35 @@ void subsae__subspace_fix_signs(float *b, int64_t k, int64_t d)
 
 /* ---- fit ------------------------------------------------------------ */
 
-double subsae__subspace_exact_flops(int64_t n, int64_t d)
+/* The cost model of SUBSAE_METHOD_AUTO, in flops weighted by how fast
+ * OpenBLAS runs each kind (units: flops of cblas_ssyrk, the fastest kernel
+ * here). Weights from `subsae bench rank` (65,536 x 1,024, 2 cores, AVX2
+ * OpenBLAS 0.3.21): ssyrk ~150 GFLOPS; LAPACKE_dsyevd with vectors ~20
+ * GFLOPS on its 3 d^3 model flops (x 7.5); the tall-skinny GEMMs of a
+ * randomized pass ~110 GFLOPS (x 1.35) but never less than ~300
+ * ssyrk-flops per value (below k + p of ~50 a pass costs the same: packing
+ * and memory traffic, not arithmetic); reading, shifting and summing a
+ * value ~90. The ratios, not the absolute rates, decide; they are those of
+ * any recent x86 OpenBLAS. */
+enum { COST_STREAM = 90, COST_PASS_FLOOR = 300 };
+static const double COST_EIG = 7.5, COST_GEMM = 1.35;
+
+double subsae__subspace_exact_cost(int64_t n, int64_t d)
 {
-    /* Symmetric rank-k update of the Gram matrix (n d (d + 1) flops) and a
-     * symmetric eigensolve with vectors (about 9 d^3 / 3). */
     double dn = (double)n, dd = (double)d;
-    return dn * dd * (dd + 1.0) + 3.0 * dd * dd * dd;
+    return dn * dd * (dd + 1.0) + COST_EIG * 3.0 * dd * dd * dd + COST_STREAM * dn * dd;
 }
 
-double subsae__subspace_randomized_flops(int64_t n, int64_t d, int64_t k, int64_t p, int64_t q)
+double subsae__subspace_randomized_cost(int64_t n, int64_t d, int64_t k, int64_t p, int64_t q)
 {
-    /* q + 2 passes of X^T (X Q): 4 n d l flops each, plus a QR of d x l
-     * after all passes but the last and the small Rayleigh-Ritz problem. */
+    /* q + 2 passes of X^T (X Q) (4 n d l flops each), a QR of d x l after
+     * all passes but the last, and the small Rayleigh-Ritz problem. */
     int64_t l = p >= d - k ? d : k + p;
     double dn = (double)n, dd = (double)d, dl = (double)l;
-    return (double)(q + 2) * 4.0 * dn * dd * dl + (double)(q + 1) * 4.0 * dd * dl * dl +
-           2.0 * dd * dl * dl + 9.0 * dl * dl * dl;
+    double gemm = COST_GEMM * 4.0 * dn * dd * dl, floor = COST_PASS_FLOOR * dn * dd;
+    double pass = (gemm > floor ? gemm : floor) + COST_STREAM * dn * dd;
+    return (double)(q + 2) * pass + (double)(q + 1) * COST_EIG * 4.0 * dd * dl * dl +
+           COST_EIG * (2.0 * dd * dl * dl + 9.0 * dl * dl * dl);
 }
 
 static double seconds_now(void)
@@ -504,9 +517,9 @@ int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
     int method = s->method;
     if (method == SUBSAE_METHOD_AUTO) {
         bool covers_all = s->oversample >= d - k;
-        method = covers_all || subsae__subspace_exact_flops(n, d) <=
-                                   subsae__subspace_randomized_flops(n, d, k, s->oversample,
-                                                                     s->power_iters)
+        method = covers_all || subsae__subspace_exact_cost(n, d) <=
+                                   subsae__subspace_randomized_cost(n, d, k, s->oversample,
+                                                                    s->power_iters)
                      ? SUBSAE_METHOD_EXACT
                      : SUBSAE_METHOD_RANDOMIZED;
     }

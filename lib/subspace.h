@@ -102,8 +102,9 @@ int subsae__subspace_exact(const subsae_subspace *s, const subsae_buffer *buf,
 int subsae__subspace_randomized(const subsae_subspace *s, const subsae_buffer *buf,
                                 int64_t k, struct subsae__subspace_fit *out);
 
-/* Flop estimates used by SUBSAE_METHOD_AUTO. */
-double subsae__subspace_exact_flops(int64_t n, int64_t d);
-double subsae__subspace_randomized_flops(int64_t n, int64_t d, int64_t k, int64_t p, int64_t q);
+/* Cost estimates used by SUBSAE_METHOD_AUTO: flops weighted by the rate
+ * OpenBLAS reaches on each kind of work, in units of ssyrk flops. */
+double subsae__subspace_exact_cost(int64_t n, int64_t d);
+double subsae__subspace_randomized_cost(int64_t n, int64_t d, int64_t k, int64_t p, int64_t q);
 
 #endif
