@@ -395,6 +395,14 @@ static void check_randomized(int profile, int64_t k, uint64_t seed)
     float *basis = malloc((size_t)k * (size_t)d * sizeof *basis);
     ck_assert_ptr_nonnull(basis);
     ck_assert_ok(subsae_subspace_basis(s, k, basis, d));
+    for (int64_t a = 0; a < k; a++)
+        for (int64_t b = 0; b <= a; b++) {
+            double dot = 0.0;
+            for (int64_t j = 0; j < d; j++)
+                dot += (double)basis[a * d + j] * basis[b * d + j];
+            ck_assert_msg(fabs(dot - (a == b)) < 1e-5, "randomized basis rows %lld, %lld: %g",
+                          (long long)a, (long long)b, dot);
+        }
     double angle = largest_principal_angle(basis, ref.vectors, k, d);
     printf("  randomized %-10s k %-3lld seed %llu: singular values %.2e relative, "
            "largest principal angle %.2e rad\n",
