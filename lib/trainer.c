@@ -944,16 +944,60 @@ static int draw_directions(subsae__rng *rng, int64_t distribution, float *w, int
 static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, int64_t d,
                            int64_t want, float **basis, int64_t *r_out)
 {
-    (void)t;
-    (void)x;
-    (void)n;
-    (void)d;
-    (void)want;
-    (void)basis;
-    (void)r_out;
-    return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
-                        "subsae_trainer_init: active-subspace initialisation needs the "
-                        "subspace estimator, not built yet");
+    static const char *fn = "subsae_trainer_init";
+    if (want > d)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: subspace dimension %lld exceeds the dimension %lld", fn,
+                            (long long)want, (long long)d);
+    if (n < 2)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: %lld rows cannot give a subspace", fn, (long long)n);
+    subsae_buffer *buf = NULL;
+    subsae_subspace *s = NULL;
+    float *out = NULL;
+    int64_t r = want, method = 0;
+    int exact = 1;
+    /* The exact method when all directions are needed (r from the
+     * spectrum); for a fixed r the estimator picks the cheaper method. */
+    int rc = subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_BORROW, &buf);
+    if (!rc)
+        rc = subsae_subspace_create(&s);
+    if (!rc)
+        rc = subsae_subspace_set_int(s, SUBSAE_SUBSPACE_SEED, t->seed);
+    if (!rc && want > 0)
+        rc = subsae_subspace_set_int(s, SUBSAE_SUBSPACE_RANK, want);
+    if (!rc && t->callback)
+        rc = subsae_subspace_set_callback(s, t->callback, t->user);
+    if (!rc)
+        rc = subsae_subspace_fit(s, buf);
+    if (!rc && want == 0)
+        rc = subsae_subspace_effective_rank(s, 0.99, &r, &exact);
+    if (!rc)
+        rc = subsae_subspace_get_int(s, SUBSAE_SUBSPACE_METHOD_USED, &method);
+    if (!rc && (r < 1 || r > d))
+        rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                          "%s: the sample's active subspace has dimension %lld", fn,
+                          (long long)r);
+    if (!rc) {
+        out = subsae__malloc((size_t)(r * d) * sizeof *out);
+        if (!out)
+            rc = subsae__fail_nomem("subspace basis", (size_t)(r * d) * 4);
+    }
+    if (!rc)
+        rc = subsae_subspace_basis(s, r, out, d);
+    if (!rc) {
+        log_line(t, "init", "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
+                 (long long)r, (long long)d, want ? " (set)" : " hold 99% of the variance",
+                 method == SUBSAE_METHOD_EXACT ? "exact" : "randomized", (long long)n);
+        (void)exact; /* all directions were computed: r is exact */
+        *basis = out;
+        *r_out = r;
+        out = NULL;
+    }
+    subsae__free(out);
+    subsae_subspace_free(s);
+    subsae_buffer_free(buf);
+    return rc;
 }
 
 /* Grid search of one common scale of the tied initial weights (as in the
