@@ -96,6 +96,25 @@ int subsae__collective_agree(struct subsae__collective *c, int rc, const char *w
     return subsae__collective_agree_buf(c, rc, c->status, 0, what);
 }
 
+int subsae__collective_sum_small(struct subsae__collective *c, int rc, double *values,
+                                 int64_t count, const char *what)
+{
+    if (!c->fn)
+        return rc;
+    if (count > c->size)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: %lld values exceed the %lld slots of the status scratch", what,
+                            (long long)count, (long long)c->size);
+    double *payload = c->status + c->size;
+    for (int64_t i = 0; i < count; i++)
+        payload[i] = rc == SUBSAE_OK ? values[i] : 0.0;
+    rc = subsae__collective_agree_buf(c, rc, c->status, count, what);
+    if (rc == SUBSAE_OK)
+        for (int64_t i = 0; i < count; i++)
+            values[i] = payload[i];
+    return rc;
+}
+
 int subsae__collective_rows(struct subsae__collective *c, int rc, int64_t rows, int64_t dim,
                             int64_t *offset, int64_t *total, int64_t *root, const char *what)
 {

@@ -56,6 +56,12 @@ int subsae__collective_agree(struct subsae__collective *c, int rc, const char *w
 int subsae__collective_agree_buf(struct subsae__collective *c, int rc, double *buf,
                                  int64_t count, const char *what);
 
+/* The agreement on rc fused with the sum of `count` <= c->size doubles
+ * (in the status scratch: no allocation). A single process gets rc back
+ * and `values` unchanged. */
+int subsae__collective_sum_small(struct subsae__collective *c, int rc, double *values,
+                                 int64_t count, const char *what);
+
 /* Where this worker's rows sit among the workers' (rank order): after an
  * agreement on rc, *offset gets the global number of its first row,
  * *total the rows of all workers and *root (may be NULL) the lowest rank

@@ -60,6 +60,7 @@ int subsae_trainer_create(subsae_trainer **out)
     t->init_threshold = 0.001;
     t->fit_end_step = -1;
     t->last_loss = NAN;
+    t->coll.size = 1;
     *out = t;
     return SUBSAE_OK;
 }
@@ -97,6 +98,8 @@ void subsae_trainer_free(subsae_trainer *t)
     window_free(&t->prev);
     subsae_batches_free(t->batches);
     workspace_free(&t->ws);
+    subsae__collective_release(&t->coll);
+    subsae__free(t->coll_buf);
     subsae__free(t);
 }
 
@@ -443,7 +446,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae, k = s->k;
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
     const bool apply = s->apply_b_dec_to_input;
-    const size_t part_stride = (size_t)(3 * d_out + 4);
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
 
     const double t_start = omp_get_wtime();
 
@@ -489,8 +492,10 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     clock = omp_get_wtime();
 
     /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
-     *    sums of the gradient and of the target per row partition. */
-    const float gscale = 2.0f / (float)n;
+     *    sums of the gradient and of the target per row partition. With
+     *    workers n is the global batch (loss_rows), of which these rows are
+     *    a part. */
+    const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
 #pragma omp parallel num_threads(subsae__team(T, (double)n * (double)(k + 2) * (double)d_out))
     {
         for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
@@ -735,7 +740,7 @@ static void account(subsae_trainer *t, int64_t n, double loss)
     struct subsae__workspace *ws = &t->ws;
     const int T = (int)ws->threads;
     const int64_t d_out = s->d_out, m = s->d_sae;
-    const size_t part_stride = (size_t)(3 * d_out + 4);
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     t->step++;
     t->tokens += n;
     t->last_loss = loss;
@@ -773,15 +778,16 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
     if (!t->initialised)
         return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
                             "%s: call subsae_trainer_init first", fn);
-    if (!input)
+    const bool workers = subsae__collective_on(&t->coll);
+    if (!input && !(workers && n == 0))
         return subsae__fail_null(fn, "input");
-    if (t->transcoder && !target)
+    if (t->transcoder && !target && !(workers && n == 0))
         return subsae__fail_null(fn, "target (the trainer was initialised as a transcoder)");
     if (!t->transcoder && target)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: a target was given but the trainer was initialised without one",
                             fn);
-    if (n < 1 || n > ((int64_t)1 << 24) || input_stride < t->sae->d_in ||
+    if (n < (workers ? 0 : 1) || n > ((int64_t)1 << 24) || input_stride < t->sae->d_in ||
         (target && target_stride < t->sae->d_out))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, input_stride %lld (d_in %lld), target_stride %lld "
@@ -791,12 +797,15 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
     return SUBSAE_OK;
 }
 
-/* One step on rows already validated; the workspace is sized. */
-static int step_rows(subsae_trainer *t, const float *input, int64_t input_stride,
-                     const float *target, int64_t target_stride, int64_t n)
+int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
+                              int64_t input_stride, const float *target, int64_t target_stride,
+                              int64_t n)
 {
-    double loss, sq;
-    int rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
+    double loss = 0.0, sq = 0.0;
+    if (rc == SUBSAE_OK && n > 0)
+        rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
+    if (subsae__collective_on(&t->coll))
+        rc = subsae__trainer_exchange(t, rc, &n, &loss, &sq);
     if (rc)
         return rc;
     apply_update(t, sq);
@@ -809,12 +818,16 @@ int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_str
 {
     int rc = check_step_args("subsae_trainer_step", t, input, input_stride, target,
                              target_stride, n);
+    if (t && t->initialised && subsae__collective_on(&t->coll))
+        return subsae__trainer_step_collective(t, rc, input, input_stride, target,
+                                               target_stride, n);
     if (rc)
         return rc;
     rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
     if (rc)
         return rc;
-    return step_rows(t, input, input_stride, target, target_stride, n);
+    return subsae__trainer_step_rows(t, SUBSAE_OK, input, input_stride, target, target_stride,
+                                     n);
 }
 
 int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
@@ -888,13 +901,19 @@ static int draw_sample(subsae__rng *rng, int64_t rows, int64_t count, int64_t *o
     return SUBSAE_OK;
 }
 
-/* s = sqrt(d) / mean |x| over the rows; the rows are scaled in place. */
-static int scale_rows(float *x, int64_t n, int64_t d, double *scale, const char *what)
+/* s = sqrt(d) / mean |x| over the n_all rows of the sample (with workers,
+ * this worker holds n of them); the rows are scaled in place. */
+static int scale_rows(subsae_trainer *t, float *x, int64_t n, int64_t n_all, int64_t d,
+                      double *scale, const char *what)
 {
     double norm_sum = 0.0;
     for (int64_t i = 0; i < n; i++)
         norm_sum += sqrt(subsae__sumsq(x + i * d, d));
-    double mean = norm_sum / (double)n;
+    int rc = subsae__allreduce(&t->coll, &norm_sum, 1, SUBSAE_DTYPE_F64,
+                               "subsae_trainer_init: row norms");
+    if (rc)
+        return rc;
+    double mean = norm_sum / (double)n_all;
     if (!(mean > 0.0) || !isfinite(mean))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "subsae_trainer_init: the %s sample has mean row norm %g; cannot "
@@ -940,18 +959,20 @@ static int draw_directions(subsae__rng *rng, int64_t distribution, float *w, int
 }
 
 /* The active subspace of a scaled sample: its top-r principal directions
- * (r = `want`, or the effective rank at 99 % when want is 0). */
-static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, int64_t d,
-                           int64_t want, float **basis, int64_t *r_out)
+ * (r = `want`, or the effective rank at 99 % when want is 0). With workers
+ * the sample is the union of theirs (n_all rows; this worker holds n) and
+ * the fit is collective. */
+static int active_subspace(subsae_trainer *t, int rc, const float *x, int64_t n, int64_t n_all,
+                           int64_t d, int64_t want, float **basis, int64_t *r_out)
 {
     static const char *fn = "subsae_trainer_init";
-    if (want > d)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: subspace dimension %lld exceeds the dimension %lld", fn,
-                            (long long)want, (long long)d);
-    if (n < 2)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: %lld rows cannot give a subspace", fn, (long long)n);
+    if (!rc && want > d)
+        rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                          "%s: subspace dimension %lld exceeds the dimension %lld", fn,
+                          (long long)want, (long long)d);
+    if (!rc && n_all < 2)
+        rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                          "%s: %lld rows cannot give a subspace", fn, (long long)n_all);
     subsae_buffer *buf = NULL;
     subsae_subspace *s = NULL;
     float *out = NULL;
@@ -959,7 +980,8 @@ static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, i
     int exact = 1;
     /* The exact method when all directions are needed (r from the
      * spectrum); for a fixed r the estimator picks the cheaper method. */
-    int rc = subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_BORROW, &buf);
+    if (!rc)
+        rc = subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_BORROW, &buf);
     if (!rc)
         rc = subsae_subspace_create(&s);
     if (!rc)
@@ -968,6 +990,13 @@ static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, i
         rc = subsae_subspace_set_int(s, SUBSAE_SUBSPACE_RANK, want);
     if (!rc && t->callback)
         rc = subsae_subspace_set_callback(s, t->callback, t->user);
+    if (subsae__collective_on(&t->coll)) {
+        /* The fit is collective: every worker must reach it. */
+        if (!rc)
+            rc = subsae_subspace_set_collective(s, t->coll.fn, t->coll.rank, t->coll.size,
+                                                t->coll.user);
+        rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_init: active subspace");
+    }
     if (!rc)
         rc = subsae_subspace_fit(s, buf);
     if (!rc && want == 0)
@@ -988,7 +1017,7 @@ static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, i
     if (!rc) {
         log_line(t, "init", "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
                  (long long)r, (long long)d, want ? " (set)" : " hold 99% of the variance",
-                 method == SUBSAE_METHOD_EXACT ? "exact" : "randomized", (long long)n);
+                 method == SUBSAE_METHOD_EXACT ? "exact" : "randomized", (long long)n_all);
         (void)exact; /* all directions were computed: r is exact */
         *basis = out;
         *r_out = r;
@@ -1007,29 +1036,35 @@ static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, i
  * reconstruction is b_dec + s^2 y with y the decode at s = 1: the error at
  * every grid point follows from three sums, exactly. */
 static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int64_t n,
-                        double *chosen)
+                        int64_t n_all, double *chosen)
 {
+    /* The first `rows` rows of the sample; with workers this worker holds
+     * the first n of its n rows among them (its rows are in sample order). */
     subsae_sae *s = t->sae;
-    const int64_t rows = n < SCALE_SEARCH_ROWS ? n : SCALE_SEARCH_ROWS;
+    const int64_t rows = n_all < SCALE_SEARCH_ROWS ? n_all : SCALE_SEARCH_ROWS;
     const int64_t d_in = s->d_in, d_out = s->d_out, k = s->k;
     const int T = subsae__trainer_threads(t);
-    const int64_t block = subsae__encode_block_rows(s->d_sae, rows);
-    float *xin = subsae__malloc((size_t)(rows * d_in) * sizeof *xin);
+    const int64_t room = n > 0 ? n : 1;
+    const int64_t block = subsae__encode_block_rows(s->d_sae, room);
+    float *xin = subsae__malloc((size_t)(room * d_in) * sizeof *xin);
     float *pre = subsae__malloc((size_t)(block * s->d_sae) * sizeof *pre);
-    int32_t *idx = subsae__malloc((size_t)(rows * k) * sizeof *idx);
-    float *val = subsae__malloc((size_t)(rows * k) * sizeof *val);
-    float *y = subsae__malloc((size_t)(rows * d_out) * sizeof *y);
-    double *sums = subsae__calloc((size_t)rows * 3, sizeof *sums);
+    int32_t *idx = subsae__malloc((size_t)(room * k) * sizeof *idx);
+    float *val = subsae__malloc((size_t)(room * k) * sizeof *val);
+    float *y = subsae__malloc((size_t)(room * d_out) * sizeof *y);
+    double *sums = subsae__calloc((size_t)room * 3, sizeof *sums);
     int rc = SUBSAE_OK;
-    if (!xin || !pre || !idx || !val || !y || !sums) {
-        rc = subsae__fail_nomem("init-scale search", (size_t)(rows * (d_in + d_out)) * 4);
+    if (!xin || !pre || !idx || !val || !y || !sums)
+        rc = subsae__fail_nomem("init-scale search", (size_t)(room * (d_in + d_out)) * 4);
+    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_init: init-scale search");
+    if (rc)
         goto done;
+    if (n > 0) {
+        subsae__sae_encoder_input(s, xs, d_in, n, 1.0, xin, d_in, T);
+        subsae__sae_encode_pre(s, xin, d_in, n, k, idx, val, pre, NULL, T, NULL);
     }
-    subsae__sae_encoder_input(s, xs, d_in, rows, 1.0, xin, d_in, T);
-    subsae__sae_encode_pre(s, xin, d_in, rows, k, idx, val, pre, NULL, T, NULL);
 #pragma omp parallel for schedule(static) \
-    num_threads(subsae__team(T, (double)rows * (double)k * (double)d_out))
-    for (int64_t i = 0; i < rows; i++) {
+    num_threads(subsae__team(T, (double)n * (double)k * (double)d_out))
+    for (int64_t i = 0; i < n; i++) {
         float *yr = y + i * d_out;
         subsae__sparse_decode_row(yr, NULL, s->W_dec, d_out, idx + i * k, val + i * k, k, d_out);
         double rr = 0.0, ry = 0.0, yy = 0.0;
@@ -1043,12 +1078,17 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
         sums[3 * i + 1] = ry;
         sums[3 * i + 2] = yy;
     }
-    double rr = 0.0, ry = 0.0, yy = 0.0;
-    for (int64_t i = 0; i < rows; i++) {
-        rr += sums[3 * i];
-        ry += sums[3 * i + 1];
-        yy += sums[3 * i + 2];
+    double total[3] = {0.0, 0.0, 0.0};
+    for (int64_t i = 0; i < n; i++) {
+        total[0] += sums[3 * i];
+        total[1] += sums[3 * i + 1];
+        total[2] += sums[3 * i + 2];
     }
+    rc = subsae__allreduce(&t->coll, total, 3, SUBSAE_DTYPE_F64,
+                           "subsae_trainer_init: init-scale search");
+    if (rc)
+        goto done;
+    const double rr = total[0], ry = total[1], yy = total[2];
     /* With unit decoder rows only the encoder takes the scale: then the
      * reconstruction is b_dec + s y. */
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
@@ -1094,7 +1134,8 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
                             "%s: k %lld exceeds the number of features %lld", fn,
                             (long long)t->k, (long long)t->features);
     int64_t rows = subsae_buffer_rows(input);
-    if (rows < 2)
+    /* With workers one may hold fewer rows: the union is checked later. */
+    if (rows < 2 && !subsae__collective_on(&t->coll))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: the input has %lld rows; at least 2 are needed", fn,
                             (long long)rows);
@@ -1105,91 +1146,135 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
     return SUBSAE_OK;
 }
 
+/* With workers (subsae_trainer_set_collective) init runs the single
+ * process's recipe on the union of the workers' rows: the same global
+ * sample is drawn everywhere and each worker reads the sampled rows it
+ * holds; the norm sum, the mean, the active subspace (collective fit) and
+ * the init-scale search sums are all-reduced. Every worker makes the same
+ * sequence of collective calls whatever fails locally: a local failure
+ * travels in rc to the next agreement (A1, the subspace fits, A2, A3),
+ * after which every worker fails. */
 int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
                         const subsae_buffer *target)
 {
     static const char *fn = "subsae_trainer_init";
     int rc = check_init_args(fn, t, input, target);
-    if (rc)
+    if (!t || (rc && !subsae__collective_on(&t->coll)))
         return rc;
-    const int64_t rows = subsae_buffer_rows(input);
-    const int64_t d_in = subsae_buffer_dim(input);
+    const int64_t local_rows = input ? subsae_buffer_rows(input) : 0;
+    const int64_t d_in = input ? subsae_buffer_dim(input) : 0;
     const int64_t d_out = target ? subsae_buffer_dim(target) : d_in;
+    int64_t offset = 0, rows = local_rows;
+    if (subsae__collective_on(&t->coll)) {
+        rc = subsae__collective_rows(&t->coll, rc, local_rows, d_in, &offset, &rows, NULL, fn);
+        uint64_t h = subsae__trainer_options_hash(t);
+        h = subsae__hash_bytes(h, &d_out, sizeof d_out);
+        rc = subsae__collective_same(&t->coll, rc, h,
+                                     "subsae_trainer_init: the options (or target widths)");
+        if (rc)
+            return rc;
+        if (rows < 2)
+            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                                "%s: the workers hold %lld rows together; at least 2 are "
+                                "needed",
+                                fn, (long long)rows);
+    }
     const int64_t m = t->features;
-    const int64_t n = rows < t->init_sample ? rows : t->init_sample;
+    const int64_t n = rows < t->init_sample ? rows : t->init_sample; /* the sample, all workers */
+    const int64_t search = n < SCALE_SEARCH_ROWS ? n : SCALE_SEARCH_ROWS;
     const bool asi = t->init == SUBSAE_INIT_ACTIVE_SUBSPACE;
     const uint64_t seed = (uint64_t)t->seed;
 
+    /* The sample: n global row numbers from the seed; this worker keeps
+     * those it holds, in sample order (all of them for a single process),
+     * n_loc rows of which the first n_search are among the first `search`
+     * of the sample. */
+    int64_t n_loc = 0, n_search = 0;
     int64_t *sample = subsae__malloc((size_t)n * sizeof *sample);
-    float *xs = subsae__malloc((size_t)(n * d_in) * sizeof *xs);
-    float *ts = target ? subsae__malloc((size_t)(n * d_out) * sizeof *ts) : xs;
-    float *basis = NULL, *basis_in = NULL;
-    subsae_sae *sae = NULL;
-    if (!sample || !xs || !ts) {
-        rc = subsae__fail_nomem("initialisation sample", (size_t)(n * (d_in + d_out)) * 4);
-        goto fail;
-    }
+    if (!sample)
+        rc = subsae__fail_nomem("initialisation sample", (size_t)n * 8);
     subsae__rng rng;
     subsae__rng_seed(&rng, seed, SUBSAE__STREAM_SAMPLE);
-    rc = draw_sample(&rng, rows, n, sample);
     if (!rc)
-        rc = subsae_buffer_gather(input, sample, n, xs, d_in);
-    if (!rc && target)
-        rc = subsae_buffer_gather(target, sample, n, ts, d_out);
+        rc = draw_sample(&rng, rows, n, sample);
+    if (!rc) {
+        for (int64_t i = 0; i < n; i++) {
+            if (sample[i] >= offset && sample[i] - offset < local_rows) {
+                sample[n_loc++] = sample[i] - offset;
+                n_search += i < search;
+            }
+        }
+    }
+    const int64_t room = n_loc > 0 ? n_loc : 1;
+    float *xs = subsae__malloc((size_t)(room * d_in) * sizeof *xs);
+    float *ts = target ? subsae__malloc((size_t)(room * d_out) * sizeof *ts) : xs;
+    double *means = subsae__malloc((size_t)d_out * sizeof *means);
+    float *basis = NULL, *basis_in = NULL;
+    subsae_sae *sae = NULL;
+    if (!rc && (!xs || !ts || !means))
+        rc = subsae__fail_nomem("initialisation sample", (size_t)(room * (d_in + d_out)) * 4);
+    if (!rc)
+        rc = subsae__sae_new(d_in, d_out, m, SUBSAE_ACT_TOPK, &sae);
+    if (!rc && n_loc > 0)
+        rc = subsae_buffer_gather(input, sample, n_loc, xs, d_in);
+    if (!rc && n_loc > 0 && target)
+        rc = subsae_buffer_gather(target, sample, n_loc, ts, d_out);
+    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_init: sample"); /* A1 */
     if (rc)
         goto fail;
 
-    /* Scales, model, b_dec = mean of the scaled target. */
-    double s_in, s_out;
-    rc = scale_rows(xs, n, d_in, &s_in, "input");
+    /* Scales, b_dec = mean of the scaled target. */
+    double s_in = 1.0, s_out = 1.0;
+    rc = scale_rows(t, xs, n_loc, n, d_in, &s_in, "input");
     if (!rc && target)
-        rc = scale_rows(ts, n, d_out, &s_out, "target");
+        rc = scale_rows(t, ts, n_loc, n, d_out, &s_out, "target");
     if (rc)
         goto fail;
     if (!target)
         s_out = s_in;
-    rc = subsae__sae_new(d_in, d_out, m, SUBSAE_ACT_TOPK, &sae);
-    if (rc)
-        goto fail;
     sae->k = t->k;
     sae->apply_b_dec_to_input = target == NULL;
     sae->input_scale = s_in;
     sae->output_scale = s_out;
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n_loc; i++)
             acc += ts[i * d_out + j];
-        sae->b_dec[j] = (float)(acc / (double)n);
+        means[j] = acc;
     }
+    rc = subsae__allreduce(&t->coll, means, d_out, SUBSAE_DTYPE_F64, "subsae_trainer_init: mean");
+    if (rc)
+        goto fail;
+    for (int64_t j = 0; j < d_out; j++)
+        sae->b_dec[j] = (float)(means[j] / (double)n);
 
     /* Decoder directions; the encoder starts tied (an SAE) or with
      * directions of its own input (a transcoder). */
     int64_t r = 0, r_in = 0;
     if (asi) {
-        rc = active_subspace(t, ts, n, d_out, t->subspace_dim, &basis, &r);
-        if (!rc && target)
-            rc = active_subspace(t, xs, n, d_in, 0, &basis_in, &r_in);
-        if (rc)
-            goto fail;
+        rc = active_subspace(t, rc, ts, n_loc, n, d_out, t->subspace_dim, &basis, &r);
+        if (target)
+            rc = active_subspace(t, rc, xs, n_loc, n, d_in, 0, &basis_in, &r_in);
     }
-    subsae__rng_seed(&rng, seed, SUBSAE__STREAM_DECODER);
-    rc = draw_directions(&rng, t->subspace_coefficients, sae->W_dec, m, d_out, basis, r);
-    if (rc)
-        goto fail;
-    if (target) {
+    if (!rc) {
+        subsae__rng_seed(&rng, seed, SUBSAE__STREAM_DECODER);
+        rc = draw_directions(&rng, t->subspace_coefficients, sae->W_dec, m, d_out, basis, r);
+    }
+    if (!rc && target) {
         subsae__rng_seed(&rng, seed, SUBSAE__STREAM_ENCODER);
         rc = draw_directions(&rng, t->subspace_coefficients, sae->W_enc, m, d_in, basis_in, r_in);
-        if (rc)
-            goto fail;
-    } else {
+    } else if (!rc) {
         memcpy(sae->W_enc, sae->W_dec, (size_t)(m * d_in) * sizeof(float));
     }
+    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_init: directions"); /* A2 */
+    if (rc)
+        goto fail;
 
     t->sae = sae;
     t->transcoder = target != NULL;
     double chosen = 1.0;
     if (t->scale_search) {
-        rc = scale_search(t, xs, ts, n, &chosen);
+        rc = scale_search(t, xs, ts, n_search, n, &chosen);
         if (rc) {
             t->sae = NULL;
             goto fail;
@@ -1207,13 +1292,18 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     subsae__free(xs);
     if (ts != xs)
         subsae__free(ts);
+    subsae__free(means);
     subsae__free(basis);
     subsae__free(basis_in);
     sample = NULL;
+    means = NULL;
     xs = ts = basis = basis_in = NULL;
     rc = subsae__trainer_alloc_state(t);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
+    if (subsae__collective_on(&t->coll)) /* A3: and every worker starts from the same model */
+        rc = subsae__collective_same(&t->coll, rc, subsae__trainer_weights_hash(t),
+                                     "subsae_trainer_init: the initial weights");
     if (rc) {
         t->sae = NULL;
         goto fail;
@@ -1255,6 +1345,7 @@ fail:
     subsae__free(xs);
     if (ts != xs)
         subsae__free(ts);
+    subsae__free(means);
     subsae__free(basis);
     subsae__free(basis_in);
     return rc;
@@ -1301,12 +1392,9 @@ static int ensure_batches(subsae_trainer *t, const subsae_buffer *input)
     return SUBSAE_OK;
 }
 
-int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
-                       const subsae_buffer *target, int64_t tokens)
+static int check_fit_args(const char *fn, const subsae_trainer *t, const subsae_buffer *input,
+                          const subsae_buffer *target, int64_t tokens)
 {
-    static const char *fn = "subsae_trainer_fit";
-    if (!t)
-        return subsae__fail_null(fn, "t");
     if (!input)
         return subsae__fail_null(fn, "input");
     if (!t->initialised)
@@ -1331,9 +1419,25 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
     if (tokens < 0)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: tokens %lld", fn,
                             (long long)tokens);
-    if (subsae_buffer_rows(input) < 1)
+    /* With workers a worker may hold no rows; the union is checked later. */
+    if (subsae_buffer_rows(input) < 1 && !subsae__collective_on(&t->coll))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: empty buffer", fn);
-    int rc = ensure_batches(t, input);
+    return SUBSAE_OK;
+}
+
+int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
+                       const subsae_buffer *target, int64_t tokens)
+{
+    static const char *fn = "subsae_trainer_fit";
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    int rc = check_fit_args(fn, t, input, target, tokens);
+    if (subsae__collective_on(&t->coll) && t->initialised)
+        return subsae__trainer_fit_collective(t, rc, input, target, tokens);
+    if (rc)
+        return rc;
+    const subsae_sae *s = t->sae;
+    rc = ensure_batches(t, input);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
     if (rc)
@@ -1353,7 +1457,8 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
         if (!rc)
             /* The raw rows go straight into the step's buffers, which it
              * scales in place. */
-            rc = step_rows(t, ws->xs, s->d_in, target ? ws->ts : NULL, s->d_out, nb);
+            rc = subsae__trainer_step_rows(t, SUBSAE_OK, ws->xs, s->d_in,
+                                           target ? ws->ts : NULL, s->d_out, nb);
         if (rc) {
             subsae_batches_seek(t->batches, epoch, position);
             break;
