@@ -1,0 +1,96 @@
+/* `subsae synth`: write synthetic activations with a known sparse
+ * dictionary confined to a subspace (and, optionally, the dictionary). */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct synth_options {
+    int64_t dim, subspace, features, k, tokens, seed;
+    const char *out, *dictionary;
+    bool json;
+};
+
+static int parse_synth(int argc, char **argv, struct synth_options *o)
+{
+    *o = (struct synth_options){.dim = 64, .subspace = 40, .features = 512, .k = 4,
+                                .tokens = 65536, .seed = 0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        struct {
+            const char *name;
+            int64_t *value, min;
+        } ints[] = {{"--dim", &o->dim, 1},           {"--subspace", &o->subspace, 1},
+                    {"--features", &o->features, 1}, {"--k", &o->k, 1},
+                    {"--tokens", &o->tokens, 1},     {"--seed", &o->seed, 0}};
+        bool matched = false;
+        for (size_t j = 0; j < sizeof ints / sizeof ints[0] && !matched; j++) {
+            if (strcmp(a, ints[j].name))
+                continue;
+            if (!v)
+                return cli_fail("%s needs a value", a);
+            if (!cli_parse_int64(a, v, ints[j].min, INT32_MAX, ints[j].value))
+                return 2;
+            matched = true;
+            i++;
+        }
+        if (matched)
+            continue;
+        if (!strcmp(a, "--json")) {
+            o->json = true;
+        } else if ((!strcmp(a, "--out") || !strcmp(a, "--dictionary")) && v) {
+            *(!strcmp(a, "--out") ? &o->out : &o->dictionary) = v;
+            i++;
+        } else {
+            return cli_usage();
+        }
+    }
+    if (!o->out)
+        return cli_fail("--out FILE.npy is required");
+    if (o->subspace > o->dim || o->k > o->features)
+        return cli_fail("need --subspace <= --dim and --k <= --features");
+    return 0;
+}
+
+CLI_COMMAND(synth, "--out FILE.npy [--dim D] [--subspace R] [--features F] [--k K] "
+                   "[--tokens N] [--seed S] [--dictionary DICT.npy] [--json]")
+{
+    struct synth_options o;
+    int rc = parse_synth(argc, argv, &o);
+    if (rc)
+        return rc;
+    float *dictionary = malloc((size_t)(o.features * o.dim) * sizeof *dictionary);
+    if (!dictionary)
+        return cli_fail("out of memory for the dictionary");
+    subsae_buffer *acts = NULL, *atoms = NULL;
+    rc = cli_check(subsae_synth(o.dim, o.subspace, o.features, o.k, o.tokens, (uint64_t)o.seed,
+                                &acts, dictionary),
+                   "synthesis failed");
+    if (!rc)
+        rc = cli_check(subsae_buffer_save_npy(acts, o.out, SUBSAE_DTYPE_F32), o.out);
+    if (!rc && o.dictionary) {
+        rc = cli_check(subsae_buffer_wrap(dictionary, SUBSAE_DTYPE_F32, o.features, o.dim, o.dim,
+                                          SUBSAE_BORROW, &atoms),
+                       "dictionary");
+        if (!rc)
+            rc = cli_check(subsae_buffer_save_npy(atoms, o.dictionary, SUBSAE_DTYPE_F32),
+                           o.dictionary);
+    }
+    subsae_buffer_free(atoms);
+    subsae_buffer_free(acts);
+    free(dictionary);
+    if (rc)
+        return rc;
+    if (o.json)
+        return cli_print_json(json_pack(
+            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s?}", "out", o.out, "tokens",
+            (json_int_t)o.tokens, "dim", (json_int_t)o.dim, "subspace", (json_int_t)o.subspace,
+            "features", (json_int_t)o.features, "k", (json_int_t)o.k, "seed",
+            (json_int_t)o.seed, "dictionary", o.dictionary));
+    fprintf(stderr, "wrote %s: %lld tokens x %lld dims, %lld atoms in a %lld-dim subspace, "
+                    "%lld per token\n",
+            o.out, (long long)o.tokens, (long long)o.dim, (long long)o.features,
+            (long long)o.subspace, (long long)o.k);
+    return 0;
+}
