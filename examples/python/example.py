@@ -91,7 +91,7 @@ def main():
     idx, val = model.encode_sparse(rows, 8)
     for i in range(4):
         active = idx[i] >= 0
-        print("row %d:" % i, dict(zip(idx[i][active].tolist(), np.round(val[i][active], 3).tolist())))
+        print("row %d:" % i, " ".join("%d:%.3f" % (f, v) for f, v in zip(idx[i][active], val[i][active])))
         expect(np.allclose(z[i, idx[i][active]], val[i][active], rtol=1e-5, atol=1e-6),
                "sparse codes match dense codes")
         expect(np.all(np.diff(val[i]) <= 0), "values descending")
