@@ -289,8 +289,11 @@ SUBSAE_API int subsae_buffer_stats(const subsae_buffer *buf, float *mean, double
  *  safetensors file holding one 2-D tensor named `tensor` (F32, F16, BF16,
  *  F64). Files are written to a temporary name, flushed and renamed, so a
  *  crash never leaves a partial file under `path`. Narrowing rounds to
- *  nearest even. Errors: SUBSAE_E_INVALID, SUBSAE_E_UNSUPPORTED, SUBSAE_E_IO,
- *  SUBSAE_E_NONFINITE, SUBSAE_E_NOMEM. */
+ *  nearest even; a finite value that would overflow F16/BF16 is refused
+ *  (SUBSAE_E_RANGE, row and column in the message) rather than written as
+ *  infinity. .npy has no bfloat16 (SUBSAE_E_UNSUPPORTED). Errors:
+ *  SUBSAE_E_INVALID, SUBSAE_E_UNSUPPORTED, SUBSAE_E_IO, SUBSAE_E_NONFINITE,
+ *  SUBSAE_E_RANGE, SUBSAE_E_NOMEM. */
 SUBSAE_API int subsae_buffer_save_npy(const subsae_buffer *buf, const char *path, int dtype);
 SUBSAE_API int subsae_buffer_save_safetensors(const subsae_buffer *buf, const char *path,
                                               const char *tensor, int dtype);

@@ -182,7 +182,7 @@ int subsae_buffer_wrap(const void *data, int dtype, int64_t n_rows, int64_t dim,
         return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
                             "%s: %lld rows of stride %lld overflow", fn, (long long)n_rows,
                             (long long)row_stride);
-    subsae_buffer *buf;
+    subsae_buffer *buf = NULL;
     if (ownership == SUBSAE_COPY) {
         rc = subsae_buffer_create(dim, &buf);
         if (!rc)

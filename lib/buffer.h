@@ -6,6 +6,7 @@
 #define SUBSAE_BUFFER_H
 
 #include "internal.h"
+#include "io.h"
 
 enum { SUBSAE__MAX_DIMS = 8 };
 
@@ -54,5 +55,22 @@ int64_t subsae__buffer_stored_rows(const subsae_buffer *buf);
  * first non-finite value, or dim if the row is finite. */
 int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float *out);
 
+/* ---- files (buffer_io.c, io_npy.c, io_safetensors.c) ---------------- */
+
+/* Fill `src` (format, dtype, ndim, shape, rows, data, row stride) from the
+ * mapped contents of a .npy file / a safetensors tensor (NULL: the only
+ * one). The data points into `map`, nothing is copied; the caller keeps
+ * ownership of the mapping and of src->path. Errors name `path`. */
+int subsae__npy_source(const char *path, const void *map, size_t size,
+                       struct subsae__source *src);
+int subsae__safetensors_source(const char *path, const void *map, size_t size,
+                               const char *tensor, struct subsae__source *src);
+
+/* Write every logical row of `buf` as `dtype` (F32, F16, BF16, F64) to
+ * `f`, through a fixed-size block. Fails (E_NONFINITE) on non-finite rows
+ * and (E_RANGE) on finite values that overflow the narrower dtype; errors
+ * name `path`. Does not abort `f`. */
+int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
+                              const char *path);
 
 #endif

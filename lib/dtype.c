@@ -48,8 +48,9 @@ float subsae__f16_to_f32(uint16_t h)
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exponent = (h >> 10) & 0x1fu;
     uint32_t mantissa = h & 0x3ffu;
-    if (exponent == 0x1f) /* inf or NaN: keep the payload */
-        return bits_to_f32(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent == 0x1f) /* inf, or NaN: keep the payload, make it quiet */
+        return bits_to_f32(sign | 0x7f800000u | (mantissa << 13) |
+                           (mantissa ? 0x00400000u : 0u));
     if (exponent == 0) {
         if (mantissa == 0)
             return bits_to_f32(sign);
@@ -82,7 +83,10 @@ uint16_t subsae__f32_to_f16(float f)
 
 float subsae__bf16_to_f32(uint16_t b)
 {
-    return bits_to_f32((uint32_t)b << 16);
+    uint32_t u = (uint32_t)b << 16;
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: make it quiet */
+        u |= 0x00400000u;
+    return bits_to_f32(u);
 }
 
 uint16_t subsae__f32_to_bf16(float f)

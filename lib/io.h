@@ -37,13 +37,21 @@ struct subsae__tensor_view {
     size_t bytes;
 };
 
-/* Write tensors (in the given order) with optional string metadata
- * (`metadata_keys`/`metadata_values`, n_metadata pairs; may be 0). */
+/* Write tensors with optional string metadata (`metadata_keys`/
+ * `metadata_values`, n_metadata pairs; may be 0), crash-safe. The data is
+ * laid out by element size, largest first and in the given order within a
+ * size, so that every offset is a multiple of its element size; the header
+ * is padded with spaces to a multiple of 8 bytes. Names must be unique
+ * UTF-8 and not "__metadata__"; `bytes` must equal dtype size x shape. */
 int subsae__safetensors_write(const char *path, const struct subsae__tensor_view *tensors,
                               int64_t n_tensors, const char *const *metadata_keys,
                               const char *const *metadata_values, int64_t n_metadata);
 
-/* A parsed, validated, memory-mapped safetensors file. */
+/* A parsed, validated, memory-mapped safetensors file. Opening checks the
+ * whole header (see io_safetensors.c) and fails with a SUBSAE_REASON_*
+ * naming the file for any problem, including a dtype other than F32, F16,
+ * BF16, F64 or I32. Tensors are listed in file (offset) order; names,
+ * views and metadata live until subsae__safetensors_close. */
 typedef struct subsae__safetensors subsae__safetensors;
 
 int subsae__safetensors_open(const char *path, subsae__safetensors **out);

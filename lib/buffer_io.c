@@ -1,0 +1,164 @@
+/* Buffers over files: subsae_buffer_open / subsae_buffer_open_shards (the
+ * format is told by content, not by name) and the row streaming shared by
+ * the .npy and safetensors writers. */
+#include "buffer.h"
+#include "dtype.h"
+
+#include <math.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static const char npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
+
+/* Map `path` and describe it as a source: .npy when it starts with the npy
+ * magic, safetensors when its header (after the 8-byte length) starts with
+ * '{'. On failure `src` is left empty. */
+static int open_source(const char *path, const char *tensor, struct subsae__source *src)
+{
+    void *map = NULL;
+    size_t size = 0;
+    int rc = subsae__map_file(path, &map, &size);
+    if (rc)
+        return rc;
+    const unsigned char *bytes = map;
+    bool npy_prefix = size > 0 && memcmp(bytes, npy_magic,
+                                         size < sizeof npy_magic ? size : sizeof npy_magic) == 0;
+    if (size == 0)
+        rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_MAGIC,
+                          "%s: the file is empty (neither .npy nor safetensors)", path);
+    else if (npy_prefix && size < sizeof npy_magic)
+        rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_TRUNCATED_HEADER,
+                          "%s: .npy header truncated: the file has only %zu bytes", path, size);
+    else if (!npy_prefix && (size < 8 || (size > 8 && bytes[8] != '{')))
+        rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_MAGIC,
+                          "%s: neither a .npy file (no \\x93NUMPY magic) nor a safetensors "
+                          "file (no JSON header after the 8-byte length)", path);
+    else {
+        src->path = subsae__strdup(path);
+        if (!src->path)
+            rc = subsae__fail_nomem("path", strlen(path) + 1);
+        else if (npy_prefix)
+            rc = subsae__npy_source(path, map, size, src);
+        else
+            rc = subsae__safetensors_source(path, map, size, tensor, src);
+    }
+    if (rc) {
+        if (map)
+            munmap(map, size);
+        subsae__free(src->path);
+        memset(src, 0, sizeof *src);
+        return rc;
+    }
+    src->map = map;
+    src->map_size = size;
+    return SUBSAE_OK;
+}
+
+static int64_t source_dim(const struct subsae__source *src)
+{
+    return src->shape[src->ndim - 1];
+}
+
+int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths, const char *tensor,
+                              subsae_buffer **out)
+{
+    static const char *fn = "subsae_buffer_open_shards";
+    if (!paths)
+        return subsae__fail_null(fn, "paths");
+    if (!out)
+        return subsae__fail_null(fn, "out");
+    if (n_paths < 1)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: n_paths %lld (need at least one file)", fn, (long long)n_paths);
+    for (int64_t i = 0; i < n_paths; i++)
+        if (!paths[i])
+            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_NULL_ARGUMENT,
+                                "%s: paths[%lld] is NULL", fn, (long long)i);
+    subsae_buffer *buf;
+    int rc = subsae__buffer_new(0, n_paths, &buf);
+    if (rc)
+        return rc;
+    for (int64_t i = 0; !rc && i < n_paths; i++) {
+        rc = open_source(paths[i], tensor, &buf->sources[i]);
+        if (!rc && i > 0 && source_dim(&buf->sources[i]) != source_dim(&buf->sources[0]))
+            rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
+                              "%s has dim %lld but %s has dim %lld: shards must share the "
+                              "last dimension", paths[i],
+                              (long long)source_dim(&buf->sources[i]), paths[0],
+                              (long long)source_dim(&buf->sources[0]));
+    }
+    if (rc) {
+        subsae_buffer_free(buf);
+        return rc;
+    }
+    buf->dim = source_dim(&buf->sources[0]);
+    subsae__buffer_index(buf);
+    *out = buf;
+    return SUBSAE_OK;
+}
+
+int subsae_buffer_open(const char *path, const char *tensor, subsae_buffer **out)
+{
+    if (!path)
+        return subsae__fail_null("subsae_buffer_open", "path");
+    if (!out)
+        return subsae__fail_null("subsae_buffer_open", "out");
+    return subsae_buffer_open_shards(&path, 1, tensor, out);
+}
+
+/* ---- writing rows --------------------------------------------------- */
+
+int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
+                              const char *path)
+{
+    /* About 256 KiB of float32 per block, at least one row. */
+    size_t dim = (size_t)buf->dim, element = subsae__dtype_size(dtype);
+    int64_t block_rows = (int64_t)((size_t)65536 / dim);
+    if (block_rows < 1)
+        block_rows = 1;
+    size_t floats = (size_t)block_rows * dim;
+    float *block = subsae__malloc(floats * sizeof *block);
+    unsigned char *narrow = dtype == SUBSAE_DTYPE_F32 ? NULL : subsae__malloc(floats * element);
+    if (!block || (dtype != SUBSAE_DTYPE_F32 && !narrow)) {
+        subsae__free(block);
+        subsae__free(narrow);
+        return subsae__fail_nomem("row block", floats * (sizeof *block + element));
+    }
+    int rc = SUBSAE_OK;
+    int64_t rows = subsae_buffer_rows(buf);
+    for (int64_t first = 0; !rc && first < rows; first += block_rows) {
+        int64_t n = rows - first < block_rows ? rows - first : block_rows;
+        size_t count = (size_t)n * dim;
+        rc = subsae_buffer_read(buf, first, n, block, buf->dim);
+        if (rc) {
+            subsae__error_prefix(path);
+            break;
+        }
+        if (dtype == SUBSAE_DTYPE_F32) {
+            rc = subsae__atomic_write(f, block, count * sizeof *block);
+            continue;
+        }
+        subsae__narrow(block, count, dtype, narrow);
+        if (dtype != SUBSAE_DTYPE_F64) {
+            /* Finite values beyond the narrow type's range would come back
+             * as infinities: refuse rather than write them. */
+            float widened[256];
+            for (size_t done = 0; !rc && done < count; done += 256) {
+                size_t piece = count - done < 256 ? count - done : 256;
+                size_t bad = subsae__widen(narrow + done * element, dtype, piece, widened);
+                if (bad < piece) {
+                    size_t at = done + bad;
+                    rc = subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_BAD_VALUE,
+                                      "%s: row %lld, column %zu: %g overflows %s", path,
+                                      (long long)(first + (int64_t)(at / dim)), at % dim,
+                                      (double)block[at], subsae_dtype_name(dtype));
+                }
+            }
+        }
+        if (!rc)
+            rc = subsae__atomic_write(f, narrow, count * element);
+    }
+    subsae__free(block);
+    subsae__free(narrow);
+    return rc;
+}
