@@ -674,6 +674,8 @@ pub struct Batches<'b> {
     _buf: PhantomData<&'b ()>,
 }
 
+// SAFETY: a handle may move to another thread; it is not Sync, so one
+// thread uses it at a time, as the library requires.
 unsafe impl Send for Batches<'_> {}
 
 impl Drop for Batches<'_> {
@@ -755,6 +757,8 @@ pub struct Subspace {
     callback: Option<Box<CallbackState>>,
 }
 
+// SAFETY: a handle may move to another thread; it is not Sync, so one
+// thread uses it at a time, as the library requires.
 unsafe impl Send for Subspace {}
 
 impl Drop for Subspace {
@@ -1122,8 +1126,9 @@ pub struct Sae {
     ptr: NonNull<sys::subsae_sae>,
 }
 
+// SAFETY: a handle may move to another thread; it is not Sync, so one
+// thread uses it at a time, as the library requires.
 unsafe impl Send for Sae {}
-unsafe impl Sync for Sae {}
 
 impl Drop for Sae {
     fn drop(&mut self) {
@@ -1213,6 +1218,8 @@ pub struct Trainer {
     callback: Option<Box<CallbackState>>,
 }
 
+// SAFETY: a handle may move to another thread; it is not Sync, so one
+// thread uses it at a time, as the library requires.
 unsafe impl Send for Trainer {}
 
 impl Drop for Trainer {
