@@ -77,7 +77,7 @@ int main(int argc, char **argv)
     TRY(subsae_trainer_set_int(trainer, SUBSAE_TRAIN_INIT_SAMPLE, 8192));
     TRY(subsae_trainer_set_int(trainer, SUBSAE_TRAIN_SEED, 1));
     TRY(subsae_trainer_init(trainer, acts, NULL));
-    TRY(subsae_trainer_fit(trainer, acts, NULL, 8192));
+    TRY(subsae_trainer_fit(trainer, acts, NULL, 16384));
 
     double m[SUBSAE_METRIC_COUNT];
     TRY(subsae_trainer_metrics(trainer, m, SUBSAE_METRIC_COUNT));
@@ -86,7 +86,7 @@ int main(int argc, char **argv)
            m[SUBSAE_METRIC_TOKENS], m[SUBSAE_METRIC_STEPS],
            m[SUBSAE_METRIC_EXPLAINED_VARIANCE], m[SUBSAE_METRIC_L0],
            100.0 * m[SUBSAE_METRIC_DEAD_FRACTION]);
-    EXPECT(m[SUBSAE_METRIC_TOKENS] >= 8192, "%.0f tokens", m[SUBSAE_METRIC_TOKENS]);
+    EXPECT(m[SUBSAE_METRIC_TOKENS] >= 16384, "%.0f tokens", m[SUBSAE_METRIC_TOKENS]);
     EXPECT(m[SUBSAE_METRIC_EXPLAINED_VARIANCE] > 0.5 && m[SUBSAE_METRIC_EXPLAINED_VARIANCE] <= 1,
            "explained variance %g", m[SUBSAE_METRIC_EXPLAINED_VARIANCE]);
     EXPECT(m[SUBSAE_METRIC_L0] > 0 && m[SUBSAE_METRIC_L0] <= K, "L0 %g", m[SUBSAE_METRIC_L0]);

@@ -110,13 +110,13 @@ try {
         return true;
     });
     trainer.init(acts);
-    trainer.fit(acts, 8192);
+    trainer.fit(acts, 16384);
     const auto m = trainer.metrics();
     std::cout << "trained " << m[SUBSAE_METRIC_TOKENS] << " tokens: explained variance "
               << m[SUBSAE_METRIC_EXPLAINED_VARIANCE] << ", L0 " << m[SUBSAE_METRIC_L0]
               << ", dead " << 100 * m[SUBSAE_METRIC_DEAD_FRACTION] << " % (" << events
               << " progress events)\n";
-    expect(m[SUBSAE_METRIC_TOKENS] >= 8192, "tokens trained");
+    expect(m[SUBSAE_METRIC_TOKENS] >= 16384, "tokens trained");
     expect(m[SUBSAE_METRIC_EXPLAINED_VARIANCE] > 0.5 && m[SUBSAE_METRIC_EXPLAINED_VARIANCE] <= 1,
            "explained variance " + std::to_string(m[SUBSAE_METRIC_EXPLAINED_VARIANCE]));
     expect(m[SUBSAE_METRIC_L0] > 0 && m[SUBSAE_METRIC_L0] <= 8, "L0");

@@ -82,11 +82,11 @@ function main(args)
     trainer = Trainer(features = 128, k = 8, batch = 256, init_sample = 4096, seed = 4,
                       init = Subsae.INIT_ACTIVE_SUBSPACE)
     init!(trainer, mem)
-    train!(trainer, mem, 8192)
+    train!(trainer, mem, 16384)
     m = metrics(trainer)
     println("trained $(Int(m.tokens)) tokens: explained variance ",
             round(m.explained_variance, digits = 3), ", L0 ", round(m.l0, digits = 2))
-    expect(m.tokens >= 8192, "tokens trained")
+    expect(m.tokens >= 16384, "tokens trained")
     expect(0.5 < m.explained_variance <= 1, "explained variance $(m.explained_variance)")
     expect(0 < m.l0 <= 8, "L0 $(m.l0)")
 

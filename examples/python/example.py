@@ -69,11 +69,11 @@ def main():
     trainer.set_callback(lambda event, phase, done, total, message:
                          progress.append(done) if event == subsae.EVENT_PROGRESS else None)
     trainer.init(train)
-    trainer.fit(train, 8192)
+    trainer.fit(train, 16384)
     m = trainer.metrics()
     print("trained %d tokens: explained variance %.3f, L0 %.2f, dead %.1f %%"
           % (m.tokens, m.explained_variance, m.l0, 100 * m.dead_fraction))
-    expect(m.tokens >= 8192, "tokens trained")
+    expect(m.tokens >= 16384, "tokens trained")
     expect(0.5 < m.explained_variance <= 1, "explained variance %g" % m.explained_variance)
     expect(0 < m.l0 <= 8, "L0 %g" % m.l0)
     expect(len(progress) > 0, "the progress callback was called")
