@@ -35,7 +35,7 @@ static int run_logged(const char *name, const char *command)
 static bool have_command(const char *probe)
 {
     char command[1024];
-    FORMAT(command, "%s >/dev/null 2>&1", probe);
+    FORMAT(command, "( %s ) >/dev/null 2>&1", probe);
     return harness_run(command) == 0;
 }
 
