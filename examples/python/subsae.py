@@ -332,7 +332,7 @@ def _rows_any(a, dtype=None):
         a = np.ascontiguousarray(a)
         layout = _row_layout(a)
     rows, cols, stride = layout
-    return a, _c.c_void_p(a.ctypes.data), rows, cols, stride
+    return a, _c.c_void_p(a.ctypes.data), rows, cols, stride, code
 
 
 def _rows_f32(a):
@@ -478,10 +478,10 @@ class Buffer(_Handle):
 
     def append(self, rows, dtype=None):
         """Append the rows of a 2-D array (widened and copied)."""
-        a, p, n, cols, stride = _rows_any(rows, dtype)
+        a, p, n, cols, stride, code = _rows_any(rows, dtype)
         if cols != self.dim:
             raise ValueError("rows have %d columns, the buffer %d" % (cols, self.dim))
-        _check(lib.subsae_buffer_append(self.ptr, p, _dtype_code(a, dtype), n, stride))
+        _check(lib.subsae_buffer_append(self.ptr, p, code, n, stride))
 
     @property
     def rows(self):
@@ -587,6 +587,13 @@ class Batches(_Handle):
         _check(lib.subsae_batches_seek(self.ptr, epoch, position))
 
 
+def _option(prefix, name):
+    try:
+        return globals()[prefix + name.upper()]
+    except KeyError:
+        raise TypeError("unknown option %r (no %s%s)" % (name, prefix, name.upper())) from None
+
+
 class _Options:
     """get/set of typed options keyed by enum values."""
 
@@ -622,7 +629,7 @@ class Subspace(_Handle, _Options):
         super().__init__(_new(lib.subsae_subspace_create))
         self._callback = None
         for name, value in options.items():
-            self.set(globals()["SUBSPACE_" + name.upper()], value)
+            self.set(_option("SUBSPACE_", name), value)
 
     def set_callback(self, fn):
         """fn(event, phase, done, total, message) -> False to cancel; None
@@ -840,7 +847,7 @@ class Trainer(_Handle, _Options):
         super().__init__(ptr if ptr is not None else _new(lib.subsae_trainer_create))
         self._callback = None
         for name, value in options.items():
-            self.set(globals()["TRAIN_" + name.upper()], value)
+            self.set(_option("TRAIN_", name), value)
 
     @classmethod
     def load_checkpoint(cls, directory):
