@@ -94,7 +94,11 @@ const TRAIN_OPTIONS = Dict{Symbol,Tuple{Cint,Bool}}(
     :threads => (15, false), :init_sample => (16, false), :adam_beta1 => (17, true),
     :adam_beta2 => (18, true), :adam_eps => (19, true), :auxk_coef => (20, true),
     :auxk_k => (21, false), :l1_coef => (22, true), :l0_coef => (23, true),
-    :jumprelu_bandwidth => (24, true), :init_threshold => (25, true))
+    :jumprelu_bandwidth => (24, true), :init_threshold => (25, true),
+    :init_coefficients => (26, false))
+
+const COEF_UNIFORM = 0
+const COEF_GAUSSIAN = 1
 
 # ---- errors ---------------------------------------------------------------
 
@@ -238,6 +242,15 @@ function wrap(X::AbstractMatrix; copy::Bool = false)
                     copy ? COPY : BORROW, out))
     end
     return Buffer(out[], copy ? nothing : data)
+end
+
+"""Tokens `first:first+n-1` (1-based) of `b` as a buffer sharing its storage
+(the view keeps `b` alive)."""
+function buffer_view(b::Buffer, first::Integer, n::Integer)
+    out = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:subsae_buffer_view, libsubsae), Cint, (Ptr{Cvoid}, Int64, Int64, Ref{Ptr{Cvoid}}),
+                handle(b), first - 1, n, out))
+    return Buffer(out[], b)
 end
 
 """Append the tokens (columns) of `X` to a growable buffer (copied)."""

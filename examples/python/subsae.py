@@ -73,7 +73,8 @@ TRAIN_DEAD_WINDOW, TRAIN_INIT, TRAIN_SUBSPACE_DIM, TRAIN_SCALE_SEARCH = 9, 10, 1
 TRAIN_DECODER_NORM, TRAIN_SPARSE_ADAM, TRAIN_THREADS, TRAIN_INIT_SAMPLE = 13, 14, 15, 16
 TRAIN_ADAM_BETA1, TRAIN_ADAM_BETA2, TRAIN_ADAM_EPS = 17, 18, 19
 TRAIN_AUXK_COEF, TRAIN_AUXK_K, TRAIN_L1_COEF, TRAIN_L0_COEF = 20, 21, 22, 23
-TRAIN_JUMPRELU_BANDWIDTH, TRAIN_INIT_THRESHOLD = 24, 25
+TRAIN_JUMPRELU_BANDWIDTH, TRAIN_INIT_THRESHOLD, TRAIN_INIT_COEFFICIENTS = 24, 25, 26
+COEF_UNIFORM, COEF_GAUSSIAN = 0, 1
 
 # Options whose value is a double (the others are integers).
 _TRAIN_DOUBLE = {TRAIN_LR, TRAIN_CLIP_NORM, TRAIN_ADAM_BETA1, TRAIN_ADAM_BETA2,
@@ -132,6 +133,7 @@ _PROTOTYPES = {
     "subsae_buffer_wrap": (_i, [_p, _i, _i64, _i64, _i64, _i, _pp]),
     "subsae_buffer_open": (_i, [_s, _s, _pp]),
     "subsae_buffer_open_shards": (_i, [_ps, _i64, _s, _pp]),
+    "subsae_buffer_view": (_i, [_p, _i64, _i64, _pp]),
     "subsae_buffer_free": (None, [_p]),
     "subsae_buffer_rows": (_i64, [_p]),
     "subsae_buffer_dim": (_i64, [_p]),
@@ -475,6 +477,11 @@ class Buffer(_Handle):
         ptr = _new(lib.subsae_buffer_wrap, _c.c_void_p(a.ctypes.data), code, rows, cols,
                    stride, COPY if copy else BORROW)
         return cls(ptr, None if copy else a)
+
+    def view(self, first, n):
+        """Rows [first, first + n) as a buffer sharing this one's storage
+        (keeps this buffer alive)."""
+        return Buffer(_new(lib.subsae_buffer_view, self.ptr, first, n), self)
 
     def append(self, rows, dtype=None):
         """Append the rows of a 2-D array (widened and copied)."""

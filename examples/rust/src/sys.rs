@@ -127,6 +127,8 @@ pub const SUBSAE_INIT_RANDOM: i64 = 0;
 pub const SUBSAE_INIT_ACTIVE_SUBSPACE: i64 = 1;
 pub const SUBSAE_DECODER_FREE: i64 = 0;
 pub const SUBSAE_DECODER_UNIT: i64 = 1;
+pub const SUBSAE_COEF_UNIFORM: i64 = 0;
+pub const SUBSAE_COEF_GAUSSIAN: i64 = 1;
 
 pub const SUBSAE_TRAIN_FEATURES: c_int = 0;
 pub const SUBSAE_TRAIN_ACTIVATION: c_int = 1;
@@ -154,6 +156,7 @@ pub const SUBSAE_TRAIN_L1_COEF: c_int = 22;
 pub const SUBSAE_TRAIN_L0_COEF: c_int = 23;
 pub const SUBSAE_TRAIN_JUMPRELU_BANDWIDTH: c_int = 24;
 pub const SUBSAE_TRAIN_INIT_THRESHOLD: c_int = 25;
+pub const SUBSAE_TRAIN_INIT_COEFFICIENTS: c_int = 26;
 
 extern "C" {
     // ---- version, errors, threads --------------------------------------
@@ -196,6 +199,12 @@ extern "C" {
         paths: *const *const c_char,
         n_paths: i64,
         tensor: *const c_char,
+        out: *mut *mut subsae_buffer,
+    ) -> c_int;
+    pub fn subsae_buffer_view(
+        buf: *const subsae_buffer,
+        first_row: i64,
+        n_rows: i64,
         out: *mut *mut subsae_buffer,
     ) -> c_int;
     pub fn subsae_buffer_free(buf: *mut subsae_buffer);
