@@ -51,7 +51,7 @@ VERSION := $(MAJOR).$(MINOR).$(PATCH)
 LIB_PKGS  := openblas lapacke jansson
 TEST_PKGS := check
 DEBIAN_PACKAGES := pkg-config libopenblas-openmp-dev liblapacke-dev \
-                   libjansson-dev check python3-numpy abigail-tools
+                   libjansson-dev check python3-numpy abigail-tools gnuplot-nox
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(LIB_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null)
@@ -113,11 +113,13 @@ $(PCFILE): pkgconfig/subsae.pc.in include/subsae.h | $(BUILD)
 	$(call say,GEN,$@)$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $@
 
 # ---- command-line program (a client of the shared library only) ------
+# It also links CBLAS/LAPACKE (PKG_LIBS, which include jansson): the
+# benchmarks (`subsae bench`) measure the machine's own BLAS rates.
 $(BUILD)/obj/tools/%.o: tools/%.c include/subsae.h $(wildcard tools/*.h) | $(BUILD)/obj/tools
 	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -MMD -MP -c $< -o $@
 
 $(CLI): $(CLI_OBJS) $(SHLIB) | $(BUILD)/bin
-	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) -L$(BUILD) -lsubsae $(JSON_LIBS) -lm \
+	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) -L$(BUILD) -lsubsae $(PKG_LIBS) -lm \
 	    -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib'
 
 # ---- tests (Check; linked statically so they can reach internals) ---

@@ -421,8 +421,11 @@ SUBSAE_API int subsae_subspace_get_double(const subsae_subspace *s, int option, 
 SUBSAE_API int subsae_subspace_set_callback(subsae_subspace *s, subsae_callback callback,
                                             void *user);
 
-/** Fit on all rows of `buf` (replaces any earlier fit). Errors:
- *  SUBSAE_E_INVALID (fewer than 2 rows, k > d), SUBSAE_E_NONFINITE,
+/** Fit on all rows of `buf` (replaces any earlier fit). A call rejected
+ *  with SUBSAE_E_INVALID or SUBSAE_E_UNSUPPORTED changes nothing; any
+ *  later failure, SUBSAE_E_CANCELLED included, leaves the estimator
+ *  unfitted and reusable. Errors: SUBSAE_E_INVALID (fewer than 2 rows,
+ *  k > d), SUBSAE_E_UNSUPPORTED (d > 2^31 - 1), SUBSAE_E_NONFINITE,
  *  SUBSAE_E_NOMEM, SUBSAE_E_IO, SUBSAE_E_CANCELLED. */
 SUBSAE_API int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf);
 
@@ -448,8 +451,9 @@ SUBSAE_API int subsae_subspace_basis(const subsae_subspace *s, int64_t k, float 
                                      int64_t out_stride);
 
 /** Smallest r whose top-r variances hold a fraction tau (0 < tau <= 1) of
- *  the total. `exact` gets 1 when r is certain, 0 when the method found
- *  fewer directions than r needs (then r is a lower bound: RANK_FOUND + 1).
+ *  the total (0 when the total is 0: all rows equal). `exact` (may be
+ *  NULL) gets 1 when r is certain, 0 when the method found fewer
+ *  directions than r needs (then r is a lower bound: RANK_FOUND + 1).
  *  Errors: SUBSAE_E_STATE, SUBSAE_E_INVALID. */
 SUBSAE_API int subsae_subspace_effective_rank(const subsae_subspace *s, double tau, int64_t *r,
                                               int *exact);

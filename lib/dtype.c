@@ -111,6 +111,8 @@ size_t subsae__first_nonfinite(const float *x, size_t n)
     while (i < n) {
         size_t end = n - i > 256 ? i + 256 : n;
         int bad = 0;
+        /* Without the pragma GCC -O2 leaves this loop scalar (4x slower). */
+#pragma omp simd reduction(| : bad)
         for (size_t j = i; j < end; j++)
             bad |= !bits_finite(f32_to_bits(x[j]));
         if (bad) {

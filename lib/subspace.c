@@ -1,0 +1,814 @@
+/* subsae_subspace: options, fit dispatch (exact / randomized / auto), the
+ * streaming reader both methods share, and everything computed from a fit
+ * (variances, ranks, basis, projections). The methods themselves live in
+ * subspace_exact.c and subspace_randomized.c. */
+#include "subspace.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+enum {
+    DEFAULT_OVERSAMPLE = 10,
+    DEFAULT_POWER_ITERS = 3,
+    DEFAULT_BATCH_ROWS = 4096,
+    MAX_POWER_ITERS = 1000,
+    BLOCK_FLOATS = 1 << 16, /* values per block of a batch (256 KB) */
+    MAX_BLOCKS = 256,       /* blocks per batch at most */
+    /* Elements below which a loop stays on one thread: a parallel region
+     * costs a wake-up of every thread, and far more when other processes
+     * compete for the cores. */
+    PARALLEL_MIN = 1 << 18
+};
+
+/* ---- creation, options --------------------------------------------- */
+
+int subsae_subspace_create(subsae_subspace **out)
+{
+    if (!out)
+        return subsae__fail_null("subsae_subspace_create", "out");
+    subsae_subspace *s = subsae__calloc(1, sizeof *s);
+    if (!s)
+        return subsae__fail_nomem("subspace", sizeof *s);
+    s->method = SUBSAE_METHOD_AUTO;
+    s->rank = 0;
+    s->oversample = DEFAULT_OVERSAMPLE;
+    s->power_iters = DEFAULT_POWER_ITERS;
+    s->seed = 0;
+    s->center = 1;
+    s->batch_rows = DEFAULT_BATCH_ROWS;
+    s->threshold = 0.99;
+    *out = s;
+    return SUBSAE_OK;
+}
+
+static void clear_fit(subsae_subspace *s)
+{
+    subsae__free(s->variances);
+    subsae__free(s->basis);
+    subsae__free(s->mean);
+    s->variances = NULL;
+    s->basis = NULL;
+    s->mean = NULL;
+    s->fitted = false;
+    s->found = 0;
+    s->dim = 0;
+    s->rows = 0;
+    s->total = 0.0;
+    s->seconds = 0.0;
+}
+
+void subsae_subspace_free(subsae_subspace *s)
+{
+    if (!s)
+        return;
+    clear_fit(s);
+    subsae__free(s);
+}
+
+static int bad_option(const char *fn, int option, const char *why)
+{
+    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: option %d %s", fn,
+                        option, why);
+}
+
+static int bad_value(const char *fn, const char *name, int64_t value, const char *range)
+{
+    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                        "%s: %s = %lld is out of range (%s)", fn, name, (long long)value, range);
+}
+
+int subsae_subspace_set_int(subsae_subspace *s, int option, int64_t value)
+{
+    static const char *fn = "subsae_subspace_set_int";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    switch (option) {
+    case SUBSAE_SUBSPACE_METHOD:
+        if (value != SUBSAE_METHOD_AUTO && value != SUBSAE_METHOD_EXACT &&
+            value != SUBSAE_METHOD_RANDOMIZED)
+            return bad_value(fn, "METHOD", value, "0 auto, 1 exact, 2 randomized");
+        s->method = (int)value;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_RANK:
+        if (value < 0)
+            return bad_value(fn, "RANK", value, ">= 0; 0 means all dimensions");
+        s->rank = value;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_OVERSAMPLE:
+        if (value < 0)
+            return bad_value(fn, "OVERSAMPLE", value, ">= 0");
+        s->oversample = value;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_POWER_ITERS:
+        if (value < 0 || value > MAX_POWER_ITERS)
+            return bad_value(fn, "POWER_ITERS", value, "0 to 1000");
+        s->power_iters = value;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_SEED:
+        s->seed = value;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_CENTER:
+        if (value != 0 && value != 1)
+            return bad_value(fn, "CENTER", value, "0 or 1");
+        s->center = (int)value;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_BATCH_ROWS:
+        if (value < 1 || value > INT32_MAX)
+            return bad_value(fn, "BATCH_ROWS", value, "1 to 2^31 - 1");
+        s->batch_rows = value;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_THRESHOLD:
+    case SUBSAE_SUBSPACE_SECONDS:
+        return bad_option(fn, option, "is a double option (use subsae_subspace_set_double)");
+    case SUBSAE_SUBSPACE_METHOD_USED:
+    case SUBSAE_SUBSPACE_DIM:
+    case SUBSAE_SUBSPACE_ROWS:
+    case SUBSAE_SUBSPACE_RANK_FOUND:
+        return bad_option(fn, option, "is a read-only result");
+    default:
+        return bad_option(fn, option, "is not a subspace option");
+    }
+}
+
+static int not_fitted(const char *fn)
+{
+    return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                        "%s: the subspace is not fitted (call subsae_subspace_fit first)", fn);
+}
+
+int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value)
+{
+    static const char *fn = "subsae_subspace_get_int";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!value)
+        return subsae__fail_null(fn, "value");
+    int64_t v;
+    switch (option) {
+    case SUBSAE_SUBSPACE_METHOD: v = s->method; break;
+    case SUBSAE_SUBSPACE_RANK: v = s->rank; break;
+    case SUBSAE_SUBSPACE_OVERSAMPLE: v = s->oversample; break;
+    case SUBSAE_SUBSPACE_POWER_ITERS: v = s->power_iters; break;
+    case SUBSAE_SUBSPACE_SEED: v = s->seed; break;
+    case SUBSAE_SUBSPACE_CENTER: v = s->center; break;
+    case SUBSAE_SUBSPACE_BATCH_ROWS: v = s->batch_rows; break;
+    case SUBSAE_SUBSPACE_METHOD_USED:
+    case SUBSAE_SUBSPACE_DIM:
+    case SUBSAE_SUBSPACE_ROWS:
+    case SUBSAE_SUBSPACE_RANK_FOUND:
+        if (!s->fitted)
+            return not_fitted(fn);
+        v = option == SUBSAE_SUBSPACE_METHOD_USED ? s->method_used
+            : option == SUBSAE_SUBSPACE_DIM       ? s->dim
+            : option == SUBSAE_SUBSPACE_ROWS      ? s->rows
+                                                  : s->found;
+        break;
+    case SUBSAE_SUBSPACE_THRESHOLD:
+    case SUBSAE_SUBSPACE_SECONDS:
+        return bad_option(fn, option, "is a double option (use subsae_subspace_get_double)");
+    default:
+        return bad_option(fn, option, "is not a subspace option");
+    }
+    *value = v;
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_set_double(subsae_subspace *s, int option, double value)
+{
+    static const char *fn = "subsae_subspace_set_double";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    switch (option) {
+    case SUBSAE_SUBSPACE_THRESHOLD:
+        if (!(value > 0.0 && value <= 1.0))
+            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                                "%s: THRESHOLD = %g is out of range (0, 1]", fn, value);
+        s->threshold = value;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_SECONDS:
+        return bad_option(fn, option, "is a read-only result");
+    case SUBSAE_SUBSPACE_METHOD:
+    case SUBSAE_SUBSPACE_RANK:
+    case SUBSAE_SUBSPACE_OVERSAMPLE:
+    case SUBSAE_SUBSPACE_POWER_ITERS:
+    case SUBSAE_SUBSPACE_SEED:
+    case SUBSAE_SUBSPACE_CENTER:
+    case SUBSAE_SUBSPACE_BATCH_ROWS:
+    case SUBSAE_SUBSPACE_METHOD_USED:
+    case SUBSAE_SUBSPACE_DIM:
+    case SUBSAE_SUBSPACE_ROWS:
+    case SUBSAE_SUBSPACE_RANK_FOUND:
+        return bad_option(fn, option, "is an int option (use subsae_subspace_set_int)");
+    default:
+        return bad_option(fn, option, "is not a subspace option");
+    }
+}
+
+int subsae_subspace_get_double(const subsae_subspace *s, int option, double *value)
+{
+    static const char *fn = "subsae_subspace_get_double";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!value)
+        return subsae__fail_null(fn, "value");
+    switch (option) {
+    case SUBSAE_SUBSPACE_THRESHOLD:
+        *value = s->threshold;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_SECONDS:
+        if (!s->fitted)
+            return not_fitted(fn);
+        *value = s->seconds;
+        return SUBSAE_OK;
+    case SUBSAE_SUBSPACE_METHOD:
+    case SUBSAE_SUBSPACE_RANK:
+    case SUBSAE_SUBSPACE_OVERSAMPLE:
+    case SUBSAE_SUBSPACE_POWER_ITERS:
+    case SUBSAE_SUBSPACE_SEED:
+    case SUBSAE_SUBSPACE_CENTER:
+    case SUBSAE_SUBSPACE_BATCH_ROWS:
+    case SUBSAE_SUBSPACE_METHOD_USED:
+    case SUBSAE_SUBSPACE_DIM:
+    case SUBSAE_SUBSPACE_ROWS:
+    case SUBSAE_SUBSPACE_RANK_FOUND:
+        return bad_option(fn, option, "is an int option (use subsae_subspace_get_int)");
+    default:
+        return bad_option(fn, option, "is not a subspace option");
+    }
+}
+
+int subsae_subspace_set_callback(subsae_subspace *s, subsae_callback callback, void *user)
+{
+    if (!s)
+        return subsae__fail_null("subsae_subspace_set_callback", "s");
+    s->callback = callback;
+    s->user = callback ? user : NULL;
+    return SUBSAE_OK;
+}
+
+/* ---- streaming ------------------------------------------------------ */
+
+void *subsae__subspace_alloc(size_t count, size_t size, const char *what)
+{
+    size_t bytes;
+    if (!subsae__mul_size(count, size, &bytes)) {
+        subsae__fail(SUBSAE_E_NOMEM, SUBSAE_REASON_OUT_OF_MEMORY,
+                     "%s: %zu x %zu bytes overflow", what, count, size);
+        return NULL;
+    }
+    void *p = subsae__malloc(bytes ? bytes : 1);
+    if (!p)
+        subsae__fail_nomem(what, bytes);
+    return p;
+}
+
+int subsae__stream_init(struct subsae__stream *st, const subsae_subspace *s,
+                        const subsae_buffer *buf, const char *phase, int64_t passes)
+{
+    memset(st, 0, sizeof *st);
+    st->buf = buf;
+    st->n = subsae_buffer_rows(buf);
+    st->d = subsae_buffer_dim(buf);
+    st->batch_rows = s->batch_rows < st->n ? s->batch_rows : st->n;
+    st->center = s->center != 0;
+    st->callback = s->callback;
+    st->user = s->user;
+    st->phase = phase;
+    st->total = st->n * passes;
+    st->threads = subsae__threads();
+    /* Blocks of about BLOCK_FLOATS values (cache-resident while they are
+     * read, shifted and summed), at most MAX_BLOCKS per batch. */
+    st->block_rows = BLOCK_FLOATS / st->d > 1 ? BLOCK_FLOATS / st->d : 1;
+    if (st->block_rows < (st->batch_rows + MAX_BLOCKS - 1) / MAX_BLOCKS)
+        st->block_rows = (st->batch_rows + MAX_BLOCKS - 1) / MAX_BLOCKS;
+    st->max_blocks = (st->batch_rows + st->block_rows - 1) / st->block_rows;
+    size_t cells;
+    if (!subsae__mul_size((size_t)st->batch_rows, (size_t)st->d, &cells))
+        return subsae__fail(SUBSAE_E_NOMEM, SUBSAE_REASON_OUT_OF_MEMORY,
+                            "subspace: a batch of %lld x %lld floats overflows",
+                            (long long)st->batch_rows, (long long)st->d);
+    if (!(st->batch = subsae__subspace_alloc(cells, sizeof(float), "subspace batch")) ||
+        !(st->shift = subsae__subspace_alloc((size_t)st->d, sizeof(float), "subspace shift")) ||
+        !(st->sum = subsae__subspace_alloc((size_t)st->d, sizeof(double), "subspace sums")) ||
+        !(st->sumsq = subsae__subspace_alloc((size_t)st->d, sizeof(double),
+                                             "subspace sums of squares")) ||
+        !(st->partial = subsae__subspace_alloc((size_t)st->max_blocks * 2 * (size_t)st->d,
+                                               sizeof(double), "subspace partial sums")) ||
+        !(st->status = subsae__subspace_alloc((size_t)st->max_blocks, sizeof(int),
+                                              "subspace block status"))) {
+        subsae__stream_release(st);
+        return SUBSAE_E_NOMEM;
+    }
+    memset(st->shift, 0, (size_t)st->d * sizeof *st->shift);
+    subsae__stream_begin_pass(st);
+    return SUBSAE_OK;
+}
+
+void subsae__stream_release(struct subsae__stream *st)
+{
+    subsae__free(st->batch);
+    subsae__free(st->shift);
+    subsae__free(st->sum);
+    subsae__free(st->sumsq);
+    subsae__free(st->partial);
+    subsae__free(st->status);
+    st->batch = NULL;
+    st->shift = NULL;
+    st->sum = NULL;
+    st->sumsq = NULL;
+    st->partial = NULL;
+    st->status = NULL;
+}
+
+void subsae__stream_begin_pass(struct subsae__stream *st)
+{
+    memset(st->sum, 0, (size_t)st->d * sizeof(double));
+    memset(st->sumsq, 0, (size_t)st->d * sizeof(double));
+}
+
+/* Read (when `read`), shift and sum rows [a, e) of the batch into the
+ * block's partial sums. */
+__attribute__((target_clones("avx2", "default"))) static int
+process_block(struct subsae__stream *st, int64_t first, int64_t a, int64_t e,
+                         bool read, double *p1)
+{
+    const int64_t d = st->d;
+    float *x = st->batch + a * d;
+    if (read) {
+        int rc = subsae_buffer_read(st->buf, first + a, e - a, x, d);
+        if (rc != SUBSAE_OK)
+            return rc;
+    }
+    double *p2 = p1 + d;
+    memset(p1, 0, 2 * (size_t)d * sizeof *p1);
+    const float *shift = st->shift;
+    if (st->center) {
+        for (int64_t i = 0; i < e - a; i++) {
+            float *row = x + i * d;
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) {
+                float v = row[j] - shift[j];
+                row[j] = v;
+                p1[j] += v;
+                p2[j] += (double)v * v;
+            }
+        }
+    } else {
+        for (int64_t i = 0; i < e - a; i++) {
+            const float *row = x + i * d;
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) {
+                double v = row[j];
+                p1[j] += v;
+                p2[j] += v * v;
+            }
+        }
+    }
+    return SUBSAE_OK;
+}
+
+int subsae__stream_read(struct subsae__stream *st, int64_t first, int64_t m)
+{
+    const int64_t d = st->d;
+    const int64_t blocks = (m + st->block_rows - 1) / st->block_rows;
+    const bool parallel = m * d >= PARALLEL_MIN && blocks > 1;
+    bool read = true;
+    if (st->center && !st->have_shift) {
+        /* Pilot shift: the first batch's mean. Shifting every row by it
+         * before the Gram matrix is formed keeps the final centring
+         * correction small, so no precision is lost to cancellation when
+         * the mean is large compared with the spread. */
+        int rc = subsae_buffer_read(st->buf, first, m, st->batch, d);
+        if (rc != SUBSAE_OK)
+            return rc;
+        double *acc = st->sum; /* zero at the start of a pass; reset below */
+        for (int64_t i = 0; i < m; i++) {
+            const float *row = st->batch + i * d;
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++)
+                acc[j] += row[j];
+        }
+        for (int64_t j = 0; j < d; j++) {
+            st->shift[j] = (float)(acc[j] / (double)m);
+            acc[j] = 0.0;
+        }
+        st->have_shift = true;
+        read = false;
+    }
+    /* Fixed blocks whatever the thread count, partial sums added in block
+     * order: the same bits with any number of threads. Reads of one buffer
+     * may run concurrently; a block that fails is read again on the
+     * calling thread so that its error is recorded where the caller sees
+     * it, and the first failing block (the first bad row) wins. */
+#pragma omp parallel for if (parallel) num_threads(st->threads) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t a = b * st->block_rows;
+        int64_t e = a + st->block_rows < m ? a + st->block_rows : m;
+        st->status[b] = process_block(st, first, a, e, read, st->partial + b * 2 * d);
+    }
+    for (int64_t b = 0; b < blocks; b++) {
+        if (st->status[b] != SUBSAE_OK) {
+            int64_t a = b * st->block_rows;
+            int64_t e = a + st->block_rows < m ? a + st->block_rows : m;
+            int again = subsae_buffer_read(st->buf, first + a, e - a, st->batch + a * d, d);
+            return again != SUBSAE_OK ? again : st->status[b];
+        }
+    }
+    for (int64_t b = 0; b < blocks; b++) {
+        const double *p1 = st->partial + b * 2 * d, *p2 = p1 + d;
+        for (int64_t j = 0; j < d; j++) {
+            st->sum[j] += p1[j];
+            st->sumsq[j] += p2[j];
+        }
+    }
+    return SUBSAE_OK;
+}
+
+int subsae__stream_progress(struct subsae__stream *st, int64_t m)
+{
+    st->done += m;
+    if (st->callback &&
+        st->callback(SUBSAE_EVENT_PROGRESS, st->phase, st->done, st->total, NULL, st->user) != 0)
+        return subsae__fail(SUBSAE_E_CANCELLED, SUBSAE_REASON_CANCELLED,
+                            "subsae_subspace_fit: cancelled by the callback in phase '%s' "
+                            "after %lld of %lld rows",
+                            st->phase, (long long)st->done, (long long)st->total);
+    return SUBSAE_OK;
+}
+
+void subsae__subspace_fix_signs(float *b, int64_t k, int64_t d)
+{
+    for (int64_t r = 0; r < k; r++) {
+        float *row = b + r * d;
+        int64_t best = 0;
+        for (int64_t j = 1; j < d; j++)
+            if (fabsf(row[j]) > fabsf(row[best]))
+                best = j;
+        if (row[best] < 0.0f)
+            for (int64_t j = 0; j < d; j++)
+                row[j] = -row[j];
+    }
+}
+
+/* ---- fit ------------------------------------------------------------ */
+
+/* The cost model of SUBSAE_METHOD_AUTO, in flops weighted by how fast
+ * OpenBLAS runs each kind (units: flops of cblas_ssyrk, the fastest kernel
+ * here). Weights from `subsae bench rank` (65,536 x 1,024, 2 cores, AVX2
+ * OpenBLAS 0.3.21): ssyrk ~150 GFLOPS; LAPACKE_dsyevd with vectors ~20
+ * GFLOPS on its 3 d^3 model flops (x 7.5); the tall-skinny GEMMs of a
+ * randomized pass ~110 GFLOPS (x 1.35) but never less than ~300
+ * ssyrk-flops per value (below k + p of ~50 a pass costs the same: packing
+ * and memory traffic, not arithmetic); reading, shifting and summing a
+ * value ~90. The ratios, not the absolute rates, decide; they are those of
+ * any recent x86 OpenBLAS. */
+enum { COST_STREAM = 90, COST_PASS_FLOOR = 300 };
+static const double COST_EIG = 7.5, COST_GEMM = 1.35;
+
+double subsae__subspace_exact_cost(int64_t n, int64_t d)
+{
+    double dn = (double)n, dd = (double)d;
+    return dn * dd * (dd + 1.0) + COST_EIG * 3.0 * dd * dd * dd + COST_STREAM * dn * dd;
+}
+
+double subsae__subspace_randomized_cost(int64_t n, int64_t d, int64_t k, int64_t p, int64_t q)
+{
+    /* q + 2 passes of X^T (X Q) (4 n d l flops each), a QR of d x l after
+     * all passes but the last, and the small Rayleigh-Ritz problem. */
+    int64_t l = p >= d - k ? d : k + p;
+    double dn = (double)n, dd = (double)d, dl = (double)l;
+    double gemm = COST_GEMM * 4.0 * dn * dd * dl, floor = COST_PASS_FLOOR * dn * dd;
+    double pass = (gemm > floor ? gemm : floor) + COST_STREAM * dn * dd;
+    return (double)(q + 2) * pass + (double)(q + 1) * COST_EIG * 4.0 * dd * dl * dl +
+           COST_EIG * (2.0 * dd * dl * dl + 9.0 * dl * dl * dl);
+}
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
+{
+    static const char *fn = "subsae_subspace_fit";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!buf)
+        return subsae__fail_null(fn, "buf");
+    int64_t n = subsae_buffer_rows(buf), d = subsae_buffer_dim(buf);
+    if (n < 2)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the buffer has %lld rows; at least 2 are needed", fn,
+                            (long long)n);
+    if (s->rank > d)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: RANK = %lld exceeds the dimension %lld", fn,
+                            (long long)s->rank, (long long)d);
+    if (d > INT32_MAX)
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: dimension %lld exceeds the BLAS index range", fn, (long long)d);
+    clear_fit(s);
+
+    int64_t k = s->rank == 0 ? d : s->rank;
+    int method = s->method;
+    if (method == SUBSAE_METHOD_AUTO) {
+        bool covers_all = s->oversample >= d - k;
+        method = covers_all || subsae__subspace_exact_cost(n, d) <=
+                                   subsae__subspace_randomized_cost(n, d, k, s->oversample,
+                                                                    s->power_iters)
+                     ? SUBSAE_METHOD_EXACT
+                     : SUBSAE_METHOD_RANDOMIZED;
+    }
+
+    double start = seconds_now();
+    struct subsae__subspace_fit fit = {0};
+    int rc = method == SUBSAE_METHOD_EXACT ? subsae__subspace_exact(s, buf, &fit)
+                                           : subsae__subspace_randomized(s, buf, k, &fit);
+    if (rc != SUBSAE_OK)
+        return rc;
+    s->variances = fit.variances;
+    s->basis = fit.basis;
+    s->mean = fit.mean;
+    s->found = fit.found;
+    s->total = fit.total;
+    s->method_used = method;
+    s->dim = d;
+    s->rows = n;
+    s->seconds = seconds_now() - start;
+    s->fitted = true;
+    return SUBSAE_OK;
+}
+
+/* ---- results -------------------------------------------------------- */
+
+static int check_fitted_array(const char *fn, const subsae_subspace *s, const void *out,
+                              int64_t count)
+{
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!s->fitted)
+        return not_fitted(fn);
+    if (count < 0)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: count %lld < 0", fn,
+                            (long long)count);
+    if (count > 0 && !out)
+        return subsae__fail_null(fn, "out");
+    if (count > s->found)
+        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_INDEX_OUT_OF_RANGE,
+                            "%s: count %lld exceeds the %lld directions found (RANK_FOUND)", fn,
+                            (long long)count, (long long)s->found);
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_variances(const subsae_subspace *s, double *out, int64_t count)
+{
+    int rc = check_fitted_array("subsae_subspace_variances", s, out, count);
+    if (rc)
+        return rc;
+    if (count > 0)
+        memcpy(out, s->variances, (size_t)count * sizeof *out);
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_singular_values(const subsae_subspace *s, double *out, int64_t count)
+{
+    int rc = check_fitted_array("subsae_subspace_singular_values", s, out, count);
+    if (rc)
+        return rc;
+    for (int64_t i = 0; i < count; i++)
+        out[i] = sqrt((double)(s->rows - 1) * s->variances[i]);
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_explained_ratios(const subsae_subspace *s, double *out, int64_t count)
+{
+    int rc = check_fitted_array("subsae_subspace_explained_ratios", s, out, count);
+    if (rc)
+        return rc;
+    for (int64_t i = 0; i < count; i++)
+        out[i] = s->total > 0.0 ? s->variances[i] / s->total : 0.0;
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_total_variance(const subsae_subspace *s, double *out)
+{
+    static const char *fn = "subsae_subspace_total_variance";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!out)
+        return subsae__fail_null(fn, "out");
+    if (!s->fitted)
+        return not_fitted(fn);
+    *out = s->total;
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_mean(const subsae_subspace *s, float *out)
+{
+    static const char *fn = "subsae_subspace_mean";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!out)
+        return subsae__fail_null(fn, "out");
+    if (!s->fitted)
+        return not_fitted(fn);
+    memcpy(out, s->mean, (size_t)s->dim * sizeof *out);
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_basis(const subsae_subspace *s, int64_t k, float *out, int64_t out_stride)
+{
+    static const char *fn = "subsae_subspace_basis";
+    int rc = check_fitted_array(fn, s, out, k);
+    if (rc)
+        return rc;
+    if (out_stride < s->dim)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: out_stride %lld < dim %lld", fn, (long long)out_stride,
+                            (long long)s->dim);
+    for (int64_t r = 0; r < k; r++)
+        memcpy(out + r * out_stride, s->basis + r * s->dim, (size_t)s->dim * sizeof *out);
+    return SUBSAE_OK;
+}
+
+/* All d variances known: the exact method, or the randomized one when
+ * k + p reached d. */
+static bool complete(const subsae_subspace *s)
+{
+    return s->found == s->dim;
+}
+
+int subsae_subspace_effective_rank(const subsae_subspace *s, double tau, int64_t *r, int *exact)
+{
+    static const char *fn = "subsae_subspace_effective_rank";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!r)
+        return subsae__fail_null(fn, "r");
+    if (!(tau > 0.0 && tau <= 1.0))
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: tau = %g is out of range (0, 1]", fn, tau);
+    if (!s->fitted)
+        return not_fitted(fn);
+    /* With the whole spectrum the denominator is the sum of the same
+     * variances (equal to the trace up to rounding), so that tau = 1 is
+     * reached within d; otherwise it is the exact trace. */
+    double denominator = 0.0;
+    if (complete(s))
+        for (int64_t i = 0; i < s->found; i++)
+            denominator += s->variances[i];
+    else
+        denominator = s->total;
+    int64_t rank;
+    int certain = 1;
+    if (!(denominator > 0.0)) {
+        rank = 0; /* no variance at all: every row equals the mean */
+    } else {
+        double target = tau * denominator, cumulative = 0.0;
+        rank = -1;
+        for (int64_t i = 0; i < s->found; i++) {
+            cumulative += s->variances[i];
+            if (cumulative >= target) {
+                rank = i + 1;
+                break;
+            }
+        }
+        if (rank < 0) {
+            if (complete(s)) {
+                rank = s->found;
+            } else {
+                rank = s->found + 1; /* a lower bound: more directions are needed */
+                certain = 0;
+            }
+        }
+    }
+    *r = rank;
+    if (exact)
+        *exact = certain;
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_entropy_rank(const subsae_subspace *s, double *rank, int *exact)
+{
+    static const char *fn = "subsae_subspace_entropy_rank";
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!rank)
+        return subsae__fail_null(fn, "rank");
+    if (!s->fitted)
+        return not_fitted(fn);
+    /* p_i = sigma_i / sum sigma_j; sigma_i is proportional to
+     * sqrt(variance_i) and the factor cancels. */
+    double total = 0.0;
+    for (int64_t i = 0; i < s->found; i++)
+        total += sqrt(s->variances[i]);
+    double entropy = 0.0;
+    if (total > 0.0) {
+        for (int64_t i = 0; i < s->found; i++) {
+            double p = sqrt(s->variances[i]) / total;
+            if (p > 0.0)
+                entropy -= p * log(p);
+        }
+        *rank = exp(entropy);
+    } else {
+        *rank = 0.0;
+    }
+    if (exact)
+        *exact = complete(s) ? 1 : 0;
+    return SUBSAE_OK;
+}
+
+static int check_projection(const char *fn, const subsae_subspace *s, const float *a,
+                            const char *a_name, int64_t n, int64_t a_stride, int64_t a_cols,
+                            int64_t k, const float *b, const char *b_name, int64_t b_stride,
+                            int64_t b_cols)
+{
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (n > 0 && !a)
+        return subsae__fail_null(fn, a_name);
+    if (n > 0 && !b)
+        return subsae__fail_null(fn, b_name);
+    if (!s->fitted)
+        return not_fitted(fn);
+    if (n < 0)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n = %lld < 0", fn,
+                            (long long)n);
+    if (k < 1 || k > s->found)
+        return subsae__fail(k < 1 ? SUBSAE_E_INVALID : SUBSAE_E_RANGE,
+                            k < 1 ? SUBSAE_REASON_BAD_VALUE : SUBSAE_REASON_INDEX_OUT_OF_RANGE,
+                            "%s: k = %lld must be in [1, %lld] (RANK_FOUND)", fn, (long long)k,
+                            (long long)s->found);
+    a_cols = a_cols < 0 ? k : a_cols;
+    b_cols = b_cols < 0 ? k : b_cols;
+    if (a_stride < a_cols || b_stride < b_cols)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: strides %lld (%s) and %lld (%s) must be at least %lld and %lld",
+                            fn, (long long)a_stride, a_name, (long long)b_stride, b_name,
+                            (long long)a_cols, (long long)b_cols);
+    if (a_stride > INT32_MAX || b_stride > INT32_MAX)
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: strides above 2^31 - 1 exceed the BLAS index range", fn);
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_project(const subsae_subspace *s, const float *x, int64_t n,
+                            int64_t x_stride, int64_t k, float *coords, int64_t coords_stride)
+{
+    static const char *fn = "subsae_subspace_project";
+    int rc = check_projection(fn, s, x, "x", n, x_stride, s ? s->dim : 0, k, coords, "coords",
+                              coords_stride, -1);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return SUBSAE_OK;
+    const int64_t d = s->dim;
+    /* Centre a chunk of rows at a time in float (subtracting before the
+     * product keeps precision when the mean is large), then one GEMM. */
+    enum { CHUNK = 256 };
+    int64_t chunk = n < CHUNK ? n : CHUNK;
+    float *tmp = subsae__subspace_alloc((size_t)chunk * (size_t)d, sizeof(float),
+                                        "subsae_subspace_project scratch");
+    if (!tmp)
+        return SUBSAE_E_NOMEM;
+    for (int64_t first = 0; first < n; first += chunk) {
+        int64_t m = n - first < chunk ? n - first : chunk;
+        for (int64_t i = 0; i < m; i++) {
+            const float *row = x + (first + i) * x_stride;
+            for (int64_t j = 0; j < d; j++)
+                tmp[i * d + j] = row[j] - s->mean[j];
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k, (int)d, 1.0f, tmp,
+                    (int)d, s->basis, (int)d, 0.0f, coords + first * coords_stride,
+                    (int)coords_stride);
+    }
+    subsae__free(tmp);
+    return SUBSAE_OK;
+}
+
+int subsae_subspace_reconstruct(const subsae_subspace *s, const float *coords, int64_t n,
+                                int64_t coords_stride, int64_t k, float *x, int64_t x_stride)
+{
+    static const char *fn = "subsae_subspace_reconstruct";
+    int rc = check_projection(fn, s, coords, "coords", n, coords_stride, -1, k, x, "x",
+                              x_stride, s ? s->dim : 0);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return SUBSAE_OK;
+    const int64_t d = s->dim;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(x + i * x_stride, s->mean, (size_t)d * sizeof *x);
+    enum { CHUNK = 1 << 20 }; /* rows per GEMM, within the BLAS index range */
+    for (int64_t first = 0; first < n; first += CHUNK) {
+        int64_t m = n - first < CHUNK ? n - first : CHUNK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)d, (int)k, 1.0f,
+                    coords + first * coords_stride, (int)coords_stride, s->basis, (int)d, 1.0f,
+                    x + first * x_stride, (int)x_stride);
+    }
+    return SUBSAE_OK;
+}
