@@ -95,7 +95,7 @@ const TRAIN_OPTIONS = Dict{Symbol,Tuple{Cint,Bool}}(
     :adam_beta2 => (18, true), :adam_eps => (19, true), :auxk_coef => (20, true),
     :auxk_k => (21, false), :l1_coef => (22, true), :l0_coef => (23, true),
     :jumprelu_bandwidth => (24, true), :init_threshold => (25, true),
-    :init_coefficients => (26, false))
+    :subspace_coefficients => (26, false))
 
 const COEF_UNIFORM = 0
 const COEF_GAUSSIAN = 1

@@ -156,7 +156,7 @@ pub const SUBSAE_TRAIN_L1_COEF: c_int = 22;
 pub const SUBSAE_TRAIN_L0_COEF: c_int = 23;
 pub const SUBSAE_TRAIN_JUMPRELU_BANDWIDTH: c_int = 24;
 pub const SUBSAE_TRAIN_INIT_THRESHOLD: c_int = 25;
-pub const SUBSAE_TRAIN_INIT_COEFFICIENTS: c_int = 26;
+pub const SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS: c_int = 26;
 
 extern "C" {
     // ---- version, errors, threads --------------------------------------
