@@ -202,6 +202,15 @@ public:
         return wrap(data, SUBSAE_DTYPE_F32, rows, dim, row_stride, ownership);
     }
 
+    // Rows [first, first + n) as a buffer sharing this one's storage; this
+    // buffer must outlive the view and not grow while it exists.
+    Buffer view(int64_t first, int64_t n) const
+    {
+        subsae_buffer *b = nullptr;
+        check(subsae_buffer_view(get(), first, n, &b));
+        return Buffer(b);
+    }
+
     // Append rows (widened and copied) to a growable buffer.
     void append(const void *rows, int dtype, int64_t n_rows, int64_t row_stride)
     {
