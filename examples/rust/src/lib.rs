@@ -469,6 +469,16 @@ impl<'a> Buffer<'a> {
         new_buffer(status, p)
     }
 
+    /// Rows [first, first + n) as a buffer sharing this one's storage; the
+    /// borrow keeps this buffer alive and unchanged while the view exists.
+    pub fn view(&self, first: usize, n: usize) -> Result<Buffer<'_>> {
+        let mut p = ptr::null_mut();
+        // SAFETY: valid handle and out pointer; the view borrows `self`.
+        let status =
+            unsafe { sys::subsae_buffer_view(self.ptr.as_ptr(), to_i64(first), to_i64(n), &mut p) };
+        new_buffer(status, p)
+    }
+
     /// Append `n_rows` rows (`stride` apart) to a growable buffer (copied).
     pub fn append(&mut self, rows: &[f32], n_rows: usize, stride: usize) -> Result<()> {
         check_matrix("Buffer::append", rows.len(), n_rows, self.dim(), stride)?;

@@ -153,6 +153,17 @@ fn run() -> Result<u32, Box<dyn std::error::Error>> {
         checks.expect(values.windows(2).all(|w| w[0] >= w[1]), "values descending");
     }
     let back = model.decode_sparse(&codes)?;
+    let tail = acts.view(acts.rows() - 2048, 2048)?;
+    let e = model.evaluate(&tail, None)?;
+    println!(
+        "evaluated on the last 2048 rows: explained variance {:.3}",
+        e.explained_variance()
+    );
+    checks.expect(tail.rows() == 2048, "view rows");
+    checks.expect(
+        e.explained_variance() > 0.5,
+        "evaluation explained variance",
+    );
     checks.expect(back.len() == 4 * d, "decode_sparse size");
 
     // Errors carry the library's status and message.
