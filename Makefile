@@ -3,6 +3,7 @@
 #   make            shared + static library, build/subsae.pc, build/bin/subsae
 #   make check      installs missing Debian packages, builds, runs all tests
 #   make demo       installs, builds, runs the main job on built-in data
+#   make examples   the C and C++ examples into build/examples/
 #   make sanitize   the test suite under AddressSanitizer + UBSan
 #   make bench      speed, as ratios to the machine's own BLAS rate
 #   make install PREFIX=... DESTDIR=...   /   make uninstall
@@ -128,7 +129,7 @@ $(BUILD)/obj/tests/%.o: tests/%.c include/subsae.h $(wildcard tests/*.h) $(wildc
 $(TEST_RUNNER): $(TEST_OBJS) $(STLIB) | $(BUILD)/tests
 	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
 
-tests: all $(TEST_RUNNER)
+tests: all examples $(TEST_RUNNER)
 
 # The test programs find the build, the shared data and the tools through
 # the environment, so that the same runner works for every build flavour.
@@ -177,7 +178,29 @@ bench: ensure-deps
 	+$(MAKE) --no-print-directory all
 	$(CLI) bench all
 
-examples: all
+# The C and C++ examples, linked against the shared library (found at run
+# time through an rpath to $(BUILD)); the C++ one only when $(CXX) exists.
+# `make check` builds them and tests/test_examples.c runs them, together
+# with the Rust and Python examples.
+CXX         ?= g++
+EXAMPLE_DIR := $(BUILD)/examples
+EXAMPLE_BINS := $(EXAMPLE_DIR)/quickstart $(EXAMPLE_DIR)/stream
+HAVE_CXX    := $(shell command -v $(CXX) >/dev/null 2>&1 && echo yes)
+ifeq ($(HAVE_CXX),yes)
+EXAMPLE_BINS += $(EXAMPLE_DIR)/cpp_example
+endif
+EXAMPLE_LINK := -L$(BUILD) -lsubsae -lm -Wl,-rpath,'$$ORIGIN/..'
+
+examples: all $(EXAMPLE_BINS)
+
+$(EXAMPLE_DIR)/%: examples/%.c include/subsae.h $(SHLIB) | $(EXAMPLE_DIR)
+	$(call say,CC,$<)$(CC) -std=c11 $(WARNINGS) -Iinclude $(CFLAGS) $(LDFLAGS) -o $@ $< \
+	    $(EXAMPLE_LINK)
+
+$(EXAMPLE_DIR)/cpp_example: examples/cpp/example.cpp examples/cpp/subsae.hpp include/subsae.h \
+                            $(SHLIB) | $(EXAMPLE_DIR)
+	$(call say,CXX,$<)$(CXX) -std=c++17 -Wall -Wextra $(WERROR) -Wshadow -Iinclude -Iexamples/cpp $(CFLAGS) $(LDFLAGS) \
+	    -o $@ $< $(EXAMPLE_LINK)
 
 # ---- dependencies ---------------------------------------------------
 # Installs the missing Debian packages: apt-get as root, sudo otherwise;
@@ -223,7 +246,7 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
-$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests:
+$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/examples $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests:
 	$(Q)mkdir -p $@
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
