@@ -167,6 +167,19 @@ public:
         check(subsae_buffer_create(dim, &b));
         return Buffer(b);
     }
+    // Synthetic activations made of k of `features` known unit atoms per row,
+    // the atoms in a random subspace_dim-dimensional subspace; `atoms` (may
+    // be null) receives them, features x dim row-major.
+    static Buffer synth(int64_t dim, int64_t subspace_dim, int64_t features, int64_t k,
+                        int64_t tokens, uint64_t seed = 0, std::vector<float> *atoms = nullptr)
+    {
+        subsae_buffer *b = nullptr;
+        if (atoms)
+            atoms->assign(static_cast<size_t>(features * dim), 0.0f);
+        check(subsae_synth(dim, subspace_dim, features, k, tokens, seed, &b,
+                           atoms ? atoms->data() : nullptr));
+        return Buffer(b);
+    }
     // One .npy or safetensors file (tensor: safetensors tensor name or null).
     static Buffer open(const std::string &path, const char *tensor = nullptr)
     {

@@ -196,6 +196,20 @@ function create_buffer(dim::Integer)
     return Buffer(out[])
 end
 
+"""Synthetic activations: `tokens` tokens of width `dim`, each made of `k` of
+`features` known unit atoms lying in a random `subspace_dim`-dimensional
+subspace. Returns the buffer and the atoms as a `dim x features` matrix (one
+atom per column)."""
+function synth(dim::Integer, subspace_dim::Integer, features::Integer, k::Integer,
+               tokens::Integer; seed::Integer = 0)
+    atoms = zeros(Float32, dim, features)
+    out = Ref{Ptr{Cvoid}}(C_NULL)
+    check(ccall((:subsae_synth, libsubsae), Cint,
+                (Int64, Int64, Int64, Int64, Int64, UInt64, Ref{Ptr{Cvoid}}, Ptr{Float32}),
+                dim, subspace_dim, features, k, tokens, seed, out, atoms))
+    return Buffer(out[]), atoms
+end
+
 """A .npy or safetensors file (`tensor`: the safetensors tensor, or nothing)."""
 function open_buffer(path::AbstractString; tensor::Union{Nothing,AbstractString} = nothing)
     out = Ref{Ptr{Cvoid}}(C_NULL)

@@ -102,6 +102,13 @@ def main():
     print("evaluated on 2048 rows: explained variance %.3f" % held_out.explained_variance)
     expect(held_out.explained_variance > 0.5, "evaluation explained variance")
 
+    # Synthetic data with a known dictionary: its active subspace is exact.
+    synth, atoms = subsae.Buffer.synth(48, 20, 64, 3, 8192, seed=5)
+    r, exact = subsae.Subspace().fit(synth).effective_rank(0.99)
+    expect(exact and r == 20, "synthetic data has r99 %d, want 20" % r)
+    expect(atoms.shape == (64, 48) and np.allclose(np.linalg.norm(atoms, axis=1), 1, atol=1e-5),
+           "unit atoms")
+
     # Library errors arrive as subsae.Error with the status and the message.
     try:
         subsae.Buffer.open(os.path.join(os.path.dirname(path), "no-such-file.npy"))

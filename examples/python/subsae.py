@@ -134,6 +134,7 @@ _PROTOTYPES = {
     "subsae_buffer_open": (_i, [_s, _s, _pp]),
     "subsae_buffer_open_shards": (_i, [_ps, _i64, _s, _pp]),
     "subsae_buffer_view": (_i, [_p, _i64, _i64, _pp]),
+    "subsae_synth": (_i, [_i64, _i64, _i64, _i64, _i64, _u64, _pp, _pf]),
     "subsae_buffer_free": (None, [_p]),
     "subsae_buffer_rows": (_i64, [_p]),
     "subsae_buffer_dim": (_i64, [_p]),
@@ -448,6 +449,17 @@ class Buffer(_Handle):
     def create(cls, dim):
         """An empty growable buffer of width `dim`."""
         return cls(_new(lib.subsae_buffer_create, dim))
+
+    @classmethod
+    def synth(cls, dim, subspace_dim, features, k, tokens, seed=0):
+        """Synthetic activations made of `k` of `features` known unit atoms
+        per row, the atoms lying in a random `subspace_dim`-dimensional
+        subspace. Returns (buffer, atoms as a features x dim array)."""
+        atoms = np.zeros((features, dim), dtype=np.float32)
+        p = _c.c_void_p()
+        _check(lib.subsae_synth(dim, subspace_dim, features, k, tokens, seed, _c.byref(p),
+                                atoms.ctypes.data_as(_pf)))
+        return cls(p.value), atoms
 
     @classmethod
     def open(cls, path, tensor=None):

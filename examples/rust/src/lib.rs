@@ -357,6 +357,35 @@ impl Buffer<'static> {
         new_buffer(status, p)
     }
 
+    /// Synthetic activations: `tokens` rows of width `dim`, each `k` of
+    /// `features` known unit atoms lying in a random `subspace_dim`-dimensional
+    /// subspace; returns the buffer and the atoms (features x dim, row-major).
+    pub fn synth(
+        dim: usize,
+        subspace_dim: usize,
+        features: usize,
+        k: usize,
+        tokens: usize,
+        seed: u64,
+    ) -> Result<(Self, Vec<f32>)> {
+        let mut atoms = vec![0.0f32; features * dim];
+        let mut p = ptr::null_mut();
+        // SAFETY: valid out pointer; `atoms` holds features x dim floats.
+        let status = unsafe {
+            sys::subsae_synth(
+                to_i64(dim),
+                to_i64(subspace_dim),
+                to_i64(features),
+                to_i64(k),
+                to_i64(tokens),
+                seed,
+                &mut p,
+                atoms.as_mut_ptr(),
+            )
+        };
+        Ok((new_buffer(status, p)?, atoms))
+    }
+
     /// One `.npy` or safetensors file (the only tensor of a safetensors file).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let c = c_path(path.as_ref())?;

@@ -207,6 +207,16 @@ extern "C" {
         n_rows: i64,
         out: *mut *mut subsae_buffer,
     ) -> c_int;
+    pub fn subsae_synth(
+        dim: i64,
+        subspace_dim: i64,
+        features: i64,
+        k: i64,
+        tokens: i64,
+        seed: u64,
+        out: *mut *mut subsae_buffer,
+        dictionary: *mut f32,
+    ) -> c_int;
     pub fn subsae_buffer_free(buf: *mut subsae_buffer);
     pub fn subsae_buffer_rows(buf: *const subsae_buffer) -> i64;
     pub fn subsae_buffer_dim(buf: *const subsae_buffer) -> i64;
