@@ -85,7 +85,7 @@ TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
 
-.PHONY: all check check-run demo bench examples install uninstall clean \
+.PHONY: all check check-run demo reproduce bench examples install uninstall clean \
         sanitize deps ensure-deps tests check-abi abi-baseline
 
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
@@ -170,6 +170,13 @@ abi-baseline: $(ABI_LIB)
 demo: ensure-deps
 	+$(MAKE) --no-print-directory all
 	$(CLI) demo
+
+# The reproduction report: every layer and site of DATA, and the dead-feature
+# experiment, into $(BUILD)/reproduce/report.md and spectra.png.
+DATA ?= $(SHARED_DATA)/data/stories260K
+reproduce: ensure-deps
+	+$(MAKE) --no-print-directory all
+	$(PYTHON) tools/reproduce.py $(CLI) $(DATA) $(BUILD)/reproduce
 
 $(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
 	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)

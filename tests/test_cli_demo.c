@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static json_int_t integer_at(json_t *obj, const char *path1, const char *path2)
 {
@@ -85,6 +86,40 @@ START_TEST(demo_runs_both_initialisations)
 }
 END_TEST
 
+/* tools/reproduce.py on a small data set of the same layout: synthetic
+ * files whose attention outputs have the smallest subspace. */
+START_TEST(reproduce_writes_the_report)
+{
+    if (harness_run("command -v gnuplot >/dev/null") != 0) {
+        harness_skip("reproduce_writes_the_report", "gnuplot is not installed (make deps)");
+        return;
+    }
+    char data[600], out[600], args[1024], command[4096];
+    harness_tmp_path("data", data, sizeof data);
+    harness_tmp_path("report", out, sizeof out);
+    snprintf(command, sizeof command, "mkdir -p '%s'", data);
+    ck_assert_int_eq(harness_run(command), 0);
+    const char *sites[] = {"attn_out", "mlp_out", "resid_post", "attn_z", "mlp_in"};
+    const int subspace[] = {10, 20, 22, 21, 19};
+    for (int layer = 0; layer < 2; layer++)
+        for (int s = 0; s < 5; s++) {
+            snprintf(args, sizeof args,
+                     "synth --dim 24 --subspace %d --features 48 --k 3 --tokens 2048 --seed %d "
+                     "--out '%s/L%d_%s.npy'",
+                     subspace[s], 10 * layer + s, data, layer, sites[s]);
+            ck_assert_int_eq(harness_cli(args, "synth.txt"), 0);
+        }
+    snprintf(command, sizeof command,
+             "'%s' '%s/tools/reproduce.py' '%s/bin/subsae' '%s' '%s' 2>/dev/null "
+             "&& grep -q '^| L1 | \\*\\*10 (0.42)\\*\\*' '%s/report.md' "
+             "&& grep -q 'at every layer: \\*\\*yes' '%s/report.md' && test -s '%s/spectra.png'",
+             getenv("SUBSAE_PYTHON") ? getenv("SUBSAE_PYTHON") : "/usr/bin/python3",
+             harness_source_dir(), harness_build_dir(), data, out, out, out, out);
+    ck_assert_msg(harness_run(command) == 0, "reproduce report missing or wrong: %s/report.md",
+                  out);
+}
+END_TEST
+
 SUBSAE_SUITE(cli_demo)
 {
     Suite *s = suite_create("cli_demo");
@@ -93,5 +128,6 @@ SUBSAE_SUITE(cli_demo)
     tcase_add_test(tc, synth_rejects_bad_sizes);
     tc = harness_case(s, "demo", 120);
     tcase_add_test(tc, demo_runs_both_initialisations);
+    tcase_add_test(tc, reproduce_writes_the_report);
     return s;
 }
