@@ -16,25 +16,15 @@ static int parse_synth(int argc, char **argv, struct synth_options *o)
 {
     *o = (struct synth_options){.dim = 64, .subspace = 40, .features = 512, .k = 4,
                                 .tokens = 65536, .seed = 0};
+    const struct cli_int_option ints[] = {
+        {"--dim", &o->dim, 1, INT32_MAX},         {"--subspace", &o->subspace, 1, INT32_MAX},
+        {"--features", &o->features, 1, INT32_MAX}, {"--k", &o->k, 1, INT32_MAX},
+        {"--tokens", &o->tokens, 1, INT32_MAX},   {"--seed", &o->seed, 0, INT64_MAX}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        struct {
-            const char *name;
-            int64_t *value, min;
-        } ints[] = {{"--dim", &o->dim, 1},           {"--subspace", &o->subspace, 1},
-                    {"--features", &o->features, 1}, {"--k", &o->k, 1},
-                    {"--tokens", &o->tokens, 1},     {"--seed", &o->seed, 0}};
-        bool matched = false;
-        for (size_t j = 0; j < sizeof ints / sizeof ints[0] && !matched; j++) {
-            if (strcmp(a, ints[j].name))
-                continue;
-            if (!v)
-                return cli_fail("%s needs a value", a);
-            if (!cli_parse_int64(a, v, ints[j].min, INT32_MAX, ints[j].value))
-                return 2;
-            matched = true;
-            i++;
-        }
+        int matched = cli_match_int(ints, sizeof ints / sizeof ints[0], argc, argv, &i);
+        if (matched < 0)
+            return 2;
         if (matched)
             continue;
         if (!strcmp(a, "--json")) {
