@@ -317,12 +317,6 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
     }
     if (cli_check(cli_dist_part(train, sharded, &part), "cannot split the rows between workers"))
         goto preflight_failed;
-    if (sharded) { /* the data set is the union of the workers' files */
-        double all_rows = (double)rows;
-        if (cli_dist_sum(&all_rows, 1))
-            goto preflight_failed;
-        rows = (int64_t)all_rows;
-    }
 
     /* The trainer: a new run, or one resumed from its checkpoint. */
     double started = sae_cli_now();
@@ -350,9 +344,13 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
     if (cli_check(subsae_trainer_set_callback(t, on_progress, &progress), "callback") ||
         cli_check(cli_dist_trainer(t), "cannot attach the workers"))
         goto preflight_failed;
-    /* Every worker is ready (one process: nothing to agree on). */
-    if (cli_dist_agree(0))
+    /* Every worker is ready (one process: nothing to agree on); with
+     * per-worker files the data set is their union. */
+    double all_rows = (double)rows;
+    if (cli_dist_ready(0, &all_rows))
         goto done;
+    if (sharded)
+        rows = (int64_t)all_rows;
     if (!o.resume && cli_check(subsae_trainer_init(t, part, NULL), "initialisation failed"))
         goto done;
     double init_seconds = sae_cli_now() - started;
@@ -439,7 +437,7 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
     goto done;
 preflight_failed:
     /* Tell the other workers this one cannot go on (they exit too). */
-    cli_dist_agree(1);
+    cli_dist_ready(1, &(double){0.0});
     status = 1;
 done:
     subsae_trainer_free(t);

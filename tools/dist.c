@@ -30,6 +30,19 @@ int cli_dist_agree(int status)
     return failed > 0.0 ? 1 : 0;
 }
 
+int cli_dist_ready(int status, double *sum)
+{
+    if (!cli_dist)
+        return status;
+    double v[2] = {status != 0, status ? 0.0 : *sum};
+    if (cli_dist_sum(v, 2))
+        return 1;
+    if (v[0] > 0.0)
+        return 1;
+    *sum = v[1];
+    return 0;
+}
+
 static const char RANK_MARK[] = "{rank}";
 
 bool cli_dist_sharded(char *const *paths, int n)

@@ -35,6 +35,11 @@ bool cli_dist_root(void);
  * status itself. */
 int cli_dist_agree(int status);
 
+/* cli_dist_agree fused with the sum of one number over the workers (e.g.
+ * their rows): every worker must call it the same number of times, the
+ * failing ones too. */
+int cli_dist_ready(int status, double *sum);
+
 /* Sum n doubles over the workers in place; 0, or 1 with a message. */
 int cli_dist_sum(double *values, int64_t n);
 
