@@ -771,9 +771,10 @@ SUBSAE_API int subsae_trainer_set_callback(subsae_trainer *t, subsae_callback ca
  *  in rank order, they are the data set a single process would train on,
  *  and the run is that single-process run up to rounding:
  *   - init draws the single process's sample (global row numbers from the
- *     seed), each worker reads the sampled rows it holds, and the scale,
- *     mean, active subspace (a collective subspace fit) and init-scale
- *     search are all-reduced, so every worker starts from the same model;
+ *     seed), each worker reads the sampled rows it holds, one all-reduce
+ *     (4 INIT_SAMPLE d bytes, once) gives every worker the whole sample,
+ *     and every worker then computes the single process's init from it:
+ *     the same model bits as in one process (with the same thread count);
  *   - fit: BATCH is the global batch. Every worker draws the same seeded
  *     permutation of all global rows (one int64 per global row) and takes
  *     the rows of each global batch it holds, so the batches are those of

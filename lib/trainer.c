@@ -901,19 +901,13 @@ static int draw_sample(subsae__rng *rng, int64_t rows, int64_t count, int64_t *o
     return SUBSAE_OK;
 }
 
-/* s = sqrt(d) / mean |x| over the n_all rows of the sample (with workers,
- * this worker holds n of them); the rows are scaled in place. */
-static int scale_rows(subsae_trainer *t, float *x, int64_t n, int64_t n_all, int64_t d,
-                      double *scale, const char *what)
+/* s = sqrt(d) / mean |x| over the rows; the rows are scaled in place. */
+static int scale_rows(float *x, int64_t n, int64_t d, double *scale, const char *what)
 {
     double norm_sum = 0.0;
     for (int64_t i = 0; i < n; i++)
         norm_sum += sqrt(subsae__sumsq(x + i * d, d));
-    int rc = subsae__allreduce(&t->coll, &norm_sum, 1, SUBSAE_DTYPE_F64,
-                               "subsae_trainer_init: row norms");
-    if (rc)
-        return rc;
-    double mean = norm_sum / (double)n_all;
+    double mean = norm_sum / (double)n;
     if (!(mean > 0.0) || !isfinite(mean))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "subsae_trainer_init: the %s sample has mean row norm %g; cannot "
@@ -959,20 +953,18 @@ static int draw_directions(subsae__rng *rng, int64_t distribution, float *w, int
 }
 
 /* The active subspace of a scaled sample: its top-r principal directions
- * (r = `want`, or the effective rank at 99 % when want is 0). With workers
- * the sample is the union of theirs (n_all rows; this worker holds n) and
- * the fit is collective. */
-static int active_subspace(subsae_trainer *t, int rc, const float *x, int64_t n, int64_t n_all,
-                           int64_t d, int64_t want, float **basis, int64_t *r_out)
+ * (r = `want`, or the effective rank at 99 % when want is 0). */
+static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, int64_t d,
+                           int64_t want, float **basis, int64_t *r_out)
 {
     static const char *fn = "subsae_trainer_init";
-    if (!rc && want > d)
-        rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                          "%s: subspace dimension %lld exceeds the dimension %lld", fn,
-                          (long long)want, (long long)d);
-    if (!rc && n_all < 2)
-        rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                          "%s: %lld rows cannot give a subspace", fn, (long long)n_all);
+    if (want > d)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: subspace dimension %lld exceeds the dimension %lld", fn,
+                            (long long)want, (long long)d);
+    if (n < 2)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: %lld rows cannot give a subspace", fn, (long long)n);
     subsae_buffer *buf = NULL;
     subsae_subspace *s = NULL;
     float *out = NULL;
@@ -980,8 +972,7 @@ static int active_subspace(subsae_trainer *t, int rc, const float *x, int64_t n,
     int exact = 1;
     /* The exact method when all directions are needed (r from the
      * spectrum); for a fixed r the estimator picks the cheaper method. */
-    if (!rc)
-        rc = subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_BORROW, &buf);
+    int rc = subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_BORROW, &buf);
     if (!rc)
         rc = subsae_subspace_create(&s);
     if (!rc)
@@ -990,13 +981,6 @@ static int active_subspace(subsae_trainer *t, int rc, const float *x, int64_t n,
         rc = subsae_subspace_set_int(s, SUBSAE_SUBSPACE_RANK, want);
     if (!rc && t->callback)
         rc = subsae_subspace_set_callback(s, t->callback, t->user);
-    if (subsae__collective_on(&t->coll)) {
-        /* The fit is collective: every worker must reach it. */
-        if (!rc)
-            rc = subsae_subspace_set_collective(s, t->coll.fn, t->coll.rank, t->coll.size,
-                                                t->coll.user);
-        rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_init: active subspace");
-    }
     if (!rc)
         rc = subsae_subspace_fit(s, buf);
     if (!rc && want == 0)
@@ -1017,7 +1001,7 @@ static int active_subspace(subsae_trainer *t, int rc, const float *x, int64_t n,
     if (!rc) {
         log_line(t, "init", "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
                  (long long)r, (long long)d, want ? " (set)" : " hold 99% of the variance",
-                 method == SUBSAE_METHOD_EXACT ? "exact" : "randomized", (long long)n_all);
+                 method == SUBSAE_METHOD_EXACT ? "exact" : "randomized", (long long)n);
         (void)exact; /* all directions were computed: r is exact */
         *basis = out;
         *r_out = r;
@@ -1036,35 +1020,29 @@ static int active_subspace(subsae_trainer *t, int rc, const float *x, int64_t n,
  * reconstruction is b_dec + s^2 y with y the decode at s = 1: the error at
  * every grid point follows from three sums, exactly. */
 static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int64_t n,
-                        int64_t n_all, double *chosen)
+                        double *chosen)
 {
-    /* The first `rows` rows of the sample; with workers this worker holds
-     * the first n of its n rows among them (its rows are in sample order). */
     subsae_sae *s = t->sae;
-    const int64_t rows = n_all < SCALE_SEARCH_ROWS ? n_all : SCALE_SEARCH_ROWS;
+    const int64_t rows = n < SCALE_SEARCH_ROWS ? n : SCALE_SEARCH_ROWS;
     const int64_t d_in = s->d_in, d_out = s->d_out, k = s->k;
     const int T = subsae__trainer_threads(t);
-    const int64_t room = n > 0 ? n : 1;
-    const int64_t block = subsae__encode_block_rows(s->d_sae, room);
-    float *xin = subsae__malloc((size_t)(room * d_in) * sizeof *xin);
+    const int64_t block = subsae__encode_block_rows(s->d_sae, rows);
+    float *xin = subsae__malloc((size_t)(rows * d_in) * sizeof *xin);
     float *pre = subsae__malloc((size_t)(block * s->d_sae) * sizeof *pre);
-    int32_t *idx = subsae__malloc((size_t)(room * k) * sizeof *idx);
-    float *val = subsae__malloc((size_t)(room * k) * sizeof *val);
-    float *y = subsae__malloc((size_t)(room * d_out) * sizeof *y);
-    double *sums = subsae__calloc((size_t)room * 3, sizeof *sums);
+    int32_t *idx = subsae__malloc((size_t)(rows * k) * sizeof *idx);
+    float *val = subsae__malloc((size_t)(rows * k) * sizeof *val);
+    float *y = subsae__malloc((size_t)(rows * d_out) * sizeof *y);
+    double *sums = subsae__calloc((size_t)rows * 3, sizeof *sums);
     int rc = SUBSAE_OK;
-    if (!xin || !pre || !idx || !val || !y || !sums)
-        rc = subsae__fail_nomem("init-scale search", (size_t)(room * (d_in + d_out)) * 4);
-    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_init: init-scale search");
-    if (rc)
+    if (!xin || !pre || !idx || !val || !y || !sums) {
+        rc = subsae__fail_nomem("init-scale search", (size_t)(rows * (d_in + d_out)) * 4);
         goto done;
-    if (n > 0) {
-        subsae__sae_encoder_input(s, xs, d_in, n, 1.0, xin, d_in, T);
-        subsae__sae_encode_pre(s, xin, d_in, n, k, idx, val, pre, NULL, T, NULL);
     }
+    subsae__sae_encoder_input(s, xs, d_in, rows, 1.0, xin, d_in, T);
+    subsae__sae_encode_pre(s, xin, d_in, rows, k, idx, val, pre, NULL, T, NULL);
 #pragma omp parallel for schedule(static) \
-    num_threads(subsae__team(T, (double)n * (double)k * (double)d_out))
-    for (int64_t i = 0; i < n; i++) {
+    num_threads(subsae__team(T, (double)rows * (double)k * (double)d_out))
+    for (int64_t i = 0; i < rows; i++) {
         float *yr = y + i * d_out;
         subsae__sparse_decode_row(yr, NULL, s->W_dec, d_out, idx + i * k, val + i * k, k, d_out);
         double rr = 0.0, ry = 0.0, yy = 0.0;
@@ -1078,17 +1056,12 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
         sums[3 * i + 1] = ry;
         sums[3 * i + 2] = yy;
     }
-    double total[3] = {0.0, 0.0, 0.0};
-    for (int64_t i = 0; i < n; i++) {
-        total[0] += sums[3 * i];
-        total[1] += sums[3 * i + 1];
-        total[2] += sums[3 * i + 2];
+    double rr = 0.0, ry = 0.0, yy = 0.0;
+    for (int64_t i = 0; i < rows; i++) {
+        rr += sums[3 * i];
+        ry += sums[3 * i + 1];
+        yy += sums[3 * i + 2];
     }
-    rc = subsae__allreduce(&t->coll, total, 3, SUBSAE_DTYPE_F64,
-                           "subsae_trainer_init: init-scale search");
-    if (rc)
-        goto done;
-    const double rr = total[0], ry = total[1], yy = total[2];
     /* With unit decoder rows only the encoder takes the scale: then the
      * reconstruction is b_dec + s y. */
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
@@ -1146,29 +1119,76 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
     return SUBSAE_OK;
 }
 
-/* With workers (subsae_trainer_set_collective) init runs the single
- * process's recipe on the union of the workers' rows: the same global
- * sample is drawn everywhere and each worker reads the sampled rows it
- * holds; the norm sum, the mean, the active subspace (collective fit) and
- * the init-scale search sums are all-reduced. Every worker makes the same
- * sequence of collective calls whatever fails locally: a local failure
- * travels in rc to the next agreement (A1, the subspace fits, A2, A3),
- * after which every worker fails. */
+/* Workers (subsae_trainer_set_collective): every worker draws the single
+ * process's sample of global row numbers, reads the sampled rows it holds
+ * into their places of the sample (zeros elsewhere), and one all-reduce
+ * gives every worker the whole sample: 4 n (d_in [+ d_out]) bytes, once.
+ * Init then runs the single process's computation on every worker, so that
+ * the model starts from the same bits as in one process. (Combining
+ * sums instead, the float Gram matrix of the subspace differs by
+ * rounding, the initial directions by ~1e-6, and TopK training amplifies
+ * that: see README "Scale-out".) When xs is NULL (this worker could not
+ * allocate it), it joins the agreement with rc and returns. */
+static int gather_sample(subsae_trainer *t, int rc, const subsae_buffer *input,
+                         const subsae_buffer *target, int64_t *sample, int64_t n, int64_t offset,
+                         int64_t local_rows, float *xs, float *ts)
+{
+    static const char *fn = "subsae_trainer_init: sample";
+    const int64_t d_in = xs ? subsae_buffer_dim(input) : 0;
+    const int64_t d_out = xs && target ? subsae_buffer_dim(target) : d_in;
+    int64_t mine = 0;
+    if (!rc && xs) {
+        /* This worker's rows, in sample order, gathered to the front ... */
+        int64_t *rows = sample + n; /* room for n more indices (see the caller) */
+        for (int64_t i = 0; i < n; i++)
+            if (sample[i] >= offset && sample[i] - offset < local_rows)
+                rows[mine++] = sample[i] - offset;
+        if (mine > 0)
+            rc = subsae_buffer_gather(input, rows, mine, xs, d_in);
+        if (!rc && mine > 0 && target)
+            rc = subsae_buffer_gather(target, rows, mine, ts, d_out);
+        /* ... then moved to their places, last first (a row's place is at
+         * least its rank among this worker's rows), zeros between. */
+        int64_t j = mine - 1;
+        for (int64_t i = n - 1; !rc && i >= 0; i--) {
+            bool held = sample[i] >= offset && sample[i] - offset < local_rows;
+            if (held && i != j) {
+                memcpy(xs + i * d_in, xs + j * d_in, (size_t)d_in * sizeof *xs);
+                if (target)
+                    memcpy(ts + i * d_out, ts + j * d_out, (size_t)d_out * sizeof *ts);
+            }
+            if (!held) {
+                memset(xs + i * d_in, 0, (size_t)d_in * sizeof *xs);
+                if (target)
+                    memset(ts + i * d_out, 0, (size_t)d_out * sizeof *ts);
+            }
+            j -= held;
+        }
+    }
+    rc = subsae__collective_agree(&t->coll, rc, fn);
+    if (!rc)
+        rc = subsae__allreduce(&t->coll, xs, n * d_in, SUBSAE_DTYPE_F32, fn);
+    if (!rc && target)
+        rc = subsae__allreduce(&t->coll, ts, n * d_out, SUBSAE_DTYPE_F32, fn);
+    return rc;
+}
+
 int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
                         const subsae_buffer *target)
 {
     static const char *fn = "subsae_trainer_init";
     int rc = check_init_args(fn, t, input, target);
-    if (!t || (rc && !subsae__collective_on(&t->coll)))
+    const bool workers = t && subsae__collective_on(&t->coll);
+    if (rc && !workers)
         return rc;
     const int64_t local_rows = input ? subsae_buffer_rows(input) : 0;
     const int64_t d_in = input ? subsae_buffer_dim(input) : 0;
     const int64_t d_out = target ? subsae_buffer_dim(target) : d_in;
     int64_t offset = 0, rows = local_rows;
-    if (subsae__collective_on(&t->coll)) {
+    if (workers) {
+        /* Where this worker's rows sit among all, and the same options. */
         rc = subsae__collective_rows(&t->coll, rc, local_rows, d_in, &offset, &rows, NULL, fn);
-        uint64_t h = subsae__trainer_options_hash(t);
-        h = subsae__hash_bytes(h, &d_out, sizeof d_out);
+        uint64_t h = subsae__hash_bytes(subsae__trainer_options_hash(t), &d_out, sizeof d_out);
         rc = subsae__collective_same(&t->coll, rc, h,
                                      "subsae_trainer_init: the options (or target widths)");
         if (rc)
@@ -1179,102 +1199,90 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
                                 "needed",
                                 fn, (long long)rows);
     }
+    bool gathered = false; /* with workers: every failure from here meets the check at the end */
     const int64_t m = t->features;
-    const int64_t n = rows < t->init_sample ? rows : t->init_sample; /* the sample, all workers */
-    const int64_t search = n < SCALE_SEARCH_ROWS ? n : SCALE_SEARCH_ROWS;
+    const int64_t n = rows < t->init_sample ? rows : t->init_sample;
     const bool asi = t->init == SUBSAE_INIT_ACTIVE_SUBSPACE;
     const uint64_t seed = (uint64_t)t->seed;
 
-    /* The sample: n global row numbers from the seed; this worker keeps
-     * those it holds, in sample order (all of them for a single process),
-     * n_loc rows of which the first n_search are among the first `search`
-     * of the sample. */
-    int64_t n_loc = 0, n_search = 0;
-    int64_t *sample = subsae__malloc((size_t)n * sizeof *sample);
-    if (!sample)
-        rc = subsae__fail_nomem("initialisation sample", (size_t)n * 8);
-    subsae__rng rng;
-    subsae__rng_seed(&rng, seed, SUBSAE__STREAM_SAMPLE);
-    if (!rc)
-        rc = draw_sample(&rng, rows, n, sample);
-    if (!rc) {
-        for (int64_t i = 0; i < n; i++) {
-            if (sample[i] >= offset && sample[i] - offset < local_rows) {
-                sample[n_loc++] = sample[i] - offset;
-                n_search += i < search;
-            }
-        }
-    }
-    const int64_t room = n_loc > 0 ? n_loc : 1;
-    float *xs = subsae__malloc((size_t)(room * d_in) * sizeof *xs);
-    float *ts = target ? subsae__malloc((size_t)(room * d_out) * sizeof *ts) : xs;
-    double *means = subsae__malloc((size_t)d_out * sizeof *means);
+    int64_t *sample = subsae__malloc((size_t)(workers ? 2 * n : n) * sizeof *sample);
+    float *xs = subsae__malloc((size_t)(n * d_in) * sizeof *xs);
+    float *ts = target ? subsae__malloc((size_t)(n * d_out) * sizeof *ts) : xs;
     float *basis = NULL, *basis_in = NULL;
     subsae_sae *sae = NULL;
-    if (!rc && (!xs || !ts || !means))
-        rc = subsae__fail_nomem("initialisation sample", (size_t)(room * (d_in + d_out)) * 4);
-    if (!rc)
-        rc = subsae__sae_new(d_in, d_out, m, SUBSAE_ACT_TOPK, &sae);
-    if (!rc && n_loc > 0)
-        rc = subsae_buffer_gather(input, sample, n_loc, xs, d_in);
-    if (!rc && n_loc > 0 && target)
-        rc = subsae_buffer_gather(target, sample, n_loc, ts, d_out);
-    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_init: sample"); /* A1 */
+    if (!sample || !xs || !ts) {
+        rc = subsae__fail_nomem("initialisation sample", (size_t)(n * (d_in + d_out)) * 4);
+        if (workers) { /* the others wait in the sample's all-reduce */
+            rc = gather_sample(t, rc, input, target, NULL, n, offset, local_rows, NULL, NULL);
+            gathered = true;
+        }
+        goto fail;
+    }
+    subsae__rng rng;
+    subsae__rng_seed(&rng, seed, SUBSAE__STREAM_SAMPLE);
+    rc = draw_sample(&rng, rows, n, sample);
+    if (workers) {
+        rc = gather_sample(t, rc, input, target, sample, n, offset, local_rows, xs, ts);
+        gathered = true;
+    } else if (!rc) {
+        rc = subsae_buffer_gather(input, sample, n, xs, d_in);
+        if (!rc && target)
+            rc = subsae_buffer_gather(target, sample, n, ts, d_out);
+    }
     if (rc)
         goto fail;
 
-    /* Scales, b_dec = mean of the scaled target. */
-    double s_in = 1.0, s_out = 1.0;
-    rc = scale_rows(t, xs, n_loc, n, d_in, &s_in, "input");
+    /* Scales, model, b_dec = mean of the scaled target. */
+    double s_in, s_out;
+    rc = scale_rows(xs, n, d_in, &s_in, "input");
     if (!rc && target)
-        rc = scale_rows(t, ts, n_loc, n, d_out, &s_out, "target");
+        rc = scale_rows(ts, n, d_out, &s_out, "target");
     if (rc)
         goto fail;
     if (!target)
         s_out = s_in;
+    rc = subsae__sae_new(d_in, d_out, m, SUBSAE_ACT_TOPK, &sae);
+    if (rc)
+        goto fail;
     sae->k = t->k;
     sae->apply_b_dec_to_input = target == NULL;
     sae->input_scale = s_in;
     sae->output_scale = s_out;
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
-        for (int64_t i = 0; i < n_loc; i++)
+        for (int64_t i = 0; i < n; i++)
             acc += ts[i * d_out + j];
-        means[j] = acc;
+        sae->b_dec[j] = (float)(acc / (double)n);
     }
-    rc = subsae__allreduce(&t->coll, means, d_out, SUBSAE_DTYPE_F64, "subsae_trainer_init: mean");
-    if (rc)
-        goto fail;
-    for (int64_t j = 0; j < d_out; j++)
-        sae->b_dec[j] = (float)(means[j] / (double)n);
 
     /* Decoder directions; the encoder starts tied (an SAE) or with
      * directions of its own input (a transcoder). */
     int64_t r = 0, r_in = 0;
     if (asi) {
-        rc = active_subspace(t, rc, ts, n_loc, n, d_out, t->subspace_dim, &basis, &r);
-        if (target)
-            rc = active_subspace(t, rc, xs, n_loc, n, d_in, 0, &basis_in, &r_in);
+        rc = active_subspace(t, ts, n, d_out, t->subspace_dim, &basis, &r);
+        if (!rc && target)
+            rc = active_subspace(t, xs, n, d_in, 0, &basis_in, &r_in);
+        if (rc)
+            goto fail;
     }
-    if (!rc) {
-        subsae__rng_seed(&rng, seed, SUBSAE__STREAM_DECODER);
-        rc = draw_directions(&rng, t->subspace_coefficients, sae->W_dec, m, d_out, basis, r);
-    }
-    if (!rc && target) {
-        subsae__rng_seed(&rng, seed, SUBSAE__STREAM_ENCODER);
-        rc = draw_directions(&rng, t->subspace_coefficients, sae->W_enc, m, d_in, basis_in, r_in);
-    } else if (!rc) {
-        memcpy(sae->W_enc, sae->W_dec, (size_t)(m * d_in) * sizeof(float));
-    }
-    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_init: directions"); /* A2 */
+    subsae__rng_seed(&rng, seed, SUBSAE__STREAM_DECODER);
+    rc = draw_directions(&rng, t->subspace_coefficients, sae->W_dec, m, d_out, basis, r);
     if (rc)
         goto fail;
+    if (target) {
+        subsae__rng_seed(&rng, seed, SUBSAE__STREAM_ENCODER);
+        rc = draw_directions(&rng, t->subspace_coefficients, sae->W_enc, m, d_in, basis_in, r_in);
+        if (rc)
+            goto fail;
+    } else {
+        memcpy(sae->W_enc, sae->W_dec, (size_t)(m * d_in) * sizeof(float));
+    }
 
     t->sae = sae;
     t->transcoder = target != NULL;
     double chosen = 1.0;
     if (t->scale_search) {
-        rc = scale_search(t, xs, ts, n_search, n, &chosen);
+        rc = scale_search(t, xs, ts, n, &chosen);
         if (rc) {
             t->sae = NULL;
             goto fail;
@@ -1292,18 +1300,18 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     subsae__free(xs);
     if (ts != xs)
         subsae__free(ts);
-    subsae__free(means);
     subsae__free(basis);
     subsae__free(basis_in);
     sample = NULL;
-    means = NULL;
     xs = ts = basis = basis_in = NULL;
     rc = subsae__trainer_alloc_state(t);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
-    if (subsae__collective_on(&t->coll)) /* A3: and every worker starts from the same model */
+    if (workers) { /* and every worker holds the same model */
         rc = subsae__collective_same(&t->coll, rc, subsae__trainer_weights_hash(t),
                                      "subsae_trainer_init: the initial weights");
+        gathered = false;
+    }
     if (rc) {
         t->sae = NULL;
         goto fail;
@@ -1324,6 +1332,10 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     return SUBSAE_OK;
 
 fail:
+    /* A worker that fails after the sample was gathered still meets the
+     * others at their final check, so that they fail too. */
+    if (gathered)
+        rc = subsae__collective_same(&t->coll, rc, 0, "subsae_trainer_init: the initial weights");
     /* Leave the trainer as it was: uninitialised with its options. */
     subsae_sae_free(sae);
     t->sae = NULL;
@@ -1345,7 +1357,6 @@ fail:
     subsae__free(xs);
     if (ts != xs)
         subsae__free(ts);
-    subsae__free(means);
     subsae__free(basis);
     subsae__free(basis_in);
     return rc;

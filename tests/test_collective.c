@@ -765,9 +765,58 @@ START_TEST(training_matches_one_process)
     float *x = structured_rows(5, n, d, 6);
     struct train_case c = train_case_of(x, n, d);
     compare_training(&c, 2, "ASI, free decoder");
+    /* The same seed and worker count give the same bits. */
+    struct group g;
+    struct worker first[MAX_WORKERS], second[MAX_WORKERS];
+    run_workers(&g, first, 2, train_job, &c);
+    group_destroy(&g);
+    run_workers(&g, second, 2, train_job, &c);
+    group_destroy(&g);
+    for (int i = 0; i < 4; i++)
+        ck_assert(memcmp(first[0].params[i], second[0].params[i],
+                         (size_t)param_count(&c, i) * sizeof(float)) == 0);
+    workers_free(first, 2);
+    workers_free(second, 2);
     const double uneven[] = {0.1, 0.7};
     c.cuts = uneven;
     compare_training(&c, 3, "ASI, uneven shards");
+    free(x);
+}
+END_TEST
+
+START_TEST(init_is_bit_identical)
+{
+    /* The workers gather the single process's sample: the same model bits
+     * (ASI with the scale search, and random init; uneven shards, a sample
+     * smaller than the data). */
+    subsae_set_num_threads(1);
+    const int64_t n = 1800, d = 16;
+    float *x = structured_rows(10, n, d, 6);
+    const double uneven[] = {0.2, 0.25, 0.9};
+    for (int init = 0; init <= 1; init++) {
+        struct train_case c = train_case_of(x, n, d);
+        c.init = init;
+        c.tokens = 0;
+        c.init_sample = 1000;
+        c.cuts = uneven;
+        struct worker single;
+        train_single(&c, 0, &single);
+        struct group g;
+        struct worker ws[MAX_WORKERS];
+        run_workers(&g, ws, 4, train_job, &c);
+        for (int r = 0; r < 4; r++) {
+            ck_assert_msg(ws[r].rc == SUBSAE_OK, "worker %d: %s", r, ws[r].message);
+            for (int i = 0; i < 4; i++)
+                ck_assert_msg(memcmp(ws[r].params[i], single.params[i],
+                                     (size_t)param_count(&c, i) * sizeof(float)) == 0,
+                              "init %d, worker %d: %s differs from one process", init, r,
+                              param_names[i]);
+            ck_assert_int_eq(ws[r].ivalue[3], single.ivalue[3]);
+        }
+        group_destroy(&g);
+        workers_free(ws, 4);
+        workers_free(&single, 1);
+    }
     free(x);
 }
 END_TEST
@@ -1025,6 +1074,7 @@ SUBSAE_SUITE(collective)
     tcase_add_test(tc, subspace_failures_are_agreed);
     tcase_add_test(tc, setters_validate);
     tc = harness_case(s, "training", 240);
+    tcase_add_test(tc, init_is_bit_identical);
     tcase_add_test(tc, training_matches_one_process);
     tcase_add_test(tc, training_recipes_match_one_process);
     tcase_add_test(tc, public_step_splits_a_batch);

@@ -290,6 +290,16 @@ START_TEST(mpi_training_matches_one_process)
     const char *recipe = "--features 256 --k 8 --batch 1000 --epochs 2 --lr 1e-3 --seed 3 "
                          "--eval-fraction 0.125";
     compare_training(inputs, inputs, recipe, "rows of one file, ASI");
+    /* The same seed and worker count give the same bits. */
+    char again[600], args[4096], command[2048];
+    harness_tmp_path("model3", again, sizeof again);
+    snprintf(args, sizeof args, "train %s %s --threads 1 --out '%s' --json", inputs, recipe,
+             again);
+    ck_assert_int_eq(mpi_cli(args, "train3.json"), 0);
+    snprintf(command, sizeof command, "cmp -s '%s/model2/sae_weights.safetensors' "
+                                      "'%s/sae_weights.safetensors'",
+             harness_tmpdir(), again);
+    ck_assert_msg(harness_run(command) == 0, "two runs with the same seed differ");
     compare_training(inputs, inputs,
                      "--features 512 --k 4 --batch 64 --tokens 1280 --seed 5 --init random "
                      "--decoder-norm unit --sparse-adam",
