@@ -780,12 +780,13 @@ SUBSAE_API int subsae_trainer_set_callback(subsae_trainer *t, subsae_callback ca
  *     the rows of each global batch it holds, so the batches are those of
  *     the single process; the loss is the mean over the global batch;
  *   - step: each worker passes its part of one global batch (n may be 0);
- *   - per step two all-reduces: firing counts per feature with the loss
- *     and metric sums (F64, d_sae + d_out + size + 3 values), then the
- *     gradient rows of the features that fired on any worker (F32,
- *     |U| (d_in + d_out + 1) + d_out values, |U| <= min(d_sae, batch k));
- *     every worker then applies the same Adam update, dead-feature clock
- *     and metrics;
+ *   - per step: the firing count of every feature with the loss, metric
+ *     sums and b_dec gradient (F64, size + 3 + 2 d_out + d_sae values),
+ *     then only the W_enc, W_dec and b_enc gradient rows of U, the
+ *     features that fired on some worker (F32, |U| (d_in + d_out + 1)
+ *     values in three calls, |U| <= min(d_sae, batch k)): the others have
+ *     zero gradient. Every worker then applies the same Adam update,
+ *     dead-feature clock and metrics;
  *   - at the end of init and of every fit the workers compare a hash of
  *     their weights and fail with SUBSAE_REASON_WORKERS_DIVERGED when they
  *     differ (workers must run the same build on the same kind of CPU with
