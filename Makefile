@@ -80,12 +80,15 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 CLI_SRCS  := $(sort $(wildcard tools/*.c))
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_SRCS := $(sort $(wildcard tests/*.c))
-TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o)
+# The fuzz harness bodies (tests/fuzz/fuzz_*.c) are linked into the test
+# runner too: `make check` replays the corpora through them.
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o) $(FUZZ_SRCS:%.c=$(BUILD)/obj/%.o)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
 
 .PHONY: all check check-run demo bench examples install uninstall clean \
-        sanitize deps ensure-deps tests check-abi abi-baseline
+        sanitize deps ensure-deps tests check-abi abi-baseline fuzz fuzz-build fuzz-corpus
 
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
 
@@ -125,6 +128,9 @@ $(CLI): $(CLI_OBJS) $(SHLIB) | $(BUILD)/bin
 $(BUILD)/obj/tests/%.o: tests/%.c include/subsae.h $(wildcard tests/*.h) $(wildcard lib/*.h) | $(BUILD)/obj/tests
 	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -Ilib $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
 
+$(BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c include/subsae.h tests/fuzz/fuzz.h $(wildcard lib/*.h) | $(BUILD)/obj/tests/fuzz
+	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -Ilib -MMD -MP -c $< -o $@
+
 $(TEST_RUNNER): $(TEST_OBJS) $(STLIB) | $(BUILD)/tests
 	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
 
@@ -148,6 +154,59 @@ sanitize: ensure-deps
 	+$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
 	    CFLAGS="$(SANITIZE_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
 	    SUBSAE_SANITIZE=1 check-run
+
+# ---- fuzzing (libFuzzer; clang is needed here only, not by make check) --
+# `make fuzz FUZZ_SECONDS=N [FUZZ_TARGETS="npy ..."]` builds one libFuzzer
+# binary per harness with the library's sources compiled in, and runs each
+# for N seconds from its seed corpus. New corpus entries go to a scratch
+# directory under $(BUILD)/fuzz/new (kept between runs, never in the repo);
+# crashes, leaks, timeouts and out-of-memory inputs are saved to
+# tests/fuzz/crashes/<name>/ as reproducers, which `make check` replays.
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= npy safetensors
+FUZZ_PACKAGES := clang-14 libclang-rt-14-dev
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_FLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined
+# No -fopenmp: clang's OpenMP runtime must not meet OpenBLAS's libgomp; the
+# library's loops run serially (the fuzzers use one thread anyway).
+FUZZ_CFLAGS  := -std=c11 -D_DEFAULT_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wno-unknown-pragmas \
+                -Wno-source-uses-openmp -Wno-unused-variable -Iinclude -Ilib -Itests/fuzz $(PKG_CFLAGS) $(FUZZ_FLAGS)
+FUZZ_OBJS    := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRCS) $(FUZZ_SRCS))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+.SECONDARY: $(FUZZ_OBJS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c include/subsae.h tests/fuzz/fuzz.h $(wildcard lib/*.h)
+	@mkdir -p $(@D)
+	$(call say,FUZZCC,$<)$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/libfuzzer_main.c $(FUZZ_OBJS)
+	$(call say,LINK,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_TARGET=subsae_fuzz_$* -o $@ $< \
+	    $(FUZZ_OBJS) $(PKG_LIBS) -lm -lpthread
+
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null || $(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(FUZZ_PACKAGES)"
+	+$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/new/$$t tests/fuzz/crashes/$$t; \
+	    echo "fuzz $$t for $(FUZZ_SECONDS) s (log: $(FUZZ_BUILD)/fuzz_$$t.log)"; \
+	    $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	        -print_final_stats=1 -artifact_prefix=tests/fuzz/crashes/$$t/ \
+	        $(FUZZ_BUILD)/new/$$t tests/fuzz/corpus/$$t > $(FUZZ_BUILD)/fuzz_$$t.log 2>&1 \
+	        || { status=1; echo "fuzz $$t: FINDING, reproducer in tests/fuzz/crashes/$$t/"; }; \
+	    grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|cov: ' $(FUZZ_BUILD)/fuzz_$$t.log \
+	        | tail -n 3 | sed "s/^/  $$t: /"; \
+	done; exit $$status
+
+# Rewrites the seed corpora (checked in) from tests/fuzz/make_corpus.c.
+$(BUILD)/bin/fuzz_make_corpus: tests/fuzz/make_corpus.c $(STLIB) | $(BUILD)/bin
+	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
+
+fuzz-corpus: $(BUILD)/bin/fuzz_make_corpus
+	$(BUILD)/bin/fuzz_make_corpus tests/fuzz/corpus
 
 # ---- ABI gate: the checked-in baseline against a -g -Og build ---------
 ABI_BASELINE := abi/libsubsae.abi
@@ -223,7 +282,8 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
-$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests:
+$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests \
+$(BUILD)/obj/tests/fuzz:
 	$(Q)mkdir -p $@
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
