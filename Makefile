@@ -4,6 +4,9 @@
 #   make check      installs missing Debian packages, builds, runs all tests
 #   make demo       installs, builds, runs the main job on built-in data
 #   make sanitize   the test suite under AddressSanitizer + UBSan
+#   make valgrind   the test suite under valgrind memcheck (no-fork mode)
+#   make tsan       the threads test under ThreadSanitizer (also run by check)
+#   make fuzz       libFuzzer harnesses, FUZZ_SECONDS each (needs clang)
 #   make bench      speed, as ratios to the machine's own BLAS rate
 #   make install PREFIX=... DESTDIR=...   /   make uninstall
 #   make deps       installs the Debian packages that are missing
@@ -88,7 +91,8 @@ BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
 
 .PHONY: all check check-run demo bench examples install uninstall clean \
-        sanitize deps ensure-deps tests check-abi abi-baseline fuzz fuzz-build fuzz-corpus
+        sanitize deps ensure-deps tests check-abi abi-baseline fuzz fuzz-build fuzz-corpus \
+        valgrind tsan tsan-run
 
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
 
@@ -140,7 +144,7 @@ tests: all $(TEST_RUNNER)
 # the environment, so that the same runner works for every build flavour.
 TEST_ENV := SUBSAE_BUILD=$(abspath $(BUILD)) SUBSAE_SOURCE=$(CURDIR) \
             SUBSAE_SHARED=$(SHARED_DATA) SUBSAE_PYTHON=$(PYTHON) \
-            $(if $(SUBSAE_SANITIZE),SUBSAE_SANITIZE=1)
+            $(if $(SUBSAE_SANITIZE),SUBSAE_SANITIZE=1) $(if $(SUBSAE_TSAN),SUBSAE_TSAN=1)
 
 check: ensure-deps
 	+$(MAKE) --no-print-directory check-run
@@ -154,6 +158,45 @@ sanitize: ensure-deps
 	+$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
 	    CFLAGS="$(SANITIZE_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
 	    SUBSAE_SANITIZE=1 check-run
+
+# ---- valgrind: the whole suite under memcheck --------------------------
+# Check runs in no-fork mode (one process, so memcheck sees every test and
+# every leak); SUBSAE_VALGRIND=1 lets the longest tests shrink their sizes.
+# Programs the tests start (the CLI, make, python) are not traced. Known
+# noise of OpenBLAS / libgomp thread pools is suppressed by
+# tests/valgrind.supp (each entry says why).
+VALGRIND ?= valgrind
+VALGRIND_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full \
+                  --show-leak-kinds=definite,indirect,possible \
+                  --errors-for-leak-kinds=definite,indirect,possible \
+                  --suppressions=tests/valgrind.supp --num-callers=40 --child-silent-after-fork=yes
+valgrind: ensure-deps
+	@command -v $(VALGRIND) >/dev/null || $(MAKE) --no-print-directory deps DEBIAN_PACKAGES=valgrind
+	+$(MAKE) --no-print-directory tests
+	$(TEST_ENV) CK_FORK=no SUBSAE_VALGRIND=1 $(VALGRIND) $(VALGRIND_FLAGS) $(TEST_RUNNER)
+
+# ---- ThreadSanitizer: the threads suite (tests/test_threads.c) -------
+# Library and test built with -fsanitize=thread in $(BUILD)/tsan, in a
+# runner of their own (harness + that suite only). libgomp is not
+# instrumented, so its thread pool would give false reports: the test sets
+# the library's (and OpenBLAS's) thread count to 1 under TSan
+# (SUBSAE_TSAN=1) and OMP_NUM_THREADS=1 keeps libgomp from starting a pool;
+# the concurrency under test is the callers' threads. `make check` runs it
+# (tests/test_threads.c: tsan_clean).
+TSAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+TSAN_RUNNER := $(BUILD)/tests/run_threads
+TSAN_OBJS   := $(BUILD)/obj/tests/harness.o $(BUILD)/obj/tests/test_threads.o
+
+$(TSAN_RUNNER): $(TSAN_OBJS) $(STLIB) | $(BUILD)/tests
+	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(TSAN_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
+
+tsan:
+	+$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan CFLAGS="$(TSAN_FLAGS)" \
+	    LDFLAGS="-fsanitize=thread" SUBSAE_TSAN=1 tsan-run
+
+tsan-run: $(TSAN_RUNNER)
+	$(Q)$(TEST_ENV) OMP_NUM_THREADS=1 CK_FORK=no CK_VERBOSITY=normal \
+	    TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(TSAN_RUNNER)
 
 # ---- fuzzing (libFuzzer; clang is needed here only, not by make check) --
 # `make fuzz FUZZ_SECONDS=N [FUZZ_TARGETS="npy ..."]` builds one libFuzzer
