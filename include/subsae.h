@@ -247,6 +247,15 @@ SUBSAE_API int subsae_buffer_open(const char *path, const char *tensor, subsae_b
 SUBSAE_API int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths,
                                          const char *tensor, subsae_buffer **out);
 
+/** A buffer over logical rows [first_row, first_row + n_rows) of `buf`
+ *  that shares its storage (nothing is copied): e.g. the last rows of a
+ *  file held out for evaluation. `buf` must outlive the view, and a
+ *  growable `buf` must not be appended to while the view exists. The view
+ *  keeps `buf`'s sources (paths, formats) and its non-finite policy.
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_RANGE, SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_buffer_view(const subsae_buffer *buf, int64_t first_row, int64_t n_rows,
+                                  subsae_buffer **out);
+
 /** Release a buffer (unmaps files, frees copies). NULL is a no-op. */
 SUBSAE_API void subsae_buffer_free(subsae_buffer *buf);
 
@@ -586,7 +595,8 @@ enum subsae_metric {
     SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION = 7, /* evaluation: never fired */
     SUBSAE_METRIC_TOKENS = 8,
     SUBSAE_METRIC_STEPS = 9,
-    SUBSAE_METRIC_LOSS = 10,              /* total training loss, last step */
+    SUBSAE_METRIC_LOSS = 10,              /* total training loss, last step (in the
+                                             model's scaled units; MSE is in raw units) */
     SUBSAE_METRIC_COUNT = 11
 };
 
@@ -626,13 +636,20 @@ typedef struct subsae_trainer subsae_trainer;
 
 enum subsae_init { SUBSAE_INIT_RANDOM = 0, SUBSAE_INIT_ACTIVE_SUBSPACE = 1 };
 enum subsae_decoder_norm { SUBSAE_DECODER_FREE = 0, SUBSAE_DECODER_UNIT = 1 };
+/** Distribution of the coefficients c of an active-subspace initial
+ *  decoder row c U_r (then normalised), U_r the top-r principal directions:
+ *  uniform in [-1, 1] per coefficient (the reference recipe) or standard
+ *  normal. Random initialisation always draws rows uniformly on the sphere
+ *  (normalised Gaussians). */
+enum subsae_subspace_coefficients { SUBSAE_COEF_UNIFORM = 0, SUBSAE_COEF_GAUSSIAN = 1 };
 
 /** Trainer options; set before subsae_trainer_init unless noted. */
 enum subsae_train_option {
     SUBSAE_TRAIN_FEATURES = 0,      /* int d_sae, default 16384 */
     SUBSAE_TRAIN_ACTIVATION = 1,    /* int SUBSAE_ACT_*, default TOPK */
     SUBSAE_TRAIN_K = 2,             /* int, default 32 */
-    SUBSAE_TRAIN_LR = 3,            /* double; 0 (default) = 2e-4 / sqrt(d_sae / 16384) */
+    SUBSAE_TRAIN_LR = 3,            /* double; 0 (default) = 2e-4 / sqrt(d_sae / 16384);
+                                       get returns the rate in effect */
     SUBSAE_TRAIN_BATCH = 4,         /* int tokens per step, default 4096 */
     SUBSAE_TRAIN_WARMUP_STEPS = 5,  /* int, default 0 */
     SUBSAE_TRAIN_COOLDOWN_STEPS = 6,/* int: linear decay to 0 over the last steps of a
@@ -641,11 +658,17 @@ enum subsae_train_option {
     SUBSAE_TRAIN_SEED = 8,          /* int, default 0 */
     SUBSAE_TRAIN_DEAD_WINDOW = 9,   /* int tokens, default 10,000,000 */
     SUBSAE_TRAIN_INIT = 10,         /* int SUBSAE_INIT_*, default ACTIVE_SUBSPACE */
-    SUBSAE_TRAIN_SUBSPACE_DIM = 11, /* int r, 0 (default) = effective rank at 99 % */
-    SUBSAE_TRAIN_SCALE_SEARCH = 12, /* int 0/1, default 1 */
+    SUBSAE_TRAIN_SUBSPACE_DIM = 11, /* int r, 0 (default) = effective rank at 99 %;
+                                       after init, get returns the r used (0: random) */
+    SUBSAE_TRAIN_SCALE_SEARCH = 12, /* int 0/1, default 1: one common scale of the tied
+                                       initial weights from 40 values in [0.05, 2]
+                                       (the encoder's only with unit decoder norm) */
     SUBSAE_TRAIN_DECODER_NORM = 13, /* int SUBSAE_DECODER_*, default FREE */
     SUBSAE_TRAIN_SPARSE_ADAM = 14,  /* int 0/1, default 0 */
-    SUBSAE_TRAIN_THREADS = 15,      /* int, 0 (default) = subsae_get_num_threads() */
+    SUBSAE_TRAIN_THREADS = 15,      /* int, 0 (default) = subsae_get_num_threads(): the
+                                       library's loops (the encoder GEMM runs on
+                                       OpenBLAS with subsae_set_num_threads' count);
+                                       results are bit-identical for a given count */
     SUBSAE_TRAIN_INIT_SAMPLE = 16,  /* int rows used for scale, mean, subspace and
                                        the init-scale search, default 65536 */
     SUBSAE_TRAIN_ADAM_BETA1 = 17,   /* double, 0.9 */
@@ -656,7 +679,8 @@ enum subsae_train_option {
     SUBSAE_TRAIN_L1_COEF = 22,      /* double, ReLU L1 penalty */
     SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU L0 penalty */
     SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, straight-through kernel width */
-    SUBSAE_TRAIN_INIT_THRESHOLD = 25      /* double, initial JumpReLU threshold */
+    SUBSAE_TRAIN_INIT_THRESHOLD = 25,     /* double, initial JumpReLU threshold */
+    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26 /* int SUBSAE_COEF_*, default UNIFORM */
 };
 
 /** Create a trainer with default options. */
@@ -692,16 +716,27 @@ SUBSAE_API int subsae_trainer_step(subsae_trainer *t, const float *input, int64_
                                    const float *target, int64_t target_stride, int64_t n);
 
 /** Train on `tokens` more tokens of shuffled batches (epochs drawn from the
- *  seed; position kept across calls and checkpoints). Reports progress in
- *  tokens through the callback. Errors: as subsae_trainer_step, plus
- *  SUBSAE_E_CANCELLED. */
+ *  seed; position kept across calls and checkpoints). Steps take whole
+ *  batches of BATCH rows (an epoch's last partial batch is dropped when
+ *  the buffer holds at least BATCH rows), so a call may run up to one
+ *  batch past `tokens`; fit(2N) equals fit(N) twice (or fit(N), save,
+ *  load, fit(N)) bit for bit when N is a multiple of BATCH. COOLDOWN_STEPS
+ *  counts from the end of this call. Reports progress in tokens through
+ *  the callback. Errors: as subsae_trainer_step, plus SUBSAE_E_CANCELLED
+ *  (after a complete step). */
 SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
                                   const subsae_buffer *target, int64_t tokens);
 
-/** Training metrics: MSE, FVU, explained variance and L0 over the most
- *  recent epoch (or the tokens since init when shorter), dead fraction and
- *  count against the dead window (the whole run when shorter), dense
- *  fraction, tokens, steps, last loss. metrics[i] for i < n_metrics. */
+/** Training metrics: MSE (raw target units, as subsae_sae_evaluate), FVU
+ *  (pooled over the window, against the window's mean), explained
+ *  variance, L0, dense fraction and zero-frequency fraction (features that
+ *  did not fire) over the metrics window: the most recent complete epoch
+ *  of subsae_trainer_fit, or every step since init until one completes.
+ *  Dead fraction and count: features that did not fire within the last
+ *  DEAD_WINDOW tokens (never during the run when it is shorter); NaN
+ *  before the first step. Tokens, steps, last loss. metrics[i] for i <
+ *  n_metrics (NaN for i >= SUBSAE_METRIC_COUNT). Errors: SUBSAE_E_INVALID,
+ *  SUBSAE_E_STATE (not initialised). */
 SUBSAE_API int subsae_trainer_metrics(const subsae_trainer *t, double *metrics,
                                       int64_t n_metrics);
 

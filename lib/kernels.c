@@ -1,0 +1,440 @@
+/* Inner loops of encoding and training (see kernels.h). On x86-64 with GCC
+ * the hot loops exist in AVX-512 and AVX2 variants chosen at run time
+ * (explicit dispatch on the CPU's features), and a portable fallback. The vector
+ * variants compute exactly the same comparisons and sums in the same order
+ * per element as the scalar code wherever selection depends on it. */
+#include "kernels.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SUBSAE_X86 1
+#include <immintrin.h>
+#else
+#define SUBSAE_X86 0
+#endif
+
+/* 2: AVX-512F, 1: AVX2, 0: baseline. */
+static inline int cpu_level(void)
+{
+#if SUBSAE_X86
+    if (__builtin_cpu_supports("avx512f"))
+        return 2;
+    if (__builtin_cpu_supports("avx2"))
+        return 1;
+#endif
+    return 0;
+}
+
+/* Variants of a loop kernel: the body is an always-inline function, and
+ * thin wrappers compiled for AVX-512 and AVX2 inline it so that GCC
+ * vectorises it for each (plain target attributes: unlike target_clones
+ * they keep the symbols hidden). */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#if SUBSAE_X86
+#define VARIANTS(ret, name, params, args)                                            \
+    __attribute__((target("avx512f"))) static ret name##_avx512 params              \
+    {                                                                                \
+        return name##_body args;                                                     \
+    }                                                                                \
+    __attribute__((target("avx2"))) static ret name##_avx2 params                   \
+    {                                                                                \
+        return name##_body args;                                                     \
+    }                                                                                \
+    static ret name##_generic params                                                 \
+    {                                                                                \
+        return name##_body args;                                                     \
+    }                                                                                \
+    ret subsae__##name params                                                        \
+    {                                                                                \
+        switch (cpu_level()) {                                                       \
+        case 2: return name##_avx512 args;                                           \
+        case 1: return name##_avx2 args;                                             \
+        default: return name##_generic args;                                         \
+        }                                                                            \
+    }
+#else
+#define VARIANTS(ret, name, params, args) \
+    ret subsae__##name params             \
+    {                                     \
+        return name##_body args;          \
+    }
+#endif
+
+/* ---- top-k ------------------------------------------------------------ */
+
+/* First j' >= j with row[j'] + bias[j'] > thr (bias may be NULL), or m. */
+static int64_t next_above_scalar(const float *row, const float *bias, int64_t j, int64_t m,
+                                 float thr)
+{
+    if (bias) {
+        for (; j < m; j++)
+            if (row[j] + bias[j] > thr)
+                return j;
+    } else {
+        for (; j < m; j++)
+            if (row[j] > thr)
+                return j;
+    }
+    return m;
+}
+
+#if SUBSAE_X86
+__attribute__((target("avx512f"))) static int64_t
+next_above_avx512(const float *row, const float *bias, int64_t j, int64_t m, float thr)
+{
+    const __m512 t = _mm512_set1_ps(thr);
+    if (bias) {
+        for (; j + 32 <= m; j += 32) {
+            __m512 a = _mm512_add_ps(_mm512_loadu_ps(row + j), _mm512_loadu_ps(bias + j));
+            __m512 b = _mm512_add_ps(_mm512_loadu_ps(row + j + 16), _mm512_loadu_ps(bias + j + 16));
+            uint32_t mask = (uint32_t)_mm512_cmp_ps_mask(a, t, _CMP_GT_OQ) |
+                            ((uint32_t)_mm512_cmp_ps_mask(b, t, _CMP_GT_OQ) << 16);
+            if (mask)
+                return j + __builtin_ctz(mask);
+        }
+    } else {
+        for (; j + 32 <= m; j += 32) {
+            __m512 a = _mm512_loadu_ps(row + j);
+            __m512 b = _mm512_loadu_ps(row + j + 16);
+            uint32_t mask = (uint32_t)_mm512_cmp_ps_mask(a, t, _CMP_GT_OQ) |
+                            ((uint32_t)_mm512_cmp_ps_mask(b, t, _CMP_GT_OQ) << 16);
+            if (mask)
+                return j + __builtin_ctz(mask);
+        }
+    }
+    return next_above_scalar(row, bias, j, m, thr);
+}
+
+__attribute__((target("avx2"))) static int64_t
+next_above_avx2(const float *row, const float *bias, int64_t j, int64_t m, float thr)
+{
+    const __m256 t = _mm256_set1_ps(thr);
+    if (bias) {
+        for (; j + 16 <= m; j += 16) {
+            __m256 a = _mm256_add_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(bias + j));
+            __m256 b = _mm256_add_ps(_mm256_loadu_ps(row + j + 8), _mm256_loadu_ps(bias + j + 8));
+            uint32_t mask = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_GT_OQ)) |
+                            ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(b, t, _CMP_GT_OQ)) << 8);
+            if (mask)
+                return j + __builtin_ctz(mask);
+        }
+    } else {
+        for (; j + 16 <= m; j += 16) {
+            __m256 a = _mm256_loadu_ps(row + j);
+            __m256 b = _mm256_loadu_ps(row + j + 8);
+            uint32_t mask = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_GT_OQ)) |
+                            ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(b, t, _CMP_GT_OQ)) << 8);
+            if (mask)
+                return j + __builtin_ctz(mask);
+        }
+    }
+    return next_above_scalar(row, bias, j, m, thr);
+}
+#endif
+
+typedef int64_t (*next_above_fn)(const float *, const float *, int64_t, int64_t, float);
+
+static next_above_fn pick_next_above(void)
+{
+#if SUBSAE_X86
+    switch (cpu_level()) {
+    case 2: return next_above_avx512;
+    case 1: return next_above_avx2;
+    default: break;
+    }
+#endif
+    return next_above_scalar;
+}
+
+/* a beats b: larger key, ties to the lower index. */
+static inline bool beats(float ka, int32_t ia, float kb, int32_t ib)
+{
+    return ka > kb || (ka == kb && ia < ib);
+}
+
+static inline float key_at(const float *row, const float *bias, const float *weight, int64_t j)
+{
+    float v = bias ? row[j] + bias[j] : row[j];
+    return weight ? v * weight[j] : v;
+}
+
+/* Insert (key, j) into the sorted (descending) list of `len` entries,
+ * keeping at most `cap` entries. j is larger than every index already in
+ * the list, so it goes after the entries with an equal key. */
+static inline void sorted_insert(float *keys, int32_t *idx, int64_t len, int64_t cap, float key,
+                                 int32_t j)
+{
+    int64_t pos = len < cap ? len : cap - 1;
+    while (pos > 0 && keys[pos - 1] < key) {
+        if (pos < cap) {
+            keys[pos] = keys[pos - 1];
+            idx[pos] = idx[pos - 1];
+        }
+        pos--;
+    }
+    keys[pos] = key;
+    idx[pos] = j;
+}
+
+/* Min-heap on "worst first" (the entry every other entry beats). */
+static void sift_down(float *keys, int32_t *idx, int64_t n, int64_t i)
+{
+    for (;;) {
+        int64_t worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && beats(keys[worst], idx[worst], keys[l], idx[l]))
+            worst = l;
+        if (r < n && beats(keys[worst], idx[worst], keys[r], idx[r]))
+            worst = r;
+        if (worst == i)
+            return;
+        float tk = keys[i];
+        int32_t ti = idx[i];
+        keys[i] = keys[worst];
+        idx[i] = idx[worst];
+        keys[worst] = tk;
+        idx[worst] = ti;
+        i = worst;
+    }
+}
+
+enum { SORTED_LIST_MAX = 48 };
+
+void subsae__topk_row(const float *row, const float *bias, const float *weight, int64_t m,
+                      int64_t k, int32_t *idx, float *val)
+{
+    float *keys = val; /* keys live in val during the selection */
+    if (k <= SORTED_LIST_MAX) {
+        for (int64_t j = 0; j < k; j++)
+            sorted_insert(keys, idx, j, k, key_at(row, bias, weight, j), (int32_t)j);
+        if (weight) {
+            for (int64_t j = k; j < m; j++) {
+                float key = key_at(row, bias, weight, j);
+                if (key > keys[k - 1])
+                    sorted_insert(keys, idx, k, k, key, (int32_t)j);
+            }
+        } else {
+            next_above_fn next = pick_next_above();
+            for (int64_t j = next(row, bias, k, m, keys[k - 1]); j < m;
+                 j = next(row, bias, j + 1, m, keys[k - 1]))
+                sorted_insert(keys, idx, k, k, key_at(row, bias, NULL, j), (int32_t)j);
+        }
+    } else {
+        for (int64_t j = 0; j < k; j++) {
+            keys[j] = key_at(row, bias, weight, j);
+            idx[j] = (int32_t)j;
+        }
+        for (int64_t i = k / 2; i-- > 0;)
+            sift_down(keys, idx, k, i);
+        next_above_fn next = pick_next_above();
+        for (int64_t j = k; j < m; j++) {
+            if (!weight) {
+                j = next(row, bias, j, m, keys[0]);
+                if (j >= m)
+                    break;
+            }
+            float key = key_at(row, bias, weight, j);
+            if (key > keys[0]) {
+                keys[0] = key;
+                idx[0] = (int32_t)j;
+                sift_down(keys, idx, k, 0);
+            }
+        }
+        /* Heap sort: move the worst to the end, best ends first. */
+        for (int64_t n = k - 1; n > 0; n--) {
+            float tk = keys[0];
+            int32_t ti = idx[0];
+            keys[0] = keys[n];
+            idx[0] = idx[n];
+            keys[n] = tk;
+            idx[n] = ti;
+            sift_down(keys, idx, n, 0);
+        }
+    }
+    if (weight)
+        for (int64_t j = 0; j < k; j++)
+            val[j] = bias ? row[idx[j]] + bias[idx[j]] : row[idx[j]];
+}
+
+/* ---- sparse decode and backward -------------------------------------- */
+
+ALWAYS_INLINE void sparse_decode_row_body(float *out, const float *b, const float *W, int64_t ld,
+                                          const int32_t *idx, const float *val, int64_t k,
+                                          int64_t d)
+{
+    if (b)
+        memcpy(out, b, (size_t)d * sizeof *out);
+    else
+        memset(out, 0, (size_t)d * sizeof *out);
+    for (int64_t j = 0; j < k; j++) {
+        if (idx[j] < 0 || val[j] == 0.0f)
+            continue;
+        const float *w = W + (int64_t)idx[j] * ld;
+        const float v = val[j];
+#pragma omp simd
+        for (int64_t t = 0; t < d; t++)
+            out[t] += v * w[t];
+    }
+}
+
+ALWAYS_INLINE void feature_backward_body(const int32_t *rows, const float *z, int64_t count,
+                                         const float *g, int64_t g_stride, int64_t d_out,
+                                         const float *xin, int64_t xin_stride, int64_t d_in,
+                                         const float *wdec, float *gdec, float *genc,
+                                         float *gbenc)
+{
+    memset(gdec, 0, (size_t)d_out * sizeof *gdec);
+    memset(genc, 0, (size_t)d_in * sizeof *genc);
+    float gb = 0.0f;
+    for (int64_t p = 0; p < count; p++) {
+        const float *gr = g + (int64_t)rows[p] * g_stride;
+        const float zp = z[p];
+        float dp = 0.0f;
+#pragma omp simd reduction(+ : dp)
+        for (int64_t t = 0; t < d_out; t++)
+            dp += gr[t] * wdec[t];
+#pragma omp simd
+        for (int64_t t = 0; t < d_out; t++)
+            gdec[t] += zp * gr[t];
+        const float *xr = xin + (int64_t)rows[p] * xin_stride;
+#pragma omp simd
+        for (int64_t t = 0; t < d_in; t++)
+            genc[t] += dp * xr[t];
+        gb += dp;
+    }
+    *gbenc = gb;
+}
+
+VARIANTS(void, sparse_decode_row,
+         (float *out, const float *b, const float *W, int64_t ld, const int32_t *idx,
+          const float *val, int64_t k, int64_t d),
+         (out, b, W, ld, idx, val, k, d))
+
+VARIANTS(void, feature_backward,
+         (const int32_t *rows, const float *z, int64_t count, const float *g, int64_t g_stride,
+          int64_t d_out, const float *xin, int64_t xin_stride, int64_t d_in, const float *wdec,
+          float *gdec, float *genc, float *gbenc),
+         (rows, z, count, g, g_stride, d_out, xin, xin_stride, d_in, wdec, gdec, genc, gbenc))
+
+/* ---- Adam ------------------------------------------------------------- */
+
+static void adam_scalar(float *w, float *m, float *v, const float *g, int64_t n, float gs,
+                        float b1, float b2, float step, float inv_bias2, float eps)
+{
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g ? gs * g[i] : 0.0f;
+        float mi = b1 * m[i] + c1 * gi;
+        float vi = b2 * v[i] + c2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] -= step * mi / (sqrtf(vi) * inv_bias2 + eps);
+    }
+}
+
+#if SUBSAE_X86
+__attribute__((target("avx512f"))) static void
+adam_avx512(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1, float b2,
+            float step, float inv_bias2, float eps)
+{
+    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
+    const __m512 vc1 = _mm512_set1_ps(1.0f - b1), vc2 = _mm512_set1_ps(1.0f - b2);
+    const __m512 vgs = _mm512_set1_ps(gs), vstep = _mm512_set1_ps(step);
+    const __m512 vib2 = _mm512_set1_ps(inv_bias2), veps = _mm512_set1_ps(eps);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gi = g ? _mm512_mul_ps(vgs, _mm512_loadu_ps(g + i)) : _mm512_setzero_ps();
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_loadu_ps(m + i)),
+                                  _mm512_mul_ps(vc1, gi));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_loadu_ps(v + i)),
+                                  _mm512_mul_ps(_mm512_mul_ps(vc2, gi), gi));
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+        __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), vib2), veps);
+        __m512 upd = _mm512_div_ps(_mm512_mul_ps(vstep, mi), den);
+        _mm512_storeu_ps(w + i, _mm512_sub_ps(_mm512_loadu_ps(w + i), upd));
+    }
+    adam_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step, inv_bias2, eps);
+}
+
+__attribute__((target("avx2"))) static void
+adam_avx2(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1, float b2,
+          float step, float inv_bias2, float eps)
+{
+    const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2);
+    const __m256 vc1 = _mm256_set1_ps(1.0f - b1), vc2 = _mm256_set1_ps(1.0f - b2);
+    const __m256 vgs = _mm256_set1_ps(gs), vstep = _mm256_set1_ps(step);
+    const __m256 vib2 = _mm256_set1_ps(inv_bias2), veps = _mm256_set1_ps(eps);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gi = g ? _mm256_mul_ps(vgs, _mm256_loadu_ps(g + i)) : _mm256_setzero_ps();
+        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)),
+                                  _mm256_mul_ps(vc1, gi));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
+                                  _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), vib2), veps);
+        __m256 upd = _mm256_div_ps(_mm256_mul_ps(vstep, mi), den);
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), upd));
+    }
+    adam_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step, inv_bias2, eps);
+}
+#endif
+
+void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1,
+                  float b2, float step, float inv_bias2, float eps)
+{
+#if SUBSAE_X86
+    switch (cpu_level()) {
+    case 2: adam_avx512(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps); return;
+    case 1: adam_avx2(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps); return;
+    default: break;
+    }
+#endif
+    adam_scalar(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps);
+}
+
+/* ---- reductions -------------------------------------------------------- */
+
+ALWAYS_INLINE double dot_body(const float *a, const float *b, int64_t n)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++)
+        s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+ALWAYS_INLINE double sumsq_body(const float *a, int64_t n)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++)
+        s += (double)a[i] * (double)a[i];
+    return s;
+}
+
+VARIANTS(double, dot, (const float *a, const float *b, int64_t n), (a, b, n))
+VARIANTS(double, sumsq, (const float *a, int64_t n), (a, n))
+
+int64_t subsae__find_nonfinite(const float *x, int64_t n)
+{
+    /* Scan in blocks: a block whose sum of x * 0 is 0 is finite (inf * 0 and
+     * NaN give NaN), then locate the culprit element by element. */
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = i; j < i + 64; j++)
+            acc += x[j] * 0.0f;
+        if (acc != 0.0f || acc != acc)
+            break;
+    }
+    for (; i < n; i++)
+        if (!isfinite(x[i]))
+            return i;
+    return n;
+}

@@ -1,0 +1,62 @@
+/* The inner loops of encoding and training: top-k selection, sparse decode,
+ * the per-feature sparse backward and Adam. They work on plain arrays, take
+ * no locks and allocate nothing; the callers parallelise over rows or over
+ * ranges of features. x86-64 builds pick AVX-512 / AVX2 variants at run
+ * time; results are the same on one machine whatever the thread count. */
+#ifndef SUBSAE_KERNELS_H
+#define SUBSAE_KERNELS_H
+
+#include <stdint.h>
+
+/* The k largest of key[j] = (row[j] + bias[j]) * weight[j] over j in
+ * [0, m) (bias and weight may be NULL), ties going to the lower index.
+ * idx gets the k indices and val the values row[j] + bias[j] (without the
+ * weight), in descending order of key. Requires 1 <= k <= m. Non-finite
+ * entries: NaN never wins a comparison. */
+void subsae__topk_row(const float *row, const float *bias, const float *weight, int64_t m,
+                      int64_t k, int32_t *idx, float *val);
+
+/* out[0..d) = b[0..d) (or 0 when b is NULL) + sum_j val[j] * W[idx[j] * ld ..];
+ * entries with idx < 0 or val == 0 are skipped. */
+void subsae__sparse_decode_row(float *out, const float *b, const float *W, int64_t ld,
+                               const int32_t *idx, const float *val, int64_t k, int64_t d);
+
+/* Sparse backward of one feature f, given the `count` (row, value) pairs
+ * where f fired (z > 0), the output gradient g (rows of d_out, stride
+ * g_stride), the encoder input xin (rows of d_in, stride xin_stride) and
+ * the feature's decoder row wdec:
+ *   gdec  = sum_p z_p g[row_p]                 (d_out)
+ *   dpre_p = g[row_p] . wdec
+ *   genc  = sum_p dpre_p xin[row_p]            (d_in)
+ *   *gbenc = sum_p dpre_p
+ * Sums run in pair order (deterministic). */
+void subsae__feature_backward(const int32_t *rows, const float *z, int64_t count,
+                              const float *g, int64_t g_stride, int64_t d_out, const float *xin,
+                              int64_t xin_stride, int64_t d_in, const float *wdec, float *gdec,
+                              float *genc, float *gbenc);
+
+/* Adam on n parameters (PyTorch's formula):
+ *   m = b1 m + (1 - b1) gs g;  v = b2 v + (1 - b2) (gs g)^2
+ *   w -= step * m / (sqrt(v) * inv_bias2 + eps)
+ * with step = lr / (1 - b1^t) and inv_bias2 = 1 / sqrt(1 - b2^t); g NULL
+ * means a zero gradient (the moments decay, the weights still move). */
+void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1,
+                  float b2, float step, float inv_bias2, float eps);
+
+/* Threads for a parallel loop of `work` element operations: small loops run
+ * on one thread, where waking a team costs more than it saves (and, on a
+ * loaded machine, much more). Callers partition work by the nominal thread
+ * count, never by the team size, so results do not depend on this. */
+static inline int subsae__team(int threads, double work)
+{
+    return work >= 131072.0 ? threads : 1;
+}
+
+/* Dot product and squared norm accumulated in double. */
+double subsae__dot(const float *a, const float *b, int64_t n);
+double subsae__sumsq(const float *a, int64_t n);
+
+/* Index of the first non-finite value in x[0..n), or n. */
+int64_t subsae__find_nonfinite(const float *x, int64_t n);
+
+#endif

@@ -1,0 +1,823 @@
+/* subsae_sae: the sparse dictionary model. Options and parameters, scale
+ * folding, dense and sparse encode/decode and evaluation on a buffer.
+ * Encoding is blocked: one cblas_sgemm per block of rows writes the
+ * pre-activations, then every row's selection runs in parallel while the
+ * block is still in cache. */
+#include "sae.h"
+
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+/* ---- creation ---------------------------------------------------------- */
+
+const char *subsae_activation_name(int activation)
+{
+    switch (activation) {
+    case SUBSAE_ACT_TOPK: return "topk";
+    case SUBSAE_ACT_BATCHTOPK: return "batchtopk";
+    case SUBSAE_ACT_JUMPRELU: return "jumprelu";
+    case SUBSAE_ACT_RELU: return "relu";
+    default: return "unknown";
+    }
+}
+
+static bool valid_activation(int activation)
+{
+    return activation >= SUBSAE_ACT_TOPK && activation <= SUBSAE_ACT_RELU;
+}
+
+int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
+                    subsae_sae **out)
+{
+    size_t enc, dec;
+    if (!subsae__mul_size((size_t)d_sae, (size_t)d_in * sizeof(float), &enc) ||
+        !subsae__mul_size((size_t)d_sae, (size_t)d_out * sizeof(float), &dec))
+        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
+                            "model of %lld features x (%lld, %lld) dims overflows memory size",
+                            (long long)d_sae, (long long)d_in, (long long)d_out);
+    subsae_sae *sae = subsae__calloc(1, sizeof *sae);
+    if (!sae)
+        return subsae__fail_nomem("model", sizeof *sae);
+    sae->d_in = d_in;
+    sae->d_out = d_out;
+    sae->d_sae = d_sae;
+    sae->activation = activation;
+    sae->k = d_sae < 32 ? d_sae : 32;
+    sae->apply_b_dec_to_input = d_in == d_out;
+    sae->input_scale = sae->output_scale = 1.0;
+    sae->W_enc = subsae__calloc(1, enc);
+    sae->W_dec = subsae__calloc(1, dec);
+    sae->b_enc = subsae__calloc((size_t)d_sae, sizeof(float));
+    sae->b_dec = subsae__calloc((size_t)d_out, sizeof(float));
+    sae->threshold = subsae__calloc((size_t)d_sae, sizeof(float));
+    if (!sae->W_enc || !sae->W_dec || !sae->b_enc || !sae->b_dec || !sae->threshold) {
+        subsae_sae_free(sae);
+        return subsae__fail_nomem("model weights", enc + dec);
+    }
+    *out = sae;
+    return SUBSAE_OK;
+}
+
+int subsae_sae_create(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
+                      subsae_sae **out)
+{
+    static const char *fn = "subsae_sae_create";
+    if (!out)
+        return subsae__fail_null(fn, "out");
+    if (d_in < 1 || d_in > INT32_MAX || d_out < 1 || d_out > INT32_MAX || d_sae < 1 ||
+        d_sae > INT32_MAX)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: d_in %lld, d_out %lld, d_sae %lld must be in [1, 2^31)", fn,
+                            (long long)d_in, (long long)d_out, (long long)d_sae);
+    if (!valid_activation(activation))
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: unknown activation %d", fn, activation);
+    return subsae__sae_new(d_in, d_out, d_sae, activation, out);
+}
+
+void subsae_sae_free(subsae_sae *sae)
+{
+    if (!sae)
+        return;
+    subsae__free(sae->W_enc);
+    subsae__free(sae->W_dec);
+    subsae__free(sae->b_enc);
+    subsae__free(sae->b_dec);
+    subsae__free(sae->threshold);
+    subsae__free(sae);
+}
+
+int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
+{
+    if (!sae)
+        return subsae__fail_null("subsae_sae_clone", "sae");
+    if (!out)
+        return subsae__fail_null("subsae_sae_clone", "out");
+    subsae_sae *copy;
+    int rc = subsae__sae_new(sae->d_in, sae->d_out, sae->d_sae, sae->activation, &copy);
+    if (rc)
+        return rc;
+    copy->k = sae->k;
+    copy->apply_b_dec_to_input = sae->apply_b_dec_to_input;
+    copy->rank_by_decoder_norm = sae->rank_by_decoder_norm;
+    copy->input_scale = sae->input_scale;
+    copy->output_scale = sae->output_scale;
+    size_t d_sae = (size_t)sae->d_sae;
+    memcpy(copy->W_enc, sae->W_enc, d_sae * (size_t)sae->d_in * sizeof(float));
+    memcpy(copy->W_dec, sae->W_dec, d_sae * (size_t)sae->d_out * sizeof(float));
+    memcpy(copy->b_enc, sae->b_enc, d_sae * sizeof(float));
+    memcpy(copy->b_dec, sae->b_dec, (size_t)sae->d_out * sizeof(float));
+    memcpy(copy->threshold, sae->threshold, d_sae * sizeof(float));
+    *out = copy;
+    return SUBSAE_OK;
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+static int bad_option(const char *fn, int option, const char *why)
+{
+    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: option %d %s", fn,
+                        option, why);
+}
+
+int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
+{
+    static const char *fn = "subsae_sae_set_int";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    switch (option) {
+    case SUBSAE_SAE_D_IN:
+    case SUBSAE_SAE_D_OUT:
+    case SUBSAE_SAE_D_SAE:
+    case SUBSAE_SAE_ACTIVATION:
+        return bad_option(fn, option, "is read-only");
+    case SUBSAE_SAE_K:
+        if (value < 1 || value > sae->d_sae)
+            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                                "%s: k %lld must be in [1, d_sae = %lld]", fn, (long long)value,
+                                (long long)sae->d_sae);
+        sae->k = value;
+        return SUBSAE_OK;
+    case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT:
+        if (value != 0 && value != 1)
+            return bad_option(fn, option, "(apply_b_dec_to_input) takes 0 or 1");
+        if (value && sae->d_in != sae->d_out)
+            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
+                                "%s: cannot subtract b_dec (d_out %lld) from inputs of d_in %lld",
+                                fn, (long long)sae->d_out, (long long)sae->d_in);
+        sae->apply_b_dec_to_input = (int)value;
+        return SUBSAE_OK;
+    case SUBSAE_SAE_RANK_BY_DECODER_NORM:
+        if (value != 0 && value != 1)
+            return bad_option(fn, option, "(rank_by_decoder_norm) takes 0 or 1");
+        sae->rank_by_decoder_norm = (int)value;
+        return SUBSAE_OK;
+    case SUBSAE_SAE_INPUT_SCALE:
+    case SUBSAE_SAE_OUTPUT_SCALE:
+        return bad_option(fn, option, "is a double option");
+    default:
+        return bad_option(fn, option, "is unknown");
+    }
+}
+
+int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
+{
+    static const char *fn = "subsae_sae_get_int";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (!value)
+        return subsae__fail_null(fn, "value");
+    switch (option) {
+    case SUBSAE_SAE_D_IN: *value = sae->d_in; return SUBSAE_OK;
+    case SUBSAE_SAE_D_OUT: *value = sae->d_out; return SUBSAE_OK;
+    case SUBSAE_SAE_D_SAE: *value = sae->d_sae; return SUBSAE_OK;
+    case SUBSAE_SAE_ACTIVATION: *value = sae->activation; return SUBSAE_OK;
+    case SUBSAE_SAE_K: *value = sae->k; return SUBSAE_OK;
+    case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT: *value = sae->apply_b_dec_to_input; return SUBSAE_OK;
+    case SUBSAE_SAE_RANK_BY_DECODER_NORM: *value = sae->rank_by_decoder_norm; return SUBSAE_OK;
+    case SUBSAE_SAE_INPUT_SCALE:
+    case SUBSAE_SAE_OUTPUT_SCALE: return bad_option(fn, option, "is a double option");
+    default: return bad_option(fn, option, "is unknown");
+    }
+}
+
+int subsae_sae_set_double(subsae_sae *sae, int option, double value)
+{
+    static const char *fn = "subsae_sae_set_double";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (option != SUBSAE_SAE_INPUT_SCALE && option != SUBSAE_SAE_OUTPUT_SCALE)
+        return bad_option(fn, option, "is not a double option");
+    if (!isfinite(value) || value <= 0.0 || (float)value <= 0.0f || !isfinite((float)value))
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: scale %g must be finite and > 0", fn, value);
+    if (option == SUBSAE_SAE_INPUT_SCALE)
+        sae->input_scale = value;
+    else
+        sae->output_scale = value;
+    return SUBSAE_OK;
+}
+
+int subsae_sae_get_double(const subsae_sae *sae, int option, double *value)
+{
+    static const char *fn = "subsae_sae_get_double";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (!value)
+        return subsae__fail_null(fn, "value");
+    if (option == SUBSAE_SAE_INPUT_SCALE)
+        *value = sae->input_scale;
+    else if (option == SUBSAE_SAE_OUTPUT_SCALE)
+        *value = sae->output_scale;
+    else
+        return bad_option(fn, option, "is not a double option");
+    return SUBSAE_OK;
+}
+
+/* ---- parameters ---------------------------------------------------------- */
+
+static float *param_data(const subsae_sae *sae, int param, int64_t *count)
+{
+    switch (param) {
+    case SUBSAE_PARAM_W_ENC: *count = sae->d_sae * sae->d_in; return sae->W_enc;
+    case SUBSAE_PARAM_B_ENC: *count = sae->d_sae; return sae->b_enc;
+    case SUBSAE_PARAM_W_DEC: *count = sae->d_sae * sae->d_out; return sae->W_dec;
+    case SUBSAE_PARAM_B_DEC: *count = sae->d_out; return sae->b_dec;
+    case SUBSAE_PARAM_THRESHOLD: *count = sae->d_sae; return sae->threshold;
+    default: *count = -1; return NULL;
+    }
+}
+
+static const char *param_name(int param)
+{
+    static const char *names[] = {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"};
+    return param >= 0 && param <= SUBSAE_PARAM_THRESHOLD ? names[param] : "unknown";
+}
+
+int64_t subsae_sae_param_size(const subsae_sae *sae, int param)
+{
+    if (!sae)
+        return -1;
+    int64_t count;
+    param_data(sae, param, &count);
+    return count;
+}
+
+static int check_param(const char *fn, const subsae_sae *sae, int param, const void *data,
+                       int64_t count, float **where)
+{
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (!data)
+        return subsae__fail_null(fn, "data");
+    int64_t expected;
+    *where = param_data(sae, param, &expected);
+    if (!*where)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: unknown parameter %d", fn, param);
+    if (count != expected)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
+                            "%s: %s has %lld values, count is %lld", fn, param_name(param),
+                            (long long)expected, (long long)count);
+    return SUBSAE_OK;
+}
+
+int subsae_sae_get_param(const subsae_sae *sae, int param, float *out, int64_t count)
+{
+    float *where;
+    int rc = check_param("subsae_sae_get_param", sae, param, out, count, &where);
+    if (rc)
+        return rc;
+    memcpy(out, where, (size_t)count * sizeof *out);
+    return SUBSAE_OK;
+}
+
+int subsae_sae_set_param(subsae_sae *sae, int param, const float *in, int64_t count)
+{
+    static const char *fn = "subsae_sae_set_param";
+    float *where;
+    int rc = check_param(fn, sae, param, in, count, &where);
+    if (rc)
+        return rc;
+    int64_t bad = subsae__find_nonfinite(in, count);
+    if (bad < count)
+        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                            "%s: %s[%lld] is %g", fn, param_name(param), (long long)bad,
+                            (double)in[bad]);
+    memcpy(where, in, (size_t)count * sizeof *in);
+    return SUBSAE_OK;
+}
+
+int subsae__sae_check_finite(const subsae_sae *sae, const char *what)
+{
+    for (int p = SUBSAE_PARAM_W_ENC; p <= SUBSAE_PARAM_THRESHOLD; p++) {
+        int64_t count;
+        const float *data = param_data(sae, p, &count);
+        int64_t bad = subsae__find_nonfinite(data, count);
+        if (bad < count)
+            return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                                "%s: %s[%lld] is %g", what, param_name(p), (long long)bad,
+                                (double)data[bad]);
+    }
+    return SUBSAE_OK;
+}
+
+int subsae_sae_fold_scales(subsae_sae *sae)
+{
+    if (!sae)
+        return subsae__fail_null("subsae_sae_fold_scales", "sae");
+    const double s_in = sae->input_scale, s_out = sae->output_scale;
+    const int64_t d_sae = sae->d_sae, d_in = sae->d_in, d_out = sae->d_out;
+    /* pre = (s_in x - b_dec) W_enc^T + b_enc. With equal scales this is
+     * (x - b_dec / s) (s W_enc)^T + b_enc; otherwise the b_dec term moves
+     * into b_enc and the model stops subtracting b_dec. */
+    if (sae->apply_b_dec_to_input && s_in != s_out) {
+        for (int64_t f = 0; f < d_sae; f++) {
+            double dot = subsae__dot(sae->W_enc + f * d_in, sae->b_dec, d_in);
+            sae->b_enc[f] = (float)((double)sae->b_enc[f] - dot);
+        }
+        sae->apply_b_dec_to_input = 0;
+    }
+    const float fin = (float)s_in;
+    if (s_in != 1.0)
+        for (int64_t i = 0; i < d_sae * d_in; i++)
+            sae->W_enc[i] *= fin;
+    if (s_out != 1.0) {
+        for (int64_t i = 0; i < d_sae * d_out; i++)
+            sae->W_dec[i] = (float)((double)sae->W_dec[i] / s_out);
+        for (int64_t j = 0; j < d_out; j++)
+            sae->b_dec[j] = (float)((double)sae->b_dec[j] / s_out);
+    }
+    sae->input_scale = sae->output_scale = 1.0;
+    return SUBSAE_OK;
+}
+
+/* ---- blocked encode ------------------------------------------------------ */
+
+int64_t subsae__sae_slots(const subsae_sae *sae)
+{
+    return sae->activation == SUBSAE_ACT_TOPK ? sae->k : sae->d_sae;
+}
+
+int64_t subsae__encode_block_rows(int64_t d_sae, int64_t n_rows)
+{
+    /* About 8 MB of pre-activations per block, at least 16 rows. */
+    int64_t rows = ((int64_t)1 << 21) / (d_sae > 0 ? d_sae : 1);
+    if (rows < 16)
+        rows = 16;
+    if (rows > n_rows)
+        rows = n_rows;
+    return rows > 0 ? rows : 1;
+}
+
+void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_stride, int64_t n,
+                               double in_scale, float *xin, int64_t xin_stride, int threads)
+{
+    const int64_t d = sae->d_in;
+    const float s = (float)in_scale;
+    const float *b = sae->apply_b_dec_to_input ? sae->b_dec : NULL;
+#pragma omp parallel for num_threads(subsae__team(threads, (double)n * (double)d)) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *xr = x + i * x_stride;
+        float *o = xin + i * xin_stride;
+        if (b) {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++)
+                o[j] = xr[j] * s - b[j];
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++)
+                o[j] = xr[j] * s;
+        }
+    }
+}
+
+/* Selection for one row of pre-activations (bias not yet added). */
+static void select_row(const subsae_sae *sae, float *pre_row, int64_t slots, int32_t *idx,
+                       float *val, const float *rank_weight)
+{
+    const int64_t m = sae->d_sae;
+    if (sae->activation == SUBSAE_ACT_TOPK) {
+        int64_t kk = sae->k < slots ? sae->k : slots;
+        subsae__topk_row(pre_row, sae->b_enc, rank_weight, m, kk, idx, val);
+        if (rank_weight) /* selected by weighted key; report by value */
+            for (int64_t j = 1; j < kk; j++)
+                for (int64_t p = j; p > 0 && val[p] > val[p - 1]; p--) {
+                    float tv = val[p];
+                    int32_t ti = idx[p];
+                    val[p] = val[p - 1];
+                    idx[p] = idx[p - 1];
+                    val[p - 1] = tv;
+                    idx[p - 1] = ti;
+                }
+        for (int64_t j = kk; j < slots; j++) {
+            idx[j] = -1;
+            val[j] = 0.0f;
+        }
+    } else {
+        /* Threshold activations: z = pre where pre > threshold (0 for ReLU),
+         * then the `slots` largest of z. */
+        for (int64_t f = 0; f < m; f++) {
+            float v = pre_row[f] + sae->b_enc[f];
+            float t = sae->activation == SUBSAE_ACT_RELU ? 0.0f : sae->threshold[f];
+            pre_row[f] = v > t && v > 0.0f ? v : 0.0f;
+        }
+        int64_t kk = slots < m ? slots : m;
+        subsae__topk_row(pre_row, NULL, NULL, m, kk, idx, val);
+        for (int64_t j = kk; j < slots; j++) {
+            idx[j] = -1;
+            val[j] = 0.0f;
+        }
+    }
+    /* ReLU: selected entries that are not positive are inactive. */
+    for (int64_t j = 0; j < slots; j++) {
+        if (!(val[j] > 0.0f)) {
+            idx[j] = -1;
+            val[j] = 0.0f;
+        }
+    }
+}
+
+void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin_stride,
+                            int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
+                            const float *rank_weight, int threads, double *seconds)
+{
+    const int64_t m = sae->d_sae, block = subsae__encode_block_rows(m, n);
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+        int64_t rows = n - r0 < block ? n - r0 : block;
+        double t0 = seconds ? omp_get_wtime() : 0.0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)m, (int)sae->d_in,
+                    1.0f, xin + r0 * xin_stride, (int)xin_stride, sae->W_enc, (int)sae->d_in,
+                    0.0f, pre, (int)m);
+        double t1 = seconds ? omp_get_wtime() : 0.0;
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)rows * (double)m))
+        for (int64_t i = 0; i < rows; i++)
+            select_row(sae, pre + i * m, slots, indices + (r0 + i) * slots,
+                       values + (r0 + i) * slots, rank_weight);
+        if (seconds) {
+            seconds[0] += t1 - t0;
+            seconds[1] += omp_get_wtime() - t1;
+        }
+    }
+}
+
+void subsae__sae_decode_rows(const subsae_sae *sae, const int32_t *indices, const float *values,
+                             int64_t n, int64_t slots, float *out, int64_t out_stride,
+                             int threads)
+{
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)n * (double)slots * (double)sae->d_out))
+    for (int64_t i = 0; i < n; i++)
+        subsae__sparse_decode_row(out + i * out_stride, sae->b_dec, sae->W_dec, sae->d_out,
+                                  indices + i * slots, values + i * slots, slots, sae->d_out);
+}
+
+void subsae__sae_decoder_norms(const subsae_sae *sae, float *norms, int threads)
+{
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)sae->d_sae * (double)sae->d_out))
+    for (int64_t f = 0; f < sae->d_sae; f++)
+        norms[f] = (float)sqrt(subsae__sumsq(sae->W_dec + f * sae->d_out, sae->d_out));
+}
+
+/* Scratch of the public encoders: one block of encoder input and of
+ * pre-activations, plus decoder norms when the model ranks by them. */
+struct encode_scratch {
+    int64_t block;
+    float *xin, *pre, *norms;
+};
+
+static void scratch_free(struct encode_scratch *s)
+{
+    subsae__free(s->xin);
+    subsae__free(s->pre);
+    subsae__free(s->norms);
+}
+
+static int scratch_init(const subsae_sae *sae, int64_t n, struct encode_scratch *s, int threads)
+{
+    memset(s, 0, sizeof *s);
+    s->block = subsae__encode_block_rows(sae->d_sae, n);
+    size_t xin = (size_t)s->block * (size_t)sae->d_in * sizeof(float);
+    size_t pre = (size_t)s->block * (size_t)sae->d_sae * sizeof(float);
+    s->xin = subsae__malloc(xin);
+    s->pre = subsae__malloc(pre);
+    if (sae->rank_by_decoder_norm && sae->activation == SUBSAE_ACT_TOPK)
+        s->norms = subsae__malloc((size_t)sae->d_sae * sizeof(float));
+    if (!s->xin || !s->pre ||
+        (sae->rank_by_decoder_norm && sae->activation == SUBSAE_ACT_TOPK && !s->norms)) {
+        scratch_free(s);
+        return subsae__fail_nomem("encoder scratch", xin + pre);
+    }
+    if (s->norms)
+        subsae__sae_decoder_norms(sae, s->norms, threads);
+    return SUBSAE_OK;
+}
+
+/* Encode rows [0, n) of raw x into (indices, values) with `slots` per row. */
+static void encode_raw(const subsae_sae *sae, const float *x, int64_t x_stride, int64_t n,
+                       int64_t slots, int32_t *indices, float *values, struct encode_scratch *s,
+                       int threads)
+{
+    for (int64_t r0 = 0; r0 < n; r0 += s->block) {
+        int64_t rows = n - r0 < s->block ? n - r0 : s->block;
+        subsae__sae_encoder_input(sae, x + r0 * x_stride, x_stride, rows, sae->input_scale,
+                                  s->xin, sae->d_in, threads);
+        subsae__sae_encode_pre(sae, s->xin, sae->d_in, rows, slots, indices + r0 * slots,
+                               values + r0 * slots, s->pre, s->norms, threads, NULL);
+    }
+}
+
+static int check_rows(const char *fn, const float *x, int64_t n, int64_t stride, int64_t d,
+                      const char *name)
+{
+    for (int64_t i = 0; i < n; i++) {
+        int64_t bad = subsae__find_nonfinite(x + i * stride, d);
+        if (bad < d)
+            return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                                "%s: %s row %lld, column %lld is %g", fn, name, (long long)i,
+                                (long long)bad, (double)x[i * stride + bad]);
+    }
+    return SUBSAE_OK;
+}
+
+int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
+                             int64_t slots, int32_t *indices, float *values)
+{
+    static const char *fn = "subsae_sae_encode_sparse";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (n > 0 && !x)
+        return subsae__fail_null(fn, "x");
+    if (n > 0 && !indices)
+        return subsae__fail_null(fn, "indices");
+    if (n > 0 && !values)
+        return subsae__fail_null(fn, "values");
+    if (n < 0 || x_stride < sae->d_in || slots < 1 || slots > INT32_MAX)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: n %lld, x_stride %lld (d_in %lld), slots %lld", fn,
+                            (long long)n, (long long)x_stride, (long long)sae->d_in,
+                            (long long)slots);
+    if (n == 0)
+        return SUBSAE_OK;
+    int rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
+    if (rc)
+        return rc;
+    int threads = subsae__threads();
+    struct encode_scratch s;
+    rc = scratch_init(sae, n, &s, threads);
+    if (rc)
+        return rc;
+    encode_raw(sae, x, x_stride, n, slots, indices, values, &s, threads);
+    scratch_free(&s);
+    return SUBSAE_OK;
+}
+
+int subsae_sae_encode(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
+                      float *z, int64_t z_stride)
+{
+    static const char *fn = "subsae_sae_encode";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (n > 0 && !x)
+        return subsae__fail_null(fn, "x");
+    if (n > 0 && !z)
+        return subsae__fail_null(fn, "z");
+    if (n < 0 || x_stride < sae->d_in || z_stride < sae->d_sae)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: n %lld, x_stride %lld (d_in %lld), z_stride %lld (d_sae %lld)",
+                            fn, (long long)n, (long long)x_stride, (long long)sae->d_in,
+                            (long long)z_stride, (long long)sae->d_sae);
+    if (n == 0)
+        return SUBSAE_OK;
+    int rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
+    if (rc)
+        return rc;
+    int threads = subsae__threads();
+    struct encode_scratch s;
+    rc = scratch_init(sae, n, &s, threads);
+    if (rc)
+        return rc;
+    const int64_t slots = subsae__sae_slots(sae);
+    int32_t *idx = subsae__malloc((size_t)s.block * (size_t)slots * sizeof *idx);
+    float *val = subsae__malloc((size_t)s.block * (size_t)slots * sizeof *val);
+    if (!idx || !val) {
+        subsae__free(idx);
+        subsae__free(val);
+        scratch_free(&s);
+        return subsae__fail_nomem("codes", (size_t)s.block * (size_t)slots * 8);
+    }
+    for (int64_t r0 = 0; r0 < n; r0 += s.block) {
+        int64_t rows = n - r0 < s.block ? n - r0 : s.block;
+        encode_raw(sae, x + r0 * x_stride, x_stride, rows, slots, idx, val, &s, threads);
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)rows * (double)sae->d_sae))
+        for (int64_t i = 0; i < rows; i++) {
+            float *zr = z + (r0 + i) * z_stride;
+            memset(zr, 0, (size_t)sae->d_sae * sizeof *zr);
+            for (int64_t j = 0; j < slots; j++)
+                if (idx[i * slots + j] >= 0)
+                    zr[idx[i * slots + j]] = val[i * slots + j];
+        }
+    }
+    subsae__free(idx);
+    subsae__free(val);
+    scratch_free(&s);
+    return SUBSAE_OK;
+}
+
+/* Raw space: divide the scaled reconstruction by the output scale. */
+static void unscale_rows(const subsae_sae *sae, float *out, int64_t n, int64_t stride,
+                         int threads)
+{
+    if (sae->output_scale == 1.0)
+        return;
+    const float inv = (float)(1.0 / sae->output_scale);
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)n * (double)sae->d_out))
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < sae->d_out; j++)
+            out[i * stride + j] *= inv;
+}
+
+int subsae_sae_decode(const subsae_sae *sae, const float *z, int64_t n, int64_t z_stride,
+                      float *out, int64_t out_stride)
+{
+    static const char *fn = "subsae_sae_decode";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (n > 0 && !z)
+        return subsae__fail_null(fn, "z");
+    if (n > 0 && !out)
+        return subsae__fail_null(fn, "out");
+    if (n < 0 || z_stride < sae->d_sae || out_stride < sae->d_out)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: n %lld, z_stride %lld (d_sae %lld), out_stride %lld (d_out %lld)",
+                            fn, (long long)n, (long long)z_stride, (long long)sae->d_sae,
+                            (long long)out_stride, (long long)sae->d_out);
+    if (n == 0)
+        return SUBSAE_OK;
+    int rc = check_rows(fn, z, n, z_stride, sae->d_sae, "code");
+    if (rc)
+        return rc;
+    int threads = subsae__threads();
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out + i * out_stride, sae->b_dec, (size_t)sae->d_out * sizeof *out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)sae->d_out,
+                (int)sae->d_sae, 1.0f, z, (int)z_stride, sae->W_dec, (int)sae->d_out, 1.0f, out,
+                (int)out_stride);
+    unscale_rows(sae, out, n, out_stride, threads);
+    return SUBSAE_OK;
+}
+
+int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *indices, const float *values,
+                             int64_t n, int64_t slots, float *out, int64_t out_stride)
+{
+    static const char *fn = "subsae_sae_decode_sparse";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (n > 0 && !indices)
+        return subsae__fail_null(fn, "indices");
+    if (n > 0 && !values)
+        return subsae__fail_null(fn, "values");
+    if (n > 0 && !out)
+        return subsae__fail_null(fn, "out");
+    if (n < 0 || slots < 1 || out_stride < sae->d_out)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: n %lld, slots %lld, out_stride %lld (d_out %lld)", fn,
+                            (long long)n, (long long)slots, (long long)out_stride,
+                            (long long)sae->d_out);
+    for (int64_t i = 0; i < n * slots; i++) {
+        if (indices[i] < -1 || indices[i] >= sae->d_sae)
+            return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_INDEX_OUT_OF_RANGE,
+                                "%s: row %lld slot %lld has feature %d (d_sae %lld)", fn,
+                                (long long)(i / slots), (long long)(i % slots), indices[i],
+                                (long long)sae->d_sae);
+        if (!isfinite(values[i]))
+            return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                                "%s: row %lld slot %lld has value %g", fn, (long long)(i / slots),
+                                (long long)(i % slots), (double)values[i]);
+    }
+    int threads = subsae__threads();
+    subsae__sae_decode_rows(sae, indices, values, n, slots, out, out_stride, threads);
+    unscale_rows(sae, out, n, out_stride, threads);
+    return SUBSAE_OK;
+}
+
+/* ---- evaluation ----------------------------------------------------------- */
+
+int subsae_metric_count(void)
+{
+    return SUBSAE_METRIC_COUNT;
+}
+
+int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
+                        const subsae_buffer *target, double *metrics, int64_t n_metrics)
+{
+    static const char *fn = "subsae_sae_evaluate";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (!input)
+        return subsae__fail_null(fn, "input");
+    if (n_metrics > 0 && !metrics)
+        return subsae__fail_null(fn, "metrics");
+    if (n_metrics < 0)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n_metrics %lld",
+                            fn, (long long)n_metrics);
+    const subsae_buffer *tgt = target ? target : input;
+    const int64_t n = subsae_buffer_rows(input);
+    if (subsae_buffer_dim(input) != sae->d_in || subsae_buffer_dim(tgt) != sae->d_out)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
+                            "%s: buffers of dim %lld -> %lld for a model of d_in %lld, d_out %lld",
+                            fn, (long long)subsae_buffer_dim(input),
+                            (long long)subsae_buffer_dim(tgt), (long long)sae->d_in,
+                            (long long)sae->d_out);
+    if (subsae_buffer_rows(tgt) != n)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
+                            "%s: input has %lld rows, target %lld", fn, (long long)n,
+                            (long long)subsae_buffer_rows(tgt));
+    if (n < 1)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: empty buffer", fn);
+
+    const int threads = subsae__threads();
+    const int64_t d_in = sae->d_in, d_out = sae->d_out, m = sae->d_sae;
+    const int64_t slots = subsae__sae_slots(sae);
+    struct encode_scratch s;
+    int rc = scratch_init(sae, n, &s, threads);
+    if (rc)
+        return rc;
+    const int64_t block = s.block;
+    float *x = subsae__malloc((size_t)block * (size_t)d_in * sizeof *x);
+    float *t = target ? subsae__malloc((size_t)block * (size_t)d_out * sizeof *t) : NULL;
+    float *xhat = subsae__malloc((size_t)block * (size_t)d_out * sizeof *xhat);
+    int32_t *idx = subsae__malloc((size_t)block * (size_t)slots * sizeof *idx);
+    float *val = subsae__malloc((size_t)block * (size_t)slots * sizeof *val);
+    double *row_sse = subsae__malloc((size_t)block * sizeof *row_sse);
+    double *sum_t = subsae__calloc((size_t)d_out, sizeof *sum_t);
+    int64_t *fires = subsae__calloc((size_t)m, sizeof *fires);
+    if (!x || (target && !t) || !xhat || !idx || !val || !row_sse || !sum_t || !fires) {
+        rc = subsae__fail_nomem("evaluation scratch", (size_t)block * (size_t)(d_in + d_out) * 4);
+        goto done;
+    }
+    if (!target)
+        t = x; /* aliased: freed once below */
+    double sse = 0.0, sum_t2 = 0.0;
+    int64_t active = 0;
+    const float s_out = (float)sae->output_scale;
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+        int64_t rows = n - r0 < block ? n - r0 : block;
+        rc = subsae_buffer_read(input, r0, rows, x, d_in);
+        if (!rc && target)
+            rc = subsae_buffer_read(target, r0, rows, t, d_out);
+        if (rc)
+            goto done;
+        encode_raw(sae, x, d_in, rows, slots, idx, val, &s, threads);
+        subsae__sae_decode_rows(sae, idx, val, rows, slots, xhat, d_out, threads);
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)rows * (double)d_out))
+        for (int64_t i = 0; i < rows; i++) {
+            double e = 0.0;
+            for (int64_t j = 0; j < d_out; j++) {
+                double diff = (double)xhat[i * d_out + j] - (double)t[i * d_out + j] * s_out;
+                e += diff * diff;
+            }
+            row_sse[i] = e;
+        }
+        for (int64_t i = 0; i < rows; i++) {
+            sse += row_sse[i];
+            const float *tr = t + i * d_out;
+            for (int64_t j = 0; j < d_out; j++) {
+                double v = (double)tr[j] * s_out;
+                sum_t[j] += v;
+                sum_t2 += v * v;
+            }
+            for (int64_t j = 0; j < slots; j++) {
+                int32_t f = idx[i * slots + j];
+                if (f >= 0) {
+                    fires[f]++;
+                    active++;
+                }
+            }
+        }
+    }
+    double mean_sq = 0.0;
+    for (int64_t j = 0; j < d_out; j++)
+        mean_sq += sum_t[j] * sum_t[j];
+    double sst = sum_t2 - mean_sq / (double)n;
+    int64_t zero = 0, dense = 0;
+    for (int64_t f = 0; f < m; f++) {
+        zero += fires[f] == 0;
+        dense += (double)fires[f] > 0.1 * (double)n;
+    }
+    double values[SUBSAE_METRIC_COUNT];
+    for (int i = 0; i < SUBSAE_METRIC_COUNT; i++)
+        values[i] = NAN;
+    double so2 = sae->output_scale * sae->output_scale;
+    values[SUBSAE_METRIC_MSE] = sse / (double)n / so2;
+    values[SUBSAE_METRIC_FVU] = sst > 0.0 ? sse / sst : NAN;
+    values[SUBSAE_METRIC_EXPLAINED_VARIANCE] = 1.0 - values[SUBSAE_METRIC_FVU];
+    values[SUBSAE_METRIC_L0] = (double)active / (double)n;
+    values[SUBSAE_METRIC_DENSE_FRACTION] = (double)dense / (double)m;
+    values[SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION] = (double)zero / (double)m;
+    values[SUBSAE_METRIC_TOKENS] = (double)n;
+    for (int64_t i = 0; i < n_metrics; i++)
+        metrics[i] = i < SUBSAE_METRIC_COUNT ? values[i] : NAN;
+    rc = SUBSAE_OK;
+done:
+    if (t != x)
+        subsae__free(t);
+    subsae__free(x);
+    subsae__free(xhat);
+    subsae__free(idx);
+    subsae__free(val);
+    subsae__free(row_sse);
+    subsae__free(sum_t);
+    subsae__free(fires);
+    scratch_free(&s);
+    return rc;
+}

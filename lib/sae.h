@@ -1,0 +1,63 @@
+/* Internals of subsae_sae, shared by sae.c (model, encode/decode, evaluate),
+ * sae_io.c (save/load), trainer.c and checkpoint.c. */
+#ifndef SUBSAE_SAE_H
+#define SUBSAE_SAE_H
+
+#include "internal.h"
+
+struct subsae_sae {
+    int64_t d_in, d_out, d_sae;
+    int activation;             /* SUBSAE_ACT_* */
+    int64_t k;                  /* TopK / BatchTopK */
+    int apply_b_dec_to_input;   /* pre = (x - b_dec) W_enc^T + b_enc (d_in == d_out only) */
+    int rank_by_decoder_norm;   /* TopK ranks pre * |W_dec row| (lm-saes) */
+    double input_scale, output_scale;
+    float *W_enc;               /* d_sae x d_in, row-major */
+    float *b_enc;               /* d_sae */
+    float *W_dec;               /* d_sae x d_out, row-major */
+    float *b_dec;               /* d_out */
+    float *threshold;           /* d_sae (JumpReLU, BatchTopK at inference) */
+};
+
+/* Allocate a model with zero weights and default options. */
+int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
+                    subsae_sae **out);
+
+/* Slots per row that an encode of this model can fill (k for TopK, d_sae
+ * for the threshold activations). */
+int64_t subsae__sae_slots(const subsae_sae *sae);
+
+/* Rows per block of the blocked encoder for d_sae features (at most
+ * n_rows): a block of pre-activations stays a few MB so that the selection
+ * reads it from cache right after the GEMM wrote it. */
+int64_t subsae__encode_block_rows(int64_t d_sae, int64_t n_rows);
+
+/* Encoder input of n raw rows: xin = x * in_scale - b_dec (when the model
+ * subtracts b_dec) or x * in_scale. */
+void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_stride, int64_t n,
+                               double in_scale, float *xin, int64_t xin_stride, int threads);
+
+/* Sparse codes of n rows from their encoder input xin (see above): per row
+ * `slots` (feature, value) pairs with value > 0 in descending order of
+ * rank, unused slots -1 / 0. `pre` is scratch of block x d_sae floats with
+ * block = subsae__encode_block_rows(d_sae, n); `rank_weight` (d_sae, may be
+ * NULL) multiplies the pre-activations for ranking only. `seconds` (may be
+ * NULL) gets the wall time of the GEMMs added to seconds[0] and of the
+ * selection to seconds[1]. */
+void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin_stride,
+                            int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
+                            const float *rank_weight, int threads, double *seconds);
+
+/* x_hat = sum_j values[j] W_dec[indices[j]] + b_dec per row, in the
+ * model's (scaled) target space; index -1 slots are skipped. */
+void subsae__sae_decode_rows(const subsae_sae *sae, const int32_t *indices, const float *values,
+                             int64_t n, int64_t slots, float *out, int64_t out_stride,
+                             int threads);
+
+/* Norms of the decoder rows (d_sae floats). */
+void subsae__sae_decoder_norms(const subsae_sae *sae, float *norms, int threads);
+
+/* Check a model's parameters are finite; message names the parameter. */
+int subsae__sae_check_finite(const subsae_sae *sae, const char *what);
+
+#endif

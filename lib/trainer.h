@@ -1,0 +1,132 @@
+/* Internals of subsae_trainer, shared by trainer.c (options, init, step,
+ * fit, metrics) and checkpoint.c (save/resume). */
+#ifndef SUBSAE_TRAINER_H
+#define SUBSAE_TRAINER_H
+
+#include "rng.h"
+#include "sae.h"
+
+/* Purposes of the random streams drawn from the seed (subsae__rng_seed's
+ * stream argument). They are far from the small integers the batch
+ * iterator uses for its epochs, so no two purposes share a stream. */
+enum {
+    SUBSAE__STREAM_SAMPLE = 0x5341450001,  /* rows of the initialisation sample */
+    SUBSAE__STREAM_DECODER = 0x5341450002, /* decoder directions (ASI or random) */
+    SUBSAE__STREAM_ENCODER = 0x5341450003, /* encoder directions of transcoders */
+    SUBSAE__STREAM_TRAIN = 0x5341450004    /* draws during training (none for TopK) */
+};
+
+/* Seed of the batch iterator: epochs are streams of this seed. */
+uint64_t subsae__trainer_batch_seed(uint64_t seed);
+
+/* Accumulated training statistics over a run of steps (scaled space). */
+struct subsae__window {
+    int64_t tokens;
+    double sse;      /* sum over tokens of |t - t_hat|^2 */
+    double sum_t2;   /* sum over tokens of |t|^2 */
+    double *sum_t;   /* d_out: sum over tokens of t */
+    int64_t active;  /* sum over tokens of the number of firing features */
+    int64_t *fires;  /* d_sae: tokens on which each feature fired */
+};
+
+/* Buffers of the training step, sized for a batch and a thread count
+ * before the hot loop (see ensure_workspace in trainer.c). */
+struct subsae__workspace {
+    int64_t batch, threads, block;
+    int64_t *rows;            /* fit: row indices of the batch */
+    float *xs, *ts;           /* scaled input / target (ts == xs for an SAE); fit
+                                 gathers the raw rows into them */
+    float *xin;               /* encoder input */
+    float *pre;               /* block x d_sae pre-activations */
+    int32_t *idx;             /* batch x k */
+    float *val;
+    float *g;                 /* batch x d_out: reconstruction, then dL/dx_hat */
+    double *row_sse;          /* batch */
+    int32_t *counts;          /* threads x d_sae histograms / scatter cursors */
+    int32_t *offsets;         /* d_sae + 1 */
+    int32_t *fired;           /* d_sae: pairs per feature this step */
+    int32_t *pair_row;        /* batch x k, bucketed by feature */
+    float *pair_z;
+    int32_t *touched;         /* features with gradient, ascending */
+    int32_t *slot_of;         /* d_sae: slot of a touched feature or -1 */
+    int64_t max_touched;
+    float *g_W_enc, *g_W_dec, *g_b_enc, *g_b_dec; /* compact gradient rows per slot */
+    double *part;             /* threads x (3 d_out + 4): per-partition partial sums */
+    int64_t *split;           /* threads + 1: touched-list ranges per partition */
+};
+
+/* Wall-time accumulators of the step's phases (benchmarks). */
+enum {
+    SUBSAE__PHASE_PREPARE = 0,     /* validation, scaling, encoder input */
+    SUBSAE__PHASE_ENCODE_GEMM = 1, /* the encoder GEMMs */
+    SUBSAE__PHASE_TOPK = 2,        /* per-row selection */
+    SUBSAE__PHASE_DECODE = 3,      /* sparse decode and residual */
+    SUBSAE__PHASE_BACKWARD = 4,    /* bucketing and per-feature gradients */
+    SUBSAE__PHASE_OPTIMIZER = 5,   /* Adam and decoder renormalisation */
+    SUBSAE__PHASES = 6
+};
+
+struct subsae_trainer {
+    /* options */
+    int64_t features, activation, k, batch, warmup_steps, cooldown_steps, seed, dead_window,
+        init, subspace_dim, scale_search, decoder_norm, sparse_adam, threads, init_sample,
+        auxk_k, subspace_coefficients;
+    double lr, clip_norm, beta1, beta2, eps, auxk_coef, l1_coef, l0_coef, bandwidth,
+        init_threshold;
+    subsae_callback callback;
+    void *user;
+
+    /* state */
+    bool initialised;
+    bool transcoder;
+    subsae_sae *sae;
+    int64_t subspace_dim_used; /* r of ASI (0 for random init) */
+    double init_scale;         /* the grid search's choice (1 when off) */
+    float *m_W_enc, *v_W_enc, *m_b_enc, *v_b_enc, *m_W_dec, *v_W_dec, *m_b_dec, *v_b_dec;
+    int64_t step, tokens;
+    int64_t fit_end_step;      /* step at which the running fit ends (cool-down); -1 */
+    double last_loss;
+    int64_t *last_fired;       /* d_sae: token count after the last step the feature fired */
+    struct subsae__window cur, prev;
+    bool prev_valid;
+    int64_t window_tokens;     /* metrics window (epoch length); 0 = since init */
+    subsae__rng rng;
+
+    /* batch iterator of fit (position kept across calls and checkpoints) */
+    subsae_batches *batches;
+    const subsae_buffer *batches_buf;
+    int64_t batches_rows, batches_size;
+    int64_t it_epoch, it_position; /* where the next fit continues */
+
+    struct subsae__workspace ws;
+    double phase_seconds[SUBSAE__PHASES];
+};
+
+/* Options by enum value (0 .. SUBSAE__TRAIN_OPTION_LAST): the name (NULL
+ * for a gap), whether it is a double (else int64_t), and the address of
+ * the value as configured (no defaults resolved). */
+enum { SUBSAE__TRAIN_OPTION_LAST = SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS };
+const char *subsae__trainer_option_name(int option, bool *is_double);
+void *subsae__trainer_option_field(subsae_trainer *t, int option);
+
+/* Allocate the model-sized state (Adam moments, counters, windows) of an
+ * initialised trainer whose model is set. */
+int subsae__trainer_alloc_state(subsae_trainer *t);
+
+/* Size the workspace for `batch` rows on `threads` threads (no-op when
+ * already large enough). */
+int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads);
+
+/* The thread count the step uses. */
+int subsae__trainer_threads(const subsae_trainer *t);
+
+/* Gradient of the loss on n raw rows at the current weights, scattered
+ * into dense arrays of the parameters' sizes (any may be NULL), after the
+ * unit-norm projection when the decoder norm is unit; `loss` (may be NULL)
+ * gets the loss. Changes nothing in the model. For tests. */
+int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
+                              const float *target, int64_t target_stride, int64_t n,
+                              float *g_W_enc, float *g_b_enc, float *g_W_dec, float *g_b_dec,
+                              double *loss, int32_t *indices);
+
+#endif

@@ -1,0 +1,161 @@
+/* `subsae encode DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]`:
+ * sparse codes of every row: `indices` int32 [n, k] (feature numbers in
+ * descending order of value, -1 in unused slots) and `values` float32
+ * [n, k]. The file is written block by block at its final offsets into a
+ * temporary file, synced and renamed, so a crash never leaves a partial
+ * FILE. */
+#include "sae_cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int write_all(int fd, const void *data, size_t n, off_t offset, const char *path)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, offset);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return cli_fail("%s: cannot write: %s", path, w < 0 ? strerror(errno) : "no progress");
+        p += w;
+        n -= (size_t)w;
+        offset += w;
+    }
+    return 0;
+}
+
+CLI_COMMAND(encode, "DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]")
+{
+    const char *dir = NULL, *input = NULL, *tensor = NULL, *out = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (!strcmp(argv[i], "--tensor") || !strcmp(argv[i], "--out")) {
+            if (i + 1 >= argc)
+                return cli_fail("%s needs a value", argv[i]);
+            if (!strcmp(argv[i], "--tensor"))
+                tensor = argv[++i];
+            else
+                out = argv[++i];
+        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            cli_fail("unknown option %s (see subsae --help)", argv[i]);
+            return 2;
+        } else if (!dir) {
+            dir = argv[i];
+        } else if (!input) {
+            input = argv[i];
+        } else {
+            return cli_usage();
+        }
+    }
+    if (!dir || !input || !out)
+        return cli_usage();
+    int status = 1, fd = -1;
+    subsae_sae *sae = NULL;
+    subsae_buffer *buf = NULL;
+    float *x = NULL, *values = NULL;
+    int32_t *indices = NULL;
+    char *header = NULL, temporary[4200];
+    temporary[0] = '\0';
+    if (cli_check(subsae_sae_load(dir, &sae), "cannot load the SAE") ||
+        cli_check(subsae_buffer_open(input, tensor, &buf), "cannot open the input"))
+        goto done;
+    int64_t k, d_in;
+    subsae_sae_get_int(sae, SUBSAE_SAE_K, &k);
+    subsae_sae_get_int(sae, SUBSAE_SAE_D_IN, &d_in);
+    const int64_t n = subsae_buffer_rows(buf);
+    if (subsae_buffer_dim(buf) != d_in) {
+        cli_fail("%s has rows of %lld values; the SAE takes %lld", input,
+                 (long long)subsae_buffer_dim(buf), (long long)d_in);
+        goto done;
+    }
+    /* Header with both tensors, padded to a multiple of 8 bytes. */
+    const long long bytes = (long long)n * (long long)k * 4;
+    char text[512];
+    int len = snprintf(text, sizeof text,
+                       "{\"indices\":{\"dtype\":\"I32\",\"shape\":[%lld,%lld],\"data_offsets\":"
+                       "[0,%lld]},\"values\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],"
+                       "\"data_offsets\":[%lld,%lld]}}",
+                       (long long)n, (long long)k, bytes, (long long)n, (long long)k, bytes,
+                       2 * bytes);
+    size_t padded = ((size_t)len + 7) / 8 * 8;
+    header = malloc(8 + padded);
+    if (!header) {
+        cli_fail("out of memory");
+        goto done;
+    }
+    uint64_t hl = padded;
+    for (int i = 0; i < 8; i++)
+        header[i] = (char)(hl >> (8 * i));
+    memcpy(header + 8, text, (size_t)len);
+    memset(header + 8 + len, ' ', padded - (size_t)len);
+    snprintf(temporary, sizeof temporary, "%s.tmp-%ld", out, (long)getpid());
+    fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        cli_fail("%s: cannot create: %s", temporary, strerror(errno));
+        temporary[0] = '\0';
+        goto done;
+    }
+    if (write_all(fd, header, 8 + padded, 0, temporary))
+        goto done;
+    const off_t base = (off_t)(8 + padded);
+    const int64_t block = 16384;
+    x = malloc((size_t)(block * d_in) * sizeof *x);
+    indices = malloc((size_t)(block * k) * sizeof *indices);
+    values = malloc((size_t)(block * k) * sizeof *values);
+    if (!x || !indices || !values) {
+        cli_fail("out of memory");
+        goto done;
+    }
+    double started = sae_cli_now();
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+        int64_t rows = n - r0 < block ? n - r0 : block;
+        if (cli_check(subsae_buffer_read(buf, r0, rows, x, d_in), "cannot read the input") ||
+            cli_check(subsae_sae_encode_sparse(sae, x, rows, d_in, k, indices, values),
+                      "encoding failed"))
+            goto done;
+        size_t piece = (size_t)(rows * k) * 4;
+        off_t at = (off_t)(r0 * k * 4);
+        if (write_all(fd, indices, piece, base + at, temporary) ||
+            write_all(fd, values, piece, base + (off_t)bytes + at, temporary))
+            goto done;
+    }
+    double seconds = sae_cli_now() - started;
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        fd = -1;
+        cli_fail("%s: cannot flush: %s", temporary, strerror(errno));
+        goto done;
+    }
+    fd = -1;
+    if (rename(temporary, out) != 0) {
+        cli_fail("%s: cannot rename to %s: %s", temporary, out, strerror(errno));
+        goto done;
+    }
+    temporary[0] = '\0';
+    if (json)
+        status = cli_print_json(json_pack("{s:s, s:I, s:I, s:f, s:f}", "out", out, "rows",
+                                          (json_int_t)n, "k", (json_int_t)k, "seconds", seconds,
+                                          "tokens_per_second",
+                                          seconds > 0 ? (double)n / seconds : 0.0));
+    else
+        status = printf("encoded %lld rows (k %lld) into %s in %.2f s\n", (long long)n,
+                        (long long)k, out, seconds) < 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (temporary[0])
+        unlink(temporary);
+    free(header);
+    free(x);
+    free(indices);
+    free(values);
+    subsae_sae_free(sae);
+    subsae_buffer_free(buf);
+    return status;
+}
