@@ -56,6 +56,14 @@ int fuzz_status(int rc);
  * bits. Everything must either work or fail cleanly. */
 void fuzz_exercise_buffer(subsae_buffer *buf);
 
+/* Two files from one input: 4 bytes little-endian L, then L bytes of the
+ * first file (fewer if the input ends), then the second file. */
+void fuzz_split(const uint8_t *data, size_t size, const uint8_t **a, size_t *na,
+                const uint8_t **b, size_t *nb);
+/* The inverse: writes the 4-byte prefix and both files into out (room for
+ * 4 + na + nb bytes); returns the size. */
+size_t fuzz_join(const void *a, size_t na, const void *b, size_t nb, uint8_t *out);
+
 /* A hash of the bytes, for picking variations deterministically. */
 uint64_t fuzz_hash(const uint8_t *data, size_t size);
 

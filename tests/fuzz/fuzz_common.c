@@ -119,6 +119,32 @@ uint64_t fuzz_hash(const uint8_t *data, size_t size)
     return h;
 }
 
+void fuzz_split(const uint8_t *data, size_t size, const uint8_t **a, size_t *na,
+                const uint8_t **b, size_t *nb)
+{
+    size_t length = 0;
+    if (size >= 4)
+        length = (size_t)data[0] | (size_t)data[1] << 8 | (size_t)data[2] << 16 |
+                 (size_t)data[3] << 24;
+    size_t head = size < 4 ? size : 4;
+    if (length > size - head)
+        length = size - head;
+    *a = data + head;
+    *na = length;
+    *b = data + head + length;
+    *nb = size - head - length;
+}
+
+
+size_t fuzz_join(const void *a, size_t na, const void *b, size_t nb, uint8_t *out)
+{
+    for (int i = 0; i < 4; i++)
+        out[i] = (uint8_t)(na >> (8 * i));
+    memcpy(out + 4, a, na);
+    memcpy(out + 4 + na, b, nb);
+    return 4 + na + nb;
+}
+
 /* ---- invariants ----------------------------------------------------- */
 
 int fuzz_status(int rc)

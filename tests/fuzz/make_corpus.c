@@ -4,8 +4,12 @@
  *     make fuzz-corpus      (runs build/bin/fuzz_make_corpus tests/fuzz/corpus)
  *
  * The output is checked in; rerun this only to change the seeds. */
+#include "fuzz.h"
 #include "internal.h"
 #include "io.h"
+
+#include <dirent.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <math.h>
@@ -192,6 +196,142 @@ static void safetensors_seeds(void)
                  "\"data_offsets\":[0,0]}}", v, 0);
 }
 
+/* ---- SAE directories and checkpoints -------------------------------- */
+
+static char scratch[64];
+
+static size_t read_file(const char *path, uint8_t *out, size_t room)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die(path);
+    size_t n = fread(out, 1, room, f);
+    fclose(f);
+    return n;
+}
+
+/* Both files of a directory joined into one fuzz input. */
+static void write_pair(const char *target, const char *file, const char *dir, const char *a,
+                       const char *b)
+{
+    static uint8_t fa[65536], fb[65536], out[131080];
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, a);
+    size_t na = read_file(path, fa, sizeof fa);
+    snprintf(path, sizeof path, "%s/%s", dir, b);
+    size_t nb = b[0] ? read_file(path, fb, sizeof fb) : 0;
+    write_bytes(path_of(target, file), out, fuzz_join(fa, na, fb, nb, out));
+}
+
+/* The state file a checkpoint directory holds. */
+static const char *state_file(const char *dir)
+{
+    static char name[256];
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    name[0] = '\0';
+    while (d && (e = readdir(d)) != NULL)
+        if (!strncmp(e->d_name, "state-", 6))
+            snprintf(name, sizeof name, "%s", e->d_name);
+    if (d)
+        closedir(d);
+    if (!name[0])
+        die("no state file");
+    return name;
+}
+
+static void model_seeds(int activation, bool transcoder)
+{
+    enum { N = 64, D = 4, DOUT = 3 };
+    float x[N * D], y[N * DOUT];
+    for (int i = 0; i < N * D; i++)
+        x[i] = (float)((i * 7919) % 23) / 11.0f - 1.0f + (float)(i % D) * 0.5f;
+    for (int i = 0; i < N * DOUT; i++)
+        y[i] = x[(i / DOUT) * D + i % DOUT] * 2.0f - x[(i / DOUT) * D + 3];
+    subsae_buffer *bx = NULL, *by = NULL;
+    ok(subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, N, D, D, SUBSAE_BORROW, &bx), "wrap");
+    if (transcoder)
+        ok(subsae_buffer_wrap(y, SUBSAE_DTYPE_F32, N, DOUT, DOUT, SUBSAE_BORROW, &by), "wrap");
+    subsae_trainer *t = NULL;
+    ok(subsae_trainer_create(&t), "trainer");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, 8), "features");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, activation), "activation");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, 2), "k");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, 16), "batch");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT_SAMPLE, N), "sample");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, 1), "threads");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, 1 + activation), "seed");
+    ok(subsae_trainer_init(t, bx, by), "init");
+    ok(subsae_trainer_fit(t, bx, by, 48), "fit");
+    char dir[512], name[64];
+    snprintf(name, sizeof name, "%s%s", subsae_activation_name(activation),
+             transcoder ? "-transcoder" : "");
+    snprintf(dir, sizeof dir, "%s/ckpt-%s", scratch, name);
+    ok(subsae_trainer_save_checkpoint(t, dir), "checkpoint");
+    char file[96];
+    snprintf(file, sizeof file, "%s.bin", name);
+    write_pair("checkpoint", file, dir, "checkpoint.json", state_file(dir));
+    snprintf(dir, sizeof dir, "%s/sae-%s", scratch, name);
+    ok(subsae_sae_save(subsae_trainer_sae(t), dir), "sae");
+    write_pair("sae_dir", file, dir, "cfg.json", "sae_weights.safetensors");
+    if (activation == SUBSAE_ACT_TOPK && !transcoder) {
+        /* Malformed: no weights; no state file; a manifest of another
+         * version; an architecture without its threshold. */
+        write_pair("sae_dir", "bad-no-weights.bin", dir, "cfg.json", "");
+        snprintf(dir, sizeof dir, "%s/ckpt-%s", scratch, name);
+        write_pair("checkpoint", "bad-no-state.bin", dir, "checkpoint.json", "");
+        static const char other[] = "{\"format\": \"libsubsae-checkpoint\", \"version\": 99}";
+        uint8_t out[64];
+        write_bytes(path_of("checkpoint", "bad-version.bin"), out,
+                    fuzz_join(other, sizeof other - 1, "", 0, out));
+        static const char cfg[] = "{\"architecture\": \"jumprelu\", \"d_in\": 4, \"d_sae\": 8}";
+        snprintf(dir, sizeof dir, "%s/sae-%s", scratch, name);
+        uint8_t weights[8192], joined[8300];
+        char path[600];
+        snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+        size_t nw = read_file(path, weights, sizeof weights);
+        write_bytes(path_of("sae_dir", "bad-jumprelu-no-threshold.bin"), joined,
+                    fuzz_join(cfg, sizeof cfg - 1, weights, nw, joined));
+    }
+    subsae_trainer_free(t);
+    subsae_buffer_free(bx);
+    subsae_buffer_free(by);
+}
+
+/* Only TopK trains yet: the other activations' directories are made from
+ * a model built by hand. */
+static void other_activation(int activation)
+{
+    enum { D = 4, M = 8 };
+    subsae_sae *sae = NULL;
+    ok(subsae_sae_create(D, D, M, activation, &sae), "sae");
+    float w[M * D], b[M];
+    for (int i = 0; i < M * D; i++)
+        w[i] = (float)((i * 31) % 17) / 8.0f - 1.0f;
+    for (int i = 0; i < M; i++)
+        b[i] = 0.125f * (float)i;
+    ok(subsae_sae_set_param(sae, SUBSAE_PARAM_W_ENC, w, M * D), "W_enc");
+    ok(subsae_sae_set_param(sae, SUBSAE_PARAM_W_DEC, w, M * D), "W_dec");
+    ok(subsae_sae_set_param(sae, SUBSAE_PARAM_THRESHOLD, b, M), "threshold");
+    ok(subsae_sae_set_param(sae, SUBSAE_PARAM_B_DEC, b, D), "b_dec");
+    if (activation == SUBSAE_ACT_BATCHTOPK)
+        ok(subsae_sae_set_int(sae, SUBSAE_SAE_K, 3), "k");
+    char dir[512], file[64];
+    snprintf(dir, sizeof dir, "%s/sae-%s", scratch, subsae_activation_name(activation));
+    ok(subsae_sae_save(sae, dir), "save");
+    snprintf(file, sizeof file, "%s.bin", subsae_activation_name(activation));
+    write_pair("sae_dir", file, dir, "cfg.json", "sae_weights.safetensors");
+    subsae_sae_free(sae);
+}
+
+static void remove_tree(const char *dir)
+{
+    char command[600];
+    snprintf(command, sizeof command, "rm -rf '%s'", dir);
+    if (system(command) != 0)
+        fprintf(stderr, "make_corpus: could not remove %s\n", dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -203,5 +343,13 @@ int main(int argc, char **argv)
         die(root);
     npy_seeds();
     safetensors_seeds();
+    snprintf(scratch, sizeof scratch, "/tmp/subsae-corpus-XXXXXX");
+    if (!mkdtemp(scratch))
+        die("mkdtemp");
+    model_seeds(SUBSAE_ACT_TOPK, false);
+    model_seeds(SUBSAE_ACT_TOPK, true);
+    for (int a = SUBSAE_ACT_BATCHTOPK; a <= SUBSAE_ACT_RELU; a++)
+        other_activation(a);
+    remove_tree(scratch);
     return 0;
 }
