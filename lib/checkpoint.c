@@ -15,6 +15,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -122,10 +123,7 @@ static void remove_old_states(const char *dir, const char *keep)
         if (strncmp(name, "state-", 6) != 0 || len < 18 ||
             strcmp(name + len - 12, ".safetensors") != 0 || !strcmp(name, keep))
             continue;
-        char *path = join(dir, name);
-        if (path)
-            unlink(path);
-        subsae__free(path);
+        unlinkat(dirfd(d), name, 0); /* relative to the open directory: no path to build */
     }
     closedir(d);
 }
