@@ -19,7 +19,9 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -109,8 +111,25 @@ static int write_text(const char *path, const char *text)
     return subsae__atomic_commit(f);
 }
 
-/* Remove state-*.safetensors files other than `keep` (best effort: a file
- * left behind wastes space but is never read). */
+/* A temporary file (see subsae__atomic_open: NAME.tmp-PID-N) of a state
+ * or manifest that a process which no longer exists left behind, killed
+ * while it was saving. A live process's (or one whose PID was reused) is
+ * left alone. */
+static bool stale_temporary(const char *name)
+{
+    const char *t = strstr(name, ".tmp-");
+    if (!t || (strncmp(name, "state-", 6) != 0 && strncmp(name, MANIFEST, strlen(MANIFEST)) != 0))
+        return false;
+    char *end;
+    long pid = strtol(t + 5, &end, 10);
+    if (end == t + 5 || *end != '-' || pid <= 0 || pid == (long)getpid())
+        return false;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Remove state-*.safetensors files other than `keep`, and temporaries of
+ * killed runs (best effort: a file left behind wastes space but is never
+ * read). */
 static void remove_old_states(const char *dir, const char *keep)
 {
     DIR *d = opendir(dir);
@@ -120,6 +139,10 @@ static void remove_old_states(const char *dir, const char *keep)
     while ((e = readdir(d)) != NULL) {
         const char *name = e->d_name;
         size_t len = strlen(name);
+        if (stale_temporary(name)) {
+            unlinkat(dirfd(d), name, 0);
+            continue;
+        }
         if (strncmp(name, "state-", 6) != 0 || len < 18 ||
             strcmp(name + len - 12, ".safetensors") != 0 || !strcmp(name, keep))
             continue;
