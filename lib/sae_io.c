@@ -363,7 +363,7 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
     if (d_in > INT32_MAX || d_out > INT32_MAX || m > INT32_MAX)
         return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
                             "%s: dimensions beyond 2^31", path);
-    int activation;
+    int activation = SUBSAE_ACT_TOPK; /* set by activation_from_config */
     rc = activation_from_config(cfg, thr != NULL, dir, &activation);
     if (rc)
         return rc;

@@ -221,7 +221,7 @@ START_TEST(tsan_clean)
         return;
     }
     char command[4096];
-    snprintf(command, sizeof command, "make -s -C '%s' tsan", harness_source_dir());
+    snprintf(command, sizeof command, "make -s -j2 -C '%s' tsan", harness_source_dir());
     ck_assert_msg(harness_run(command) == 0, "make tsan failed (ThreadSanitizer report above)");
 }
 END_TEST
