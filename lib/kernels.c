@@ -400,15 +400,16 @@ static bool adam_finite_scalar(const float *w, const float *m, const float *v, c
                                float inv_bias2, float eps)
 {
     const float c1 = 1.0f - b1, c2 = 1.0f - b2;
-    bool finite = true;
+    unsigned finite = 1; /* bitwise, no branches */
     for (int64_t i = 0; i < n; i++) {
         float gi = g ? gs * g[i] : 0.0f;
         float mi = b1 * m[i] + c1 * gi;
         float vi = b2 * v[i] + c2 * gi * gi;
         float wi = w[i] - step * mi / (sqrtf(vi) * inv_bias2 + eps);
-        finite &= finite_bits(mi) & finite_bits(vi) & finite_bits(wi);
+        finite &= (unsigned)finite_bits(mi) & (unsigned)finite_bits(vi) &
+                  (unsigned)finite_bits(wi);
     }
-    return finite;
+    return finite != 0;
 }
 
 #if SUBSAE_X86

@@ -643,6 +643,25 @@ static void verify_project(struct ctx *c)
         ck_assert(memcmp(c->scratch + i * DIM, r->coords + i * DIM, 3 * sizeof(float)) == 0);
 }
 
+static int call_subspace_queries(struct ctx *c)
+{
+    double v[DIM], rank = 0;
+    int64_t r = 0;
+    int exact = 0;
+    int rc = subsae_subspace_variances(c->sub, v, 3);
+    if (!rc)
+        rc = subsae_subspace_singular_values(c->sub, v, 3);
+    if (!rc)
+        rc = subsae_subspace_explained_ratios(c->sub, v, 3);
+    if (!rc)
+        rc = subsae_subspace_effective_rank(c->sub, 0.9, &r, &exact);
+    if (!rc)
+        rc = subsae_subspace_entropy_rank(c->sub, &rank, &exact);
+    if (!rc)
+        ck_assert(r >= 1 && rank > 0);
+    return rc;
+}
+
 static int call_reconstruct(struct ctx *c)
 {
     float x[ROWS * DIM];
@@ -666,6 +685,8 @@ START_TEST(subspace_fails_cleanly)
             {"subsae_subspace_project", setup_fitted, call_project, verify_project, NULL},
             {"subsae_subspace_reconstruct", setup_fitted, call_reconstruct, verify_nothing,
              NULL},
+            {"subsae_subspace_(ranks, variances...)", setup_fitted, call_subspace_queries,
+             verify_nothing, NULL},
         };
         for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
             DRIVE(scenarios[i]);
@@ -1109,6 +1130,39 @@ static void setup_saved_checkpoint(struct ctx *c)
     ck_assert_ok(subsae_trainer_save_checkpoint(references[1], ckpt_dir));
 }
 
+static int call_trainer_metrics(struct ctx *c)
+{
+    double m[SUBSAE_METRIC_COUNT];
+    int rc = subsae_trainer_metrics(c->trainer, m, SUBSAE_METRIC_COUNT);
+    if (!rc)
+        ck_assert(m[SUBSAE_METRIC_STEPS] == 0);
+    return rc;
+}
+
+/* subsae_synth: the same rows and dictionary as without failures. */
+enum { SYN_ROWS = 40, SYN_FEATURES = 16 };
+static float synth_rows[SYN_ROWS * DIM], synth_atoms[SYN_FEATURES * DIM];
+
+static int call_synth(struct ctx *c)
+{
+    subsae_buffer *b = SENTINEL;
+    float atoms[SYN_FEATURES * DIM];
+    int rc = subsae_synth(DIM, 3, SYN_FEATURES, 2, SYN_ROWS, 7, &b, atoms);
+    if (rc) {
+        ck_assert_ptr_eq(b, SENTINEL);
+        return rc;
+    }
+    ck_assert(memcmp(atoms, synth_atoms, sizeof atoms) == 0);
+    subsae_buffer_free(c->made_buf);
+    c->made_buf = b;
+    return rc;
+}
+
+static void verify_synth(struct ctx *c)
+{
+    assert_rows_equal(c->made_buf, 0, synth_rows, SYN_ROWS);
+}
+
 static int call_view(struct ctx *c)
 {
     subsae_buffer *v = SENTINEL;
@@ -1134,12 +1188,20 @@ START_TEST(trainer_fails_cleanly)
     fast_path("checkpoint", ckpt_dir, sizeof ckpt_dir);
     fast_path("step1", step1_dir, sizeof step1_dir);
     ck_assert_ok(subsae_trainer_save_checkpoint(references[1], step1_dir));
+    subsae_buffer *reference_synth = NULL;
+    ck_assert_ok(subsae_synth(DIM, 3, SYN_FEATURES, 2, SYN_ROWS, 7, &reference_synth,
+                              synth_atoms));
+    ck_assert_ok(subsae_buffer_read(reference_synth, 0, SYN_ROWS, synth_rows, DIM));
+    subsae_buffer_free(reference_synth);
     const struct scenario scenarios[] = {
+        {"subsae_synth", setup_nothing, call_synth, verify_synth, NULL},
         {"subsae_buffer_view", setup_memory, call_view, verify_view, NULL},
         {"subsae_trainer_create", setup_nothing, call_trainer_create, verify_trainer_created,
          NULL},
         {"subsae_trainer_init", setup_trainer, call_trainer_init, verify_trainer_init,
          trainer_uninitialised},
+        {"subsae_trainer_metrics", setup_initialised, call_trainer_metrics, verify_nothing,
+         NULL},
         {"subsae_trainer_step", setup_initialised, call_trainer_step, verify_trainer_step,
          trainer_not_stepped},
         {"subsae_trainer_fit", setup_initialised, call_trainer_fit, verify_trainer_fit,
