@@ -6,6 +6,9 @@
 #   make demo       installs, builds, runs the main job on built-in data
 #   make examples   the C and C++ examples into build/examples/
 #   make sanitize   the test suite under AddressSanitizer + UBSan
+#   make valgrind   the test suite under valgrind memcheck (no-fork mode)
+#   make tsan       the threads test under ThreadSanitizer (also run by check)
+#   make fuzz       libFuzzer harnesses, FUZZ_SECONDS each (needs clang)
 #   make bench      speed, as ratios to the machine's own BLAS rate
 #   make install PREFIX=... DESTDIR=...   /   make uninstall
 #   make deps       installs the Debian packages that are missing
@@ -83,12 +86,16 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 CLI_SRCS  := $(sort $(wildcard tools/*.c))
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_SRCS := $(sort $(wildcard tests/*.c))
-TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o)
+# The fuzz harness bodies (tests/fuzz/fuzz_*.c) are linked into the test
+# runner too: `make check` replays the corpora through them.
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o) $(FUZZ_SRCS:%.c=$(BUILD)/obj/%.o)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
 
 .PHONY: all check check-run demo reproduce bench examples install uninstall clean \
-        sanitize deps ensure-deps tests check-abi abi-baseline
+        sanitize deps ensure-deps tests check-abi abi-baseline fuzz fuzz-build fuzz-corpus \
+        valgrind tsan tsan-run
 
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
 
@@ -154,6 +161,9 @@ $(CLI): $(CLI_OBJS) $(SHLIB) | $(BUILD)/bin
 $(BUILD)/obj/tests/%.o: tests/%.c include/subsae.h $(wildcard tests/*.h) $(wildcard lib/*.h) | $(BUILD)/obj/tests
 	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -Ilib $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
 
+$(BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c include/subsae.h tests/fuzz/fuzz.h $(wildcard lib/*.h) | $(BUILD)/obj/tests/fuzz
+	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -Ilib -MMD -MP -c $< -o $@
+
 $(TEST_RUNNER): $(TEST_OBJS) $(STLIB) | $(BUILD)/tests
 	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
 
@@ -163,7 +173,7 @@ tests: all examples $(TEST_RUNNER)
 # the environment, so that the same runner works for every build flavour.
 TEST_ENV := SUBSAE_BUILD=$(abspath $(BUILD)) SUBSAE_SOURCE=$(CURDIR) \
             SUBSAE_SHARED=$(SHARED_DATA) SUBSAE_PYTHON=$(PYTHON) \
-            $(if $(SUBSAE_SANITIZE),SUBSAE_SANITIZE=1)
+            $(if $(SUBSAE_SANITIZE),SUBSAE_SANITIZE=1) $(if $(SUBSAE_TSAN),SUBSAE_TSAN=1)
 
 check: ensure-deps
 	+$(MAKE) --no-print-directory check-run
@@ -177,6 +187,100 @@ sanitize: ensure-deps
 	+$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize \
 	    CFLAGS="$(SANITIZE_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
 	    SUBSAE_SANITIZE=1 check-run
+
+# ---- valgrind: the whole suite under memcheck --------------------------
+# Check runs in no-fork mode (one process, so memcheck sees every test and
+# every leak); SUBSAE_VALGRIND=1 lets the longest tests shrink their sizes.
+# Programs the tests start (the CLI, make, python) are not traced. Known
+# noise of OpenBLAS / libgomp thread pools is suppressed by
+# tests/valgrind.supp (each entry says why).
+VALGRIND ?= valgrind
+VALGRIND_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full \
+                  --show-leak-kinds=definite,indirect,possible \
+                  --errors-for-leak-kinds=definite,indirect,possible \
+                  --suppressions=tests/valgrind.supp --num-callers=40 --child-silent-after-fork=yes
+valgrind: ensure-deps
+	@command -v $(VALGRIND) >/dev/null || $(MAKE) --no-print-directory deps DEBIAN_PACKAGES=valgrind
+	+$(MAKE) --no-print-directory tests
+	$(TEST_ENV) CK_FORK=no SUBSAE_VALGRIND=1 $(VALGRIND) $(VALGRIND_FLAGS) $(TEST_RUNNER)
+
+# ---- ThreadSanitizer: the threads suite (tests/test_threads.c) -------
+# Library and test built with -fsanitize=thread in $(BUILD)/tsan, in a
+# runner of their own (harness + that suite only). libgomp is not
+# instrumented, so its thread pool would give false reports: the test sets
+# the library's (and OpenBLAS's) thread count to 1 under TSan
+# (SUBSAE_TSAN=1) and OMP_NUM_THREADS=1 keeps libgomp from starting a pool;
+# the concurrency under test is the callers' threads. `make check` runs it
+# (tests/test_threads.c: tsan_clean).
+TSAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+TSAN_RUNNER := $(BUILD)/tests/run_threads
+TSAN_OBJS   := $(BUILD)/obj/tests/harness.o $(BUILD)/obj/tests/test_threads.o
+
+$(TSAN_RUNNER): $(TSAN_OBJS) $(STLIB) | $(BUILD)/tests
+	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(TSAN_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
+
+tsan:
+	+$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan CFLAGS="$(TSAN_FLAGS)" \
+	    LDFLAGS="-fsanitize=thread" SUBSAE_TSAN=1 tsan-run
+
+tsan-run: $(TSAN_RUNNER)
+	$(Q)$(TEST_ENV) OMP_NUM_THREADS=1 CK_FORK=no CK_VERBOSITY=normal \
+	    TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(TSAN_RUNNER)
+
+# ---- fuzzing (libFuzzer; clang is needed here only, not by make check) --
+# `make fuzz FUZZ_SECONDS=N [FUZZ_TARGETS="npy ..."]` builds one libFuzzer
+# binary per harness with the library's sources compiled in, and runs each
+# for N seconds from its seed corpus. New corpus entries go to a scratch
+# directory under $(BUILD)/fuzz/new (kept between runs, never in the repo);
+# crashes, leaks, timeouts and out-of-memory inputs are saved to
+# tests/fuzz/crashes/<name>/ as reproducers, which `make check` replays.
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= npy safetensors sae_dir checkpoint
+FUZZ_PACKAGES := clang-14 libclang-rt-14-dev
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_FLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined
+# No -fopenmp: clang's OpenMP runtime must not meet OpenBLAS's libgomp; the
+# library's loops run serially (the fuzzers use one thread anyway) and its
+# few omp_* calls (timers, thread ids) link against libgomp.
+FUZZ_CFLAGS  := -std=c11 -D_DEFAULT_SOURCE -D_FILE_OFFSET_BITS=64 -Wall -Wno-unknown-pragmas \
+                -Wno-source-uses-openmp -Wno-unused-variable -Wno-unused-function -Iinclude -Ilib -Itests/fuzz $(PKG_CFLAGS) $(FUZZ_FLAGS)
+FUZZ_OBJS    := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRCS) $(FUZZ_SRCS))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+.SECONDARY: $(FUZZ_OBJS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c include/subsae.h tests/fuzz/fuzz.h $(wildcard lib/*.h)
+	@mkdir -p $(@D)
+	$(call say,FUZZCC,$<)$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/libfuzzer_main.c $(FUZZ_OBJS)
+	$(call say,LINK,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_TARGET=subsae_fuzz_$* -o $@ $< \
+	    $(FUZZ_OBJS) $(PKG_LIBS) -lgomp -lm -lpthread
+
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null || $(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(FUZZ_PACKAGES)"
+	+$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/new/$$t tests/fuzz/crashes/$$t; \
+	    echo "fuzz $$t for $(FUZZ_SECONDS) s (log: $(FUZZ_BUILD)/fuzz_$$t.log)"; \
+	    $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	        -print_final_stats=1 -artifact_prefix=tests/fuzz/crashes/$$t/ \
+	        $(FUZZ_BUILD)/new/$$t tests/fuzz/corpus/$$t > $(FUZZ_BUILD)/fuzz_$$t.log 2>&1 \
+	        || { status=1; echo "fuzz $$t: FINDING, reproducer in tests/fuzz/crashes/$$t/"; }; \
+	    grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|cov: ' $(FUZZ_BUILD)/fuzz_$$t.log \
+	        | tail -n 3 | sed "s/^/  $$t: /"; \
+	done; exit $$status
+
+# Rewrites the seed corpora (checked in) from tests/fuzz/make_corpus.c.
+$(BUILD)/bin/fuzz_make_corpus: tests/fuzz/make_corpus.c $(BUILD)/obj/tests/fuzz/fuzz_common.o $(STLIB) | $(BUILD)/bin
+	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -Itests/fuzz -o $@ $< $(BUILD)/obj/tests/fuzz/fuzz_common.o \
+	    $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
+
+fuzz-corpus: $(BUILD)/bin/fuzz_make_corpus
+	$(BUILD)/bin/fuzz_make_corpus tests/fuzz/corpus
 
 # ---- ABI gate: the checked-in baseline against a -g -Og build ---------
 ABI_BASELINE := abi/libsubsae.abi
@@ -283,7 +387,8 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
-$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/examples $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests $(BUILD)/obj/mpi:
+$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/examples $(BUILD)/obj/lib $(BUILD)/obj/tools \
+$(BUILD)/obj/tests $(BUILD)/obj/tests/fuzz $(BUILD)/obj/mpi:
 	$(Q)mkdir -p $@
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/obj/mpi/main.d \

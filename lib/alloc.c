@@ -2,6 +2,7 @@
  * tests can drive every error path that follows a failed allocation. */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,12 +10,20 @@
  * concurrent library use race-free when no failure is injected. */
 static _Atomic int64_t fail_at = -1;
 static _Atomic int64_t allocations;
+static _Atomic int64_t live_blocks; /* allocated and not yet freed */
 
+/* A failed allocation sets errno to ENOMEM, as malloc does (POSIX): code
+ * that learns about failures only through errno (Jansson's parser, when
+ * pointed at these functions by a test) sees the same thing either way. */
 static bool should_fail(void)
 {
     int64_t index = allocations++;
     int64_t limit = fail_at;
-    return limit >= 0 && index >= limit;
+    if (limit >= 0 && index >= limit) {
+        errno = ENOMEM;
+        return true;
+    }
+    return false;
 }
 
 void subsae__alloc_fail_after(int64_t n)
@@ -28,11 +37,19 @@ int64_t subsae__alloc_count(void)
     return allocations;
 }
 
+int64_t subsae__alloc_live(void)
+{
+    return live_blocks;
+}
+
 void *subsae__malloc(size_t bytes)
 {
     if (should_fail())
         return NULL;
-    return malloc(bytes ? bytes : 1);
+    void *p = malloc(bytes ? bytes : 1);
+    if (p)
+        live_blocks++;
+    return p;
 }
 
 void *subsae__calloc(size_t count, size_t size)
@@ -41,18 +58,26 @@ void *subsae__calloc(size_t count, size_t size)
         return NULL;
     if (count == 0 || size == 0)
         count = size = 1;
-    return calloc(count, size);
+    void *p = calloc(count, size);
+    if (p)
+        live_blocks++;
+    return p;
 }
 
 void *subsae__realloc(void *ptr, size_t bytes)
 {
     if (should_fail())
         return NULL;
-    return realloc(ptr, bytes ? bytes : 1);
+    void *p = realloc(ptr, bytes ? bytes : 1);
+    if (p && !ptr)
+        live_blocks++;
+    return p;
 }
 
 void subsae__free(void *ptr)
 {
+    if (ptr)
+        live_blocks--;
     free(ptr);
 }
 

@@ -342,8 +342,10 @@ int subsae_buffer_skip_nonfinite(subsae_buffer *buf, int64_t *skipped)
     if (!buf)
         return subsae__fail_null(fn, "buf");
     int64_t stored_rows = subsae__buffer_stored_rows(buf);
-    float *row = subsae__malloc((size_t)buf->dim * sizeof *row);
-    if (!row)
+    /* No row buffer without rows: a tiny file may declare a huge width
+     * for zero rows. */
+    float *row = stored_rows ? subsae__malloc((size_t)buf->dim * sizeof *row) : NULL;
+    if (stored_rows && !row)
         return subsae__fail_nomem("row", (size_t)buf->dim * sizeof *row);
     int64_t *list = NULL, count = 0, capacity = 0;
     for (int64_t r = 0; r < stored_rows; r++) {
@@ -378,6 +380,20 @@ int subsae_buffer_stats(const subsae_buffer *buf, float *mean, double *mean_norm
     if (!buf)
         return subsae__fail_null(fn, "buf");
     size_t dim = (size_t)buf->dim;
+    int64_t stored_rows = subsae__buffer_stored_rows(buf), finite_rows = 0, bad_values = 0;
+    if (stored_rows == 0) {
+        /* Nothing to scan, and no dim-sized work space: a tiny file may
+         * declare a huge width for zero rows. */
+        if (mean)
+            memset(mean, 0, dim * sizeof *mean);
+        if (mean_norm)
+            *mean_norm = 0.0;
+        if (nonfinite_values)
+            *nonfinite_values = 0;
+        if (first_nonfinite_row)
+            *first_nonfinite_row = -1;
+        return SUBSAE_OK;
+    }
     float *row = subsae__malloc(dim * sizeof *row);
     double *sum = subsae__calloc(dim, sizeof *sum);
     if (!row || !sum) {
@@ -385,7 +401,6 @@ int subsae_buffer_stats(const subsae_buffer *buf, float *mean, double *mean_norm
         subsae__free(sum);
         return subsae__fail_nomem("statistics", dim * (sizeof *row + sizeof *sum));
     }
-    int64_t stored_rows = subsae__buffer_stored_rows(buf), finite_rows = 0, bad_values = 0;
     int64_t first_bad = -1;
     double norm_sum = 0.0;
     for (int64_t r = 0; r < stored_rows; r++) {

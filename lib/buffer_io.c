@@ -111,6 +111,9 @@ int subsae_buffer_open(const char *path, const char *tensor, subsae_buffer **out
 int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
                               const char *path)
 {
+    int64_t rows = subsae_buffer_rows(buf);
+    if (rows == 0)
+        return SUBSAE_OK; /* no block: zero rows may come with a huge width */
     /* About 256 KiB of float32 per block, at least one row. */
     size_t dim = (size_t)buf->dim, element = subsae__dtype_size(dtype);
     int64_t block_rows = (int64_t)((size_t)65536 / dim);
@@ -125,7 +128,6 @@ int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomi
         return subsae__fail_nomem("row block", floats * (sizeof *block + element));
     }
     int rc = SUBSAE_OK;
-    int64_t rows = subsae_buffer_rows(buf);
     for (int64_t first = 0; !rc && first < rows; first += block_rows) {
         int64_t n = rows - first < block_rows ? rows - first : block_rows;
         size_t count = (size_t)n * dim;

@@ -14,10 +14,14 @@
 #include "trainer.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -107,8 +111,25 @@ static int write_text(const char *path, const char *text)
     return subsae__atomic_commit(f);
 }
 
-/* Remove state-*.safetensors files other than `keep` (best effort: a file
- * left behind wastes space but is never read). */
+/* A temporary file (see subsae__atomic_open: NAME.tmp-PID-N) of a state
+ * or manifest that a process which no longer exists left behind, killed
+ * while it was saving. A live process's (or one whose PID was reused) is
+ * left alone. */
+static bool stale_temporary(const char *name)
+{
+    const char *t = strstr(name, ".tmp-");
+    if (!t || (strncmp(name, "state-", 6) != 0 && strncmp(name, MANIFEST, strlen(MANIFEST)) != 0))
+        return false;
+    char *end;
+    long pid = strtol(t + 5, &end, 10);
+    if (end == t + 5 || *end != '-' || pid <= 0 || pid == (long)getpid())
+        return false;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Remove state-*.safetensors files other than `keep`, and temporaries of
+ * killed runs (best effort: a file left behind wastes space but is never
+ * read). */
 static void remove_old_states(const char *dir, const char *keep)
 {
     DIR *d = opendir(dir);
@@ -118,13 +139,14 @@ static void remove_old_states(const char *dir, const char *keep)
     while ((e = readdir(d)) != NULL) {
         const char *name = e->d_name;
         size_t len = strlen(name);
+        if (stale_temporary(name)) {
+            unlinkat(dirfd(d), name, 0);
+            continue;
+        }
         if (strncmp(name, "state-", 6) != 0 || len < 18 ||
             strcmp(name + len - 12, ".safetensors") != 0 || !strcmp(name, keep))
             continue;
-        char *path = join(dir, name);
-        if (path)
-            unlink(path);
-        subsae__free(path);
+        unlinkat(dirfd(d), name, 0); /* relative to the open directory: no path to build */
     }
     closedir(d);
 }
@@ -207,7 +229,11 @@ int subsae_trainer_save_checkpoint(const subsae_trainer *t, const char *dir)
     if (!rc)
         remove_old_states(dir, state_file);
 done:
-    free(text);
+    if (text) {
+        json_free_t free_text; /* Jansson's own: it may not be free() */
+        json_get_alloc_funcs(NULL, &free_text);
+        free_text(text);
+    }
     subsae__free(state_path);
     subsae__free(manifest_path);
     subsae__free(last);
@@ -281,9 +307,16 @@ static int read_manifest(const char *path, json_t **out)
     if (rc)
         return rc;
     json_error_t error;
+    errno = 0;
     json_t *root = json_loadb(map ? map : "", size, JSON_REJECT_DUPLICATES, &error);
+    /* Jansson does not always say it ran out of memory (a string it could
+     * not grow reads as a syntax error); malloc's ENOMEM does. */
+    bool out_of_memory =
+        !root && (errno == ENOMEM || json_error_code(&error) == json_error_out_of_memory);
     if (map)
         munmap(map, size);
+    if (out_of_memory)
+        return subsae__fail_nomem(path, size);
     if (!root || !json_is_object(root)) {
         json_decref(root);
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
@@ -302,7 +335,8 @@ static int read_manifest(const char *path, json_t **out)
     return SUBSAE_OK;
 }
 
-/* Copy tensor `name` (dtype and shape checked) into dst. */
+/* Copy tensor `name` (dtype and shape checked) into dst; dst NULL only
+ * checks. */
 static int load_tensor(const subsae__safetensors *st, const char *path, const char *name,
                        int dtype, int ndim, int64_t d0, int64_t d1, void *dst)
 {
@@ -319,7 +353,8 @@ static int load_tensor(const subsae__safetensors *st, const char *path, const ch
                             v->ndim == 2 ? (long long)v->shape[1] : 0LL,
                             subsae_dtype_name(dtype), (long long)d0, ndim == 2 ? ", " : "",
                             ndim == 2 ? (long long)d1 : 0LL);
-    memcpy(dst, v->data, v->bytes);
+    if (dst)
+        memcpy(dst, v->data, v->bytes);
     return SUBSAE_OK;
 }
 
@@ -358,12 +393,19 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         const char *name = subsae__trainer_option_name(o, &is_double);
         if (!name)
             continue;
-        int rc = is_double ? subsae_trainer_set_double(t, o, get_real(r, options, name, false))
-                           : subsae_trainer_set_int(t, o, get_int(r, options, name, INT64_MIN,
-                                                                  INT64_MAX));
-        if (r->rc == SUBSAE_OK && rc) {
-            subsae__error_prefix(r->path);
-            r->rc = SUBSAE_E_FORMAT;
+        double real = is_double ? get_real(r, options, name, false) : 0.0;
+        int64_t whole = is_double ? 0 : get_int(r, options, name, INT64_MIN, INT64_MAX);
+        if (r->rc != SUBSAE_OK)
+            break; /* missing or mistyped: already reported */
+        int rc = is_double ? subsae_trainer_set_double(t, o, real)
+                           : subsae_trainer_set_int(t, o, whole);
+        if (rc) {
+            /* A bad value in the file is a format error of the file: say
+             * so in the status too, keeping the setter's explanation. */
+            char why[512];
+            snprintf(why, sizeof why, "%s", subsae_last_error());
+            r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE, "%s: option '%s': %s",
+                                 r->path, name, why);
         }
     }
     const json_t *model = field(r, root, "model");
@@ -418,56 +460,96 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
                             r->path, (long long)m, (long long)t->features, (long long)k,
                             (long long)t->k, s_in, s_out);
 
-    int rc = subsae__sae_new(d_in, d_out, m, activation, &t->sae);
-    if (rc)
-        return rc;
-    subsae_sae *s = t->sae;
-    s->k = k;
-    s->apply_b_dec_to_input = apply;
-    s->rank_by_decoder_norm = by_norm;
-    s->input_scale = s_in;
-    s->output_scale = s_out;
-    t->transcoder = transcoder;
-    rc = subsae__trainer_alloc_state(t);
-    if (rc)
-        return rc;
-
+    /* The state file first: its tensors must have the shapes the manifest
+     * gives before anything of that size is allocated, so that a damaged
+     * or hostile checkpoint.json cannot make the loader ask for more memory
+     * than the state file itself holds. */
     char *state_path = join(dir, state_file);
-    double *scratch = subsae__malloc((size_t)(m > d_out ? m : d_out) * sizeof *scratch);
-    if (!state_path || !scratch) {
-        subsae__free(state_path);
-        subsae__free(scratch);
-        return subsae__fail_nomem("checkpoint state", (size_t)m * 8);
-    }
+    if (!state_path)
+        return subsae__fail_nomem("checkpoint state path", strlen(dir) + strlen(state_file) + 2);
     subsae__safetensors *st;
-    rc = subsae__safetensors_open(state_path, &st);
+    int rc = subsae__safetensors_open(state_path, &st);
+    if (rc) {
+        subsae__free(state_path);
+        return rc;
+    }
+    const char *meta = subsae__safetensors_metadata(st, "step");
+    char step_text[32];
+    snprintf(step_text, sizeof step_text, "%lld", (long long)step);
+    if (!meta || strcmp(meta, step_text) != 0)
+        rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                          "%s: state of step %s does not match checkpoint.json (step %lld)",
+                          state_path, meta ? meta : "(none)", (long long)step);
+    static const struct {
+        const char *name;
+        int dims; /* 0: [m, d_in], 1: [m], 2: [m, d_out], 3: [d_out] */
+    } tensors[] = {
+        {"W_enc", 0},        {"b_enc", 1},        {"W_dec", 2},        {"b_dec", 3},
+        {"threshold", 1},    {"adam_m.W_enc", 0}, {"adam_v.W_enc", 0}, {"adam_m.b_enc", 1},
+        {"adam_v.b_enc", 1}, {"adam_m.W_dec", 2}, {"adam_v.W_dec", 2}, {"adam_m.b_dec", 3},
+        {"adam_v.b_dec", 3},
+    };
+    const int64_t d0[4] = {m, m, m, d_out}, d1[4] = {d_in, 0, d_out, 0};
+    const int nd[4] = {2, 1, 2, 1};
+    for (size_t i = 0; !rc && i < sizeof tensors / sizeof tensors[0]; i++) {
+        int w = tensors[i].dims;
+        rc = load_tensor(st, state_path, tensors[i].name, SUBSAE_DTYPE_F32, nd[w], d0[w], d1[w],
+                         NULL);
+    }
+    const char *counts[3] = {"last_fired", "window_cur.fires", "window_prev.fires"};
+    for (int i = 0; !rc && i < 3; i++)
+        rc = load_tensor(st, state_path, counts[i], SUBSAE_DTYPE_F64, 1, m, 0, NULL);
+    if (!rc)
+        rc = load_tensor(st, state_path, "window_cur.sum_t", SUBSAE_DTYPE_F64, 1, d_out, 0, NULL);
+    if (!rc)
+        rc = load_tensor(st, state_path, "window_prev.sum_t", SUBSAE_DTYPE_F64, 1, d_out, 0,
+                         NULL);
+
+    subsae_sae *s = NULL;
+    if (!rc)
+        rc = subsae__sae_new(d_in, d_out, m, activation, &t->sae);
     if (!rc) {
-        const char *meta = subsae__safetensors_metadata(st, "step");
-        char step_text[32];
-        snprintf(step_text, sizeof step_text, "%lld", (long long)step);
-        if (!meta || strcmp(meta, step_text) != 0)
-            rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                              "%s: state of step %s does not match checkpoint.json (step %lld)",
-                              state_path, meta ? meta : "(none)", (long long)step);
-        const struct {
-            const char *name;
-            int64_t d0, d1;
-            int ndim;
-            void *dst;
-        } tensors[] = {
-            {"W_enc", m, d_in, 2, s->W_enc},          {"b_enc", m, 0, 1, s->b_enc},
-            {"W_dec", m, d_out, 2, s->W_dec},         {"b_dec", d_out, 0, 1, s->b_dec},
-            {"threshold", m, 0, 1, s->threshold},     {"adam_m.W_enc", m, d_in, 2, t->m_W_enc},
-            {"adam_v.W_enc", m, d_in, 2, t->v_W_enc}, {"adam_m.b_enc", m, 0, 1, t->m_b_enc},
-            {"adam_v.b_enc", m, 0, 1, t->v_b_enc},    {"adam_m.W_dec", m, d_out, 2, t->m_W_dec},
-            {"adam_v.W_dec", m, d_out, 2, t->v_W_dec}, {"adam_m.b_dec", d_out, 0, 1, t->m_b_dec},
-            {"adam_v.b_dec", d_out, 0, 1, t->v_b_dec},
-        };
-        for (size_t i = 0; !rc && i < sizeof tensors / sizeof tensors[0]; i++)
-            rc = load_tensor(st, state_path, tensors[i].name, SUBSAE_DTYPE_F32, tensors[i].ndim,
-                             tensors[i].d0, tensors[i].d1, tensors[i].dst);
+        s = t->sae;
+        s->k = k;
+        s->apply_b_dec_to_input = apply;
+        s->rank_by_decoder_norm = by_norm;
+        s->input_scale = s_in;
+        s->output_scale = s_out;
+        t->transcoder = transcoder;
+        rc = subsae__trainer_alloc_state(t);
+    }
+    double *scratch = NULL;
+    if (!rc) {
+        scratch = subsae__malloc((size_t)(m > d_out ? m : d_out) * sizeof *scratch);
+        if (!scratch)
+            rc = subsae__fail_nomem("checkpoint state", (size_t)m * 8);
+    }
+    if (!rc) {
+        void *const dst[] = {s->W_enc,   s->W_dec,   s->b_enc,   s->b_dec,   s->threshold,
+                             t->m_W_enc, t->v_W_enc, t->m_b_enc, t->v_b_enc, t->m_W_dec,
+                             t->v_W_dec, t->m_b_dec, t->v_b_dec};
+        const char *const names[] = {"W_enc",        "W_dec",        "b_enc",
+                                     "b_dec",        "threshold",    "adam_m.W_enc",
+                                     "adam_v.W_enc", "adam_m.b_enc", "adam_v.b_enc",
+                                     "adam_m.W_dec", "adam_v.W_dec", "adam_m.b_dec",
+                                     "adam_v.b_dec"};
+        for (size_t i = 0; !rc && i < sizeof dst / sizeof dst[0]; i++)
+            memcpy(dst[i], subsae__safetensors_find(st, names[i])->data,
+                   subsae__safetensors_find(st, names[i])->bytes);
         if (!rc)
             rc = subsae__sae_check_finite(s, state_path);
+        /* Adam's moments: first finite, second finite and >= 0 (a negative
+         * one would make every later step NaN). */
+        for (size_t i = 5; !rc && i < sizeof dst / sizeof dst[0]; i++) {
+            const struct subsae__tensor_view *v = subsae__safetensors_find(st, names[i]);
+            const float *x = dst[i];
+            const bool second = names[i][5] == 'v';
+            for (size_t j = 0; !rc && j < v->bytes / sizeof(float); j++)
+                if (!isfinite(x[j]) || (second && x[j] < 0.0f))
+                    rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                      "%s: tensor '%s'[%zu] = %g is not a valid Adam moment",
+                                      state_path, names[i], j, (double)x[j]);
+        }
         if (!rc)
             rc = load_counts(st, state_path, "last_fired", m, t->last_fired, scratch);
         if (!rc)
@@ -480,8 +562,8 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         if (!rc)
             rc = load_tensor(st, state_path, "window_prev.sum_t", SUBSAE_DTYPE_F64, 1, d_out, 0,
                              t->prev.sum_t);
-        subsae__safetensors_close(st);
     }
+    subsae__safetensors_close(st);
     subsae__free(state_path);
     subsae__free(scratch);
     if (rc)
@@ -506,7 +588,9 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
     t->prev.active = prev.active;
     memcpy(t->rng.s, words, sizeof words);
     t->initialised = true;
-    return subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
+    /* The workspace comes with the first step (sized for BATCH, as after
+     * init): loading costs memory in proportion to the files. */
+    return SUBSAE_OK;
 }
 
 int subsae_trainer_load_checkpoint(const char *dir, subsae_trainer **out)

@@ -47,6 +47,10 @@ char *subsae__strdup(const char *s);
 void subsae__alloc_fail_after(int64_t n);
 /* Allocations made since the last subsae__alloc_fail_after() call. */
 int64_t subsae__alloc_count(void);
+/* Blocks allocated through these functions and not yet freed (process-wide;
+ * tests compare it before and after a call to find leaks without a
+ * sanitizer). */
+int64_t subsae__alloc_live(void);
 
 /* a * b into *out; false on size_t overflow. */
 static inline bool subsae__mul_size(size_t a, size_t b, size_t *out)

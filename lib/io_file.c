@@ -78,6 +78,9 @@ int subsae__map_file(const char *path, void **map, size_t *size)
 struct subsae__atomic_file {
     char *path;      /* final name */
     char *temporary; /* where the data goes until commit */
+    char *dir;       /* its directory, synced after the rename (allocated up
+                        front: a commit that renamed must not then fail for
+                        want of memory) */
     int fd;
     bool failed;     /* a write failed: commit refuses */
 };
@@ -118,6 +121,7 @@ static void release(subsae__atomic_file *f)
 {
     subsae__free(f->path);
     subsae__free(f->temporary);
+    subsae__free(f->dir);
     subsae__free(f);
 }
 
@@ -136,8 +140,9 @@ int subsae__atomic_open(const char *path, subsae__atomic_file **out)
         f->fd = -1;
         f->path = subsae__strdup(path);
         f->temporary = subsae__malloc(room);
+        f->dir = directory_of(path);
     }
-    if (!f || !f->path || !f->temporary) {
+    if (!f || !f->path || !f->temporary || !f->dir) {
         if (f)
             release(f);
         return subsae__fail_nomem("temporary file name", room);
@@ -220,12 +225,7 @@ int subsae__atomic_commit(subsae__atomic_file *f)
         subsae__atomic_abort(f);
         return rc;
     }
-    char *dir = directory_of(f->path);
-    if (!dir)
-        rc = subsae__fail_nomem("directory name", strlen(f->path));
-    else
-        rc = sync_directory(dir, f->path);
-    subsae__free(dir);
+    rc = sync_directory(f->dir, f->path);
     release(f);
     return rc;
 }
@@ -239,18 +239,9 @@ int subsae__make_dir(const char *dir)
     if (!dir[0])
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "subsae__make_dir: empty directory name");
-    if (mkdir(dir, 0777) != 0) {
-        int code = errno;
-        struct stat st;
-        if (code == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
-            return SUBSAE_OK;
-        if (code == EEXIST)
-            return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM,
-                                "%s: exists and is not a directory", dir);
-        return fail_system("cannot create directory", dir, code);
-    }
-    /* Make the new entry durable in the parent. Trailing slashes would
-     * make the parent the directory itself: strip them first. */
+    /* The parent's name first (trailing slashes stripped, or the parent
+     * would be the directory itself), so that nothing can fail for want of
+     * memory once the directory exists. */
     size_t n = strlen(dir);
     char *copy = subsae__strdup(dir);
     if (!copy)
@@ -261,6 +252,18 @@ int subsae__make_dir(const char *dir)
     subsae__free(copy);
     if (!parent)
         return subsae__fail_nomem("directory name", n + 1);
+    if (mkdir(dir, 0777) != 0) {
+        int code = errno;
+        struct stat st;
+        subsae__free(parent);
+        if (code == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+            return SUBSAE_OK;
+        if (code == EEXIST)
+            return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM,
+                                "%s: exists and is not a directory", dir);
+        return fail_system("cannot create directory", dir, code);
+    }
+    /* Make the new entry durable in the parent. */
     int rc = sync_directory(parent, dir);
     subsae__free(parent);
     return rc;

@@ -13,6 +13,7 @@
 #include "dtype.h"
 #include "io.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,7 +183,13 @@ static int parse(const char *path, const unsigned char *map, size_t size,
                             "%s: safetensors header of %llu bytes exceeds the %d-byte limit",
                             path, (unsigned long long)n, MAX_HEADER_BYTES);
     json_error_t error;
+    errno = 0;
     st->root = json_loadb((const char *)map + 8, (size_t)n, JSON_REJECT_DUPLICATES, &error);
+    /* Jansson does not always say that it ran out of memory (a string it
+     * could not grow shows up as a syntax error), but malloc sets errno to
+     * ENOMEM (POSIX; subsae__malloc too when a test makes it fail). */
+    if (!st->root && (errno == ENOMEM || json_error_code(&error) == json_error_out_of_memory))
+        return subsae__fail_nomem("safetensors header JSON", (size_t)n);
     if (!st->root)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
                             "%s: safetensors header is not valid JSON: %s (line %d, column "
@@ -394,6 +401,37 @@ int subsae__safetensors_source(const char *path, const void *map, size_t size,
 
 /* ---- writer --------------------------------------------------------- */
 
+/* Whether s is UTF-8 as Jansson accepts it (no overlong forms, surrogates
+ * or code points past U+10FFFF). Checked before Jansson sees a string, so
+ * that a NULL from Jansson can only mean it ran out of memory. */
+static bool valid_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p++, extra;
+        uint32_t value;
+        if (c < 0x80)
+            continue;
+        if (c >= 0xc2 && c <= 0xdf)
+            extra = 1, value = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            extra = 2, value = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            extra = 3, value = c & 0x07;
+        else
+            return false;
+        for (unsigned i = 0; i < extra; i++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return false;
+            value = value << 6 | (*p & 0x3f);
+        }
+        if ((extra == 2 && value < 0x800) || (extra == 3 && value < 0x10000) ||
+            value > 0x10ffff || (value >= 0xd800 && value <= 0xdfff))
+            return false;
+    }
+    return true;
+}
+
 /* The JSON header for tensors in `order` laid out back to back, padded
  * with spaces to a multiple of 8 bytes (as the reference implementation
  * does); *text is the library's to free. */
@@ -409,23 +447,29 @@ static int build_header(const char *path, const struct subsae__tensor_view *tens
         if (!meta || json_object_set_new(root, metadata_key, meta))
             rc = subsae__fail_nomem("safetensors metadata", 0);
         for (int64_t i = 0; !rc && i < n_metadata; i++) {
-            json_t *v = json_string(values[i]);
-            if (!v)
+            json_t *v = NULL;
+            if (!valid_utf8(values[i]))
                 rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                                   "%s: metadata value of '%s' is not valid UTF-8", path,
                                   keys[i]);
-            else if (json_object_get(meta, keys[i]))
-                rc = (json_decref(v), subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                                                   "%s: metadata key '%s' is repeated", path,
-                                                   keys[i]));
-            else if (json_object_set_new(meta, keys[i], v))
+            else if (!valid_utf8(keys[i]))
                 rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                                   "%s: metadata key '%s' is not valid UTF-8", path, keys[i]);
+            else if (json_object_get(meta, keys[i]))
+                rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                                  "%s: metadata key '%s' is repeated", path, keys[i]);
+            else if (!(v = json_string(values[i])) || json_object_set_new(meta, keys[i], v))
+                rc = subsae__fail_nomem("safetensors metadata", strlen(values[i]));
         }
     }
     size_t offset = 0;
     for (int64_t k = 0; !rc && k < n_tensors; k++) {
         const struct subsae__tensor_view *t = &tensors[order[k]];
+        if (!valid_utf8(t->name)) {
+            rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                              "%s: tensor name '%s' is not valid UTF-8", path, t->name);
+            break;
+        }
         if (json_object_get(root, t->name)) {
             rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                               "%s: tensor name '%s' is repeated or reserved", path, t->name);
@@ -441,11 +485,8 @@ static int build_header(const char *path, const struct subsae__tensor_view *tens
                                           "shape", shape, "data_offsets", (json_int_t)offset,
                                           (json_int_t)(offset + t->bytes))
                               : NULL;
-        if (!entry)
+        if (!entry || json_object_set_new(root, t->name, entry))
             rc = subsae__fail_nomem("safetensors header entry", 0);
-        else if (json_object_set_new(root, t->name, entry))
-            rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                              "%s: tensor name '%s' is not valid UTF-8", path, t->name);
         offset += t->bytes;
     }
     char *dumped = rc ? NULL : json_dumps(root, JSON_COMPACT);

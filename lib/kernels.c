@@ -384,6 +384,110 @@ adam_avx2(float *w, float *m, float *v, const float *g, int64_t n, float gs, flo
 }
 #endif
 
+/* The same arithmetic as adam_* without storing anything: whether every
+ * new m, v and w would be finite. Each variant computes exactly what the
+ * matching adam_* variant would store (same operations per element, in
+ * the same order), so the answer is exact. */
+static inline bool finite_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7f800000u) != 0x7f800000u;
+}
+
+static bool adam_finite_scalar(const float *w, const float *m, const float *v, const float *g,
+                               int64_t n, float gs, float b1, float b2, float step,
+                               float inv_bias2, float eps)
+{
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    unsigned finite = 1; /* bitwise, no branches */
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g ? gs * g[i] : 0.0f;
+        float mi = b1 * m[i] + c1 * gi;
+        float vi = b2 * v[i] + c2 * gi * gi;
+        float wi = w[i] - step * mi / (sqrtf(vi) * inv_bias2 + eps);
+        finite &= (unsigned)finite_bits(mi) & (unsigned)finite_bits(vi) &
+                  (unsigned)finite_bits(wi);
+    }
+    return finite != 0;
+}
+
+#if SUBSAE_X86
+__attribute__((target("avx512f"))) static bool
+adam_finite_avx512(const float *w, const float *m, const float *v, const float *g, int64_t n,
+                   float gs, float b1, float b2, float step, float inv_bias2, float eps)
+{
+    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
+    const __m512 vc1 = _mm512_set1_ps(1.0f - b1), vc2 = _mm512_set1_ps(1.0f - b2);
+    const __m512 vgs = _mm512_set1_ps(gs), vstep = _mm512_set1_ps(step);
+    const __m512 vib2 = _mm512_set1_ps(inv_bias2), veps = _mm512_set1_ps(eps);
+    const __m512 zero = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gi = g ? _mm512_mul_ps(vgs, _mm512_loadu_ps(g + i)) : _mm512_setzero_ps();
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_loadu_ps(m + i)),
+                                  _mm512_mul_ps(vc1, gi));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_loadu_ps(v + i)),
+                                  _mm512_mul_ps(_mm512_mul_ps(vc2, gi), gi));
+        __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), vib2), veps);
+        __m512 upd = _mm512_div_ps(_mm512_mul_ps(vstep, mi), den);
+        __m512 wi = _mm512_sub_ps(_mm512_loadu_ps(w + i), upd);
+        /* x * 0 is 0 for finite x, NaN for infinities and NaN. */
+        __m512 probe = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(mi, zero),
+                                                   _mm512_mul_ps(vi, zero)),
+                                     _mm512_mul_ps(wi, zero));
+        bad |= _mm512_cmp_ps_mask(probe, zero, _CMP_NEQ_UQ);
+    }
+    return bad == 0 && adam_finite_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1,
+                                          b2, step, inv_bias2, eps);
+}
+
+__attribute__((target("avx2"))) static bool
+adam_finite_avx2(const float *w, const float *m, const float *v, const float *g, int64_t n,
+                 float gs, float b1, float b2, float step, float inv_bias2, float eps)
+{
+    const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2);
+    const __m256 vc1 = _mm256_set1_ps(1.0f - b1), vc2 = _mm256_set1_ps(1.0f - b2);
+    const __m256 vgs = _mm256_set1_ps(gs), vstep = _mm256_set1_ps(step);
+    const __m256 vib2 = _mm256_set1_ps(inv_bias2), veps = _mm256_set1_ps(eps);
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 bad = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gi = g ? _mm256_mul_ps(vgs, _mm256_loadu_ps(g + i)) : _mm256_setzero_ps();
+        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)),
+                                  _mm256_mul_ps(vc1, gi));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
+                                  _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
+        __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), vib2), veps);
+        __m256 upd = _mm256_div_ps(_mm256_mul_ps(vstep, mi), den);
+        __m256 wi = _mm256_sub_ps(_mm256_loadu_ps(w + i), upd);
+        __m256 probe = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(mi, zero),
+                                                   _mm256_mul_ps(vi, zero)),
+                                     _mm256_mul_ps(wi, zero));
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(probe, zero, _CMP_NEQ_UQ));
+    }
+    return _mm256_movemask_ps(bad) == 0 &&
+           adam_finite_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step,
+                              inv_bias2, eps);
+}
+#endif
+
+bool subsae__adam_finite(const float *w, const float *m, const float *v, const float *g,
+                         int64_t n, float gs, float b1, float b2, float step, float inv_bias2,
+                         float eps)
+{
+#if SUBSAE_X86
+    switch (cpu_level()) {
+    case 2: return adam_finite_avx512(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps);
+    case 1: return adam_finite_avx2(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps);
+    default: break;
+    }
+#endif
+    return adam_finite_scalar(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps);
+}
+
 void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1,
                   float b2, float step, float inv_bias2, float eps)
 {

@@ -6,6 +6,7 @@
 #ifndef SUBSAE_KERNELS_H
 #define SUBSAE_KERNELS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* The k largest of key[j] = (row[j] + bias[j]) * weight[j] over j in
@@ -42,6 +43,12 @@ void subsae__feature_backward(const int32_t *rows, const float *z, int64_t count
  * means a zero gradient (the moments decay, the weights still move). */
 void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1,
                   float b2, float step, float inv_bias2, float eps);
+
+/* Whether subsae__adam with the same arguments would leave every m, v and
+ * w finite (exactly: the same arithmetic, nothing stored). */
+bool subsae__adam_finite(const float *w, const float *m, const float *v, const float *g,
+                         int64_t n, float gs, float b1, float b2, float step, float inv_bias2,
+                         float eps);
 
 /* Threads for a parallel loop of `work` element operations: small loops run
  * on one thread, where waking a team costs more than it saves (and, on a

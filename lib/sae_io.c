@@ -11,6 +11,7 @@
 #include "dtype.h"
 #include "kernels.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -86,7 +87,9 @@ static int write_config(const subsae_sae *sae, const char *path)
         else
             subsae__atomic_abort(f);
     }
-    free(text);
+    json_free_t free_text; /* Jansson's own: it may not be free() */
+    json_get_alloc_funcs(NULL, &free_text);
+    free_text(text);
     return rc;
 }
 
@@ -177,9 +180,19 @@ static int read_config(const char *dir, json_t **root, struct config *cfg)
         return rc;
     }
     json_error_t error;
+    errno = 0;
     json_t *j = json_loadb(map ? map : "", size, JSON_REJECT_DUPLICATES, &error);
+    /* Jansson does not always say it ran out of memory (a string it could
+     * not grow reads as a syntax error); malloc's ENOMEM does. */
+    bool out_of_memory =
+        !j && (errno == ENOMEM || json_error_code(&error) == json_error_out_of_memory);
     if (map)
         munmap(map, size);
+    if (out_of_memory) {
+        rc = subsae__fail_nomem(path, size);
+        subsae__free(path);
+        return rc;
+    }
     if (!j || !json_is_object(j)) {
         json_decref(j);
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
@@ -350,7 +363,7 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
     if (d_in > INT32_MAX || d_out > INT32_MAX || m > INT32_MAX)
         return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
                             "%s: dimensions beyond 2^31", path);
-    int activation;
+    int activation = SUBSAE_ACT_TOPK; /* set by activation_from_config */
     rc = activation_from_config(cfg, thr != NULL, dir, &activation);
     if (rc)
         return rc;

@@ -381,9 +381,18 @@ void subsae__stream_begin_pass(struct subsae__stream *st)
     memset(st->sumsq, 0, (size_t)st->d * sizeof(double));
 }
 
+/* target_clones makes an ifunc whose resolver the dynamic loader runs
+ * before ThreadSanitizer is initialised; instrumented, it crashes the
+ * program at load. The TSan build (make tsan) takes the default clone. */
+#if defined(__SANITIZE_THREAD__)
+#define SUBSAE_AVX2_CLONES
+#else
+#define SUBSAE_AVX2_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+
 /* Read (when `read`), shift and sum rows [a, e) of the batch into the
  * block's partial sums. */
-__attribute__((target_clones("avx2", "default"))) static int
+SUBSAE_AVX2_CLONES static int
 process_block(struct subsae__stream *st, int64_t first, int64_t a, int64_t e,
                          bool read, double *p1)
 {

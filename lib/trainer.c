@@ -374,6 +374,12 @@ int subsae__trainer_alloc_state(subsae_trainer *t)
 int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
 {
     struct subsae__workspace *ws = &t->ws;
+    /* The first workspace (after init, after loading a checkpoint, which
+     * leaves it to the first step, or after a failed allocation) has room
+     * for the configured batch at least, so that its encode blocks, and
+     * hence the bits, do not depend on which call came first. */
+    if (ws->batch == 0 && batch < t->batch)
+        batch = t->batch;
     if (ws->batch >= batch && ws->threads == threads)
         return SUBSAE_OK;
     if (batch < ws->batch)
@@ -679,8 +685,14 @@ static void renormalise(float *row, int64_t d)
     }
 }
 
-/* Adam on every parameter from the workspace gradients. */
-static void apply_update(subsae_trainer *t, double sq)
+/* Adam on every parameter from the workspace gradients, all or nothing:
+ * a first pass computes the update without storing it, and if any new
+ * weight or moment would not be finite (a learning rate far too large,
+ * moments from a damaged checkpoint) the step fails with
+ * SUBSAE_E_NONFINITE and nothing changes. The pass reads what the update
+ * reads, O(parameters) per step against the encoder's O(batch x
+ * parameters). */
+static int apply_update(subsae_trainer *t, double sq)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
@@ -696,6 +708,52 @@ static void apply_update(subsae_trainer *t, double sq)
     float gs = 1.0f;
     if (t->clip_norm > 0.0 && sqrt(sq) > t->clip_norm)
         gs = (float)(t->clip_norm / sqrt(sq));
+
+    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs,
+                                      b1, b2, size, ib2, eps);
+    if (t->sparse_adam) {
+        const int64_t nt = touched_count(ws);
+#pragma omp parallel for schedule(static) reduction(&& : finite) \
+    num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
+        for (int64_t i = 0; i < nt; i++) {
+            const int64_t f = ws->touched[i];
+            finite = finite &&
+                     subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
+                                         t->v_W_enc + f * d_in, ws->g_W_enc + i * d_in, d_in, gs,
+                                         b1, b2, size, ib2, eps) &&
+                     subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
+                                         t->v_W_dec + f * d_out, ws->g_W_dec + i * d_out, d_out,
+                                         gs, b1, b2, size, ib2, eps) &&
+                     subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
+                                         ws->g_b_enc + i, 1, gs, b1, b2, size, ib2, eps);
+        }
+    } else {
+#pragma omp parallel for schedule(static) reduction(&& : finite) \
+    num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
+        for (int64_t f = 0; f < m; f++) {
+            const int64_t slot = ws->slot_of[f];
+            finite = finite &&
+                     subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
+                                         t->v_W_enc + f * d_in,
+                                         slot >= 0 ? ws->g_W_enc + slot * d_in : NULL, d_in, gs,
+                                         b1, b2, size, ib2, eps) &&
+                     subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
+                                         t->v_W_dec + f * d_out,
+                                         slot >= 0 ? ws->g_W_dec + slot * d_out : NULL, d_out,
+                                         gs, b1, b2, size, ib2, eps) &&
+                     subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
+                                         slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2,
+                                         size, ib2, eps);
+        }
+    }
+    if (!finite) {
+        t->phase_seconds[SUBSAE__PHASE_OPTIMIZER] += omp_get_wtime() - clock;
+        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
+                            "subsae_trainer_step: step %lld diverged: the update (learning rate "
+                            "%g) would make weights or Adam moments infinite or NaN; weights left "
+                            "as before the step: lower the learning rate",
+                            (long long)step, lr);
+    }
 
     subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs, b1, b2, size, ib2, eps);
     if (t->sparse_adam) {
@@ -731,6 +789,7 @@ static void apply_update(subsae_trainer *t, double sq)
         }
     }
     t->phase_seconds[SUBSAE__PHASE_OPTIMIZER] += omp_get_wtime() - clock;
+    return SUBSAE_OK;
 }
 
 /* Counters, dead-feature clock and metrics window after a step of n rows. */
@@ -808,7 +867,9 @@ int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
         rc = subsae__trainer_exchange(t, rc, &n, &loss, &sq);
     if (rc)
         return rc;
-    apply_update(t, sq);
+    rc = apply_update(t, sq);
+    if (rc)
+        return rc;
     account(t, n, loss);
     return SUBSAE_OK;
 }

@@ -29,11 +29,22 @@ void harness_register(harness_suite_factory factory, const char *name)
     registered[factory_count++].factory = factory;
 }
 
+static void remove_tmpdir(void);
+
+/* Every test starts without a temporary directory and its own is removed
+ * when it ends: with Check's fork mode each test is a process anyway, and
+ * in no-fork mode (CK_FORK=no, make valgrind) this keeps tests apart. */
+static void test_boundary(void)
+{
+    remove_tmpdir();
+}
+
 TCase *harness_case(Suite *suite, const char *name, double timeout_seconds)
 {
     TCase *tc = tcase_create(name);
     double scale = harness_sanitized() ? 4.0 : 1.0;
     tcase_set_timeout(tc, timeout_seconds * scale);
+    tcase_add_checked_fixture(tc, test_boundary, test_boundary);
     suite_add_tcase(suite, tc);
     return tc;
 }
@@ -86,30 +97,34 @@ void harness_skip(const char *test, const char *reason)
 }
 
 static char tmpdir[256];
+static pid_t tmpdir_owner, atexit_owner;
 
 static void remove_tmpdir(void)
 {
-    if (tmpdir[0]) {
+    if (tmpdir[0] && tmpdir_owner == getpid()) {
         char command[300];
         snprintf(command, sizeof command, "rm -rf '%s'", tmpdir);
         if (system(command) != 0)
             fprintf(stderr, "harness: could not remove %s\n", tmpdir);
     }
+    tmpdir[0] = '\0';
 }
 
 const char *harness_tmpdir(void)
 {
-    /* Check forks each test, so every test gets its own directory and
-     * removes it when its process exits. */
-    static pid_t owner;
-    if (owner != getpid()) {
-        owner = getpid();
+    /* One directory per test (see test_boundary), made on first use and
+     * removed when the test ends or its process exits. */
+    if (tmpdir_owner != getpid() || !tmpdir[0]) {
+        tmpdir_owner = getpid();
         snprintf(tmpdir, sizeof tmpdir, "/tmp/subsae-test-XXXXXX");
         if (!mkdtemp(tmpdir)) {
             perror("mkdtemp");
             exit(2);
         }
-        atexit(remove_tmpdir);
+        if (atexit_owner != getpid()) {
+            atexit_owner = getpid();
+            atexit(remove_tmpdir);
+        }
     }
     return tmpdir;
 }
@@ -152,6 +167,21 @@ json_t *harness_read_json(const char *name)
 bool harness_sanitized(void)
 {
     return getenv("SUBSAE_SANITIZE") != NULL;
+}
+
+bool harness_valgrind(void)
+{
+    return getenv("SUBSAE_VALGRIND") != NULL;
+}
+
+bool harness_tsan(void)
+{
+    return getenv("SUBSAE_TSAN") != NULL;
+}
+
+bool harness_slow(void)
+{
+    return harness_sanitized() || harness_valgrind() || harness_tsan();
 }
 
 static int compare_suite_names(const void *a, const void *b)

@@ -57,6 +57,14 @@ struct json_t *harness_read_json(const char *name);
 
 /* True when the library is built with sanitizers (slow paths are shrunk). */
 bool harness_sanitized(void);
+/* True under `make valgrind` (SUBSAE_VALGRIND=1: memcheck, Check in no-fork
+ * mode, so no timeouts and one process for every test). */
+bool harness_valgrind(void);
+/* True under `make tsan` (SUBSAE_TSAN=1: ThreadSanitizer build). */
+bool harness_tsan(void);
+/* Any of the three: tests shrink their largest sizes (every test still
+ * runs). */
+bool harness_slow(void);
 
 /* Assert a libsubsae call succeeded, showing the library's message. */
 #define ck_assert_ok(call)                                                  \

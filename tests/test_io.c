@@ -1225,7 +1225,9 @@ START_TEST(inspect_reports_files)
     json_error_t error;
     json_t *root = json_loads(out, 0, &error);
     ck_assert_msg(root != NULL, "not JSON: %s", out);
-    ck_assert_int_eq(json_object_size(root), 5);
+    ck_assert_int_eq(json_object_size(root), 6);
+    /* The NaN row comes after the 2 + 4 rows of the first two files. */
+    ck_assert_int_eq(json_integer_value(json_object_get(root, "first_nonfinite_row")), 6);
     json_t *files = json_object_get(root, "files");
     ck_assert_int_eq(json_array_size(files), 3);
     const char *paths[3] = {a, s, c}, *formats[3] = {"npy", "safetensors", "npy"};

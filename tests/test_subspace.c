@@ -1102,9 +1102,13 @@ START_TEST(real_activations_match_reference)
     memset(r99, -1, sizeof r99);
     int files = 0;
     struct dirent *e;
+    /* Under valgrind (some 50 times slower): layer 2 only, exact only. */
+    const bool tiny = harness_valgrind();
     while ((e = readdir(dp)) != NULL) {
         size_t len = strlen(e->d_name);
         if (len < 5 || strcmp(e->d_name + len - 4, ".npy") != 0)
+            continue;
+        if (tiny && (strncmp(e->d_name, "L2_", 3) != 0 || strstr(e->d_name, "131k")))
             continue;
         json_t *entry = json_object_get(ref, e->d_name);
         ck_assert_msg(entry != NULL, "reference.json has no entry for %s", e->d_name);
@@ -1119,7 +1123,7 @@ START_TEST(real_activations_match_reference)
         int64_t want99 = json_int_field(entry, e->d_name, "r99");
         double want_entropy = json_real_value(json_object_get(entry, "entropy_rank"));
         const int methods[2] = {SUBSAE_METHOD_EXACT, SUBSAE_METHOD_RANDOMIZED};
-        for (int mi = 0; mi < 2; mi++) {
+        for (int mi = 0; mi < (tiny ? 1 : 2); mi++) {
             struct measured m;
             measure(buf, methods[mi], methods[mi] == SUBSAE_METHOD_EXACT ? 0 : 64, &m);
             const char *name = mi == 0 ? "exact" : "randomized";
@@ -1147,7 +1151,7 @@ START_TEST(real_activations_match_reference)
         files++;
     }
     closedir(dp);
-    ck_assert_int_ge(files, 28);
+    ck_assert_int_ge(files, tiny ? N_SITES : 28);
 
     /* The finding, and the table for the README. */
     printf("\n  r99 (centred, exact) of stories260K activations, d = 64\n");
@@ -1156,6 +1160,8 @@ START_TEST(real_activations_match_reference)
         printf("  %10s", sites[si]);
     printf("\n");
     for (int l = 0; l < N_LAYERS; l++) {
+        if (tiny && l != 2)
+            continue;
         printf("  L%-5d", l);
         for (int si = 0; si < N_SITES; si++) {
             ck_assert_msg(r99[l][si] > 0, "L%d_%s.npy missing", l, sites[si]);

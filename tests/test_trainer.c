@@ -863,14 +863,17 @@ START_TEST(asi_keeps_features_alive_on_attention_outputs)
     }
     subsae_buffer *all, *train, *eval;
     ck_assert_ok(subsae_buffer_open(path, NULL, &all));
-    const int64_t rows = subsae_buffer_rows(all), n_train = rows * 7 / 8;
-    ck_assert_ok(subsae_buffer_view(all, 0, n_train, &train));
-    ck_assert_ok(subsae_buffer_view(all, n_train, rows - n_train, &eval));
     /* The recipe of the reference: d_sae 32768, k 8, lr 1e-3, batch 4096,
      * 2 epochs, dead window one epoch, free decoder norms, scale search,
-     * same seed. Under sanitizers: a smaller run of the same code. */
-    const bool small = harness_sanitized();
-    const int64_t features = small ? 2048 : 32768, epochs = small ? 1 : 2;
+     * same seed. Under sanitizers: a smaller run of the same code; under
+     * valgrind (some 50 times slower) smaller still: 16384 rows, 256
+     * features. */
+    const bool small = harness_slow(), tiny = harness_valgrind();
+    const int64_t rows = subsae_buffer_rows(all), n_train = tiny ? 16384 : rows * 7 / 8;
+    const int64_t n_eval = tiny ? 4096 : rows - n_train;
+    ck_assert_ok(subsae_buffer_view(all, 0, n_train, &train));
+    ck_assert_ok(subsae_buffer_view(all, n_train, n_eval, &eval));
+    const int64_t features = tiny ? 256 : small ? 2048 : 32768, epochs = small ? 1 : 2;
     struct run_result random, asi;
     real_data_run(SUBSAE_INIT_RANDOM, train, eval, features, epochs, &random);
     real_data_run(SUBSAE_INIT_ACTIVE_SUBSPACE, train, eval, features, epochs, &asi);
@@ -891,7 +894,8 @@ START_TEST(asi_keeps_features_alive_on_attention_outputs)
         ck_assert_double_le(asi.dead_fraction, 0.08);
         ck_assert_double_ge(asi.explained_variance, random.explained_variance);
     }
-    ck_assert_double_gt(asi.explained_variance, 0.5);
+    if (!tiny)
+        ck_assert_double_gt(asi.explained_variance, 0.5);
     subsae_buffer_free(train);
     subsae_buffer_free(eval);
     subsae_buffer_free(all);

@@ -30,7 +30,7 @@ static void shape_text(const struct file_info *f, char *out, size_t room)
 }
 
 static int print_table(const struct file_info *files, int64_t n, int64_t rows, int64_t dim,
-                       double mean_norm, int64_t nonfinite)
+                       double mean_norm, int64_t nonfinite, int64_t first_nonfinite)
 {
     int wpath = 4, wformat = 6, wdtype = 5, wshape = 5;
     char shape[160];
@@ -53,9 +53,12 @@ static int print_table(const struct file_info *files, int64_t n, int64_t rows, i
                wshape, shape, (long long)files[i].rows, (long long)files[i].dim);
     }
     printf("\n%lld file%s: %lld rows x %lld dims, mean row norm %.6g, %lld non-finite "
-           "value%s\n",
+           "value%s",
            (long long)n, n == 1 ? "" : "s", (long long)rows, (long long)dim, mean_norm,
            (long long)nonfinite, nonfinite == 1 ? "" : "s");
+    if (first_nonfinite >= 0)
+        printf(" (first in row %lld)", (long long)first_nonfinite);
+    printf("\n");
     return fflush(stdout) == 0 ? 0 : cli_fail("cannot write to standard output");
 }
 
@@ -129,21 +132,24 @@ CLI_COMMAND(inspect, "FILE... [--tensor NAME] [--json]")
             f->rows *= f->shape[d];
     }
     double mean_norm = 0.0;
-    int64_t nonfinite = 0;
+    int64_t nonfinite = 0, first_nonfinite = -1;
     if (!rc)
-        rc = cli_check(subsae_buffer_stats(buf, NULL, &mean_norm, &nonfinite, NULL),
+        rc = cli_check(subsae_buffer_stats(buf, NULL, &mean_norm, &nonfinite, &first_nonfinite),
                        "cannot read");
     if (!rc && json) {
         json_t *list = files_json(files, n);
-        rc = cli_print_json(list ? json_pack("{s:o, s:I, s:I, s:f, s:I}", "files", list,
+        rc = cli_print_json(list ? json_pack("{s:o, s:I, s:I, s:f, s:I, s:o}", "files", list,
                                              "rows", (json_int_t)subsae_buffer_rows(buf),
                                              "dim", (json_int_t)subsae_buffer_dim(buf),
                                              "mean_norm", mean_norm, "nonfinite",
-                                             (json_int_t)nonfinite)
+                                             (json_int_t)nonfinite, "first_nonfinite_row",
+                                             first_nonfinite >= 0
+                                                 ? json_integer(first_nonfinite)
+                                                 : json_null())
                                  : NULL);
     } else if (!rc) {
         rc = print_table(files, n, subsae_buffer_rows(buf), subsae_buffer_dim(buf), mean_norm,
-                         nonfinite);
+                         nonfinite, first_nonfinite);
     }
     free(files);
     free(paths);

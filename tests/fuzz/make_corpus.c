@@ -1,0 +1,355 @@
+/* Writes the seed corpora of the fuzz harnesses: small valid files made by
+ * the library itself, plus a few hand-made and malformed ones.
+ *
+ *     make fuzz-corpus      (runs build/bin/fuzz_make_corpus tests/fuzz/corpus)
+ *
+ * The output is checked in; rerun this only to change the seeds. */
+#include "fuzz.h"
+#include "internal.h"
+#include "io.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *root;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "make_corpus: %s: %s\n", what, subsae_last_error());
+    exit(1);
+}
+
+static void ok(int rc, const char *what)
+{
+    if (rc != SUBSAE_OK)
+        die(what);
+}
+
+static const char *path_of(const char *name, const char *file)
+{
+    static char path[2100];
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s", root, name);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        die(dir);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    return path;
+}
+
+static void write_bytes(const char *path, const void *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0)
+        die(path);
+}
+
+/* A .npy file with a header dict of our choosing (version 1 or 2). */
+static void write_npy_raw(const char *path, int version, const char *dict, const void *data,
+                          size_t data_bytes)
+{
+    unsigned char out[4096];
+    size_t start = version == 1 ? 10 : 12, n = strlen(dict);
+    size_t total = (start + n + 1 + 15) / 16 * 16;
+    memcpy(out, "\x93NUMPY", 6);
+    out[6] = (unsigned char)version;
+    out[7] = 0;
+    size_t header = total - start;
+    for (size_t i = 0; i < start - 8; i++)
+        out[8 + i] = (unsigned char)(header >> (8 * i));
+    memcpy(out + start, dict, n);
+    memset(out + start + n, ' ', total - start - n);
+    out[total - 1] = '\n';
+    memcpy(out + total, data, data_bytes);
+    write_bytes(path, out, total + data_bytes);
+}
+
+/* A safetensors file with a header of our choosing. */
+static void write_st_raw(const char *path, const char *json, const void *data, size_t data_bytes)
+{
+    unsigned char out[4096];
+    size_t n = strlen(json);
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)((uint64_t)n >> (8 * i));
+    memcpy(out + 8, json, n);
+    memcpy(out + 8 + n, data, data_bytes);
+    write_bytes(path, out, 8 + n + data_bytes);
+}
+
+static subsae_buffer *sample(int64_t rows, int64_t dim, int nan_row)
+{
+    float x[64];
+    for (int64_t i = 0; i < rows * dim; i++)
+        x[i] = (float)((i * 37 % 11) - 5) * 0.25f;
+    if (rows * dim > 3) {
+        x[1] = -0.0f;
+        x[2] = 1e-40f; /* subnormal */
+        x[3] = 60000.0f;
+    }
+    if (nan_row >= 0)
+        x[nan_row * dim] = NAN;
+    subsae_buffer *buf;
+    ok(subsae_buffer_create(dim, &buf), "create");
+    if (nan_row >= 0)
+        ok(subsae_buffer_skip_nonfinite(buf, NULL), "skip");
+    ok(subsae_buffer_append(buf, x, SUBSAE_DTYPE_F32, rows, dim), "append");
+    return buf;
+}
+
+static void npy_seeds(void)
+{
+    subsae_buffer *buf = sample(3, 4, -1);
+    ok(subsae_buffer_save_npy(buf, path_of("npy", "f32-3x4.npy"), SUBSAE_DTYPE_F32), "npy");
+    ok(subsae_buffer_save_npy(buf, path_of("npy", "f16-3x4.npy"), SUBSAE_DTYPE_F16), "npy");
+    ok(subsae_buffer_save_npy(buf, path_of("npy", "f64-3x4.npy"), SUBSAE_DTYPE_F64), "npy");
+    subsae_buffer_free(buf);
+    buf = sample(0, 5, -1);
+    ok(subsae_buffer_save_npy(buf, path_of("npy", "f32-0x5.npy"), SUBSAE_DTYPE_F32), "npy");
+    subsae_buffer_free(buf);
+
+    float v[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    write_npy_raw(path_of("npy", "f32-2x2x3.npy"), 1,
+                  "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 3), }", v, sizeof v);
+    write_npy_raw(path_of("npy", "v2-f32-3x2.npy"), 2,
+                  "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }", v, 24);
+    write_npy_raw(path_of("npy", "fortran-1x4.npy"), 1,
+                  "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 4), }", v, 16);
+    v[4] = NAN;
+    v[9] = INFINITY;
+    write_npy_raw(path_of("npy", "nonfinite-4x3.npy"), 1,
+                  "{'shape': (4L, 3L), 'fortran_order': False, 'descr': '<f4'}", v, sizeof v);
+    /* Malformed: each is rejected with its own reason. */
+    write_npy_raw(path_of("npy", "bad-big-endian.npy"), 1,
+                  "{'descr': '>f4', 'fortran_order': False, 'shape': (3, 2), }", v, 24);
+    write_npy_raw(path_of("npy", "bad-size.npy"), 1,
+                  "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 3), }", v, 24);
+    write_npy_raw(path_of("npy", "bad-dict.npy"), 1,
+                  "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (3, 2), }", v, 24);
+    write_npy_raw(path_of("npy", "bad-overflow.npy"), 1,
+                  "{'descr': '<f4', 'fortran_order': False, "
+                  "'shape': (4611686018427387904, 4611686018427387904, 0, 2), }", v, 0);
+    write_bytes(path_of("npy", "bad-truncated.npy"), "\x93NUMPY\x01\x00\x76", 9);
+}
+
+static void safetensors_seeds(void)
+{
+    subsae_buffer *buf = sample(3, 4, -1);
+    const int dtypes[] = {SUBSAE_DTYPE_F32, SUBSAE_DTYPE_F16, SUBSAE_DTYPE_BF16, SUBSAE_DTYPE_F64};
+    for (int i = 0; i < 4; i++) {
+        char file[64];
+        snprintf(file, sizeof file, "%s-3x4.safetensors", subsae_dtype_name(dtypes[i]));
+        ok(subsae_buffer_save_safetensors(buf, path_of("safetensors", file), "acts", dtypes[i]),
+           "safetensors");
+    }
+    subsae_buffer_free(buf);
+
+    /* Several tensors of several dtypes and metadata, as SAE weights and
+     * checkpoints are written. */
+    float w[6] = {1, -2, 3, -4, 5, -6};
+    double b[2] = {0.5, -0.25};
+    int32_t idx[3] = {7, -1, 2};
+    uint16_t half[4] = {0x3c00, 0xbc00, 0x7c00, 0x0001};
+    struct subsae__tensor_view views[4] = {
+        {.name = "W_enc", .dtype = SUBSAE_DTYPE_F32, .ndim = 2, .shape = {2, 3}, .data = w,
+         .bytes = sizeof w},
+        {.name = "b_dec", .dtype = SUBSAE_DTYPE_F64, .ndim = 1, .shape = {2}, .data = b,
+         .bytes = sizeof b},
+        {.name = "index", .dtype = SUBSAE_DTYPE_I32, .ndim = 1, .shape = {3}, .data = idx,
+         .bytes = sizeof idx},
+        {.name = "half", .dtype = SUBSAE_DTYPE_F16, .ndim = 2, .shape = {2, 2}, .data = half,
+         .bytes = sizeof half},
+    };
+    const char *keys[2] = {"format", "step"}, *values[2] = {"pt", "12"};
+    ok(subsae__safetensors_write(path_of("safetensors", "multi.safetensors"), views, 4, keys,
+                                 values, 2),
+       "multi");
+    ok(subsae__safetensors_write(path_of("safetensors", "empty.safetensors"), views, 0, NULL,
+                                 NULL, 0),
+       "empty");
+
+    float v[8] = {1, 2, 3, 4, 5, 6, 7, NAN};
+    write_st_raw(path_of("safetensors", "nonfinite-4x2.safetensors"),
+                 "{\"x\":{\"dtype\":\"F32\",\"shape\":[4,2],\"data_offsets\":[0,32]}}", v, 32);
+    write_st_raw(path_of("safetensors", "f32-0x7.safetensors"),
+                 "{\"x\":{\"dtype\":\"F32\",\"shape\":[0,7],\"data_offsets\":[0,0]}}", v, 0);
+    write_st_raw(path_of("safetensors", "f32-2x1x2.safetensors"),
+                 "{\"x\":{\"dtype\":\"F32\",\"shape\":[2,1,2],\"data_offsets\":[0,16]},"
+                 "\"__metadata__\":{\"a\":\"b\"}}", v, 16);
+    /* Malformed. */
+    write_st_raw(path_of("safetensors", "bad-overlap.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", v, 12);
+    write_st_raw(path_of("safetensors", "bad-gap.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", v, 8);
+    write_st_raw(path_of("safetensors", "bad-json.safetensors"),
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]", v, 4);
+    write_st_raw(path_of("safetensors", "bad-dtype.safetensors"),
+                 "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", v, 4);
+    write_st_raw(path_of("safetensors", "bad-overflow.safetensors"),
+                 "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296],"
+                 "\"data_offsets\":[0,0]}}", v, 0);
+}
+
+/* ---- SAE directories and checkpoints -------------------------------- */
+
+static char scratch[64];
+
+static size_t read_file(const char *path, uint8_t *out, size_t room)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die(path);
+    size_t n = fread(out, 1, room, f);
+    fclose(f);
+    return n;
+}
+
+/* Both files of a directory joined into one fuzz input. */
+static void write_pair(const char *target, const char *file, const char *dir, const char *a,
+                       const char *b)
+{
+    static uint8_t fa[65536], fb[65536], out[131080];
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, a);
+    size_t na = read_file(path, fa, sizeof fa);
+    snprintf(path, sizeof path, "%s/%s", dir, b);
+    size_t nb = b[0] ? read_file(path, fb, sizeof fb) : 0;
+    write_bytes(path_of(target, file), out, fuzz_join(fa, na, fb, nb, out));
+}
+
+/* The state file a checkpoint directory holds. */
+static const char *state_file(const char *dir)
+{
+    static char name[256];
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    name[0] = '\0';
+    while (d && (e = readdir(d)) != NULL)
+        if (!strncmp(e->d_name, "state-", 6))
+            snprintf(name, sizeof name, "%s", e->d_name);
+    if (d)
+        closedir(d);
+    if (!name[0])
+        die("no state file");
+    return name;
+}
+
+static void model_seeds(int activation, bool transcoder)
+{
+    enum { N = 64, D = 4, DOUT = 3 };
+    float x[N * D], y[N * DOUT];
+    for (int i = 0; i < N * D; i++)
+        x[i] = (float)((i * 7919) % 23) / 11.0f - 1.0f + (float)(i % D) * 0.5f;
+    for (int i = 0; i < N * DOUT; i++)
+        y[i] = x[(i / DOUT) * D + i % DOUT] * 2.0f - x[(i / DOUT) * D + 3];
+    subsae_buffer *bx = NULL, *by = NULL;
+    ok(subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, N, D, D, SUBSAE_BORROW, &bx), "wrap");
+    if (transcoder)
+        ok(subsae_buffer_wrap(y, SUBSAE_DTYPE_F32, N, DOUT, DOUT, SUBSAE_BORROW, &by), "wrap");
+    subsae_trainer *t = NULL;
+    ok(subsae_trainer_create(&t), "trainer");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, 8), "features");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, activation), "activation");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, 2), "k");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, 16), "batch");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT_SAMPLE, N), "sample");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, 1), "threads");
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, 1 + activation), "seed");
+    ok(subsae_trainer_init(t, bx, by), "init");
+    ok(subsae_trainer_fit(t, bx, by, 48), "fit");
+    char dir[512], name[64];
+    snprintf(name, sizeof name, "%s%s", subsae_activation_name(activation),
+             transcoder ? "-transcoder" : "");
+    snprintf(dir, sizeof dir, "%s/ckpt-%s", scratch, name);
+    ok(subsae_trainer_save_checkpoint(t, dir), "checkpoint");
+    char file[96];
+    snprintf(file, sizeof file, "%s.bin", name);
+    write_pair("checkpoint", file, dir, "checkpoint.json", state_file(dir));
+    snprintf(dir, sizeof dir, "%s/sae-%s", scratch, name);
+    ok(subsae_sae_save(subsae_trainer_sae(t), dir), "sae");
+    write_pair("sae_dir", file, dir, "cfg.json", "sae_weights.safetensors");
+    if (activation == SUBSAE_ACT_TOPK && !transcoder) {
+        /* Malformed: no weights; no state file; a manifest of another
+         * version; an architecture without its threshold. */
+        write_pair("sae_dir", "bad-no-weights.bin", dir, "cfg.json", "");
+        snprintf(dir, sizeof dir, "%s/ckpt-%s", scratch, name);
+        write_pair("checkpoint", "bad-no-state.bin", dir, "checkpoint.json", "");
+        static const char other[] = "{\"format\": \"libsubsae-checkpoint\", \"version\": 99}";
+        uint8_t out[64];
+        write_bytes(path_of("checkpoint", "bad-version.bin"), out,
+                    fuzz_join(other, sizeof other - 1, "", 0, out));
+        static const char cfg[] = "{\"architecture\": \"jumprelu\", \"d_in\": 4, \"d_sae\": 8}";
+        snprintf(dir, sizeof dir, "%s/sae-%s", scratch, name);
+        uint8_t weights[8192], joined[8300];
+        char path[600];
+        snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+        size_t nw = read_file(path, weights, sizeof weights);
+        write_bytes(path_of("sae_dir", "bad-jumprelu-no-threshold.bin"), joined,
+                    fuzz_join(cfg, sizeof cfg - 1, weights, nw, joined));
+    }
+    subsae_trainer_free(t);
+    subsae_buffer_free(bx);
+    subsae_buffer_free(by);
+}
+
+/* Only TopK trains yet: the other activations' directories are made from
+ * a model built by hand. */
+static void other_activation(int activation)
+{
+    enum { D = 4, M = 8 };
+    subsae_sae *sae = NULL;
+    ok(subsae_sae_create(D, D, M, activation, &sae), "sae");
+    float w[M * D], b[M];
+    for (int i = 0; i < M * D; i++)
+        w[i] = (float)((i * 31) % 17) / 8.0f - 1.0f;
+    for (int i = 0; i < M; i++)
+        b[i] = 0.125f * (float)i;
+    ok(subsae_sae_set_param(sae, SUBSAE_PARAM_W_ENC, w, M * D), "W_enc");
+    ok(subsae_sae_set_param(sae, SUBSAE_PARAM_W_DEC, w, M * D), "W_dec");
+    ok(subsae_sae_set_param(sae, SUBSAE_PARAM_THRESHOLD, b, M), "threshold");
+    ok(subsae_sae_set_param(sae, SUBSAE_PARAM_B_DEC, b, D), "b_dec");
+    if (activation == SUBSAE_ACT_BATCHTOPK)
+        ok(subsae_sae_set_int(sae, SUBSAE_SAE_K, 3), "k");
+    char dir[512], file[64];
+    snprintf(dir, sizeof dir, "%s/sae-%s", scratch, subsae_activation_name(activation));
+    ok(subsae_sae_save(sae, dir), "save");
+    snprintf(file, sizeof file, "%s.bin", subsae_activation_name(activation));
+    write_pair("sae_dir", file, dir, "cfg.json", "sae_weights.safetensors");
+    subsae_sae_free(sae);
+}
+
+static void remove_tree(const char *dir)
+{
+    char command[600];
+    snprintf(command, sizeof command, "rm -rf '%s'", dir);
+    if (system(command) != 0)
+        fprintf(stderr, "make_corpus: could not remove %s\n", dir);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+        return 2;
+    }
+    root = argv[1];
+    if (mkdir(root, 0777) != 0 && errno != EEXIST)
+        die(root);
+    npy_seeds();
+    safetensors_seeds();
+    snprintf(scratch, sizeof scratch, "/tmp/subsae-corpus-XXXXXX");
+    if (!mkdtemp(scratch))
+        die("mkdtemp");
+    model_seeds(SUBSAE_ACT_TOPK, false);
+    model_seeds(SUBSAE_ACT_TOPK, true);
+    for (int a = SUBSAE_ACT_BATCHTOPK; a <= SUBSAE_ACT_RELU; a++)
+        other_activation(a);
+    remove_tree(scratch);
+    return 0;
+}
