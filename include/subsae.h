@@ -740,6 +740,41 @@ SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
 SUBSAE_API int subsae_trainer_metrics(const subsae_trainer *t, double *metrics,
                                       int64_t n_metrics);
 
+/** Phases of a training step, indices into subsae_trainer_timings' output.
+ *  New phases may be appended; the values never change. */
+enum subsae_phase {
+    SUBSAE_PHASE_ENCODE_GEMM = 0, /* the encoder's cblas_sgemm (pre-activations) */
+    SUBSAE_PHASE_TOPK = 1,        /* per-row selection (+ b_enc, ReLU) */
+    SUBSAE_PHASE_DECODE = 2,      /* sparse decode, residual, output gradient */
+    SUBSAE_PHASE_BACKWARD = 3,    /* bucketing by feature, per-feature gradients, b_dec */
+    SUBSAE_PHASE_OPTIMIZER = 4,   /* Adam (dense or sparse), decoder renormalisation */
+    SUBSAE_PHASE_PREPARE = 5,     /* input checks, scaling, encoder input, counters */
+    SUBSAE_PHASE_READ = 6,        /* subsae_trainer_fit only: reading the batch's rows */
+    SUBSAE_PHASE_STEP = 7,        /* the whole step (wall time; includes all of the above) */
+    SUBSAE_PHASE_COUNT = 8
+};
+
+/** Number of phases (SUBSAE_PHASE_COUNT of the linked library). */
+SUBSAE_API int subsae_phase_count(void);
+
+/** Static name of a phase ("encode_gemm", "topk", "decode", "backward",
+ *  "optimizer", "prepare", "read", "step"); "unknown" otherwise. */
+SUBSAE_API const char *subsae_phase_name(int phase);
+
+/** Wall-clock seconds per step spent in each phase, averaged over the
+ *  steps completed (by subsae_trainer_step or subsae_trainer_fit) since the
+ *  trainer was created or loaded or since the last
+ *  subsae_trainer_reset_timings: seconds_per_step[i] for i < n gets phase i
+ *  (NaN for i >= SUBSAE_PHASE_COUNT, and for every phase while no step has
+ *  been timed). A step that fails is not counted. Timings are not saved in
+ *  checkpoints. Errors: SUBSAE_E_INVALID. */
+SUBSAE_API int subsae_trainer_timings(const subsae_trainer *t, double *seconds_per_step,
+                                      int64_t n);
+
+/** Forget the timings collected so far (e.g. after warm-up steps).
+ *  Errors: SUBSAE_E_INVALID (t NULL). */
+SUBSAE_API int subsae_trainer_reset_timings(subsae_trainer *t);
+
 /** The model being trained (owned by the trainer; valid until the trainer
  *  is freed; reflects the weights after the last step). NULL before init
  *  or if t is NULL. */

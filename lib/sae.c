@@ -426,6 +426,11 @@ void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin
                             int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
                             const float *rank_weight, int threads, double *seconds)
 {
+    if (subsae__encode_fused(sae, rank_weight)) {
+        subsae__encode_topk_fused(sae, xin, xin_stride, n, slots, indices, values, pre, threads,
+                                  seconds);
+        return;
+    }
     const int64_t m = sae->d_sae, block = subsae__encode_block_rows(m, n);
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
@@ -482,15 +487,24 @@ static void scratch_free(struct encode_scratch *s)
 static int scratch_init(const subsae_sae *sae, int64_t n, struct encode_scratch *s, int threads)
 {
     memset(s, 0, sizeof *s);
+    const bool ranked = sae->rank_by_decoder_norm && sae->activation == SUBSAE_ACT_TOPK;
     s->block = subsae__encode_block_rows(sae->d_sae, n);
+    if (!ranked && sae->activation == SUBSAE_ACT_TOPK) {
+        /* The fused encoder needs no room per feature: encode chunks of
+         * about 8 MB of input, enough blocks of rows for every thread. */
+        int64_t rows = ((int64_t)1 << 21) / (sae->d_in > 0 ? sae->d_in : 1);
+        if (rows < 256 * (int64_t)threads)
+            rows = 256 * (int64_t)threads;
+        s->block = rows < n ? rows : n;
+    }
     size_t xin = (size_t)s->block * (size_t)sae->d_in * sizeof(float);
-    size_t pre = (size_t)s->block * (size_t)sae->d_sae * sizeof(float);
+    size_t pre = (size_t)subsae__encode_scratch_floats(sae, s->block, threads, ranked) *
+                 sizeof(float);
     s->xin = subsae__malloc(xin);
     s->pre = subsae__malloc(pre);
-    if (sae->rank_by_decoder_norm && sae->activation == SUBSAE_ACT_TOPK)
+    if (ranked)
         s->norms = subsae__malloc((size_t)sae->d_sae * sizeof(float));
-    if (!s->xin || !s->pre ||
-        (sae->rank_by_decoder_norm && sae->activation == SUBSAE_ACT_TOPK && !s->norms)) {
+    if (!s->xin || !s->pre || (ranked && !s->norms)) {
         scratch_free(s);
         return subsae__fail_nomem("encoder scratch", xin + pre);
     }

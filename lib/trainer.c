@@ -390,7 +390,8 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->xs = subsae__malloc(B * d_in * sizeof(float));
     ws->ts = t->transcoder ? subsae__malloc(B * d_out * sizeof(float)) : ws->xs;
     ws->xin = subsae__malloc(B * d_in * sizeof(float));
-    ws->pre = subsae__malloc((size_t)ws->block * m * sizeof(float));
+    ws->pre = subsae__malloc((size_t)subsae__encode_scratch_floats(s, batch, threads, false) *
+                             sizeof(float));
     ws->idx = subsae__malloc(pairs * sizeof(int32_t));
     ws->val = subsae__malloc(pairs * sizeof(float));
     ws->g = subsae__malloc(B * d_out * sizeof(float));
@@ -483,9 +484,9 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     /* 2. Encoder GEMM and top-k. */
     double *phase = t->phase_seconds;
     double clock = omp_get_wtime();
-    phase[SUBSAE__PHASE_PREPARE] += clock - t_start;
+    phase[SUBSAE_PHASE_PREPARE] += clock - t_start;
     subsae__sae_encode_pre(s, ws->xin, d_in, n, k, ws->idx, ws->val, ws->pre, NULL, T,
-                           phase + SUBSAE__PHASE_ENCODE_GEMM);
+                           phase + SUBSAE_PHASE_ENCODE_GEMM);
     clock = omp_get_wtime();
 
     /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
@@ -518,7 +519,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     }
 
     double now = omp_get_wtime();
-    phase[SUBSAE__PHASE_DECODE] += now - clock;
+    phase[SUBSAE_PHASE_DECODE] += now - clock;
     clock = now;
 
     /* 4. Counting sort of the firing pairs by feature. */
@@ -637,7 +638,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         sse += ws->row_sse[i];
     *loss = sse / (double)n;
     *sq = total_sq;
-    phase[SUBSAE__PHASE_BACKWARD] += omp_get_wtime() - clock;
+    phase[SUBSAE_PHASE_BACKWARD] += omp_get_wtime() - clock;
     if (!isfinite(*loss) || !isfinite(total_sq))
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
                             "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
@@ -725,7 +726,7 @@ static void apply_update(subsae_trainer *t, double sq)
                 renormalise(s->W_dec + f * d_out, d_out);
         }
     }
-    t->phase_seconds[SUBSAE__PHASE_OPTIMIZER] += omp_get_wtime() - clock;
+    t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
 }
 
 /* Counters, dead-feature clock and metrics window after a step of n rows. */
@@ -791,16 +792,28 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
     return SUBSAE_OK;
 }
 
-/* One step on rows already validated; the workspace is sized. */
+/* One step on rows already validated; the workspace is sized.
+ * `read_seconds` is the time fit took to read the rows (0 for a step). */
 static int step_rows(subsae_trainer *t, const float *input, int64_t input_stride,
-                     const float *target, int64_t target_stride, int64_t n)
+                     const float *target, int64_t target_stride, int64_t n, double read_seconds)
 {
+    const double start = omp_get_wtime();
+    memset(t->phase_seconds, 0, sizeof t->phase_seconds);
     double loss, sq;
     int rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
     if (rc)
         return rc;
     apply_update(t, sq);
+    const double clock = omp_get_wtime();
     account(t, n, loss);
+    const double end = omp_get_wtime();
+    /* Only completed steps count in the timings. */
+    t->phase_seconds[SUBSAE_PHASE_PREPARE] += end - clock;
+    t->phase_seconds[SUBSAE_PHASE_READ] = read_seconds;
+    t->phase_seconds[SUBSAE_PHASE_STEP] = read_seconds + (end - start);
+    for (int i = 0; i < SUBSAE_PHASE_COUNT; i++)
+        t->phase_total[i] += t->phase_seconds[i];
+    t->timed_steps++;
     return SUBSAE_OK;
 }
 
@@ -814,7 +827,7 @@ int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_str
     rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
     if (rc)
         return rc;
-    return step_rows(t, input, input_stride, target, target_stride, n);
+    return step_rows(t, input, input_stride, target, target_stride, n, 0.0);
 }
 
 int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
@@ -1013,9 +1026,9 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
     const int64_t rows = n < SCALE_SEARCH_ROWS ? n : SCALE_SEARCH_ROWS;
     const int64_t d_in = s->d_in, d_out = s->d_out, k = s->k;
     const int T = subsae__trainer_threads(t);
-    const int64_t block = subsae__encode_block_rows(s->d_sae, rows);
     float *xin = subsae__malloc((size_t)(rows * d_in) * sizeof *xin);
-    float *pre = subsae__malloc((size_t)(block * s->d_sae) * sizeof *pre);
+    float *pre = subsae__malloc((size_t)subsae__encode_scratch_floats(s, rows, T, false) *
+                                sizeof *pre);
     int32_t *idx = subsae__malloc((size_t)(rows * k) * sizeof *idx);
     float *val = subsae__malloc((size_t)(rows * k) * sizeof *val);
     float *y = subsae__malloc((size_t)(rows * d_out) * sizeof *y);
@@ -1345,6 +1358,7 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
     while (done < tokens) {
         int64_t epoch, position, nb;
         subsae_batches_tell(t->batches, &epoch, &position);
+        const double read_start = omp_get_wtime();
         rc = subsae_batches_next_indices(t->batches, ws->rows, &nb, NULL);
         if (!rc)
             rc = subsae_buffer_gather(input, ws->rows, nb, ws->xs, s->d_in);
@@ -1353,7 +1367,8 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
         if (!rc)
             /* The raw rows go straight into the step's buffers, which it
              * scales in place. */
-            rc = step_rows(t, ws->xs, s->d_in, target ? ws->ts : NULL, s->d_out, nb);
+            rc = step_rows(t, ws->xs, s->d_in, target ? ws->ts : NULL, s->d_out, nb,
+                           omp_get_wtime() - read_start);
         if (rc) {
             subsae_batches_seek(t->batches, epoch, position);
             break;
@@ -1428,5 +1443,46 @@ int subsae_trainer_metrics(const subsae_trainer *t, double *metrics, int64_t n_m
     v[SUBSAE_METRIC_LOSS] = t->last_loss;
     for (int64_t i = 0; i < n_metrics; i++)
         metrics[i] = i < SUBSAE_METRIC_COUNT ? v[i] : NAN;
+    return SUBSAE_OK;
+}
+
+/* ---- phase timings ------------------------------------------------------------ */
+
+static const char *const phase_names[SUBSAE_PHASE_COUNT] = {
+    "encode_gemm", "topk", "decode", "backward", "optimizer", "prepare", "read", "step"};
+
+int subsae_phase_count(void)
+{
+    return SUBSAE_PHASE_COUNT;
+}
+
+const char *subsae_phase_name(int phase)
+{
+    return phase >= 0 && phase < SUBSAE_PHASE_COUNT ? phase_names[phase] : "unknown";
+}
+
+int subsae_trainer_timings(const subsae_trainer *t, double *seconds_per_step, int64_t n)
+{
+    static const char *fn = "subsae_trainer_timings";
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    if (n < 0)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n %lld", fn,
+                            (long long)n);
+    if (n > 0 && !seconds_per_step)
+        return subsae__fail_null(fn, "seconds_per_step");
+    for (int64_t i = 0; i < n; i++)
+        seconds_per_step[i] = i < SUBSAE_PHASE_COUNT && t->timed_steps > 0
+                                  ? t->phase_total[i] / (double)t->timed_steps
+                                  : NAN;
+    return SUBSAE_OK;
+}
+
+int subsae_trainer_reset_timings(subsae_trainer *t)
+{
+    if (!t)
+        return subsae__fail_null("subsae_trainer_reset_timings", "t");
+    memset(t->phase_total, 0, sizeof t->phase_total);
+    t->timed_steps = 0;
     return SUBSAE_OK;
 }

@@ -55,17 +55,6 @@ struct subsae__workspace {
     int64_t *split;           /* threads + 1: touched-list ranges per partition */
 };
 
-/* Wall-time accumulators of the step's phases (benchmarks). */
-enum {
-    SUBSAE__PHASE_PREPARE = 0,     /* validation, scaling, encoder input */
-    SUBSAE__PHASE_ENCODE_GEMM = 1, /* the encoder GEMMs */
-    SUBSAE__PHASE_TOPK = 2,        /* per-row selection */
-    SUBSAE__PHASE_DECODE = 3,      /* sparse decode and residual */
-    SUBSAE__PHASE_BACKWARD = 4,    /* bucketing and per-feature gradients */
-    SUBSAE__PHASE_OPTIMIZER = 5,   /* Adam and decoder renormalisation */
-    SUBSAE__PHASES = 6
-};
-
 struct subsae_trainer {
     /* options */
     int64_t features, activation, k, batch, warmup_steps, cooldown_steps, seed, dead_window,
@@ -99,7 +88,11 @@ struct subsae_trainer {
     int64_t it_epoch, it_position; /* where the next fit continues */
 
     struct subsae__workspace ws;
-    double phase_seconds[SUBSAE__PHASES];
+    /* Phase timings (SUBSAE_PHASE_*): the running step's, and the totals
+     * over the `timed_steps` completed steps since the last reset. */
+    double phase_seconds[SUBSAE_PHASE_COUNT];
+    double phase_total[SUBSAE_PHASE_COUNT];
+    int64_t timed_steps;
 };
 
 /* Options by enum value (0 .. SUBSAE__TRAIN_OPTION_LAST): the name (NULL

@@ -4,7 +4,7 @@
  * runs every one with its default options. Benchmarks may call CBLAS and
  * LAPACKE directly (to measure the machine); the library is used through
  * its public API only. */
-#include "cli.h"
+#include "bench.h"
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -14,11 +14,16 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void)
+double bench_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double now(void)
+{
+    return bench_now();
 }
 
 /* A small fast generator for benchmark data (not the library's RNG: the
@@ -31,7 +36,7 @@ static uint64_t next_u64(uint64_t *state)
     return x ^ (x >> 31);
 }
 
-static float uniform_pm1(uint64_t *state)
+float bench_uniform(uint64_t *state)
 {
     return (float)((double)(next_u64(state) >> 40) * 0x1.0p-23 - 1.0);
 }
@@ -97,12 +102,12 @@ static int run_rank(int64_t n, int64_t d, int64_t k, int64_t repeat, struct rank
      * R a random rotation (QR of a uniform matrix). */
     uint64_t state = 42;
     for (size_t i = 0; i < nd; i++)
-        z[i] = uniform_pm1(&state);
+        z[i] = bench_uniform(&state);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < d; j++)
             z[(size_t)i * (size_t)d + (size_t)j] /= (float)(j + 1);
     for (size_t i = 0; i < dd; i++)
-        work[i] = uniform_pm1(&state);
+        work[i] = bench_uniform(&state);
     if (LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (int)d, (int)d, work, (int)d, tau) != 0 ||
         LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (int)d, (int)d, (int)d, work, (int)d, tau) != 0) {
         cli_fail("bench rank: LAPACK QR of the rotation failed");
@@ -214,7 +219,7 @@ static void rank_table(const struct rank_result *r)
     printf("  auto picks: %s\n", r->auto_method ? r->auto_method : "?");
 }
 
-static int bench_rank(int argc, char **argv, bool all, json_t *reports)
+static int bench_rank(int argc, char **argv, json_t *reports, bool print)
 {
     int64_t n = 65536, d = 1024, k = 128, repeat = 3;
     for (int i = 0; i < argc; i++) {
@@ -236,7 +241,7 @@ static int bench_rank(int argc, char **argv, bool all, json_t *reports)
             if (!cli_parse_int64(a, value, 1, 100, &repeat))
                 return 2;
             i++;
-        } else if (!all) {
+        } else {
             return cli_usage();
         }
     }
@@ -245,28 +250,96 @@ static int bench_rank(int argc, char **argv, bool all, json_t *reports)
     struct rank_result res;
     if (run_rank(n, d, k, repeat, &res))
         return 1;
-    if (reports)
-        return json_array_append_new(reports, rank_json(&res)) == 0
-                   ? 0
-                   : cli_fail("out of memory building the JSON output");
-    rank_table(&res);
+    if (json_array_append_new(reports, rank_json(&res)) != 0)
+        return cli_fail("out of memory building the JSON output");
+    if (print)
+        rank_table(&res);
     return 0;
 }
 
 /* ---- dispatch ------------------------------------------------------- */
 
-/* run(argc, argv, all, reports): argv holds the benchmark's options (for
- * `all`, none); with reports != NULL append one JSON object to it instead
- * of printing a table. Returns an exit code. */
+/* Each benchmark, with the option sets that `bench all` (and so `make
+ * bench`) runs: the shapes of issue 6. */
+static const char *const rank_all[] = {"--rows 65536 --dim 1024 --rank 128", NULL};
+static const char *const train_all[] = {
+    "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 1",
+    "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 2",
+    "--d-in 64 --features 32768 --k 8 --batch 4096 --threads 2", NULL};
+
 static const struct benchmark {
     const char *name;
-    int (*run)(int argc, char **argv, bool all, json_t *reports);
+    int (*run)(int argc, char **argv, json_t *reports, bool print);
+    const char *const *all;
 } benchmarks[] = {
-    {"rank", bench_rank},
+    {"train", bench_train, train_all},
+    {"rank", bench_rank, rank_all},
 };
 enum { BENCHMARK_COUNT = sizeof benchmarks / sizeof benchmarks[0] };
 
-CLI_COMMAND(bench, "rank|all [--rows N] [--dim D] [--rank K] [--repeat R] [--json]")
+/* Run one benchmark with the options in `line` (words separated by spaces). */
+static int run_line(const struct benchmark *b, const char *line, json_t *reports, bool print)
+{
+    char copy[256], *words[32];
+    int n = 0;
+    snprintf(copy, sizeof copy, "%s", line);
+    for (char *w = strtok(copy, " "); w && n < 32; w = strtok(NULL, " "))
+        words[n++] = w;
+    return b->run(n, words, reports, print);
+}
+
+static double number(const json_t *j, const char *key)
+{
+    return json_number_value(json_object_get(j, key));
+}
+
+/* The short table of `bench all`. */
+static void summary(const json_t *reports)
+{
+    printf("\nsummary (ratios to this machine's own BLAS/LAPACK, measured in the same run)\n");
+    printf("  %-40s %7s  %s\n", "benchmark", "threads", "result");
+    double one_thread = NAN;
+    size_t i;
+    json_t *r;
+    json_array_foreach(reports, i, r) {
+        const char *name = json_string_value(json_object_get(r, "name"));
+        char what[64];
+        if (name && !strcmp(name, "train")) {
+            long long d = (long long)number(r, "d_in"), m = (long long)number(r, "features"),
+                      k = (long long)number(r, "k"), b = (long long)number(r, "batch");
+            int threads = (int)number(r, "threads");
+            double tps = number(r, "tokens_per_second");
+            json_t *range = json_object_get(r, "roofline_fraction_range");
+            snprintf(what, sizeof what, "train %lld/%lld/%lld/%lld", d, m, k, b);
+            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline (%.2f-%.2f)", what,
+                   threads, tps, number(r, "roofline_fraction"),
+                   json_number_value(json_array_get(range, 0)),
+                   json_number_value(json_array_get(range, 1)));
+            if (d == 512 && m == 16384 && threads == 1)
+                one_thread = tps;
+            else if (d == 512 && m == 16384 && isfinite(one_thread))
+                printf(", %.2fx one thread", tps / one_thread);
+            printf("\n");
+            snprintf(what, sizeof what, "encode (inference) %lld/%lld/%lld", d, m, k);
+            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline\n", what, threads,
+                   number(r, "encode_tokens_per_second"), number(r, "encode_roofline_fraction"));
+        } else if (name && !strcmp(name, "rank")) {
+            snprintf(what, sizeof what, "rank exact %lld x %lld",
+                     (long long)number(r, "rows"), (long long)number(r, "dim"));
+            printf("  %-40s %7d  %.2fx (ssyrk + dsyevd)\n", what, (int)number(r, "threads"),
+                   number(r, "exact_ratio"));
+            snprintf(what, sizeof what, "rank randomized %lld x %lld, k %lld",
+                     (long long)number(r, "rows"), (long long)number(r, "dim"),
+                     (long long)number(r, "rank"));
+            printf("  %-40s %7d  %.2fx (ssyrk + dsyevd)\n", what, (int)number(r, "threads"),
+                   number(r, "randomized_ratio"));
+        }
+    }
+}
+
+CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps S] "
+                   "[--rounds R] [--warmup W] [--threads T] | rank [--rows N] [--dim D] "
+                   "[--rank K] [--repeat R] | all; [--json]")
 {
     if (argc < 2)
         return cli_usage();
@@ -287,22 +360,41 @@ CLI_COMMAND(bench, "rank|all [--rows N] [--dim D] [--rank K] [--repeat R] [--jso
         free(options);
         return cli_fail("'bench all' takes no options but --json");
     }
-    json_t *reports = json ? json_array() : NULL;
+    json_t *reports = json_array();
+    if (!reports) {
+        free(options);
+        return cli_fail("out of memory");
+    }
     int status = 0, matched = 0;
     for (int b = 0; b < BENCHMARK_COUNT && status == 0; b++) {
         if (!all && strcmp(name, benchmarks[b].name) != 0)
             continue;
         matched++;
-        status = benchmarks[b].run(n_options, options, all, reports);
+        if (!all) {
+            status = benchmarks[b].run(n_options, options, reports, !json);
+            continue;
+        }
+        for (const char *const *line = benchmarks[b].all; *line && status == 0; line++) {
+            if (!json)
+                fflush(stdout);
+            status = run_line(&benchmarks[b], *line, reports, !json);
+            if (!json)
+                printf("\n");
+        }
     }
     free(options);
     if (!matched) {
         json_decref(reports);
-        return cli_fail("unknown benchmark '%s' (rank, all)", name);
+        return cli_fail("unknown benchmark '%s' (train, rank, all)", name);
     }
-    if (status != 0 || !json) {
+    if (status != 0 || (!json && !all)) {
         json_decref(reports);
         return status;
+    }
+    if (!json) {
+        summary(reports);
+        json_decref(reports);
+        return 0;
     }
     if (all)
         return cli_print_json(json_pack("{s:o}", "benchmarks", reports));
