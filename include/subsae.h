@@ -722,7 +722,11 @@ SUBSAE_API int subsae_trainer_step(subsae_trainer *t, const float *input, int64_
  *  batch past `tokens`; fit(2N) equals fit(N) twice (or fit(N), save,
  *  load, fit(N)) bit for bit when N is a multiple of BATCH. COOLDOWN_STEPS
  *  counts from the end of this call. Reports progress in tokens through
- *  the callback. Errors: as subsae_trainer_step, plus SUBSAE_E_CANCELLED
+ *  the callback. Rows of files are read with pread, not through the
+ *  mapping, so the file's pages do not stay in the resident set. The
+ *  step's scratch (batch-sized buffers and gradient rows) is allocated at
+ *  the start of the call and released at its end; subsae_trainer_step
+ *  keeps it from one step to the next. Errors: as subsae_trainer_step, plus SUBSAE_E_CANCELLED
  *  (after a complete step). */
 SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
                                   const subsae_buffer *target, int64_t tokens);

@@ -64,14 +64,18 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
     const double start = seconds ? omp_get_wtime() : 0.0;
     double gemm_s = 0.0, select_s = 0.0;
     int64_t next = 0; /* first row not yet taken */
-    /* Always a team of `threads` (idle members when there are fewer
-     * blocks), so that OpenBLAS runs single-threaded inside it whatever n
-     * is. */
-#pragma omp parallel num_threads(threads > 0 ? threads : 1) reduction(+ : gemm_s, select_s)
+    /* OpenBLAS runs one thread inside an active parallel region, so every
+     * tile is computed the same way. A team of one is not active: then a
+     * second, idle member makes it so when OpenBLAS would use more
+     * threads. */
+    const int workers = threads > 0 ? threads : 1;
+    const int team = workers == 1 && openblas_get_num_threads() > 1 ? 2 : workers;
+#pragma omp parallel num_threads(team) reduction(+ : gemm_s, select_s)
     {
-        float *tile = scratch + (size_t)omp_get_thread_num() * tile_floats;
+        const int me = omp_get_thread_num();
+        float *tile = scratch + (size_t)me * tile_floats;
         int64_t len[TILE_ROWS];
-        for (;;) {
+        for (; me < workers;) {
             int64_t r0, rows;
 #pragma omp critical(subsae_encode_next_block)
             {

@@ -5,6 +5,7 @@
  * block is still in cache. */
 #include "sae.h"
 
+#include "buffer.h"
 #include "kernels.h"
 
 #include <cblas.h>
@@ -491,8 +492,8 @@ static int scratch_init(const subsae_sae *sae, int64_t n, struct encode_scratch 
     s->block = subsae__encode_block_rows(sae->d_sae, n);
     if (!ranked && sae->activation == SUBSAE_ACT_TOPK) {
         /* The fused encoder needs no room per feature: encode chunks of
-         * about 8 MB of input, enough blocks of rows for every thread. */
-        int64_t rows = ((int64_t)1 << 21) / (sae->d_in > 0 ? sae->d_in : 1);
+         * about 4 MB of input, enough blocks of rows for every thread. */
+        int64_t rows = ((int64_t)1 << 20) / (sae->d_in > 0 ? sae->d_in : 1);
         if (rows < 256 * (int64_t)threads)
             rows = 256 * (int64_t)threads;
         s->block = rows < n ? rows : n;
@@ -742,6 +743,7 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
     const int64_t d_in = sae->d_in, d_out = sae->d_out, m = sae->d_sae;
     const int64_t slots = subsae__sae_slots(sae);
     struct encode_scratch s;
+    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
     int rc = scratch_init(sae, n, &s, threads);
     if (rc)
         return rc;
@@ -758,6 +760,13 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
         rc = subsae__fail_nomem("evaluation scratch", (size_t)block * (size_t)(d_in + d_out) * 4);
         goto done;
     }
+    /* Rows by pread, so that the file's pages do not stay resident (see
+     * buffer.h). */
+    rc = subsae__row_reader_open(input, &reader_in);
+    if (!rc && target)
+        rc = subsae__row_reader_open(target, &reader_t);
+    if (rc)
+        goto done;
     if (!target)
         t = x; /* aliased: freed once below */
     double sse = 0.0, sum_t2 = 0.0;
@@ -765,9 +774,9 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
     const float s_out = (float)sae->output_scale;
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
-        rc = subsae_buffer_read(input, r0, rows, x, d_in);
+        rc = subsae__row_reader_gather(reader_in, NULL, r0, rows, x, d_in);
         if (!rc && target)
-            rc = subsae_buffer_read(target, r0, rows, t, d_out);
+            rc = subsae__row_reader_gather(reader_t, NULL, r0, rows, t, d_out);
         if (rc)
             goto done;
         encode_raw(sae, x, d_in, rows, slots, idx, val, &s, threads);
@@ -833,5 +842,7 @@ done:
     subsae__free(sum_t);
     subsae__free(fires);
     scratch_free(&s);
+    subsae__row_reader_close(reader_in);
+    subsae__row_reader_close(reader_t);
     return rc;
 }

@@ -16,6 +16,7 @@
  * Nothing is allocated inside the step once the workspace is sized. */
 #include "trainer.h"
 
+#include "buffer.h"
 #include "kernels.h"
 
 #include <cblas.h>
@@ -1088,6 +1089,19 @@ done:
     return rc;
 }
 
+/* Rows of `buf` by pread rather than through a file mapping (see
+ * buffer.h), so that the file's pages do not stay in the resident set. */
+static int gather_unmapped(const subsae_buffer *buf, const int64_t *rows, int64_t n, float *out)
+{
+    subsae__row_reader *reader;
+    int rc = subsae__row_reader_open(buf, &reader);
+    if (rc)
+        return rc;
+    rc = subsae__row_reader_gather(reader, rows, 0, n, out, subsae_buffer_dim(buf));
+    subsae__row_reader_close(reader);
+    return rc;
+}
+
 static int check_init_args(const char *fn, const subsae_trainer *t, const subsae_buffer *input,
                            const subsae_buffer *target)
 {
@@ -1146,9 +1160,9 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     subsae__rng_seed(&rng, seed, SUBSAE__STREAM_SAMPLE);
     rc = draw_sample(&rng, rows, n, sample);
     if (!rc)
-        rc = subsae_buffer_gather(input, sample, n, xs, d_in);
+        rc = gather_unmapped(input, sample, n, xs);
     if (!rc && target)
-        rc = subsae_buffer_gather(target, sample, n, ts, d_out);
+        rc = gather_unmapped(target, sample, n, ts);
     if (rc)
         goto fail;
 
@@ -1346,11 +1360,20 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
                             (long long)tokens);
     if (subsae_buffer_rows(input) < 1)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: empty buffer", fn);
+    /* The batches are read by pread (see buffer.h): a shuffled pass over
+     * a mapped file would otherwise keep all of it resident. */
+    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
     int rc = ensure_batches(t, input);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
-    if (rc)
+    if (!rc)
+        rc = subsae__row_reader_open(input, &reader_in);
+    if (!rc && target)
+        rc = subsae__row_reader_open(target, &reader_t);
+    if (rc) {
+        subsae__row_reader_close(reader_in);
         return rc;
+    }
     struct subsae__workspace *ws = &t->ws;
     int64_t per_step = t->batch < t->batches_rows ? t->batch : t->batches_rows;
     t->fit_end_step = t->step + (tokens + per_step - 1) / per_step;
@@ -1361,9 +1384,9 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
         const double read_start = omp_get_wtime();
         rc = subsae_batches_next_indices(t->batches, ws->rows, &nb, NULL);
         if (!rc)
-            rc = subsae_buffer_gather(input, ws->rows, nb, ws->xs, s->d_in);
+            rc = subsae__row_reader_gather(reader_in, ws->rows, 0, nb, ws->xs, s->d_in);
         if (!rc && target)
-            rc = subsae_buffer_gather(target, ws->rows, nb, ws->ts, s->d_out);
+            rc = subsae__row_reader_gather(reader_t, ws->rows, 0, nb, ws->ts, s->d_out);
         if (!rc)
             /* The raw rows go straight into the step's buffers, which it
              * scales in place. */
@@ -1384,6 +1407,12 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
         }
     }
     t->fit_end_step = -1;
+    subsae__row_reader_close(reader_in);
+    subsae__row_reader_close(reader_t);
+    /* The step's scratch (batch-sized buffers and the gradient rows, about
+     * as large as the model) is not kept between calls of fit: whatever
+     * the caller does next (evaluate, encode, save) has that memory. */
+    workspace_free(&t->ws);
     return rc;
 }
 
