@@ -34,7 +34,7 @@ static int64_t tile_cols(int64_t d_sae)
 static int64_t block_rows(int64_t left)
 {
     int64_t rows = TILE_ROWS;
-    while (rows > MIN_ROWS && left < 4 * rows)
+    while (rows > MIN_ROWS && left < 2 * rows)
         rows /= 2;
     return left < rows ? left : rows;
 }
