@@ -631,7 +631,10 @@ SUBSAE_API int subsae_sae_load(const char *dir, subsae_sae **out);
 /** Trains a subsae_sae on a buffer (or input -> target buffers for a
  *  transcoder) with Adam, one dense GEMM per batch for the encoder and
  *  sparse decode/backward over the active features. Same seed, inputs and
- *  thread count give the same bits. */
+ *  thread count give the same bits; the training steps themselves give the
+ *  same bits for every thread count (fixed GEMM tiles and partial sums),
+ *  so only the active-subspace initialisation can depend on OpenBLAS's
+ *  thread count. */
 typedef struct subsae_trainer subsae_trainer;
 
 enum subsae_init { SUBSAE_INIT_RANDOM = 0, SUBSAE_INIT_ACTIVE_SUBSPACE = 1 };
@@ -668,7 +671,7 @@ enum subsae_train_option {
     SUBSAE_TRAIN_THREADS = 15,      /* int, 0 (default) = subsae_get_num_threads(): the
                                        library's loops (the encoder GEMM runs on
                                        OpenBLAS with subsae_set_num_threads' count);
-                                       results are bit-identical for a given count */
+                                       the steps give the same bits for every count */
     SUBSAE_TRAIN_INIT_SAMPLE = 16,  /* int rows used for scale, mean, subspace and
                                        the init-scale search, default 65536 */
     SUBSAE_TRAIN_ADAM_BETA1 = 17,   /* double, 0.9 */

@@ -408,8 +408,8 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->g_W_dec = subsae__malloc(mt * d_out * sizeof(float));
     ws->g_b_enc = subsae__malloc(mt * sizeof(float));
     ws->g_b_dec = subsae__malloc(d_out * sizeof(float));
-    ws->part = subsae__malloc(T * (3 * d_out + 4) * sizeof(double));
-    ws->split = subsae__malloc((T + 1) * sizeof(int64_t));
+    ws->part = subsae__malloc(SUBSAE__PARTS * (3 * d_out + 4) * sizeof(double));
+    ws->split = subsae__malloc((SUBSAE__PARTS + 1) * sizeof(int64_t));
     if ((t->transcoder && !ws->ts) || !ws->rows || !ws->xs ||
         !ws->xin || !ws->pre || !ws->idx || !ws->val || !ws->g || !ws->row_sse || !ws->counts ||
         !ws->offsets || !ws->fired || !ws->pair_row || !ws->pair_z || !ws->touched ||
@@ -430,6 +430,13 @@ static inline int64_t part_begin(int64_t n, int p, int T)
 {
     return n * p / T;
 }
+
+/* The decode's rows and the backward's features are cut into
+ * SUBSAE__PARTS fixed parts, whatever the thread count: threads take parts
+ * as they come (a thread that a loaded machine preempts holds up only its
+ * part), and the partial sums are added in part order, so the step gives
+ * the same bits for every thread count. */
+enum { PARTS = SUBSAE__PARTS };
 
 /* Forward and backward on n raw rows into the workspace: loss, compact
  * gradients of the touched features and the b_dec gradient; *sq gets the
@@ -493,13 +500,14 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
      *    sums of the gradient and of the target per row partition. */
     const float gscale = 2.0f / (float)n;
-#pragma omp parallel num_threads(subsae__team(T, (double)n * (double)(k + 2) * (double)d_out))
-    {
-        for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(subsae__team(T, (double)n * (double)(k + 2) * (double)d_out))
+    for (int p = 0; p < PARTS; p++) {
+        {
             double *part = ws->part + (size_t)p * part_stride;
             double *sum_g = part, *sum_t = part + d_out;
             memset(part, 0, part_stride * sizeof *part);
-            for (int64_t i = part_begin(n, p, T); i < part_begin(n, p + 1, T); i++) {
+            for (int64_t i = part_begin(n, p, PARTS); i < part_begin(n, p + 1, PARTS); i++) {
                 float *g = ws->g + i * d_out;
                 const float *tr = ws->ts + i * d_out;
                 subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + i * k,
@@ -575,20 +583,20 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     ws->split[0] = 0;
     {
         int64_t at = 0, acc = 0;
-        for (int p = 1; p < T; p++) {
-            int64_t goal = (n_pairs + n_touched) * p / T;
+        for (int p = 1; p < PARTS; p++) {
+            int64_t goal = (n_pairs + n_touched) * p / PARTS;
             while (at < n_touched && acc < goal) {
                 acc += ws->fired[ws->touched[at]] + 1;
                 at++;
             }
             ws->split[p] = at;
         }
-        ws->split[T] = n_touched;
+        ws->split[PARTS] = n_touched;
     }
-#pragma omp parallel \
+#pragma omp parallel for schedule(dynamic, 1) \
     num_threads(subsae__team(T, (double)n * (double)k * (double)(2 * d_out + d_in)))
-    {
-        for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
+    for (int p = 0; p < PARTS; p++) {
+        {
             double *part = ws->part + (size_t)p * part_stride;
             double *benc_path = part + 2 * d_out;
             double sumsq = 0.0;
@@ -626,14 +634,14 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     double total_sq = 0.0, sse = 0.0;
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
-        for (int p = 0; p < T; p++) {
+        for (int p = 0; p < PARTS; p++) {
             const double *part = ws->part + (size_t)p * part_stride;
             acc += part[j] + (apply ? part[2 * d_out + j] : 0.0);
         }
         ws->g_b_dec[j] = (float)acc;
         total_sq += acc * acc;
     }
-    for (int p = 0; p < T; p++)
+    for (int p = 0; p < PARTS; p++)
         total_sq += ws->part[(size_t)p * part_stride + 3 * d_out + 1];
     for (int64_t i = 0; i < n; i++)
         sse += ws->row_sse[i];
@@ -650,7 +658,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
 
 static int64_t touched_count(const struct subsae__workspace *ws)
 {
-    return ws->split[ws->threads];
+    return ws->split[PARTS];
 }
 
 static double learning_rate(const subsae_trainer *t)
@@ -697,7 +705,7 @@ static void apply_update(subsae_trainer *t, double sq)
     subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs, b1, b2, size, ib2, eps);
     if (t->sparse_adam) {
         const int64_t nt = touched_count(ws);
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(dynamic, 64) \
     num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
         for (int64_t i = 0; i < nt; i++) {
             const int64_t f = ws->touched[i];
@@ -711,7 +719,7 @@ static void apply_update(subsae_trainer *t, double sq)
                 renormalise(s->W_dec + f * d_out, d_out);
         }
     } else {
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(dynamic, 64) \
     num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
         for (int64_t f = 0; f < m; f++) {
             const int64_t slot = ws->slot_of[f];
@@ -735,7 +743,6 @@ static void account(subsae_trainer *t, int64_t n, double loss)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int T = (int)ws->threads;
     const int64_t d_out = s->d_out, m = s->d_sae;
     const size_t part_stride = (size_t)(3 * d_out + 4);
     t->step++;
@@ -744,7 +751,7 @@ static void account(subsae_trainer *t, int64_t n, double loss)
     struct subsae__window *w = &t->cur;
     w->tokens += n;
     w->sse += loss * (double)n;
-    for (int p = 0; p < T; p++) {
+    for (int p = 0; p < PARTS; p++) {
         const double *part = ws->part + (size_t)p * part_stride;
         for (int64_t j = 0; j < d_out; j++)
             w->sum_t[j] += part[d_out + j];

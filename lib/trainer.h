@@ -29,6 +29,10 @@ struct subsae__window {
     int64_t *fires;  /* d_sae: tokens on which each feature fired */
 };
 
+/* Fixed number of parts of the step's parallel reductions (decode rows,
+ * backward features), independent of the thread count. */
+enum { SUBSAE__PARTS = 64 };
+
 /* Buffers of the training step, sized for a batch and a thread count
  * before the hot loop (see ensure_workspace in trainer.c). */
 struct subsae__workspace {
@@ -51,8 +55,8 @@ struct subsae__workspace {
     int32_t *slot_of;         /* d_sae: slot of a touched feature or -1 */
     int64_t max_touched;
     float *g_W_enc, *g_W_dec, *g_b_enc, *g_b_dec; /* compact gradient rows per slot */
-    double *part;             /* threads x (3 d_out + 4): per-partition partial sums */
-    int64_t *split;           /* threads + 1: touched-list ranges per partition */
+    double *part;             /* SUBSAE__PARTS x (3 d_out + 4): partial sums per part */
+    int64_t *split;           /* SUBSAE__PARTS + 1: touched-list ranges per part */
 };
 
 struct subsae_trainer {
