@@ -1,8 +1,9 @@
 /* subsae_sae: the sparse dictionary model. Options and parameters, scale
  * folding, dense and sparse encode/decode and evaluation on a buffer.
- * Encoding is blocked: one cblas_sgemm per block of rows writes the
- * pre-activations, then every row's selection runs in parallel while the
- * block is still in cache. */
+ * TopK encoding fuses each GEMM tile with the selection (encode.c); the
+ * other activations are blocked: one cblas_sgemm per block of rows writes
+ * the pre-activations, then every row's selection runs in parallel while
+ * the block is still in cache. */
 #include "sae.h"
 
 #include "buffer.h"

@@ -4,13 +4,14 @@
  *
  * The step on a batch of B rows (ARCHITECTURE.md section 3):
  *   1. scale the rows; encoder input xin = x s - b_dec;
- *   2. blocked cblas_sgemm pre = xin W_enc^T, per-row top-k (+ b_enc, ReLU);
+ *   2. pre = xin W_enc^T and per-row top-k (+ b_enc, ReLU), fused per GEMM
+ *      tile (encode.c);
  *   3. sparse decode x_hat = sum of k decoder rows + b_dec; residual;
  *   4. bucket the (row, feature) pairs by feature with a counting sort
  *      (per-partition histograms, so pairs of a feature stay in row order);
- *   5. each partition owns a contiguous range of touched features and
- *      computes their decoder-row, encoder-row and b_enc gradients: no
- *      atomics, and the sums run in the same order for any thread count;
+ *   5. each of 64 fixed parts owns a contiguous range of touched features
+ *      and computes their decoder-row, encoder-row and b_enc gradients: no
+ *      atomics, and every sum runs in the same order for any thread count;
  *   6. b_dec gradient: decoder path plus the path through xin;
  *   7. Adam (dense, or sparse over the touched rows), unit-norm projection.
  * Nothing is allocated inside the step once the workspace is sized. */
@@ -498,32 +499,30 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     clock = omp_get_wtime();
 
     /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
-     *    sums of the gradient and of the target per row partition. */
+     *    sums of the gradient and of the target per part of the rows. */
     const float gscale = 2.0f / (float)n;
 #pragma omp parallel for schedule(dynamic, 1) \
     num_threads(subsae__team(T, (double)n * (double)(k + 2) * (double)d_out))
     for (int p = 0; p < PARTS; p++) {
-        {
-            double *part = ws->part + (size_t)p * part_stride;
-            double *sum_g = part, *sum_t = part + d_out;
-            memset(part, 0, part_stride * sizeof *part);
-            for (int64_t i = part_begin(n, p, PARTS); i < part_begin(n, p + 1, PARTS); i++) {
-                float *g = ws->g + i * d_out;
-                const float *tr = ws->ts + i * d_out;
-                subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + i * k,
-                                          ws->val + i * k, k, d_out);
-                double e2 = 0.0, t2 = 0.0;
-                for (int64_t j = 0; j < d_out; j++) {
-                    float e = g[j] - tr[j];
-                    e2 += (double)e * e;
-                    t2 += (double)tr[j] * tr[j];
-                    sum_t[j] += tr[j];
-                    g[j] = gscale * e;
-                    sum_g[j] += g[j];
-                }
-                ws->row_sse[i] = e2;
-                part[3 * d_out] += t2;
+        double *part = ws->part + (size_t)p * part_stride;
+        double *sum_g = part, *sum_t = part + d_out;
+        memset(part, 0, part_stride * sizeof *part);
+        for (int64_t i = part_begin(n, p, PARTS); i < part_begin(n, p + 1, PARTS); i++) {
+            float *g = ws->g + i * d_out;
+            const float *tr = ws->ts + i * d_out;
+            subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + i * k,
+                                      ws->val + i * k, k, d_out);
+            double e2 = 0.0, t2 = 0.0;
+            for (int64_t j = 0; j < d_out; j++) {
+                float e = g[j] - tr[j];
+                e2 += (double)e * e;
+                t2 += (double)tr[j] * tr[j];
+                sum_t[j] += tr[j];
+                g[j] = gscale * e;
+                sum_g[j] += g[j];
             }
+            ws->row_sse[i] = e2;
+            part[3 * d_out] += t2;
         }
     }
 
@@ -596,38 +595,36 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
 #pragma omp parallel for schedule(dynamic, 1) \
     num_threads(subsae__team(T, (double)n * (double)k * (double)(2 * d_out + d_in)))
     for (int p = 0; p < PARTS; p++) {
-        {
-            double *part = ws->part + (size_t)p * part_stride;
-            double *benc_path = part + 2 * d_out;
-            double sumsq = 0.0;
-            for (int64_t i = ws->split[p]; i < ws->split[p + 1]; i++) {
-                int32_t f = ws->touched[i];
-                const float *wdec = s->W_dec + (int64_t)f * d_out;
-                float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
-                subsae__feature_backward(ws->pair_row + ws->offsets[f],
-                                         ws->pair_z + ws->offsets[f], ws->fired[f], ws->g, d_out,
-                                         d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
-                                         &ws->g_b_enc[i]);
-                if (unit) {
-                    double ww = subsae__sumsq(wdec, d_out);
-                    if (ww > 0.0) {
-                        float c = (float)(subsae__dot(gdec, wdec, d_out) / ww);
-                        for (int64_t j = 0; j < d_out; j++)
-                            gdec[j] -= c * wdec[j];
-                    }
-                }
-                sumsq += subsae__sumsq(gdec, d_out) + subsae__sumsq(genc, d_in) +
-                         (double)ws->g_b_enc[i] * ws->g_b_enc[i];
-                if (apply) {
-                    /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
-                    const float *wenc = s->W_enc + (int64_t)f * d_in;
-                    const double gb = ws->g_b_enc[i];
-                    for (int64_t j = 0; j < d_in; j++)
-                        benc_path[j] -= gb * wenc[j];
+        double *part = ws->part + (size_t)p * part_stride;
+        double *benc_path = part + 2 * d_out;
+        double sumsq = 0.0;
+        for (int64_t i = ws->split[p]; i < ws->split[p + 1]; i++) {
+            int32_t f = ws->touched[i];
+            const float *wdec = s->W_dec + (int64_t)f * d_out;
+            float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
+            subsae__feature_backward(ws->pair_row + ws->offsets[f],
+                                     ws->pair_z + ws->offsets[f], ws->fired[f], ws->g, d_out,
+                                     d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
+                                     &ws->g_b_enc[i]);
+            if (unit) {
+                double ww = subsae__sumsq(wdec, d_out);
+                if (ww > 0.0) {
+                    float c = (float)(subsae__dot(gdec, wdec, d_out) / ww);
+                    for (int64_t j = 0; j < d_out; j++)
+                        gdec[j] -= c * wdec[j];
                 }
             }
-            part[3 * d_out + 1] = sumsq;
+            sumsq += subsae__sumsq(gdec, d_out) + subsae__sumsq(genc, d_in) +
+                     (double)ws->g_b_enc[i] * ws->g_b_enc[i];
+            if (apply) {
+                /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
+                const float *wenc = s->W_enc + (int64_t)f * d_in;
+                const double gb = ws->g_b_enc[i];
+                for (int64_t j = 0; j < d_in; j++)
+                    benc_path[j] -= gb * wenc[j];
+            }
         }
+        part[3 * d_out + 1] = sumsq;
     }
 
     /* 6. b_dec gradient and the totals, reduced in partition order. */
