@@ -73,7 +73,7 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
 #pragma omp parallel num_threads(team) reduction(+ : gemm_s, select_s)
     {
         const int me = omp_get_thread_num();
-        float *tile = scratch + (size_t)me * tile_floats;
+        float *tile = me < workers ? scratch + (size_t)me * tile_floats : NULL;
         int64_t len[TILE_ROWS];
         for (; me < workers;) {
             int64_t r0, rows;

@@ -373,10 +373,13 @@ int subsae__trainer_alloc_state(subsae_trainer *t)
 int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
 {
     struct subsae__workspace *ws = &t->ws;
-    if (ws->batch >= batch && ws->threads == threads)
+    if (ws->batch >= batch && ws->threads >= threads)
         return SUBSAE_OK;
+    /* Grow only: room for the larger batch and thread count seen. */
     if (batch < ws->batch)
-        batch = ws->batch; /* only a thread-count change: keep the batch room */
+        batch = ws->batch;
+    if (threads < ws->threads)
+        threads = (int)ws->threads;
     workspace_free(ws);
     const subsae_sae *s = t->sae;
     const size_t B = (size_t)batch, d_in = (size_t)s->d_in, d_out = (size_t)s->d_out;
@@ -449,7 +452,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     static const char *fn = "subsae_trainer_step";
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int T = (int)ws->threads;
+    const int T = subsae__trainer_threads(t); /* <= ws->threads */
     const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae, k = s->k;
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
     const bool apply = s->apply_b_dec_to_input;
@@ -686,7 +689,7 @@ static void apply_update(subsae_trainer *t, double sq)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int T = (int)ws->threads;
+    const int T = subsae__trainer_threads(t); /* <= ws->threads */
     const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
     const double clock = omp_get_wtime();

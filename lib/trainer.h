@@ -36,7 +36,7 @@ enum { SUBSAE__PARTS = 64 };
 /* Buffers of the training step, sized for a batch and a thread count
  * before the hot loop (see ensure_workspace in trainer.c). */
 struct subsae__workspace {
-    int64_t batch, threads, block;
+    int64_t batch, threads, block; /* room: rows, threads (the step may use fewer) */
     int64_t *rows;            /* fit: row indices of the batch */
     float *xs, *ts;           /* scaled input / target (ts == xs for an SAE); fit
                                  gathers the raw rows into them */
@@ -111,7 +111,8 @@ void *subsae__trainer_option_field(subsae_trainer *t, int option);
 int subsae__trainer_alloc_state(subsae_trainer *t);
 
 /* Size the workspace for `batch` rows on `threads` threads (no-op when
- * already large enough). */
+ * already large enough; it only grows, so that changing the thread count
+ * between steps allocates nothing after the largest count has run). */
 int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads);
 
 /* The thread count the step uses. */

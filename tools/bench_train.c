@@ -28,11 +28,12 @@ static const int reported_phase[REPORTED_PHASES] = {
 struct train_config {
     int64_t d_in, features, k, batch, steps, rounds, warmup;
     int threads;
+    bool speedup; /* also time one-thread steps, interleaved */
 };
 
 struct train_round {
     double tokens_per_second, sgemm_gflops, fraction, encode_tokens_per_second,
-        encode_fraction, gemm_phase_fraction;
+        encode_fraction, gemm_phase_fraction, one_thread_tokens_per_second, speedup;
     double phases[REPORTED_PHASES];
 };
 
@@ -136,10 +137,11 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)m, (int)d, 1.0f, x, (int)d,
                 w, (int)d, 0.0f, pre, (int)m);
     for (int64_t r = 0; r < c->rounds; r++) {
-        double train_s = 0.0, gemm_s = 0.0, gemm_phase[2] = {0.0, 0.0};
-        subsae_trainer_reset_timings(t);
+        double train_s = 0.0, gemm_s = 0.0, one_s = 0.0, gemm_phase[2] = {0.0, 0.0};
+        double phases[SUBSAE_PHASE_COUNT] = {0.0}, one[SUBSAE_PHASE_COUNT];
         for (int64_t s = 0; s < c->steps; s++, next++) {
             const float *batch = x + (size_t)(next % POOL_BATCHES) * (size_t)(B * d);
+            subsae_trainer_reset_timings(t);
             double t0 = bench_now();
             int rc = subsae_trainer_step(t, batch, d, NULL, 0, B);
             double t1 = bench_now();
@@ -150,9 +152,21 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
             double t2 = bench_now();
             train_s += t1 - t0;
             gemm_s += t2 - t1;
+            subsae_trainer_timings(t, one, SUBSAE_PHASE_COUNT);
+            for (int p = 0; p < SUBSAE_PHASE_COUNT; p++)
+                phases[p] += one[p] / (double)c->steps;
+            if (c->speedup) {
+                /* The same step on one thread (the steps give the same
+                 * bits for any thread count), right after. */
+                subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, 1);
+                double t3 = bench_now();
+                rc = subsae_trainer_step(t, batch, d, NULL, 0, B);
+                one_s += bench_now() - t3;
+                subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, 0);
+                if (cli_check(rc, "bench train: one-thread step"))
+                    goto done;
+            }
         }
-        double phases[SUBSAE_PHASE_COUNT];
-        subsae_trainer_timings(t, phases, SUBSAE_PHASE_COUNT);
         gemm_phase[0] = phases[SUBSAE_PHASE_ENCODE_GEMM];
         double t0 = bench_now();
         int rc = subsae_sae_encode_sparse(sae, x + (size_t)(r % POOL_BATCHES) * (size_t)(B * d), B,
@@ -174,6 +188,8 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
         o->encode_fraction = o->encode_tokens_per_second /
                              (flops / gemm_phase[1] / (2.0 * (double)d * (double)m));
         o->gemm_phase_fraction = gemm_s / (double)c->steps / gemm_phase[0];
+        o->one_thread_tokens_per_second = c->speedup ? (double)(c->steps * B) / one_s : NAN;
+        o->speedup = c->speedup ? one_s / train_s : NAN;
         for (int p = 0; p < REPORTED_PHASES; p++)
             o->phases[p] = phases[reported_phase[p]];
     }
@@ -211,7 +227,7 @@ static json_t *train_json(const struct train_config *c, const struct train_round
         stats(r, c->rounds, FIELD(phases) + (size_t)p * sizeof(double), s);
         json_object_set_new(phases, subsae_phase_name(reported_phase[p]), json_real(s[0]));
     }
-    return json_pack(
+    json_t *j = json_pack(
         "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:f, s:o, s:f, s:o, s:f, s:f, s:o,"
         " s:f, s:o, s:f, s:o, s:f, s:o}",
         "name", "train", "d_in", (json_int_t)c->d_in, "features", (json_int_t)c->features, "k",
@@ -225,6 +241,15 @@ static json_t *train_json(const struct train_config *c, const struct train_round
         "encode_tokens_per_second", etps[0], "encode_tokens_per_second_range", range_json(etps),
         "encode_roofline_fraction", efr[0], "encode_roofline_fraction_range", range_json(efr),
         "step_gemm_efficiency", gpf[0], "phases", phases);
+    if (j && c->speedup) {
+        double one[3], sp[3];
+        stats(r, c->rounds, FIELD(one_thread_tokens_per_second), one);
+        stats(r, c->rounds, FIELD(speedup), sp);
+        json_object_set_new(j, "one_thread_tokens_per_second", json_real(one[0]));
+        json_object_set_new(j, "speedup", json_real(sp[0]));
+        json_object_set_new(j, "speedup_range", range_json(sp));
+    }
+    return j;
 }
 
 static void train_table(const json_t *j)
@@ -255,6 +280,16 @@ static void train_table(const json_t *j)
     printf("  %-30s %8.0f tokens/s  %.3f of roofline\n", "encode (inference)",
            json_real_value(json_object_get(j, "encode_tokens_per_second")),
            json_real_value(json_object_get(j, "encode_roofline_fraction")));
+    json_t *sp = json_object_get(j, "speedup");
+    if (sp) {
+        json_t *range = json_object_get(j, "speedup_range");
+        printf("  %-30s %8.0f tokens/s  %lldx%s: %.2fx one thread (%.2f-%.2f)\n",
+               "one thread, interleaved",
+               json_real_value(json_object_get(j, "one_thread_tokens_per_second")),
+               (long long)json_integer_value(json_object_get(j, "threads")), " threads",
+               json_real_value(sp), json_real_value(json_array_get(range, 0)),
+               json_real_value(json_array_get(range, 1)));
+    }
     printf("  phases (ms per step):");
     json_object_foreach(ph, key, value)
         printf(" %s %.1f (%.0f%%)", key, 1e3 * json_real_value(value),
@@ -282,6 +317,8 @@ int bench_train(int argc, char **argv, json_t *reports, bool print)
             if (!cli_parse_int64(a, v, field == &c.warmup ? 0 : 1, INT32_MAX, field))
                 return 2;
             i++;
+        } else if (!strcmp(a, "--speedup")) {
+            c.speedup = true;
         } else if (!strcmp(a, "--threads") && v) {
             int64_t th;
             if (!cli_parse_int64(a, v, 1, 4096, &th))

@@ -314,7 +314,7 @@ static const char *const rank_all[] = {"--rows 65536 --dim 1024 --rank 128 --thr
                                        "--rows 65536 --dim 1024 --rank 128 --threads 2", NULL};
 static const char *const train_all[] = {
     "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 1",
-    "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 2",
+    "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 2 --speedup",
     "--d-in 64 --features 32768 --k 8 --batch 4096 --threads 2", NULL};
 
 static const struct benchmark {
@@ -348,7 +348,6 @@ static void summary(const json_t *reports)
 {
     printf("\nsummary (ratios to this machine's own BLAS/LAPACK, measured in the same run)\n");
     printf("  %-40s %7s  %s\n", "benchmark", "threads", "result");
-    double one_thread = NAN;
     size_t i;
     json_t *r;
     json_array_foreach(reports, i, r) {
@@ -365,10 +364,13 @@ static void summary(const json_t *reports)
                    threads, tps, number(r, "roofline_fraction"),
                    json_number_value(json_array_get(range, 0)),
                    json_number_value(json_array_get(range, 1)));
-            if (d == 512 && m == 16384 && threads == 1)
-                one_thread = tps;
-            else if (d == 512 && m == 16384 && isfinite(one_thread))
-                printf(", %.2fx one thread", tps / one_thread);
+            json_t *speedup = json_object_get(r, "speedup");
+            if (speedup) {
+                json_t *sr = json_object_get(r, "speedup_range");
+                printf(", %.2fx one thread (%.2f-%.2f, interleaved)",
+                       json_number_value(speedup), json_number_value(json_array_get(sr, 0)),
+                       json_number_value(json_array_get(sr, 1)));
+            }
             printf("\n");
             snprintf(what, sizeof what, "encode (inference) %lld/%lld/%lld", d, m, k);
             printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline\n", what, threads,
@@ -388,7 +390,7 @@ static void summary(const json_t *reports)
 }
 
 CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps S] "
-                   "[--rounds R] [--warmup W] [--threads T] | rank [--rows N] [--dim D] "
+                   "[--rounds R] [--warmup W] [--threads T] [--speedup] | rank [--rows N] [--dim D] "
                    "[--rank K] [--repeat R] [--threads T] | all; [--json]")
 {
     if (argc < 2)
