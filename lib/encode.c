@@ -1,10 +1,11 @@
 /* The TopK encoder fused with its GEMM (ARCHITECTURE.md section 3).
  *
- * The rows are cut into blocks, the features into chunks. One thread takes
- * the next block of rows at a time and, chunk by chunk, computes the tile of pre-activations with a
- * single-threaded cblas_sgemm (OpenBLAS runs one thread inside a parallel
- * region) and feeds it straight to the rows' running top-k selection, so
- * that the tile is read back from the core's own cache. There is one
+ * The rows are cut into blocks, the features into chunks. A thread takes
+ * the next block of rows and, chunk by chunk, computes the tile of
+ * pre-activations with a single-threaded cblas_sgemm (OpenBLAS runs one
+ * thread inside a parallel region) and feeds it straight to the rows'
+ * running top-k selection, so that the tile is read back from the core's
+ * own cache. There is one
  * parallel region per encode and no barrier between the GEMM and the
  * selection: a thread that the scheduler of a shared machine preempts
  * delays only the blocks it holds, and the other threads take the rest.

@@ -390,8 +390,8 @@ static void summary(const json_t *reports)
 }
 
 CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps S] "
-                   "[--rounds R] [--warmup W] [--threads T] [--speedup] | rank [--rows N] [--dim D] "
-                   "[--rank K] [--repeat R] [--threads T] | all; [--json]")
+                   "[--rounds R] [--warmup W] [--threads T] [--speedup] | rank [--rows N] "
+                   "[--dim D] [--rank K] [--repeat R] [--threads T] | all; [--json]")
 {
     if (argc < 2)
         return cli_usage();
