@@ -378,13 +378,19 @@ static void summary(const json_t *reports)
         } else if (name && !strcmp(name, "rank")) {
             snprintf(what, sizeof what, "rank exact %lld x %lld",
                      (long long)number(r, "rows"), (long long)number(r, "dim"));
-            printf("  %-40s %7d  %.2fx (ssyrk + dsyevd)\n", what, (int)number(r, "threads"),
-                   number(r, "exact_ratio"));
+            json_t *er = json_object_get(r, "exact_ratio_range");
+            printf("  %-40s %7d  %.2fx (ssyrk + dsyevd) (%.2f-%.2f)\n", what,
+                   (int)number(r, "threads"), number(r, "exact_ratio"),
+                   json_number_value(json_array_get(er, 0)),
+                   json_number_value(json_array_get(er, 1)));
             snprintf(what, sizeof what, "rank randomized %lld x %lld, k %lld",
                      (long long)number(r, "rows"), (long long)number(r, "dim"),
                      (long long)number(r, "rank"));
-            printf("  %-40s %7d  %.2fx (ssyrk + dsyevd)\n", what, (int)number(r, "threads"),
-                   number(r, "randomized_ratio"));
+            json_t *rr = json_object_get(r, "randomized_ratio_range");
+            printf("  %-40s %7d  %.2fx (ssyrk + dsyevd) (%.2f-%.2f)\n", what,
+                   (int)number(r, "threads"), number(r, "randomized_ratio"),
+                   json_number_value(json_array_get(rr, 0)),
+                   json_number_value(json_array_get(rr, 1)));
         }
     }
 }
