@@ -95,4 +95,10 @@ const subsae_buffer *subsae__row_reader_buffer(const subsae__row_reader *r);
 int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_t first,
                               int64_t n_rows, float *out, int64_t out_stride);
 
+/* A batch iterator over `rows` row numbers (batches.c). `buf` may be NULL:
+ * then next_indices, tell and seek work and next fails. The workers of a
+ * data-parallel fit draw the permutation of the global rows with it. */
+int subsae__batches_create_rows(const subsae_buffer *buf, int64_t rows, int64_t batch_size,
+                                uint64_t seed, int flags, subsae_batches **out);
+
 #endif

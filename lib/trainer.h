@@ -3,6 +3,7 @@
 #ifndef SUBSAE_TRAINER_H
 #define SUBSAE_TRAINER_H
 
+#include "collective.h"
 #include "rng.h"
 #include "sae.h"
 
@@ -55,9 +56,19 @@ struct subsae__workspace {
     int32_t *slot_of;         /* d_sae: slot of a touched feature or -1 */
     int64_t max_touched;
     float *g_W_enc, *g_W_dec, *g_b_enc, *g_b_dec; /* compact gradient rows per slot */
-    double *part;             /* SUBSAE__PARTS x (3 d_out + 4): partial sums per part */
+    double *part;             /* SUBSAE__PARTS x SUBSAE__PART_STRIDE(d_out): partial
+                                 sums per part, laid out as below */
     int64_t *split;           /* SUBSAE__PARTS + 1: touched-list ranges per part */
 };
+
+/* A part's partial sums in ws->part: dL/dx_hat summed over its rows
+ * [0, d_out), the scaled target summed [d_out, 2 d_out), the b_dec
+ * gradient through the encoder input [2 d_out, 3 d_out), the sum of |t|^2
+ * at SUBSAE__PART_T2, the squared gradient norm of its features at
+ * SUBSAE__PART_T2 + 1. */
+#define SUBSAE__PART_STRIDE(d_out) ((size_t)(3 * (d_out) + 4))
+#define SUBSAE__PART_SUM_T(d_out) ((size_t)(d_out))
+#define SUBSAE__PART_T2(d_out) ((size_t)(3 * (d_out)))
 
 struct subsae_trainer {
     /* options */
@@ -97,6 +108,14 @@ struct subsae_trainer {
     double phase_seconds[SUBSAE_PHASE_COUNT];
     double phase_total[SUBSAE_PHASE_COUNT];
     int64_t timed_steps;
+
+    /* data-parallel workers (trainer_collective.c) */
+    struct subsae__collective coll;
+    int64_t loss_rows;         /* rows the running step's loss is averaged over (the
+                                  global batch); 0: the step's own rows */
+    double *coll_buf;          /* the step's first exchange (see exchange_size) */
+    int64_t coll_buf_size;
+    int64_t coll_steps;        /* steps exchanged since attached (statistics) */
 };
 
 /* Options by enum value (0 .. SUBSAE__TRAIN_OPTION_LAST): the name (NULL
@@ -117,6 +136,41 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads);
 
 /* The thread count the step uses. */
 int subsae__trainer_threads(const subsae_trainer *t);
+
+/* One step on n rows already validated, the workspace sized: forward and
+ * backward (skipped when n is 0 or rc is already a failure), with workers
+ * the exchange of the gradients and sums (subsae__trainer_exchange, given
+ * this worker's rc so that a failure is agreed), Adam, counters. */
+int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
+                              int64_t input_stride, const float *target, int64_t target_stride,
+                              int64_t n);
+
+/* ---- workers (trainer_collective.c) ---- */
+
+/* The exchange of a step: agree on rc, sum the firing counts, loss and
+ * metric sums and the b_dec gradient over the workers, then the gradient
+ * rows of the features that fired on any worker, and rewrite the workspace
+ * so that the optimiser and the counters see the global step: the touched
+ * features, their counts and gradients, the partition sums (in partition
+ * 0), the pairs. *n gets the rows of all workers, *loss the loss over them
+ * and *sq the squared norm of the global gradient. This worker's
+ * contribution is read from the workspace only when rc is SUBSAE_OK and
+ * *n > 0. */
+int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss, double *sq);
+
+/* subsae_trainer_fit and subsae_trainer_step with workers; rc is the
+ * outcome of this worker's argument checks (agreed before anything). */
+int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffer *input,
+                                   const subsae_buffer *target, int64_t tokens);
+int subsae__trainer_step_collective(subsae_trainer *t, int rc, const float *input,
+                                    int64_t input_stride, const float *target,
+                                    int64_t target_stride, int64_t n);
+
+/* A hash of the model's weights (the workers compare it). */
+uint64_t subsae__trainer_weights_hash(const subsae_trainer *t);
+
+/* A hash of the options that shape the all-reduces and the model. */
+uint64_t subsae__trainer_options_hash(const subsae_trainer *t);
 
 /* Gradient of the loss on n raw rows at the current weights, scattered
  * into dense arrays of the parameters' sizes (any may be NULL), after the
