@@ -297,6 +297,16 @@ void subsae__topk_done(int64_t k, int32_t *idx, float *val)
 
 /* ---- sparse decode and backward -------------------------------------- */
 
+/* Ask for two rows (a and b, of na and nb floats) to be brought into the
+ * cache, one prefetch per 64-byte line. */
+ALWAYS_INLINE void prefetch_rows(const float *a, int64_t na, const float *b, int64_t nb)
+{
+    for (int64_t t = 0; t < na; t += 16)
+        __builtin_prefetch(a + t, 0, 3);
+    for (int64_t t = 0; t < nb; t += 16)
+        __builtin_prefetch(b + t, 0, 3);
+}
+
 ALWAYS_INLINE void sparse_decode_row_body(float *out, const float *b, const float *W, int64_t ld,
                                           const int32_t *idx, const float *val, int64_t k,
                                           int64_t d)
@@ -306,6 +316,10 @@ ALWAYS_INLINE void sparse_decode_row_body(float *out, const float *b, const floa
     else
         memset(out, 0, (size_t)d * sizeof *out);
     for (int64_t j = 0; j < k; j++) {
+        /* Decoder rows are scattered over the model: fetch the next one
+         * while this one is added. */
+        if (j + 1 < k && idx[j + 1] >= 0)
+            prefetch_rows(W + (int64_t)idx[j + 1] * ld, d, NULL, 0);
         if (idx[j] < 0 || val[j] == 0.0f)
             continue;
         const float *w = W + (int64_t)idx[j] * ld;
@@ -325,7 +339,15 @@ ALWAYS_INLINE void feature_backward_body(const int32_t *rows, const float *z, in
     memset(gdec, 0, (size_t)d_out * sizeof *gdec);
     memset(genc, 0, (size_t)d_in * sizeof *genc);
     float gb = 0.0f;
+    if (count > 0)
+        prefetch_rows(g + (int64_t)rows[0] * g_stride, d_out, xin + (int64_t)rows[0] * xin_stride,
+                      d_in);
     for (int64_t p = 0; p < count; p++) {
+        /* The rows are scattered over the batch: fetch the next pair's
+         * while this one is summed. */
+        if (p + 1 < count)
+            prefetch_rows(g + (int64_t)rows[p + 1] * g_stride, d_out,
+                          xin + (int64_t)rows[p + 1] * xin_stride, d_in);
         const float *gr = g + (int64_t)rows[p] * g_stride;
         const float zp = z[p];
         float dp = 0.0f;
