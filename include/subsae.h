@@ -733,8 +733,8 @@ enum subsae_train_option {
     SUBSAE_TRAIN_DECODER_NORM = 13, /* int SUBSAE_DECODER_*, default FREE */
     SUBSAE_TRAIN_SPARSE_ADAM = 14,  /* int 0/1, default 0 */
     SUBSAE_TRAIN_THREADS = 15,      /* int, 0 (default) = subsae_get_num_threads(): the
-                                       library's loops (the encoder GEMM runs on
-                                       OpenBLAS with subsae_set_num_threads' count);
+                                       step's threads, the encoder's GEMM tiles
+                                       included (one OpenBLAS thread per tile);
                                        the steps give the same bits for every count */
     SUBSAE_TRAIN_INIT_SAMPLE = 16,  /* int rows used for scale, mean, subspace and
                                        the init-scale search, default 65536 */
@@ -826,9 +826,9 @@ SUBSAE_API int subsae_trainer_step(subsae_trainer *t, const float *input, int64_
  *  the callback. Rows of files are read with pread, not through the
  *  mapping, so the file's pages do not stay in the resident set. The
  *  step's scratch (batch-sized buffers and gradient rows) is allocated at
- *  the start of the call and released at its end; subsae_trainer_step
- *  keeps it from one step to the next. Errors: as subsae_trainer_step, plus SUBSAE_E_CANCELLED
- *  (after a complete step). */
+ *  the start of the call and released at its end (subsae_trainer_step
+ *  keeps it from one step to the next). Errors: as subsae_trainer_step,
+ *  plus SUBSAE_E_CANCELLED (after a complete step). */
 SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
                                   const subsae_buffer *target, int64_t tokens);
 
@@ -855,7 +855,8 @@ enum subsae_phase {
     SUBSAE_PHASE_OPTIMIZER = 4,   /* Adam (dense or sparse), decoder renormalisation */
     SUBSAE_PHASE_PREPARE = 5,     /* input checks, scaling, encoder input, counters */
     SUBSAE_PHASE_READ = 6,        /* subsae_trainer_fit only: reading the batch's rows */
-    SUBSAE_PHASE_STEP = 7,        /* the whole step (wall time; includes all of the above) */
+    SUBSAE_PHASE_STEP = 7,        /* the whole step (wall time; includes all of the above,
+                                     and with workers the exchange) */
     SUBSAE_PHASE_COUNT = 8
 };
 

@@ -86,6 +86,11 @@ static void workspace_free(struct subsae__workspace *ws)
     memset(ws, 0, sizeof *ws);
 }
 
+void subsae__trainer_workspace_release(subsae_trainer *t)
+{
+    workspace_free(&t->ws);
+}
+
 void subsae_trainer_free(subsae_trainer *t)
 {
     if (!t)
@@ -1540,7 +1545,7 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
     /* The step's scratch (batch-sized buffers and the gradient rows, about
      * as large as the model) is not kept between calls of fit: whatever
      * the caller does next (evaluate, encode, save) has that memory. */
-    workspace_free(&t->ws);
+    subsae__trainer_workspace_release(t);
     return rc;
 }
 

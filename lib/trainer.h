@@ -134,6 +134,10 @@ int subsae__trainer_alloc_state(subsae_trainer *t);
  * between steps allocates nothing after the largest count has run). */
 int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads);
 
+/* Free the workspace (fit does when it returns; the next step sizes it
+ * again). */
+void subsae__trainer_workspace_release(subsae_trainer *t);
+
 /* The thread count the step uses. */
 int subsae__trainer_threads(const subsae_trainer *t);
 

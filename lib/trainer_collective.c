@@ -430,6 +430,7 @@ int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffe
     t->fit_end_step = -1;
     subsae__row_reader_close(reader_in);
     subsae__row_reader_close(reader_t);
+    subsae__trainer_workspace_release(t); /* as the single-process fit */
     if (!rc)
         rc = stop; /* a stop after the last step */
     /* Every worker ends here after the same steps: agree on the outcome
