@@ -695,7 +695,10 @@ SUBSAE_API int subsae_sae_load(const char *dir, subsae_sae **out);
 /** Trains a subsae_sae on a buffer (or input -> target buffers for a
  *  transcoder) with Adam, one dense GEMM per batch for the encoder and
  *  sparse decode/backward over the active features. Same seed, inputs and
- *  thread count give the same bits. */
+ *  thread count give the same bits; the training steps themselves give the
+ *  same bits for every thread count (fixed GEMM tiles and partial sums),
+ *  so only the active-subspace initialisation can depend on OpenBLAS's
+ *  thread count. */
 typedef struct subsae_trainer subsae_trainer;
 
 enum subsae_init { SUBSAE_INIT_RANDOM = 0, SUBSAE_INIT_ACTIVE_SUBSPACE = 1 };
@@ -730,9 +733,9 @@ enum subsae_train_option {
     SUBSAE_TRAIN_DECODER_NORM = 13, /* int SUBSAE_DECODER_*, default FREE */
     SUBSAE_TRAIN_SPARSE_ADAM = 14,  /* int 0/1, default 0 */
     SUBSAE_TRAIN_THREADS = 15,      /* int, 0 (default) = subsae_get_num_threads(): the
-                                       library's loops (the encoder GEMM runs on
-                                       OpenBLAS with subsae_set_num_threads' count);
-                                       results are bit-identical for a given count */
+                                       step's threads, the encoder's GEMM tiles
+                                       included (one OpenBLAS thread per tile);
+                                       the steps give the same bits for every count */
     SUBSAE_TRAIN_INIT_SAMPLE = 16,  /* int rows used for scale, mean, subspace and
                                        the init-scale search, default 65536 */
     SUBSAE_TRAIN_ADAM_BETA1 = 17,   /* double, 0.9 */
@@ -820,8 +823,12 @@ SUBSAE_API int subsae_trainer_step(subsae_trainer *t, const float *input, int64_
  *  batch past `tokens`; fit(2N) equals fit(N) twice (or fit(N), save,
  *  load, fit(N)) bit for bit when N is a multiple of BATCH. COOLDOWN_STEPS
  *  counts from the end of this call. Reports progress in tokens through
- *  the callback. Errors: as subsae_trainer_step, plus SUBSAE_E_CANCELLED
- *  (after a complete step). */
+ *  the callback. Rows of files are read with pread, not through the
+ *  mapping, so the file's pages do not stay in the resident set. The
+ *  step's scratch (batch-sized buffers and gradient rows) is allocated at
+ *  the start of the call and released at its end (subsae_trainer_step
+ *  keeps it from one step to the next). Errors: as subsae_trainer_step,
+ *  plus SUBSAE_E_CANCELLED (after a complete step). */
 SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
                                   const subsae_buffer *target, int64_t tokens);
 
@@ -837,6 +844,42 @@ SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
  *  SUBSAE_E_STATE (not initialised). */
 SUBSAE_API int subsae_trainer_metrics(const subsae_trainer *t, double *metrics,
                                       int64_t n_metrics);
+
+/** Phases of a training step, indices into subsae_trainer_timings' output.
+ *  New phases may be appended; the values never change. */
+enum subsae_phase {
+    SUBSAE_PHASE_ENCODE_GEMM = 0, /* the encoder's cblas_sgemm (pre-activations) */
+    SUBSAE_PHASE_TOPK = 1,        /* per-row selection (+ b_enc, ReLU) */
+    SUBSAE_PHASE_DECODE = 2,      /* sparse decode, residual, output gradient */
+    SUBSAE_PHASE_BACKWARD = 3,    /* bucketing by feature, per-feature gradients, b_dec */
+    SUBSAE_PHASE_OPTIMIZER = 4,   /* Adam (dense or sparse), decoder renormalisation */
+    SUBSAE_PHASE_PREPARE = 5,     /* input checks, scaling, encoder input, counters */
+    SUBSAE_PHASE_READ = 6,        /* subsae_trainer_fit only: reading the batch's rows */
+    SUBSAE_PHASE_STEP = 7,        /* the whole step (wall time; includes all of the above,
+                                     and with workers the exchange) */
+    SUBSAE_PHASE_COUNT = 8
+};
+
+/** Number of phases (SUBSAE_PHASE_COUNT of the linked library). */
+SUBSAE_API int subsae_phase_count(void);
+
+/** Static name of a phase ("encode_gemm", "topk", "decode", "backward",
+ *  "optimizer", "prepare", "read", "step"); "unknown" otherwise. */
+SUBSAE_API const char *subsae_phase_name(int phase);
+
+/** Wall-clock seconds per step spent in each phase, averaged over the
+ *  steps completed (by subsae_trainer_step or subsae_trainer_fit) since the
+ *  trainer was created or loaded or since the last
+ *  subsae_trainer_reset_timings: seconds_per_step[i] for i < n gets phase i
+ *  (NaN for i >= SUBSAE_PHASE_COUNT, and for every phase while no step has
+ *  been timed). A step that fails is not counted. Timings are not saved in
+ *  checkpoints. Errors: SUBSAE_E_INVALID. */
+SUBSAE_API int subsae_trainer_timings(const subsae_trainer *t, double *seconds_per_step,
+                                      int64_t n);
+
+/** Forget the timings collected so far (e.g. after warm-up steps).
+ *  Errors: SUBSAE_E_INVALID (t NULL). */
+SUBSAE_API int subsae_trainer_reset_timings(subsae_trainer *t);
 
 /** The model being trained (owned by the trainer; valid until the trainer
  *  is freed; reflects the weights after the last step). NULL before init

@@ -22,6 +22,7 @@ struct subsae__source {
     void *owned;                /* heap block to free, or NULL */
     void *map;                  /* mapping to munmap, or NULL */
     size_t map_size;
+    const void *file_base;      /* start of the mapped file `path` (views too), or NULL */
 };
 
 struct subsae_buffer {
@@ -72,6 +73,27 @@ int subsae__safetensors_source(const char *path, const void *map, size_t size,
  * name `path`. Does not abort `f`. */
 int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
                               const char *path);
+
+/* ---- reading file rows without mapping them (buffer_reader.c) -------
+ * Rows read through a file mapping stay mapped, and the kernel maps the
+ * neighbours of every faulting page too (fault-around): a random batch
+ * of a file maps nearly all of it, and those pages count in the process'
+ * resident set. A reader reads the rows of mapped files with pread instead
+ * (the page cache serves them; nothing is mapped) and other rows from
+ * memory, with the checks and messages of subsae_buffer_gather. */
+typedef struct subsae__row_reader subsae__row_reader;
+
+/* A reader over `buf` (which must outlive it). A file that cannot be
+ * reopened, or whose content at the row's offset differs from the
+ * mapping, is read through the mapping. */
+int subsae__row_reader_open(const subsae_buffer *buf, subsae__row_reader **out);
+void subsae__row_reader_close(subsae__row_reader *r);
+const subsae_buffer *subsae__row_reader_buffer(const subsae__row_reader *r);
+
+/* As subsae_buffer_gather / subsae_buffer_read (rows NULL: rows first ..
+ * first + n_rows - 1). Not for concurrent use of one reader. */
+int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_t first,
+                              int64_t n_rows, float *out, int64_t out_stride);
 
 /* A batch iterator over `rows` row numbers (batches.c). `buf` may be NULL:
  * then next_indices, tell and seek work and next fails. The workers of a

@@ -51,6 +51,7 @@ static int open_source(const char *path, const char *tensor, struct subsae__sour
     }
     src->map = map;
     src->map_size = size;
+    src->file_base = map;
     return SUBSAE_OK;
 }
 

@@ -202,63 +202,110 @@ static void sift_down(float *keys, int32_t *idx, int64_t n, int64_t i)
 
 enum { SORTED_LIST_MAX = 48 };
 
+/* The selection of subsae__topk_row as a scan that can stop and resume
+ * between chunks of the row: entries j0 .. j0 + count - 1 (row, bias and
+ * weight point at entry j0), `*len` entries held so far (0 at the start of
+ * a row). The sequence of comparisons and moves is the same however the
+ * row is cut, so the result is too. */
+static void topk_scan(const float *row, const float *bias, const float *weight, int64_t j0,
+                      int64_t count, int64_t k, int64_t *len, int32_t *idx, float *keys)
+{
+    int64_t j = 0, have = *len;
+    if (k <= SORTED_LIST_MAX) {
+        for (; have < k && j < count; j++, have++)
+            sorted_insert(keys, idx, have, k, key_at(row, bias, weight, j), (int32_t)(j0 + j));
+        if (have == k) {
+            if (weight) {
+                for (; j < count; j++) {
+                    float key = key_at(row, bias, weight, j);
+                    if (key > keys[k - 1])
+                        sorted_insert(keys, idx, k, k, key, (int32_t)(j0 + j));
+                }
+            } else {
+                next_above_fn next = pick_next_above();
+                for (j = next(row, bias, j, count, keys[k - 1]); j < count;
+                     j = next(row, bias, j + 1, count, keys[k - 1]))
+                    sorted_insert(keys, idx, k, k, key_at(row, bias, NULL, j),
+                                  (int32_t)(j0 + j));
+            }
+        }
+    } else {
+        for (; have < k && j < count; j++) {
+            keys[have] = key_at(row, bias, weight, j);
+            idx[have] = (int32_t)(j0 + j);
+            if (++have == k)
+                for (int64_t i = k / 2; i-- > 0;)
+                    sift_down(keys, idx, k, i);
+        }
+        if (have == k) {
+            next_above_fn next = pick_next_above();
+            for (; j < count; j++) {
+                if (!weight) {
+                    j = next(row, bias, j, count, keys[0]);
+                    if (j >= count)
+                        break;
+                }
+                float key = key_at(row, bias, weight, j);
+                if (key > keys[0]) {
+                    keys[0] = key;
+                    idx[0] = (int32_t)(j0 + j);
+                    sift_down(keys, idx, k, 0);
+                }
+            }
+        }
+    }
+    *len = have;
+}
+
+/* After the last chunk: the heap (k > SORTED_LIST_MAX) sorted, best first. */
+static void topk_finish(int64_t k, int32_t *idx, float *keys)
+{
+    if (k <= SORTED_LIST_MAX)
+        return;
+    for (int64_t n = k - 1; n > 0; n--) {
+        float tk = keys[0];
+        int32_t ti = idx[0];
+        keys[0] = keys[n];
+        idx[0] = idx[n];
+        keys[n] = tk;
+        idx[n] = ti;
+        sift_down(keys, idx, n, 0);
+    }
+}
+
 void subsae__topk_row(const float *row, const float *bias, const float *weight, int64_t m,
                       int64_t k, int32_t *idx, float *val)
 {
-    float *keys = val; /* keys live in val during the selection */
-    if (k <= SORTED_LIST_MAX) {
-        for (int64_t j = 0; j < k; j++)
-            sorted_insert(keys, idx, j, k, key_at(row, bias, weight, j), (int32_t)j);
-        if (weight) {
-            for (int64_t j = k; j < m; j++) {
-                float key = key_at(row, bias, weight, j);
-                if (key > keys[k - 1])
-                    sorted_insert(keys, idx, k, k, key, (int32_t)j);
-            }
-        } else {
-            next_above_fn next = pick_next_above();
-            for (int64_t j = next(row, bias, k, m, keys[k - 1]); j < m;
-                 j = next(row, bias, j + 1, m, keys[k - 1]))
-                sorted_insert(keys, idx, k, k, key_at(row, bias, NULL, j), (int32_t)j);
-        }
-    } else {
-        for (int64_t j = 0; j < k; j++) {
-            keys[j] = key_at(row, bias, weight, j);
-            idx[j] = (int32_t)j;
-        }
-        for (int64_t i = k / 2; i-- > 0;)
-            sift_down(keys, idx, k, i);
-        next_above_fn next = pick_next_above();
-        for (int64_t j = k; j < m; j++) {
-            if (!weight) {
-                j = next(row, bias, j, m, keys[0]);
-                if (j >= m)
-                    break;
-            }
-            float key = key_at(row, bias, weight, j);
-            if (key > keys[0]) {
-                keys[0] = key;
-                idx[0] = (int32_t)j;
-                sift_down(keys, idx, k, 0);
-            }
-        }
-        /* Heap sort: move the worst to the end, best ends first. */
-        for (int64_t n = k - 1; n > 0; n--) {
-            float tk = keys[0];
-            int32_t ti = idx[0];
-            keys[0] = keys[n];
-            idx[0] = idx[n];
-            keys[n] = tk;
-            idx[n] = ti;
-            sift_down(keys, idx, n, 0);
-        }
-    }
+    int64_t len = 0;
+    topk_scan(row, bias, weight, 0, m, k, &len, idx, val); /* keys live in val */
+    topk_finish(k, idx, val);
     if (weight)
         for (int64_t j = 0; j < k; j++)
             val[j] = bias ? row[idx[j]] + bias[idx[j]] : row[idx[j]];
 }
 
+void subsae__topk_chunk(const float *row, const float *bias, int64_t j0, int64_t count,
+                        int64_t k, int64_t *len, int32_t *idx, float *val)
+{
+    topk_scan(row, bias, NULL, j0, count, k, len, idx, val);
+}
+
+void subsae__topk_done(int64_t k, int32_t *idx, float *val)
+{
+    topk_finish(k, idx, val);
+}
+
 /* ---- sparse decode and backward -------------------------------------- */
+
+/* Ask for two rows (a and b, of na and nb floats) to be brought into the
+ * cache, one prefetch per 64-byte line. */
+ALWAYS_INLINE void prefetch_rows(const float *a, int64_t na, const float *b, int64_t nb)
+{
+    for (int64_t t = 0; t < na; t += 16)
+        __builtin_prefetch(a + t, 0, 3);
+    for (int64_t t = 0; t < nb; t += 16)
+        __builtin_prefetch(b + t, 0, 3);
+}
 
 ALWAYS_INLINE void sparse_decode_row_body(float *out, const float *b, const float *W, int64_t ld,
                                           const int32_t *idx, const float *val, int64_t k,
@@ -269,6 +316,10 @@ ALWAYS_INLINE void sparse_decode_row_body(float *out, const float *b, const floa
     else
         memset(out, 0, (size_t)d * sizeof *out);
     for (int64_t j = 0; j < k; j++) {
+        /* Decoder rows are scattered over the model: fetch the next one
+         * while this one is added. */
+        if (j + 1 < k && idx[j + 1] >= 0)
+            prefetch_rows(W + (int64_t)idx[j + 1] * ld, d, NULL, 0);
         if (idx[j] < 0 || val[j] == 0.0f)
             continue;
         const float *w = W + (int64_t)idx[j] * ld;
@@ -288,7 +339,15 @@ ALWAYS_INLINE void feature_backward_body(const int32_t *rows, const float *z, in
     memset(gdec, 0, (size_t)d_out * sizeof *gdec);
     memset(genc, 0, (size_t)d_in * sizeof *genc);
     float gb = 0.0f;
+    if (count > 0)
+        prefetch_rows(g + (int64_t)rows[0] * g_stride, d_out, xin + (int64_t)rows[0] * xin_stride,
+                      d_in);
     for (int64_t p = 0; p < count; p++) {
+        /* The rows are scattered over the batch: fetch the next pair's
+         * while this one is summed. */
+        if (p + 1 < count)
+            prefetch_rows(g + (int64_t)rows[p + 1] * g_stride, d_out,
+                          xin + (int64_t)rows[p + 1] * xin_stride, d_in);
         const float *gr = g + (int64_t)rows[p] * g_stride;
         const float zp = z[p];
         float dp = 0.0f;

@@ -17,6 +17,16 @@
 void subsae__topk_row(const float *row, const float *bias, const float *weight, int64_t m,
                       int64_t k, int32_t *idx, float *val);
 
+/* subsae__topk_row (without weight) over a row that arrives in chunks:
+ * call subsae__topk_chunk for entries j0 .. j0 + count - 1 in increasing
+ * order of j0 (row and bias point at entry j0; *len = 0 before the first
+ * chunk of a row), then subsae__topk_done once. idx and val (k entries
+ * each) hold the state in between. The result is the same as
+ * subsae__topk_row's on the whole row, bit for bit. */
+void subsae__topk_chunk(const float *row, const float *bias, int64_t j0, int64_t count,
+                        int64_t k, int64_t *len, int32_t *idx, float *val);
+void subsae__topk_done(int64_t k, int32_t *idx, float *val);
+
 /* out[0..d) = b[0..d) (or 0 when b is NULL) + sum_j val[j] * W[idx[j] * ld ..];
  * entries with idx < 0 or val == 0 are skipped. */
 void subsae__sparse_decode_row(float *out, const float *b, const float *W, int64_t ld,

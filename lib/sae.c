@@ -1,10 +1,12 @@
 /* subsae_sae: the sparse dictionary model. Options and parameters, scale
  * folding, dense and sparse encode/decode and evaluation on a buffer.
- * Encoding is blocked: one cblas_sgemm per block of rows writes the
- * pre-activations, then every row's selection runs in parallel while the
- * block is still in cache. */
+ * TopK encoding fuses each GEMM tile with the selection (encode.c); the
+ * other activations are blocked: one cblas_sgemm per block of rows writes
+ * the pre-activations, then every row's selection runs in parallel while
+ * the block is still in cache. */
 #include "sae.h"
 
+#include "buffer.h"
 #include "kernels.h"
 
 #include <cblas.h>
@@ -426,6 +428,11 @@ void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin
                             int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
                             const float *rank_weight, int threads, double *seconds)
 {
+    if (subsae__encode_fused(sae, rank_weight)) {
+        subsae__encode_topk_fused(sae, xin, xin_stride, n, slots, indices, values, pre, threads,
+                                  seconds);
+        return;
+    }
     const int64_t m = sae->d_sae, block = subsae__encode_block_rows(m, n);
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
@@ -482,15 +489,24 @@ static void scratch_free(struct encode_scratch *s)
 static int scratch_init(const subsae_sae *sae, int64_t n, struct encode_scratch *s, int threads)
 {
     memset(s, 0, sizeof *s);
+    const bool ranked = sae->rank_by_decoder_norm && sae->activation == SUBSAE_ACT_TOPK;
     s->block = subsae__encode_block_rows(sae->d_sae, n);
+    if (!ranked && sae->activation == SUBSAE_ACT_TOPK) {
+        /* The fused encoder needs no room per feature: encode chunks of
+         * about 4 MB of input, enough blocks of rows for every thread. */
+        int64_t rows = ((int64_t)1 << 20) / (sae->d_in > 0 ? sae->d_in : 1);
+        if (rows < 256 * (int64_t)threads)
+            rows = 256 * (int64_t)threads;
+        s->block = rows < n ? rows : n;
+    }
     size_t xin = (size_t)s->block * (size_t)sae->d_in * sizeof(float);
-    size_t pre = (size_t)s->block * (size_t)sae->d_sae * sizeof(float);
+    size_t pre = (size_t)subsae__encode_scratch_floats(sae, s->block, threads, ranked) *
+                 sizeof(float);
     s->xin = subsae__malloc(xin);
     s->pre = subsae__malloc(pre);
-    if (sae->rank_by_decoder_norm && sae->activation == SUBSAE_ACT_TOPK)
+    if (ranked)
         s->norms = subsae__malloc((size_t)sae->d_sae * sizeof(float));
-    if (!s->xin || !s->pre ||
-        (sae->rank_by_decoder_norm && sae->activation == SUBSAE_ACT_TOPK && !s->norms)) {
+    if (!s->xin || !s->pre || (ranked && !s->norms)) {
         scratch_free(s);
         return subsae__fail_nomem("encoder scratch", xin + pre);
     }
@@ -728,6 +744,7 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
     const int64_t d_in = sae->d_in, d_out = sae->d_out, m = sae->d_sae;
     const int64_t slots = subsae__sae_slots(sae);
     struct encode_scratch s;
+    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
     int rc = scratch_init(sae, n, &s, threads);
     if (rc)
         return rc;
@@ -744,6 +761,13 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
         rc = subsae__fail_nomem("evaluation scratch", (size_t)block * (size_t)(d_in + d_out) * 4);
         goto done;
     }
+    /* Rows by pread, so that the file's pages do not stay resident (see
+     * buffer.h). */
+    rc = subsae__row_reader_open(input, &reader_in);
+    if (!rc && target)
+        rc = subsae__row_reader_open(target, &reader_t);
+    if (rc)
+        goto done;
     if (!target)
         t = x; /* aliased: freed once below */
     double sse = 0.0, sum_t2 = 0.0;
@@ -751,9 +775,9 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
     const float s_out = (float)sae->output_scale;
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
-        rc = subsae_buffer_read(input, r0, rows, x, d_in);
+        rc = subsae__row_reader_gather(reader_in, NULL, r0, rows, x, d_in);
         if (!rc && target)
-            rc = subsae_buffer_read(target, r0, rows, t, d_out);
+            rc = subsae__row_reader_gather(reader_t, NULL, r0, rows, t, d_out);
         if (rc)
             goto done;
         encode_raw(sae, x, d_in, rows, slots, idx, val, &s, threads);
@@ -819,5 +843,7 @@ done:
     subsae__free(sum_t);
     subsae__free(fires);
     scratch_free(&s);
+    subsae__row_reader_close(reader_in);
+    subsae__row_reader_close(reader_t);
     return rc;
 }

@@ -39,14 +39,31 @@ void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_
 
 /* Sparse codes of n rows from their encoder input xin (see above): per row
  * `slots` (feature, value) pairs with value > 0 in descending order of
- * rank, unused slots -1 / 0. `pre` is scratch of block x d_sae floats with
- * block = subsae__encode_block_rows(d_sae, n); `rank_weight` (d_sae, may be
+ * rank, unused slots -1 / 0. `pre` is scratch of
+ * subsae__encode_scratch_floats(sae, n, threads, rank_weight != NULL)
+ * floats; `rank_weight` (d_sae, may be
  * NULL) multiplies the pre-activations for ranking only. `seconds` (may be
  * NULL) gets the wall time of the GEMMs added to seconds[0] and of the
  * selection to seconds[1]. */
 void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin_stride,
                             int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
                             const float *rank_weight, int threads, double *seconds);
+
+/* Whether subsae__sae_encode_pre takes the fused TopK path (encode.c):
+ * TopK ranked by value (no rank weight). */
+bool subsae__encode_fused(const subsae_sae *sae, const float *rank_weight);
+
+/* Floats of the `pre` scratch that subsae__sae_encode_pre needs for up to
+ * n rows on `threads` threads (`ranked`: a rank weight will be passed). */
+int64_t subsae__encode_scratch_floats(const subsae_sae *sae, int64_t n, int threads, bool ranked);
+
+/* The fused TopK encoder (encode.c): per block of rows and chunk of
+ * features one single-threaded GEMM tile, selected from cache at once.
+ * Arguments as subsae__sae_encode_pre; `scratch` holds
+ * subsae__encode_scratch_floats(sae, n, threads, false) floats. */
+void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t xin_stride,
+                               int64_t n, int64_t slots, int32_t *indices, float *values,
+                               float *scratch, int threads, double *seconds);
 
 /* x_hat = sum_j values[j] W_dec[indices[j]] + b_dec per row, in the
  * model's (scaled) target space; index -1 slots are skipped. */

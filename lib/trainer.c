@@ -4,18 +4,20 @@
  *
  * The step on a batch of B rows (ARCHITECTURE.md section 3):
  *   1. scale the rows; encoder input xin = x s - b_dec;
- *   2. blocked cblas_sgemm pre = xin W_enc^T, per-row top-k (+ b_enc, ReLU);
+ *   2. pre = xin W_enc^T and per-row top-k (+ b_enc, ReLU), fused per GEMM
+ *      tile (encode.c);
  *   3. sparse decode x_hat = sum of k decoder rows + b_dec; residual;
  *   4. bucket the (row, feature) pairs by feature with a counting sort
  *      (per-partition histograms, so pairs of a feature stay in row order);
- *   5. each partition owns a contiguous range of touched features and
- *      computes their decoder-row, encoder-row and b_enc gradients: no
- *      atomics, and the sums run in the same order for any thread count;
+ *   5. each of 64 fixed parts owns a contiguous range of touched features
+ *      and computes their decoder-row, encoder-row and b_enc gradients: no
+ *      atomics, and every sum runs in the same order for any thread count;
  *   6. b_dec gradient: decoder path plus the path through xin;
  *   7. Adam (dense, or sparse over the touched rows), unit-norm projection.
  * Nothing is allocated inside the step once the workspace is sized. */
 #include "trainer.h"
 
+#include "buffer.h"
 #include "kernels.h"
 
 #include <cblas.h>
@@ -82,6 +84,11 @@ static void workspace_free(struct subsae__workspace *ws)
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         subsae__free(blocks[i]);
     memset(ws, 0, sizeof *ws);
+}
+
+void subsae__trainer_workspace_release(subsae_trainer *t)
+{
+    workspace_free(&t->ws);
 }
 
 void subsae_trainer_free(subsae_trainer *t)
@@ -380,10 +387,13 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
      * hence the bits, do not depend on which call came first. */
     if (ws->batch == 0 && batch < t->batch)
         batch = t->batch;
-    if (ws->batch >= batch && ws->threads == threads)
+    if (ws->batch >= batch && ws->threads >= threads)
         return SUBSAE_OK;
+    /* Grow only: room for the larger batch and thread count seen. */
     if (batch < ws->batch)
-        batch = ws->batch; /* only a thread-count change: keep the batch room */
+        batch = ws->batch;
+    if (threads < ws->threads)
+        threads = (int)ws->threads;
     workspace_free(ws);
     const subsae_sae *s = t->sae;
     const size_t B = (size_t)batch, d_in = (size_t)s->d_in, d_out = (size_t)s->d_out;
@@ -399,7 +409,8 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->xs = subsae__malloc(B * d_in * sizeof(float));
     ws->ts = t->transcoder ? subsae__malloc(B * d_out * sizeof(float)) : ws->xs;
     ws->xin = subsae__malloc(B * d_in * sizeof(float));
-    ws->pre = subsae__malloc((size_t)ws->block * m * sizeof(float));
+    ws->pre = subsae__malloc((size_t)subsae__encode_scratch_floats(s, batch, threads, false) *
+                             sizeof(float));
     ws->idx = subsae__malloc(pairs * sizeof(int32_t));
     ws->val = subsae__malloc(pairs * sizeof(float));
     ws->g = subsae__malloc(B * d_out * sizeof(float));
@@ -415,8 +426,8 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->g_W_dec = subsae__malloc(mt * d_out * sizeof(float));
     ws->g_b_enc = subsae__malloc(mt * sizeof(float));
     ws->g_b_dec = subsae__malloc(d_out * sizeof(float));
-    ws->part = subsae__malloc(T * (3 * d_out + 4) * sizeof(double));
-    ws->split = subsae__malloc((T + 1) * sizeof(int64_t));
+    ws->part = subsae__malloc(SUBSAE__PARTS * (3 * d_out + 4) * sizeof(double));
+    ws->split = subsae__malloc((SUBSAE__PARTS + 1) * sizeof(int64_t));
     if ((t->transcoder && !ws->ts) || !ws->rows || !ws->xs ||
         !ws->xin || !ws->pre || !ws->idx || !ws->val || !ws->g || !ws->row_sse || !ws->counts ||
         !ws->offsets || !ws->fired || !ws->pair_row || !ws->pair_z || !ws->touched ||
@@ -438,6 +449,13 @@ static inline int64_t part_begin(int64_t n, int p, int T)
     return n * p / T;
 }
 
+/* The decode's rows and the backward's features are cut into
+ * SUBSAE__PARTS fixed parts, whatever the thread count: threads take parts
+ * as they come (a thread that a loaded machine preempts holds up only its
+ * part), and the partial sums are added in part order, so the step gives
+ * the same bits for every thread count. */
+enum { PARTS = SUBSAE__PARTS };
+
 /* Forward and backward on n raw rows into the workspace: loss, compact
  * gradients of the touched features and the b_dec gradient; *sq gets the
  * squared global gradient norm. Changes nothing outside the workspace. */
@@ -448,7 +466,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     static const char *fn = "subsae_trainer_step";
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int T = (int)ws->threads;
+    const int T = subsae__trainer_threads(t); /* <= ws->threads */
     const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae, k = s->k;
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
     const bool apply = s->apply_b_dec_to_input;
@@ -492,44 +510,43 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     /* 2. Encoder GEMM and top-k. */
     double *phase = t->phase_seconds;
     double clock = omp_get_wtime();
-    phase[SUBSAE__PHASE_PREPARE] += clock - t_start;
+    phase[SUBSAE_PHASE_PREPARE] += clock - t_start;
     subsae__sae_encode_pre(s, ws->xin, d_in, n, k, ws->idx, ws->val, ws->pre, NULL, T,
-                           phase + SUBSAE__PHASE_ENCODE_GEMM);
+                           phase + SUBSAE_PHASE_ENCODE_GEMM);
     clock = omp_get_wtime();
 
     /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
-     *    sums of the gradient and of the target per row partition. With
+     *    sums of the gradient and of the target per part of the rows. With
      *    workers n is the global batch (loss_rows), of which these rows are
      *    a part. */
     const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
-#pragma omp parallel num_threads(subsae__team(T, (double)n * (double)(k + 2) * (double)d_out))
-    {
-        for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
-            double *part = ws->part + (size_t)p * part_stride;
-            double *sum_g = part, *sum_t = part + d_out;
-            memset(part, 0, part_stride * sizeof *part);
-            for (int64_t i = part_begin(n, p, T); i < part_begin(n, p + 1, T); i++) {
-                float *g = ws->g + i * d_out;
-                const float *tr = ws->ts + i * d_out;
-                subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + i * k,
-                                          ws->val + i * k, k, d_out);
-                double e2 = 0.0, t2 = 0.0;
-                for (int64_t j = 0; j < d_out; j++) {
-                    float e = g[j] - tr[j];
-                    e2 += (double)e * e;
-                    t2 += (double)tr[j] * tr[j];
-                    sum_t[j] += tr[j];
-                    g[j] = gscale * e;
-                    sum_g[j] += g[j];
-                }
-                ws->row_sse[i] = e2;
-                part[3 * d_out] += t2;
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(subsae__team(T, (double)n * (double)(k + 2) * (double)d_out))
+    for (int p = 0; p < PARTS; p++) {
+        double *part = ws->part + (size_t)p * part_stride;
+        double *sum_g = part, *sum_t = part + d_out;
+        memset(part, 0, part_stride * sizeof *part);
+        for (int64_t i = part_begin(n, p, PARTS); i < part_begin(n, p + 1, PARTS); i++) {
+            float *g = ws->g + i * d_out;
+            const float *tr = ws->ts + i * d_out;
+            subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + i * k,
+                                      ws->val + i * k, k, d_out);
+            double e2 = 0.0, t2 = 0.0;
+            for (int64_t j = 0; j < d_out; j++) {
+                float e = g[j] - tr[j];
+                e2 += (double)e * e;
+                t2 += (double)tr[j] * tr[j];
+                sum_t[j] += tr[j];
+                g[j] = gscale * e;
+                sum_g[j] += g[j];
             }
+            ws->row_sse[i] = e2;
+            part[3 * d_out] += t2;
         }
     }
 
     double now = omp_get_wtime();
-    phase[SUBSAE__PHASE_DECODE] += now - clock;
+    phase[SUBSAE_PHASE_DECODE] += now - clock;
     clock = now;
 
     /* 4. Counting sort of the firing pairs by feature. */
@@ -584,71 +601,69 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     ws->split[0] = 0;
     {
         int64_t at = 0, acc = 0;
-        for (int p = 1; p < T; p++) {
-            int64_t goal = (n_pairs + n_touched) * p / T;
+        for (int p = 1; p < PARTS; p++) {
+            int64_t goal = (n_pairs + n_touched) * p / PARTS;
             while (at < n_touched && acc < goal) {
                 acc += ws->fired[ws->touched[at]] + 1;
                 at++;
             }
             ws->split[p] = at;
         }
-        ws->split[T] = n_touched;
+        ws->split[PARTS] = n_touched;
     }
-#pragma omp parallel \
+#pragma omp parallel for schedule(dynamic, 1) \
     num_threads(subsae__team(T, (double)n * (double)k * (double)(2 * d_out + d_in)))
-    {
-        for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
-            double *part = ws->part + (size_t)p * part_stride;
-            double *benc_path = part + 2 * d_out;
-            double sumsq = 0.0;
-            for (int64_t i = ws->split[p]; i < ws->split[p + 1]; i++) {
-                int32_t f = ws->touched[i];
-                const float *wdec = s->W_dec + (int64_t)f * d_out;
-                float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
-                subsae__feature_backward(ws->pair_row + ws->offsets[f],
-                                         ws->pair_z + ws->offsets[f], ws->fired[f], ws->g, d_out,
-                                         d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
-                                         &ws->g_b_enc[i]);
-                if (unit) {
-                    double ww = subsae__sumsq(wdec, d_out);
-                    if (ww > 0.0) {
-                        float c = (float)(subsae__dot(gdec, wdec, d_out) / ww);
-                        for (int64_t j = 0; j < d_out; j++)
-                            gdec[j] -= c * wdec[j];
-                    }
-                }
-                sumsq += subsae__sumsq(gdec, d_out) + subsae__sumsq(genc, d_in) +
-                         (double)ws->g_b_enc[i] * ws->g_b_enc[i];
-                if (apply) {
-                    /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
-                    const float *wenc = s->W_enc + (int64_t)f * d_in;
-                    const double gb = ws->g_b_enc[i];
-                    for (int64_t j = 0; j < d_in; j++)
-                        benc_path[j] -= gb * wenc[j];
+    for (int p = 0; p < PARTS; p++) {
+        double *part = ws->part + (size_t)p * part_stride;
+        double *benc_path = part + 2 * d_out;
+        double sumsq = 0.0;
+        for (int64_t i = ws->split[p]; i < ws->split[p + 1]; i++) {
+            int32_t f = ws->touched[i];
+            const float *wdec = s->W_dec + (int64_t)f * d_out;
+            float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
+            subsae__feature_backward(ws->pair_row + ws->offsets[f],
+                                     ws->pair_z + ws->offsets[f], ws->fired[f], ws->g, d_out,
+                                     d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
+                                     &ws->g_b_enc[i]);
+            if (unit) {
+                double ww = subsae__sumsq(wdec, d_out);
+                if (ww > 0.0) {
+                    float c = (float)(subsae__dot(gdec, wdec, d_out) / ww);
+                    for (int64_t j = 0; j < d_out; j++)
+                        gdec[j] -= c * wdec[j];
                 }
             }
-            part[3 * d_out + 1] = sumsq;
+            sumsq += subsae__sumsq(gdec, d_out) + subsae__sumsq(genc, d_in) +
+                     (double)ws->g_b_enc[i] * ws->g_b_enc[i];
+            if (apply) {
+                /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
+                const float *wenc = s->W_enc + (int64_t)f * d_in;
+                const double gb = ws->g_b_enc[i];
+                for (int64_t j = 0; j < d_in; j++)
+                    benc_path[j] -= gb * wenc[j];
+            }
         }
+        part[3 * d_out + 1] = sumsq;
     }
 
     /* 6. b_dec gradient and the totals, reduced in partition order. */
     double total_sq = 0.0, sse = 0.0;
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
-        for (int p = 0; p < T; p++) {
+        for (int p = 0; p < PARTS; p++) {
             const double *part = ws->part + (size_t)p * part_stride;
             acc += part[j] + (apply ? part[2 * d_out + j] : 0.0);
         }
         ws->g_b_dec[j] = (float)acc;
         total_sq += acc * acc;
     }
-    for (int p = 0; p < T; p++)
+    for (int p = 0; p < PARTS; p++)
         total_sq += ws->part[(size_t)p * part_stride + 3 * d_out + 1];
     for (int64_t i = 0; i < n; i++)
         sse += ws->row_sse[i];
     *loss = sse / (double)n;
     *sq = total_sq;
-    phase[SUBSAE__PHASE_BACKWARD] += omp_get_wtime() - clock;
+    phase[SUBSAE_PHASE_BACKWARD] += omp_get_wtime() - clock;
     if (!isfinite(*loss) || !isfinite(total_sq))
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
                             "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
@@ -659,7 +674,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
 
 static int64_t touched_count(const struct subsae__workspace *ws)
 {
-    return ws->split[ws->threads];
+    return ws->split[PARTS];
 }
 
 static double learning_rate(const subsae_trainer *t)
@@ -696,7 +711,7 @@ static int apply_update(subsae_trainer *t, double sq)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int T = (int)ws->threads;
+    const int T = subsae__trainer_threads(t); /* <= ws->threads */
     const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
     const double clock = omp_get_wtime();
@@ -747,7 +762,7 @@ static int apply_update(subsae_trainer *t, double sq)
         }
     }
     if (!finite) {
-        t->phase_seconds[SUBSAE__PHASE_OPTIMIZER] += omp_get_wtime() - clock;
+        t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
                             "subsae_trainer_step: step %lld diverged: the update (learning rate "
                             "%g) would make weights or Adam moments infinite or NaN; weights left "
@@ -758,7 +773,7 @@ static int apply_update(subsae_trainer *t, double sq)
     subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs, b1, b2, size, ib2, eps);
     if (t->sparse_adam) {
         const int64_t nt = touched_count(ws);
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(dynamic, 64) \
     num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
         for (int64_t i = 0; i < nt; i++) {
             const int64_t f = ws->touched[i];
@@ -772,7 +787,7 @@ static int apply_update(subsae_trainer *t, double sq)
                 renormalise(s->W_dec + f * d_out, d_out);
         }
     } else {
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for schedule(dynamic, 64) \
     num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
         for (int64_t f = 0; f < m; f++) {
             const int64_t slot = ws->slot_of[f];
@@ -788,7 +803,7 @@ static int apply_update(subsae_trainer *t, double sq)
                 renormalise(s->W_dec + f * d_out, d_out);
         }
     }
-    t->phase_seconds[SUBSAE__PHASE_OPTIMIZER] += omp_get_wtime() - clock;
+    t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
     return SUBSAE_OK;
 }
 
@@ -797,7 +812,6 @@ static void account(subsae_trainer *t, int64_t n, double loss)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int T = (int)ws->threads;
     const int64_t d_out = s->d_out, m = s->d_sae;
     const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     t->step++;
@@ -806,7 +820,7 @@ static void account(subsae_trainer *t, int64_t n, double loss)
     struct subsae__window *w = &t->cur;
     w->tokens += n;
     w->sse += loss * (double)n;
-    for (int p = 0; p < T; p++) {
+    for (int p = 0; p < PARTS; p++) {
         const double *part = ws->part + (size_t)p * part_stride;
         for (int64_t j = 0; j < d_out; j++)
             w->sum_t[j] += part[d_out + j];
@@ -856,10 +870,13 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
     return SUBSAE_OK;
 }
 
-int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
-                              int64_t input_stride, const float *target, int64_t target_stride,
-                              int64_t n)
+/* subsae__trainer_step_rows; `read_seconds` is the time fit took to read
+ * the rows (0 for a step). */
+static int step_rows(subsae_trainer *t, int rc, const float *input, int64_t input_stride,
+                     const float *target, int64_t target_stride, int64_t n, double read_seconds)
 {
+    const double start = omp_get_wtime();
+    memset(t->phase_seconds, 0, sizeof t->phase_seconds);
     double loss = 0.0, sq = 0.0;
     if (rc == SUBSAE_OK && n > 0)
         rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
@@ -870,8 +887,24 @@ int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
     rc = apply_update(t, sq);
     if (rc)
         return rc;
+    const double clock = omp_get_wtime();
     account(t, n, loss);
+    const double end = omp_get_wtime();
+    /* Only completed steps count in the timings. */
+    t->phase_seconds[SUBSAE_PHASE_PREPARE] += end - clock;
+    t->phase_seconds[SUBSAE_PHASE_READ] = read_seconds;
+    t->phase_seconds[SUBSAE_PHASE_STEP] = read_seconds + (end - start);
+    for (int i = 0; i < SUBSAE_PHASE_COUNT; i++)
+        t->phase_total[i] += t->phase_seconds[i];
+    t->timed_steps++;
     return SUBSAE_OK;
+}
+
+int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
+                              int64_t input_stride, const float *target, int64_t target_stride,
+                              int64_t n)
+{
+    return step_rows(t, rc, input, input_stride, target, target_stride, n, 0.0);
 }
 
 int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_stride,
@@ -887,8 +920,7 @@ int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_str
     rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
     if (rc)
         return rc;
-    return subsae__trainer_step_rows(t, SUBSAE_OK, input, input_stride, target, target_stride,
-                                     n);
+    return step_rows(t, SUBSAE_OK, input, input_stride, target, target_stride, n, 0.0);
 }
 
 int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
@@ -1087,9 +1119,9 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
     const int64_t rows = n < SCALE_SEARCH_ROWS ? n : SCALE_SEARCH_ROWS;
     const int64_t d_in = s->d_in, d_out = s->d_out, k = s->k;
     const int T = subsae__trainer_threads(t);
-    const int64_t block = subsae__encode_block_rows(s->d_sae, rows);
     float *xin = subsae__malloc((size_t)(rows * d_in) * sizeof *xin);
-    float *pre = subsae__malloc((size_t)(block * s->d_sae) * sizeof *pre);
+    float *pre = subsae__malloc((size_t)subsae__encode_scratch_floats(s, rows, T, false) *
+                                sizeof *pre);
     int32_t *idx = subsae__malloc((size_t)(rows * k) * sizeof *idx);
     float *val = subsae__malloc((size_t)(rows * k) * sizeof *val);
     float *y = subsae__malloc((size_t)(rows * d_out) * sizeof *y);
@@ -1149,6 +1181,19 @@ done:
     return rc;
 }
 
+/* Rows of `buf` by pread rather than through a file mapping (see
+ * buffer.h), so that the file's pages do not stay in the resident set. */
+static int gather_unmapped(const subsae_buffer *buf, const int64_t *rows, int64_t n, float *out)
+{
+    subsae__row_reader *reader;
+    int rc = subsae__row_reader_open(buf, &reader);
+    if (rc)
+        return rc;
+    rc = subsae__row_reader_gather(reader, rows, 0, n, out, subsae_buffer_dim(buf));
+    subsae__row_reader_close(reader);
+    return rc;
+}
+
 static int check_init_args(const char *fn, const subsae_trainer *t, const subsae_buffer *input,
                            const subsae_buffer *target)
 {
@@ -1205,9 +1250,9 @@ static int gather_sample(subsae_trainer *t, int rc, const subsae_buffer *input,
             if (sample[i] >= offset && sample[i] - offset < local_rows)
                 rows[mine++] = sample[i] - offset;
         if (mine > 0)
-            rc = subsae_buffer_gather(input, rows, mine, xs, d_in);
+            rc = gather_unmapped(input, rows, mine, xs);
         if (!rc && mine > 0 && target)
-            rc = subsae_buffer_gather(target, rows, mine, ts, d_out);
+            rc = gather_unmapped(target, rows, mine, ts);
         /* ... then moved to their places, last first (a row's place is at
          * least its rank among this worker's rows), zeros between. */
         int64_t j = mine - 1;
@@ -1286,9 +1331,9 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
         rc = gather_sample(t, rc, input, target, sample, n, offset, local_rows, xs, ts);
         gathered = true;
     } else if (!rc) {
-        rc = subsae_buffer_gather(input, sample, n, xs, d_in);
+        rc = gather_unmapped(input, sample, n, xs);
         if (!rc && target)
-            rc = subsae_buffer_gather(target, sample, n, ts, d_out);
+            rc = gather_unmapped(target, sample, n, ts);
     }
     if (rc)
         goto fail;
@@ -1509,11 +1554,20 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
     if (rc)
         return rc;
     const subsae_sae *s = t->sae;
+    /* The batches are read by pread (see buffer.h): a shuffled pass over
+     * a mapped file would otherwise keep all of it resident. */
+    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
     rc = ensure_batches(t, input);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
-    if (rc)
+    if (!rc)
+        rc = subsae__row_reader_open(input, &reader_in);
+    if (!rc && target)
+        rc = subsae__row_reader_open(target, &reader_t);
+    if (rc) {
+        subsae__row_reader_close(reader_in);
         return rc;
+    }
     struct subsae__workspace *ws = &t->ws;
     int64_t per_step = t->batch < t->batches_rows ? t->batch : t->batches_rows;
     t->fit_end_step = t->step + (tokens + per_step - 1) / per_step;
@@ -1521,16 +1575,17 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
     while (done < tokens) {
         int64_t epoch, position, nb;
         subsae_batches_tell(t->batches, &epoch, &position);
+        const double read_start = omp_get_wtime();
         rc = subsae_batches_next_indices(t->batches, ws->rows, &nb, NULL);
         if (!rc)
-            rc = subsae_buffer_gather(input, ws->rows, nb, ws->xs, s->d_in);
+            rc = subsae__row_reader_gather(reader_in, ws->rows, 0, nb, ws->xs, s->d_in);
         if (!rc && target)
-            rc = subsae_buffer_gather(target, ws->rows, nb, ws->ts, s->d_out);
+            rc = subsae__row_reader_gather(reader_t, ws->rows, 0, nb, ws->ts, s->d_out);
         if (!rc)
             /* The raw rows go straight into the step's buffers, which it
              * scales in place. */
-            rc = subsae__trainer_step_rows(t, SUBSAE_OK, ws->xs, s->d_in,
-                                           target ? ws->ts : NULL, s->d_out, nb);
+            rc = step_rows(t, SUBSAE_OK, ws->xs, s->d_in, target ? ws->ts : NULL, s->d_out,
+                           nb, omp_get_wtime() - read_start);
         if (rc) {
             subsae_batches_seek(t->batches, epoch, position);
             break;
@@ -1546,6 +1601,12 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
         }
     }
     t->fit_end_step = -1;
+    subsae__row_reader_close(reader_in);
+    subsae__row_reader_close(reader_t);
+    /* The step's scratch (batch-sized buffers and the gradient rows, about
+     * as large as the model) is not kept between calls of fit: whatever
+     * the caller does next (evaluate, encode, save) has that memory. */
+    subsae__trainer_workspace_release(t);
     return rc;
 }
 
@@ -1605,5 +1666,46 @@ int subsae_trainer_metrics(const subsae_trainer *t, double *metrics, int64_t n_m
     v[SUBSAE_METRIC_LOSS] = t->last_loss;
     for (int64_t i = 0; i < n_metrics; i++)
         metrics[i] = i < SUBSAE_METRIC_COUNT ? v[i] : NAN;
+    return SUBSAE_OK;
+}
+
+/* ---- phase timings ------------------------------------------------------------ */
+
+static const char *const phase_names[SUBSAE_PHASE_COUNT] = {
+    "encode_gemm", "topk", "decode", "backward", "optimizer", "prepare", "read", "step"};
+
+int subsae_phase_count(void)
+{
+    return SUBSAE_PHASE_COUNT;
+}
+
+const char *subsae_phase_name(int phase)
+{
+    return phase >= 0 && phase < SUBSAE_PHASE_COUNT ? phase_names[phase] : "unknown";
+}
+
+int subsae_trainer_timings(const subsae_trainer *t, double *seconds_per_step, int64_t n)
+{
+    static const char *fn = "subsae_trainer_timings";
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    if (n < 0)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n %lld", fn,
+                            (long long)n);
+    if (n > 0 && !seconds_per_step)
+        return subsae__fail_null(fn, "seconds_per_step");
+    for (int64_t i = 0; i < n; i++)
+        seconds_per_step[i] = i < SUBSAE_PHASE_COUNT && t->timed_steps > 0
+                                  ? t->phase_total[i] / (double)t->timed_steps
+                                  : NAN;
+    return SUBSAE_OK;
+}
+
+int subsae_trainer_reset_timings(subsae_trainer *t)
+{
+    if (!t)
+        return subsae__fail_null("subsae_trainer_reset_timings", "t");
+    memset(t->phase_total, 0, sizeof t->phase_total);
+    t->timed_steps = 0;
     return SUBSAE_OK;
 }

@@ -30,10 +30,14 @@ struct subsae__window {
     int64_t *fires;  /* d_sae: tokens on which each feature fired */
 };
 
+/* Fixed number of parts of the step's parallel reductions (decode rows,
+ * backward features), independent of the thread count. */
+enum { SUBSAE__PARTS = 64 };
+
 /* Buffers of the training step, sized for a batch and a thread count
  * before the hot loop (see ensure_workspace in trainer.c). */
 struct subsae__workspace {
-    int64_t batch, threads, block;
+    int64_t batch, threads, block; /* room: rows, threads (the step may use fewer) */
     int64_t *rows;            /* fit: row indices of the batch */
     float *xs, *ts;           /* scaled input / target (ts == xs for an SAE); fit
                                  gathers the raw rows into them */
@@ -52,12 +56,12 @@ struct subsae__workspace {
     int32_t *slot_of;         /* d_sae: slot of a touched feature or -1 */
     int64_t max_touched;
     float *g_W_enc, *g_W_dec, *g_b_enc, *g_b_dec; /* compact gradient rows per slot */
-    double *part;             /* threads x SUBSAE__PART_STRIDE(d_out): per-partition
-                                 partial sums, laid out as below */
-    int64_t *split;           /* threads + 1: touched-list ranges per partition */
+    double *part;             /* SUBSAE__PARTS x SUBSAE__PART_STRIDE(d_out): partial
+                                 sums per part, laid out as below */
+    int64_t *split;           /* SUBSAE__PARTS + 1: touched-list ranges per part */
 };
 
-/* A partition's partial sums in ws->part: dL/dx_hat summed over its rows
+/* A part's partial sums in ws->part: dL/dx_hat summed over its rows
  * [0, d_out), the scaled target summed [d_out, 2 d_out), the b_dec
  * gradient through the encoder input [2 d_out, 3 d_out), the sum of |t|^2
  * at SUBSAE__PART_T2, the squared gradient norm of its features at
@@ -65,17 +69,6 @@ struct subsae__workspace {
 #define SUBSAE__PART_STRIDE(d_out) ((size_t)(3 * (d_out) + 4))
 #define SUBSAE__PART_SUM_T(d_out) ((size_t)(d_out))
 #define SUBSAE__PART_T2(d_out) ((size_t)(3 * (d_out)))
-
-/* Wall-time accumulators of the step's phases (benchmarks). */
-enum {
-    SUBSAE__PHASE_PREPARE = 0,     /* validation, scaling, encoder input */
-    SUBSAE__PHASE_ENCODE_GEMM = 1, /* the encoder GEMMs */
-    SUBSAE__PHASE_TOPK = 2,        /* per-row selection */
-    SUBSAE__PHASE_DECODE = 3,      /* sparse decode and residual */
-    SUBSAE__PHASE_BACKWARD = 4,    /* bucketing and per-feature gradients */
-    SUBSAE__PHASE_OPTIMIZER = 5,   /* Adam and decoder renormalisation */
-    SUBSAE__PHASES = 6
-};
 
 struct subsae_trainer {
     /* options */
@@ -110,7 +103,11 @@ struct subsae_trainer {
     int64_t it_epoch, it_position; /* where the next fit continues */
 
     struct subsae__workspace ws;
-    double phase_seconds[SUBSAE__PHASES];
+    /* Phase timings (SUBSAE_PHASE_*): the running step's, and the totals
+     * over the `timed_steps` completed steps since the last reset. */
+    double phase_seconds[SUBSAE_PHASE_COUNT];
+    double phase_total[SUBSAE_PHASE_COUNT];
+    int64_t timed_steps;
 
     /* data-parallel workers (trainer_collective.c) */
     struct subsae__collective coll;
@@ -133,8 +130,13 @@ void *subsae__trainer_option_field(subsae_trainer *t, int option);
 int subsae__trainer_alloc_state(subsae_trainer *t);
 
 /* Size the workspace for `batch` rows on `threads` threads (no-op when
- * already large enough). */
+ * already large enough; it only grows, so that changing the thread count
+ * between steps allocates nothing after the largest count has run). */
 int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads);
+
+/* Free the workspace (fit does when it returns; the next step sizes it
+ * again). */
+void subsae__trainer_workspace_release(subsae_trainer *t);
 
 /* The thread count the step uses. */
 int subsae__trainer_threads(const subsae_trainer *t);

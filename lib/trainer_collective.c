@@ -124,7 +124,7 @@ static int ensure_exchange(subsae_trainer *t)
 
 static int64_t touched_count(const struct subsae__workspace *ws)
 {
-    return ws->split[ws->threads];
+    return ws->split[SUBSAE__PARTS];
 }
 
 /* Squared norm of the global gradient, in fixed chunks of features whose
@@ -137,7 +137,7 @@ static double gradient_norm2(const subsae_trainer *t, int64_t nU, double *partia
     const int64_t d_in = s->d_in, d_out = s->d_out;
     const int64_t chunks = (nU + NORM_CHUNK - 1) / NORM_CHUNK;
 #pragma omp parallel for schedule(static) \
-    num_threads(subsae__team((int)ws->threads, (double)nU * (double)(d_in + d_out)))
+    num_threads(subsae__team(subsae__trainer_threads(t), (double)nU * (double)(d_in + d_out)))
     for (int64_t c = 0; c < chunks; c++) {
         double acc = 0.0;
         int64_t end = (c + 1) * NORM_CHUNK < nU ? (c + 1) * NORM_CHUNK : nU;
@@ -159,7 +159,7 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
     const subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
     const int64_t W = t->coll.size, d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
-    const int T = (int)ws->threads;
+    const int P = SUBSAE__PARTS;
     const size_t stride = SUBSAE__PART_STRIDE(d_out);
     if (!t->coll_buf) /* sized before every collective step (fit, step) */
         return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
@@ -175,7 +175,7 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
         double sse = 0.0, t2 = 0.0;
         for (int64_t i = 0; i < *n; i++)
             sse += ws->row_sse[i];
-        for (int p = 0; p < T; p++) {
+        for (int p = 0; p < P; p++) {
             const double *part = ws->part + (size_t)p * stride;
             t2 += part[SUBSAE__PART_T2(d_out)];
             for (int64_t j = 0; j < d_out; j++)
@@ -245,10 +245,10 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
         }
     }
     ws->offsets[m] = (int32_t)pairs;
-    for (int p = 0; p < T; p++)
+    for (int p = 0; p < P; p++)
         ws->split[p] = 0;
-    ws->split[T] = nU;
-    for (int p = 0; p < T; p++) {
+    ws->split[P] = nU;
+    for (int p = 0; p < P; p++) {
         double *part = ws->part + (size_t)p * stride;
         for (int64_t jj = 0; jj < d_out; jj++)
             part[SUBSAE__PART_SUM_T(d_out) + jj] = p == 0 ? sum_t[jj] : 0.0;
@@ -371,14 +371,23 @@ int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffe
     if (N < 1)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: the workers hold no rows", fn);
+    /* Rows by pread, as in the single-process fit (see buffer.h). */
+    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
     rc = global_batches(t, N);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
     if (!rc)
         rc = ensure_exchange(t);
+    if (!rc)
+        rc = subsae__row_reader_open(input, &reader_in);
+    if (!rc && target)
+        rc = subsae__row_reader_open(target, &reader_t);
     rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_fit: setup");
-    if (rc)
+    if (rc) {
+        subsae__row_reader_close(reader_in);
+        subsae__row_reader_close(reader_t);
         return rc;
+    }
 
     struct subsae__workspace *ws = &t->ws;
     const int64_t per_step = t->batch < N ? t->batch : N;
@@ -399,9 +408,9 @@ int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffe
                     ws->rows[nl++] = ws->rows[i] - offset;
         }
         if (!rc && nl > 0)
-            rc = subsae_buffer_gather(input, ws->rows, nl, ws->xs, s->d_in);
+            rc = subsae__row_reader_gather(reader_in, ws->rows, 0, nl, ws->xs, s->d_in);
         if (!rc && nl > 0 && target)
-            rc = subsae_buffer_gather(target, ws->rows, nl, ws->ts, s->d_out);
+            rc = subsae__row_reader_gather(reader_t, ws->rows, 0, nl, ws->ts, s->d_out);
         t->loss_rows = nb;
         rc = subsae__trainer_step_rows(t, rc, ws->xs, s->d_in, target ? ws->ts : NULL,
                                        s->d_out, nl);
@@ -419,6 +428,9 @@ int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffe
                                 (long long)done, (long long)tokens);
     }
     t->fit_end_step = -1;
+    subsae__row_reader_close(reader_in);
+    subsae__row_reader_close(reader_t);
+    subsae__trainer_workspace_release(t); /* as the single-process fit */
     if (!rc)
         rc = stop; /* a stop after the last step */
     /* Every worker ends here after the same steps: agree on the outcome

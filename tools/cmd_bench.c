@@ -4,7 +4,7 @@
  * runs every one with its default options. Benchmarks may call CBLAS and
  * LAPACKE directly (to measure the machine); the library is used through
  * its public API only. */
-#include "cli.h"
+#include "bench.h"
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -14,11 +14,16 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void)
+double bench_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double now(void)
+{
+    return bench_now();
 }
 
 /* A small fast generator for benchmark data (not the library's RNG: the
@@ -31,21 +36,44 @@ static uint64_t next_u64(uint64_t *state)
     return x ^ (x >> 31);
 }
 
-static float uniform_pm1(uint64_t *state)
+float bench_uniform(uint64_t *state)
 {
     return (float)((double)(next_u64(state) >> 40) * 0x1.0p-23 - 1.0);
 }
 
 /* ---- bench rank ----------------------------------------------------- */
 
+enum { MAX_ROUNDS = 100 };
+
 struct rank_result {
     int64_t rows, dim, rank, repeat;
     int threads;
+    /* Medians over the rounds; the ratios are medians of each round's
+     * ratio, with their range. */
     double sgemm_s, ssyrk_s, dsyevd_s, exact_s, randomized_s;
+    double exact_ratio, exact_ratio_min, exact_ratio_max;
+    double randomized_ratio, randomized_ratio_min, randomized_ratio_max;
     int64_t exact_r99, randomized_r99;
     int randomized_r99_exact;
     const char *auto_method;
 };
+
+static int cmp_seconds(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (sorts v); min and max (may be NULL). */
+static double median(double *v, int64_t n, double *lo, double *hi)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_seconds);
+    if (lo)
+        *lo = v[0];
+    if (hi)
+        *hi = v[n - 1];
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 static int fit_seconds(const subsae_buffer *buf, int method, int64_t k, double *seconds,
                        int64_t *r99, int *r99_exact, int *method_used)
@@ -97,12 +125,12 @@ static int run_rank(int64_t n, int64_t d, int64_t k, int64_t repeat, struct rank
      * R a random rotation (QR of a uniform matrix). */
     uint64_t state = 42;
     for (size_t i = 0; i < nd; i++)
-        z[i] = uniform_pm1(&state);
+        z[i] = bench_uniform(&state);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < d; j++)
             z[(size_t)i * (size_t)d + (size_t)j] /= (float)(j + 1);
     for (size_t i = 0; i < dd; i++)
-        work[i] = uniform_pm1(&state);
+        work[i] = bench_uniform(&state);
     if (LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (int)d, (int)d, work, (int)d, tau) != 0 ||
         LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (int)d, (int)d, (int)d, work, (int)d, tau) != 0) {
         cli_fail("bench rank: LAPACK QR of the rotation failed");
@@ -116,24 +144,28 @@ static int run_rank(int64_t n, int64_t d, int64_t k, int64_t repeat, struct rank
     memset(gram, 0, dd * sizeof *gram);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 256, (int)d, (int)d, 1.0f, z, (int)d,
                 rot, (int)d, 0.0f, x, (int)d);
-    res->sgemm_s = res->ssyrk_s = res->dsyevd_s = res->exact_s = res->randomized_s = INFINITY;
+    /* Rounds: the machine's ssyrk and dsyevd, then the exact and the
+     * randomized fits right after, so that a round's ratios compare
+     * times taken under the same load of a shared machine. */
+    double t_sgemm[MAX_ROUNDS], t_ssyrk[MAX_ROUNDS], t_dsyevd[MAX_ROUNDS], t_exact[MAX_ROUNDS],
+        t_rand[MAX_ROUNDS], r_exact[MAX_ROUNDS], r_rand[MAX_ROUNDS];
     subsae_buffer *buf = NULL;
     for (int64_t round = 0; round < repeat; round++) {
         double t = now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)d, 1.0f, z,
                     (int)d, rot, (int)d, 0.0f, x, (int)d);
-        res->sgemm_s = fmin(res->sgemm_s, now() - t);
+        t_sgemm[round] = now() - t;
 
         t = now();
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)n, 1.0f, x, (int)d, 0.0f,
                     gram, (int)d);
-        res->ssyrk_s = fmin(res->ssyrk_s, now() - t);
+        t_ssyrk[round] = now() - t;
 
         for (size_t i = 0; i < dd; i++)
             cov[i] = (double)gram[i] / (double)(n - 1);
         t = now();
         lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (int)d, cov, (int)d, w);
-        res->dsyevd_s = fmin(res->dsyevd_s, now() - t);
+        t_dsyevd[round] = now() - t;
         if (info != 0) {
             cli_fail("bench rank: LAPACKE_dsyevd failed (info %d)", (int)info);
             goto done;
@@ -143,24 +175,32 @@ static int run_rank(int64_t n, int64_t d, int64_t k, int64_t repeat, struct rank
                                                  &buf),
                               "wrap the benchmark data"))
             goto done;
-        double seconds;
         int exact_flag, used;
-        if (fit_seconds(buf, SUBSAE_METHOD_EXACT, k, &seconds, &res->exact_r99, &exact_flag,
-                        NULL))
+        if (fit_seconds(buf, SUBSAE_METHOD_EXACT, k, &t_exact[round], &res->exact_r99,
+                        &exact_flag, NULL))
             goto done_buf;
-        res->exact_s = fmin(res->exact_s, seconds);
-        if (fit_seconds(buf, SUBSAE_METHOD_RANDOMIZED, k, &seconds, &res->randomized_r99,
+        if (fit_seconds(buf, SUBSAE_METHOD_RANDOMIZED, k, &t_rand[round], &res->randomized_r99,
                         &res->randomized_r99_exact, NULL))
             goto done_buf;
-        res->randomized_s = fmin(res->randomized_s, seconds);
+        r_exact[round] = t_exact[round] / (t_ssyrk[round] + t_dsyevd[round]);
+        r_rand[round] = t_rand[round] / (t_ssyrk[round] + t_dsyevd[round]);
         if (round == 0) {
             /* Which method auto picks for this k (a fit, not timed here). */
             int64_t r;
+            double seconds;
             if (fit_seconds(buf, SUBSAE_METHOD_AUTO, k, &seconds, &r, &exact_flag, &used))
                 goto done_buf;
             res->auto_method = used == SUBSAE_METHOD_EXACT ? "exact" : "randomized";
         }
     }
+    res->sgemm_s = median(t_sgemm, repeat, NULL, NULL);
+    res->ssyrk_s = median(t_ssyrk, repeat, NULL, NULL);
+    res->dsyevd_s = median(t_dsyevd, repeat, NULL, NULL);
+    res->exact_s = median(t_exact, repeat, NULL, NULL);
+    res->randomized_s = median(t_rand, repeat, NULL, NULL);
+    res->exact_ratio = median(r_exact, repeat, &res->exact_ratio_min, &res->exact_ratio_max);
+    res->randomized_ratio =
+        median(r_rand, repeat, &res->randomized_ratio_min, &res->randomized_ratio_max);
     status = 0;
 done_buf:
     subsae_buffer_free(buf);
@@ -179,18 +219,22 @@ done:
 static json_t *rank_json(const struct rank_result *r)
 {
     double n = (double)r->rows, d = (double)r->dim;
-    return json_pack("{s:s, s:I, s:I, s:I, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f,"
-                     " s:I, s:I, s:b, s:s}",
+    return json_pack("{s:s, s:I, s:I, s:I, s:i, s:I, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f,"
+                     " s:f, s:[f, f], s:f, s:[f, f], s:I, s:I, s:b, s:s}",
                      "name", "rank", "rows", (json_int_t)r->rows, "dim", (json_int_t)r->dim,
                      "rank", (json_int_t)r->rank, "threads", r->threads, "repeat",
-                     (json_int_t)r->repeat, "sgemm_seconds", r->sgemm_s, "sgemm_gflops",
+                     (json_int_t)r->repeat, "statistic",
+                     "median over rounds; ratios: median of each round's ratio, *_range: "
+                     "[min, max]",
+                     "sgemm_seconds", r->sgemm_s, "sgemm_gflops",
                      2.0 * n * d * d / r->sgemm_s * 1e-9, "ssyrk_seconds", r->ssyrk_s,
                      "ssyrk_gflops", n * d * (d + 1.0) / r->ssyrk_s * 1e-9, "dsyevd_seconds",
                      r->dsyevd_s, "exact_seconds", r->exact_s, "randomized_seconds",
-                     r->randomized_s, "exact_ratio", r->exact_s / (r->ssyrk_s + r->dsyevd_s),
-                     "randomized_ratio", r->randomized_s / (r->ssyrk_s + r->dsyevd_s),
-                     "exact_r99", (json_int_t)r->exact_r99, "randomized_r99",
-                     (json_int_t)r->randomized_r99, "randomized_r99_exact",
+                     r->randomized_s, "exact_ratio", r->exact_ratio, "exact_ratio_range",
+                     r->exact_ratio_min, r->exact_ratio_max, "randomized_ratio",
+                     r->randomized_ratio, "randomized_ratio_range", r->randomized_ratio_min,
+                     r->randomized_ratio_max, "exact_r99", (json_int_t)r->exact_r99,
+                     "randomized_r99", (json_int_t)r->randomized_r99, "randomized_r99_exact",
                      r->randomized_r99_exact, "auto_method",
                      r->auto_method ? r->auto_method : "");
 }
@@ -198,7 +242,7 @@ static json_t *rank_json(const struct rank_result *r)
 static void rank_table(const struct rank_result *r)
 {
     double n = (double)r->rows, d = (double)r->dim;
-    printf("bench rank: %lld x %lld float32, k = %lld, %d threads, best of %lld\n",
+    printf("bench rank: %lld x %lld float32, k = %lld, %d threads, median of %lld rounds\n",
            (long long)r->rows, (long long)r->dim, (long long)r->rank, r->threads,
            (long long)r->repeat);
     printf("  %-26s %8.3f s  %7.1f GFLOPS\n", "cblas_sgemm (n x d x d)", r->sgemm_s,
@@ -206,17 +250,19 @@ static void rank_table(const struct rank_result *r)
     printf("  %-26s %8.3f s  %7.1f GFLOPS\n", "cblas_ssyrk (d x d of n)", r->ssyrk_s,
            n * d * (d + 1.0) / r->ssyrk_s * 1e-9);
     printf("  %-26s %8.3f s\n", "LAPACKE_dsyevd (d x d)", r->dsyevd_s);
-    printf("  %-26s %8.3f s  %7.2f x (ssyrk + dsyevd)   r99 %lld\n", "subspace exact", r->exact_s,
-           r->exact_s / (r->ssyrk_s + r->dsyevd_s), (long long)r->exact_r99);
-    printf("  %-26s %8.3f s  %7.2f x (ssyrk + dsyevd)   r99 %lld%s\n", "subspace randomized",
-           r->randomized_s, r->randomized_s / (r->ssyrk_s + r->dsyevd_s),
-           (long long)r->randomized_r99, r->randomized_r99_exact ? "" : " (lower bound)");
+    printf("  %-26s %8.3f s  %7.2f x (ssyrk + dsyevd) (%.2f-%.2f)   r99 %lld\n",
+           "subspace exact", r->exact_s, r->exact_ratio, r->exact_ratio_min, r->exact_ratio_max,
+           (long long)r->exact_r99);
+    printf("  %-26s %8.3f s  %7.2f x (ssyrk + dsyevd) (%.2f-%.2f)   r99 %lld%s\n",
+           "subspace randomized", r->randomized_s, r->randomized_ratio,
+           r->randomized_ratio_min, r->randomized_ratio_max, (long long)r->randomized_r99,
+           r->randomized_r99_exact ? "" : " (lower bound)");
     printf("  auto picks: %s\n", r->auto_method ? r->auto_method : "?");
 }
 
-static int bench_rank(int argc, char **argv, bool all, json_t *reports)
+static int bench_rank(int argc, char **argv, json_t *reports, bool print)
 {
-    int64_t n = 65536, d = 1024, k = 128, repeat = 3;
+    int64_t n = 65536, d = 1024, k = 128, repeat = 5, threads = subsae_get_num_threads();
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -233,40 +279,125 @@ static int bench_rank(int argc, char **argv, bool all, json_t *reports)
                 return 2;
             i++;
         } else if (!strcmp(a, "--repeat") && value) {
-            if (!cli_parse_int64(a, value, 1, 100, &repeat))
+            if (!cli_parse_int64(a, value, 1, MAX_ROUNDS, &repeat))
                 return 2;
             i++;
-        } else if (!all) {
+        } else if (!strcmp(a, "--threads") && value) {
+            if (!cli_parse_int64(a, value, 1, 4096, &threads))
+                return 2;
+            i++;
+        } else {
             return cli_usage();
         }
     }
     if (k > d)
         return cli_fail("--rank %lld exceeds --dim %lld", (long long)k, (long long)d);
     struct rank_result res;
-    if (run_rank(n, d, k, repeat, &res))
+    const int saved = subsae_get_num_threads();
+    subsae_set_num_threads((int)threads);
+    int status = run_rank(n, d, k, repeat, &res);
+    subsae_set_num_threads(saved);
+    if (status)
         return 1;
-    if (reports)
-        return json_array_append_new(reports, rank_json(&res)) == 0
-                   ? 0
-                   : cli_fail("out of memory building the JSON output");
-    rank_table(&res);
+    if (json_array_append_new(reports, rank_json(&res)) != 0)
+        return cli_fail("out of memory building the JSON output");
+    if (print)
+        rank_table(&res);
     return 0;
 }
 
 /* ---- dispatch ------------------------------------------------------- */
 
-/* run(argc, argv, all, reports): argv holds the benchmark's options (for
- * `all`, none); with reports != NULL append one JSON object to it instead
- * of printing a table. Returns an exit code. */
+/* Each benchmark, with the option sets that `bench all` (and so `make
+ * bench`) runs: the shapes of issue 6. */
+static const char *const rank_all[] = {"--rows 65536 --dim 1024 --rank 128 --threads 1",
+                                       "--rows 65536 --dim 1024 --rank 128 --threads 2", NULL};
+static const char *const train_all[] = {
+    "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 1",
+    "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 2 --speedup",
+    "--d-in 64 --features 32768 --k 8 --batch 4096 --threads 2", NULL};
+
 static const struct benchmark {
     const char *name;
-    int (*run)(int argc, char **argv, bool all, json_t *reports);
+    int (*run)(int argc, char **argv, json_t *reports, bool print);
+    const char *const *all;
 } benchmarks[] = {
-    {"rank", bench_rank},
+    {"train", bench_train, train_all},
+    {"rank", bench_rank, rank_all},
 };
 enum { BENCHMARK_COUNT = sizeof benchmarks / sizeof benchmarks[0] };
 
-CLI_COMMAND(bench, "rank|all [--rows N] [--dim D] [--rank K] [--repeat R] [--json]")
+/* Run one benchmark with the options in `line` (words separated by spaces). */
+static int run_line(const struct benchmark *b, const char *line, json_t *reports, bool print)
+{
+    char copy[256], *words[32];
+    int n = 0;
+    snprintf(copy, sizeof copy, "%s", line);
+    for (char *w = strtok(copy, " "); w && n < 32; w = strtok(NULL, " "))
+        words[n++] = w;
+    return b->run(n, words, reports, print);
+}
+
+static double number(const json_t *j, const char *key)
+{
+    return json_number_value(json_object_get(j, key));
+}
+
+/* The short table of `bench all`. */
+static void summary(const json_t *reports)
+{
+    printf("\nsummary (ratios to this machine's own BLAS/LAPACK, measured in the same run)\n");
+    printf("  %-40s %7s  %s\n", "benchmark", "threads", "result");
+    size_t i;
+    json_t *r;
+    json_array_foreach(reports, i, r) {
+        const char *name = json_string_value(json_object_get(r, "name"));
+        char what[64];
+        if (name && !strcmp(name, "train")) {
+            long long d = (long long)number(r, "d_in"), m = (long long)number(r, "features"),
+                      k = (long long)number(r, "k"), b = (long long)number(r, "batch");
+            int threads = (int)number(r, "threads");
+            double tps = number(r, "tokens_per_second");
+            json_t *range = json_object_get(r, "roofline_fraction_range");
+            snprintf(what, sizeof what, "train %lld/%lld/%lld/%lld", d, m, k, b);
+            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline (%.2f-%.2f)", what,
+                   threads, tps, number(r, "roofline_fraction"),
+                   json_number_value(json_array_get(range, 0)),
+                   json_number_value(json_array_get(range, 1)));
+            json_t *speedup = json_object_get(r, "speedup");
+            if (speedup) {
+                json_t *sr = json_object_get(r, "speedup_range");
+                printf(", %.2fx one thread (%.2f-%.2f, interleaved)",
+                       json_number_value(speedup), json_number_value(json_array_get(sr, 0)),
+                       json_number_value(json_array_get(sr, 1)));
+            }
+            printf("\n");
+            snprintf(what, sizeof what, "encode (inference) %lld/%lld/%lld", d, m, k);
+            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline\n", what, threads,
+                   number(r, "encode_tokens_per_second"), number(r, "encode_roofline_fraction"));
+        } else if (name && !strcmp(name, "rank")) {
+            snprintf(what, sizeof what, "rank exact %lld x %lld",
+                     (long long)number(r, "rows"), (long long)number(r, "dim"));
+            json_t *er = json_object_get(r, "exact_ratio_range");
+            printf("  %-40s %7d  %.2fx (ssyrk + dsyevd) (%.2f-%.2f)\n", what,
+                   (int)number(r, "threads"), number(r, "exact_ratio"),
+                   json_number_value(json_array_get(er, 0)),
+                   json_number_value(json_array_get(er, 1)));
+            snprintf(what, sizeof what, "rank randomized %lld x %lld, k %lld",
+                     (long long)number(r, "rows"), (long long)number(r, "dim"),
+                     (long long)number(r, "rank"));
+            json_t *rr = json_object_get(r, "randomized_ratio_range");
+            printf("  %-40s %7d  %.2fx (ssyrk + dsyevd) (%.2f-%.2f)\n", what,
+                   (int)number(r, "threads"), number(r, "randomized_ratio"),
+                   json_number_value(json_array_get(rr, 0)),
+                   json_number_value(json_array_get(rr, 1)));
+        }
+    }
+}
+
+CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps S] "
+                   "[--rounds R] [--warmup W] [--threads T] [--speedup] | rank [--rows N] "
+                   "[--dim D] [--rank K] [--repeat R] [--threads T] | all; [--json]")
 {
     if (argc < 2)
         return cli_usage();
@@ -287,22 +418,41 @@ CLI_COMMAND(bench, "rank|all [--rows N] [--dim D] [--rank K] [--repeat R] [--jso
         free(options);
         return cli_fail("'bench all' takes no options but --json");
     }
-    json_t *reports = json ? json_array() : NULL;
+    json_t *reports = json_array();
+    if (!reports) {
+        free(options);
+        return cli_fail("out of memory");
+    }
     int status = 0, matched = 0;
     for (int b = 0; b < BENCHMARK_COUNT && status == 0; b++) {
         if (!all && strcmp(name, benchmarks[b].name) != 0)
             continue;
         matched++;
-        status = benchmarks[b].run(n_options, options, all, reports);
+        if (!all) {
+            status = benchmarks[b].run(n_options, options, reports, !json);
+            continue;
+        }
+        for (const char *const *line = benchmarks[b].all; *line && status == 0; line++) {
+            if (!json)
+                fflush(stdout);
+            status = run_line(&benchmarks[b], *line, reports, !json);
+            if (!json)
+                printf("\n");
+        }
     }
     free(options);
     if (!matched) {
         json_decref(reports);
-        return cli_fail("unknown benchmark '%s' (rank, all)", name);
+        return cli_fail("unknown benchmark '%s' (train, rank, all)", name);
     }
-    if (status != 0 || !json) {
+    if (status != 0 || (!json && !all)) {
         json_decref(reports);
         return status;
+    }
+    if (!json) {
+        summary(reports);
+        json_decref(reports);
+        return 0;
     }
     if (all)
         return cli_print_json(json_pack("{s:o}", "benchmarks", reports));

@@ -72,6 +72,8 @@ inline unsigned version_number() { return subsae_version_number(); }
 inline void set_num_threads(int n) { check(subsae_set_num_threads(n)); }
 inline int num_threads() { return subsae_get_num_threads(); }
 inline int metric_count() { return subsae_metric_count(); }
+inline int phase_count() { return subsae_phase_count(); }
+inline std::string phase_name(int phase) { return subsae_phase_name(phase); }
 inline std::string dtype_name(int dtype) { return subsae_dtype_name(dtype); }
 inline std::string format_name(int format) { return subsae_format_name(format); }
 inline std::string activation_name(int activation) { return subsae_activation_name(activation); }
@@ -137,6 +139,7 @@ void with_callback(callback_state *state, Call call)
 
 // Metrics indexed by SUBSAE_METRIC_*.
 using metric_array = std::array<double, SUBSAE_METRIC_COUNT>;
+using phase_array = std::array<double, SUBSAE_PHASE_COUNT>;
 
 // ---- activation buffers -------------------------------------------------
 
@@ -734,6 +737,15 @@ public:
         check(subsae_trainer_metrics(get(), m.data(), static_cast<int64_t>(m.size())));
         return m;
     }
+    // Wall seconds per step of each phase (SUBSAE_PHASE_*), averaged over the
+    // steps since creation or reset_timings(); NaN before a step.
+    phase_array timings() const
+    {
+        phase_array s{};
+        check(subsae_trainer_timings(get(), s.data(), static_cast<int64_t>(s.size())));
+        return s;
+    }
+    void reset_timings() { check(subsae_trainer_reset_timings(get())); }
     // The model being trained (owned by the trainer; Sae::clone to keep it).
     SaeView sae() const
     {

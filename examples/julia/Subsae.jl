@@ -41,7 +41,8 @@ module Subsae
 export SubsaeError, Buffer, Subspace, Sae, Trainer,
        wrap, create_buffer, open_buffer, read_rows, fit!, effective_rank,
        entropy_rank, variances, explained_ratios, basis, encode, encode_sparse,
-       decode, evaluate, save, load_sae, init!, step!, train!, metrics, model
+       decode, evaluate, save, load_sae, init!, step!, train!, metrics, model, timings,
+       reset_timings!
 
 const libsubsae = get(ENV, "SUBSAE_LIB",
                       normpath(joinpath(@__DIR__, "..", "..", "build", "libsubsae.so")))
@@ -137,6 +138,8 @@ dtype_name(d::Integer) = unsafe_string(ccall((:subsae_dtype_name, libsubsae), Cs
 format_name(f::Integer) = unsafe_string(ccall((:subsae_format_name, libsubsae), Cstring, (Cint,), f))
 activation_name(a::Integer) = unsafe_string(ccall((:subsae_activation_name, libsubsae), Cstring, (Cint,), a))
 metric_count() = ccall((:subsae_metric_count, libsubsae), Cint, ())
+phase_count() = ccall((:subsae_phase_count, libsubsae), Cint, ())
+phase_name(p::Integer) = unsafe_string(ccall((:subsae_phase_name, libsubsae), Cstring, (Cint,), p))
 
 # ---- matrices -------------------------------------------------------------
 
@@ -900,6 +903,20 @@ function metrics(t::Trainer)
                 handle(t), out, METRIC_COUNT))
     return metrics_tuple(out)
 end
+
+"""Wall seconds per step of each phase (Symbol => seconds: :encode_gemm,
+:topk, :decode, :backward, :optimizer, :prepare, :read, :step), averaged over
+the steps since creation or `reset_timings!`; NaN before a step."""
+function timings(t::Trainer)
+    n = phase_count()
+    out = Vector{Float64}(undef, n)
+    check(ccall((:subsae_trainer_timings, libsubsae), Cint, (Ptr{Cvoid}, Ptr{Float64}, Int64),
+                handle(t), out, n))
+    return Dict(Symbol(phase_name(i - 1)) => out[i] for i in 1:n)
+end
+
+reset_timings!(t::Trainer) =
+    check(ccall((:subsae_trainer_reset_timings, libsubsae), Cint, (Ptr{Cvoid},), handle(t)))
 
 """The model being trained (owned by the trainer; `copy` it to keep it)."""
 function model(t::Trainer)

@@ -212,6 +212,10 @@ _PROTOTYPES = {
     "subsae_trainer_fit": (_i, [_p, _p, _p, _i64]),
     "subsae_trainer_metrics": (_i, [_p, _pd, _i64]),
     "subsae_trainer_sae": (_p, [_p]),
+    "subsae_phase_count": (_i, []),
+    "subsae_phase_name": (_s, [_i]),
+    "subsae_trainer_timings": (_i, [_p, _pd, _i64]),
+    "subsae_trainer_reset_timings": (_i, [_p]),
     "subsae_trainer_save_checkpoint": (_i, [_p, _s]),
     "subsae_trainer_load_checkpoint": (_i, [_s, _pp]),
 }
@@ -950,6 +954,19 @@ class Trainer(_Handle, _Options):
         out = np.empty(METRIC_COUNT, dtype=np.float64)
         _check(lib.subsae_trainer_metrics(self.ptr, out.ctypes.data_as(_pd), METRIC_COUNT))
         return Metrics._from(out)
+
+    def timings(self):
+        """Wall seconds per step of each phase ({"encode_gemm": ..., "topk": ...,
+        "decode", "backward", "optimizer", "prepare", "read", "step"}),
+        averaged over the steps since creation or reset_timings; NaN before
+        a step."""
+        count = lib.subsae_phase_count()
+        out = np.empty(count, dtype=np.float64)
+        _check(lib.subsae_trainer_timings(self.ptr, out.ctypes.data_as(_pd), count))
+        return {lib.subsae_phase_name(i).decode(): float(out[i]) for i in range(count)}
+
+    def reset_timings(self):
+        _check(lib.subsae_trainer_reset_timings(self.ptr))
 
     @property
     def sae(self):

@@ -1428,6 +1428,23 @@ impl Trainer {
         Ok(m)
     }
 
+    /// Wall seconds per step of each phase (`sys::SUBSAE_PHASE_*`), averaged
+    /// over the steps since creation or `reset_timings`; NaN before a step.
+    pub fn timings(&self) -> Result<[f64; sys::SUBSAE_PHASE_COUNT]> {
+        let mut s = [0.0; sys::SUBSAE_PHASE_COUNT];
+        // SAFETY: `s` holds PHASE_COUNT doubles.
+        check(unsafe {
+            sys::subsae_trainer_timings(self.ptr.as_ptr(), s.as_mut_ptr(), to_i64(s.len()))
+        })?;
+        Ok(s)
+    }
+
+    /// Forget the timings collected so far (e.g. after warm-up steps).
+    pub fn reset_timings(&mut self) -> Result<()> {
+        // SAFETY: valid handle.
+        check(unsafe { sys::subsae_trainer_reset_timings(self.ptr.as_ptr()) })
+    }
+
     /// The model being trained (None before `init`).
     pub fn sae(&self) -> Option<SaeRef<'_>> {
         // SAFETY: valid handle; the model lives as long as the trainer.

@@ -130,6 +130,16 @@ pub const SUBSAE_METRIC_STEPS: usize = 9;
 pub const SUBSAE_METRIC_LOSS: usize = 10;
 pub const SUBSAE_METRIC_COUNT: usize = 11;
 
+pub const SUBSAE_PHASE_ENCODE_GEMM: usize = 0;
+pub const SUBSAE_PHASE_TOPK: usize = 1;
+pub const SUBSAE_PHASE_DECODE: usize = 2;
+pub const SUBSAE_PHASE_BACKWARD: usize = 3;
+pub const SUBSAE_PHASE_OPTIMIZER: usize = 4;
+pub const SUBSAE_PHASE_PREPARE: usize = 5;
+pub const SUBSAE_PHASE_READ: usize = 6;
+pub const SUBSAE_PHASE_STEP: usize = 7;
+pub const SUBSAE_PHASE_COUNT: usize = 8;
+
 pub const SUBSAE_INIT_RANDOM: i64 = 0;
 pub const SUBSAE_INIT_ACTIVE_SUBSPACE: i64 = 1;
 pub const SUBSAE_DECODER_FREE: i64 = 0;
@@ -505,6 +515,14 @@ extern "C" {
         metrics: *mut f64,
         n_metrics: i64,
     ) -> c_int;
+    pub fn subsae_phase_count() -> c_int;
+    pub fn subsae_phase_name(phase: c_int) -> *const c_char;
+    pub fn subsae_trainer_timings(
+        t: *const subsae_trainer,
+        seconds_per_step: *mut f64,
+        n: i64,
+    ) -> c_int;
+    pub fn subsae_trainer_reset_timings(t: *mut subsae_trainer) -> c_int;
     pub fn subsae_trainer_sae(t: *const subsae_trainer) -> *const subsae_sae;
     pub fn subsae_trainer_save_checkpoint(t: *const subsae_trainer, dir: *const c_char) -> c_int;
     pub fn subsae_trainer_load_checkpoint(

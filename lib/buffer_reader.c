@@ -1,0 +1,156 @@
+/* Reading rows of mapped activation files with pread (see buffer.h): the
+ * training loop's batches and the evaluation stream then cost no resident
+ * memory beyond the rows copied out, whatever the size of the file. */
+#include "buffer.h"
+
+#include "dtype.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+struct subsae__row_reader {
+    const subsae_buffer *buf;
+    int *fd;               /* per source: a descriptor of its file, or -1 */
+    int64_t *offset;       /* per source: file offset of its row 0 */
+    unsigned char *bounce; /* one stored row of the widest dtype */
+};
+
+static int read_at(int fd, void *dst, size_t n, int64_t offset)
+{
+    unsigned char *p = dst;
+    while (n > 0) {
+        ssize_t got = pread(fd, p, n, (off_t)offset);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return got < 0 ? errno : EIO; /* 0: the file shrank */
+        p += got;
+        n -= (size_t)got;
+        offset += got;
+    }
+    return 0;
+}
+
+/* A descriptor of source s's file whose bytes at the source's offset are
+ * the mapped ones, or -1. */
+static int open_source(const struct subsae__source *src, int64_t dim, int64_t offset,
+                       unsigned char *bounce)
+{
+    if (!src->path || !src->file_base || src->owned || src->rows < 1)
+        return -1;
+    int fd;
+    do
+        fd = open(src->path, O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -1;
+    const size_t bytes = (size_t)dim * subsae__dtype_size(src->dtype);
+    if (read_at(fd, bounce, bytes, offset) != 0 || memcmp(bounce, src->data, bytes) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int subsae__row_reader_open(const subsae_buffer *buf, subsae__row_reader **out)
+{
+    const int64_t n = buf->n_sources;
+    subsae__row_reader *r = subsae__calloc(1, sizeof *r);
+    size_t widest = 8 * (size_t)buf->dim;
+    if (r) {
+        r->buf = buf;
+        r->fd = subsae__malloc((size_t)(n > 0 ? n : 1) * sizeof *r->fd);
+        r->offset = subsae__malloc((size_t)(n > 0 ? n : 1) * sizeof *r->offset);
+        r->bounce = subsae__malloc(widest > 0 ? widest : 1);
+    }
+    if (!r || !r->fd || !r->offset || !r->bounce) {
+        if (r) {
+            subsae__free(r->fd);
+            subsae__free(r->offset);
+            subsae__free(r->bounce);
+            subsae__free(r);
+        }
+        return subsae__fail_nomem("row reader", widest);
+    }
+    for (int64_t s = 0; s < n; s++) {
+        const struct subsae__source *src = &buf->sources[s];
+        r->offset[s] = src->file_base
+                           ? (int64_t)(src->data - (const unsigned char *)src->file_base)
+                           : 0;
+        r->fd[s] = open_source(src, buf->dim, r->offset[s], r->bounce);
+    }
+    *out = r;
+    return SUBSAE_OK;
+}
+
+void subsae__row_reader_close(subsae__row_reader *r)
+{
+    if (!r)
+        return;
+    for (int64_t s = 0; s < r->buf->n_sources; s++)
+        if (r->fd[s] >= 0)
+            close(r->fd[s]);
+    subsae__free(r->fd);
+    subsae__free(r->offset);
+    subsae__free(r->bounce);
+    subsae__free(r);
+}
+
+const subsae_buffer *subsae__row_reader_buffer(const subsae__row_reader *r)
+{
+    return r ? r->buf : NULL;
+}
+
+static int64_t source_of(const subsae_buffer *buf, int64_t stored)
+{
+    int64_t lo = 0, hi = buf->n_sources - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (buf->first_row[mid] <= stored)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_t first,
+                              int64_t n_rows, float *out, int64_t out_stride)
+{
+    const subsae_buffer *buf = r->buf;
+    const int64_t available = subsae_buffer_rows(buf), dim = buf->dim;
+    for (int64_t i = 0; i < n_rows; i++) {
+        const int64_t row = rows ? rows[i] : first + i;
+        if (row < 0 || row >= available)
+            return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_INDEX_OUT_OF_RANGE,
+                                "row %lld is outside the buffer's %lld rows", (long long)row,
+                                (long long)available);
+        const int64_t stored = buf->n_skipped ? subsae__buffer_stored_row(buf, row) : row;
+        const int64_t s = source_of(buf, stored);
+        const struct subsae__source *src = &buf->sources[s];
+        const int64_t local = stored - buf->first_row[s];
+        float *dst = out + i * out_stride;
+        int64_t bad;
+        if (r->fd[s] >= 0) {
+            const size_t bytes = (size_t)dim * subsae__dtype_size(src->dtype);
+            int code = read_at(r->fd[s], r->bounce, bytes,
+                               r->offset[s] + local * src->row_stride_bytes);
+            if (code)
+                return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM,
+                                    "%s: cannot read row %lld: %s", src->path,
+                                    (long long)local, strerror(code));
+            bad = (int64_t)subsae__widen(r->bounce, src->dtype, (size_t)dim, dst);
+        } else {
+            bad = subsae__buffer_load_row(buf, stored, dst);
+        }
+        if (bad != dim)
+            return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                                "%s: row %lld (row %lld of this source), column %lld is %g; "
+                                "skip such rows with subsae_buffer_skip_nonfinite",
+                                src->path ? src->path : "memory", (long long)row,
+                                (long long)local, (long long)bad, (double)dst[bad]);
+    }
+    return SUBSAE_OK;
+}
