@@ -314,10 +314,10 @@ static int load_tensor(const subsae__safetensors *st, const char *path, const ch
         (ndim == 2 && v->shape[1] != d1))
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                             "%s: tensor '%s' is %s %dD [%lld%s%lld], expected %s [%lld%s%lld]",
-                            path, name, subsae_dtype_name(v->dtype), v->ndim,
+                            path, name, subsae__safetensors_dtype_name(v->dtype), v->ndim,
                             (long long)v->shape[0], v->ndim == 2 ? ", " : "",
                             v->ndim == 2 ? (long long)v->shape[1] : 0LL,
-                            subsae_dtype_name(dtype), (long long)d0, ndim == 2 ? ", " : "",
+                            subsae__safetensors_dtype_name(dtype), (long long)d0, ndim == 2 ? ", " : "",
                             ndim == 2 ? (long long)d1 : 0LL);
     memcpy(dst, v->data, v->bytes);
     return SUBSAE_OK;

@@ -250,7 +250,7 @@ static int get_tensor(const subsae__safetensors *st, const char *path, const cha
         t->dtype != SUBSAE_DTYPE_BF16 && t->dtype != SUBSAE_DTYPE_F64)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
                             "%s: tensor '%s' has dtype %s; weights must be floating point", path,
-                            name, subsae_dtype_name(t->dtype));
+                            name, subsae__safetensors_dtype_name(t->dtype));
     *out = t;
     return SUBSAE_OK;
 }
