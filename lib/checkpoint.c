@@ -90,6 +90,13 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
         rng[2], rng[3], "batches", "epoch", (json_int_t)epoch, "position", (json_int_t)position,
         "window_tokens", (json_int_t)t->window_tokens, "prev_valid", t->prev_valid, "windows",
         "cur", window_json(&t->cur), "prev", window_json(&t->prev));
+    /* BatchTopK: the running threshold in double (the model holds it as
+     * float). */
+    if (root && s->activation == SUBSAE_ACT_BATCHTOPK &&
+        json_object_set_new(root, "batch_threshold", json_real(t->batch_threshold))) {
+        json_decref(root);
+        root = NULL;
+    }
     return root;
 }
 
@@ -183,8 +190,13 @@ int subsae_trainer_save_checkpoint(const subsae_trainer *t, const char *dir)
         {"window_prev.fires", SUBSAE_DTYPE_F64, 1, {m}, prev_fires, 0},
         {"window_cur.sum_t", SUBSAE_DTYPE_F64, 1, {d_out}, t->cur.sum_t, 0},
         {"window_prev.sum_t", SUBSAE_DTYPE_F64, 1, {d_out}, t->prev.sum_t, 0},
+        /* JumpReLU only (kept last): the trained log-thresholds. */
+        {"log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->log_threshold, 0},
+        {"adam_m.log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->m_log_threshold, 0},
+        {"adam_v.log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->v_log_threshold, 0},
     };
-    const int64_t n_views = (int64_t)(sizeof views / sizeof views[0]);
+    const int64_t n_views = (int64_t)(sizeof views / sizeof views[0]) -
+                            (s->activation == SUBSAE_ACT_JUMPRELU ? 0 : 3);
     for (int64_t i = 0; i < n_views; i++) {
         size_t count = 1;
         for (int j = 0; j < views[i].ndim; j++)
@@ -403,6 +415,8 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
             r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
                                  "%s: 'rng' must hold four 16-digit hex words", r->path);
     }
+    const double batch_threshold =
+        activation == SUBSAE_ACT_BATCHTOPK ? get_real(r, root, "batch_threshold", false) : 0.0;
     const json_t *state_name = field(r, root, "state_file");
     if (r->rc)
         return r->rc;
@@ -466,6 +480,19 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         for (size_t i = 0; !rc && i < sizeof tensors / sizeof tensors[0]; i++)
             rc = load_tensor(st, state_path, tensors[i].name, SUBSAE_DTYPE_F32, tensors[i].ndim,
                              tensors[i].d0, tensors[i].d1, tensors[i].dst);
+        if (!rc && activation == SUBSAE_ACT_JUMPRELU) {
+            const char *names[3] = {"log_threshold", "adam_m.log_threshold",
+                                    "adam_v.log_threshold"};
+            float *dst[3] = {t->log_threshold, t->m_log_threshold, t->v_log_threshold};
+            for (int i = 0; !rc && i < 3; i++)
+                rc = load_tensor(st, state_path, names[i], SUBSAE_DTYPE_F32, 1, m, 0, dst[i]);
+            for (int64_t f = 0; !rc && f < m; f++)
+                if (!isfinite(t->log_threshold[f]) ||
+                    s->threshold[f] != expf(t->log_threshold[f]))
+                    rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                      "%s: threshold[%lld] is not exp(log_threshold)",
+                                      state_path, (long long)f);
+        }
         if (!rc)
             rc = subsae__sae_check_finite(s, state_path);
         if (!rc)
@@ -488,6 +515,7 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         return rc;
     t->subspace_dim_used = r_used;
     t->init_scale = init_scale;
+    t->batch_threshold = batch_threshold;
     t->step = step;
     t->tokens = tokens;
     t->fit_end_step = fit_end;
