@@ -3,6 +3,7 @@
 #   make            shared + static library, build/subsae.pc, build/bin/subsae
 #   make check      installs missing Debian packages, builds, runs all tests
 #   make demo       installs, builds, runs the main job on built-in data
+#   make examples   the C and C++ examples into build/examples/
 #   make sanitize   the test suite under AddressSanitizer + UBSan
 #   make bench      speed, as ratios to the machine's own BLAS rate
 #   make install PREFIX=... DESTDIR=...   /   make uninstall
@@ -84,7 +85,7 @@ TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
 
-.PHONY: all check check-run demo bench examples install uninstall clean \
+.PHONY: all check check-run demo reproduce bench examples install uninstall clean \
         sanitize deps ensure-deps tests check-abi abi-baseline
 
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
@@ -128,7 +129,7 @@ $(BUILD)/obj/tests/%.o: tests/%.c include/subsae.h $(wildcard tests/*.h) $(wildc
 $(TEST_RUNNER): $(TEST_OBJS) $(STLIB) | $(BUILD)/tests
 	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(TEST_OBJS) $(STLIB) $(PKG_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
 
-tests: all $(TEST_RUNNER)
+tests: all examples $(TEST_RUNNER)
 
 # The test programs find the build, the shared data and the tools through
 # the environment, so that the same runner works for every build flavour.
@@ -170,6 +171,13 @@ demo: ensure-deps
 	+$(MAKE) --no-print-directory all
 	$(CLI) demo
 
+# The reproduction report: every layer and site of DATA, and the dead-feature
+# experiment, into $(BUILD)/reproduce/report.md and spectra.png.
+DATA ?= $(SHARED_DATA)/data/stories260K
+reproduce: ensure-deps
+	+$(MAKE) --no-print-directory all
+	$(PYTHON) tools/reproduce.py $(CLI) $(DATA) $(BUILD)/reproduce
+
 $(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
 	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
 
@@ -177,7 +185,29 @@ bench: ensure-deps
 	+$(MAKE) --no-print-directory all
 	$(CLI) bench all
 
-examples: all
+# The C and C++ examples, linked against the shared library (found at run
+# time through an rpath to $(BUILD)); the C++ one only when $(CXX) exists.
+# `make check` builds them and tests/test_examples.c runs them, together
+# with the Rust and Python examples.
+CXX         ?= g++
+EXAMPLE_DIR := $(BUILD)/examples
+EXAMPLE_BINS := $(EXAMPLE_DIR)/quickstart $(EXAMPLE_DIR)/stream
+HAVE_CXX    := $(shell command -v $(CXX) >/dev/null 2>&1 && echo yes)
+ifeq ($(HAVE_CXX),yes)
+EXAMPLE_BINS += $(EXAMPLE_DIR)/cpp_example
+endif
+EXAMPLE_LINK := -L$(BUILD) -lsubsae -lm -Wl,-rpath,'$$ORIGIN/..'
+
+examples: all $(EXAMPLE_BINS)
+
+$(EXAMPLE_DIR)/%: examples/%.c include/subsae.h $(SHLIB) | $(EXAMPLE_DIR)
+	$(call say,CC,$<)$(CC) -std=c11 $(WARNINGS) -Iinclude $(CFLAGS) $(LDFLAGS) -o $@ $< \
+	    $(EXAMPLE_LINK)
+
+$(EXAMPLE_DIR)/cpp_example: examples/cpp/example.cpp examples/cpp/subsae.hpp include/subsae.h \
+                            $(SHLIB) | $(EXAMPLE_DIR)
+	$(call say,CXX,$<)$(CXX) -std=c++17 -Wall -Wextra $(WERROR) -Wshadow -Iinclude -Iexamples/cpp $(CFLAGS) $(LDFLAGS) \
+	    -o $@ $< $(EXAMPLE_LINK)
 
 # ---- dependencies ---------------------------------------------------
 # Installs the missing Debian packages: apt-get as root, sudo otherwise;
@@ -223,7 +253,7 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
-$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests:
+$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/examples $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests:
 	$(Q)mkdir -p $@
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

@@ -373,6 +373,25 @@ SUBSAE_API int subsae_batches_seek(subsae_batches *it, int64_t epoch, int64_t po
 SUBSAE_API void subsae_batches_free(subsae_batches *it);
 
 /* ===================================================================== */
+/* Synthetic activations with a known dictionary                          */
+/* ===================================================================== */
+
+/** Generate `tokens` rows of width `dim` made of sparse combinations of a
+ *  known dictionary: `features` unit atoms drawn at random inside a random
+ *  `subspace_dim`-dimensional subspace (so the data has an active subspace
+ *  of exactly that dimension, like attention outputs), `k` distinct atoms
+ *  per row with coefficients uniform in [0.5, 1.5], plus a constant mean
+ *  offset of norm about 1 and isotropic Gaussian noise of standard
+ *  deviation 0.01 per dimension. Deterministic in `seed` on every machine.
+ *  `out` gets a new growable buffer (the caller frees it); `dictionary`
+ *  (may be NULL) receives the atoms, features x dim row-major.
+ *  Errors: SUBSAE_E_INVALID (sizes: 1 <= subspace_dim <= dim,
+ *  1 <= k <= features, tokens >= 1), SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_synth(int64_t dim, int64_t subspace_dim, int64_t features, int64_t k,
+                            int64_t tokens, uint64_t seed, subsae_buffer **out,
+                            float *dictionary);
+
+/* ===================================================================== */
 /* Subspace estimator and effective rank                                  */
 /* ===================================================================== */
 

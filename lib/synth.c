@@ -4,6 +4,8 @@
  * active subspace of exactly that dimension, like attention outputs. */
 #include "synth.h"
 
+#include "buffer.h"
+
 #include "rng.h"
 
 #include <math.h>
@@ -114,5 +116,42 @@ int subsae__synth(const struct subsae__synth_spec *spec, float *x, float *atoms)
     subsae__free(dict);
     subsae__free(offset);
     subsae__free(chosen);
+    return SUBSAE_OK;
+}
+
+int subsae_synth(int64_t dim, int64_t subspace_dim, int64_t features, int64_t k, int64_t tokens,
+                 uint64_t seed, subsae_buffer **out, float *dictionary)
+{
+    static const char *fn = "subsae_synth";
+    if (!out)
+        return subsae__fail_null(fn, "out");
+    if (dim < 1 || dim > INT32_MAX || tokens < 1 || features < 1 || features > INT32_MAX)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: dim %lld, features %lld, tokens %lld", fn, (long long)dim,
+                            (long long)features, (long long)tokens);
+    size_t bytes;
+    if (!subsae__mul_size((size_t)tokens, (size_t)dim * sizeof(float), &bytes))
+        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
+                            "%s: %lld tokens x %lld overflow", fn, (long long)tokens,
+                            (long long)dim);
+    const struct subsae__synth_spec spec = {
+        .rows = tokens, .dim = dim, .atoms = features, .subspace_dim = subspace_dim,
+        .active = k, .coef_min = 0.5, .coef_max = 1.5, .noise = 0.01, .offset = 1.0,
+        .seed = seed};
+    float *rows = subsae__malloc(bytes);
+    if (!rows)
+        return subsae__fail_nomem("synthetic rows", bytes);
+    subsae_buffer *buf = NULL;
+    int rc = subsae__synth(&spec, rows, dictionary);
+    if (!rc)
+        rc = subsae_buffer_create(dim, &buf);
+    if (!rc)
+        rc = subsae_buffer_append(buf, rows, SUBSAE_DTYPE_F32, tokens, dim);
+    subsae__free(rows);
+    if (rc) {
+        subsae_buffer_free(buf);
+        return rc;
+    }
+    *out = buf;
     return SUBSAE_OK;
 }

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <jansson.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +128,25 @@ int harness_run(const char *command)
     if (status == -1 || !WIFEXITED(status))
         return -1;
     return WEXITSTATUS(status);
+}
+
+int harness_cli(const char *args, const char *stdout_name)
+{
+    char out[600], command[4096];
+    harness_tmp_path(stdout_name, out, sizeof out);
+    snprintf(command, sizeof command, "'%s/bin/subsae' %s > '%s' 2> '%s.err'",
+             harness_build_dir(), args, out, out);
+    return harness_run(command);
+}
+
+json_t *harness_read_json(const char *name)
+{
+    char path[600];
+    harness_tmp_path(name, path, sizeof path);
+    json_error_t error;
+    json_t *value = json_load_file(path, 0, &error);
+    ck_assert_msg(value != NULL, "%s: %s (line %d)", path, error.text, error.line);
+    return value;
 }
 
 bool harness_sanitized(void)

@@ -47,6 +47,14 @@ const char *harness_tmp_path(const char *name, char *buf, size_t size);
 /* Run a shell command; return its exit status (-1 if it did not exit). */
 int harness_run(const char *command);
 
+/* Run `build/bin/subsae ARGS` with stdout and stderr captured into the
+ * test's directory as STDOUT_NAME and STDOUT_NAME.err; its exit status. */
+int harness_cli(const char *args, const char *stdout_name);
+
+/* Parse a JSON file of the test's directory (fails the test if invalid);
+ * the caller json_decref()s it. */
+struct json_t *harness_read_json(const char *name);
+
 /* True when the library is built with sanitizers (slow paths are shrunk). */
 bool harness_sanitized(void);
 

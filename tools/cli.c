@@ -58,6 +58,24 @@ bool cli_parse_double(const char *option, const char *text, double min, double m
     return true;
 }
 
+int cli_match_int(const struct cli_int_option *options, size_t n, int argc, char **argv, int *i)
+{
+    for (size_t j = 0; j < n; j++) {
+        if (strcmp(argv[*i], options[j].name))
+            continue;
+        if (*i + 1 >= argc) {
+            cli_fail("%s needs a value", argv[*i]);
+            return -1;
+        }
+        if (!cli_parse_int64(argv[*i], argv[*i + 1], options[j].min, options[j].max,
+                             options[j].value))
+            return -1;
+        *i += 1;
+        return 1;
+    }
+    return 0;
+}
+
 int cli_print_json(json_t *value)
 {
     if (!value)

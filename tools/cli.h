@@ -40,6 +40,19 @@ bool cli_parse_int64(const char *option, const char *text, int64_t min, int64_t 
 bool cli_parse_double(const char *option, const char *text, double min, double max,
                       double *out);
 
+/* A table of integer options, e.g. {"--dim", &o.dim, 1, INT32_MAX}. */
+struct cli_int_option {
+    const char *name;
+    int64_t *value;
+    int64_t min, max;
+};
+
+/* If argv[*i] is one of the n options, parse the value that follows it
+ * into the option and advance *i past it: returns 1. Returns 0 when
+ * argv[*i] is none of them, -1 (message printed) when the value is missing
+ * or out of range. */
+int cli_match_int(const struct cli_int_option *options, size_t n, int argc, char **argv, int *i);
+
 /* Print a JSON value on stdout as one line and release it. Returns 0, or 1
  * when it cannot be written. */
 int cli_print_json(json_t *value);
