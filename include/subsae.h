@@ -545,8 +545,11 @@ enum subsae_sae_option {
     SUBSAE_SAE_K = 4,              /* int, TopK/BatchTopK k (default 32) */
     SUBSAE_SAE_APPLY_B_DEC_TO_INPUT = 5, /* int 0/1: pre = (x - b_dec) W_enc^T + b_enc;
                                             default 1 when d_in == d_out */
-    SUBSAE_SAE_RANK_BY_DECODER_NORM = 6, /* int 0/1: TopK ranks pre * |W_dec row|
-                                            (lm-saes); default 0 */
+    SUBSAE_SAE_RANK_BY_DECODER_NORM = 6, /* int 0/1: the activation sees pre * |W_dec row|
+                                            (lm-saes' sparsity_include_decoder_norm):
+                                            TopK ranks by it, JumpReLU / BatchTopK
+                                            compare it with the threshold; the code is
+                                            still pre; default 0 */
     SUBSAE_SAE_INPUT_SCALE = 7,    /* double, default 1 */
     SUBSAE_SAE_OUTPUT_SCALE = 8    /* double, default 1 */
 };
@@ -637,10 +640,26 @@ SUBSAE_API int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *i
  *  fsync, rename). Errors: SUBSAE_E_INVALID, SUBSAE_E_IO, SUBSAE_E_NOMEM. */
 SUBSAE_API int subsae_sae_save(const subsae_sae *sae, const char *dir);
 
-/** Load a saved SAE directory: this library's / SAELens layout, EleutherAI
- *  sparsify and OpenMOSS lm-saes layouts, recognised by tensor shapes, with
- *  each tool's encoding convention. Errors: SUBSAE_E_INVALID, SUBSAE_E_IO,
- *  SUBSAE_E_FORMAT, SUBSAE_E_UNSUPPORTED, SUBSAE_E_NOMEM. */
+/** Load a saved SAE directory, with each tool's encoding convention:
+ *   - this library's / SAELens (cfg.json + sae_weights.safetensors: W_enc,
+ *     b_enc, W_dec, b_dec, threshold or log_threshold);
+ *   - EleutherAI sparsify (cfg.json + sae.safetensors: encoder.weight
+ *     [d_sae, d_in], encoder.bias, W_dec [d_sae, d], b_dec): b_dec is
+ *     subtracted from the input unless cfg.json says transcode; ReLU, top k;
+ *   - OpenMOSS lm-saes (config.json + sae_weights.safetensors: W_E [d_in,
+ *     d_sae], b_E, W_D [d_sae, d], b_D, activation_function.
+ *     log_jumprelu_threshold): b_D is not subtracted; with
+ *     sparsity_include_decoder_norm (default true) the activation sees
+ *     pre * |W_D row| (SUBSAE_SAE_RANK_BY_DECODER_NORM); dataset-wise
+ *     normalisation becomes the input and output scales.
+ *  Tensor names pick the layout, shapes decide the rest: d_sae is the
+ *  encoder bias's length and each matrix is read as [d_sae, d] or [d,
+ *  d_sae] by which dimension is d_sae. A tensor of any other shape, a
+ *  config that disagrees with the tensors, or a variant the model cannot
+ *  represent (skip connections, GLU encoders, lm-saes batchtopk, per-token
+ *  normalisation) is rejected, the message naming the file and tensor.
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_IO, SUBSAE_E_FORMAT,
+ *  SUBSAE_E_UNSUPPORTED, SUBSAE_E_NOMEM, SUBSAE_E_NONFINITE. */
 SUBSAE_API int subsae_sae_load(const char *dir, subsae_sae **out);
 
 /* ===================================================================== */
