@@ -684,8 +684,11 @@ enum subsae_subspace_coefficients { SUBSAE_COEF_UNIFORM = 0, SUBSAE_COEF_GAUSSIA
 /** Trainer options; set before subsae_trainer_init unless noted. */
 enum subsae_train_option {
     SUBSAE_TRAIN_FEATURES = 0,      /* int d_sae, default 16384 */
-    SUBSAE_TRAIN_ACTIVATION = 1,    /* int SUBSAE_ACT_*, default TOPK */
-    SUBSAE_TRAIN_K = 2,             /* int, default 32 */
+    SUBSAE_TRAIN_ACTIVATION = 1,    /* int SUBSAE_ACT_*, default TOPK; BatchTopK keeps its
+                                       inference threshold as a moving average of the
+                                       smallest value each batch selected */
+    SUBSAE_TRAIN_K = 2,             /* int, default 32: TopK / BatchTopK k; the initial L0
+                                       of JumpReLU and ReLU */
     SUBSAE_TRAIN_LR = 3,            /* double; 0 (default) = 2e-4 / sqrt(d_sae / 16384);
                                        get returns the rate in effect */
     SUBSAE_TRAIN_BATCH = 4,         /* int tokens per step, default 4096 */
@@ -712,12 +715,20 @@ enum subsae_train_option {
     SUBSAE_TRAIN_ADAM_BETA1 = 17,   /* double, 0.9 */
     SUBSAE_TRAIN_ADAM_BETA2 = 18,   /* double, 0.999 */
     SUBSAE_TRAIN_ADAM_EPS = 19,     /* double, 1e-8 */
-    SUBSAE_TRAIN_AUXK_COEF = 20,    /* double, 0 = off (default); 1/32 typical */
-    SUBSAE_TRAIN_AUXK_K = 21,       /* int, 0 (default) = d_in / 2 */
-    SUBSAE_TRAIN_L1_COEF = 22,      /* double, ReLU L1 penalty */
-    SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU L0 penalty */
-    SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, straight-through kernel width */
-    SUBSAE_TRAIN_INIT_THRESHOLD = 25,     /* double, initial JumpReLU threshold */
+    SUBSAE_TRAIN_AUXK_COEF = 20,    /* double, AuxK revival loss (Gao et al. 2024): the top
+                                       AUXK_K pre-activations of the dead features (no fire
+                                       within DEAD_WINDOW tokens) reconstruct the residual;
+                                       0 = off (default); 1/32 typical */
+    SUBSAE_TRAIN_AUXK_K = 21,       /* int, 0 (default) = d_out / 2 (d_in / 2 for an SAE) */
+    SUBSAE_TRAIN_L1_COEF = 22,      /* double, ReLU: lambda of the L1 penalty
+                                       lambda sum_f z_f |W_dec row f|, default 2.0 */
+    SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU: lambda of the L0 penalty, default 1.0 */
+    SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, width of the rectangle kernel of the
+                                       straight-through estimator, default 0.001 */
+    SUBSAE_TRAIN_INIT_THRESHOLD = 25,     /* double, initial JumpReLU threshold (ReLU: minus
+                                       the initial encoder bias); 0 (default) = the
+                                       batch-top-k cut of the init sample, so that the
+                                       initial L0 is about K */
     SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26 /* int SUBSAE_COEF_*, default UNIFORM */
 };
 
