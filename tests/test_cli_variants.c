@@ -4,6 +4,7 @@
  * fields, agreement between the two, a bit-identical resume of JumpReLU
  * and BatchTopK runs with AuxK, and one-line errors. */
 #include "harness.h"
+#include "io.h"
 #include "rng.h"
 #include "synth.h"
 
@@ -154,6 +155,45 @@ START_TEST(activations_from_the_command_line)
         int64_t v;
         ck_assert_ok(subsae_sae_get_int(s, SUBSAE_SAE_ACTIVATION, &v));
         ck_assert_int_eq(v, codes[a]);
+        /* `subsae encode` keeps every active feature: k slots for TopK,
+         * the most active features of a row otherwise. */
+        char codes_path[600];
+        harness_tmp_path("codes.safetensors", codes_path, sizeof codes_path);
+        snprintf(args, sizeof args, "encode '%s' '%s' --out '%s' --json", dir, xh, codes_path);
+        ck_assert_int_eq(harness_cli(args, "enc.json"), 0);
+        json_t *enc = harness_read_json("enc.json");
+        const int64_t slots = (int64_t)number(enc, "k");
+        json_decref(enc);
+        const int64_t rows = 500, m = 40;
+        float *xr = malloc((size_t)(rows * 10) * 4), *z = malloc((size_t)(rows * m) * 4);
+        subsae_buffer *held;
+        ck_assert_ok(subsae_buffer_open(xh, NULL, &held));
+        ck_assert_ok(subsae_buffer_read(held, 0, rows, xr, 10));
+        subsae_buffer_free(held);
+        ck_assert_ok(subsae_sae_encode(s, xr, rows, 10, z, m));
+        subsae__safetensors *st;
+        ck_assert_ok(subsae__safetensors_open(codes_path, &st));
+        const int32_t *idx = subsae__safetensors_find(st, "indices")->data;
+        const float *val = subsae__safetensors_find(st, "values")->data;
+        int64_t most = 0;
+        for (int64_t i = 0; i < rows; i++) {
+            int64_t active = 0;
+            for (int64_t f = 0; f < m; f++)
+                active += z[i * m + f] != 0.0f;
+            most = active > most ? active : most;
+            for (int64_t q = 0; q < slots; q++) {
+                if (q < active) {
+                    ck_assert_int_ge(idx[i * slots + q], 0);
+                    ck_assert(val[i * slots + q] == z[i * m + idx[i * slots + q]]);
+                } else {
+                    ck_assert_int_eq(idx[i * slots + q], -1);
+                }
+            }
+        }
+        ck_assert_int_eq(slots, a == 0 ? 4 : most);
+        subsae__safetensors_close(st);
+        free(xr);
+        free(z);
         subsae_sae_free(s);
     }
 }
