@@ -161,7 +161,9 @@ int subsae__trainer_threads(const subsae_trainer *t);
 /* Gradient of the loss on n raw rows at the current weights, scattered
  * into dense arrays of the parameters' sizes (any may be NULL), after the
  * unit-norm projection when the decoder norm is unit; `loss` (may be NULL)
- * gets the loss. Changes nothing in the model. For tests. */
+ * gets the loss, `indices` (may be NULL; TopK only) the n x k selection.
+ * Changes nothing in the model. For tests (subsae__trainer_pairs gives the
+ * pairs of every activation). */
 int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
                               const float *target, int64_t target_stride, int64_t n,
                               float *g_W_enc, float *g_b_enc, float *g_W_dec, float *g_b_dec,
