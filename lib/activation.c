@@ -226,30 +226,18 @@ static void block_gemm(const subsae_sae *s, const float *xin, int64_t rows, floa
 }
 
 /* Candidates of n rows: per row the C largest pre-activations in
- * descending order (cidx/cval, n x C), and the AuxK slots when on. */
-static void candidates(const subsae_trainer *t, const subsae_sae *s, const float *xin, int64_t n,
-                       int64_t C, int32_t *cidx, float *cval, float *pre, int64_t block,
-                       int threads, double *seconds)
+ * descending order (cidx/cval, n x C). */
+static void candidates(const subsae_sae *s, const float *xin, int64_t n, int64_t C,
+                       int32_t *cidx, float *cval, float *pre, int64_t block, int threads)
 {
-    const struct subsae__workspace *ws = t ? &t->ws : NULL;
     const int64_t m = s->d_sae, d_in = s->d_in;
-    const int64_t ka = ws ? ws->aux_k : 0;
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = n - r0 < block ? n - r0 : block;
-        block_gemm(s, xin + r0 * d_in, rows, pre, seconds);
-        double t1 = omp_get_wtime();
+        block_gemm(s, xin + r0 * d_in, rows, pre, NULL);
 #pragma omp parallel for schedule(static) num_threads(subsae__team(threads, (double)rows * (double)m))
-        for (int64_t i = 0; i < rows; i++) {
-            const int64_t row = r0 + i;
-            float *pr = pre + i * m;
-            if (ka > 0)
-                aux_select_row(pr, s->b_enc, ws->dead_list, ws->n_dead, ka,
-                               ws->aux_tmp + (size_t)omp_get_thread_num() * (size_t)m,
-                               ws->aux_idx + row * ka, ws->aux_val + row * ka);
-            subsae__topk_row(pr, s->b_enc, NULL, m, C, cidx + row * C, cval + row * C);
-        }
-        if (seconds)
-            seconds[1] += omp_get_wtime() - t1;
+        for (int64_t i = 0; i < rows; i++)
+            subsae__topk_row(pre + i * m, s->b_enc, NULL, m, C, cidx + (r0 + i) * C,
+                             cval + (r0 + i) * C);
     }
 }
 
@@ -269,7 +257,7 @@ int subsae__batch_topk_cut(const subsae_sae *sae, const float *xin, int64_t n, i
     if (!pre || !hist || !cidx || !cval) {
         rc = subsae__fail_nomem("batch top-k scratch", (size_t)(block * m + n * C) * 4);
     } else {
-        candidates(NULL, sae, xin, n, C, cidx, cval, pre, block, threads, NULL);
+        candidates(sae, xin, n, C, cidx, cval, pre, block, threads);
         int64_t npos;
         *cut = radix_kth(cval, n * C, k * n, hist, &npos);
     }
