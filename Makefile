@@ -1,6 +1,7 @@
 # libsubsae — GNU make build. Everything is built out of tree into $(BUILD).
 #
 #   make            shared + static library, build/subsae.pc, build/bin/subsae
+#                   (and build/bin/subsae-mpi when mpicc is found)
 #   make check      installs missing Debian packages, builds, runs all tests
 #   make demo       installs, builds, runs the main job on built-in data
 #   make examples   the C and C++ examples into build/examples/
@@ -51,7 +52,8 @@ VERSION := $(MAJOR).$(MINOR).$(PATCH)
 LIB_PKGS  := openblas lapacke jansson
 TEST_PKGS := check
 DEBIAN_PACKAGES := pkg-config libopenblas-openmp-dev liblapacke-dev \
-                   libjansson-dev check python3-numpy abigail-tools gnuplot-nox
+                   libjansson-dev check python3-numpy abigail-tools gnuplot-nox \
+                   openmpi-bin libopenmpi-dev
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(LIB_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null)
@@ -89,6 +91,32 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
         sanitize deps ensure-deps tests check-abi abi-baseline
 
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
+
+# ---- subsae-mpi (optional): built when an MPI compiler wrapper is found --
+# The train and rank subcommands of the CLI (the same objects) with an MPI
+# main (tools/mpi/main.c) and the MPI adapter of the collective hook
+# (examples/mpi/subsae_mpi.c); only these two files see mpi.h. The library
+# itself never links MPI.
+MPICC    ?= mpicc
+HAVE_MPI := $(shell command -v $(MPICC) >/dev/null 2>&1 && echo yes)
+MPI_CLI  := $(BUILD)/bin/subsae-mpi
+MPI_TOOL_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,tools/cli.c tools/sae_cli.c tools/progress.c \
+                   tools/dist.c tools/cmd_train.c tools/cmd_rank.c)
+MPI_OBJS := $(MPI_TOOL_OBJS) $(BUILD)/obj/mpi/main.o $(BUILD)/obj/mpi/subsae_mpi.o
+ifeq ($(HAVE_MPI),yes)
+all: $(MPI_CLI)
+endif
+
+$(BUILD)/obj/mpi/main.o: tools/mpi/main.c examples/mpi/subsae_mpi.h include/subsae.h \
+                         $(wildcard tools/*.h) | $(BUILD)/obj/mpi
+	$(call say,MPICC,$<)$(MPICC) $(APP_CFLAGS) -Iexamples/mpi -MMD -MP -c $< -o $@
+$(BUILD)/obj/mpi/subsae_mpi.o: examples/mpi/subsae_mpi.c examples/mpi/subsae_mpi.h \
+                               include/subsae.h | $(BUILD)/obj/mpi
+	$(call say,MPICC,$<)$(MPICC) $(APP_CFLAGS) -MMD -MP -c $< -o $@
+
+$(MPI_CLI): $(MPI_OBJS) $(SHLIB) | $(BUILD)/bin
+	$(call say,LINK,$@)$(MPICC) $(LDFLAGS) -o $@ $(MPI_OBJS) -L$(BUILD) -lsubsae $(PKG_LIBS) -lm \
+	    -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib'
 
 # ---- library --------------------------------------------------------
 $(BUILD)/obj/lib/%.o: lib/%.c include/subsae.h $(wildcard lib/*.h) | $(BUILD)/obj/lib
@@ -243,17 +271,20 @@ install: all
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/libsubsae.a
 	$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc
 	install -m 755 $(CLI) $(DESTDIR)$(BINDIR)/subsae
+	$(if $(wildcard $(MPI_CLI)),install -m 755 $(MPI_CLI) $(DESTDIR)$(BINDIR)/subsae-mpi)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/subsae.h \
 	      $(DESTDIR)$(LIBDIR)/libsubsae.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	      $(DESTDIR)$(LIBDIR)/libsubsae.so $(DESTDIR)$(LIBDIR)/libsubsae.a \
-	      $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc $(DESTDIR)$(BINDIR)/subsae
+	      $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc $(DESTDIR)$(BINDIR)/subsae \
+	      $(DESTDIR)$(BINDIR)/subsae-mpi
 
 clean:
 	rm -rf $(BUILD)
 
-$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/examples $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests:
+$(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/examples $(BUILD)/obj/lib $(BUILD)/obj/tools $(BUILD)/obj/tests $(BUILD)/obj/mpi:
 	$(Q)mkdir -p $@
 
--include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/obj/mpi/main.d \
+         $(BUILD)/obj/mpi/subsae_mpi.d

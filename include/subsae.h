@@ -115,7 +115,10 @@ enum subsae_reason {
     SUBSAE_REASON_WRONG_STATE = 22,
     SUBSAE_REASON_INDEX_OUT_OF_RANGE = 23,
     SUBSAE_REASON_CANCELLED = 24,
-    SUBSAE_REASON_BAD_SHAPE = 25       /* wrong number of dimensions, zero dim */
+    SUBSAE_REASON_BAD_SHAPE = 25,      /* wrong number of dimensions, zero dim */
+    SUBSAE_REASON_COLLECTIVE = 26,     /* the caller's all-reduce reported a failure */
+    SUBSAE_REASON_PEER_FAILED = 27,    /* another worker failed (its status is returned) */
+    SUBSAE_REASON_WORKERS_DIVERGED = 28 /* workers disagree (weights, dims, options) */
 };
 
 /** Static English name of a reason code. Never NULL; thread-safe. */
@@ -193,6 +196,35 @@ SUBSAE_API const char *subsae_dtype_name(int dtype);
 /** Whether the library copies caller memory or borrows it (the caller then
  *  keeps it alive and unchanged for the lifetime of the handle). */
 enum subsae_ownership { SUBSAE_COPY = 0, SUBSAE_BORROW = 1 };
+
+/* ===================================================================== */
+/* Collectives: data-parallel workers                                     */
+/* ===================================================================== */
+
+/** An all-reduce supplied by the caller (MPI_Allreduce, NCCL, Gloo, ...;
+ *  see examples/mpi/): replace `count` values of `dtype` at `data` (F32 or
+ *  F64; nothing else is ever asked) by their element-wise SUM over all
+ *  workers, in place, on every worker. Return 0 on success, non-zero on
+ *  failure. It is called on the thread that called the library, with the
+ *  same sequence of (count, dtype) on every worker; `count` may exceed
+ *  2^31 (split it if the transport cannot). For reproducible results the
+ *  sum must be deterministic for a given (count, worker count), as
+ *  MPI_Allreduce is for a fixed communicator.
+ *
+ *  With a collective attached (subsae_trainer_set_collective,
+ *  subsae_subspace_set_collective) a handle becomes one of `size` workers
+ *  (`rank` in [0, size)): every worker holds its own rows, and each call
+ *  that takes data (subspace fit; trainer init, step, fit) is collective:
+ *  every worker makes it, in the same order, with the same options. The
+ *  workers' rows form one global data set in rank order (rank 0's rows
+ *  first). Failures are agreed: when a worker fails (bad row, I/O error,
+ *  cancel) every worker's call fails; the failing worker keeps its own
+ *  status and message, the others return the same status with reason
+ *  SUBSAE_REASON_PEER_FAILED and a message naming the worker. A failure
+ *  of the all-reduce itself gives SUBSAE_E_IO with reason
+ *  SUBSAE_REASON_COLLECTIVE (the transport then usually cannot recover).
+ *  The core library never links MPI or any other transport. */
+typedef int (*subsae_allreduce_fn)(void *data, int64_t count, int dtype, void *user);
 
 /* ===================================================================== */
 /* Activation buffers                                                     */
@@ -448,6 +480,19 @@ SUBSAE_API int subsae_subspace_get_double(const subsae_subspace *s, int option, 
 /** Progress callback for fits (NULL removes it). */
 SUBSAE_API int subsae_subspace_set_callback(subsae_subspace *s, subsae_callback callback,
                                             void *user);
+
+/** Make the estimator worker `rank` of `size` (see subsae_allreduce_fn):
+ *  subsae_subspace_fit then fits the union of the workers' buffers, in
+ *  rank order, and every worker gets the same results (ROWS counts all
+ *  rows). Exact: the mean, the Gram matrix (upper triangle) and the sums
+ *  of squares (the trace) are all-reduced once; randomized: the d x (k+p)
+ *  product and the column sums of every pass. The pilot shift is the first
+ *  batch of the lowest rank holding rows. A worker may hold no rows (an
+ *  empty buffer of the right width); the union needs 2. fn NULL detaches
+ *  (size must then be 1, rank 0). Errors: SUBSAE_E_INVALID (size < 1, rank
+ *  outside [0, size), fn NULL with size > 1). */
+SUBSAE_API int subsae_subspace_set_collective(subsae_subspace *s, subsae_allreduce_fn fn,
+                                              int64_t rank, int64_t size, void *user);
 
 /** Fit on all rows of `buf` (replaces any earlier fit). A call rejected
  *  with SUBSAE_E_INVALID or SUBSAE_E_UNSUPPORTED changes nothing; any
@@ -748,6 +793,46 @@ SUBSAE_API int subsae_trainer_get_double(const subsae_trainer *t, int option, do
 /** Progress callback for init and fit (NULL removes it). */
 SUBSAE_API int subsae_trainer_set_callback(subsae_trainer *t, subsae_callback callback,
                                            void *user);
+
+/** Make the trainer worker `rank` of `size` for data-parallel training
+ *  (see subsae_allreduce_fn); allowed at any time between calls (e.g.
+ *  after subsae_trainer_load_checkpoint), fn NULL detaches. Each worker
+ *  passes its own rows (buffers of init and fit; rows of step); together,
+ *  in rank order, they are the data set a single process would train on,
+ *  and the run is that single-process run up to rounding:
+ *   - init draws the single process's sample (global row numbers from the
+ *     seed), each worker reads the sampled rows it holds, one all-reduce
+ *     (4 INIT_SAMPLE d bytes, once) gives every worker the whole sample,
+ *     and every worker then computes the single process's init from it:
+ *     the same model bits as in one process (with the same thread count);
+ *   - fit: BATCH is the global batch. Every worker draws the same seeded
+ *     permutation of all global rows (one int64 per global row) and takes
+ *     the rows of each global batch it holds, so the batches are those of
+ *     the single process; the loss is the mean over the global batch;
+ *   - step: each worker passes its part of one global batch (n may be 0);
+ *   - per step: the firing count of every feature with the loss, metric
+ *     sums and b_dec gradient (F64, size + 3 + 2 d_out + d_sae values),
+ *     then only the W_enc, W_dec and b_enc gradient rows of U, the
+ *     features that fired on some worker (F32, |U| (d_in + d_out + 1)
+ *     values in three calls, |U| <= min(d_sae, batch k)): the others have
+ *     zero gradient. Every worker then applies the same Adam update,
+ *     dead-feature clock and metrics. ReLU, JumpReLU and AuxK touch
+ *     features that did not fire: the first exchange then also carries a
+ *     touched flag per feature and the penalty and AuxK loss parts (d_sae
+ *     + 2 more values), U is the touched union, and JumpReLU's
+ *     log-threshold gradient rows travel too (|U| more F32 values);
+ *     BatchTopK (a selection over the global batch) is refused with
+ *     workers: SUBSAE_E_UNSUPPORTED from init, fit and step;
+ *   - at the end of init and of every fit the workers compare a hash of
+ *     their weights and fail with SUBSAE_REASON_WORKERS_DIVERGED when they
+ *     differ (workers must run the same build on the same kind of CPU with
+ *     the same thread count).
+ *  A cancel by one worker's callback stops every worker after the same
+ *  step. The library writes no files itself: let one worker save.
+ *  Errors: SUBSAE_E_INVALID (t NULL, size < 1, rank outside [0, size), fn
+ *  NULL with size > 1). */
+SUBSAE_API int subsae_trainer_set_collective(subsae_trainer *t, subsae_allreduce_fn fn,
+                                             int64_t rank, int64_t size, void *user);
 
 /** Initialise the model from data: scale factor(s) s = sqrt(d) / mean |x|,
  *  b_dec = mean (of the target), decoder rows in the active subspace (ASI)

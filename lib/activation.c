@@ -214,6 +214,30 @@ int subsae__trainer_grow_pairs(subsae_trainer *t, int64_t need)
     return SUBSAE_OK;
 }
 
+int subsae__trainer_room_all_features(subsae_trainer *t)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const subsae_sae *s = t->sae;
+    if (ws->max_touched >= s->d_sae)
+        return SUBSAE_OK;
+    const size_t m = (size_t)s->d_sae;
+    subsae__free(ws->g_W_enc);
+    subsae__free(ws->g_W_dec);
+    subsae__free(ws->g_b_enc);
+    subsae__free(ws->g_thr);
+    ws->g_W_enc = subsae__malloc(m * (size_t)s->d_in * sizeof(float));
+    ws->g_W_dec = subsae__malloc(m * (size_t)s->d_out * sizeof(float));
+    ws->g_b_enc = subsae__malloc(m * sizeof(float));
+    ws->g_thr = subsae__malloc(m * sizeof(float));
+    if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
+        ws->max_touched = 0;
+        ws->batch = 0; /* rebuilt by the next step */
+        return subsae__fail_nomem("gradient rows", m * (size_t)(s->d_in + s->d_out) * 4);
+    }
+    ws->max_touched = s->d_sae;
+    return SUBSAE_OK;
+}
+
 /* One block of rows: the GEMM into ws->pre (timed into seconds[0]). */
 static void block_gemm(const subsae_sae *s, const float *xin, int64_t rows, float *pre,
                        double *seconds)

@@ -26,15 +26,10 @@ static void permute(subsae_batches *it)
     it->permuted_epoch = it->epoch;
 }
 
-int subsae_batches_create(const subsae_buffer *buf, int64_t batch_size, uint64_t seed, int flags,
-                          subsae_batches **out)
+int subsae__batches_create_rows(const subsae_buffer *buf, int64_t rows, int64_t batch_size,
+                                uint64_t seed, int flags, subsae_batches **out)
 {
     static const char *fn = "subsae_batches_create";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!out)
-        return subsae__fail_null(fn, "out");
-    int64_t rows = subsae_buffer_rows(buf);
     if (batch_size < 1 || (flags & ~(SUBSAE_BATCH_SHUFFLE | SUBSAE_BATCH_DROP_LAST)) ||
         rows < 1 || ((flags & SUBSAE_BATCH_DROP_LAST) && batch_size > rows))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
@@ -54,6 +49,18 @@ int subsae_batches_create(const subsae_buffer *buf, int64_t batch_size, uint64_t
     }
     *out = it;
     return SUBSAE_OK;
+}
+
+int subsae_batches_create(const subsae_buffer *buf, int64_t batch_size, uint64_t seed, int flags,
+                          subsae_batches **out)
+{
+    static const char *fn = "subsae_batches_create";
+    if (!buf)
+        return subsae__fail_null(fn, "buf");
+    if (!out)
+        return subsae__fail_null(fn, "out");
+    return subsae__batches_create_rows(buf, subsae_buffer_rows(buf), batch_size, seed, flags,
+                                       out);
 }
 
 void subsae_batches_free(subsae_batches *it)
@@ -119,6 +126,9 @@ int subsae_batches_next(subsae_batches *it, float *out, int64_t out_stride, int6
         return subsae__fail_null(fn, "it");
     if (!out)
         return subsae__fail_null(fn, "out");
+    if (!it->buf)
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: the iterator has row numbers but no buffer", fn);
     int64_t saved_epoch = it->epoch, saved_position = it->position;
     int64_t count = begin_batch(it);
     /* Gather through a small block of indices: no allocation per batch. */

@@ -73,4 +73,10 @@ int subsae__safetensors_source(const char *path, const void *map, size_t size,
 int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
                               const char *path);
 
+/* A batch iterator over `rows` row numbers (batches.c). `buf` may be NULL:
+ * then next_indices, tell and seek work and next fails. The workers of a
+ * data-parallel fit draw the permutation of the global rows with it. */
+int subsae__batches_create_rows(const subsae_buffer *buf, int64_t rows, int64_t batch_size,
+                                uint64_t seed, int flags, subsae_batches **out);
+
 #endif

@@ -57,6 +57,9 @@ const char *subsae_reason_string(int reason)
         [SUBSAE_REASON_INDEX_OUT_OF_RANGE] = "index out of range",
         [SUBSAE_REASON_CANCELLED] = "cancelled by callback",
         [SUBSAE_REASON_BAD_SHAPE] = "bad shape",
+        [SUBSAE_REASON_COLLECTIVE] = "collective all-reduce failed",
+        [SUBSAE_REASON_PEER_FAILED] = "another worker failed",
+        [SUBSAE_REASON_WORKERS_DIVERGED] = "workers diverged",
     };
     if (reason < 0 || (size_t)reason >= sizeof names / sizeof names[0] || !names[reason])
         return "unknown reason";

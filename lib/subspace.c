@@ -39,6 +39,7 @@ int subsae_subspace_create(subsae_subspace **out)
     s->center = 1;
     s->batch_rows = DEFAULT_BATCH_ROWS;
     s->threshold = 0.99;
+    s->coll.size = 1;
     *out = s;
     return SUBSAE_OK;
 }
@@ -64,6 +65,7 @@ void subsae_subspace_free(subsae_subspace *s)
     if (!s)
         return;
     clear_fit(s);
+    subsae__collective_release(&s->coll);
     subsae__free(s);
 }
 
@@ -248,6 +250,15 @@ int subsae_subspace_set_callback(subsae_subspace *s, subsae_callback callback, v
     return SUBSAE_OK;
 }
 
+int subsae_subspace_set_collective(subsae_subspace *s, subsae_allreduce_fn fn, int64_t rank,
+                                   int64_t size, void *user)
+{
+    static const char *fn_name = "subsae_subspace_set_collective";
+    if (!s)
+        return subsae__fail_null(fn_name, "s");
+    return subsae__collective_set(&s->coll, fn_name, fn, rank, size, user);
+}
+
 /* ---- streaming ------------------------------------------------------ */
 
 void *subsae__subspace_alloc(size_t count, size_t size, const char *what)
@@ -264,13 +275,47 @@ void *subsae__subspace_alloc(size_t count, size_t size, const char *what)
     return p;
 }
 
-int subsae__stream_init(struct subsae__stream *st, const subsae_subspace *s,
+/* With workers: the pilot of every worker is the first batch mean of the
+ * lowest rank holding rows, which reads it and broadcasts it by a sum to
+ * which the others add zeros. */
+static int collective_pilot(struct subsae__stream *st, int rc, int64_t root)
+{
+    const int64_t d = st->d;
+    double *mean = st->sum; /* zero here; cleared again below */
+    if (rc == SUBSAE_OK && st->coll->rank == root && st->center) {
+        const int64_t m = st->batch_rows;
+        rc = subsae_buffer_read(st->buf, 0, m, st->batch, d);
+        if (rc == SUBSAE_OK) {
+            for (int64_t i = 0; i < m; i++) {
+                const float *row = st->batch + i * d;
+                for (int64_t j = 0; j < d; j++)
+                    mean[j] += row[j];
+            }
+            for (int64_t j = 0; j < d; j++)
+                mean[j] /= (double)m;
+        }
+    }
+    rc = subsae__collective_agree(st->coll, rc, "subsae_subspace_fit: pilot shift");
+    if (rc == SUBSAE_OK && st->center)
+        rc = subsae__allreduce(st->coll, mean, d, SUBSAE_DTYPE_F64,
+                               "subsae_subspace_fit: pilot shift");
+    if (rc == SUBSAE_OK && st->center) {
+        for (int64_t j = 0; j < d; j++)
+            st->shift[j] = (float)mean[j];
+        st->have_shift = true;
+    }
+    return rc;
+}
+
+int subsae__stream_init(struct subsae__stream *st, subsae_subspace *s,
                         const subsae_buffer *buf, const char *phase, int64_t passes)
 {
     memset(st, 0, sizeof *st);
     st->buf = buf;
     st->n = subsae_buffer_rows(buf);
     st->d = subsae_buffer_dim(buf);
+    st->n_total = subsae__collective_on(&s->coll) ? s->fit_rows : st->n;
+    st->coll = &s->coll;
     st->batch_rows = s->batch_rows < st->n ? s->batch_rows : st->n;
     st->center = s->center != 0;
     st->callback = s->callback;
@@ -285,33 +330,41 @@ int subsae__stream_init(struct subsae__stream *st, const subsae_subspace *s,
         st->block_rows = (st->batch_rows + MAX_BLOCKS - 1) / MAX_BLOCKS;
     st->max_blocks = (st->batch_rows + st->block_rows - 1) / st->block_rows;
     size_t cells;
+    int rc = SUBSAE_OK;
     if (!subsae__mul_size((size_t)st->batch_rows, (size_t)st->d, &cells))
-        return subsae__fail(SUBSAE_E_NOMEM, SUBSAE_REASON_OUT_OF_MEMORY,
-                            "subspace: a batch of %lld x %lld floats overflows",
-                            (long long)st->batch_rows, (long long)st->d);
-    if (!(st->batch = subsae__subspace_alloc(cells, sizeof(float), "subspace batch")) ||
-        !(st->shift = subsae__subspace_alloc((size_t)st->d, sizeof(float), "subspace shift")) ||
-        !(st->sum = subsae__subspace_alloc((size_t)st->d, sizeof(double), "subspace sums")) ||
-        !(st->sumsq = subsae__subspace_alloc((size_t)st->d, sizeof(double),
-                                             "subspace sums of squares")) ||
-        !(st->partial = subsae__subspace_alloc((size_t)st->max_blocks * 2 * (size_t)st->d,
-                                               sizeof(double), "subspace partial sums")) ||
-        !(st->status = subsae__subspace_alloc((size_t)st->max_blocks, sizeof(int),
-                                              "subspace block status"))) {
-        subsae__stream_release(st);
-        return SUBSAE_E_NOMEM;
+        rc = subsae__fail(SUBSAE_E_NOMEM, SUBSAE_REASON_OUT_OF_MEMORY,
+                          "subspace: a batch of %lld x %lld floats overflows",
+                          (long long)st->batch_rows, (long long)st->d);
+    else if (!(st->batch = subsae__subspace_alloc(cells, sizeof(float), "subspace batch")) ||
+             !(st->shift = subsae__subspace_alloc((size_t)st->d, sizeof(float),
+                                                  "subspace shift")) ||
+             !(st->sum = subsae__subspace_alloc(2 * (size_t)st->d, sizeof(double),
+                                                "subspace sums")) ||
+             !(st->partial = subsae__subspace_alloc((size_t)st->max_blocks * 2 * (size_t)st->d,
+                                                    sizeof(double), "subspace partial sums")) ||
+             !(st->status = subsae__subspace_alloc((size_t)st->max_blocks, sizeof(int),
+                                                   "subspace block status")))
+        rc = SUBSAE_E_NOMEM;
+    if (rc == SUBSAE_OK) {
+        st->sumsq = st->sum + st->d;
+        memset(st->shift, 0, (size_t)st->d * sizeof *st->shift);
+        subsae__stream_begin_pass(st);
     }
-    memset(st->shift, 0, (size_t)st->d * sizeof *st->shift);
-    subsae__stream_begin_pass(st);
-    return SUBSAE_OK;
+    if (subsae__collective_on(st->coll)) {
+        rc = collective_pilot(st, rc, s->fit_root);
+        if (rc == SUBSAE_OK)
+            subsae__stream_begin_pass(st);
+    }
+    if (rc != SUBSAE_OK)
+        subsae__stream_release(st);
+    return rc;
 }
 
 void subsae__stream_release(struct subsae__stream *st)
 {
     subsae__free(st->batch);
     subsae__free(st->shift);
-    subsae__free(st->sum);
-    subsae__free(st->sumsq);
+    subsae__free(st->sum); /* sumsq lives in the same block */
     subsae__free(st->partial);
     subsae__free(st->status);
     st->batch = NULL;
@@ -426,6 +479,17 @@ int subsae__stream_read(struct subsae__stream *st, int64_t first, int64_t m)
     return SUBSAE_OK;
 }
 
+int subsae__stream_reduce(struct subsae__stream *st, int rc)
+{
+    if (!subsae__collective_on(st->coll))
+        return rc;
+    rc = subsae__collective_agree(st->coll, rc, "subsae_subspace_fit");
+    if (rc == SUBSAE_OK)
+        rc = subsae__allreduce(st->coll, st->sum, 2 * st->d, SUBSAE_DTYPE_F64,
+                               "subsae_subspace_fit: column sums");
+    return rc;
+}
+
 int subsae__stream_progress(struct subsae__stream *st, int64_t m)
 {
     st->done += m;
@@ -492,6 +556,14 @@ static double seconds_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* A hash of the options every worker must share (they decide the sizes of
+ * the all-reduces). */
+static uint64_t options_hash(const subsae_subspace *s)
+{
+    int64_t v[] = {s->method, s->rank, s->oversample, s->power_iters, s->seed, s->center};
+    return subsae__hash_bytes(SUBSAE__HASH_START, v, sizeof v);
+}
+
 int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
 {
     static const char *fn = "subsae_subspace_fit";
@@ -500,6 +572,19 @@ int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
     if (!buf)
         return subsae__fail_null(fn, "buf");
     int64_t n = subsae_buffer_rows(buf), d = subsae_buffer_dim(buf);
+    int64_t root = 0;
+    if (subsae__collective_on(&s->coll)) {
+        /* Every worker learns the rows of all and checks the widths and
+         * options agree; the checks below then give the same answer on
+         * every worker. */
+        int64_t offset;
+        int rc = subsae__collective_rows(&s->coll, SUBSAE_OK, n, d, &offset, &n, &root, fn);
+        if (rc == SUBSAE_OK)
+            rc = subsae__collective_same(&s->coll, SUBSAE_OK, options_hash(s),
+                                         "subsae_subspace_fit: the options");
+        if (rc != SUBSAE_OK)
+            return rc;
+    }
     if (n < 2)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: the buffer has %lld rows; at least 2 are needed", fn,
@@ -512,6 +597,8 @@ int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                             "%s: dimension %lld exceeds the BLAS index range", fn, (long long)d);
     clear_fit(s);
+    s->fit_rows = n;
+    s->fit_root = root;
 
     int64_t k = s->rank == 0 ? d : s->rank;
     int method = s->method;

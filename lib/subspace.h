@@ -5,6 +5,7 @@
 #ifndef SUBSAE_SUBSPACE_H
 #define SUBSAE_SUBSPACE_H
 
+#include "collective.h"
 #include "internal.h"
 
 struct subsae_subspace {
@@ -19,6 +20,11 @@ struct subsae_subspace {
     double threshold;
     subsae_callback callback;
     void *user;
+    struct subsae__collective coll; /* workers (subsae_subspace_set_collective) */
+
+    /* set by subsae_subspace_fit for the methods: rows of all workers and
+     * the lowest rank holding rows (0 for a single process) */
+    int64_t fit_rows, fit_root;
 
     /* results, valid when fitted */
     bool fitted;
@@ -53,14 +59,17 @@ struct subsae__subspace_fit {
  * block order, so that the result does not depend on the thread count. */
 struct subsae__stream {
     const subsae_buffer *buf;
-    int64_t n, d;
+    int64_t n, d;            /* this worker's rows, width */
+    int64_t n_total;         /* rows of all workers (n for a single process) */
+    struct subsae__collective *coll;
     int64_t batch_rows;      /* capacity of `batch` in rows */
     float *batch;            /* batch_rows x d, stride d */
     float *shift;            /* d; the pilot (zeros when not centring) */
     bool center;
     bool have_shift;
     double *sum;             /* d: sum of shifted rows over the pass */
-    double *sumsq;           /* d: sum of squared shifted values */
+    double *sumsq;           /* d: sum of squared shifted values (sum + d: one
+                                block, all-reduced in one call) */
     int64_t block_rows;      /* rows per block of a batch */
     int64_t max_blocks;      /* blocks per batch at most */
     double *partial;         /* max_blocks x 2d: a block's sums, sums of squares */
@@ -73,7 +82,10 @@ struct subsae__stream {
     int threads;
 };
 
-int subsae__stream_init(struct subsae__stream *st, const subsae_subspace *s,
+/* With workers, init is collective: it agrees on its allocations and sets
+ * the pilot shift of every worker to the first batch mean of the lowest
+ * rank holding rows (s->fit_root). */
+int subsae__stream_init(struct subsae__stream *st, subsae_subspace *s,
                         const subsae_buffer *buf, const char *phase, int64_t passes);
 void subsae__stream_release(struct subsae__stream *st);
 /* Start a pass: zero the sums. */
@@ -85,6 +97,10 @@ int subsae__stream_read(struct subsae__stream *st, int64_t first, int64_t m);
 /* Count m more rows done and call the callback; SUBSAE_E_CANCELLED when it
  * asks to stop. */
 int subsae__stream_progress(struct subsae__stream *st, int64_t m);
+/* End of a pass: agree on rc (this worker's status) and sum the pass's
+ * column sums and sums of squares over the workers. Returns rc for a
+ * single process. */
+int subsae__stream_reduce(struct subsae__stream *st, int rc);
 
 /* ---- shared numerics (subspace.c) ---------------------------------- */
 
@@ -97,10 +113,13 @@ void *subsae__subspace_alloc(size_t count, size_t size, const char *what);
 
 /* ---- methods -------------------------------------------------------- */
 
-int subsae__subspace_exact(const subsae_subspace *s, const subsae_buffer *buf,
+/* With workers both are collective (every worker calls them, with
+ * s->fit_rows and s->fit_root set) and return the same results on every
+ * worker. */
+int subsae__subspace_exact(subsae_subspace *s, const subsae_buffer *buf,
                            struct subsae__subspace_fit *out);
-int subsae__subspace_randomized(const subsae_subspace *s, const subsae_buffer *buf,
-                                int64_t k, struct subsae__subspace_fit *out);
+int subsae__subspace_randomized(subsae_subspace *s, const subsae_buffer *buf, int64_t k,
+                                struct subsae__subspace_fit *out);
 
 /* Cost estimates used by SUBSAE_METHOD_AUTO: flops weighted by the rate
  * OpenBLAS reaches on each kind of work, in units of ssyrk flops. */

@@ -9,7 +9,13 @@
  * diagonal is replaced by sums of squares accumulated in double, which
  * makes the trace exact. Rows are shifted by the first batch's mean before
  * the update, so the centring correction n * delta delta^T is small and
- * cancels nothing. */
+ * cancels nothing.
+ *
+ * With workers (subsae_subspace_set_collective) each worker streams its
+ * own rows against the common pilot; after the pass the workers agree on
+ * success, sum the column sums and sums of squares (2d doubles) and the
+ * upper triangle of the Gram matrix (d (d + 1) / 2 doubles, packed in
+ * place), and every worker solves the same eigenproblem. */
 #include "subspace.h"
 
 #include <cblas.h>
@@ -17,14 +23,34 @@
 #include <math.h>
 #include <string.h>
 
-int subsae__subspace_exact(const subsae_subspace *s, const subsae_buffer *buf,
+/* Sum the upper triangle (row-major) of the d x d matrix g over the
+ * workers: packed in place to d (d + 1) / 2 values (row i moves left by
+ * i (i + 1) / 2 places, so ascending rows never overwrite unread ones),
+ * one all-reduce, unpacked in place in descending order. */
+static int reduce_upper(struct subsae__collective *coll, double *g, int64_t d)
+{
+    int64_t at = 0;
+    for (int64_t i = 0; i < d; i++) {
+        memmove(g + at, g + i * d + i, (size_t)(d - i) * sizeof *g);
+        at += d - i;
+    }
+    int rc = subsae__allreduce(coll, g, at, SUBSAE_DTYPE_F64,
+                               "subsae_subspace_fit: Gram matrix");
+    for (int64_t i = d - 1; i >= 0; i--) {
+        at -= d - i;
+        memmove(g + i * d + i, g + at, (size_t)(d - i) * sizeof *g);
+    }
+    return rc;
+}
+
+int subsae__subspace_exact(subsae_subspace *s, const subsae_buffer *buf,
                            struct subsae__subspace_fit *out)
 {
     struct subsae__stream st;
     int rc = subsae__stream_init(&st, s, buf, "gram", 1);
     if (rc != SUBSAE_OK)
         return rc;
-    const int64_t n = st.n, d = st.d;
+    const int64_t n = st.n_total, d = st.d; /* n: the rows of all workers */
     const size_t dd = (size_t)d * (size_t)d;
     double *gram = subsae__subspace_alloc(dd, sizeof(double), "subspace Gram matrix (double)");
     float *batch_gram = gram ? subsae__subspace_alloc(dd, sizeof(float),
@@ -36,18 +62,17 @@ int subsae__subspace_exact(const subsae_subspace *s, const subsae_buffer *buf,
     float *mean = eigenvalues ? subsae__subspace_alloc((size_t)d, sizeof(float), "subspace mean")
                               : NULL;
     float *basis = mean ? subsae__subspace_alloc(dd, sizeof(float), "subspace basis") : NULL;
-    if (!basis) {
-        rc = SUBSAE_E_NOMEM;
-        goto done;
+    if (!basis)
+        rc = SUBSAE_E_NOMEM; /* still agreed with the other workers below */
+    if (rc == SUBSAE_OK) {
+        memset(gram, 0, dd * sizeof *gram);
+        subsae__stream_begin_pass(&st);
     }
-    memset(gram, 0, dd * sizeof *gram);
-    subsae__stream_begin_pass(&st);
-
-    for (int64_t first = 0; first < n; first += st.batch_rows) {
-        int64_t m = n - first < st.batch_rows ? n - first : st.batch_rows;
+    for (int64_t first = 0; rc == SUBSAE_OK && first < st.n; first += st.batch_rows) {
+        int64_t m = st.n - first < st.batch_rows ? st.n - first : st.batch_rows;
         rc = subsae__stream_read(&st, first, m);
         if (rc != SUBSAE_OK)
-            goto done;
+            break;
         /* Upper triangle (row-major) of the batch's X^T X. */
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0f, st.batch,
                     (int)d, 0.0f, batch_gram, (int)d);
@@ -59,9 +84,12 @@ int subsae__subspace_exact(const subsae_subspace *s, const subsae_buffer *buf,
                 g[j] += b[j];
         }
         rc = subsae__stream_progress(&st, m);
-        if (rc != SUBSAE_OK)
-            goto done;
     }
+    rc = subsae__stream_reduce(&st, rc);
+    if (rc == SUBSAE_OK && subsae__collective_on(st.coll))
+        rc = reduce_upper(st.coll, gram, d);
+    if (rc != SUBSAE_OK)
+        goto done;
 
     /* Covariance (upper triangle) from the shifted sums:
      * C = (G - n delta delta^T) / (n - 1), delta = mean of shifted rows. */

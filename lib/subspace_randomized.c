@@ -14,7 +14,13 @@
  * the mean of the shifted rows, which the passes also accumulate (with the
  * sums of squares that give the exact trace). When l reaches d, Q spans
  * the whole space after the first pass, the Rayleigh-Ritz step is exact
- * and the power iterations are skipped. */
+ * and the power iterations are skipped.
+ *
+ * With workers (subsae_subspace_set_collective) every worker draws the
+ * same Omega, streams its own rows in each pass, and the workers agree on
+ * success and sum the pass's d x l product and column sums (d l + 2 d
+ * doubles per pass); the centring correction, the QR and the Rayleigh-Ritz
+ * step then run on the same numbers on every worker. */
 #include "rng.h"
 #include "subspace.h"
 
@@ -58,11 +64,10 @@ static int orthonormalise(double *w, int64_t d, int64_t l, double *tau, float *q
     return SUBSAE_OK;
 }
 
-/* One pass: w = Y^T Y q (d x l, double), with the pass's column sums in
- * st; then the centring correction w -= n delta (delta^T q), with proj
- * (l doubles) as scratch for delta^T q. */
-static int gram_pass(struct subsae__stream *st, const float *q_float, const double *q_double,
-                     int64_t l, float *z, float *w_batch, double *w, double *proj)
+/* One pass over this worker's rows: w = Y^T Y q (d x l, double), with the
+ * pass's column sums in st. */
+static int gram_pass(struct subsae__stream *st, const float *q_float, int64_t l, float *z,
+                     float *w_batch, double *w)
 {
     const int64_t n = st->n, d = st->d;
     const size_t dl = (size_t)d * (size_t)l;
@@ -85,28 +90,37 @@ static int gram_pass(struct subsae__stream *st, const float *q_float, const doub
         if (rc != SUBSAE_OK)
             return rc;
     }
-    if (st->center) {
-        const double dn = (double)n;
-        for (int64_t j = 0; j < l; j++)
-            proj[j] = 0.0;
-        for (int64_t i = 0; i < d; i++) {
-            double delta = st->sum[i] / dn;
-            for (int64_t j = 0; j < l; j++)
-                proj[j] += delta * q_double[i * l + j];
-        }
-        for (int64_t i = 0; i < d; i++) {
-            double delta = st->sum[i] / dn;
-            for (int64_t j = 0; j < l; j++)
-                w[i * l + j] -= dn * delta * proj[j];
-        }
-    }
     return SUBSAE_OK;
 }
 
-int subsae__subspace_randomized(const subsae_subspace *s, const subsae_buffer *buf, int64_t k,
+/* The centring correction of a pass over all rows: w -= n delta (delta^T
+ * q), delta the mean of the shifted rows, with proj (l doubles) as scratch
+ * for delta^T q. */
+static void center_product(const struct subsae__stream *st, const double *q_double, int64_t l,
+                           double *w, double *proj)
+{
+    if (!st->center)
+        return;
+    const int64_t d = st->d;
+    const double dn = (double)st->n_total;
+    for (int64_t j = 0; j < l; j++)
+        proj[j] = 0.0;
+    for (int64_t i = 0; i < d; i++) {
+        double delta = st->sum[i] / dn;
+        for (int64_t j = 0; j < l; j++)
+            proj[j] += delta * q_double[i * l + j];
+    }
+    for (int64_t i = 0; i < d; i++) {
+        double delta = st->sum[i] / dn;
+        for (int64_t j = 0; j < l; j++)
+            w[i * l + j] -= dn * delta * proj[j];
+    }
+}
+
+int subsae__subspace_randomized(subsae_subspace *s, const subsae_buffer *buf, int64_t k,
                                 struct subsae__subspace_fit *out)
 {
-    const int64_t n = subsae_buffer_rows(buf), d = subsae_buffer_dim(buf);
+    const int64_t d = subsae_buffer_dim(buf);
     const int64_t l = s->oversample >= d - k ? d : k + s->oversample;
     const bool whole = l == d;
     const int64_t q = whole ? 0 : s->power_iters;
@@ -133,24 +147,30 @@ int subsae__subspace_randomized(const subsae_subspace *s, const subsae_buffer *b
                                              "subspace variances")) ||
         !(mean = subsae__subspace_alloc((size_t)d, sizeof(float), "subspace mean")) ||
         !(basis = subsae__subspace_alloc((size_t)found * (size_t)d, sizeof(float),
-                                         "subspace basis"))) {
-        rc = SUBSAE_E_NOMEM;
-        goto done;
-    }
+                                         "subspace basis")))
+        rc = SUBSAE_E_NOMEM; /* still agreed with the other workers in the first pass */
 
     /* Gaussian start from the seeded RNG: the same seed gives the same
-     * start on every machine. */
-    subsae__rng rng;
-    subsae__rng_seed(&rng, (uint64_t)s->seed, OMEGA_STREAM);
-    for (size_t i = 0; i < dl; i++) {
-        q_float[i] = (float)subsae__rng_normal(&rng);
-        q_double[i] = (double)q_float[i];
+     * start on every machine (and every worker). */
+    if (rc == SUBSAE_OK) {
+        subsae__rng rng;
+        subsae__rng_seed(&rng, (uint64_t)s->seed, OMEGA_STREAM);
+        for (size_t i = 0; i < dl; i++) {
+            q_float[i] = (float)subsae__rng_normal(&rng);
+            q_double[i] = (double)q_float[i];
+        }
     }
 
     for (int64_t pass = 0; pass < q + 2; pass++) {
-        rc = gram_pass(&st, q_float, q_double, l, z, w_batch, w, theta);
+        if (rc == SUBSAE_OK)
+            rc = gram_pass(&st, q_float, l, z, w_batch, w);
+        rc = subsae__stream_reduce(&st, rc);
+        if (rc == SUBSAE_OK)
+            rc = subsae__allreduce(st.coll, w, (int64_t)dl, SUBSAE_DTYPE_F64,
+                                   "subsae_subspace_fit: power-iteration product");
         if (rc != SUBSAE_OK)
             goto done;
+        center_product(&st, q_double, l, w, theta);
         if (pass < q + 1) {
             rc = orthonormalise(w, d, l, tau, q_float, q_double);
             if (rc != SUBSAE_OK)
@@ -158,8 +178,9 @@ int subsae__subspace_randomized(const subsae_subspace *s, const subsae_buffer *b
         }
     }
 
-    /* Rayleigh-Ritz: T = Q^T C Q with C Q = w / (n - 1). */
-    const double dn = (double)n, inv = 1.0 / (double)(n - 1);
+    /* Rayleigh-Ritz: T = Q^T C Q with C Q = w / (n - 1), n the rows of all
+     * workers. */
+    const double dn = (double)st.n_total, inv = 1.0 / (double)(st.n_total - 1);
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l, (int)l, (int)d, inv, q_double,
                 (int)l, w, (int)l, 0.0, t, (int)l);
     for (int64_t i = 0; i < l; i++)

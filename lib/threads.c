@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <unistd.h>
 
 static _Atomic int configured_threads;
@@ -35,5 +36,14 @@ int subsae_get_num_threads(void)
 
 int subsae__threads(void)
 {
-    return subsae_get_num_threads();
+    int n = subsae_get_num_threads();
+    /* OpenBLAS's OpenMP build takes its thread count from the calling
+     * thread's OpenMP setting, which openblas_set_num_threads changes only
+     * for the thread that called it: a library call from another thread
+     * would run OpenBLAS on the OpenMP default instead (and give other
+     * bits). Every call that uses OpenBLAS asks for the count here first,
+     * so align the calling thread. */
+    if (configured_threads > 0 && omp_get_max_threads() != n)
+        omp_set_num_threads(n);
+    return n;
 }

@@ -68,6 +68,7 @@ int subsae_trainer_create(subsae_trainer **out)
     t->init_threshold = 0.0; /* automatic: the initial L0 is k */
     t->fit_end_step = -1;
     t->last_loss = NAN;
+    t->coll.size = 1;
     *out = t;
     return SUBSAE_OK;
 }
@@ -110,6 +111,8 @@ void subsae_trainer_free(subsae_trainer *t)
     window_free(&t->prev);
     subsae_batches_free(t->batches);
     workspace_free(&t->ws);
+    subsae__collective_release(&t->coll);
+    subsae__free(t->coll_buf);
     subsae__free(t);
 }
 
@@ -566,7 +569,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae, k = s->k;
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
     const bool apply = s->apply_b_dec_to_input;
-    const size_t part_stride = (size_t)(3 * d_out + 4);
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
 
     const double t_start = omp_get_wtime();
 
@@ -625,11 +628,13 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     clock = omp_get_wtime();
 
     /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
-     *    sums of the gradient and of the target per row partition. AuxK:
-     *    e_hat = the dead pairs' decode (no bias) against the residual
-     *    e = t - x_hat (held fixed), g_aux = 2 c s (e_hat - e) / n. */
-    const float gscale = 2.0f / (float)n;
-    const float ascale = aux ? (float)(2.0 * t->auxk_coef * ws->aux_scale / (double)n) : 0.0f;
+     *    sums of the gradient and of the target per row partition. With
+     *    workers n is the global batch (loss_rows), of which these rows are
+     *    a part. AuxK: e_hat = the dead pairs' decode (no bias) against the
+     *    residual e = t - x_hat (held fixed), g_aux = 2 c s (e_hat - e) / n. */
+    const double n_loss = (double)(t->loss_rows > 0 ? t->loss_rows : n);
+    const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
+    const float ascale = aux ? (float)(2.0 * t->auxk_coef * ws->aux_scale / n_loss) : 0.0f;
 #pragma omp parallel num_threads(subsae__team(T, (double)n * (double)(k + ka + 2) * (double)d_out))
     {
         for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
@@ -767,7 +772,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         ws->split[T] = n_touched;
     }
     const bool relu_l1 = act == SUBSAE_ACT_RELU && t->l1_coef > 0.0;
-    const double lam_n = (jump ? t->l0_coef : relu_l1 ? t->l1_coef : 0.0) / (double)n;
+    const double lam_n = (jump ? t->l0_coef : relu_l1 ? t->l1_coef : 0.0) / n_loss;
 #pragma omp parallel \
     num_threads(subsae__team(T, (double)(n_pairs + n_aux_pairs) * (double)(2 * d_out + d_in)))
     {
@@ -870,7 +875,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
             aux_sse += ws->aux_sse[i];
     ws->step_mse = sse / (double)n;
     ws->step_penalty = penalty;
-    ws->step_aux = aux ? t->auxk_coef * ws->aux_scale * aux_sse / (double)n : 0.0;
+    ws->step_aux = aux ? t->auxk_coef * ws->aux_scale * aux_sse / n_loss : 0.0;
     *loss = ws->step_mse + ws->step_penalty + ws->step_aux;
     *sq = total_sq;
     phase[SUBSAE__PHASE_BACKWARD] += omp_get_wtime() - clock;
@@ -984,7 +989,7 @@ static void account(subsae_trainer *t, int64_t n, double loss)
     struct subsae__workspace *ws = &t->ws;
     const int T = (int)ws->threads;
     const int64_t d_out = s->d_out, m = s->d_sae;
-    const size_t part_stride = (size_t)(3 * d_out + 4);
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     t->step++;
     t->tokens += n;
     t->last_loss = loss;
@@ -1036,15 +1041,16 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
     if (!t->initialised)
         return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
                             "%s: call subsae_trainer_init first", fn);
-    if (!input)
+    const bool workers = subsae__collective_on(&t->coll);
+    if (!input && !(workers && n == 0))
         return subsae__fail_null(fn, "input");
-    if (t->transcoder && !target)
+    if (t->transcoder && !target && !(workers && n == 0))
         return subsae__fail_null(fn, "target (the trainer was initialised as a transcoder)");
     if (!t->transcoder && target)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: a target was given but the trainer was initialised without one",
                             fn);
-    if (n < 1 || n > ((int64_t)1 << 24) || input_stride < t->sae->d_in ||
+    if (n < (workers ? 0 : 1) || n > ((int64_t)1 << 24) || input_stride < t->sae->d_in ||
         (target && target_stride < t->sae->d_out))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, input_stride %lld (d_in %lld), target_stride %lld "
@@ -1054,12 +1060,15 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
     return SUBSAE_OK;
 }
 
-/* One step on rows already validated; the workspace is sized. */
-static int step_rows(subsae_trainer *t, const float *input, int64_t input_stride,
-                     const float *target, int64_t target_stride, int64_t n)
+int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
+                              int64_t input_stride, const float *target, int64_t target_stride,
+                              int64_t n)
 {
-    double loss, sq;
-    int rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
+    double loss = 0.0, sq = 0.0;
+    if (rc == SUBSAE_OK && n > 0)
+        rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
+    if (subsae__collective_on(&t->coll))
+        rc = subsae__trainer_exchange(t, rc, &n, &loss, &sq);
     if (rc)
         return rc;
     apply_update(t, sq);
@@ -1072,12 +1081,16 @@ int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_str
 {
     int rc = check_step_args("subsae_trainer_step", t, input, input_stride, target,
                              target_stride, n);
+    if (t && t->initialised && subsae__collective_on(&t->coll))
+        return subsae__trainer_step_collective(t, rc, input, input_stride, target,
+                                               target_stride, n);
     if (rc)
         return rc;
     rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
     if (rc)
         return rc;
-    return step_rows(t, input, input_stride, target, target_stride, n);
+    return subsae__trainer_step_rows(t, SUBSAE_OK, input, input_stride, target, target_stride,
+                                     n);
 }
 
 int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
@@ -1433,7 +1446,8 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
                             "%s: k %lld exceeds the number of features %lld", fn,
                             (long long)t->k, (long long)t->features);
     int64_t rows = subsae_buffer_rows(input);
-    if (rows < 2)
+    /* With workers one may hold fewer rows: the union is checked later. */
+    if (rows < 2 && !subsae__collective_on(&t->coll))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: the input has %lld rows; at least 2 are needed", fn,
                             (long long)rows);
@@ -1444,37 +1458,118 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
     return SUBSAE_OK;
 }
 
+/* Workers (subsae_trainer_set_collective): every worker draws the single
+ * process's sample of global row numbers, reads the sampled rows it holds
+ * into their places of the sample (zeros elsewhere), and one all-reduce
+ * gives every worker the whole sample: 4 n (d_in [+ d_out]) bytes, once.
+ * Init then runs the single process's computation on every worker, so that
+ * the model starts from the same bits as in one process. (Combining
+ * sums instead, the float Gram matrix of the subspace differs by
+ * rounding, the initial directions by ~1e-6, and TopK training amplifies
+ * that: see README "Scale-out".) When xs is NULL (this worker could not
+ * allocate it), it joins the agreement with rc and returns. */
+static int gather_sample(subsae_trainer *t, int rc, const subsae_buffer *input,
+                         const subsae_buffer *target, int64_t *sample, int64_t n, int64_t offset,
+                         int64_t local_rows, float *xs, float *ts)
+{
+    static const char *fn = "subsae_trainer_init: sample";
+    const int64_t d_in = xs ? subsae_buffer_dim(input) : 0;
+    const int64_t d_out = xs && target ? subsae_buffer_dim(target) : d_in;
+    int64_t mine = 0;
+    if (!rc && xs) {
+        /* This worker's rows, in sample order, gathered to the front ... */
+        int64_t *rows = sample + n; /* room for n more indices (see the caller) */
+        for (int64_t i = 0; i < n; i++)
+            if (sample[i] >= offset && sample[i] - offset < local_rows)
+                rows[mine++] = sample[i] - offset;
+        if (mine > 0)
+            rc = subsae_buffer_gather(input, rows, mine, xs, d_in);
+        if (!rc && mine > 0 && target)
+            rc = subsae_buffer_gather(target, rows, mine, ts, d_out);
+        /* ... then moved to their places, last first (a row's place is at
+         * least its rank among this worker's rows), zeros between. */
+        int64_t j = mine - 1;
+        for (int64_t i = n - 1; !rc && i >= 0; i--) {
+            bool held = sample[i] >= offset && sample[i] - offset < local_rows;
+            if (held && i != j) {
+                memcpy(xs + i * d_in, xs + j * d_in, (size_t)d_in * sizeof *xs);
+                if (target)
+                    memcpy(ts + i * d_out, ts + j * d_out, (size_t)d_out * sizeof *ts);
+            }
+            if (!held) {
+                memset(xs + i * d_in, 0, (size_t)d_in * sizeof *xs);
+                if (target)
+                    memset(ts + i * d_out, 0, (size_t)d_out * sizeof *ts);
+            }
+            j -= held;
+        }
+    }
+    rc = subsae__collective_agree(&t->coll, rc, fn);
+    if (!rc)
+        rc = subsae__allreduce(&t->coll, xs, n * d_in, SUBSAE_DTYPE_F32, fn);
+    if (!rc && target)
+        rc = subsae__allreduce(&t->coll, ts, n * d_out, SUBSAE_DTYPE_F32, fn);
+    return rc;
+}
+
 int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
                         const subsae_buffer *target)
 {
     static const char *fn = "subsae_trainer_init";
     int rc = check_init_args(fn, t, input, target);
-    if (rc)
+    const bool workers = t && subsae__collective_on(&t->coll);
+    if (rc && !workers)
         return rc;
-    const int64_t rows = subsae_buffer_rows(input);
-    const int64_t d_in = subsae_buffer_dim(input);
+    const int64_t local_rows = input ? subsae_buffer_rows(input) : 0;
+    const int64_t d_in = input ? subsae_buffer_dim(input) : 0;
     const int64_t d_out = target ? subsae_buffer_dim(target) : d_in;
+    int64_t offset = 0, rows = local_rows;
+    if (workers) {
+        if (!rc)
+            rc = subsae__trainer_collective_supported(t, fn);
+        /* Where this worker's rows sit among all, and the same options. */
+        rc = subsae__collective_rows(&t->coll, rc, local_rows, d_in, &offset, &rows, NULL, fn);
+        uint64_t h = subsae__hash_bytes(subsae__trainer_options_hash(t), &d_out, sizeof d_out);
+        rc = subsae__collective_same(&t->coll, rc, h,
+                                     "subsae_trainer_init: the options (or target widths)");
+        if (rc)
+            return rc;
+        if (rows < 2)
+            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                                "%s: the workers hold %lld rows together; at least 2 are "
+                                "needed",
+                                fn, (long long)rows);
+    }
+    bool gathered = false; /* with workers: every failure from here meets the check at the end */
     const int64_t m = t->features;
     const int64_t n = rows < t->init_sample ? rows : t->init_sample;
     const bool asi = t->init == SUBSAE_INIT_ACTIVE_SUBSPACE;
     const uint64_t seed = (uint64_t)t->seed;
 
-    int64_t *sample = subsae__malloc((size_t)n * sizeof *sample);
+    int64_t *sample = subsae__malloc((size_t)(workers ? 2 * n : n) * sizeof *sample);
     float *xs = subsae__malloc((size_t)(n * d_in) * sizeof *xs);
     float *ts = target ? subsae__malloc((size_t)(n * d_out) * sizeof *ts) : xs;
     float *basis = NULL, *basis_in = NULL;
     subsae_sae *sae = NULL;
     if (!sample || !xs || !ts) {
         rc = subsae__fail_nomem("initialisation sample", (size_t)(n * (d_in + d_out)) * 4);
+        if (workers) { /* the others wait in the sample's all-reduce */
+            rc = gather_sample(t, rc, input, target, NULL, n, offset, local_rows, NULL, NULL);
+            gathered = true;
+        }
         goto fail;
     }
     subsae__rng rng;
     subsae__rng_seed(&rng, seed, SUBSAE__STREAM_SAMPLE);
     rc = draw_sample(&rng, rows, n, sample);
-    if (!rc)
+    if (workers) {
+        rc = gather_sample(t, rc, input, target, sample, n, offset, local_rows, xs, ts);
+        gathered = true;
+    } else if (!rc) {
         rc = subsae_buffer_gather(input, sample, n, xs, d_in);
-    if (!rc && target)
-        rc = subsae_buffer_gather(target, sample, n, ts, d_out);
+        if (!rc && target)
+            rc = subsae_buffer_gather(target, sample, n, ts, d_out);
+    }
     if (rc)
         goto fail;
 
@@ -1574,6 +1669,11 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     rc = subsae__trainer_alloc_state(t);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
+    if (workers) { /* and every worker holds the same model */
+        rc = subsae__collective_same(&t->coll, rc, subsae__trainer_weights_hash(t),
+                                     "subsae_trainer_init: the initial weights");
+        gathered = false;
+    }
     if (rc) {
         t->sae = NULL;
         goto fail;
@@ -1604,6 +1704,10 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     return SUBSAE_OK;
 
 fail:
+    /* A worker that fails after the sample was gathered still meets the
+     * others at their final check, so that they fail too. */
+    if (gathered)
+        rc = subsae__collective_same(&t->coll, rc, 0, "subsae_trainer_init: the initial weights");
     /* Leave the trainer as it was: uninitialised with its options. */
     subsae_sae_free(sae);
     t->sae = NULL;
@@ -1672,12 +1776,9 @@ static int ensure_batches(subsae_trainer *t, const subsae_buffer *input)
     return SUBSAE_OK;
 }
 
-int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
-                       const subsae_buffer *target, int64_t tokens)
+static int check_fit_args(const char *fn, const subsae_trainer *t, const subsae_buffer *input,
+                          const subsae_buffer *target, int64_t tokens)
 {
-    static const char *fn = "subsae_trainer_fit";
-    if (!t)
-        return subsae__fail_null(fn, "t");
     if (!input)
         return subsae__fail_null(fn, "input");
     if (!t->initialised)
@@ -1702,9 +1803,25 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
     if (tokens < 0)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: tokens %lld", fn,
                             (long long)tokens);
-    if (subsae_buffer_rows(input) < 1)
+    /* With workers a worker may hold no rows; the union is checked later. */
+    if (subsae_buffer_rows(input) < 1 && !subsae__collective_on(&t->coll))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: empty buffer", fn);
-    int rc = ensure_batches(t, input);
+    return SUBSAE_OK;
+}
+
+int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
+                       const subsae_buffer *target, int64_t tokens)
+{
+    static const char *fn = "subsae_trainer_fit";
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    int rc = check_fit_args(fn, t, input, target, tokens);
+    if (subsae__collective_on(&t->coll) && t->initialised)
+        return subsae__trainer_fit_collective(t, rc, input, target, tokens);
+    if (rc)
+        return rc;
+    const subsae_sae *s = t->sae;
+    rc = ensure_batches(t, input);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
     if (rc)
@@ -1724,7 +1841,8 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
         if (!rc)
             /* The raw rows go straight into the step's buffers, which it
              * scales in place. */
-            rc = step_rows(t, ws->xs, s->d_in, target ? ws->ts : NULL, s->d_out, nb);
+            rc = subsae__trainer_step_rows(t, SUBSAE_OK, ws->xs, s->d_in,
+                                           target ? ws->ts : NULL, s->d_out, nb);
         if (rc) {
             subsae_batches_seek(t->batches, epoch, position);
             break;

@@ -3,6 +3,7 @@
 #ifndef SUBSAE_TRAINER_H
 #define SUBSAE_TRAINER_H
 
+#include "collective.h"
 #include "rng.h"
 #include "sae.h"
 
@@ -51,7 +52,8 @@ struct subsae__workspace {
     int32_t *slot_of;         /* d_sae: slot of a touched feature or -1 */
     int64_t max_touched;
     float *g_W_enc, *g_W_dec, *g_b_enc, *g_b_dec; /* compact gradient rows per slot */
-    double *part;             /* threads x (3 d_out + 4): per-partition partial sums */
+    double *part;             /* threads x SUBSAE__PART_STRIDE(d_out): per-partition
+                                 partial sums, laid out as below */
     int64_t *split;           /* threads + 1: touched-list ranges per partition */
 
     /* Activations other than TopK and the extra losses (activation.c,
@@ -88,6 +90,15 @@ struct subsae__workspace {
     int32_t *aux_pair_row;    /* batch x aux_k, bucketed */
     float *aux_pair_z;
 };
+
+/* A partition's partial sums in ws->part: dL/dx_hat summed over its rows
+ * [0, d_out), the scaled target summed [d_out, 2 d_out), the b_dec
+ * gradient through the encoder input [2 d_out, 3 d_out), the sum of |t|^2
+ * at SUBSAE__PART_T2, the squared gradient norm of its features at
+ * SUBSAE__PART_T2 + 1. */
+#define SUBSAE__PART_STRIDE(d_out) ((size_t)(3 * (d_out) + 4))
+#define SUBSAE__PART_SUM_T(d_out) ((size_t)(d_out))
+#define SUBSAE__PART_T2(d_out) ((size_t)(3 * (d_out)))
 
 /* Wall-time accumulators of the step's phases (benchmarks). */
 enum {
@@ -138,6 +149,14 @@ struct subsae_trainer {
 
     struct subsae__workspace ws;
     double phase_seconds[SUBSAE__PHASES];
+
+    /* data-parallel workers (trainer_collective.c) */
+    struct subsae__collective coll;
+    int64_t loss_rows;         /* rows the running step's loss is averaged over (the
+                                  global batch); 0: the step's own rows */
+    double *coll_buf;          /* the step's first exchange (see exchange_size) */
+    int64_t coll_buf_size;
+    int64_t coll_steps;        /* steps exchanged since attached (statistics) */
 };
 
 /* Options by enum value (0 .. SUBSAE__TRAIN_OPTION_LAST): the name (NULL
@@ -157,6 +176,41 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads);
 
 /* The thread count the step uses. */
 int subsae__trainer_threads(const subsae_trainer *t);
+
+/* One step on n rows already validated, the workspace sized: forward and
+ * backward (skipped when n is 0 or rc is already a failure), with workers
+ * the exchange of the gradients and sums (subsae__trainer_exchange, given
+ * this worker's rc so that a failure is agreed), Adam, counters. */
+int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
+                              int64_t input_stride, const float *target, int64_t target_stride,
+                              int64_t n);
+
+/* ---- workers (trainer_collective.c) ---- */
+
+/* The exchange of a step: agree on rc, sum the firing counts, loss and
+ * metric sums and the b_dec gradient over the workers, then the gradient
+ * rows of the features that fired on any worker, and rewrite the workspace
+ * so that the optimiser and the counters see the global step: the touched
+ * features, their counts and gradients, the partition sums (in partition
+ * 0), the pairs. *n gets the rows of all workers, *loss the loss over them
+ * and *sq the squared norm of the global gradient. This worker's
+ * contribution is read from the workspace only when rc is SUBSAE_OK and
+ * *n > 0. */
+int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss, double *sq);
+
+/* subsae_trainer_fit and subsae_trainer_step with workers; rc is the
+ * outcome of this worker's argument checks (agreed before anything). */
+int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffer *input,
+                                   const subsae_buffer *target, int64_t tokens);
+int subsae__trainer_step_collective(subsae_trainer *t, int rc, const float *input,
+                                    int64_t input_stride, const float *target,
+                                    int64_t target_stride, int64_t n);
+
+/* A hash of the model's weights (the workers compare it). */
+uint64_t subsae__trainer_weights_hash(const subsae_trainer *t);
+
+/* A hash of the options that shape the all-reduces and the model. */
+uint64_t subsae__trainer_options_hash(const subsae_trainer *t);
 
 /* Gradient of the loss on n raw rows at the current weights, scattered
  * into dense arrays of the parameters' sizes (any may be NULL), after the
@@ -208,6 +262,19 @@ int subsae__batch_topk_cut(const subsae_sae *sae, const float *xin, int64_t n, i
 /* Grow the pair arrays to hold `need` pairs (contents of idx, val and
  * pre_val kept). */
 int subsae__trainer_grow_pairs(subsae_trainer *t, int64_t need);
+
+/* Gradient rows for every feature (workers with ReLU, JumpReLU or AuxK:
+ * the union of the touched features may exceed a worker's own). */
+int subsae__trainer_room_all_features(subsae_trainer *t);
+
+/* Whether the step touches features that did not fire (ReLU, JumpReLU,
+ * AuxK): the workers' exchange then carries touched flags and the extra
+ * loss parts (trainer_collective.c). */
+bool subsae__trainer_extended(const subsae_trainer *t);
+
+/* SUBSAE_OK, or SUBSAE_E_UNSUPPORTED for what workers cannot train
+ * (BatchTopK's selection over the global batch). */
+int subsae__trainer_collective_supported(const subsae_trainer *t, const char *fn);
 
 /* ---- losses.c: the per-feature backward with the extra terms -------- */
 

@@ -8,13 +8,70 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *cli_program_name = "subsae";
 const char *cli_command_name = "subsae";
+
+/* ---- the subcommands ------------------------------------------------ */
+
+enum { MAX_COMMANDS = 32 };
+
+static struct command {
+    const char *name;
+    const char *usage;
+    cli_command_fn run;
+} commands[MAX_COMMANDS];
+static int command_count;
+static const char *running_usage = "";
+
+void cli_register(const char *name, const char *usage, cli_command_fn run)
+{
+    if (command_count < MAX_COMMANDS) {
+        commands[command_count].name = name;
+        commands[command_count].usage = usage;
+        commands[command_count].run = run;
+        command_count++;
+    }
+}
+
+static int compare_commands(const void *a, const void *b)
+{
+    return strcmp(((const struct command *)a)->name, ((const struct command *)b)->name);
+}
+
+void cli_print_commands(FILE *out)
+{
+    qsort(commands, (size_t)command_count, sizeof commands[0], compare_commands);
+    for (int i = 0; i < command_count; i++)
+        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].usage);
+}
+
+int cli_run(const char *name, int argc, char **argv)
+{
+    for (int i = 0; i < command_count; i++) {
+        if (!strcmp(name, commands[i].name)) {
+            cli_command_name = commands[i].name;
+            running_usage = commands[i].usage;
+            return commands[i].run(argc, argv);
+        }
+    }
+    fprintf(stderr, "%s: unknown subcommand '%s' (see %s --help)\n", cli_program_name, name,
+            cli_program_name);
+    return 2;
+}
+
+int cli_usage(void)
+{
+    fprintf(stderr, "usage: %s %s %s\n", cli_program_name, cli_command_name, running_usage);
+    return 2;
+}
+
+/* ---- messages ------------------------------------------------------- */
 
 int cli_fail(const char *fmt, ...)
 {
     va_list args;
     va_start(args, fmt);
-    fprintf(stderr, "subsae %s: ", cli_command_name);
+    fprintf(stderr, "%s %s: ", cli_program_name, cli_command_name);
     vfprintf(stderr, fmt, args);
     fputc('\n', stderr);
     va_end(args);
@@ -25,6 +82,9 @@ int cli_check(int status, const char *what)
 {
     if (status == SUBSAE_OK)
         return 0;
+    /* Another worker failed (subsae-mpi): it printed why. */
+    if (subsae_last_error_reason() == SUBSAE_REASON_PEER_FAILED)
+        return 1;
     return cli_fail("%s: %s (%s)", what, subsae_last_error(), subsae_status_string(status));
 }
 

@@ -1,17 +1,26 @@
-/* Shared plumbing of the `subsae` command-line program. The program is a
- * client of the public API only; each subcommand lives in its own
- * cmd_<name>.c and registers itself with CLI_COMMAND. */
+/* Shared plumbing of the `subsae` command-line program (and of
+ * `subsae-mpi`, which links the train and rank subcommands with an MPI
+ * main: see tools/dist.h). The programs are clients of the public API
+ * only; each subcommand lives in its own cmd_<name>.c and registers itself
+ * with CLI_COMMAND. */
 #ifndef SUBSAE_CLI_H
 #define SUBSAE_CLI_H
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "subsae.h"
 
 typedef int (*cli_command_fn)(int argc, char **argv);
 void cli_register(const char *name, const char *usage, cli_command_fn run);
+
+/* Run the registered subcommand `name` (argv[0] is its name): 2 with a
+ * message when there is none. */
+int cli_run(const char *name, int argc, char **argv);
+/* "  name     usage" for every registered subcommand, sorted by name. */
+void cli_print_commands(FILE *out);
 
 /* CLI_COMMAND(inspect, "FILE... [--json]") { ... return 0; } */
 #define CLI_COMMAND(name, usage)                                          \
@@ -22,13 +31,16 @@ void cli_register(const char *name, const char *usage, cli_command_fn run);
     }                                                                     \
     static int cli_cmd_##name(int argc, char **argv)
 
-/* Name of the running subcommand (for messages). */
+/* Name of the program and of the running subcommand (for messages). */
+extern const char *cli_program_name;
 extern const char *cli_command_name;
 
-/* Print "subsae CMD: message" on stderr and return the exit code 1. */
+/* Print "PROGRAM CMD: message" on stderr and return the exit code 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* If status is not SUBSAE_OK print the library's message and return 1,
- * else return 0. `what` says what was being done. */
+ * else return 0. `what` says what was being done. Nothing is printed when
+ * the failure is another worker's (SUBSAE_REASON_PEER_FAILED): that
+ * worker prints it. */
 int cli_check(int status, const char *what);
 /* Print the usage line of the running subcommand on stderr; return 2. */
 int cli_usage(void);

@@ -2,8 +2,10 @@
  * Each file is one report (or all files one dataset with --concat). Output:
  * an aligned table, or with --json {"reports":[...]}; --csv writes the
  * spectra, --plot draws the cumulative explained-variance curves of all
- * reports into one PNG with gnuplot. */
-#include "cli.h"
+ * reports into one PNG with gnuplot. Under `subsae-mpi` every worker fits
+ * its part of the rows of each report together with the others (dist.h);
+ * worker 0 prints and writes. */
+#include "dist.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -85,11 +87,32 @@ static int analyse(const char *const *paths, int n_paths, const struct rank_opti
         strcat(r->path, paths[i]);
     }
 
-    subsae_buffer *buf = NULL;
-    int rc = n_paths == 1 ? subsae_buffer_open(paths[0], o->tensor, &buf)
-                          : subsae_buffer_open_shards(paths, n_paths, o->tensor, &buf);
-    if (rc != SUBSAE_OK)
-        return cli_check(rc, "open");
+    /* This worker's files when they name {rank}, then its part of the
+     * rows; every worker must be ready before the collective fit. */
+    subsae_buffer *buf = NULL, *part = NULL;
+    const bool sharded = cli_dist_sharded((char *const *)paths, n_paths);
+    char **mine = calloc((size_t)(n_paths > 0 ? n_paths : 1), sizeof *mine);
+    int rc = mine ? SUBSAE_OK : SUBSAE_E_NOMEM;
+    for (int i = 0; rc == SUBSAE_OK && i < n_paths; i++)
+        if (!(mine[i] = cli_dist_path(paths[i])))
+            rc = SUBSAE_E_NOMEM;
+    if (rc == SUBSAE_OK)
+        rc = n_paths == 1
+                 ? subsae_buffer_open(mine[0], o->tensor, &buf)
+                 : subsae_buffer_open_shards((const char *const *)mine, n_paths, o->tensor, &buf);
+    for (int i = 0; mine && i < n_paths; i++)
+        free(mine[i]);
+    free(mine);
+    if (rc == SUBSAE_OK)
+        rc = cli_dist_part(buf, sharded, &part);
+    if (cli_dist_agree(rc != SUBSAE_OK)) {
+        if (part != buf)
+            subsae_buffer_free(part);
+        subsae_buffer_free(buf);
+        return rc == SUBSAE_E_NOMEM ? cli_fail("out of memory")
+               : rc != SUBSAE_OK    ? cli_check(rc, "open")
+                                    : 1;
+    }
     subsae_subspace *s = NULL;
     struct progress progress = {.label = paths[0], .last_percent = -1};
     rc = subsae_subspace_create(&s);
@@ -107,10 +130,17 @@ static int analyse(const char *const *paths, int n_paths, const struct rank_opti
         rc = subsae_subspace_set_int(s, SUBSAE_SUBSPACE_CENTER, o->center ? 1 : 0);
     if (rc == SUBSAE_OK)
         rc = subsae_subspace_set_double(s, SUBSAE_SUBSPACE_THRESHOLD, o->threshold);
-    if (rc == SUBSAE_OK && isatty(STDERR_FILENO))
+    if (rc == SUBSAE_OK && isatty(STDERR_FILENO) && cli_dist_root())
         rc = subsae_subspace_set_callback(s, show_progress, &progress);
     if (rc == SUBSAE_OK)
-        rc = subsae_subspace_fit(s, buf);
+        rc = cli_dist_subspace(s);
+    bool peer_failed = false; /* another worker could not set up: it says why */
+    if (cli_dist && rc != SUBSAE_OK) /* the fit below would wait for this worker */
+        cli_dist_agree(1);
+    else if (cli_dist && cli_dist_agree(0))
+        peer_failed = true;
+    if (rc == SUBSAE_OK && !peer_failed)
+        rc = subsae_subspace_fit(s, part);
     int64_t method = 0;
     if (rc == SUBSAE_OK)
         rc = subsae_subspace_get_int(s, SUBSAE_SUBSPACE_METHOD_USED, &method);
@@ -141,7 +171,11 @@ static int analyse(const char *const *paths, int n_paths, const struct rank_opti
     }
     r->method = (int)method;
     subsae_subspace_free(s);
+    if (part != buf)
+        subsae_buffer_free(part);
     subsae_buffer_free(buf);
+    if (peer_failed)
+        return 1;
     if (rc != SUBSAE_OK) {
         char what[64];
         snprintf(what, sizeof what, "%s", r->path);
@@ -386,9 +420,12 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
         return cli_usage();
     }
     /* Fail before the work if the plot cannot be drawn. */
-    if (status == 0 && o.plot && !find_in_path("gnuplot"))
+    if (status == 0 && o.plot && cli_dist_root() && !find_in_path("gnuplot"))
         status = cli_fail("--plot needs gnuplot, which is not in PATH (Debian: apt-get install "
                           "gnuplot-nox)");
+    /* Workers (subsae-mpi): all go on, or none. */
+    if (cli_dist_agree(status) && status == 0)
+        status = 1;
     int n_reports = o.concat ? 1 : n_files;
     struct report *reports = calloc((size_t)(n_reports > 0 ? n_reports : 1), sizeof *reports);
     if (status == 0 && !reports)
@@ -399,18 +436,23 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
                           : analyse(&files[i], 1, &o, &reports[i]);
         done = i + 1;
     }
-    if (status == 0 && o.csv)
+    const bool root = cli_dist_root(); /* worker 0 writes and prints */
+    if (status == 0 && root && o.csv)
         status = write_csv(o.csv, reports, n_reports);
-    if (status == 0 && o.plot)
+    if (status == 0 && root && o.plot)
         status = write_plot(o.plot, reports, n_reports, &o);
-    if (status == 0) {
+    if (status == 0 && root) {
         if (o.json) {
             json_t *list = json_array();
             for (int i = 0; list && i < n_reports; i++)
                 json_array_append_new(list, report_json(&reports[i], &o));
-            status = cli_print_json(list ? json_pack("{s:o}", "reports", list) : NULL);
+            json_t *out = list ? json_pack("{s:o}", "reports", list) : NULL;
+            if (out && cli_dist)
+                json_object_update_new(out, cli_dist_json());
+            status = cli_print_json(out);
         } else {
             print_table(reports, n_reports, &o);
+            cli_dist_print();
         }
     }
     for (int i = 0; reports && i < done; i++)

@@ -2,7 +2,10 @@
  * transcoder (TopK, BatchTopK, JumpReLU or ReLU; optional AuxK revival
  * loss) with active-subspace (or random) initialisation, report training
  * and evaluation metrics, save the model (SAELens layout) and optional
- * checkpoints. Progress on stderr. */
+ * checkpoints. Progress on stderr.
+ * Under `subsae-mpi` every worker runs this with its part of the rows
+ * (dist.h); worker 0 prints, evaluates and writes. */
+#include "dist.h"
 #include "sae_cli.h"
 
 #include <errno.h>
@@ -247,14 +250,14 @@ static int on_progress(int event, const char *phase, int64_t done, int64_t total
     struct progress *p = user;
     if (event == SUBSAE_EVENT_LOG) {
         if (!p->o->quiet)
-            fprintf(stderr, "subsae train: %s: %s\n", phase, message);
+            fprintf(stderr, "%s train: %s: %s\n", cli_program_name, phase, message);
         return 0;
     }
     double m[SUBSAE_METRIC_COUNT];
     if (subsae_trainer_metrics(p->t, m, SUBSAE_METRIC_COUNT) != SUBSAE_OK)
         return 0;
     int64_t step = (int64_t)m[SUBSAE_METRIC_STEPS];
-    if (p->o->checkpoint_every && step % p->o->checkpoint_every == 0) {
+    if (p->o->checkpoint_every && step % p->o->checkpoint_every == 0 && cli_dist_root()) {
         if (cli_check(subsae_trainer_save_checkpoint(p->t, p->checkpoint),
                       "cannot save a checkpoint")) {
             p->failed = 1;
@@ -267,9 +270,9 @@ static int on_progress(int event, const char *phase, int64_t done, int64_t total
         p->last_print = now;
         double rate = done / (now - p->started > 1e-9 ? now - p->started : 1e-9);
         fprintf(stderr,
-                "subsae train: step %lld, %lld/%lld tokens (%.0f%%), loss %.5g, L0 %.2f, "
+                "%s train: step %lld, %lld/%lld tokens (%.0f%%), loss %.5g, L0 %.2f, "
                 "%.0f tokens/s\n",
-                (long long)step, (long long)done, (long long)total,
+                cli_program_name, (long long)step, (long long)done, (long long)total,
                 total > 0 ? 100.0 * (double)done / (double)total : 100.0,
                 m[SUBSAE_METRIC_LOSS], m[SUBSAE_METRIC_L0], rate);
     }
@@ -337,38 +340,70 @@ CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k
 {
     struct options o = {0};
     int status = parse(argc, argv, &o);
-    subsae_buffer *all = NULL, *train = NULL, *eval = NULL;
-    subsae_buffer *tall = NULL, *ttrain = NULL, *teval = NULL;
+    subsae_buffer *all = NULL, *train = NULL, *part = NULL, *eval = NULL;
+    subsae_buffer *tall = NULL, *ttrain = NULL, *tpart = NULL, *teval = NULL;
     subsae_trainer *t = NULL;
     struct progress progress = {.o = &o};
+    char **paths = NULL, **tpaths = NULL;
+    const bool root = cli_dist_root();
+    const bool sharded = cli_dist_sharded(o.inputs, o.n_inputs);
     if (status)
         goto done;
+    if (o.n_targets > 0 && cli_dist_sharded(o.targets, o.n_targets) != sharded) {
+        status = cli_fail("the inputs and the targets must both name per-worker files "
+                          "({rank}) or neither");
+        goto done;
+    }
     status = 1;
+    if (sharded && o.eval_fraction > 0) {
+        cli_fail("--eval-fraction holds out the last rows of one data set; with per-worker "
+                 "files ({rank}) give --eval FILE");
+        goto done;
+    }
+    if (!root)
+        o.quiet = true; /* worker 0 reports */
     if (o.threads)
         subsae_set_num_threads((int)o.threads);
     if (o.out) {
         snprintf(progress.checkpoint, sizeof progress.checkpoint, "%s/checkpoint", o.out);
         /* Create OUT now: a bad path fails before hours of training. */
-        if (mkdir(o.out, 0777) != 0 && errno != EEXIST) {
+        if (root && mkdir(o.out, 0777) != 0 && errno != EEXIST) {
             cli_fail("%s: cannot create the output directory: %s", o.out, strerror(errno));
-            goto done;
+            goto preflight_failed;
         }
     }
 
-    /* Data: the inputs, split when holding out a fraction. */
-    all = sae_cli_open(o.inputs, o.n_inputs, o.tensor);
+    /* Data: the inputs (this worker's files when they name {rank}), split
+     * when holding out a fraction; then this worker's part. */
+    paths = calloc((size_t)(o.n_inputs > 0 ? o.n_inputs : 1), sizeof *paths);
+    for (int i = 0; paths && i < o.n_inputs; i++)
+        if (!(paths[i] = cli_dist_path(o.inputs[i])))
+            break;
+    if (!paths || !paths[o.n_inputs - 1]) {
+        cli_fail("out of memory");
+        goto preflight_failed;
+    }
+    all = sae_cli_open(paths, o.n_inputs, o.tensor);
     if (!all)
-        goto done;
+        goto preflight_failed;
     int64_t rows = subsae_buffer_rows(all);
     train = all;
     if (o.n_targets > 0) {
-        tall = sae_cli_open(o.targets, o.n_targets, o.tensor);
+        tpaths = calloc((size_t)o.n_targets, sizeof *tpaths);
+        for (int i = 0; tpaths && i < o.n_targets; i++)
+            if (!(tpaths[i] = cli_dist_path(o.targets[i])))
+                break;
+        if (!tpaths || !tpaths[o.n_targets - 1]) {
+            cli_fail("out of memory");
+            goto preflight_failed;
+        }
+        tall = sae_cli_open(tpaths, o.n_targets, o.tensor);
         if (!tall)
-            goto done;
+            goto preflight_failed;
         if (subsae_buffer_rows(tall) != rows) {
             cli_fail("the inputs have %lld rows but the targets %lld", (long long)rows,
                      (long long)subsae_buffer_rows(tall));
-            goto done;
+            goto preflight_failed;
         }
         ttrain = tall;
     }
@@ -377,25 +412,30 @@ CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k
         if (n_eval < 1 || rows - n_eval < 2) {
             cli_fail("--eval-fraction %g of %lld rows leaves nothing to train or evaluate on",
                      o.eval_fraction, (long long)rows);
-            goto done;
+            goto preflight_failed;
         }
         if (cli_check(subsae_buffer_view(all, 0, rows - n_eval, &train), "cannot split") ||
             cli_check(subsae_buffer_view(all, rows - n_eval, n_eval, &eval), "cannot split"))
-            goto done;
+            goto preflight_failed;
         if (tall && (cli_check(subsae_buffer_view(tall, 0, rows - n_eval, &ttrain),
                                "cannot split") ||
                      cli_check(subsae_buffer_view(tall, rows - n_eval, n_eval, &teval),
                                "cannot split")))
-            goto done;
+            goto preflight_failed;
         rows -= n_eval;
-    } else if (o.eval_file) {
+    } else if (o.eval_file && root) {
         if (cli_check(subsae_buffer_open(o.eval_file, o.tensor, &eval),
                       "cannot open the evaluation file"))
-            goto done;
+            goto preflight_failed;
         if (o.eval_target && cli_check(subsae_buffer_open(o.eval_target, o.tensor, &teval),
                                        "cannot open the evaluation target"))
-            goto done;
+            goto preflight_failed;
     }
+    if (cli_check(cli_dist_part(train, sharded, &part), "cannot split the rows between workers"))
+        goto preflight_failed;
+    if (ttrain && cli_check(cli_dist_part(ttrain, sharded, &tpart),
+                            "cannot split the target rows between workers"))
+        goto preflight_failed;
 
     /* The trainer: a new run, or one resumed from its checkpoint. */
     double started = sae_cli_now();
@@ -411,18 +451,26 @@ CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k
             snprintf(dir, sizeof dir, "%s/checkpoint", o.resume); /* an --out directory */
         }
         if (cli_check(subsae_trainer_load_checkpoint(dir, &t), "cannot resume"))
-            goto done;
+            goto preflight_failed;
         if (set_options(t, &o))
-            goto done;
+            goto preflight_failed;
     } else {
         if (cli_check(subsae_trainer_create(&t), "cannot create the trainer") ||
             set_options(t, &o))
-            goto done;
+            goto preflight_failed;
     }
     progress.t = t;
-    if (cli_check(subsae_trainer_set_callback(t, on_progress, &progress), "callback"))
+    if (cli_check(subsae_trainer_set_callback(t, on_progress, &progress), "callback") ||
+        cli_check(cli_dist_trainer(t), "cannot attach the workers"))
+        goto preflight_failed;
+    /* Every worker is ready (one process: nothing to agree on); with
+     * per-worker files the data set is their union. */
+    double all_rows = (double)rows;
+    if (cli_dist_ready(0, &all_rows))
         goto done;
-    if (!o.resume && cli_check(subsae_trainer_init(t, train, ttrain), "initialisation failed"))
+    if (sharded)
+        rows = (int64_t)all_rows;
+    if (!o.resume && cli_check(subsae_trainer_init(t, part, tpart), "initialisation failed"))
         goto done;
     double init_seconds = sae_cli_now() - started;
 
@@ -440,10 +488,14 @@ CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k
     progress.started = progress.last_print = sae_cli_now();
     progress.last_checkpoint_step = -1;
     double fit_started = sae_cli_now();
-    int rc = subsae_trainer_fit(t, train, ttrain, todo);
+    int rc = subsae_trainer_fit(t, part, tpart, todo);
     double seconds = sae_cli_now() - fit_started;
     if (progress.failed || cli_check(rc, "training failed"))
         goto done;
+    if (!root) { /* worker 0 evaluates, writes and prints */
+        status = 0;
+        goto done;
+    }
     subsae_trainer_metrics(t, m, SUBSAE_METRIC_COUNT);
     if (o.checkpoint_every && progress.last_checkpoint_step != (int64_t)m[SUBSAE_METRIC_STEPS] &&
         cli_check(subsae_trainer_save_checkpoint(t, progress.checkpoint),
@@ -477,7 +529,7 @@ CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k
     const double rate = seconds > 0 ? (double)trained / seconds : 0.0;
     const char *init_name = init == SUBSAE_INIT_RANDOM ? "random" : "active-subspace";
     if (o.json) {
-        status = cli_print_json(json_pack(
+        json_t *report = json_pack(
             "{s:I, s:I, s:s, s:b, s:I, s:I, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I, s:f, s:f, "
             "s:f, s:o, s:o}",
             "features", (json_int_t)features, "k", (json_int_t)k, "activation",
@@ -489,7 +541,10 @@ CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k
             init == SUBSAE_INIT_RANDOM ? json_null() : json_integer(subspace_dim), "tokens",
             (json_int_t)m[SUBSAE_METRIC_TOKENS], "steps", (json_int_t)m[SUBSAE_METRIC_STEPS],
             "seconds", seconds, "tokens_per_second", rate, "init_seconds", init_seconds, "final",
-            sae_cli_final_json(m), "eval", eval ? sae_cli_eval_json(em) : json_null()));
+            sae_cli_final_json(m), "eval", eval ? sae_cli_eval_json(em) : json_null());
+        if (report && cli_dist)
+            json_object_update_new(report, cli_dist_json());
+        status = cli_print_json(report);
         goto done;
     }
     printf("trained %s %s of %lld features", subsae_activation_name((int)activation),
@@ -516,20 +571,37 @@ CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k
                em[SUBSAE_METRIC_MSE], em[SUBSAE_METRIC_EXPLAINED_VARIANCE], em[SUBSAE_METRIC_L0],
                100 * em[SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION],
                100 * em[SUBSAE_METRIC_DENSE_FRACTION]);
+    if (cli_dist)
+        cli_dist_print();
     if (o.out)
         printf("saved to %s\n", o.out);
     status = fflush(stdout) == 0 ? 0 : cli_fail("cannot write to standard output");
+    goto done;
+preflight_failed:
+    /* Tell the other workers this one cannot go on (they exit too). */
+    cli_dist_ready(1, &(double){0.0});
+    status = 1;
 done:
     subsae_trainer_free(t);
-    if (train != all)
-        subsae_buffer_free(train);
+    if (part != train)
+        subsae_buffer_free(part);
+    if (tpart != ttrain)
+        subsae_buffer_free(tpart);
     if (ttrain != tall)
         subsae_buffer_free(ttrain);
-    subsae_buffer_free(eval);
     subsae_buffer_free(teval);
-    subsae_buffer_free(all);
     subsae_buffer_free(tall);
-    free(o.inputs);
+    for (int i = 0; tpaths && i < o.n_targets; i++)
+        free(tpaths[i]);
+    free(tpaths);
     free(o.targets);
+    if (train != all)
+        subsae_buffer_free(train);
+    subsae_buffer_free(eval);
+    subsae_buffer_free(all);
+    for (int i = 0; paths && i < o.n_inputs; i++)
+        free(paths[i]);
+    free(paths);
+    free(o.inputs);
     return status;
 }

@@ -411,6 +411,14 @@ public:
         cb_ = std::move(state);
     }
 
+    // Worker `rank` of `size`: fit then fits the union of the workers'
+    // buffers; `fn` sums in place over the workers (e.g. MPI_Allreduce,
+    // see examples/mpi/). A null fn detaches.
+    void set_collective(subsae_allreduce_fn fn, int64_t rank, int64_t size, void *user)
+    {
+        check(subsae_subspace_set_collective(get(), fn, rank, size, user));
+    }
+
     void fit(const Buffer &buf)
     {
         detail::with_callback(cb_.get(), [&] { return subsae_subspace_fit(get(), buf.get()); });
@@ -690,6 +698,14 @@ public:
         state->fn = std::move(fn);
         check(subsae_trainer_set_callback(get(), detail::trampoline, state.get()));
         cb_ = std::move(state);
+    }
+
+    // Data-parallel worker `rank` of `size`: init, step and fit become
+    // collective (batch is the global batch); `fn` sums in place over the
+    // workers. A null fn detaches.
+    void set_collective(subsae_allreduce_fn fn, int64_t rank, int64_t size, void *user)
+    {
+        check(subsae_trainer_set_collective(get(), fn, rank, size, user));
     }
 
     void init(const Buffer &input, const Buffer *target = nullptr)

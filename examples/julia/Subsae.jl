@@ -483,6 +483,18 @@ function get_double(s::Subspace, option::Integer)
     return v[]
 end
 
+"""Worker `rank` of `size`: fit then fits the union of the workers' buffers.
+`allreduce` is a C function pointer `int (*)(void *data, int64_t count, int dtype,
+void *user)` summing in place over the workers (e.g. a `@cfunction` around
+MPI.Allreduce!); C_NULL detaches."""
+function set_collective!(s::Subspace, allreduce::Ptr{Cvoid}, rank::Integer, size::Integer,
+                         user::Ptr{Cvoid}=C_NULL)
+    check(ccall((:subsae_subspace_set_collective, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Cvoid}, Int64, Int64, Ptr{Cvoid}), handle(s), allreduce,
+                rank, size, user))
+    return s
+end
+
 """fn(event, phase, done, total, message) -> false to cancel; nothing removes it."""
 function set_callback!(s::Subspace, fn::Union{Nothing,Function})
     if fn === nothing
@@ -807,6 +819,18 @@ function get_double(t::Trainer, option::Integer)
     check(ccall((:subsae_trainer_get_double, libsubsae), Cint, (Ptr{Cvoid}, Cint, Ref{Float64}),
                 handle(t), option, v))
     return v[]
+end
+
+"""Data-parallel worker `rank` of `size`: init, step and fit become collective
+(batch is the global batch). `allreduce` is a C function pointer `int (*)(void *data,
+int64_t count, int dtype, void *user)` summing in place over the workers; C_NULL
+detaches."""
+function set_collective!(t::Trainer, allreduce::Ptr{Cvoid}, rank::Integer, size::Integer,
+                         user::Ptr{Cvoid}=C_NULL)
+    check(ccall((:subsae_trainer_set_collective, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Cvoid}, Int64, Int64, Ptr{Cvoid}), handle(t), allreduce,
+                rank, size, user))
+    return t
 end
 
 """Set a trainer option by name (:features, :k, :lr, ...)."""

@@ -113,6 +113,9 @@ _pi, _pi64, _pd, _pf = (_c.POINTER(_c.c_int), _c.POINTER(_c.c_int64),
 _pi32, _pp, _ps = _c.POINTER(_c.c_int32), _c.POINTER(_c.c_void_p), _c.POINTER(_c.c_char_p)
 
 CALLBACK = _c.CFUNCTYPE(_i, _i, _s, _i64, _i64, _s, _p)
+# int (*)(void *data, int64_t count, int dtype, void *user): the caller's
+# all-reduce (sum in place over the workers) for set_collective.
+ALLREDUCE = _c.CFUNCTYPE(_i, _p, _i64, _i, _p)
 
 # name: (restype, argtypes) for every function of include/subsae.h.
 _PROTOTYPES = {
@@ -162,6 +165,7 @@ _PROTOTYPES = {
     "subsae_subspace_set_double": (_i, [_p, _i, _d]),
     "subsae_subspace_get_double": (_i, [_p, _i, _pd]),
     "subsae_subspace_set_callback": (_i, [_p, CALLBACK, _p]),
+    "subsae_subspace_set_collective": (_i, [_p, ALLREDUCE, _i64, _i64, _p]),
     "subsae_subspace_fit": (_i, [_p, _p]),
     "subsae_subspace_variances": (_i, [_p, _pd, _i64]),
     "subsae_subspace_singular_values": (_i, [_p, _pd, _i64]),
@@ -202,6 +206,7 @@ _PROTOTYPES = {
     "subsae_trainer_set_double": (_i, [_p, _i, _d]),
     "subsae_trainer_get_double": (_i, [_p, _i, _pd]),
     "subsae_trainer_set_callback": (_i, [_p, CALLBACK, _p]),
+    "subsae_trainer_set_collective": (_i, [_p, ALLREDUCE, _i64, _i64, _p]),
     "subsae_trainer_init": (_i, [_p, _p, _p]),
     "subsae_trainer_step": (_i, [_p, _pf, _i64, _pf, _i64, _i64]),
     "subsae_trainer_fit": (_i, [_p, _p, _p, _i64]),
@@ -389,6 +394,31 @@ class _Callback:
         if self.exception is not None:
             e, self.exception = self.exception, None
             raise e
+
+
+class _Allreduce:
+    """Holds the ctypes thunk of a set_collective all-reduce: fn(array)
+    sums the float32 / float64 numpy array over the workers in place, e.g.
+    with mpi4py: lambda a: comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.thunk = ALLREDUCE(self._call)
+
+    def _call(self, data, count, dtype, user):
+        try:
+            ctype = _c.c_double if dtype == DTYPE_F64 else _c.c_float
+            array = np.ctypeslib.as_array(_c.cast(data, _c.POINTER(ctype)), shape=(count,))
+            result = self.fn(array)
+            return 0 if result is None else int(result)
+        except BaseException:  # never unwind through C: the library reports the failure
+            return 1
+
+
+def _set_collective(function, ptr, fn, rank, size):
+    ar = _Allreduce(fn) if fn is not None else None
+    _check(function(ptr, ar.thunk if ar else ALLREDUCE(), rank, size, None))
+    return ar
 
 
 def _with_callback(cb, status):
@@ -647,6 +677,7 @@ class Subspace(_Handle, _Options):
         """Options by name, e.g. Subspace(method=METHOD_EXACT, rank=32)."""
         super().__init__(_new(lib.subsae_subspace_create))
         self._callback = None
+        self._allreduce = None
         for name, value in options.items():
             self.set(_option("SUBSPACE_", name), value)
 
@@ -656,6 +687,13 @@ class Subspace(_Handle, _Options):
         cb = _Callback(fn) if fn is not None else None
         _check(lib.subsae_subspace_set_callback(self.ptr, cb.thunk if cb else CALLBACK(), None))
         self._callback = cb
+
+    def set_collective(self, allreduce, rank=0, size=1):
+        """Worker `rank` of `size`: fit then fits the union of the workers'
+        buffers. allreduce(array) sums a numpy array in place over the
+        workers; None detaches."""
+        self._allreduce = _set_collective(lib.subsae_subspace_set_collective, self.ptr,
+                                          allreduce, rank, size)
 
     def fit(self, buffer):
         _with_callback(self._callback, lib.subsae_subspace_fit(self.ptr, buffer.ptr))
@@ -865,6 +903,7 @@ class Trainer(_Handle, _Options):
         """Options by name, e.g. Trainer(features=256, k=8, seed=1)."""
         super().__init__(ptr if ptr is not None else _new(lib.subsae_trainer_create))
         self._callback = None
+        self._allreduce = None
         for name, value in options.items():
             self.set(_option("TRAIN_", name), value)
 
@@ -879,6 +918,13 @@ class Trainer(_Handle, _Options):
         cb = _Callback(fn) if fn is not None else None
         _check(lib.subsae_trainer_set_callback(self.ptr, cb.thunk if cb else CALLBACK(), None))
         self._callback = cb
+
+    def set_collective(self, allreduce, rank=0, size=1):
+        """Data-parallel worker `rank` of `size` (init, step and fit become
+        collective; batch is the global batch). allreduce(array) sums a
+        numpy array in place over the workers; None detaches."""
+        self._allreduce = _set_collective(lib.subsae_trainer_set_collective, self.ptr,
+                                          allreduce, rank, size)
 
     def init(self, input, target=None):
         _with_callback(self._callback, lib.subsae_trainer_init(

@@ -40,6 +40,13 @@ pub type subsae_callback = Option<
     ) -> c_int,
 >;
 
+/// `int (*)(void *data, int64_t count, int dtype, void *user)`: the caller's
+/// all-reduce (sum in place over the workers, F32 or F64), e.g. around
+/// MPI_Allreduce; see `subsae_trainer_set_collective`.
+pub type subsae_allreduce_fn = Option<
+    unsafe extern "C" fn(data: *mut c_void, count: i64, dtype: c_int, user: *mut c_void) -> c_int,
+>;
+
 // ---- constants (fixed ABI values) ---------------------------------------
 pub const SUBSAE_OK: c_int = 0;
 pub const SUBSAE_E_INVALID: c_int = -1;
@@ -315,6 +322,13 @@ extern "C" {
         callback: subsae_callback,
         user: *mut c_void,
     ) -> c_int;
+    pub fn subsae_subspace_set_collective(
+        s: *mut subsae_subspace,
+        allreduce: subsae_allreduce_fn,
+        rank: i64,
+        size: i64,
+        user: *mut c_void,
+    ) -> c_int;
     pub fn subsae_subspace_fit(s: *mut subsae_subspace, buf: *const subsae_buffer) -> c_int;
     pub fn subsae_subspace_variances(s: *const subsae_subspace, out: *mut f64, count: i64)
         -> c_int;
@@ -458,6 +472,13 @@ extern "C" {
     pub fn subsae_trainer_set_callback(
         t: *mut subsae_trainer,
         callback: subsae_callback,
+        user: *mut c_void,
+    ) -> c_int;
+    pub fn subsae_trainer_set_collective(
+        t: *mut subsae_trainer,
+        allreduce: subsae_allreduce_fn,
+        rank: i64,
+        size: i64,
         user: *mut c_void,
     ) -> c_int;
     pub fn subsae_trainer_init(

@@ -1,0 +1,504 @@
+/* Data-parallel training (subsae_trainer_set_collective): the exchange of
+ * a step, fit over the global permutation, the collective step, and the
+ * hashes the workers compare.
+ *
+ * Batches. Every worker builds the iterator a single process would build
+ * over all N = sum of the workers' rows (the same seed, so the same
+ * permutation of [0, N) per epoch: one int64 per global row) and, for each
+ * global batch, keeps the rows that fall in its own range [offset, offset
+ * + rows) (the workers' rows in rank order), in batch order. The global
+ * batches are the single process's, split between the workers; the loss
+ * is the mean over the whole global batch (forward_backward scales
+ * dL/dx_hat by 2 / loss_rows), so the summed gradient is the single
+ * process's gradient up to the order of the sums.
+ *
+ * The exchange of a step is sparse: a TopK feature that fired on no row of
+ * the global batch has exactly zero gradient in W_enc, W_dec and b_enc, so
+ * only the rows of U, the features that fired on some worker, travel:
+ *  1. F64, size + 3 + 2 d_out + d_sae values, fused with the failure
+ *     agreement: status slots, rows, sum of squared errors, sum of |t|^2,
+ *     the target column sums (metrics), the b_dec gradient and every
+ *     feature's firing count (dead-feature clock, metrics, and U);
+ *  2. F32, |U| d_in + |U| d_out + |U| values: the W_enc, W_dec and b_enc
+ *     gradient rows of U, in three calls on the workspace's compact arrays
+ *     after they are expanded in place from this worker's touched list to
+ *     U's slots.
+ * Per step: 8 (size + 3 + 2 d_out + d_sae) + 4 |U| (d_in + d_out + 1)
+ * bytes, |U| <= min(d_sae, batch k), against 4 (d_sae (d_in + d_out + 1) +
+ * d_out) for a dense gradient all-reduce: at most about 8 d_sae bytes more
+ * when every feature fires in a batch (batch k >> d_sae), and a fraction
+ * batch k / d_sae of it when batch k < d_sae. Every worker then runs the
+ * same Adam update, dead-feature clock and metrics window on the same
+ * numbers.
+ *
+ * ReLU, JumpReLU and AuxK (subsae__trainer_extended) touch features that
+ * did not fire (AuxK's dead pairs, JumpReLU's inactive pairs in the
+ * threshold's band), so the first exchange also carries a touched flag per
+ * feature and the penalty and AuxK parts of the loss (d_sae + 2 values),
+ * U is the union of the touched features, the "fired" counts are the
+ * active pairs, JumpReLU's log-threshold gradient rows travel as a fourth
+ * F32 call (|U| values), and the workspace holds gradient rows for every
+ * feature. BatchTopK selects over the whole global batch, which would need
+ * a distributed selection: it is refused with workers. */
+#include "trainer.h"
+
+#include "buffer.h"
+#include "kernels.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { NORM_CHUNK = 64 }; /* features per partial sum of the gradient norm */
+
+static void log_line(const subsae_trainer *t, const char *fmt, ...) SUBSAE_PRINTF(2, 3);
+
+static void log_line(const subsae_trainer *t, const char *fmt, ...)
+{
+    if (!t->callback)
+        return;
+    char message[256];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof message, fmt, args);
+    va_end(args);
+    (void)t->callback(SUBSAE_EVENT_LOG, "fit", -1, -1, message, t->user);
+}
+
+int subsae_trainer_set_collective(subsae_trainer *t, subsae_allreduce_fn fn, int64_t rank,
+                                  int64_t size, void *user)
+{
+    static const char *fn_name = "subsae_trainer_set_collective";
+    if (!t)
+        return subsae__fail_null(fn_name, "t");
+    int rc = subsae__collective_set(&t->coll, fn_name, fn, rank, size, user);
+    if (rc == SUBSAE_OK)
+        t->coll_steps = 0;
+    return rc;
+}
+
+/* ---- hashes ------------------------------------------------------------------ */
+
+uint64_t subsae__trainer_weights_hash(const subsae_trainer *t)
+{
+    const subsae_sae *s = t->sae;
+    uint64_t h = SUBSAE__HASH_START;
+    if (!s)
+        return h;
+    h = subsae__hash_bytes(h, s->W_enc, (size_t)(s->d_sae * s->d_in) * sizeof(float));
+    h = subsae__hash_bytes(h, s->W_dec, (size_t)(s->d_sae * s->d_out) * sizeof(float));
+    h = subsae__hash_bytes(h, s->b_enc, (size_t)s->d_sae * sizeof(float));
+    h = subsae__hash_bytes(h, s->b_dec, (size_t)s->d_out * sizeof(float));
+    if (s->activation == SUBSAE_ACT_JUMPRELU || s->activation == SUBSAE_ACT_BATCHTOPK)
+        h = subsae__hash_bytes(h, s->threshold, (size_t)s->d_sae * sizeof(float));
+    h = subsae__hash_bytes(h, &s->input_scale, sizeof s->input_scale);
+    return subsae__hash_bytes(h, &s->output_scale, sizeof s->output_scale);
+}
+
+uint64_t subsae__trainer_options_hash(const subsae_trainer *t)
+{
+    uint64_t h = SUBSAE__HASH_START;
+    for (int o = 0; o <= SUBSAE__TRAIN_OPTION_LAST; o++) {
+        bool is_double;
+        /* The thread count only changes how a worker computes its share. */
+        if (o == SUBSAE_TRAIN_THREADS || !subsae__trainer_option_name(o, &is_double))
+            continue;
+        h = subsae__hash_bytes(h, subsae__trainer_option_field((subsae_trainer *)t, o), 8);
+    }
+    return h;
+}
+
+/* ---- the exchange of a step -------------------------------------------------- */
+
+bool subsae__trainer_extended(const subsae_trainer *t)
+{
+    const int act = t->sae ? t->sae->activation : (int)t->activation;
+    return act != SUBSAE_ACT_TOPK || t->auxk_coef > 0.0;
+}
+
+static int64_t exchange_values(const subsae_trainer *t)
+{
+    const subsae_sae *s = t->sae;
+    return 3 + 2 * s->d_out + s->d_sae + (subsae__trainer_extended(t) ? s->d_sae + 2 : 0);
+}
+
+int subsae__trainer_collective_supported(const subsae_trainer *t, const char *fn)
+{
+    const int act = t->sae ? t->sae->activation : (int)t->activation;
+    if (act == SUBSAE_ACT_BATCHTOPK)
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: BatchTopK selects over the whole batch, which is not "
+                            "implemented across workers (TopK, JumpReLU and ReLU are)",
+                            fn);
+    return SUBSAE_OK;
+}
+
+/* The first exchange's buffer: status slots, exchange_values(), then room
+ * for the partial sums of the gradient norm. */
+static int ensure_exchange(subsae_trainer *t)
+{
+    const int64_t chunks = (t->sae->d_sae + NORM_CHUNK - 1) / NORM_CHUNK;
+    const int64_t size = t->coll.size + exchange_values(t) + chunks;
+    if (t->coll_buf && t->coll_buf_size >= size)
+        return SUBSAE_OK;
+    double *buf = subsae__malloc((size_t)size * sizeof *buf);
+    if (!buf)
+        return subsae__fail_nomem("collective exchange buffer", (size_t)size * 8);
+    subsae__free(t->coll_buf);
+    t->coll_buf = buf;
+    t->coll_buf_size = size;
+    return SUBSAE_OK;
+}
+
+static int64_t touched_count(const struct subsae__workspace *ws)
+{
+    return ws->split[ws->threads];
+}
+
+/* Squared norm of the global gradient, in fixed chunks of features whose
+ * partial sums are added in order: the same bits on every worker whatever
+ * its thread count (workers must agree on the clipping factor). */
+static double gradient_norm2(const subsae_trainer *t, int64_t nU, double *partial)
+{
+    const subsae_sae *s = t->sae;
+    const struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
+    const int64_t chunks = (nU + NORM_CHUNK - 1) / NORM_CHUNK;
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team((int)ws->threads, (double)nU * (double)(d_in + d_out)))
+    for (int64_t c = 0; c < chunks; c++) {
+        double acc = 0.0;
+        int64_t end = (c + 1) * NORM_CHUNK < nU ? (c + 1) * NORM_CHUNK : nU;
+        for (int64_t i = c * NORM_CHUNK; i < end; i++)
+            acc += subsae__sumsq(ws->g_W_enc + i * d_in, d_in) +
+                   subsae__sumsq(ws->g_W_dec + i * d_out, d_out) +
+                   (double)ws->g_b_enc[i] * ws->g_b_enc[i] +
+                   (jump ? (double)ws->g_thr[i] * ws->g_thr[i] : 0.0);
+        partial[c] = acc;
+    }
+    double total = subsae__sumsq(ws->g_b_dec, d_out);
+    for (int64_t c = 0; c < chunks; c++)
+        total += partial[c];
+    return total;
+}
+
+int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss, double *sq)
+{
+    static const char *fn = "subsae_trainer_step";
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t W = t->coll.size, d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
+    const int T = (int)ws->threads;
+    const size_t stride = SUBSAE__PART_STRIDE(d_out);
+    if (!t->coll_buf) /* sized before every collective step (fit, step) */
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: no exchange buffer", fn);
+    double *buf = t->coll_buf, *head = buf + W;
+    double *sum_t = head + 3, *g_b_dec = sum_t + d_out, *fired = g_b_dec + d_out;
+    const bool extended = subsae__trainer_extended(t);
+    const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
+    double *flags = extended ? fired + m : NULL, *losses = extended ? flags + m : NULL;
+    const int64_t count = exchange_values(t);
+    double *partial = head + count;
+    memset(head, 0, (size_t)count * sizeof *head);
+
+    /* 1. This worker's share, then the sum and the agreement. */
+    const bool mine = rc == SUBSAE_OK && *n > 0;
+    if (mine) {
+        double sse = 0.0, t2 = 0.0;
+        for (int64_t i = 0; i < *n; i++)
+            sse += ws->row_sse[i];
+        for (int p = 0; p < T; p++) {
+            const double *part = ws->part + (size_t)p * stride;
+            t2 += part[SUBSAE__PART_T2(d_out)];
+            for (int64_t j = 0; j < d_out; j++)
+                sum_t[j] += part[SUBSAE__PART_SUM_T(d_out) + j];
+        }
+        head[0] = (double)*n;
+        head[1] = sse;
+        head[2] = t2;
+        for (int64_t j = 0; j < d_out; j++)
+            g_b_dec[j] = ws->g_b_dec[j];
+        if (!extended) {
+            for (int64_t i = 0; i < touched_count(ws); i++)
+                fired[ws->touched[i]] = ws->fired[ws->touched[i]];
+        } else {
+            /* Active pairs for the clock; touched flags for U. */
+            for (int64_t i = 0; i < touched_count(ws); i++) {
+                fired[ws->touched[i]] = ws->active[ws->touched[i]];
+                flags[ws->touched[i]] = 1.0;
+            }
+            losses[0] = ws->step_penalty; /* already over the global batch */
+            losses[1] = ws->step_aux;
+        }
+    }
+    rc = subsae__collective_agree_buf(&t->coll, rc, buf, count, fn);
+    if (rc)
+        return rc;
+    const int64_t n_all = (int64_t)head[0];
+    if (n_all < 1)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the workers passed no rows", fn);
+
+    /* 2. U, and this worker's compact gradient rows moved to U's slots
+     *    (descending, so that a row never lands on one not yet moved: the
+     *    slot in U of a touched feature is at least its local slot). */
+    const double *in_u = extended ? flags : fired;
+    int64_t nU = 0;
+    for (int64_t f = 0; f < m; f++)
+        nU += in_u[f] > 0.0;
+    if (nU > ws->max_touched)
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: %lld features fired on the workers but the workspace holds "
+                            "%lld gradient rows",
+                            fn, (long long)nU, (long long)ws->max_touched);
+    int64_t i = mine ? touched_count(ws) - 1 : -1, j = nU - 1;
+    for (int64_t f = m - 1; f >= 0 && j >= 0; f--) {
+        if (!(in_u[f] > 0.0))
+            continue;
+        if (i >= 0 && ws->touched[i] == f) {
+            if (i != j) {
+                memcpy(ws->g_W_enc + j * d_in, ws->g_W_enc + i * d_in,
+                       (size_t)d_in * sizeof(float));
+                memcpy(ws->g_W_dec + j * d_out, ws->g_W_dec + i * d_out,
+                       (size_t)d_out * sizeof(float));
+                ws->g_b_enc[j] = ws->g_b_enc[i];
+                if (jump)
+                    ws->g_thr[j] = ws->g_thr[i];
+            }
+            i--;
+        } else {
+            memset(ws->g_W_enc + j * d_in, 0, (size_t)d_in * sizeof(float));
+            memset(ws->g_W_dec + j * d_out, 0, (size_t)d_out * sizeof(float));
+            ws->g_b_enc[j] = 0.0f;
+            if (jump)
+                ws->g_thr[j] = 0.0f;
+        }
+        j--;
+    }
+
+    /* 3. The workspace as the optimiser and the counters read it, for the
+     *    global step: touched features and their counts, pairs, partition
+     *    sums (all in partition 0), the b_dec gradient. */
+    int64_t pairs = 0, slot = 0;
+    for (int64_t f = 0; f < m; f++) {
+        if (in_u[f] > 0.0) {
+            ws->slot_of[f] = (int32_t)slot;
+            ws->touched[slot++] = (int32_t)f;
+            ws->fired[f] = (int32_t)fired[f];
+            ws->active[f] = (int32_t)fired[f];
+            pairs += (int64_t)fired[f];
+        } else {
+            ws->slot_of[f] = -1;
+            ws->fired[f] = 0;
+        }
+    }
+    ws->offsets[m] = (int32_t)pairs;
+    for (int p = 0; p < T; p++)
+        ws->split[p] = 0;
+    ws->split[T] = nU;
+    for (int p = 0; p < T; p++) {
+        double *part = ws->part + (size_t)p * stride;
+        for (int64_t jj = 0; jj < d_out; jj++)
+            part[SUBSAE__PART_SUM_T(d_out) + jj] = p == 0 ? sum_t[jj] : 0.0;
+        part[SUBSAE__PART_T2(d_out)] = p == 0 ? head[2] : 0.0;
+    }
+    for (int64_t jj = 0; jj < d_out; jj++)
+        ws->g_b_dec[jj] = (float)g_b_dec[jj];
+
+    /* 4. The gradient rows of U. */
+    rc = subsae__allreduce(&t->coll, ws->g_W_enc, nU * d_in, SUBSAE_DTYPE_F32,
+                           "subsae_trainer_step: W_enc gradient rows");
+    if (!rc)
+        rc = subsae__allreduce(&t->coll, ws->g_W_dec, nU * d_out, SUBSAE_DTYPE_F32,
+                               "subsae_trainer_step: W_dec gradient rows");
+    if (!rc)
+        rc = subsae__allreduce(&t->coll, ws->g_b_enc, nU, SUBSAE_DTYPE_F32,
+                               "subsae_trainer_step: b_enc gradient");
+    if (!rc && jump)
+        rc = subsae__allreduce(&t->coll, ws->g_thr, nU, SUBSAE_DTYPE_F32,
+                               "subsae_trainer_step: log-threshold gradient");
+    if (rc)
+        return rc;
+    t->coll_steps++;
+
+    *n = n_all;
+    *loss = head[1] / (double)n_all;
+    ws->step_mse = *loss;
+    ws->step_penalty = extended ? losses[0] : 0.0;
+    ws->step_aux = extended ? losses[1] : 0.0;
+    *loss += ws->step_penalty + ws->step_aux;
+    /* The norm only matters for clipping; otherwise each worker checked
+     * its own share was finite. */
+    *sq = t->clip_norm > 0.0 ? gradient_norm2(t, nU, partial) : 0.0;
+    if (!isfinite(*loss) || !isfinite(*sq))
+        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
+                            "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
+                            "left as before the step: lower the learning rate",
+                            fn, (long long)t->step + 1, *loss, *sq);
+    return SUBSAE_OK;
+}
+
+/* ---- step -------------------------------------------------------------------- */
+
+int subsae__trainer_step_collective(subsae_trainer *t, int rc, const float *input,
+                                    int64_t input_stride, const float *target,
+                                    int64_t target_stride, int64_t n)
+{
+    static const char *fn = "subsae_trainer_step";
+    if (!rc)
+        rc = subsae__trainer_collective_supported(t, fn);
+    if (!rc)
+        rc = ensure_exchange(t);
+    double rows = rc ? 0.0 : (double)n;
+    rc = subsae__collective_sum_small(&t->coll, rc, &rows, 1, fn);
+    if (rc)
+        return rc;
+    const int64_t n_all = (int64_t)rows;
+    if (n_all < 1 || n_all > ((int64_t)1 << 24))
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the workers passed %lld rows together (1 to 2^24)", fn,
+                            (long long)n_all);
+    /* Room for the gradient rows of every feature that can fire in the
+     * global batch. */
+    rc = subsae__trainer_workspace(t, n_all > n ? n_all : n, subsae__trainer_threads(t));
+    if (!rc && subsae__trainer_extended(t))
+        rc = subsae__trainer_room_all_features(t);
+    t->loss_rows = n_all;
+    rc = subsae__trainer_step_rows(t, rc, input, input_stride, target, target_stride, n);
+    t->loss_rows = 0;
+    return rc;
+}
+
+/* ---- fit --------------------------------------------------------------------- */
+
+/* The iterator over the N global rows, positioned where the trainer stands
+ * (as ensure_batches in trainer.c does over a buffer). It has no buffer,
+ * which tells it from the single-process iterator. */
+static int global_batches(subsae_trainer *t, int64_t N)
+{
+    if (t->batches && !t->batches_buf && t->batches_rows == N && t->batches_size == t->batch)
+        return SUBSAE_OK;
+    if (t->batches) {
+        int rc = subsae_batches_tell(t->batches, &t->it_epoch, &t->it_position);
+        if (rc)
+            return rc;
+        subsae_batches_free(t->batches);
+        t->batches = NULL;
+    }
+    int flags = SUBSAE_BATCH_SHUFFLE | (N >= t->batch ? SUBSAE_BATCH_DROP_LAST : 0);
+    subsae_batches *it;
+    int rc = subsae__batches_create_rows(NULL, N, t->batch,
+                                         subsae__trainer_batch_seed((uint64_t)t->seed), flags,
+                                         &it);
+    if (rc)
+        return rc;
+    int64_t end = N >= t->batch ? N - N % t->batch : N;
+    if (t->it_position <= end)
+        rc = subsae_batches_seek(it, t->it_epoch, t->it_position);
+    else
+        rc = subsae_batches_seek(it, t->it_epoch + 1, 0);
+    if (rc) {
+        subsae_batches_free(it);
+        return rc;
+    }
+    t->batches = it;
+    t->batches_buf = NULL;
+    t->batches_rows = N;
+    t->batches_size = t->batch;
+    t->window_tokens = end;
+    return SUBSAE_OK;
+}
+
+int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffer *input,
+                                   const subsae_buffer *target, int64_t tokens)
+{
+    static const char *fn = "subsae_trainer_fit";
+    const subsae_sae *s = t->sae;
+    const int64_t local = rc ? 0 : subsae_buffer_rows(input);
+    int64_t offset = 0, N = 0;
+    rc = subsae__collective_rows(&t->coll, rc, local, s->d_in, &offset, &N, NULL, fn);
+    /* The same run on every worker: options, length, and where it stands. */
+    uint64_t h = subsae__trainer_options_hash(t);
+    int64_t run[] = {tokens, t->step, t->tokens, t->it_epoch, t->it_position};
+    if (t->batches && !rc)
+        subsae_batches_tell(t->batches, &run[3], &run[4]);
+    h = subsae__hash_bytes(h, run, sizeof run);
+    rc = subsae__collective_same(&t->coll, rc, h,
+                                 "subsae_trainer_fit: the run (options, tokens, step, position)");
+    if (rc)
+        return rc;
+    if (N < 1)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the workers hold no rows", fn);
+    if (!rc)
+        rc = subsae__trainer_collective_supported(t, fn);
+    if (!rc)
+        rc = global_batches(t, N);
+    if (!rc)
+        rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
+    if (!rc && subsae__trainer_extended(t))
+        rc = subsae__trainer_room_all_features(t);
+    if (!rc)
+        rc = ensure_exchange(t);
+    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_fit: setup");
+    if (rc)
+        return rc;
+
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t per_step = t->batch < N ? t->batch : N;
+    const int64_t bytes_before = t->coll.bytes, steps_before = t->coll_steps;
+    t->fit_end_step = t->step + (tokens + per_step - 1) / per_step;
+    int64_t done = 0;
+    int stop = SUBSAE_OK; /* this worker's callback asked to stop: agreed at the next step */
+    while (done < tokens) {
+        int64_t epoch, position, nb = 0, nl = 0;
+        subsae_batches_tell(t->batches, &epoch, &position);
+        rc = stop;
+        if (!rc)
+            rc = subsae_batches_next_indices(t->batches, ws->rows, &nb, NULL);
+        if (!rc) {
+            /* This worker's rows of the global batch, in batch order. */
+            for (int64_t i = 0; i < nb; i++)
+                if (ws->rows[i] >= offset && ws->rows[i] - offset < local)
+                    ws->rows[nl++] = ws->rows[i] - offset;
+        }
+        if (!rc && nl > 0)
+            rc = subsae_buffer_gather(input, ws->rows, nl, ws->xs, s->d_in);
+        if (!rc && nl > 0 && target)
+            rc = subsae_buffer_gather(target, ws->rows, nl, ws->ts, s->d_out);
+        t->loss_rows = nb;
+        rc = subsae__trainer_step_rows(t, rc, ws->xs, s->d_in, target ? ws->ts : NULL,
+                                       s->d_out, nl);
+        t->loss_rows = 0;
+        if (rc) {
+            subsae_batches_seek(t->batches, epoch, position);
+            break;
+        }
+        subsae_batches_tell(t->batches, &t->it_epoch, &t->it_position);
+        done += nb;
+        if (t->callback &&
+            t->callback(SUBSAE_EVENT_PROGRESS, "fit", done, tokens, NULL, t->user) != 0)
+            stop = subsae__fail(SUBSAE_E_CANCELLED, SUBSAE_REASON_CANCELLED,
+                                "%s: cancelled by the callback after %lld of %lld tokens", fn,
+                                (long long)done, (long long)tokens);
+    }
+    t->fit_end_step = -1;
+    if (!rc)
+        rc = stop; /* a stop after the last step */
+    /* Every worker ends here after the same steps: agree on the outcome
+     * and check the weights are still the same everywhere. */
+    rc = subsae__collective_same(&t->coll, rc, subsae__trainer_weights_hash(t),
+                                 "subsae_trainer_fit: the weights");
+    const int64_t steps = t->coll_steps - steps_before;
+    if (steps > 0)
+        log_line(t,
+                 "collective: %lld steps on %lld workers, %.0f bytes all-reduced per step "
+                 "(%lld in all)",
+                 (long long)steps, (long long)t->coll.size,
+                 (double)(t->coll.bytes - bytes_before) / (double)steps,
+                 (long long)(t->coll.bytes - bytes_before));
+    return rc;
+}
