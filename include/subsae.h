@@ -590,8 +590,11 @@ enum subsae_sae_option {
     SUBSAE_SAE_K = 4,              /* int, TopK/BatchTopK k (default 32) */
     SUBSAE_SAE_APPLY_B_DEC_TO_INPUT = 5, /* int 0/1: pre = (x - b_dec) W_enc^T + b_enc;
                                             default 1 when d_in == d_out */
-    SUBSAE_SAE_RANK_BY_DECODER_NORM = 6, /* int 0/1: TopK ranks pre * |W_dec row|
-                                            (lm-saes); default 0 */
+    SUBSAE_SAE_RANK_BY_DECODER_NORM = 6, /* int 0/1: the activation sees pre * |W_dec row|
+                                            (lm-saes' sparsity_include_decoder_norm):
+                                            TopK ranks by it, JumpReLU / BatchTopK
+                                            compare it with the threshold; the code is
+                                            still pre; default 0 */
     SUBSAE_SAE_INPUT_SCALE = 7,    /* double, default 1 */
     SUBSAE_SAE_OUTPUT_SCALE = 8    /* double, default 1 */
 };
@@ -682,10 +685,26 @@ SUBSAE_API int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *i
  *  fsync, rename). Errors: SUBSAE_E_INVALID, SUBSAE_E_IO, SUBSAE_E_NOMEM. */
 SUBSAE_API int subsae_sae_save(const subsae_sae *sae, const char *dir);
 
-/** Load a saved SAE directory: this library's / SAELens layout, EleutherAI
- *  sparsify and OpenMOSS lm-saes layouts, recognised by tensor shapes, with
- *  each tool's encoding convention. Errors: SUBSAE_E_INVALID, SUBSAE_E_IO,
- *  SUBSAE_E_FORMAT, SUBSAE_E_UNSUPPORTED, SUBSAE_E_NOMEM. */
+/** Load a saved SAE directory, with each tool's encoding convention:
+ *   - this library's / SAELens (cfg.json + sae_weights.safetensors: W_enc,
+ *     b_enc, W_dec, b_dec, threshold or log_threshold);
+ *   - EleutherAI sparsify (cfg.json + sae.safetensors: encoder.weight
+ *     [d_sae, d_in], encoder.bias, W_dec [d_sae, d], b_dec): b_dec is
+ *     subtracted from the input unless cfg.json says transcode; ReLU, top k;
+ *   - OpenMOSS lm-saes (config.json + sae_weights.safetensors: W_E [d_in,
+ *     d_sae], b_E, W_D [d_sae, d], b_D, activation_function.
+ *     log_jumprelu_threshold): b_D is not subtracted; with
+ *     sparsity_include_decoder_norm (default true) the activation sees
+ *     pre * |W_D row| (SUBSAE_SAE_RANK_BY_DECODER_NORM); dataset-wise
+ *     normalisation becomes the input and output scales.
+ *  Tensor names pick the layout, shapes decide the rest: d_sae is the
+ *  encoder bias's length and each matrix is read as [d_sae, d] or [d,
+ *  d_sae] by which dimension is d_sae. A tensor of any other shape, a
+ *  config that disagrees with the tensors, or a variant the model cannot
+ *  represent (skip connections, GLU encoders, lm-saes batchtopk, per-token
+ *  normalisation) is rejected, the message naming the file and tensor.
+ *  Errors: SUBSAE_E_INVALID, SUBSAE_E_IO, SUBSAE_E_FORMAT,
+ *  SUBSAE_E_UNSUPPORTED, SUBSAE_E_NOMEM, SUBSAE_E_NONFINITE. */
 SUBSAE_API int subsae_sae_load(const char *dir, subsae_sae **out);
 
 /* ===================================================================== */
@@ -713,8 +732,11 @@ enum subsae_subspace_coefficients { SUBSAE_COEF_UNIFORM = 0, SUBSAE_COEF_GAUSSIA
 /** Trainer options; set before subsae_trainer_init unless noted. */
 enum subsae_train_option {
     SUBSAE_TRAIN_FEATURES = 0,      /* int d_sae, default 16384 */
-    SUBSAE_TRAIN_ACTIVATION = 1,    /* int SUBSAE_ACT_*, default TOPK */
-    SUBSAE_TRAIN_K = 2,             /* int, default 32 */
+    SUBSAE_TRAIN_ACTIVATION = 1,    /* int SUBSAE_ACT_*, default TOPK; BatchTopK keeps its
+                                       inference threshold as a moving average of the
+                                       smallest value each batch selected */
+    SUBSAE_TRAIN_K = 2,             /* int, default 32: TopK / BatchTopK k; the initial L0
+                                       of JumpReLU and ReLU */
     SUBSAE_TRAIN_LR = 3,            /* double; 0 (default) = 2e-4 / sqrt(d_sae / 16384);
                                        get returns the rate in effect */
     SUBSAE_TRAIN_BATCH = 4,         /* int tokens per step, default 4096 */
@@ -741,12 +763,20 @@ enum subsae_train_option {
     SUBSAE_TRAIN_ADAM_BETA1 = 17,   /* double, 0.9 */
     SUBSAE_TRAIN_ADAM_BETA2 = 18,   /* double, 0.999 */
     SUBSAE_TRAIN_ADAM_EPS = 19,     /* double, 1e-8 */
-    SUBSAE_TRAIN_AUXK_COEF = 20,    /* double, 0 = off (default); 1/32 typical */
-    SUBSAE_TRAIN_AUXK_K = 21,       /* int, 0 (default) = d_in / 2 */
-    SUBSAE_TRAIN_L1_COEF = 22,      /* double, ReLU L1 penalty */
-    SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU L0 penalty */
-    SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, straight-through kernel width */
-    SUBSAE_TRAIN_INIT_THRESHOLD = 25,     /* double, initial JumpReLU threshold */
+    SUBSAE_TRAIN_AUXK_COEF = 20,    /* double, AuxK revival loss (Gao et al. 2024): the top
+                                       AUXK_K pre-activations of the dead features (no fire
+                                       within DEAD_WINDOW tokens) reconstruct the residual;
+                                       0 = off (default); 1/32 typical */
+    SUBSAE_TRAIN_AUXK_K = 21,       /* int, 0 (default) = d_out / 2 (d_in / 2 for an SAE) */
+    SUBSAE_TRAIN_L1_COEF = 22,      /* double, ReLU: lambda of the L1 penalty
+                                       lambda sum_f z_f |W_dec row f|, default 2.0 */
+    SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU: lambda of the L0 penalty, default 1.0 */
+    SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, width of the rectangle kernel of the
+                                       straight-through estimator, default 0.001 */
+    SUBSAE_TRAIN_INIT_THRESHOLD = 25,     /* double, initial JumpReLU threshold (ReLU: minus
+                                       the initial encoder bias); 0 (default) = the
+                                       batch-top-k cut of the init sample, so that the
+                                       initial L0 is about K */
     SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26 /* int SUBSAE_COEF_*, default UNIFORM */
 };
 
@@ -789,7 +819,13 @@ SUBSAE_API int subsae_trainer_set_callback(subsae_trainer *t, subsae_callback ca
  *     features that fired on some worker (F32, |U| (d_in + d_out + 1)
  *     values in three calls, |U| <= min(d_sae, batch k)): the others have
  *     zero gradient. Every worker then applies the same Adam update,
- *     dead-feature clock and metrics;
+ *     dead-feature clock and metrics. ReLU, JumpReLU and AuxK touch
+ *     features that did not fire: the first exchange then also carries a
+ *     touched flag per feature and the penalty and AuxK loss parts (d_sae
+ *     + 2 more values), U is the touched union, and JumpReLU's
+ *     log-threshold gradient rows travel too (|U| more F32 values);
+ *     BatchTopK (a selection over the global batch) is refused with
+ *     workers: SUBSAE_E_UNSUPPORTED from init, fit and step;
  *   - at the end of init and of every fit the workers compare a hash of
  *     their weights and fail with SUBSAE_REASON_WORKERS_DIVERGED when they
  *     differ (workers must run the same build on the same kind of CPU with

@@ -94,6 +94,13 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
         rng[2], rng[3], "batches", "epoch", (json_int_t)epoch, "position", (json_int_t)position,
         "window_tokens", (json_int_t)t->window_tokens, "prev_valid", t->prev_valid, "windows",
         "cur", window_json(&t->cur), "prev", window_json(&t->prev));
+    /* BatchTopK: the running threshold in double (the model holds it as
+     * float). */
+    if (root && s->activation == SUBSAE_ACT_BATCHTOPK &&
+        json_object_set_new(root, "batch_threshold", json_real(t->batch_threshold))) {
+        json_decref(root);
+        root = NULL;
+    }
     return root;
 }
 
@@ -205,8 +212,13 @@ int subsae_trainer_save_checkpoint(const subsae_trainer *t, const char *dir)
         {"window_prev.fires", SUBSAE_DTYPE_F64, 1, {m}, prev_fires, 0},
         {"window_cur.sum_t", SUBSAE_DTYPE_F64, 1, {d_out}, t->cur.sum_t, 0},
         {"window_prev.sum_t", SUBSAE_DTYPE_F64, 1, {d_out}, t->prev.sum_t, 0},
+        /* JumpReLU only (kept last): the trained log-thresholds. */
+        {"log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->log_threshold, 0},
+        {"adam_m.log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->m_log_threshold, 0},
+        {"adam_v.log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->v_log_threshold, 0},
     };
-    const int64_t n_views = (int64_t)(sizeof views / sizeof views[0]);
+    const int64_t n_views = (int64_t)(sizeof views / sizeof views[0]) -
+                            (s->activation == SUBSAE_ACT_JUMPRELU ? 0 : 3);
     for (int64_t i = 0; i < n_views; i++) {
         size_t count = 1;
         for (int j = 0; j < views[i].ndim; j++)
@@ -348,10 +360,10 @@ static int load_tensor(const subsae__safetensors *st, const char *path, const ch
         (ndim == 2 && v->shape[1] != d1))
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                             "%s: tensor '%s' is %s %dD [%lld%s%lld], expected %s [%lld%s%lld]",
-                            path, name, subsae_dtype_name(v->dtype), v->ndim,
+                            path, name, subsae__safetensors_dtype_name(v->dtype), v->ndim,
                             (long long)v->shape[0], v->ndim == 2 ? ", " : "",
                             v->ndim == 2 ? (long long)v->shape[1] : 0LL,
-                            subsae_dtype_name(dtype), (long long)d0, ndim == 2 ? ", " : "",
+                            subsae__safetensors_dtype_name(dtype), (long long)d0, ndim == 2 ? ", " : "",
                             ndim == 2 ? (long long)d1 : 0LL);
     if (dst)
         memcpy(dst, v->data, v->bytes);
@@ -381,6 +393,35 @@ static void read_window(struct reader *r, const json_t *obj, struct subsae__wind
     w->sse = get_real(r, obj, "sse", false);
     w->sum_t2 = get_real(r, obj, "sum_t2", false);
     w->active = get_int(r, obj, "active", 0, INT64_MAX);
+}
+
+/* JumpReLU's trained parameter and its Adam moments (the threshold the
+ * model holds is exp of the first). */
+static const char *const log_threshold_names[3] = {"log_threshold", "adam_m.log_threshold",
+                                                   "adam_v.log_threshold"};
+
+/* Copies the JumpReLU tensors (shapes checked before) and requires the
+ * model's threshold to be exp(log_threshold) and the second moment to be
+ * finite and >= 0. */
+static int copy_log_threshold(subsae_trainer *t, const subsae__safetensors *st, const char *path)
+{
+    const int64_t m = t->sae->d_sae;
+    float *const dst[3] = {t->log_threshold, t->m_log_threshold, t->v_log_threshold};
+    for (int i = 0; i < 3; i++)
+        memcpy(dst[i], subsae__safetensors_find(st, log_threshold_names[i])->data,
+               (size_t)m * sizeof(float));
+    for (int64_t f = 0; f < m; f++) {
+        if (!isfinite(t->log_threshold[f]) || t->sae->threshold[f] != expf(t->log_threshold[f]))
+            return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                "%s: threshold[%lld] is not exp(log_threshold)", path,
+                                (long long)f);
+        if (!isfinite(t->m_log_threshold[f]) || !isfinite(t->v_log_threshold[f]) ||
+            t->v_log_threshold[f] < 0.0f)
+            return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                "%s: Adam moments of log_threshold[%lld] are not valid", path,
+                                (long long)f);
+    }
+    return SUBSAE_OK;
 }
 
 static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
@@ -445,6 +486,8 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
             r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
                                  "%s: 'rng' must hold four 16-digit hex words", r->path);
     }
+    const double batch_threshold =
+        activation == SUBSAE_ACT_BATCHTOPK ? get_real(r, root, "batch_threshold", false) : 0.0;
     const json_t *state_name = field(r, root, "state_file");
     if (r->rc)
         return r->rc;
@@ -496,6 +539,8 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         rc = load_tensor(st, state_path, tensors[i].name, SUBSAE_DTYPE_F32, nd[w], d0[w], d1[w],
                          NULL);
     }
+    for (int i = 0; !rc && activation == SUBSAE_ACT_JUMPRELU && i < 3; i++)
+        rc = load_tensor(st, state_path, log_threshold_names[i], SUBSAE_DTYPE_F32, 1, m, 0, NULL);
     const char *counts[3] = {"last_fired", "window_cur.fires", "window_prev.fires"};
     for (int i = 0; !rc && i < 3; i++)
         rc = load_tensor(st, state_path, counts[i], SUBSAE_DTYPE_F64, 1, m, 0, NULL);
@@ -536,6 +581,8 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         for (size_t i = 0; !rc && i < sizeof dst / sizeof dst[0]; i++)
             memcpy(dst[i], subsae__safetensors_find(st, names[i])->data,
                    subsae__safetensors_find(st, names[i])->bytes);
+        if (activation == SUBSAE_ACT_JUMPRELU)
+            rc = copy_log_threshold(t, st, state_path);
         if (!rc)
             rc = subsae__sae_check_finite(s, state_path);
         /* Adam's moments: first finite, second finite and >= 0 (a negative
@@ -570,6 +617,7 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         return rc;
     t->subspace_dim_used = r_used;
     t->init_scale = init_scale;
+    t->batch_threshold = batch_threshold;
     t->step = step;
     t->tokens = tokens;
     t->fit_end_step = fit_end;

@@ -28,9 +28,17 @@ int subsae__map_file(const char *path, void **map, size_t *size);
 
 /* ---- safetensors (io_safetensors.c) --------------------------------- */
 
+/* Codes of the safetensors dtypes that have no SUBSAE_DTYPE_* (BOOL, U8,
+ * I8, I16, U16, U32, I64, U64, C64, the F8/F6/F4 types) start here: the
+ * container reads and writes them as opaque bytes, nothing converts them. */
+enum { SUBSAE__DTYPE_OPAQUE = 256 };
+
+/* The safetensors name of a dtype code ("F32", "I64", ...), or NULL. */
+const char *subsae__safetensors_dtype_name(int dtype);
+
 struct subsae__tensor_view {
     const char *name;
-    int dtype;                  /* SUBSAE_DTYPE_* */
+    int dtype;                  /* SUBSAE_DTYPE_* or an opaque code (above) */
     int ndim;
     int64_t shape[8];
     const void *data;           /* little-endian elements, any alignment */
@@ -49,9 +57,12 @@ int subsae__safetensors_write(const char *path, const struct subsae__tensor_view
 
 /* A parsed, validated, memory-mapped safetensors file. Opening checks the
  * whole header (see io_safetensors.c) and fails with a SUBSAE_REASON_*
- * naming the file for any problem, including a dtype other than F32, F16,
- * BF16, F64 or I32. Tensors are listed in file (offset) order; names,
- * views and metadata live until subsae__safetensors_close. */
+ * naming the file for any problem, including a dtype name the format does
+ * not define; tensors of every safetensors dtype are accepted (the
+ * non-float ones as opaque bytes, their byte size checked against the
+ * shape). Readers of activations and weights check the dtype themselves.
+ * Tensors are listed in file (offset) order; names, views and metadata
+ * live until subsae__safetensors_close. */
 typedef struct subsae__safetensors subsae__safetensors;
 
 int subsae__safetensors_open(const char *path, subsae__safetensors **out);

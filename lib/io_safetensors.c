@@ -36,28 +36,89 @@ struct subsae__safetensors {
     const char **metadata_values;
 };
 
+/* Every dtype name of the safetensors format. The four float types (and
+ * I32, for index outputs) map to the public SUBSAE_DTYPE_* codes; the
+ * others are read as opaque bytes only (foreign SAE files may carry, for
+ * example, I64 step counters or U8 masks next to their weights): their
+ * codes are SUBSAE__DTYPE_OPAQUE + their index here. `bits` is the element
+ * size; the sub-byte types must fill whole bytes. */
 static const struct {
     const char *name;
-    int dtype;
+    int dtype; /* public code, or -1 for an opaque type */
+    int bits;
 } dtype_names[] = {
-    {"F32", SUBSAE_DTYPE_F32}, {"F16", SUBSAE_DTYPE_F16}, {"BF16", SUBSAE_DTYPE_BF16},
-    {"F64", SUBSAE_DTYPE_F64}, {"I32", SUBSAE_DTYPE_I32},
+    {"F32", SUBSAE_DTYPE_F32, 32}, {"F16", SUBSAE_DTYPE_F16, 16},
+    {"BF16", SUBSAE_DTYPE_BF16, 16}, {"F64", SUBSAE_DTYPE_F64, 64},
+    {"I32", SUBSAE_DTYPE_I32, 32},  {"BOOL", -1, 8},
+    {"U8", -1, 8},                  {"I8", -1, 8},
+    {"I16", -1, 16},                {"U16", -1, 16},
+    {"U32", -1, 32},                {"I64", -1, 64},
+    {"U64", -1, 64},                {"C64", -1, 64},
+    {"F8_E5M2", -1, 8},             {"F8_E4M3", -1, 8},
+    {"F8_E8M0", -1, 8},             {"F6_E2M3", -1, 6},
+    {"F6_E3M2", -1, 6},             {"F4", -1, 4},
 };
+enum { N_DTYPE_NAMES = sizeof dtype_names / sizeof dtype_names[0] };
+
+static int code_of(size_t i)
+{
+    return dtype_names[i].dtype >= 0 ? dtype_names[i].dtype : SUBSAE__DTYPE_OPAQUE + (int)i;
+}
 
 static int dtype_from_name(const char *name)
 {
-    for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; i++)
+    for (size_t i = 0; i < N_DTYPE_NAMES; i++)
         if (!strcmp(name, dtype_names[i].name))
-            return dtype_names[i].dtype;
+            return code_of(i);
+    return -1;
+}
+
+static int dtype_index(int dtype)
+{
+    for (size_t i = 0; i < N_DTYPE_NAMES; i++)
+        if (dtype == code_of(i))
+            return (int)i;
     return -1;
 }
 
 static const char *dtype_to_name(int dtype)
 {
-    for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; i++)
-        if (dtype == dtype_names[i].dtype)
-            return dtype_names[i].name;
-    return NULL;
+    int i = dtype_index(dtype);
+    return i >= 0 ? dtype_names[i].name : NULL;
+}
+
+const char *subsae__safetensors_dtype_name(int dtype)
+{
+    return dtype_to_name(dtype);
+}
+
+/* Bits per element (0 for an unknown code). */
+static size_t dtype_bits(int dtype)
+{
+    int i = dtype_index(dtype);
+    return i >= 0 ? (size_t)dtype_names[i].bits : 0;
+}
+
+/* Alignment unit of an element in bytes (1 for sub-byte types). */
+static size_t element_bytes(int dtype)
+{
+    size_t bits = dtype_bits(dtype);
+    return bits >= 8 ? bits / 8 : 1;
+}
+
+/* Bytes of `count` elements into *bytes; false on overflow or when a
+ * sub-byte type does not fill whole bytes (*partial set). */
+static bool tensor_bytes(int dtype, size_t count, size_t *bytes, bool *partial)
+{
+    size_t bits = dtype_bits(dtype), total;
+    *partial = false;
+    if (bits % 8 == 0)
+        return subsae__mul_size(count, bits / 8, bytes);
+    if (!subsae__mul_size(count, bits, &total))
+        return false;
+    *partial = total % 8 != 0;
+    *bytes = total / 8;
+    return true;
 }
 
 /* Free what a parse produced (not the mapping, not the path). */
@@ -107,16 +168,15 @@ static int parse_tensor(const char *path, const char *name, json_t *entry,
     int dtype = dtype_from_name(json_string_value(jdtype));
     if (dtype < 0)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
-                            "%s: tensor '%s' has dtype \"%s\"; supported: F32, F16, BF16, "
-                            "F64 (and I32 for indices)", path, name,
-                            json_string_value(jdtype));
+                            "%s: tensor '%s' has dtype \"%s\", which is not a safetensors "
+                            "dtype", path, name, json_string_value(jdtype));
     size_t ndim = json_array_size(jshape);
     if (ndim > SUBSAE__MAX_DIMS)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_SHAPE,
                             "%s: tensor '%s' has %zu dimensions; at most %d are supported",
                             path, name, ndim, SUBSAE__MAX_DIMS);
-    size_t element = subsae__dtype_size(dtype), bytes = element;
-    bool overflow = false;
+    size_t element = element_bytes(dtype), count = 1, bytes = 0;
+    bool overflow = false, partial = false;
     for (size_t i = 0; i < ndim; i++) {
         json_t *d = json_array_get(jshape, i);
         if (!is_count(d))
@@ -124,12 +184,16 @@ static int parse_tensor(const char *path, const char *name, json_t *entry,
                                 "%s: tensor '%s': shape[%zu] is not a non-negative integer",
                                 path, name, i);
         view->shape[i] = (int64_t)json_integer_value(d);
-        if (!subsae__mul_size(bytes, (size_t)view->shape[i], &bytes))
+        if (!subsae__mul_size(count, (size_t)view->shape[i], &count))
             overflow = true;
     }
-    if (overflow || bytes > (size_t)INT64_MAX)
+    if (overflow || !tensor_bytes(dtype, count, &bytes, &partial) || bytes > (size_t)INT64_MAX)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_SHAPE_OVERFLOW,
                             "%s: tensor '%s': the product of its shape overflows", path, name);
+    if (partial)
+        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DTYPE_SHAPE_MISMATCH,
+                            "%s: tensor '%s': %zu elements of %s do not fill whole bytes", path,
+                            name, count, json_string_value(jdtype));
     if (json_array_size(joffsets) != 2 || !is_count(json_array_get(joffsets, 0)) ||
         !is_count(json_array_get(joffsets, 1)))
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
@@ -372,10 +436,11 @@ int subsae__safetensors_source(const char *path, const void *map, size_t size,
                           "%s: the file holds %lld tensors (%s); name one", path,
                           (long long)st.n_tensors, names);
     }
-    if (!rc && v->dtype == SUBSAE_DTYPE_I32)
+    if (!rc && v->dtype != SUBSAE_DTYPE_F32 && v->dtype != SUBSAE_DTYPE_F16 &&
+        v->dtype != SUBSAE_DTYPE_BF16 && v->dtype != SUBSAE_DTYPE_F64)
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
-                          "%s: tensor '%s' holds I32 indices, not activations (F32, F16, "
-                          "BF16, F64)", path, v->name);
+                          "%s: tensor '%s' has dtype %s; activations must be F32, F16, BF16 "
+                          "or F64", path, v->name, dtype_to_name(v->dtype));
     else if (!rc && v->ndim < 2)
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_SHAPE,
                           "%s: tensor '%s' is %d-D; activations need 2 or more dimensions "
@@ -536,12 +601,17 @@ static int check_view(const char *path, const struct subsae__tensor_view *t, int
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_SHAPE,
                             "%s: tensor '%s': %d dimensions (0 to %d)", path, t->name, t->ndim,
                             SUBSAE__MAX_DIMS);
-    size_t bytes = subsae__dtype_size(t->dtype);
+    size_t count = 1, bytes = 0;
+    bool partial = false;
     for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] < 0 || !subsae__mul_size(bytes, (size_t)t->shape[d], &bytes))
+        if (t->shape[d] < 0 || !subsae__mul_size(count, (size_t)t->shape[d], &count))
             return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_SHAPE,
                                 "%s: tensor '%s': shape[%d] = %lld is negative or overflows",
                                 path, t->name, d, (long long)t->shape[d]);
+    if (!tensor_bytes(t->dtype, count, &bytes, &partial) || partial)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DTYPE_SHAPE_MISMATCH,
+                            "%s: tensor '%s': %zu elements overflow or do not fill whole bytes",
+                            path, t->name, count);
     if (bytes != t->bytes)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DTYPE_SHAPE_MISMATCH,
                             "%s: tensor '%s': dtype and shape give %zu bytes, not %zu", path,
@@ -581,7 +651,7 @@ int subsae__safetensors_write(const char *path, const struct subsae__tensor_view
     int64_t placed = 0;
     for (size_t size = 8; size >= 1; size /= 2)
         for (int64_t i = 0; i < n_tensors; i++)
-            if (subsae__dtype_size(tensors[i].dtype) == size)
+            if (element_bytes(tensors[i].dtype) == size)
                 order[placed++] = i;
     char *text = NULL;
     size_t length = 0;

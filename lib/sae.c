@@ -333,6 +333,11 @@ int subsae_sae_fold_scales(subsae_sae *sae)
             sae->W_dec[i] = (float)((double)sae->W_dec[i] / s_out);
         for (int64_t j = 0; j < d_out; j++)
             sae->b_dec[j] = (float)((double)sae->b_dec[j] / s_out);
+        /* A threshold compared with pre * |W_dec row| follows the norms. */
+        if (sae->rank_by_decoder_norm && sae->activation != SUBSAE_ACT_TOPK &&
+            sae->activation != SUBSAE_ACT_RELU)
+            for (int64_t f = 0; f < d_sae; f++)
+                sae->threshold[f] = (float)((double)sae->threshold[f] / s_out);
     }
     sae->input_scale = sae->output_scale = 1.0;
     return SUBSAE_OK;
@@ -402,11 +407,13 @@ static void select_row(const subsae_sae *sae, float *pre_row, int64_t slots, int
         }
     } else {
         /* Threshold activations: z = pre where pre > threshold (0 for ReLU),
-         * then the `slots` largest of z. */
+         * then the `slots` largest of z. With decoder-norm weights (lm-saes)
+         * the gate sees pre * |W_dec row| and the code is pre. */
         for (int64_t f = 0; f < m; f++) {
             float v = pre_row[f] + sae->b_enc[f];
+            float gate = rank_weight ? v * rank_weight[f] : v;
             float t = sae->activation == SUBSAE_ACT_RELU ? 0.0f : sae->threshold[f];
-            pre_row[f] = v > t && v > 0.0f ? v : 0.0f;
+            pre_row[f] = gate > t && gate > 0.0f ? v : 0.0f;
         }
         int64_t kk = slots < m ? slots : m;
         subsae__topk_row(pre_row, NULL, NULL, m, kk, idx, val);
@@ -504,9 +511,9 @@ static int scratch_init(const subsae_sae *sae, int64_t n, struct encode_scratch 
                  sizeof(float);
     s->xin = subsae__malloc(xin);
     s->pre = subsae__malloc(pre);
-    if (ranked)
+    if (sae->rank_by_decoder_norm)
         s->norms = subsae__malloc((size_t)sae->d_sae * sizeof(float));
-    if (!s->xin || !s->pre || (ranked && !s->norms)) {
+    if (!s->xin || !s->pre || (sae->rank_by_decoder_norm && !s->norms)) {
         scratch_free(s);
         return subsae__fail_nomem("encoder scratch", xin + pre);
     }

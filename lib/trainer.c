@@ -28,6 +28,12 @@
 #include <string.h>
 
 enum { DEFAULT_FEATURES = 16384, DEFAULT_K = 32, DEFAULT_BATCH = 4096 };
+/* Defaults of the sparsity penalties, chosen so that one epoch on
+ * stories260K attention outputs lands at L0 4..64 (README). */
+static const double DEFAULT_L1_COEF = 2.0;
+static const double DEFAULT_L0_COEF = 1.0;
+static const double DEFAULT_BANDWIDTH = 0.001; /* SAELens' jumprelu_bandwidth */
+static const double FALLBACK_THRESHOLD = 0.001; /* SAELens' jumprelu_init_threshold */
 static const int64_t DEFAULT_DEAD_WINDOW = 10000000;
 static const int64_t DEFAULT_INIT_SAMPLE = 65536;
 static const int64_t SCALE_SEARCH_ROWS = 8192;
@@ -58,8 +64,10 @@ int subsae_trainer_create(subsae_trainer **out)
     t->beta1 = 0.9;
     t->beta2 = 0.999;
     t->eps = 1e-8;
-    t->bandwidth = 0.001;
-    t->init_threshold = 0.001;
+    t->l1_coef = DEFAULT_L1_COEF;
+    t->l0_coef = DEFAULT_L0_COEF;
+    t->bandwidth = DEFAULT_BANDWIDTH;
+    t->init_threshold = 0.0; /* automatic: the initial L0 is k */
     t->fit_end_step = -1;
     t->last_loss = NAN;
     t->coll.size = 1;
@@ -80,7 +88,11 @@ static void workspace_free(struct subsae__workspace *ws)
                       ws->xin, ws->pre, ws->idx, ws->val, ws->g, ws->row_sse, ws->counts,
                       ws->offsets, ws->fired, ws->pair_row, ws->pair_z, ws->touched,
                       ws->slot_of, ws->g_W_enc, ws->g_W_dec, ws->g_b_enc, ws->g_b_dec, ws->part,
-                      ws->split};
+                      ws->split, ws->row_ptr, ws->pre_val, ws->pair_pre, ws->row_count,
+                      ws->cut, ws->hist, ws->active, ws->g_thr,
+                      ws->extra, ws->dead_list, ws->aux_tmp, ws->aux_idx, ws->aux_val,
+                      ws->g_aux, ws->aux_sse, ws->aux_offsets, ws->aux_fired, ws->aux_pair_row,
+                      ws->aux_pair_z};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         subsae__free(blocks[i]);
     memset(ws, 0, sizeof *ws);
@@ -97,7 +109,8 @@ void subsae_trainer_free(subsae_trainer *t)
         return;
     subsae_sae_free(t->sae);
     float *moments[] = {t->m_W_enc, t->v_W_enc, t->m_b_enc, t->v_b_enc,
-                        t->m_W_dec, t->v_W_dec, t->m_b_dec, t->v_b_dec};
+                        t->m_W_dec, t->v_W_dec, t->m_b_dec, t->v_b_dec,
+                        t->log_threshold, t->m_log_threshold, t->v_log_threshold};
     for (size_t i = 0; i < sizeof moments / sizeof moments[0]; i++)
         subsae__free(moments[i]);
     subsae__free(t->last_fired);
@@ -372,10 +385,41 @@ int subsae__trainer_alloc_state(subsae_trainer *t)
     if (!t->m_W_enc || !t->v_W_enc || !t->m_W_dec || !t->v_W_dec || !t->m_b_enc ||
         !t->v_b_enc || !t->m_b_dec || !t->v_b_dec || !t->last_fired)
         return subsae__fail_nomem("Adam state", 2 * (enc + dec) * sizeof(float));
+    if (s->activation == SUBSAE_ACT_JUMPRELU) {
+        t->log_threshold = subsae__calloc((size_t)s->d_sae, sizeof(float));
+        t->m_log_threshold = subsae__calloc((size_t)s->d_sae, sizeof(float));
+        t->v_log_threshold = subsae__calloc((size_t)s->d_sae, sizeof(float));
+        if (!t->log_threshold || !t->m_log_threshold || !t->v_log_threshold)
+            return subsae__fail_nomem("JumpReLU threshold state", (size_t)s->d_sae * 12);
+    }
     int rc = window_alloc(&t->cur, s->d_out, s->d_sae);
     if (!rc)
         rc = window_alloc(&t->prev, s->d_out, s->d_sae);
     return rc;
+}
+
+/* Slots per row of AuxK for a configuration (0 when off). */
+static int64_t aux_slots(const subsae_trainer *t)
+{
+    if (!(t->auxk_coef > 0.0))
+        return 0;
+    const subsae_sae *s = t->sae;
+    int64_t k = t->auxk_k > 0 ? t->auxk_k : s->d_out / 2;
+    if (k < 1)
+        k = 1;
+    return k < s->d_sae ? k : s->d_sae;
+}
+
+/* Floats of the encoder scratch: the fused TopK encoder needs only its
+ * tiles; the blocked encoder of the other activations and of AuxK (which
+ * reads every dead feature's pre-activation; TopK steps without dead
+ * features stay fused) a block of full rows. */
+static int64_t encoder_scratch_floats(const subsae_trainer *t, int64_t batch, int threads)
+{
+    const subsae_sae *s = t->sae;
+    const int64_t floats = subsae__encode_scratch_floats(s, batch, threads, false);
+    const int64_t blocked = subsae__encode_block_rows(s->d_sae, batch) * s->d_sae;
+    return aux_slots(t) > 0 && blocked > floats ? blocked : floats;
 }
 
 int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
@@ -396,6 +440,9 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
         threads = (int)ws->threads;
     workspace_free(ws);
     const subsae_sae *s = t->sae;
+    const int act = s->activation;
+    const bool dense = act == SUBSAE_ACT_RELU || act == SUBSAE_ACT_JUMPRELU;
+    const bool jump = act == SUBSAE_ACT_JUMPRELU;
     const size_t B = (size_t)batch, d_in = (size_t)s->d_in, d_out = (size_t)s->d_out;
     const size_t m = (size_t)s->d_sae, k = (size_t)s->k, T = (size_t)threads;
     size_t pairs;
@@ -403,14 +450,18 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
         return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
                             "batch %zu x k %zu exceeds 2^31 (feature, token) pairs", B, k);
     ws->block = subsae__encode_block_rows(s->d_sae, batch);
-    ws->max_touched = (int64_t)(pairs < m ? pairs : m);
+    /* Dense activations start with room for k pairs per row and grow. */
+    ws->pair_cap = (int64_t)pairs;
+    ws->aux_k = 0;
+    int64_t touch = (int64_t)pairs + (int64_t)B * aux_slots(t);
+    ws->max_touched = touch < (int64_t)m ? touch : (int64_t)m;
     const size_t mt = (size_t)ws->max_touched;
     ws->rows = subsae__malloc(B * sizeof(int64_t));
     ws->xs = subsae__malloc(B * d_in * sizeof(float));
     ws->ts = t->transcoder ? subsae__malloc(B * d_out * sizeof(float)) : ws->xs;
     ws->xin = subsae__malloc(B * d_in * sizeof(float));
-    ws->pre = subsae__malloc((size_t)subsae__encode_scratch_floats(s, batch, threads, false) *
-                             sizeof(float));
+    ws->pre_floats = encoder_scratch_floats(t, batch, threads);
+    ws->pre = subsae__malloc((size_t)ws->pre_floats * sizeof(float));
     ws->idx = subsae__malloc(pairs * sizeof(int32_t));
     ws->val = subsae__malloc(pairs * sizeof(float));
     ws->g = subsae__malloc(B * d_out * sizeof(float));
@@ -428,17 +479,112 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->g_b_dec = subsae__malloc(d_out * sizeof(float));
     ws->part = subsae__malloc(SUBSAE__PARTS * (3 * d_out + 4) * sizeof(double));
     ws->split = subsae__malloc((SUBSAE__PARTS + 1) * sizeof(int64_t));
-    if ((t->transcoder && !ws->ts) || !ws->rows || !ws->xs ||
-        !ws->xin || !ws->pre || !ws->idx || !ws->val || !ws->g || !ws->row_sse || !ws->counts ||
-        !ws->offsets || !ws->fired || !ws->pair_row || !ws->pair_z || !ws->touched ||
-        !ws->slot_of || !ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_b_dec ||
-        !ws->part || !ws->split) {
+    ws->row_ptr = subsae__malloc((B + 1) * sizeof(int64_t));
+    ws->active = subsae__malloc(m * sizeof(int32_t));
+    ws->g_thr = subsae__malloc(mt * sizeof(float));
+    ws->extra = subsae__malloc(SUBSAE__PARTS * 4 * sizeof(double));
+    ws->aux_offsets = subsae__malloc((m + 1) * sizeof(int32_t));
+    ws->aux_fired = subsae__calloc(m, sizeof(int32_t));
+    ws->dead_list = subsae__malloc(m * sizeof(int32_t));
+    bool ok = (!t->transcoder || ws->ts) && ws->rows && ws->xs && ws->xin && ws->pre &&
+              ws->idx && ws->val && ws->g && ws->row_sse && ws->counts && ws->offsets &&
+              ws->fired && ws->pair_row && ws->pair_z && ws->touched && ws->slot_of &&
+              ws->g_W_enc && ws->g_W_dec && ws->g_b_enc && ws->g_b_dec && ws->part &&
+              ws->split && ws->row_ptr && ws->active && ws->g_thr && ws->extra &&
+              ws->aux_offsets && ws->aux_fired && ws->dead_list;
+    if (ok && (dense || act == SUBSAE_ACT_BATCHTOPK)) {
+        ws->row_count = subsae__malloc(B * sizeof(int64_t));
+        ok = ws->row_count != NULL;
+    }
+    if (ok && jump) {
+        ws->pre_val = subsae__malloc(pairs * sizeof(float));
+        ws->pair_pre = subsae__malloc(pairs * sizeof(float));
+        ws->cut = subsae__malloc(m * sizeof(float));
+        ok = ws->pre_val && ws->pair_pre && ws->cut;
+    }
+    if (ok && act == SUBSAE_ACT_BATCHTOPK) {
+        ws->hist = subsae__malloc(65536 * sizeof(uint32_t));
+        ok = ws->hist != NULL;
+    }
+    if (!ok) {
         workspace_free(ws);
         return subsae__fail_nomem("training workspace",
                                   B * (3 * d_in + 2 * d_out) * 4 + mt * (d_in + d_out) * 4);
     }
     ws->batch = batch;
     ws->threads = threads;
+    return SUBSAE_OK;
+}
+
+/* AuxK of the step: the dead features (no fire within the dead window,
+ * counted from the start for features that never fired) and the slots
+ * per row, min(k_aux, dead); the scratch sized on first use or when k_aux
+ * grows. ws->aux_k is 0 when AuxK is off or nothing is dead. */
+static int prepare_aux(subsae_trainer *t)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const subsae_sae *s = t->sae;
+    const int64_t m = s->d_sae, want = aux_slots(t);
+    ws->aux_k = 0;
+    ws->n_dead = 0;
+    if (want == 0)
+        return SUBSAE_OK;
+    for (int64_t f = 0; f < m; f++)
+        if (t->tokens - t->last_fired[f] >= t->dead_window)
+            ws->dead_list[ws->n_dead++] = (int32_t)f;
+    if (ws->n_dead == 0)
+        return SUBSAE_OK;
+    const int64_t ka = want < ws->n_dead ? want : ws->n_dead;
+    ws->aux_scale = (double)ws->n_dead / (double)want < 1.0 ? (double)ws->n_dead / (double)want
+                                                            : 1.0;
+    const size_t B = (size_t)ws->batch, room = B * (size_t)want;
+    /* AuxK switched on after the workspace was sized for the fused encoder. */
+    const int64_t pre_floats = encoder_scratch_floats(t, ws->batch, (int)ws->threads);
+    if (ws->pre_floats < pre_floats) {
+        subsae__free(ws->pre);
+        ws->pre = subsae__malloc((size_t)pre_floats * sizeof(float));
+        ws->pre_floats = ws->pre ? pre_floats : 0;
+        if (!ws->pre) {
+            ws->batch = 0; /* rebuilt by the next step */
+            return subsae__fail_nomem("AuxK encoder scratch", (size_t)pre_floats * 4);
+        }
+    }
+    if (!ws->aux_idx || ws->aux_cap < (int64_t)room) {
+        subsae__free(ws->aux_idx);
+        subsae__free(ws->aux_val);
+        subsae__free(ws->aux_pair_row);
+        subsae__free(ws->aux_pair_z);
+        subsae__free(ws->g_aux);
+        subsae__free(ws->aux_sse);
+        subsae__free(ws->aux_tmp);
+        ws->aux_idx = subsae__malloc(room * sizeof(int32_t));
+        ws->aux_val = subsae__malloc(room * sizeof(float));
+        ws->aux_pair_row = subsae__malloc(room * sizeof(int32_t));
+        ws->aux_pair_z = subsae__malloc(room * sizeof(float));
+        ws->g_aux = subsae__malloc(B * (size_t)s->d_out * sizeof(float));
+        ws->aux_sse = subsae__malloc(B * sizeof(double));
+        ws->aux_tmp = subsae__malloc((size_t)ws->threads * (size_t)m * sizeof(float));
+        ws->aux_cap = (int64_t)room;
+        if (!ws->aux_idx || !ws->aux_val || !ws->aux_pair_row || !ws->aux_pair_z ||
+            !ws->g_aux || !ws->aux_sse || !ws->aux_tmp) {
+            ws->aux_cap = 0;
+            return subsae__fail_nomem("AuxK workspace", room * 16);
+        }
+    }
+    /* Room for the features AuxK touches. */
+    ws->aux_k = ka;
+    int64_t touch = ws->pair_cap + (int64_t)B * ka;
+    if (touch > m)
+        touch = m;
+    if (touch > ws->max_touched) {
+        int64_t cap = ws->pair_cap;
+        ws->pair_cap = 0; /* force the regrowth of the gradient rows */
+        int rc = subsae__trainer_grow_pairs(t, cap);
+        if (rc) {
+            ws->aux_k = 0;
+            return rc;
+        }
+    }
     return SUBSAE_OK;
 }
 
@@ -507,21 +653,37 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         }
     }
 
-    /* 2. Encoder GEMM and top-k. */
+    /* 2. Encoder GEMM and the activation's selection (AuxK: also the top
+     *    dead pre-activations of each row). */
     double *phase = t->phase_seconds;
     double clock = omp_get_wtime();
     phase[SUBSAE_PHASE_PREPARE] += clock - t_start;
-    subsae__sae_encode_pre(s, ws->xin, d_in, n, k, ws->idx, ws->val, ws->pre, NULL, T,
-                           phase + SUBSAE_PHASE_ENCODE_GEMM);
+    const int act = s->activation;
+    const bool jump = act == SUBSAE_ACT_JUMPRELU;
+    const float bw = (float)t->bandwidth, inv_bw = (float)(1.0 / t->bandwidth);
+    if (jump)
+        for (int64_t f = 0; f < m; f++)
+            ws->cut[f] = s->threshold[f] - 0.5f * bw;
+    int rc = prepare_aux(t);
+    if (!rc)
+        rc = subsae__train_encode(t, n, phase + SUBSAE_PHASE_ENCODE_GEMM);
+    if (rc)
+        return rc;
+    const int64_t *rp = ws->row_ptr;
+    const int64_t ka = ws->aux_k;
+    const bool aux = ka > 0;
     clock = omp_get_wtime();
 
     /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
      *    sums of the gradient and of the target per part of the rows. With
      *    workers n is the global batch (loss_rows), of which these rows are
-     *    a part. */
+     *    a part. AuxK: e_hat = the dead pairs' decode (no bias) against the
+     *    residual e = t - x_hat (held fixed), g_aux = 2 c s (e_hat - e) / n. */
+    const double n_loss = (double)(t->loss_rows > 0 ? t->loss_rows : n);
     const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
+    const float ascale = aux ? (float)(2.0 * t->auxk_coef * ws->aux_scale / n_loss) : 0.0f;
 #pragma omp parallel for schedule(dynamic, 1) \
-    num_threads(subsae__team(T, (double)n * (double)(k + 2) * (double)d_out))
+    num_threads(subsae__team(T, (double)n * (double)(k + ka + 2) * (double)d_out))
     for (int p = 0; p < PARTS; p++) {
         double *part = ws->part + (size_t)p * part_stride;
         double *sum_g = part, *sum_t = part + d_out;
@@ -529,9 +691,13 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         for (int64_t i = part_begin(n, p, PARTS); i < part_begin(n, p + 1, PARTS); i++) {
             float *g = ws->g + i * d_out;
             const float *tr = ws->ts + i * d_out;
-            subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + i * k,
-                                      ws->val + i * k, k, d_out);
-            double e2 = 0.0, t2 = 0.0;
+            subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + rp[i],
+                                      ws->val + rp[i], rp[i + 1] - rp[i], d_out);
+            float *ga = aux ? ws->g_aux + i * d_out : NULL;
+            if (aux)
+                subsae__sparse_decode_row(ga, NULL, s->W_dec, d_out, ws->aux_idx + i * ka,
+                                          ws->aux_val + i * ka, ka, d_out);
+            double e2 = 0.0, t2 = 0.0, a2 = 0.0;
             for (int64_t j = 0; j < d_out; j++) {
                 float e = g[j] - tr[j];
                 e2 += (double)e * e;
@@ -539,8 +705,15 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
                 sum_t[j] += tr[j];
                 g[j] = gscale * e;
                 sum_g[j] += g[j];
+                if (aux) {
+                    float r = ga[j] + e; /* e_hat - (t - x_hat) */
+                    a2 += (double)r * r;
+                    ga[j] = ascale * r;
+                }
             }
             ws->row_sse[i] = e2;
+            if (aux)
+                ws->aux_sse[i] = a2;
             part[3 * d_out] += t2;
         }
     }
@@ -549,19 +722,21 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     phase[SUBSAE_PHASE_DECODE] += now - clock;
     clock = now;
 
-    /* 4. Counting sort of the firing pairs by feature. */
-#pragma omp parallel num_threads(subsae__team(T, (double)n * (double)k + (double)m))
+    /* 4. Counting sort of the pairs by feature (per-partition histograms,
+     *    so that the pairs of a feature stay in row order); the same for
+     *    the AuxK pairs. */
+    int64_t n_touched = 0;
+    int32_t running = 0;
+#pragma omp parallel num_threads(subsae__team(T, (double)rp[n] + (double)m))
     {
         for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
             int32_t *counts = ws->counts + (size_t)p * (size_t)m;
             memset(counts, 0, (size_t)m * sizeof *counts);
-            for (int64_t i = part_begin(n, p, T) * k; i < part_begin(n, p + 1, T) * k; i++)
-                if (ws->idx[i] >= 0)
-                    counts[ws->idx[i]]++;
+            for (int64_t q = rp[part_begin(n, p, T)]; q < rp[part_begin(n, p + 1, T)]; q++)
+                if (ws->idx[q] >= 0)
+                    counts[ws->idx[q]]++;
         }
     }
-    int64_t n_touched = 0;
-    int32_t running = 0;
     for (int64_t f = 0; f < m; f++) {
         int32_t start = running;
         for (int p = 0; p < T; p++) {
@@ -572,27 +747,57 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         }
         ws->offsets[f] = start;
         ws->fired[f] = running - start;
-        if (running > start) {
+    }
+    ws->offsets[m] = running;
+    const int64_t n_pairs = running;
+#pragma omp parallel num_threads(subsae__team(T, (double)rp[n]))
+    {
+        for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
+            int32_t *cursor = ws->counts + (size_t)p * (size_t)m;
+            for (int64_t i = part_begin(n, p, T); i < part_begin(n, p + 1, T); i++)
+                for (int64_t q = rp[i]; q < rp[i + 1]; q++) {
+                    int32_t f = ws->idx[q];
+                    if (f < 0)
+                        continue;
+                    int32_t pos = cursor[f]++;
+                    ws->pair_row[pos] = (int32_t)i;
+                    ws->pair_z[pos] = ws->val[q];
+                    if (jump)
+                        ws->pair_pre[pos] = ws->pre_val[q];
+                }
+        }
+    }
+    int64_t n_aux_pairs = 0;
+    if (aux) {
+        int32_t *counts = ws->counts;
+        memset(counts, 0, (size_t)m * sizeof *counts);
+        for (int64_t q = 0; q < n * ka; q++)
+            if (ws->aux_idx[q] >= 0)
+                counts[ws->aux_idx[q]]++;
+        int32_t at = 0;
+        for (int64_t f = 0; f < m; f++) {
+            ws->aux_offsets[f] = at;
+            ws->aux_fired[f] = counts[f];
+            counts[f] = at;
+            at += ws->aux_fired[f];
+        }
+        ws->aux_offsets[m] = at;
+        n_aux_pairs = at;
+        for (int64_t q = 0; q < n * ka; q++) {
+            int32_t f = ws->aux_idx[q];
+            if (f < 0)
+                continue;
+            int32_t pos = counts[f]++;
+            ws->aux_pair_row[pos] = (int32_t)(q / ka);
+            ws->aux_pair_z[pos] = ws->aux_val[q];
+        }
+    }
+    for (int64_t f = 0; f < m; f++) {
+        if (ws->fired[f] > 0 || (aux && ws->aux_fired[f] > 0)) {
             ws->slot_of[f] = (int32_t)n_touched;
             ws->touched[n_touched++] = (int32_t)f;
         } else {
             ws->slot_of[f] = -1;
-        }
-    }
-    ws->offsets[m] = running;
-    const int64_t n_pairs = running;
-#pragma omp parallel num_threads(subsae__team(T, (double)n * (double)k))
-    {
-        for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
-            int32_t *cursor = ws->counts + (size_t)p * (size_t)m;
-            for (int64_t i = part_begin(n, p, T) * k; i < part_begin(n, p + 1, T) * k; i++) {
-                int32_t f = ws->idx[i];
-                if (f < 0)
-                    continue;
-                int32_t pos = cursor[f]++;
-                ws->pair_row[pos] = (int32_t)(i / k);
-                ws->pair_z[pos] = ws->val[i];
-            }
         }
     }
 
@@ -602,29 +807,72 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     {
         int64_t at = 0, acc = 0;
         for (int p = 1; p < PARTS; p++) {
-            int64_t goal = (n_pairs + n_touched) * p / PARTS;
+            int64_t goal = (n_pairs + n_aux_pairs + n_touched) * p / PARTS;
             while (at < n_touched && acc < goal) {
-                acc += ws->fired[ws->touched[at]] + 1;
+                int32_t f = ws->touched[at];
+                acc += ws->fired[f] + (aux ? ws->aux_fired[f] : 0) + 1;
                 at++;
             }
             ws->split[p] = at;
         }
         ws->split[PARTS] = n_touched;
     }
+    const bool relu_l1 = act == SUBSAE_ACT_RELU && t->l1_coef > 0.0;
+    const double lam_n = (jump ? t->l0_coef : relu_l1 ? t->l1_coef : 0.0) / n_loss;
 #pragma omp parallel for schedule(dynamic, 1) \
-    num_threads(subsae__team(T, (double)n * (double)k * (double)(2 * d_out + d_in)))
+    num_threads(subsae__team(T, (double)(n_pairs + n_aux_pairs) * (double)(2 * d_out + d_in)))
     for (int p = 0; p < PARTS; p++) {
         double *part = ws->part + (size_t)p * part_stride;
         double *benc_path = part + 2 * d_out;
-        double sumsq = 0.0;
+        double sumsq = 0.0, penalty = 0.0;
         for (int64_t i = ws->split[p]; i < ws->split[p + 1]; i++) {
             int32_t f = ws->touched[i];
             const float *wdec = s->W_dec + (int64_t)f * d_out;
             float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
-            subsae__feature_backward(ws->pair_row + ws->offsets[f],
-                                     ws->pair_z + ws->offsets[f], ws->fired[f], ws->g, d_out,
-                                     d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
-                                     &ws->g_b_enc[i]);
+            const int32_t off = ws->offsets[f], cnt = ws->fired[f];
+            const bool has_aux = aux && ws->aux_fired[f] > 0;
+            if (!jump && !relu_l1 && !has_aux) {
+                subsae__feature_backward(ws->pair_row + off, ws->pair_z + off, cnt, ws->g,
+                                         d_out, d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
+                                         &ws->g_b_enc[i]);
+                ws->active[f] = cnt;
+            } else {
+                float norm = 0.0f, dz_add = 0.0f;
+                if (relu_l1) {
+                    norm = (float)sqrt(subsae__sumsq(wdec, d_out));
+                    dz_add = (float)(lam_n * norm);
+                }
+                const float thr = jump ? s->threshold[f] : 0.0f;
+                double gthr = 0.0, zsum = 0.0;
+                subsae__feature_backward_ex(
+                    ws->pair_row + off, ws->pair_z + off, jump ? ws->pair_pre + off : NULL,
+                    cnt, ws->g, d_out, d_out, ws->xin, d_in, d_in, wdec, dz_add, thr,
+                    inv_bw, (float)lam_n, false, gdec, genc, &ws->g_b_enc[i], &gthr, &zsum);
+                int32_t active = cnt;
+                if (jump) {
+                    active = 0;
+                    for (int32_t q = off; q < off + cnt; q++)
+                        active += ws->pair_z[q] > 0.0f;
+                    ws->g_thr[i] = (float)(gthr * thr); /* d loss / d log t */
+                    penalty += lam_n * active;
+                }
+                if (relu_l1 && norm > 0.0f) {
+                    const float c = (float)(lam_n * zsum / norm);
+                    for (int64_t j = 0; j < d_out; j++)
+                        gdec[j] += c * wdec[j];
+                    penalty += lam_n * norm * zsum;
+                }
+                ws->active[f] = active;
+                if (has_aux) {
+                    double g2 = 0.0, z2 = 0.0;
+                    const int32_t ao = ws->aux_offsets[f];
+                    subsae__feature_backward_ex(ws->aux_pair_row + ao, ws->aux_pair_z + ao,
+                                                NULL, ws->aux_fired[f], ws->g_aux, d_out,
+                                                d_out, ws->xin, d_in, d_in, wdec, 0.0f, 0.0f,
+                                                0.0f, 0.0f, true, gdec, genc,
+                                                &ws->g_b_enc[i], &g2, &z2);
+                }
+            }
             if (unit) {
                 double ww = subsae__sumsq(wdec, d_out);
                 if (ww > 0.0) {
@@ -635,6 +883,8 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
             }
             sumsq += subsae__sumsq(gdec, d_out) + subsae__sumsq(genc, d_in) +
                      (double)ws->g_b_enc[i] * ws->g_b_enc[i];
+            if (jump)
+                sumsq += (double)ws->g_thr[i] * ws->g_thr[i];
             if (apply) {
                 /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
                 const float *wenc = s->W_enc + (int64_t)f * d_in;
@@ -644,10 +894,11 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
             }
         }
         part[3 * d_out + 1] = sumsq;
+        ws->extra[(size_t)p * 4] = penalty;
     }
 
     /* 6. b_dec gradient and the totals, reduced in partition order. */
-    double total_sq = 0.0, sse = 0.0;
+    double total_sq = 0.0, sse = 0.0, penalty = 0.0, aux_sse = 0.0;
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
         for (int p = 0; p < PARTS; p++) {
@@ -657,11 +908,19 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         ws->g_b_dec[j] = (float)acc;
         total_sq += acc * acc;
     }
-    for (int p = 0; p < PARTS; p++)
+    for (int p = 0; p < PARTS; p++) {
         total_sq += ws->part[(size_t)p * part_stride + 3 * d_out + 1];
+        penalty += ws->extra[(size_t)p * 4];
+    }
     for (int64_t i = 0; i < n; i++)
         sse += ws->row_sse[i];
-    *loss = sse / (double)n;
+    if (aux)
+        for (int64_t i = 0; i < n; i++)
+            aux_sse += ws->aux_sse[i];
+    ws->step_mse = sse / (double)n;
+    ws->step_penalty = penalty;
+    ws->step_aux = aux ? t->auxk_coef * ws->aux_scale * aux_sse / n_loss : 0.0;
+    *loss = ws->step_mse + ws->step_penalty + ws->step_aux;
     *sq = total_sq;
     phase[SUBSAE_PHASE_BACKWARD] += omp_get_wtime() - clock;
     if (!isfinite(*loss) || !isfinite(total_sq))
@@ -714,6 +973,7 @@ static int apply_update(subsae_trainer *t, double sq)
     const int T = subsae__trainer_threads(t); /* <= ws->threads */
     const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
     const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
+    const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
     const double clock = omp_get_wtime();
     const int64_t step = t->step + 1;
     const double lr = learning_rate(t);
@@ -783,6 +1043,12 @@ static int apply_update(subsae_trainer *t, double sq)
                          ws->g_W_dec + i * d_out, d_out, gs, b1, b2, size, ib2, eps);
             subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f, ws->g_b_enc + i, 1, gs,
                          b1, b2, size, ib2, eps);
+            if (jump) {
+                subsae__adam(t->log_threshold + f, t->m_log_threshold + f,
+                             t->v_log_threshold + f, ws->g_thr + i, 1, gs, b1, b2, size, ib2,
+                             eps);
+                s->threshold[f] = expf(t->log_threshold[f]);
+            }
             if (unit)
                 renormalise(s->W_dec + f * d_out, d_out);
         }
@@ -799,6 +1065,12 @@ static int apply_update(subsae_trainer *t, double sq)
                          ib2, eps);
             subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
                          slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2, size, ib2, eps);
+            if (jump) {
+                subsae__adam(t->log_threshold + f, t->m_log_threshold + f,
+                             t->v_log_threshold + f, slot >= 0 ? ws->g_thr + slot : NULL, 1, gs,
+                             b1, b2, size, ib2, eps);
+                s->threshold[f] = expf(t->log_threshold[f]);
+            }
             if (unit)
                 renormalise(s->W_dec + f * d_out, d_out);
         }
@@ -819,7 +1091,7 @@ static void account(subsae_trainer *t, int64_t n, double loss)
     t->last_loss = loss;
     struct subsae__window *w = &t->cur;
     w->tokens += n;
-    w->sse += loss * (double)n;
+    w->sse += ws->step_mse * (double)n;
     for (int p = 0; p < PARTS; p++) {
         const double *part = ws->part + (size_t)p * part_stride;
         for (int64_t j = 0; j < d_out; j++)
@@ -827,11 +1099,25 @@ static void account(subsae_trainer *t, int64_t n, double loss)
         w->sum_t2 += part[3 * d_out];
     }
     const int64_t nt = touched_count(ws);
-    w->active += ws->offsets[m];
+    int64_t active = 0;
     for (int64_t i = 0; i < nt; i++) {
         int32_t f = ws->touched[i];
-        t->last_fired[f] = t->tokens;
-        w->fires[f] += ws->fired[f];
+        if (ws->active[f] > 0) {
+            t->last_fired[f] = t->tokens;
+            w->fires[f] += ws->active[f];
+            active += ws->active[f];
+        }
+    }
+    w->active += active;
+    ws->n_active = active;
+    if (s->activation == SUBSAE_ACT_BATCHTOPK && isfinite(ws->step_theta)) {
+        /* The inference threshold: moving average of the smallest value
+         * the batch selection kept (SAELens' topk_threshold). */
+        const double r = SUBSAE__BATCHTOPK_THRESHOLD_RATE;
+        t->batch_threshold = (1.0 - r) * t->batch_threshold + r * (double)ws->step_theta;
+        const float thr = (float)t->batch_threshold;
+        for (int64_t f = 0; f < m; f++)
+            s->threshold[f] = thr;
     }
     if (t->window_tokens > 0 && w->tokens >= t->window_tokens) {
         struct subsae__window done = t->cur;
@@ -960,11 +1246,37 @@ int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t inp
     }
     if (g_b_dec)
         memcpy(g_b_dec, ws->g_b_dec, (size_t)s->d_out * sizeof(float));
-    if (indices)
+    if (indices && s->activation == SUBSAE_ACT_TOPK)
         memcpy(indices, ws->idx, (size_t)(n * s->k) * sizeof(int32_t));
     if (loss)
         *loss = l;
     return SUBSAE_OK;
+}
+
+void subsae__trainer_pairs(const subsae_trainer *t, const int64_t **row_ptr,
+                           const int32_t **idx, const float **val)
+{
+    *row_ptr = t->ws.row_ptr;
+    *idx = t->ws.idx;
+    *val = t->ws.val;
+}
+
+void subsae__trainer_threshold_gradient(const subsae_trainer *t, float *g)
+{
+    const struct subsae__workspace *ws = &t->ws;
+    memset(g, 0, (size_t)t->sae->d_sae * sizeof *g);
+    if (t->sae->activation != SUBSAE_ACT_JUMPRELU)
+        return;
+    for (int64_t i = 0; i < touched_count(ws); i++)
+        g[ws->touched[i]] = ws->g_thr[i];
+}
+
+void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *penalty,
+                                double *aux)
+{
+    *mse = t->ws.step_mse;
+    *penalty = t->ws.step_penalty;
+    *aux = t->ws.step_aux;
 }
 
 /* ---- initialisation ------------------------------------------------------- */
@@ -1106,6 +1418,25 @@ static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, i
     return rc;
 }
 
+/* The batch-top-k cut of the first rows of the scaled sample at the
+ * initial weights. */
+static int init_cut(const subsae_trainer *t, const float *xs, int64_t n, double *cut)
+{
+    const subsae_sae *s = t->sae;
+    const int64_t rows = n < SCALE_SEARCH_ROWS ? n : SCALE_SEARCH_ROWS;
+    float *xin = subsae__malloc((size_t)(rows * s->d_in) * sizeof *xin);
+    if (!xin)
+        return subsae__fail_nomem("init sample", (size_t)(rows * s->d_in) * 4);
+    const int T = subsae__trainer_threads(t);
+    subsae__sae_encoder_input(s, xs, s->d_in, rows, 1.0, xin, s->d_in, T);
+    float c = 0.0f;
+    int rc = subsae__batch_topk_cut(s, xin, rows, s->k, T, &c);
+    subsae__free(xin);
+    if (!rc)
+        *cut = c;
+    return rc;
+}
+
 /* Grid search of one common scale of the tied initial weights (as in the
  * reference recipe: 40 values in [0.05, 2], reconstruction MSE on the
  * first rows of the sample). For TopK with b_enc = 0 the pre-activations
@@ -1132,12 +1463,47 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
         goto done;
     }
     subsae__sae_encoder_input(s, xs, d_in, rows, 1.0, xin, d_in, T);
-    subsae__sae_encode_pre(s, xin, d_in, rows, k, idx, val, pre, NULL, T, NULL);
+    if (s->activation == SUBSAE_ACT_TOPK) {
+        subsae__sae_encode_pre(s, xin, d_in, rows, k, idx, val, pre, NULL, T, NULL);
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(T, (double)rows * (double)k * (double)d_out))
+        for (int64_t i = 0; i < rows; i++)
+            subsae__sparse_decode_row(y + i * d_out, NULL, s->W_dec, d_out, idx + i * k,
+                                      val + i * k, k, d_out);
+    } else {
+        /* The other activations keep the pre-activations above one cut for
+         * the whole sample (the batch-top-k cut, which scales with the
+         * weights; ReLU's encoder bias will be minus the cut). */
+        float cut;
+        rc = subsae__batch_topk_cut(s, xin, rows, k, T, &cut);
+        if (rc)
+            goto done;
+        const float shift = s->activation == SUBSAE_ACT_RELU ? cut : 0.0f;
+        const int64_t m = s->d_sae, block = subsae__encode_block_rows(m, rows);
+        for (int64_t r0 = 0; r0 < rows; r0 += block) {
+            const int64_t nb = rows - r0 < block ? rows - r0 : block;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)m, (int)d_in,
+                        1.0f, xin + r0 * d_in, (int)d_in, s->W_enc, (int)d_in, 0.0f, pre, (int)m);
+#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)nb * (double)m))
+            for (int64_t i = 0; i < nb; i++) {
+                float *yr = y + (r0 + i) * d_out;
+                const float *pr = pre + i * m;
+                memset(yr, 0, (size_t)d_out * sizeof *yr);
+                for (int64_t f = 0; f < m; f++) {
+                    const float v = pr[f] + s->b_enc[f];
+                    if (v > cut && cut > 0.0f) {
+                        const float z = v - shift;
+                        const float *w = s->W_dec + f * d_out;
+                        for (int64_t j = 0; j < d_out; j++)
+                            yr[j] += z * w[j];
+                    }
+                }
+            }
+        }
+    }
+#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)d_out))
     for (int64_t i = 0; i < rows; i++) {
-        float *yr = y + i * d_out;
-        subsae__sparse_decode_row(yr, NULL, s->W_dec, d_out, idx + i * k, val + i * k, k, d_out);
+        const float *yr = y + i * d_out;
         double rr = 0.0, ry = 0.0, yy = 0.0;
         for (int64_t j = 0; j < d_out; j++) {
             double r = (double)ts[i * d_out + j] - (double)s->b_dec[j];
@@ -1204,10 +1570,6 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
     if (t->initialised)
         return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
                             "%s: the trainer is already initialised", fn);
-    if (t->activation != SUBSAE_ACT_TOPK)
-        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
-                            "%s: training the %s activation is not supported yet (TopK is)", fn,
-                            subsae_activation_name((int)t->activation));
     if (t->k > t->features)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: k %lld exceeds the number of features %lld", fn,
@@ -1292,6 +1654,8 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     const int64_t d_out = target ? subsae_buffer_dim(target) : d_in;
     int64_t offset = 0, rows = local_rows;
     if (workers) {
+        if (!rc)
+            rc = subsae__trainer_collective_supported(t, fn);
         /* Where this worker's rows sit among all, and the same options. */
         rc = subsae__collective_rows(&t->coll, rc, local_rows, d_in, &offset, &rows, NULL, fn);
         uint64_t h = subsae__hash_bytes(subsae__trainer_options_hash(t), &d_out, sizeof d_out);
@@ -1347,7 +1711,7 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
         goto fail;
     if (!target)
         s_out = s_in;
-    rc = subsae__sae_new(d_in, d_out, m, SUBSAE_ACT_TOPK, &sae);
+    rc = subsae__sae_new(d_in, d_out, m, (int)t->activation, &sae);
     if (rc)
         goto fail;
     sae->k = t->k;
@@ -1400,6 +1764,27 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
             for (int64_t i = 0; i < m * d_out; i++)
                 sae->W_dec[i] *= c;
     }
+    /* Thresholds: BatchTopK's starts at the batch-top-k cut of the sample;
+     * JumpReLU's is INIT_THRESHOLD, or that same cut (initial L0 = k);
+     * ReLU's encoder bias starts at minus the same value. */
+    double theta0 = 0.0;
+    const bool thresholded = t->activation == SUBSAE_ACT_JUMPRELU ||
+                             t->activation == SUBSAE_ACT_RELU;
+    if (t->activation == SUBSAE_ACT_BATCHTOPK || (thresholded && t->init_threshold == 0.0)) {
+        rc = init_cut(t, xs, n, &theta0);
+        if (rc) {
+            t->sae = NULL;
+            goto fail;
+        }
+        log_line(t, "init", "batch top-k cut of the sample: %.6g", theta0);
+    }
+    if (thresholded)
+        theta0 = t->init_threshold > 0.0 ? t->init_threshold
+                 : theta0 > 0.0          ? theta0
+                                         : FALLBACK_THRESHOLD;
+    if (t->activation == SUBSAE_ACT_RELU)
+        for (int64_t f = 0; f < m; f++)
+            sae->b_enc[f] = -(float)theta0;
     /* Release the sample before the optimiser state exists, so that the
      * peak memory of a run is the training state, not state + sample. */
     subsae__free(sample);
@@ -1421,6 +1806,16 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     if (rc) {
         t->sae = NULL;
         goto fail;
+    }
+    if (t->activation == SUBSAE_ACT_JUMPRELU) {
+        for (int64_t f = 0; f < m; f++) {
+            t->log_threshold[f] = logf((float)theta0);
+            sae->threshold[f] = expf(t->log_threshold[f]);
+        }
+    } else if (t->activation == SUBSAE_ACT_BATCHTOPK) {
+        t->batch_threshold = theta0;
+        for (int64_t f = 0; f < m; f++)
+            sae->threshold[f] = (float)theta0;
     }
     t->subspace_dim_used = asi ? r : 0;
     t->init_scale = chosen;
@@ -1447,7 +1842,8 @@ fail:
     t->sae = NULL;
     {
         float **moments[] = {&t->m_W_enc, &t->v_W_enc, &t->m_b_enc, &t->v_b_enc,
-                             &t->m_W_dec, &t->v_W_dec, &t->m_b_dec, &t->v_b_dec};
+                             &t->m_W_dec, &t->v_W_dec, &t->m_b_dec, &t->v_b_dec,
+                             &t->log_threshold, &t->m_log_threshold, &t->v_log_threshold};
         for (size_t i = 0; i < sizeof moments / sizeof moments[0]; i++) {
             subsae__free(*moments[i]);
             *moments[i] = NULL;

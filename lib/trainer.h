@@ -42,7 +42,9 @@ struct subsae__workspace {
     float *xs, *ts;           /* scaled input / target (ts == xs for an SAE); fit
                                  gathers the raw rows into them */
     float *xin;               /* encoder input */
-    float *pre;               /* block x d_sae pre-activations */
+    float *pre;               /* encoder scratch: the fused TopK encoder's tiles, or
+                                 block x d_sae pre-activations (other activations, AuxK) */
+    int64_t pre_floats;       /* room of pre */
     int32_t *idx;             /* batch x k */
     float *val;
     float *g;                 /* batch x d_out: reconstruction, then dL/dx_hat */
@@ -50,7 +52,7 @@ struct subsae__workspace {
     int32_t *counts;          /* threads x d_sae histograms / scatter cursors */
     int32_t *offsets;         /* d_sae + 1 */
     int32_t *fired;           /* d_sae: pairs per feature this step */
-    int32_t *pair_row;        /* batch x k, bucketed by feature */
+    int32_t *pair_row;        /* the step's pairs, bucketed by feature */
     float *pair_z;
     int32_t *touched;         /* features with gradient, ascending */
     int32_t *slot_of;         /* d_sae: slot of a touched feature or -1 */
@@ -59,6 +61,40 @@ struct subsae__workspace {
     double *part;             /* SUBSAE__PARTS x SUBSAE__PART_STRIDE(d_out): partial
                                  sums per part, laid out as below */
     int64_t *split;           /* SUBSAE__PARTS + 1: touched-list ranges per part */
+
+    /* Activations other than TopK and the extra losses (activation.c,
+     * losses.c). The step's (row, feature) pairs are a CSR list: row i
+     * owns idx/val[row_ptr[i] .. row_ptr[i + 1]); TopK keeps k slots per
+     * row (-1 for an inactive slot). */
+    int64_t *row_ptr;         /* batch + 1 */
+    int64_t pair_cap;         /* room of idx, val, pre_val, pair_row, pair_z, pair_pre */
+    float *pre_val;           /* JumpReLU: pre-activation of each pair (pairs in the
+                                 threshold's band are kept even when inactive) */
+    float *pair_pre;          /* JumpReLU: pre_val bucketed by feature */
+    int64_t *row_count;       /* batch: pairs per row while encoding */
+    float *cut;               /* d_sae: JumpReLU lower edge of the kept pairs */
+    uint32_t *hist;           /* BatchTopK: 65536-bin radix histogram */
+    float step_theta;         /* BatchTopK: smallest selected value of the step */
+    int32_t *active;          /* d_sae: active (z > 0) pairs per feature */
+    int64_t n_active;         /* active pairs of the step */
+    float *g_thr;             /* max_touched: JumpReLU log-threshold gradient per slot */
+    double *extra;            /* SUBSAE__PARTS x 4: penalty and AuxK partial sums */
+    double step_mse, step_penalty, step_aux; /* parts of the step's loss */
+    /* AuxK */
+    int64_t aux_k;            /* slots per row (0: AuxK off this step) */
+    int64_t aux_cap;          /* room of aux_idx, aux_val, aux_pair_* */
+    double aux_scale;         /* min(dead / k_aux, 1) */
+    int32_t *dead_list;       /* d_sae: dead features of the step, ascending */
+    int64_t n_dead;
+    float *aux_tmp;           /* threads x d_sae: a row's dead pre-activations */
+    int32_t *aux_idx;         /* batch x aux_k */
+    float *aux_val;
+    float *g_aux;             /* batch x d_out: AuxK output gradient */
+    double *aux_sse;          /* batch */
+    int32_t *aux_offsets;     /* d_sae + 1 */
+    int32_t *aux_fired;       /* d_sae */
+    int32_t *aux_pair_row;    /* batch x aux_k, bucketed */
+    float *aux_pair_z;
 };
 
 /* A part's partial sums in ws->part: dL/dx_hat summed over its rows
@@ -91,6 +127,10 @@ struct subsae_trainer {
     int64_t fit_end_step;      /* step at which the running fit ends (cool-down); -1 */
     double last_loss;
     int64_t *last_fired;       /* d_sae: token count after the last step the feature fired */
+    float *log_threshold;      /* JumpReLU: d_sae log-thresholds (the trained parameter;
+                                  sae->threshold holds exp of it) and their Adam moments */
+    float *m_log_threshold, *v_log_threshold;
+    double batch_threshold;    /* BatchTopK: running inference threshold (EMA) */
     struct subsae__window cur, prev;
     bool prev_valid;
     int64_t window_tokens;     /* metrics window (epoch length); 0 = since init */
@@ -179,10 +219,77 @@ uint64_t subsae__trainer_options_hash(const subsae_trainer *t);
 /* Gradient of the loss on n raw rows at the current weights, scattered
  * into dense arrays of the parameters' sizes (any may be NULL), after the
  * unit-norm projection when the decoder norm is unit; `loss` (may be NULL)
- * gets the loss. Changes nothing in the model. For tests. */
+ * gets the loss, `indices` (may be NULL; TopK only) the n x k selection.
+ * Changes nothing in the model. For tests (subsae__trainer_pairs gives the
+ * pairs of every activation). */
 int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
                               const float *target, int64_t target_stride, int64_t n,
                               float *g_W_enc, float *g_b_enc, float *g_W_dec, float *g_b_dec,
                               double *loss, int32_t *indices);
+
+/* The step's (row, feature) pairs in the workspace after the last step
+ * or gradient computation: CSR row_ptr (n + 1), features and values. For
+ * tests. */
+void subsae__trainer_pairs(const subsae_trainer *t, const int64_t **row_ptr,
+                           const int32_t **idx, const float **val);
+
+/* The JumpReLU log-threshold gradient of the last gradient computation,
+ * dense (d_sae). For tests. */
+void subsae__trainer_threshold_gradient(const subsae_trainer *t, float *g);
+
+/* Parts of the last step's loss: reconstruction MSE, sparsity penalty
+ * (L1 or L0), AuxK term. For tests. */
+void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *penalty,
+                                double *aux);
+
+/* ---- activation.c: the step's encoder for every activation ---------- */
+
+/* Rate of the BatchTopK threshold's moving average (SAELens'
+ * topk_threshold_lr). */
+#define SUBSAE__BATCHTOPK_THRESHOLD_RATE 0.01
+
+/* Encode the n rows of ws->xin: the blocked encoder GEMM, then the
+ * activation's selection into the CSR pairs (ws->row_ptr, idx, val and
+ * for JumpReLU pre_val), growing the pair arrays when a dense activation
+ * needs more room; with AuxK on (ws->aux_k > 0) also the top aux_k dead
+ * pre-activations of each row (ws->aux_idx / aux_val). `seconds` gets the
+ * GEMM and selection times. Errors: SUBSAE_E_NOMEM, SUBSAE_E_RANGE. */
+int subsae__train_encode(subsae_trainer *t, int64_t n, double *seconds);
+
+/* The (k n)-th largest pre-activation (b_enc included) of n rows of
+ * encoder input, exactly (0 when fewer are positive): the batch-top-k
+ * cut, used to start the BatchTopK threshold and the automatic JumpReLU
+ * threshold. */
+int subsae__batch_topk_cut(const subsae_sae *sae, const float *xin, int64_t n, int64_t k,
+                           int threads, float *cut);
+
+/* Grow the pair arrays to hold `need` pairs (contents of idx, val and
+ * pre_val kept). */
+int subsae__trainer_grow_pairs(subsae_trainer *t, int64_t need);
+
+/* Gradient rows for every feature (workers with ReLU, JumpReLU or AuxK:
+ * the union of the touched features may exceed a worker's own). */
+int subsae__trainer_room_all_features(subsae_trainer *t);
+
+/* Whether the step touches features that did not fire (ReLU, JumpReLU,
+ * AuxK): the workers' exchange then carries touched flags and the extra
+ * loss parts (trainer_collective.c). */
+bool subsae__trainer_extended(const subsae_trainer *t);
+
+/* SUBSAE_OK, or SUBSAE_E_UNSUPPORTED for what workers cannot train
+ * (BatchTopK's selection over the global batch). */
+int subsae__trainer_collective_supported(const subsae_trainer *t, const char *fn);
+
+/* ---- losses.c: the per-feature backward with the extra terms -------- */
+
+/* Gradients of one feature from its pairs (see losses.c): the
+ * reconstruction through the active pairs, the L1 term (dz_add per active
+ * pair), the JumpReLU threshold (pre != NULL) and, accumulated, AuxK. */
+void subsae__feature_backward_ex(const int32_t *rows, const float *z, const float *pre,
+                                 int64_t count, const float *g, int64_t g_stride, int64_t d_out,
+                                 const float *xin, int64_t xin_stride, int64_t d_in,
+                                 const float *wdec, float dz_add, float thr, float inv_bw,
+                                 float l0_w, bool accumulate, float *gdec, float *genc,
+                                 float *gbenc, double *gthr, double *zsum);
 
 #endif

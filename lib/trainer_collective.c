@@ -29,7 +29,17 @@
  * when every feature fires in a batch (batch k >> d_sae), and a fraction
  * batch k / d_sae of it when batch k < d_sae. Every worker then runs the
  * same Adam update, dead-feature clock and metrics window on the same
- * numbers. */
+ * numbers.
+ *
+ * ReLU, JumpReLU and AuxK (subsae__trainer_extended) touch features that
+ * did not fire (AuxK's dead pairs, JumpReLU's inactive pairs in the
+ * threshold's band), so the first exchange also carries a touched flag per
+ * feature and the penalty and AuxK parts of the loss (d_sae + 2 values),
+ * U is the union of the touched features, the "fired" counts are the
+ * active pairs, JumpReLU's log-threshold gradient rows travel as a fourth
+ * F32 call (|U| values), and the workspace holds gradient rows for every
+ * feature. BatchTopK selects over the whole global batch, which would need
+ * a distributed selection: it is refused with workers. */
 #include "trainer.h"
 
 #include "buffer.h"
@@ -80,6 +90,8 @@ uint64_t subsae__trainer_weights_hash(const subsae_trainer *t)
     h = subsae__hash_bytes(h, s->W_dec, (size_t)(s->d_sae * s->d_out) * sizeof(float));
     h = subsae__hash_bytes(h, s->b_enc, (size_t)s->d_sae * sizeof(float));
     h = subsae__hash_bytes(h, s->b_dec, (size_t)s->d_out * sizeof(float));
+    if (s->activation == SUBSAE_ACT_JUMPRELU || s->activation == SUBSAE_ACT_BATCHTOPK)
+        h = subsae__hash_bytes(h, s->threshold, (size_t)s->d_sae * sizeof(float));
     h = subsae__hash_bytes(h, &s->input_scale, sizeof s->input_scale);
     return subsae__hash_bytes(h, &s->output_scale, sizeof s->output_scale);
 }
@@ -99,10 +111,27 @@ uint64_t subsae__trainer_options_hash(const subsae_trainer *t)
 
 /* ---- the exchange of a step -------------------------------------------------- */
 
+bool subsae__trainer_extended(const subsae_trainer *t)
+{
+    const int act = t->sae ? t->sae->activation : (int)t->activation;
+    return act != SUBSAE_ACT_TOPK || t->auxk_coef > 0.0;
+}
+
 static int64_t exchange_values(const subsae_trainer *t)
 {
     const subsae_sae *s = t->sae;
-    return 3 + 2 * s->d_out + s->d_sae;
+    return 3 + 2 * s->d_out + s->d_sae + (subsae__trainer_extended(t) ? s->d_sae + 2 : 0);
+}
+
+int subsae__trainer_collective_supported(const subsae_trainer *t, const char *fn)
+{
+    const int act = t->sae ? t->sae->activation : (int)t->activation;
+    if (act == SUBSAE_ACT_BATCHTOPK)
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: BatchTopK selects over the whole batch, which is not "
+                            "implemented across workers (TopK, JumpReLU and ReLU are)",
+                            fn);
+    return SUBSAE_OK;
 }
 
 /* The first exchange's buffer: status slots, exchange_values(), then room
@@ -135,6 +164,7 @@ static double gradient_norm2(const subsae_trainer *t, int64_t nU, double *partia
     const subsae_sae *s = t->sae;
     const struct subsae__workspace *ws = &t->ws;
     const int64_t d_in = s->d_in, d_out = s->d_out;
+    const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
     const int64_t chunks = (nU + NORM_CHUNK - 1) / NORM_CHUNK;
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(subsae__trainer_threads(t), (double)nU * (double)(d_in + d_out)))
@@ -144,7 +174,8 @@ static double gradient_norm2(const subsae_trainer *t, int64_t nU, double *partia
         for (int64_t i = c * NORM_CHUNK; i < end; i++)
             acc += subsae__sumsq(ws->g_W_enc + i * d_in, d_in) +
                    subsae__sumsq(ws->g_W_dec + i * d_out, d_out) +
-                   (double)ws->g_b_enc[i] * ws->g_b_enc[i];
+                   (double)ws->g_b_enc[i] * ws->g_b_enc[i] +
+                   (jump ? (double)ws->g_thr[i] * ws->g_thr[i] : 0.0);
         partial[c] = acc;
     }
     double total = subsae__sumsq(ws->g_b_dec, d_out);
@@ -166,7 +197,11 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
                             "%s: no exchange buffer", fn);
     double *buf = t->coll_buf, *head = buf + W;
     double *sum_t = head + 3, *g_b_dec = sum_t + d_out, *fired = g_b_dec + d_out;
+    const bool extended = subsae__trainer_extended(t);
+    const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
+    double *flags = extended ? fired + m : NULL, *losses = extended ? flags + m : NULL;
     const int64_t count = exchange_values(t);
+    double *partial = head + count;
     memset(head, 0, (size_t)count * sizeof *head);
 
     /* 1. This worker's share, then the sum and the agreement. */
@@ -186,8 +221,18 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
         head[2] = t2;
         for (int64_t j = 0; j < d_out; j++)
             g_b_dec[j] = ws->g_b_dec[j];
-        for (int64_t i = 0; i < touched_count(ws); i++)
-            fired[ws->touched[i]] = ws->fired[ws->touched[i]];
+        if (!extended) {
+            for (int64_t i = 0; i < touched_count(ws); i++)
+                fired[ws->touched[i]] = ws->fired[ws->touched[i]];
+        } else {
+            /* Active pairs for the clock; touched flags for U. */
+            for (int64_t i = 0; i < touched_count(ws); i++) {
+                fired[ws->touched[i]] = ws->active[ws->touched[i]];
+                flags[ws->touched[i]] = 1.0;
+            }
+            losses[0] = ws->step_penalty; /* already over the global batch */
+            losses[1] = ws->step_aux;
+        }
     }
     rc = subsae__collective_agree_buf(&t->coll, rc, buf, count, fn);
     if (rc)
@@ -200,9 +245,10 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
     /* 2. U, and this worker's compact gradient rows moved to U's slots
      *    (descending, so that a row never lands on one not yet moved: the
      *    slot in U of a touched feature is at least its local slot). */
+    const double *in_u = extended ? flags : fired;
     int64_t nU = 0;
     for (int64_t f = 0; f < m; f++)
-        nU += fired[f] > 0.0;
+        nU += in_u[f] > 0.0;
     if (nU > ws->max_touched)
         return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
                             "%s: %lld features fired on the workers but the workspace holds "
@@ -210,7 +256,7 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
                             fn, (long long)nU, (long long)ws->max_touched);
     int64_t i = mine ? touched_count(ws) - 1 : -1, j = nU - 1;
     for (int64_t f = m - 1; f >= 0 && j >= 0; f--) {
-        if (!(fired[f] > 0.0))
+        if (!(in_u[f] > 0.0))
             continue;
         if (i >= 0 && ws->touched[i] == f) {
             if (i != j) {
@@ -219,12 +265,16 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
                 memcpy(ws->g_W_dec + j * d_out, ws->g_W_dec + i * d_out,
                        (size_t)d_out * sizeof(float));
                 ws->g_b_enc[j] = ws->g_b_enc[i];
+                if (jump)
+                    ws->g_thr[j] = ws->g_thr[i];
             }
             i--;
         } else {
             memset(ws->g_W_enc + j * d_in, 0, (size_t)d_in * sizeof(float));
             memset(ws->g_W_dec + j * d_out, 0, (size_t)d_out * sizeof(float));
             ws->g_b_enc[j] = 0.0f;
+            if (jump)
+                ws->g_thr[j] = 0.0f;
         }
         j--;
     }
@@ -234,10 +284,11 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
      *    sums (all in partition 0), the b_dec gradient. */
     int64_t pairs = 0, slot = 0;
     for (int64_t f = 0; f < m; f++) {
-        if (fired[f] > 0.0) {
+        if (in_u[f] > 0.0) {
             ws->slot_of[f] = (int32_t)slot;
             ws->touched[slot++] = (int32_t)f;
             ws->fired[f] = (int32_t)fired[f];
+            ws->active[f] = (int32_t)fired[f];
             pairs += (int64_t)fired[f];
         } else {
             ws->slot_of[f] = -1;
@@ -266,15 +317,22 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
     if (!rc)
         rc = subsae__allreduce(&t->coll, ws->g_b_enc, nU, SUBSAE_DTYPE_F32,
                                "subsae_trainer_step: b_enc gradient");
+    if (!rc && jump)
+        rc = subsae__allreduce(&t->coll, ws->g_thr, nU, SUBSAE_DTYPE_F32,
+                               "subsae_trainer_step: log-threshold gradient");
     if (rc)
         return rc;
     t->coll_steps++;
 
     *n = n_all;
     *loss = head[1] / (double)n_all;
+    ws->step_mse = *loss;
+    ws->step_penalty = extended ? losses[0] : 0.0;
+    ws->step_aux = extended ? losses[1] : 0.0;
+    *loss += ws->step_penalty + ws->step_aux;
     /* The norm only matters for clipping; otherwise each worker checked
      * its own share was finite. */
-    *sq = t->clip_norm > 0.0 ? gradient_norm2(t, nU, fired + m) : 0.0;
+    *sq = t->clip_norm > 0.0 ? gradient_norm2(t, nU, partial) : 0.0;
     if (!isfinite(*loss) || !isfinite(*sq))
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
                             "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
@@ -291,6 +349,8 @@ int subsae__trainer_step_collective(subsae_trainer *t, int rc, const float *inpu
 {
     static const char *fn = "subsae_trainer_step";
     if (!rc)
+        rc = subsae__trainer_collective_supported(t, fn);
+    if (!rc)
         rc = ensure_exchange(t);
     double rows = rc ? 0.0 : (double)n;
     rc = subsae__collective_sum_small(&t->coll, rc, &rows, 1, fn);
@@ -304,6 +364,8 @@ int subsae__trainer_step_collective(subsae_trainer *t, int rc, const float *inpu
     /* Room for the gradient rows of every feature that can fire in the
      * global batch. */
     rc = subsae__trainer_workspace(t, n_all > n ? n_all : n, subsae__trainer_threads(t));
+    if (!rc && subsae__trainer_extended(t))
+        rc = subsae__trainer_room_all_features(t);
     t->loss_rows = n_all;
     rc = subsae__trainer_step_rows(t, rc, input, input_stride, target, target_stride, n);
     t->loss_rows = 0;
@@ -373,9 +435,13 @@ int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffe
                             "%s: the workers hold no rows", fn);
     /* Rows by pread, as in the single-process fit (see buffer.h). */
     subsae__row_reader *reader_in = NULL, *reader_t = NULL;
-    rc = global_batches(t, N);
+    rc = subsae__trainer_collective_supported(t, fn);
+    if (!rc)
+        rc = global_batches(t, N);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
+    if (!rc && subsae__trainer_extended(t))
+        rc = subsae__trainer_room_all_features(t);
     if (!rc)
         rc = ensure_exchange(t);
     if (!rc)

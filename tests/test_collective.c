@@ -564,6 +564,8 @@ struct train_case {
     int64_t cancel_step;
     int perturb_rank;     /* this worker's weights change between two fits */
     const char *checkpoint; /* worker 0 saves here after the fit */
+    int activation;       /* SUBSAE_ACT_* (0: TopK) */
+    double auxk;          /* AuxK coefficient (0: off) */
 };
 
 static int configure_trainer(subsae_trainer *t, const struct train_case *c)
@@ -593,6 +595,12 @@ static int configure_trainer(subsae_trainer *t, const struct train_case *c)
         rc = subsae_trainer_set_double(t, SUBSAE_TRAIN_CLIP_NORM, c->clip);
     if (!rc)
         rc = subsae_trainer_set_double(t, SUBSAE_TRAIN_LR, c->lr);
+    if (!rc)
+        rc = subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, c->activation);
+    if (!rc && c->activation == SUBSAE_ACT_JUMPRELU) /* a band that catches pairs */
+        rc = subsae_trainer_set_double(t, SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, 0.05);
+    if (!rc)
+        rc = subsae_trainer_set_double(t, SUBSAE_TRAIN_AUXK_COEF, c->auxk);
     return rc;
 }
 
@@ -780,6 +788,43 @@ START_TEST(training_matches_one_process)
     const double uneven[] = {0.1, 0.7};
     c.cuts = uneven;
     compare_training(&c, 3, "ASI, uneven shards");
+    free(x);
+}
+END_TEST
+
+/* ReLU with its L1 term, JumpReLU with its thresholds and L0 term, AuxK:
+ * the exchange carries touched flags, the loss parts and the threshold
+ * gradient rows, so the workers still match one process. BatchTopK is
+ * refused with workers, by every worker alike. */
+START_TEST(training_variants_match_one_process)
+{
+    subsae_set_num_threads(1);
+    const int64_t n = 1500, d = 12;
+    float *x = structured_rows(9, n, d, 5);
+    struct train_case c = train_case_of(x, n, d);
+    c.batch = 150;
+    c.activation = SUBSAE_ACT_RELU;
+    compare_training(&c, 2, "ReLU with L1");
+    c.activation = SUBSAE_ACT_JUMPRELU;
+    compare_training(&c, 3, "JumpReLU with L0");
+    c.activation = SUBSAE_ACT_TOPK;
+    c.auxk = 0.25;
+    compare_training(&c, 2, "TopK with AuxK");
+    c.activation = SUBSAE_ACT_RELU;
+    c.init = SUBSAE_INIT_RANDOM;
+    compare_training(&c, 3, "ReLU with AuxK, random init");
+    c = train_case_of(x, n, d);
+    c.activation = SUBSAE_ACT_BATCHTOPK;
+    struct group g;
+    struct worker ws[MAX_WORKERS];
+    run_workers(&g, ws, 2, train_job, &c);
+    for (int r = 0; r < 2; r++) {
+        ck_assert_msg(ws[r].rc == SUBSAE_E_UNSUPPORTED, "worker %d: %d %s", r, ws[r].rc,
+                      ws[r].message);
+        ck_assert_ptr_nonnull(strstr(ws[r].message, "BatchTopK"));
+    }
+    group_destroy(&g);
+    workers_free(ws, 2);
     free(x);
 }
 END_TEST
@@ -1077,6 +1122,7 @@ SUBSAE_SUITE(collective)
     tcase_add_test(tc, init_is_bit_identical);
     tcase_add_test(tc, training_matches_one_process);
     tcase_add_test(tc, training_recipes_match_one_process);
+    tcase_add_test(tc, training_variants_match_one_process);
     tcase_add_test(tc, public_step_splits_a_batch);
     tcase_add_test(tc, training_failures_are_agreed);
     tcase_add_test(tc, distributed_checkpoint_resumes_in_one_process);

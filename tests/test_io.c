@@ -809,7 +809,11 @@ static const struct bad_case bad_cases[] = {
     {"dtype_mismatch.safetensors", ST, 0, "{" ST_ENTRY("x", "F64", "[2,2]", 0, 16) "}", 16, 0,
      0, -1, 0, NULL, SUBSAE_E_FORMAT, SUBSAE_REASON_DTYPE_SHAPE_MISMATCH, "F64"},
     {"unsupported_dtype.safetensors", ST, 0, "{" ST_ENTRY("x", "I64", "[2,2]", 0, 32) "}", 32,
-     0, 0, -1, 0, NULL, SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE, "\"I64\""},
+     0, 0, -1, 0, NULL, SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE, "I64"},
+    {"unknown_dtype.safetensors", ST, 0, "{" ST_ENTRY("x", "Q7", "[2,2]", 0, 16) "}", 16, 0, 0,
+     -1, 0, NULL, SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE, "\"Q7\""},
+    {"partial_bytes.safetensors", ST, 0, "{" ST_ENTRY("x", "F4", "[3,1]", 0, 1) "}", 1, 0, 0,
+     -1, 0, NULL, SUBSAE_E_FORMAT, SUBSAE_REASON_DTYPE_SHAPE_MISMATCH, "whole bytes"},
     {"shape_overflow.safetensors", ST, 0,
      "{" ST_ENTRY("x", "F32", "[4294967296,4294967296]", 0, 0) "}", 0, 0, 0, -1, 0, NULL,
      SUBSAE_E_FORMAT, SUBSAE_REASON_SHAPE_OVERFLOW, "overflow"},
@@ -871,6 +875,82 @@ static void build_bad_file(const struct bad_case *c, const char *path)
     free(b);
 }
 
+/* Foreign weight files carry tensors of other dtypes (I64 counters, U8
+ * masks, FP8 weights...): the container accepts every safetensors dtype
+ * as opaque bytes, checks their sizes and alignment, writes them back;
+ * only activation reading insists on a float dtype. */
+START_TEST(safetensors_opaque_dtypes)
+{
+    unsigned char data[39];
+    float w[4] = {1.5f, -2.0f, 0.25f, 8.0f};
+    int64_t steps[2] = {7, -3};
+    memcpy(data, w, 16);
+    memcpy(data + 16, steps, 16);
+    for (int i = 32; i < 39; i++)
+        data[i] = (unsigned char)(i * 7);
+    const char *path = tmp("opaque.safetensors");
+    make_st(path, 0,
+            "{" ST_ENTRY("w", "F32", "[2,2]", 0, 16) "," ST_ENTRY("step", "I64", "[2]", 16, 32)
+            "," ST_ENTRY("mask", "U8", "[3]", 32, 35) "," ST_ENTRY("flag", "BOOL", "[1]", 35, 36)
+            "," ST_ENTRY("f8", "F8_E4M3", "[2]", 36, 38) "," ST_ENTRY("f4", "F4", "[2,1]", 38, 39)
+            "}",
+            data, sizeof data);
+    subsae__safetensors *st = NULL;
+    ck_assert_ok(subsae__safetensors_open(path, &st));
+    ck_assert_int_eq(subsae__safetensors_count(st), 6);
+    const char *names[6] = {"w", "step", "mask", "flag", "f8", "f4"};
+    const char *dtypes[6] = {"F32", "I64", "U8", "BOOL", "F8_E4M3", "F4"};
+    const size_t bytes[6] = {16, 16, 3, 1, 2, 1};
+    struct subsae__tensor_view views[6];
+    for (int i = 0; i < 6; i++) {
+        const struct subsae__tensor_view *v = subsae__safetensors_find(st, names[i]);
+        ck_assert_ptr_nonnull(v);
+        ck_assert_str_eq(subsae__safetensors_dtype_name(v->dtype), dtypes[i]);
+        ck_assert_uint_eq(v->bytes, bytes[i]);
+        ck_assert(i == 0 ? v->dtype == SUBSAE_DTYPE_F32 : v->dtype >= SUBSAE__DTYPE_OPAQUE);
+        views[i] = *v;
+    }
+    int64_t back[2];
+    memcpy(back, subsae__safetensors_find(st, "step")->data, sizeof back);
+    ck_assert_int_eq(back[0], 7);
+    ck_assert_int_eq(back[1], -3);
+    /* The writer takes the opaque codes back: same names, bytes, order. */
+    const char *copy = tmp("opaque_copy.safetensors");
+    ck_assert_ok(subsae__safetensors_write(copy, views, 6, NULL, NULL, 0));
+    subsae__safetensors *st2 = NULL;
+    ck_assert_ok(subsae__safetensors_open(copy, &st2));
+    for (int i = 0; i < 6; i++) {
+        const struct subsae__tensor_view *v = subsae__safetensors_find(st2, names[i]);
+        ck_assert_ptr_nonnull(v);
+        ck_assert_int_eq(v->dtype, views[i].dtype);
+        ck_assert_uint_eq(v->bytes, bytes[i]);
+        ck_assert(memcmp(v->data, views[i].data, bytes[i]) == 0);
+    }
+    subsae__safetensors_close(st2);
+    subsae__safetensors_close(st);
+    ck_assert_ptr_null(subsae__safetensors_dtype_name(-5));
+    /* Activations: the float tensor reads, an opaque one is refused. */
+    subsae_buffer *buf = NULL;
+    ck_assert_ok(subsae_buffer_open(path, "w", &buf));
+    subsae_buffer_free(buf);
+    buf = NULL;
+    ck_assert_status(subsae_buffer_open(path, "step", &buf), SUBSAE_E_UNSUPPORTED);
+    ck_assert_int_eq(subsae_last_error_reason(), SUBSAE_REASON_UNSUPPORTED_DTYPE);
+    ck_assert_message_has("I64");
+    ck_assert_ptr_null(buf);
+    /* Sizes and alignment of opaque tensors are still checked. */
+    const char *bad = tmp("opaque_bad.safetensors");
+    make_st(bad, 0, "{" ST_ENTRY("step", "I64", "[3]", 0, 16) "}", data, 16);
+    ck_assert_status(subsae__safetensors_open(bad, &st), SUBSAE_E_FORMAT);
+    ck_assert_int_eq(subsae_last_error_reason(), SUBSAE_REASON_DTYPE_SHAPE_MISMATCH);
+    make_st(bad, 0,
+            "{" ST_ENTRY("m", "U8", "[2]", 0, 2) "," ST_ENTRY("u", "U32", "[1]", 2, 6) "}",
+            data, 6);
+    ck_assert_status(subsae__safetensors_open(bad, &st), SUBSAE_E_FORMAT);
+    ck_assert_int_eq(subsae_last_error_reason(), SUBSAE_REASON_OFFSETS_MISALIGNED);
+}
+END_TEST
+
 START_TEST(malformed_inputs_fail_cleanly)
 {
     /* A good shard to put in front of each bad one. */
@@ -905,7 +985,8 @@ START_TEST(malformed_inputs_fail_cleanly)
         ck_assert_ptr_eq(buf, sentinel);
         /* The container reader agrees on safetensors files. */
         if (c->kind == ST && c->reason != SUBSAE_REASON_MISSING_TENSOR &&
-            c->reason != SUBSAE_REASON_BAD_SHAPE && strcmp(c->file, "indices.safetensors")) {
+            c->reason != SUBSAE_REASON_BAD_SHAPE && strcmp(c->file, "indices.safetensors") &&
+            strcmp(c->file, "unsupported_dtype.safetensors")) {
             subsae__safetensors *st = (subsae__safetensors *)&sentinel;
             rc = subsae__safetensors_open(path, &st);
             ck_assert_msg(rc == c->status && subsae_last_error_reason() == c->reason,
@@ -1346,6 +1427,7 @@ SUBSAE_SUITE(io)
     tc = harness_case(s, "safetensors", 30);
     tcase_add_test(tc, safetensors_round_trip_each_dtype);
     tcase_add_test(tc, safetensors_container_many_tensors);
+    tcase_add_test(tc, safetensors_opaque_dtypes);
     tcase_add_test(tc, open_detects_format_by_content);
     tcase_add_test(tc, shards_read_as_one_buffer);
     tc = harness_case(s, "malformed", 60);

@@ -664,9 +664,6 @@ START_TEST(bad_input)
     ck_assert_status(subsae_trainer_init(t, NULL, NULL), SUBSAE_E_INVALID);
     ck_assert_status(subsae_trainer_init(t, b, b5), SUBSAE_E_INVALID); /* rows differ */
     ck_assert_status(subsae_trainer_init(t, b5, NULL), SUBSAE_E_INVALID); /* zero rows */
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, SUBSAE_ACT_RELU));
-    ck_assert_status(subsae_trainer_init(t, b, NULL), SUBSAE_E_UNSUPPORTED);
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, SUBSAE_ACT_TOPK));
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, 17));
     ck_assert_status(subsae_trainer_init(t, b, NULL), SUBSAE_E_INVALID);
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, 3));

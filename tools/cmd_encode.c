@@ -1,7 +1,9 @@
 /* `subsae encode DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]`:
  * sparse codes of every row: `indices` int32 [n, k] (feature numbers in
  * descending order of value, -1 in unused slots) and `values` float32
- * [n, k]. The file is written block by block at its final offsets into a
+ * [n, k]; k is the model's k for TopK, and for the threshold activations
+ * (BatchTopK at inference, JumpReLU, ReLU) the largest number of active
+ * features of any row, found by a first pass. The file is written block by block at its final offsets into a
  * temporary file, synced and renamed, so a crash never leaves a partial
  * FILE. */
 #include "sae_cli.h"
@@ -27,6 +29,45 @@ static int write_all(int fd, const void *data, size_t n, off_t offset, const cha
         offset += w;
     }
     return 0;
+}
+
+/* The largest number of active features of a row of `buf` (at least 1). */
+static int max_active(const subsae_sae *sae, const subsae_buffer *buf, int64_t d_in,
+                      int64_t *out)
+{
+    int64_t m;
+    subsae_sae_get_int(sae, SUBSAE_SAE_D_SAE, &m);
+    const int64_t n = subsae_buffer_rows(buf);
+    int64_t block = ((int64_t)1 << 20) / m;
+    block = block < 1 ? 1 : block;
+    float *x = malloc((size_t)(block * d_in) * sizeof *x);
+    int32_t *idx = malloc((size_t)(block * m) * sizeof *idx);
+    float *val = malloc((size_t)(block * m) * sizeof *val);
+    int status = 0;
+    int64_t most = 1;
+    if (!x || !idx || !val)
+        status = cli_fail("out of memory");
+    for (int64_t r0 = 0; !status && r0 < n; r0 += block) {
+        int64_t rows = n - r0 < block ? n - r0 : block;
+        if (cli_check(subsae_buffer_read(buf, r0, rows, x, d_in), "cannot read the input") ||
+            cli_check(subsae_sae_encode_sparse(sae, x, rows, d_in, m, idx, val),
+                      "encoding failed")) {
+            status = 1;
+            break;
+        }
+        for (int64_t i = 0; i < rows; i++) {
+            int64_t c = 0;
+            while (c < m && idx[i * m + c] >= 0)
+                c++;
+            most = c > most ? c : most;
+        }
+    }
+    free(x);
+    free(idx);
+    free(val);
+    if (!status)
+        *out = most;
+    return status;
 }
 
 CLI_COMMAND(encode, "DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]")
@@ -66,15 +107,18 @@ CLI_COMMAND(encode, "DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]")
     if (cli_check(subsae_sae_load(dir, &sae), "cannot load the SAE") ||
         cli_check(subsae_buffer_open(input, tensor, &buf), "cannot open the input"))
         goto done;
-    int64_t k, d_in;
+    int64_t k, d_in, activation;
     subsae_sae_get_int(sae, SUBSAE_SAE_K, &k);
     subsae_sae_get_int(sae, SUBSAE_SAE_D_IN, &d_in);
+    subsae_sae_get_int(sae, SUBSAE_SAE_ACTIVATION, &activation);
     const int64_t n = subsae_buffer_rows(buf);
     if (subsae_buffer_dim(buf) != d_in) {
         cli_fail("%s has rows of %lld values; the SAE takes %lld", input,
                  (long long)subsae_buffer_dim(buf), (long long)d_in);
         goto done;
     }
+    if (activation != SUBSAE_ACT_TOPK && max_active(sae, buf, d_in, &k))
+        goto done;
     /* Header with both tensors, padded to a multiple of 8 bytes. */
     const long long bytes = (long long)n * (long long)k * 4;
     char text[512];

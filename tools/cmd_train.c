@@ -1,6 +1,8 @@
-/* `subsae train INPUT...`: train a TopK SAE with active-subspace (or
- * random) initialisation, report training and evaluation metrics, save the
- * model (SAELens layout) and optional checkpoints. Progress on stderr.
+/* `subsae train INPUT... [--target FILE...]`: train an SAE or a
+ * transcoder (TopK, BatchTopK, JumpReLU or ReLU; optional AuxK revival
+ * loss) with active-subspace (or random) initialisation, report training
+ * and evaluation metrics, save the model (SAELens layout) and optional
+ * checkpoints. Progress on stderr.
  * Under `subsae-mpi` every worker runs this with its part of the rows
  * (dist.h); worker 0 prints, evaluates and writes. */
 #include "dist.h"
@@ -14,9 +16,12 @@
 #include <sys/stat.h>
 
 struct options {
-    char **inputs;
-    int n_inputs;
-    const char *tensor, *eval_file, *out, *resume;
+    char **inputs, **targets;
+    int n_inputs, n_targets;
+    const char *tensor, *eval_file, *eval_target, *out, *resume;
+    int activation;
+    double auxk, l1, l0;
+    bool have_activation, have_auxk, have_l1, have_l0;
     int64_t features, k, subspace_dim, batch, warmup, seed, dead_window, checkpoint_every;
     int64_t threads, tokens;
     double lr, epochs, eval_fraction;
@@ -29,7 +34,8 @@ struct options {
 static int parse(int argc, char **argv, struct options *o)
 {
     o->inputs = calloc((size_t)argc, sizeof *o->inputs);
-    if (!o->inputs)
+    o->targets = calloc((size_t)argc, sizeof *o->targets);
+    if (!o->inputs || !o->targets)
         return cli_fail("out of memory");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -51,6 +57,46 @@ static int parse(int argc, char **argv, struct options *o)
         } else if (!strcmp(a, "--tensor")) {
             VALUE();
             o->tensor = v;
+        } else if (!strcmp(a, "--target")) {
+            /* --target FILE...: the files up to the next option. */
+            VALUE();
+            int before = o->n_targets;
+            while (i < argc && strncmp(argv[i], "--", 2) != 0)
+                o->targets[o->n_targets++] = argv[i++];
+            i--;
+            if (o->n_targets == before)
+                return cli_fail("--target needs one or more files");
+        } else if (!strcmp(a, "--eval-target")) {
+            VALUE();
+            o->eval_target = v;
+        } else if (!strcmp(a, "--activation")) {
+            VALUE();
+            static const char *names[4] = {"topk", "batchtopk", "jumprelu", "relu"};
+            static const int codes[4] = {SUBSAE_ACT_TOPK, SUBSAE_ACT_BATCHTOPK,
+                                         SUBSAE_ACT_JUMPRELU, SUBSAE_ACT_RELU};
+            o->activation = -1;
+            for (int n = 0; n < 4; n++)
+                if (!strcmp(v, names[n]))
+                    o->activation = codes[n];
+            if (o->activation < 0)
+                return cli_fail("--activation: '%s' is none of topk, batchtopk, jumprelu, relu",
+                                v);
+            o->have_activation = true;
+        } else if (!strcmp(a, "--auxk")) {
+            VALUE();
+            if (!cli_parse_double(a, v, 0.0, 1e6, &o->auxk))
+                return 2;
+            o->have_auxk = true;
+        } else if (!strcmp(a, "--l1")) {
+            VALUE();
+            if (!cli_parse_double(a, v, 0.0, 1e6, &o->l1))
+                return 2;
+            o->have_l1 = true;
+        } else if (!strcmp(a, "--l0")) {
+            VALUE();
+            if (!cli_parse_double(a, v, 0.0, 1e6, &o->l0))
+                return 2;
+            o->have_l0 = true;
         } else if (!strcmp(a, "--features")) {
             VALUE();
             if (!cli_parse_int64(a, v, 1, INT32_MAX, &o->features))
@@ -162,8 +208,18 @@ static int parse(int argc, char **argv, struct options *o)
     }
     if (o->n_inputs == 0)
         return cli_usage();
-    if (!o->resume && (!o->have_features || !o->have_k))
-        return cli_fail("--features and --k are required (unless --resume)");
+    const bool needs_k = !o->have_activation || o->activation == SUBSAE_ACT_TOPK ||
+                         o->activation == SUBSAE_ACT_BATCHTOPK;
+    if (!o->resume && (!o->have_features || (needs_k && !o->have_k)))
+        return cli_fail("--features and --k are required (unless --resume; --k is optional "
+                        "for jumprelu and relu, where it sets the initial L0)");
+    if (o->n_targets > 0 && o->n_targets != o->n_inputs)
+        return cli_fail("%d inputs but %d targets: give one target file per input file",
+                        o->n_inputs, o->n_targets);
+    if (o->eval_target && (!o->eval_file || o->n_targets == 0))
+        return cli_fail("--eval-target goes with --eval and --target");
+    if (o->eval_file && o->n_targets > 0 && !o->eval_target)
+        return cli_fail("a transcoder evaluated on --eval FILE needs --eval-target FILE");
     if (o->have_epochs && o->have_tokens)
         return cli_fail("give --epochs or --tokens, not both");
     if (o->eval_file && o->eval_fraction > 0)
@@ -172,10 +228,10 @@ static int parse(int argc, char **argv, struct options *o)
         return cli_fail("--checkpoint-every needs --out (checkpoints go to OUT/checkpoint)");
     if (o->resume && (o->have_features || o->have_k || o->have_init || o->have_subspace ||
                       o->have_seed || o->have_decoder_norm || o->no_scale_search ||
-                      o->have_coefficients))
+                      o->have_coefficients || o->have_activation))
         return cli_fail("--resume continues a run with its own model options; do not give "
-                        "--features, --k, --init, --subspace-dim, --seed, --decoder-norm, "
-                        "--subspace-coefficients or --no-scale-search");
+                        "--features, --k, --activation, --init, --subspace-dim, --seed, "
+                        "--decoder-norm, --subspace-coefficients or --no-scale-search");
     return 0;
 }
 
@@ -231,6 +287,7 @@ static int set_options(subsae_trainer *t, const struct options *o)
     rc = subsae_trainer_set_int(t, option, value)
     SET_INT(o->have_features, SUBSAE_TRAIN_FEATURES, o->features);
     SET_INT(o->have_k, SUBSAE_TRAIN_K, o->k);
+    SET_INT(o->have_activation, SUBSAE_TRAIN_ACTIVATION, o->activation);
     SET_INT(o->have_init, SUBSAE_TRAIN_INIT, o->init);
     SET_INT(o->have_subspace, SUBSAE_TRAIN_SUBSPACE_DIM, o->subspace_dim);
     SET_INT(o->have_batch, SUBSAE_TRAIN_BATCH, o->batch);
@@ -244,13 +301,39 @@ static int set_options(subsae_trainer *t, const struct options *o)
 #undef SET_INT
     if (!rc && o->have_lr)
         rc = subsae_trainer_set_double(t, SUBSAE_TRAIN_LR, o->lr);
+    if (!rc && o->have_auxk)
+        rc = subsae_trainer_set_double(t, SUBSAE_TRAIN_AUXK_COEF, o->auxk);
+    if (!rc && o->have_l1)
+        rc = subsae_trainer_set_double(t, SUBSAE_TRAIN_L1_COEF, o->l1);
+    if (!rc && o->have_l0)
+        rc = subsae_trainer_set_double(t, SUBSAE_TRAIN_L0_COEF, o->l0);
     return cli_check(rc, "bad option");
 }
 
-CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
-                   "[--init active-subspace|random] [--subspace-dim auto|R] [--lr X] "
+/* The mean inference threshold of a JumpReLU / BatchTopK model, or null. */
+static json_t *threshold_json(const subsae_sae *sae, int64_t activation)
+{
+    if (activation != SUBSAE_ACT_JUMPRELU && activation != SUBSAE_ACT_BATCHTOPK)
+        return json_null();
+    int64_t m = subsae_sae_param_size(sae, SUBSAE_PARAM_THRESHOLD);
+    float *thr = malloc((size_t)m * sizeof *thr);
+    double sum = 0.0;
+    if (!thr || subsae_sae_get_param(sae, SUBSAE_PARAM_THRESHOLD, thr, m) != SUBSAE_OK) {
+        free(thr);
+        return json_null();
+    }
+    for (int64_t f = 0; f < m; f++)
+        sum += thr[f];
+    free(thr);
+    return sae_cli_number(sum / (double)m);
+}
+
+CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k K "
+                   "[--activation topk|batchtopk|jumprelu|relu] [--auxk COEF] [--l1 COEF] "
+                   "[--l0 COEF] [--init active-subspace|random] [--subspace-dim auto|R] [--lr X] "
                    "[--batch B] [--epochs E | --tokens N] [--warmup-steps W] [--seed S] "
-                   "[--dead-window T] [--eval FILE | --eval-fraction F] [--out DIR] "
+                   "[--dead-window T] [--eval FILE [--eval-target FILE] | --eval-fraction F] "
+                   "[--out DIR] "
                    "[--checkpoint-every STEPS] [--resume DIR] [--threads T] "
                    "[--decoder-norm free|unit] [--subspace-coefficients uniform|gaussian] "
                    "[--no-scale-search] [--sparse-adam] [--quiet] [--json]")
@@ -258,13 +341,19 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
     struct options o = {0};
     int status = parse(argc, argv, &o);
     subsae_buffer *all = NULL, *train = NULL, *part = NULL, *eval = NULL;
+    subsae_buffer *tall = NULL, *ttrain = NULL, *tpart = NULL, *teval = NULL;
     subsae_trainer *t = NULL;
     struct progress progress = {.o = &o};
-    char **paths = NULL;
+    char **paths = NULL, **tpaths = NULL;
     const bool root = cli_dist_root();
     const bool sharded = cli_dist_sharded(o.inputs, o.n_inputs);
     if (status)
         goto done;
+    if (o.n_targets > 0 && cli_dist_sharded(o.targets, o.n_targets) != sharded) {
+        status = cli_fail("the inputs and the targets must both name per-worker files "
+                          "({rank}) or neither");
+        goto done;
+    }
     status = 1;
     if (sharded && o.eval_fraction > 0) {
         cli_fail("--eval-fraction holds out the last rows of one data set; with per-worker "
@@ -299,6 +388,25 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
         goto preflight_failed;
     int64_t rows = subsae_buffer_rows(all);
     train = all;
+    if (o.n_targets > 0) {
+        tpaths = calloc((size_t)o.n_targets, sizeof *tpaths);
+        for (int i = 0; tpaths && i < o.n_targets; i++)
+            if (!(tpaths[i] = cli_dist_path(o.targets[i])))
+                break;
+        if (!tpaths || !tpaths[o.n_targets - 1]) {
+            cli_fail("out of memory");
+            goto preflight_failed;
+        }
+        tall = sae_cli_open(tpaths, o.n_targets, o.tensor);
+        if (!tall)
+            goto preflight_failed;
+        if (subsae_buffer_rows(tall) != rows) {
+            cli_fail("the inputs have %lld rows but the targets %lld", (long long)rows,
+                     (long long)subsae_buffer_rows(tall));
+            goto preflight_failed;
+        }
+        ttrain = tall;
+    }
     if (o.eval_fraction > 0) {
         int64_t n_eval = (int64_t)floor(o.eval_fraction * (double)rows + 0.5);
         if (n_eval < 1 || rows - n_eval < 2) {
@@ -309,13 +417,24 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
         if (cli_check(subsae_buffer_view(all, 0, rows - n_eval, &train), "cannot split") ||
             cli_check(subsae_buffer_view(all, rows - n_eval, n_eval, &eval), "cannot split"))
             goto preflight_failed;
+        if (tall && (cli_check(subsae_buffer_view(tall, 0, rows - n_eval, &ttrain),
+                               "cannot split") ||
+                     cli_check(subsae_buffer_view(tall, rows - n_eval, n_eval, &teval),
+                               "cannot split")))
+            goto preflight_failed;
         rows -= n_eval;
     } else if (o.eval_file && root) {
         if (cli_check(subsae_buffer_open(o.eval_file, o.tensor, &eval),
                       "cannot open the evaluation file"))
             goto preflight_failed;
+        if (o.eval_target && cli_check(subsae_buffer_open(o.eval_target, o.tensor, &teval),
+                                       "cannot open the evaluation target"))
+            goto preflight_failed;
     }
     if (cli_check(cli_dist_part(train, sharded, &part), "cannot split the rows between workers"))
+        goto preflight_failed;
+    if (ttrain && cli_check(cli_dist_part(ttrain, sharded, &tpart),
+                            "cannot split the target rows between workers"))
         goto preflight_failed;
 
     /* The trainer: a new run, or one resumed from its checkpoint. */
@@ -351,7 +470,7 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
         goto done;
     if (sharded)
         rows = (int64_t)all_rows;
-    if (!o.resume && cli_check(subsae_trainer_init(t, part, NULL), "initialisation failed"))
+    if (!o.resume && cli_check(subsae_trainer_init(t, part, tpart), "initialisation failed"))
         goto done;
     double init_seconds = sae_cli_now() - started;
 
@@ -369,7 +488,7 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
     progress.started = progress.last_print = sae_cli_now();
     progress.last_checkpoint_step = -1;
     double fit_started = sae_cli_now();
-    int rc = subsae_trainer_fit(t, part, NULL, todo);
+    int rc = subsae_trainer_fit(t, part, tpart, todo);
     double seconds = sae_cli_now() - fit_started;
     if (progress.failed || cli_check(rc, "training failed"))
         goto done;
@@ -385,15 +504,25 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
 
     const subsae_sae *sae = subsae_trainer_sae(t);
     double em[SUBSAE_METRIC_COUNT];
-    if (eval && cli_check(subsae_sae_evaluate(sae, eval, NULL, em, SUBSAE_METRIC_COUNT),
+    if (eval && cli_check(subsae_sae_evaluate(sae, eval, teval, em, SUBSAE_METRIC_COUNT),
                           "evaluation failed"))
         goto done;
     if (o.out && cli_check(subsae_sae_save(sae, o.out), "cannot save the model"))
         goto done;
 
-    int64_t features, k, init, subspace_dim;
+    int64_t features, k, init, subspace_dim, activation;
+    double auxk, penalty = NAN;
     subsae_trainer_get_int(t, SUBSAE_TRAIN_FEATURES, &features);
     subsae_trainer_get_int(t, SUBSAE_TRAIN_K, &k);
+    subsae_trainer_get_int(t, SUBSAE_TRAIN_ACTIVATION, &activation);
+    subsae_trainer_get_double(t, SUBSAE_TRAIN_AUXK_COEF, &auxk);
+    if (activation == SUBSAE_ACT_RELU)
+        subsae_trainer_get_double(t, SUBSAE_TRAIN_L1_COEF, &penalty);
+    else if (activation == SUBSAE_ACT_JUMPRELU)
+        subsae_trainer_get_double(t, SUBSAE_TRAIN_L0_COEF, &penalty);
+    int64_t d_in, d_out;
+    subsae_sae_get_int(sae, SUBSAE_SAE_D_IN, &d_in);
+    subsae_sae_get_int(sae, SUBSAE_SAE_D_OUT, &d_out);
     subsae_trainer_get_int(t, SUBSAE_TRAIN_INIT, &init);
     subsae_trainer_get_int(t, SUBSAE_TRAIN_SUBSPACE_DIM, &subspace_dim);
     const int64_t trained = (int64_t)m[SUBSAE_METRIC_TOKENS] - done_tokens;
@@ -401,8 +530,14 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
     const char *init_name = init == SUBSAE_INIT_RANDOM ? "random" : "active-subspace";
     if (o.json) {
         json_t *report = json_pack(
-            "{s:I, s:I, s:s, s:o, s:I, s:I, s:f, s:f, s:f, s:o, s:o}", "features",
-            (json_int_t)features, "k", (json_int_t)k, "init", init_name, "subspace_dim",
+            "{s:I, s:I, s:s, s:b, s:I, s:I, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I, s:f, s:f, "
+            "s:f, s:o, s:o}",
+            "features", (json_int_t)features, "k", (json_int_t)k, "activation",
+            subsae_activation_name((int)activation), "transcoder", tall != NULL, "d_in",
+            (json_int_t)d_in, "d_out", (json_int_t)d_out, "auxk", sae_cli_number(auxk),
+            "l1", sae_cli_number(activation == SUBSAE_ACT_RELU ? penalty : NAN), "l0",
+            sae_cli_number(activation == SUBSAE_ACT_JUMPRELU ? penalty : NAN), "mean_threshold",
+            threshold_json(sae, activation), "init", init_name, "subspace_dim",
             init == SUBSAE_INIT_RANDOM ? json_null() : json_integer(subspace_dim), "tokens",
             (json_int_t)m[SUBSAE_METRIC_TOKENS], "steps", (json_int_t)m[SUBSAE_METRIC_STEPS],
             "seconds", seconds, "tokens_per_second", rate, "init_seconds", init_seconds, "final",
@@ -412,8 +547,15 @@ CLI_COMMAND(train, "INPUT... [--tensor NAME] --features M --k K "
         status = cli_print_json(report);
         goto done;
     }
-    printf("trained %lld features, k %lld, %s init", (long long)features, (long long)k,
-           init_name);
+    printf("trained %s %s of %lld features", subsae_activation_name((int)activation),
+           tall ? "transcoder" : "SAE", (long long)features);
+    if (activation == SUBSAE_ACT_TOPK || activation == SUBSAE_ACT_BATCHTOPK)
+        printf(", k %lld", (long long)k);
+    if (isfinite(penalty))
+        printf(", %s %g", activation == SUBSAE_ACT_RELU ? "l1" : "l0", penalty);
+    if (auxk > 0)
+        printf(", auxk %g", auxk);
+    printf(", %s init", init_name);
     if (init != SUBSAE_INIT_RANDOM)
         printf(" (subspace dim %lld)", (long long)subspace_dim);
     printf(": %lld tokens, %lld steps in %.1f s (%.0f tokens/s)\n",
@@ -443,6 +585,16 @@ done:
     subsae_trainer_free(t);
     if (part != train)
         subsae_buffer_free(part);
+    if (tpart != ttrain)
+        subsae_buffer_free(tpart);
+    if (ttrain != tall)
+        subsae_buffer_free(ttrain);
+    subsae_buffer_free(teval);
+    subsae_buffer_free(tall);
+    for (int i = 0; tpaths && i < o.n_targets; i++)
+        free(tpaths[i]);
+    free(tpaths);
+    free(o.targets);
     if (train != all)
         subsae_buffer_free(train);
     subsae_buffer_free(eval);

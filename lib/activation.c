@@ -1,0 +1,433 @@
+/* The training step's encoder for every activation: one blocked
+ * cblas_sgemm writes the pre-activations of a block of rows, then each
+ * row's selection runs in parallel while the block is in cache.
+ *
+ *  - TopK: the k largest pre-activations of the row, ReLU (k slots).
+ *  - BatchTopK: the k n largest pre-activations of the whole batch (after
+ *    ReLU), exactly. The rows' entries above a lower bound L of the cut
+ *    are collected like a dense activation's (L is half the running
+ *    threshold, which follows the cut); the cut is the (k n)-th largest
+ *    collected value, found by a two-pass radix select on the bits of the
+ *    positive floats. When fewer than k n entries exceed L, L was above
+ *    the cut: it drops to a quarter (at last to 0) and the batch is
+ *    encoded again. Ties at the cut go to the lower row, then to the lower
+ *    feature, so that exactly k n pairs are selected whatever L was.
+ *  - ReLU, JumpReLU: every (row, feature) with pre > cut, a variable
+ *    number per row: rows are counted, then filled, block by block, and
+ *    the pair arrays grow (geometrically, outside the inner loops) when a
+ *    batch needs more room; JumpReLU also keeps the pairs in the band of
+ *    half-width bandwidth / 2 below its threshold (inactive, value 0),
+ *    which carry the threshold's straight-through gradient.
+ *  - AuxK (any activation): the top k_aux ReLU'd pre-activations of the
+ *    dead features of each row.
+ * The result is a CSR list of pairs; every loop over rows writes
+ * positions fixed by a serial prefix sum, so the bits do not depend on the
+ * thread count. */
+#include "trainer.h"
+
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+enum { RADIX_BINS = 65536 };
+
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The r-th largest (1-based) positive value of v[0..count), exactly, by a
+ * radix select on the bits (positive floats order as their bit patterns);
+ * entries <= 0 and NaN are ignored. *npos gets the number of positive
+ * values; with fewer than r of them the result is the smallest positive
+ * one (0 when there is none). `hist` is RADIX_BINS counters. */
+static float radix_kth(const float *v, int64_t count, int64_t r, uint32_t *hist, int64_t *npos)
+{
+    memset(hist, 0, RADIX_BINS * sizeof *hist);
+    int64_t pos = 0;
+    for (int64_t i = 0; i < count; i++)
+        if (v[i] > 0.0f) {
+            hist[float_bits(v[i]) >> 16]++;
+            pos++;
+        }
+    *npos = pos;
+    if (pos == 0)
+        return 0.0f;
+    if (r > pos)
+        r = pos;
+    int64_t above = 0;
+    int hi = RADIX_BINS - 1;
+    for (; hi > 0 && above + hist[hi] < r; hi--)
+        above += hist[hi];
+    const int64_t r2 = r - above;
+    memset(hist, 0, RADIX_BINS * sizeof *hist);
+    for (int64_t i = 0; i < count; i++)
+        if (v[i] > 0.0f && (int)(float_bits(v[i]) >> 16) == hi)
+            hist[float_bits(v[i]) & 0xffff]++;
+    int64_t above2 = 0;
+    int lo = RADIX_BINS - 1;
+    for (; lo > 0 && above2 + hist[lo] < r2; lo--)
+        above2 += hist[lo];
+    return bits_float((uint32_t)hi << 16 | (uint32_t)lo);
+}
+
+/* Top k_aux of ReLU(pre + b_enc) over the dead features of one row (the
+ * pre row before any selection touched it); inactive slots -1 / 0. */
+static void aux_select_row(const float *pre_row, const float *b_enc, const int32_t *dead,
+                           int64_t n_dead, int64_t k_aux, float *tmp, int32_t *idx, float *val)
+{
+    for (int64_t j = 0; j < n_dead; j++)
+        tmp[j] = pre_row[dead[j]] + b_enc[dead[j]];
+    subsae__topk_row(tmp, NULL, NULL, n_dead, k_aux, idx, val);
+    for (int64_t j = 0; j < k_aux; j++) {
+        if (val[j] > 0.0f) {
+            idx[j] = dead[idx[j]];
+        } else {
+            idx[j] = -1;
+            val[j] = 0.0f;
+        }
+    }
+}
+
+/* ReLU after a TopK selection: non-positive slots are inactive. */
+static void relu_slots(int32_t *idx, float *val, int64_t k)
+{
+    for (int64_t j = 0; j < k; j++)
+        if (!(val[j] > 0.0f)) {
+            idx[j] = -1;
+            val[j] = 0.0f;
+        }
+}
+
+/* Pairs of a dense activation in one row: pre + b_enc > cut[f] (cut
+ * NULL: > low). */
+static int64_t count_row(const float *pre_row, const float *b_enc, const float *cut, float low,
+                         int64_t m)
+{
+    int64_t c = 0;
+    if (cut) {
+#pragma omp simd reduction(+ : c)
+        for (int64_t f = 0; f < m; f++)
+            c += pre_row[f] + b_enc[f] > cut[f];
+    } else {
+#pragma omp simd reduction(+ : c)
+        for (int64_t f = 0; f < m; f++)
+            c += pre_row[f] + b_enc[f] > low;
+    }
+    return c;
+}
+
+/* Write a row's pairs: value = pre if above the activation's threshold
+ * (JumpReLU: thr[f]; otherwise every kept pair), else 0 (a band pair). */
+static void fill_row(const float *pre_row, const float *b_enc, const float *cut, float low,
+                     const float *thr, int64_t m, int32_t *idx, float *val, float *pre_out)
+{
+    int64_t p = 0;
+    for (int64_t f = 0; f < m; f++) {
+        float v = pre_row[f] + b_enc[f];
+        if (cut ? v > cut[f] : v > low) {
+            idx[p] = (int32_t)f;
+            val[p] = !thr || v > thr[f] ? v : 0.0f;
+            if (pre_out)
+                pre_out[p] = v;
+            p++;
+        }
+    }
+}
+
+int subsae__trainer_grow_pairs(subsae_trainer *t, int64_t need)
+{
+    struct subsae__workspace *ws = &t->ws;
+    if (need <= ws->pair_cap)
+        return SUBSAE_OK;
+    if (need > INT32_MAX)
+        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
+                            "subsae_trainer_step: %lld active (token, feature) pairs in one "
+                            "batch exceed 2^31; use a smaller batch",
+                            (long long)need);
+    int64_t cap = ws->pair_cap + ws->pair_cap / 2;
+    if (cap < need)
+        cap = need;
+    if (cap > INT32_MAX)
+        cap = INT32_MAX;
+    const size_t c = (size_t)cap;
+    const bool jump = t->sae->activation == SUBSAE_ACT_JUMPRELU;
+    /* Contents kept: the pairs of the rows encoded so far. */
+    int32_t *idx = subsae__realloc(ws->idx, c * sizeof *idx);
+    if (idx)
+        ws->idx = idx;
+    float *val = idx ? subsae__realloc(ws->val, c * sizeof *val) : NULL;
+    if (val)
+        ws->val = val;
+    float *pre = val && jump ? subsae__realloc(ws->pre_val, c * sizeof *pre) : NULL;
+    if (pre)
+        ws->pre_val = pre;
+    /* Rebuilt after the encoder: no contents to keep. */
+    subsae__free(ws->pair_row);
+    subsae__free(ws->pair_z);
+    subsae__free(ws->pair_pre);
+    ws->pair_row = idx && val ? subsae__malloc(c * sizeof *ws->pair_row) : NULL;
+    ws->pair_z = ws->pair_row ? subsae__malloc(c * sizeof *ws->pair_z) : NULL;
+    ws->pair_pre = ws->pair_z && jump ? subsae__malloc(c * sizeof *ws->pair_pre) : NULL;
+    if (!idx || !val || (jump && !pre) || !ws->pair_row || !ws->pair_z ||
+        (jump && !ws->pair_pre)) {
+        /* The workspace is rebuilt by the next step (batch 0 forces it). */
+        ws->batch = 0;
+        return subsae__fail_nomem("training pairs", c * 16);
+    }
+    ws->pair_cap = cap;
+    /* Compact gradient rows for every feature that can be touched. */
+    const int64_t m = t->sae->d_sae;
+    int64_t touch = cap + (int64_t)ws->batch * ws->aux_k;
+    if (touch > m)
+        touch = m;
+    if (touch > ws->max_touched) {
+        const size_t mt = (size_t)touch;
+        subsae__free(ws->g_W_enc);
+        subsae__free(ws->g_W_dec);
+        subsae__free(ws->g_b_enc);
+        subsae__free(ws->g_thr);
+        ws->g_W_enc = subsae__malloc(mt * (size_t)t->sae->d_in * sizeof(float));
+        ws->g_W_dec = subsae__malloc(mt * (size_t)t->sae->d_out * sizeof(float));
+        ws->g_b_enc = subsae__malloc(mt * sizeof(float));
+        ws->g_thr = subsae__malloc(mt * sizeof(float));
+        if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
+            ws->max_touched = 0;
+            ws->batch = 0;
+            return subsae__fail_nomem("gradient rows",
+                                      mt * (size_t)(t->sae->d_in + t->sae->d_out) * 4);
+        }
+        ws->max_touched = touch;
+    }
+    return SUBSAE_OK;
+}
+
+int subsae__trainer_room_all_features(subsae_trainer *t)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const subsae_sae *s = t->sae;
+    if (ws->max_touched >= s->d_sae)
+        return SUBSAE_OK;
+    const size_t m = (size_t)s->d_sae;
+    subsae__free(ws->g_W_enc);
+    subsae__free(ws->g_W_dec);
+    subsae__free(ws->g_b_enc);
+    subsae__free(ws->g_thr);
+    ws->g_W_enc = subsae__malloc(m * (size_t)s->d_in * sizeof(float));
+    ws->g_W_dec = subsae__malloc(m * (size_t)s->d_out * sizeof(float));
+    ws->g_b_enc = subsae__malloc(m * sizeof(float));
+    ws->g_thr = subsae__malloc(m * sizeof(float));
+    if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
+        ws->max_touched = 0;
+        ws->batch = 0; /* rebuilt by the next step */
+        return subsae__fail_nomem("gradient rows", m * (size_t)(s->d_in + s->d_out) * 4);
+    }
+    ws->max_touched = s->d_sae;
+    return SUBSAE_OK;
+}
+
+/* One block of rows: the GEMM into ws->pre (timed into seconds[0]). */
+static void block_gemm(const subsae_sae *s, const float *xin, int64_t rows, float *pre,
+                       double *seconds)
+{
+    double t0 = omp_get_wtime();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)s->d_sae, (int)s->d_in,
+                1.0f, xin, (int)s->d_in, s->W_enc, (int)s->d_in, 0.0f, pre, (int)s->d_sae);
+    if (seconds)
+        seconds[0] += omp_get_wtime() - t0;
+}
+
+/* Candidates of n rows: per row the C largest pre-activations in
+ * descending order (cidx/cval, n x C). */
+static void candidates(const subsae_sae *s, const float *xin, int64_t n, int64_t C,
+                       int32_t *cidx, float *cval, float *pre, int64_t block, int threads)
+{
+    const int64_t m = s->d_sae, d_in = s->d_in;
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+        const int64_t rows = n - r0 < block ? n - r0 : block;
+        block_gemm(s, xin + r0 * d_in, rows, pre, NULL);
+#pragma omp parallel for schedule(static) num_threads(subsae__team(threads, (double)rows * (double)m))
+        for (int64_t i = 0; i < rows; i++)
+            subsae__topk_row(pre + i * m, s->b_enc, NULL, m, C, cidx + (r0 + i) * C,
+                             cval + (r0 + i) * C);
+    }
+}
+
+int subsae__batch_topk_cut(const subsae_sae *sae, const float *xin, int64_t n, int64_t k,
+                           int threads, float *cut)
+{
+    /* An initial value only: rows keep their 4k largest entries, and the
+     * cut is the (k n)-th largest of those. */
+    const int64_t m = sae->d_sae;
+    const int64_t block = subsae__encode_block_rows(m, n);
+    const int64_t C = 4 * k < m ? 4 * k : m;
+    float *pre = subsae__malloc((size_t)(block * m) * sizeof *pre);
+    uint32_t *hist = subsae__malloc(RADIX_BINS * sizeof *hist);
+    int32_t *cidx = subsae__malloc((size_t)(n * C) * sizeof *cidx);
+    float *cval = subsae__malloc((size_t)(n * C) * sizeof *cval);
+    int rc = SUBSAE_OK;
+    if (!pre || !hist || !cidx || !cval) {
+        rc = subsae__fail_nomem("batch top-k scratch", (size_t)(block * m + n * C) * 4);
+    } else {
+        candidates(sae, xin, n, C, cidx, cval, pre, block, threads);
+        int64_t npos;
+        *cut = radix_kth(cval, n * C, k * n, hist, &npos);
+    }
+    subsae__free(pre);
+    subsae__free(hist);
+    subsae__free(cidx);
+    subsae__free(cval);
+    return rc;
+}
+
+/* The dense collection of a step: per block the GEMM, AuxK, the pairs
+ * above cut[f] (JumpReLU) or above `low` into the CSR, growing it. */
+static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, const float *thr,
+                   double *seconds)
+{
+    subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int T = subsae__trainer_threads(t);
+    const int64_t m = s->d_sae, d_in = s->d_in, ka = ws->aux_k;
+    const int64_t block = subsae__encode_block_rows(m, n);
+    const bool jump = thr != NULL;
+    int64_t total = 0;
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+        const int64_t rows = n - r0 < block ? n - r0 : block;
+        block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, seconds);
+        double t1 = omp_get_wtime();
+#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
+        for (int64_t i = 0; i < rows; i++) {
+            const int64_t row = r0 + i;
+            float *pr = ws->pre + i * m;
+            if (ka > 0)
+                aux_select_row(pr, s->b_enc, ws->dead_list, ws->n_dead, ka,
+                               ws->aux_tmp + (size_t)omp_get_thread_num() * (size_t)m,
+                               ws->aux_idx + row * ka, ws->aux_val + row * ka);
+            ws->row_count[row] = count_row(pr, s->b_enc, cut, low, m);
+        }
+        for (int64_t i = 0; i < rows; i++) {
+            ws->row_ptr[r0 + i] = total;
+            total += ws->row_count[r0 + i];
+        }
+        ws->row_ptr[r0 + rows] = total;
+        if (total > ws->pair_cap) {
+            int rc = subsae__trainer_grow_pairs(t, total);
+            if (rc)
+                return rc;
+        }
+#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
+        for (int64_t i = 0; i < rows; i++) {
+            const int64_t at = ws->row_ptr[r0 + i];
+            fill_row(ws->pre + i * m, s->b_enc, cut, low, thr, m, ws->idx + at, ws->val + at,
+                     jump ? ws->pre_val + at : NULL);
+        }
+        if (seconds)
+            seconds[1] += omp_get_wtime() - t1;
+    }
+    return SUBSAE_OK;
+}
+
+/* BatchTopK of the step: collect above a lower bound of the cut, select
+ * the k n largest exactly, compact the CSR in place. */
+static int encode_batchtopk(subsae_trainer *t, int64_t n, double *seconds)
+{
+    subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t want = s->k * n;
+    float low = (float)(0.5 * t->batch_threshold);
+    if (!(low > 0.0f))
+        low = 0.0f;
+    for (;;) {
+        int rc = collect(t, n, NULL, low, NULL, seconds);
+        if (rc)
+            return rc;
+        if (ws->row_ptr[n] >= want || low == 0.0f)
+            break;
+        low = low > 1e-6f ? 0.25f * low : 0.0f; /* L was above the cut */
+    }
+    const double t1 = omp_get_wtime();
+    const int64_t total = ws->row_ptr[n];
+    int64_t npos;
+    const float cut = radix_kth(ws->val, total, want, ws->hist, &npos);
+    int64_t above = 0;
+    for (int64_t q = 0; q < total; q++)
+        above += ws->val[q] > cut;
+    int64_t ties = (npos < want ? npos : want) - above;
+    /* Keep the pairs above the cut and the first ties, in (row, feature)
+     * order; the write position never passes the read position. */
+    int64_t w = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t begin = ws->row_ptr[i], end = ws->row_ptr[i + 1];
+        ws->row_ptr[i] = w;
+        for (int64_t q = begin; q < end; q++) {
+            const float v = ws->val[q];
+            if (npos > 0 && (v > cut || (v == cut && ties > 0))) {
+                if (v == cut)
+                    ties--;
+                ws->idx[w] = ws->idx[q];
+                ws->val[w] = v;
+                w++;
+            }
+        }
+    }
+    ws->row_ptr[n] = w;
+    ws->step_theta = npos > 0 ? cut : NAN;
+    if (seconds)
+        seconds[1] += omp_get_wtime() - t1;
+    return SUBSAE_OK;
+}
+
+int subsae__train_encode(subsae_trainer *t, int64_t n, double *seconds)
+{
+    subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int act = s->activation;
+    if (act == SUBSAE_ACT_BATCHTOPK)
+        return encode_batchtopk(t, n, seconds);
+    if (act == SUBSAE_ACT_RELU)
+        return collect(t, n, NULL, 0.0f, NULL, seconds);
+    if (act == SUBSAE_ACT_JUMPRELU)
+        return collect(t, n, ws->cut, 0.0f, s->threshold, seconds);
+    const int T = subsae__trainer_threads(t);
+    const int64_t m = s->d_sae, d_in = s->d_in, k = s->k, ka = ws->aux_k;
+    for (int64_t i = 0; i <= n; i++)
+        ws->row_ptr[i] = i * k;
+    if (ka == 0) { /* the fused encoder, as inference runs it */
+        subsae__sae_encode_pre(s, ws->xin, d_in, n, k, ws->idx, ws->val, ws->pre, NULL, T,
+                               seconds);
+        return SUBSAE_OK;
+    }
+    const int64_t block = subsae__encode_block_rows(m, n);
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+        const int64_t rows = n - r0 < block ? n - r0 : block;
+        block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, seconds);
+        double t1 = omp_get_wtime();
+#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
+        for (int64_t i = 0; i < rows; i++) {
+            const int64_t row = r0 + i;
+            float *pr = ws->pre + i * m;
+            if (ka > 0)
+                aux_select_row(pr, s->b_enc, ws->dead_list, ws->n_dead, ka,
+                               ws->aux_tmp + (size_t)omp_get_thread_num() * (size_t)m,
+                               ws->aux_idx + row * ka, ws->aux_val + row * ka);
+            subsae__topk_row(pr, s->b_enc, NULL, m, k, ws->idx + row * k, ws->val + row * k);
+            relu_slots(ws->idx + row * k, ws->val + row * k, k);
+        }
+        if (seconds)
+            seconds[1] += omp_get_wtime() - t1;
+    }
+    return SUBSAE_OK;
+}
