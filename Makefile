@@ -316,6 +316,7 @@ $(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
 bench: ensure-deps
 	+$(MAKE) --no-print-directory all
 	$(CLI) bench all
+	bench/peak_memory.sh $(BUILD)
 
 # The C and C++ examples, linked against the shared library (found at run
 # time through an rpath to $(BUILD)); the C++ one only when $(CXX) exists.

@@ -308,38 +308,45 @@ int subsae__sae_check_finite(const subsae_sae *sae, const char *what)
     return SUBSAE_OK;
 }
 
-int subsae_sae_fold_scales(subsae_sae *sae)
+void subsae__sae_fold(const subsae_sae *sae, subsae_sae *out)
 {
-    if (!sae)
-        return subsae__fail_null("subsae_sae_fold_scales", "sae");
     const double s_in = sae->input_scale, s_out = sae->output_scale;
     const int64_t d_sae = sae->d_sae, d_in = sae->d_in, d_out = sae->d_out;
     /* pre = (s_in x - b_dec) W_enc^T + b_enc. With equal scales this is
      * (x - b_dec / s) (s W_enc)^T + b_enc; otherwise the b_dec term moves
-     * into b_enc and the model stops subtracting b_dec. */
-    if (sae->apply_b_dec_to_input && s_in != s_out) {
-        for (int64_t f = 0; f < d_sae; f++) {
-            double dot = subsae__dot(sae->W_enc + f * d_in, sae->b_dec, d_in);
-            sae->b_enc[f] = (float)((double)sae->b_enc[f] - dot);
-        }
-        sae->apply_b_dec_to_input = 0;
+     * into b_enc (computed with the unscaled W_enc, so before it is
+     * scaled) and the model stops subtracting b_dec. */
+    const bool move_b_dec = sae->apply_b_dec_to_input && s_in != s_out;
+    for (int64_t f = 0; f < d_sae; f++) {
+        double b = sae->b_enc[f];
+        if (move_b_dec)
+            b -= subsae__dot(sae->W_enc + f * d_in, sae->b_dec, d_in);
+        out->b_enc[f] = (float)b;
     }
+    out->apply_b_dec_to_input = move_b_dec ? 0 : sae->apply_b_dec_to_input;
     const float fin = (float)s_in;
-    if (s_in != 1.0)
+    if (out->W_enc)
         for (int64_t i = 0; i < d_sae * d_in; i++)
-            sae->W_enc[i] *= fin;
-    if (s_out != 1.0) {
+            out->W_enc[i] = sae->W_enc[i] * fin;
+    /* A threshold compared with pre * |W_dec row| follows the norms. */
+    const bool norm_gated = sae->rank_by_decoder_norm && sae->activation != SUBSAE_ACT_TOPK &&
+                            sae->activation != SUBSAE_ACT_RELU;
+    if (out->W_dec)
         for (int64_t i = 0; i < d_sae * d_out; i++)
-            sae->W_dec[i] = (float)((double)sae->W_dec[i] / s_out);
-        for (int64_t j = 0; j < d_out; j++)
-            sae->b_dec[j] = (float)((double)sae->b_dec[j] / s_out);
-        /* A threshold compared with pre * |W_dec row| follows the norms. */
-        if (sae->rank_by_decoder_norm && sae->activation != SUBSAE_ACT_TOPK &&
-            sae->activation != SUBSAE_ACT_RELU)
-            for (int64_t f = 0; f < d_sae; f++)
-                sae->threshold[f] = (float)((double)sae->threshold[f] / s_out);
-    }
-    sae->input_scale = sae->output_scale = 1.0;
+            out->W_dec[i] = (float)((double)sae->W_dec[i] / s_out);
+    for (int64_t j = 0; j < d_out; j++)
+        out->b_dec[j] = (float)((double)sae->b_dec[j] / s_out);
+    for (int64_t f = 0; f < d_sae; f++)
+        out->threshold[f] =
+            norm_gated ? (float)((double)sae->threshold[f] / s_out) : sae->threshold[f];
+    out->input_scale = out->output_scale = 1.0;
+}
+
+int subsae_sae_fold_scales(subsae_sae *sae)
+{
+    if (!sae)
+        return subsae__fail_null("subsae_sae_fold_scales", "sae");
+    subsae__sae_fold(sae, sae);
     return SUBSAE_OK;
 }
 

@@ -77,4 +77,11 @@ void subsae__sae_decoder_norms(const subsae_sae *sae, float *norms, int threads)
 /* Check a model's parameters are finite; message names the parameter. */
 int subsae__sae_check_finite(const subsae_sae *sae, const char *what);
 
+/* The parameters of `sae` with its scales folded in (subsae_sae_fold_scales),
+ * written to the arrays of `out`: its b_enc, b_dec and threshold (d_sae,
+ * d_out, d_sae floats), and W_enc and W_dec unless NULL (the caller then
+ * folds them itself). `out` may be `sae` (in place). Sets out's scales to 1
+ * and its apply_b_dec_to_input; other fields are the caller's. */
+void subsae__sae_fold(const subsae_sae *sae, subsae_sae *out);
+
 #endif

@@ -105,47 +105,56 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
     rc = subsae__make_dir(dir);
     if (rc)
         return rc;
-    subsae_sae *folded = NULL;
-    float *w_enc_t = NULL;
+    /* The scales are folded on the way out (no copy of the whole model):
+     * W_enc transposed and scaled, W_dec copied only when it changes. */
+    const int64_t d_in = sae->d_in, d_out = sae->d_out, m = sae->d_sae;
+    const bool scale_dec = sae->output_scale != 1.0;
+    subsae_sae folded = *sae;
+    folded.W_enc = NULL;
+    folded.W_dec = scale_dec ? subsae__malloc((size_t)(m * d_out) * sizeof(float)) : NULL;
+    folded.b_enc = subsae__malloc((size_t)m * sizeof(float));
+    folded.b_dec = subsae__malloc((size_t)d_out * sizeof(float));
+    folded.threshold = subsae__malloc((size_t)m * sizeof(float));
+    float *w_enc_t = subsae__malloc((size_t)(m * d_in) * sizeof *w_enc_t);
     char *weights = join(dir, WEIGHTS_FILE), *config = join(dir, CONFIG_FILE);
-    if (!weights || !config) {
-        rc = subsae__fail_nomem("path", strlen(dir) + 32);
+    if (!weights || !config || (scale_dec && !folded.W_dec) || !folded.b_enc ||
+        !folded.b_dec || !folded.threshold || !w_enc_t) {
+        rc = subsae__fail_nomem("folded model", (size_t)(m * (d_in + d_out)) * 4);
         goto done;
     }
-    rc = subsae_sae_clone(sae, &folded);
-    if (rc)
-        goto done;
-    subsae_sae_fold_scales(folded);
-    const int64_t d_in = folded->d_in, d_out = folded->d_out, m = folded->d_sae;
-    w_enc_t = subsae__malloc((size_t)(m * d_in) * sizeof *w_enc_t);
-    if (!w_enc_t) {
-        rc = subsae__fail_nomem("transposed encoder", (size_t)(m * d_in) * 4);
-        goto done;
-    }
-    /* The file holds W_enc as [d_in, d_sae]: transpose in tiles. */
+    subsae__sae_fold(sae, &folded);
+    /* The file holds W_enc as [d_in, d_sae]: transpose in tiles, scaled as
+     * the fold scales it. */
+    const float fin = (float)sae->input_scale;
     for (int64_t f0 = 0; f0 < m; f0 += 64)
         for (int64_t j0 = 0; j0 < d_in; j0 += 64)
             for (int64_t f = f0; f < f0 + 64 && f < m; f++)
                 for (int64_t j = j0; j < j0 + 64 && j < d_in; j++)
-                    w_enc_t[j * m + f] = folded->W_enc[f * d_in + j];
+                    w_enc_t[j * m + f] = sae->W_enc[f * d_in + j] * fin;
+    if (!scale_dec)
+        folded.W_dec = sae->W_dec;
     struct subsae__tensor_view views[5] = {
         {.name = "W_enc", .dtype = SUBSAE_DTYPE_F32, .ndim = 2, .shape = {d_in, m},
          .data = w_enc_t, .bytes = (size_t)(m * d_in) * 4},
         {.name = "b_enc", .dtype = SUBSAE_DTYPE_F32, .ndim = 1, .shape = {m},
-         .data = folded->b_enc, .bytes = (size_t)m * 4},
+         .data = folded.b_enc, .bytes = (size_t)m * 4},
         {.name = "W_dec", .dtype = SUBSAE_DTYPE_F32, .ndim = 2, .shape = {m, d_out},
-         .data = folded->W_dec, .bytes = (size_t)(m * d_out) * 4},
+         .data = folded.W_dec, .bytes = (size_t)(m * d_out) * 4},
         {.name = "b_dec", .dtype = SUBSAE_DTYPE_F32, .ndim = 1, .shape = {d_out},
-         .data = folded->b_dec, .bytes = (size_t)d_out * 4},
+         .data = folded.b_dec, .bytes = (size_t)d_out * 4},
         {.name = "threshold", .dtype = SUBSAE_DTYPE_F32, .ndim = 1, .shape = {m},
-         .data = folded->threshold, .bytes = (size_t)m * 4},
+         .data = folded.threshold, .bytes = (size_t)m * 4},
     };
-    rc = subsae__safetensors_write(weights, views, has_threshold(folded->activation) ? 5 : 4,
+    rc = subsae__safetensors_write(weights, views, has_threshold(folded.activation) ? 5 : 4,
                                    NULL, NULL, 0);
     if (!rc)
-        rc = write_config(folded, config);
+        rc = write_config(&folded, config);
 done:
-    subsae_sae_free(folded);
+    if (scale_dec)
+        subsae__free(folded.W_dec);
+    subsae__free(folded.b_enc);
+    subsae__free(folded.b_dec);
+    subsae__free(folded.threshold);
     subsae__free(w_enc_t);
     subsae__free(weights);
     subsae__free(config);
