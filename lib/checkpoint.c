@@ -56,15 +56,15 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
         const char *name = subsae__trainer_option_name(o, &is_double);
         if (!name)
             continue;
-        const void *field = subsae__trainer_option_field((subsae_trainer *)t, o);
+        const void *value_at = subsae__trainer_option_field((subsae_trainer *)t, o);
         json_t *v;
         if (is_double) {
             double d;
-            memcpy(&d, field, sizeof d);
+            memcpy(&d, value_at, sizeof d);
             v = json_real(d);
         } else {
             int64_t i;
-            memcpy(&i, field, sizeof i);
+            memcpy(&i, value_at, sizeof i);
             v = json_integer(i);
         }
         if (json_object_set_new(options, name, v)) {
@@ -578,7 +578,7 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
                                      "adam_v.W_enc", "adam_m.b_enc", "adam_v.b_enc",
                                      "adam_m.W_dec", "adam_v.W_dec", "adam_m.b_dec",
                                      "adam_v.b_dec"};
-        for (size_t i = 0; !rc && i < sizeof dst / sizeof dst[0]; i++)
+        for (size_t i = 0; i < sizeof dst / sizeof dst[0]; i++)
             memcpy(dst[i], subsae__safetensors_find(st, names[i])->data,
                    subsae__safetensors_find(st, names[i])->bytes);
         if (activation == SUBSAE_ACT_JUMPRELU)

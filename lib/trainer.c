@@ -1841,12 +1841,12 @@ fail:
     subsae_sae_free(sae);
     t->sae = NULL;
     {
-        float **moments[] = {&t->m_W_enc, &t->v_W_enc, &t->m_b_enc, &t->v_b_enc,
-                             &t->m_W_dec, &t->v_W_dec, &t->m_b_dec, &t->v_b_dec,
-                             &t->log_threshold, &t->m_log_threshold, &t->v_log_threshold};
-        for (size_t i = 0; i < sizeof moments / sizeof moments[0]; i++) {
-            subsae__free(*moments[i]);
-            *moments[i] = NULL;
+        float **state[] = {&t->m_W_enc, &t->v_W_enc, &t->m_b_enc, &t->v_b_enc,
+                           &t->m_W_dec, &t->v_W_dec, &t->m_b_dec, &t->v_b_dec,
+                           &t->log_threshold, &t->m_log_threshold, &t->v_log_threshold};
+        for (size_t i = 0; i < sizeof state / sizeof state[0]; i++) {
+            subsae__free(*state[i]);
+            *state[i] = NULL;
         }
     }
     subsae__free(t->last_fired);
