@@ -258,7 +258,8 @@ static void candidates(const subsae_sae *s, const float *xin, int64_t n, int64_t
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = n - r0 < block ? n - r0 : block;
         block_gemm(s, xin + r0 * d_in, rows, pre, NULL);
-#pragma omp parallel for schedule(static) num_threads(subsae__team(threads, (double)rows * (double)m))
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)rows * (double)m))
         for (int64_t i = 0; i < rows; i++)
             subsae__topk_row(pre + i * m, s->b_enc, NULL, m, C, cidx + (r0 + i) * C,
                              cval + (r0 + i) * C);
@@ -292,6 +293,17 @@ int subsae__batch_topk_cut(const subsae_sae *sae, const float *xin, int64_t n, i
     return rc;
 }
 
+/* AuxK's selection of one row of the step from its pre-activations (in a
+ * parallel region: the scratch is the calling thread's). */
+static void aux_row(subsae_trainer *t, int64_t row, const float *pre_row)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t m = t->sae->d_sae, ka = ws->aux_k;
+    aux_select_row(pre_row, t->sae->b_enc, ws->dead_list, ws->n_dead, ka,
+                   ws->aux_tmp + (size_t)omp_get_thread_num() * (size_t)m,
+                   ws->aux_idx + row * ka, ws->aux_val + row * ka);
+}
+
 /* The dense collection of a step: per block the GEMM, AuxK, the pairs
  * above cut[f] (JumpReLU) or above `low` into the CSR, growing it. */
 static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, const float *thr,
@@ -313,9 +325,7 @@ static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, co
             const int64_t row = r0 + i;
             float *pr = ws->pre + i * m;
             if (ka > 0)
-                aux_select_row(pr, s->b_enc, ws->dead_list, ws->n_dead, ka,
-                               ws->aux_tmp + (size_t)omp_get_thread_num() * (size_t)m,
-                               ws->aux_idx + row * ka, ws->aux_val + row * ka);
+                aux_row(t, row, pr);
             ws->row_count[row] = count_row(pr, s->b_enc, cut, low, m);
         }
         for (int64_t i = 0; i < rows; i++) {
@@ -420,9 +430,7 @@ int subsae__train_encode(subsae_trainer *t, int64_t n, double *seconds)
             const int64_t row = r0 + i;
             float *pr = ws->pre + i * m;
             if (ka > 0)
-                aux_select_row(pr, s->b_enc, ws->dead_list, ws->n_dead, ka,
-                               ws->aux_tmp + (size_t)omp_get_thread_num() * (size_t)m,
-                               ws->aux_idx + row * ka, ws->aux_val + row * ka);
+                aux_row(t, row, pr);
             subsae__topk_row(pr, s->b_enc, NULL, m, k, ws->idx + row * k, ws->val + row * k);
             relu_slots(ws->idx + row * k, ws->val + row * k, k);
         }

@@ -242,7 +242,7 @@ int64_t subsae__buffer_stored_row(const subsae_buffer *buf, int64_t row)
     return row + lo;
 }
 
-static int64_t source_of(const subsae_buffer *buf, int64_t stored)
+int64_t subsae__buffer_source_of(const subsae_buffer *buf, int64_t stored)
 {
     int64_t lo = 0, hi = buf->n_sources - 1;
     while (lo < hi) {
@@ -257,7 +257,7 @@ static int64_t source_of(const subsae_buffer *buf, int64_t stored)
 
 int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float *out)
 {
-    int64_t s = source_of(buf, stored);
+    int64_t s = subsae__buffer_source_of(buf, stored);
     const struct subsae__source *src = &buf->sources[s];
     const unsigned char *row =
         src->data + (stored - buf->first_row[s]) * src->row_stride_bytes;
@@ -267,7 +267,7 @@ int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float 
 static int nonfinite_row_error(const subsae_buffer *buf, int64_t row, int64_t stored,
                                int64_t column, float value)
 {
-    int64_t s = source_of(buf, stored);
+    int64_t s = subsae__buffer_source_of(buf, stored);
     const char *where = buf->sources[s].path ? buf->sources[s].path : "memory";
     return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
                         "%s: row %lld (row %lld of this source), column %lld is %g; "

@@ -56,6 +56,10 @@ int64_t subsae__buffer_stored_rows(const subsae_buffer *buf);
  * first non-finite value, or dim if the row is finite. */
 int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float *out);
 
+/* Index of the source (file or memory block) that holds stored row
+ * `stored` (binary search over first_row). */
+int64_t subsae__buffer_source_of(const subsae_buffer *buf, int64_t stored);
+
 /* ---- files (buffer_io.c, io_npy.c, io_safetensors.c) ---------------- */
 
 /* Fill `src` (format, dtype, ndim, shape, rows, data, row stride) from the

@@ -103,19 +103,6 @@ const subsae_buffer *subsae__row_reader_buffer(const subsae__row_reader *r)
     return r ? r->buf : NULL;
 }
 
-static int64_t source_of(const subsae_buffer *buf, int64_t stored)
-{
-    int64_t lo = 0, hi = buf->n_sources - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (buf->first_row[mid] <= stored)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
-
 int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_t first,
                               int64_t n_rows, float *out, int64_t out_stride)
 {
@@ -128,7 +115,7 @@ int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_
                                 "row %lld is outside the buffer's %lld rows", (long long)row,
                                 (long long)available);
         const int64_t stored = buf->n_skipped ? subsae__buffer_stored_row(buf, row) : row;
-        const int64_t s = source_of(buf, stored);
+        const int64_t s = subsae__buffer_source_of(buf, stored);
         const struct subsae__source *src = &buf->sources[s];
         const int64_t local = stored - buf->first_row[s];
         float *dst = out + i * out_stride;

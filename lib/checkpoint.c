@@ -23,21 +23,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 static const char MANIFEST[] = "checkpoint.json";
 static const char FORMAT_NAME[] = "libsubsae-checkpoint";
 enum { FORMAT_VERSION = 1 };
 
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *path = subsae__malloc(n);
-    if (path)
-        snprintf(path, n, "%s/%s", dir, name);
-    return path;
-}
 
 /* ---- save ------------------------------------------------------------------- */
 
@@ -185,7 +176,8 @@ int subsae_trainer_save_checkpoint(const subsae_trainer *t, const char *dir)
     char state_file[64], step_text[32];
     snprintf(state_file, sizeof state_file, "state-%lld.safetensors", (long long)t->step);
     snprintf(step_text, sizeof step_text, "%lld", (long long)t->step);
-    char *state_path = join(dir, state_file), *manifest_path = join(dir, MANIFEST);
+    char *state_path = subsae__path_join(dir, state_file);
+    char *manifest_path = subsae__path_join(dir, MANIFEST);
     double *last = as_f64(t->last_fired, m), *cur_fires = as_f64(t->cur.fires, m);
     double *prev_fires = as_f64(t->prev.fires, m);
     char *text = NULL;
@@ -313,27 +305,10 @@ static bool get_bool(struct reader *r, const json_t *obj, const char *key)
 
 static int read_manifest(const char *path, json_t **out)
 {
-    void *map;
-    size_t size;
-    int rc = subsae__map_file(path, &map, &size);
+    json_t *root;
+    int rc = subsae__read_json_object(path, &root);
     if (rc)
         return rc;
-    json_error_t error;
-    errno = 0;
-    json_t *root = json_loadb(map ? map : "", size, JSON_REJECT_DUPLICATES, &error);
-    /* Jansson does not always say it ran out of memory (a string it could
-     * not grow reads as a syntax error); malloc's ENOMEM does. */
-    bool out_of_memory =
-        !root && (errno == ENOMEM || json_error_code(&error) == json_error_out_of_memory);
-    if (map)
-        munmap(map, size);
-    if (out_of_memory)
-        return subsae__fail_nomem(path, size);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
-                            "%s: not a JSON object (%s)", path, root ? "top level" : error.text);
-    }
     const json_t *format = json_object_get(root, "format");
     const json_t *version = json_object_get(root, "version");
     if (!json_is_string(format) || strcmp(json_string_value(format), FORMAT_NAME) != 0 ||
@@ -363,7 +338,8 @@ static int load_tensor(const subsae__safetensors *st, const char *path, const ch
                             path, name, subsae__safetensors_dtype_name(v->dtype), v->ndim,
                             (long long)v->shape[0], v->ndim == 2 ? ", " : "",
                             v->ndim == 2 ? (long long)v->shape[1] : 0LL,
-                            subsae__safetensors_dtype_name(dtype), (long long)d0, ndim == 2 ? ", " : "",
+                            subsae__safetensors_dtype_name(dtype), (long long)d0,
+                            ndim == 2 ? ", " : "",
                             ndim == 2 ? (long long)d1 : 0LL);
     if (dst)
         memcpy(dst, v->data, v->bytes);
@@ -507,7 +483,7 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
      * gives before anything of that size is allocated, so that a damaged
      * or hostile checkpoint.json cannot make the loader ask for more memory
      * than the state file itself holds. */
-    char *state_path = join(dir, state_file);
+    char *state_path = subsae__path_join(dir, state_file);
     if (!state_path)
         return subsae__fail_nomem("checkpoint state path", strlen(dir) + strlen(state_file) + 2);
     subsae__safetensors *st;
@@ -648,7 +624,7 @@ int subsae_trainer_load_checkpoint(const char *dir, subsae_trainer **out)
         return subsae__fail_null(fn, "dir");
     if (!out)
         return subsae__fail_null(fn, "out");
-    char *path = join(dir, MANIFEST);
+    char *path = subsae__path_join(dir, MANIFEST);
     if (!path)
         return subsae__fail_nomem("path", strlen(dir) + 32);
     json_t *root = NULL;

@@ -26,6 +26,18 @@ int subsae__make_dir(const char *dir);
  * error message names the file. */
 int subsae__map_file(const char *path, void **map, size_t *size);
 
+/* ---- JSON files and directory paths (io_json.c) --------------------- */
+
+/* "dir/name" (subsae__free it), or NULL when out of memory. */
+char *subsae__path_join(const char *dir, const char *name);
+
+/* Parse a whole file as one JSON object (duplicate keys rejected): a
+ * missing file is SUBSAE_E_IO, anything but an object SUBSAE_E_FORMAT,
+ * Jansson out of memory SUBSAE_E_NOMEM. On success *out is the caller's
+ * (json_decref). */
+struct json_t;
+int subsae__read_json_object(const char *path, struct json_t **out);
+
 /* ---- safetensors (io_safetensors.c) --------------------------------- */
 
 /* Codes of the safetensors dtypes that have no SUBSAE_DTYPE_* (BOOL, U8,

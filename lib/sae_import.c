@@ -32,21 +32,11 @@
 
 #include "dtype.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *path = subsae__malloc(n);
-    if (path)
-        snprintf(path, n, "%s/%s", dir, name);
-    return path;
-}
 
 /* ---- configuration files ------------------------------------------------- */
 
@@ -54,41 +44,12 @@ static char *join(const char *dir, const char *name)
 static int read_json(const char *dir, const char *name, json_t **root)
 {
     *root = NULL;
-    char *path = join(dir, name);
+    char *path = subsae__path_join(dir, name);
     if (!path)
         return subsae__fail_nomem("path", strlen(dir) + strlen(name) + 2);
-    void *map;
-    size_t size;
-    int rc = subsae__map_file(path, &map, &size);
-    if (rc) {
-        subsae__free(path);
-        return rc;
-    }
-    json_error_t error;
-    errno = 0;
-    json_t *j = json_loadb(map ? map : "", size, JSON_REJECT_DUPLICATES, &error);
-    /* Jansson does not always say it ran out of memory (a string it could
-     * not grow reads as a syntax error); malloc's ENOMEM does. */
-    bool out_of_memory =
-        !j && (errno == ENOMEM || json_error_code(&error) == json_error_out_of_memory);
-    if (map)
-        munmap(map, size);
-    if (out_of_memory) {
-        rc = subsae__fail_nomem(path, size);
-        subsae__free(path);
-        return rc;
-    }
-    if (!j || !json_is_object(j)) {
-        json_decref(j);
-        rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
-                          "%s: not a JSON object (%s, line %d)", path,
-                          j ? "top level" : error.text, error.line);
-        subsae__free(path);
-        return rc;
-    }
+    int rc = subsae__read_json_object(path, root);
     subsae__free(path);
-    *root = j;
-    return SUBSAE_OK;
+    return rc;
 }
 
 static int64_t json_int_or(const json_t *root, const char *key, int64_t fallback)
@@ -623,7 +584,7 @@ int subsae_sae_load(const char *dir, subsae_sae **out)
     char *path = NULL;
     int rc = SUBSAE_OK;
     for (size_t i = 0; i < sizeof WEIGHT_FILES / sizeof WEIGHT_FILES[0]; i++) {
-        path = join(dir, WEIGHT_FILES[i]);
+        path = subsae__path_join(dir, WEIGHT_FILES[i]);
         if (!path)
             return subsae__fail_nomem("path", strlen(dir) + 32);
         rc = subsae__safetensors_open(path, &st);

@@ -10,24 +10,14 @@
 #include "dtype.h"
 #include "kernels.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 
 static const char WEIGHTS_FILE[] = "sae_weights.safetensors";
 static const char CONFIG_FILE[] = "cfg.json";
 
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *path = subsae__malloc(n);
-    if (path)
-        snprintf(path, n, "%s/%s", dir, name);
-    return path;
-}
 
 /* SAELens names of the architectures. */
 static const char *architecture_name(int activation)
@@ -116,7 +106,8 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
     folded.b_dec = subsae__malloc((size_t)d_out * sizeof(float));
     folded.threshold = subsae__malloc((size_t)m * sizeof(float));
     float *w_enc_t = subsae__malloc((size_t)(m * d_in) * sizeof *w_enc_t);
-    char *weights = join(dir, WEIGHTS_FILE), *config = join(dir, CONFIG_FILE);
+    char *weights = subsae__path_join(dir, WEIGHTS_FILE);
+    char *config = subsae__path_join(dir, CONFIG_FILE);
     if (!weights || !config || (scale_dec && !folded.W_dec) || !folded.b_enc ||
         !folded.b_dec || !folded.threshold || !w_enc_t) {
         rc = subsae__fail_nomem("folded model", (size_t)(m * (d_in + d_out)) * 4);

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include "rng.h"
+
 #include <jansson.h>
 
 #include <stdio.h>
@@ -201,4 +203,22 @@ int main(void)
     int failed = srunner_ntests_failed(runner);
     srunner_free(runner);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+float *harness_normal_rows(uint64_t seed, int64_t n, int64_t d, double offset)
+{
+    subsae__rng rng;
+    subsae__rng_seed(&rng, seed, 99);
+    float *x = malloc((size_t)(n * d) * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    for (int64_t i = 0; i < n * d; i++)
+        x[i] = (float)(offset + subsae__rng_normal(&rng));
+    return x;
+}
+
+subsae_buffer *harness_wrap_copy(const float *x, int64_t n, int64_t d)
+{
+    subsae_buffer *b;
+    ck_assert_ok(subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_COPY, &b));
+    return b;
 }

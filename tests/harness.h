@@ -66,6 +66,12 @@ bool harness_tsan(void);
  * runs). */
 bool harness_slow(void);
 
+/* n x d float32 rows (malloc'd, the caller frees them): offset + a
+ * standard normal draw from the library's seeded generator. */
+float *harness_normal_rows(uint64_t seed, int64_t n, int64_t d, double offset);
+/* A buffer holding a copy of n x d rows (asserts success). */
+subsae_buffer *harness_wrap_copy(const float *x, int64_t n, int64_t d);
+
 /* Assert a libsubsae call succeeded, showing the library's message. */
 #define ck_assert_ok(call)                                                  \
     do {                                                                    \

@@ -18,23 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static float *random_rows(uint64_t seed, int64_t n, int64_t d, double offset)
-{
-    subsae__rng rng;
-    subsae__rng_seed(&rng, seed, 99);
-    float *x = malloc((size_t)(n * d) * sizeof *x);
-    for (int64_t i = 0; i < n * d; i++)
-        x[i] = (float)(offset + subsae__rng_normal(&rng));
-    return x;
-}
-
-static subsae_buffer *wrap(const float *x, int64_t n, int64_t d)
-{
-    subsae_buffer *b;
-    ck_assert_ok(subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_COPY, &b));
-    return b;
-}
-
 static subsae_trainer *new_trainer(int activation, int64_t features, int64_t k, int64_t batch,
                                    int threads)
 {
@@ -195,11 +178,11 @@ static void setup_begin(struct setup *u, subsae_trainer *t, int64_t n, int64_t d
     u->d_in = d_in;
     u->d_out = d_out;
     u->t = t;
-    u->x = random_rows(seed, 64, d_in, 0.5);
-    u->bx = wrap(u->x, 64, d_in);
+    u->x = harness_normal_rows(seed, 64, d_in, 0.5);
+    u->bx = harness_wrap_copy(u->x, 64, d_in);
     if (d_out != d_in) {
-        u->y = random_rows(seed + 1, 64, d_out, -0.3);
-        u->by = wrap(u->y, 64, d_out);
+        u->y = harness_normal_rows(seed + 1, 64, d_out, -0.3);
+        u->by = harness_wrap_copy(u->y, 64, d_out);
     }
     ck_assert_ok(subsae_trainer_init(t, u->bx, u->by));
     subsae_sae *s = t->sae;
@@ -613,8 +596,8 @@ END_TEST
 START_TEST(same_bits_any_thread_count)
 {
     const int64_t n = 384, d = 24, m = 192;
-    float *x = random_rows(21, n, d, 0.4);
-    subsae_buffer *bx = wrap(x, n, d);
+    float *x = harness_normal_rows(21, n, d, 0.4);
+    subsae_buffer *bx = harness_wrap_copy(x, n, d);
     const int acts[3] = {SUBSAE_ACT_RELU, SUBSAE_ACT_JUMPRELU, SUBSAE_ACT_BATCHTOPK};
     for (int a = 0; a < 3; a++) {
         float *g[2][4];
@@ -683,8 +666,8 @@ static subsae_trainer *resume_trainer(int activation, bool auxk, bool transcoder
 START_TEST(resume_every_activation)
 {
     const int64_t n = 1000, d = 12, half = 9 * 64;
-    float *x = random_rows(4, n, d, -0.1), *y = random_rows(7, n, 10, 0.2);
-    subsae_buffer *b = wrap(x, n, d), *by = wrap(y, n, 10);
+    float *x = harness_normal_rows(4, n, d, -0.1), *y = harness_normal_rows(7, n, 10, 0.2);
+    subsae_buffer *b = harness_wrap_copy(x, n, d), *by = harness_wrap_copy(y, n, 10);
     const int acts[4] = {SUBSAE_ACT_TOPK, SUBSAE_ACT_BATCHTOPK, SUBSAE_ACT_JUMPRELU,
                          SUBSAE_ACT_RELU};
     for (int a = 0; a < 4; a++) {
@@ -754,8 +737,8 @@ START_TEST(options_and_thresholds)
     /* Initial thresholds: BatchTopK's and the automatic JumpReLU one give
      * an initial L0 near k; a set INIT_THRESHOLD is taken as is. */
     const int64_t n = 2000, d = 16;
-    float *x = random_rows(9, n, d, 0.3);
-    subsae_buffer *b = wrap(x, n, d);
+    float *x = harness_normal_rows(9, n, d, 0.3);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
     for (int a = 0; a < 3; a++) {
         int act = a == 0 ? SUBSAE_ACT_BATCHTOPK : SUBSAE_ACT_JUMPRELU;
         t = new_trainer(act, 256, 8, 256, 2);

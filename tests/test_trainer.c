@@ -16,23 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static float *random_rows(uint64_t seed, int64_t n, int64_t d, double offset)
-{
-    subsae__rng rng;
-    subsae__rng_seed(&rng, seed, 99);
-    float *x = malloc((size_t)(n * d) * sizeof *x);
-    for (int64_t i = 0; i < n * d; i++)
-        x[i] = (float)(offset + subsae__rng_normal(&rng));
-    return x;
-}
-
-static subsae_buffer *wrap(const float *x, int64_t n, int64_t d)
-{
-    subsae_buffer *b;
-    ck_assert_ok(subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_COPY, &b));
-    return b;
-}
-
 static subsae_trainer *new_trainer(int64_t features, int64_t k, int init, int64_t batch,
                                    uint64_t seed)
 {
@@ -141,9 +124,10 @@ static void check_param_gradient(struct params *p, double *theta, int64_t count,
 static void gradient_case(bool unit, bool transcoder, int threads)
 {
     const int64_t n = 7, d_in = 6, d_out = transcoder ? 5 : 6, m = 12, k = 3;
-    float *x = random_rows(1, 64, d_in, 0.5);
-    float *y = transcoder ? random_rows(2, 64, d_out, -0.3) : NULL;
-    subsae_buffer *bx = wrap(x, 64, d_in), *by = transcoder ? wrap(y, 64, d_out) : NULL;
+    float *x = harness_normal_rows(1, 64, d_in, 0.5);
+    float *y = transcoder ? harness_normal_rows(2, 64, d_out, -0.3) : NULL;
+    subsae_buffer *bx = harness_wrap_copy(x, 64, d_in);
+    subsae_buffer *by = transcoder ? harness_wrap_copy(y, 64, d_out) : NULL;
     subsae_trainer *t = new_trainer(m, k, SUBSAE_INIT_RANDOM, n, 5);
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_DECODER_NORM,
                                         unit ? SUBSAE_DECODER_UNIT : SUBSAE_DECODER_FREE));
@@ -221,8 +205,8 @@ static void gradient_case(bool unit, bool transcoder, int threads)
 START_TEST(gradients_parallel_paths)
 {
     const int64_t n = 512, d = 32, m = 256, k = 8;
-    float *x = random_rows(21, n, d, 0.4);
-    subsae_buffer *bx = wrap(x, n, d);
+    float *x = harness_normal_rows(21, n, d, 0.4);
+    subsae_buffer *bx = harness_wrap_copy(x, n, d);
     float *g[2][4];
     int32_t *idx = malloc((size_t)(n * k) * sizeof *idx);
     double loss[2];
@@ -359,8 +343,8 @@ static subsae_trainer *configured(int threads, bool sparse_adam, bool unit)
 START_TEST(same_seed_same_bits)
 {
     const int64_t n = 1000, d = 16;
-    float *x = random_rows(3, n, d, 0.2);
-    subsae_buffer *b = wrap(x, n, d);
+    float *x = harness_normal_rows(3, n, d, 0.2);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
     for (int variant = 0; variant < 3; variant++) {
         int threads = variant == 2 ? 1 : 2;
         subsae_trainer *t1 = configured(threads, variant == 1, variant == 1);
@@ -393,8 +377,8 @@ END_TEST
 static void resume_case(bool sparse_adam, bool unit, int64_t half_steps)
 {
     const int64_t n = 1000, d = 16, tokens = half_steps * 64; /* epoch: 15 batches */
-    float *x = random_rows(4, n, d, -0.1);
-    subsae_buffer *b = wrap(x, n, d);
+    float *x = harness_normal_rows(4, n, d, -0.1);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
     subsae_trainer *straight = configured(2, sparse_adam, unit);
     ck_assert_ok(subsae_trainer_init(straight, b, NULL));
     ck_assert_ok(subsae_trainer_fit(straight, b, NULL, 2 * tokens));
@@ -408,7 +392,7 @@ static void resume_case(bool sparse_adam, bool unit, int64_t half_steps)
     subsae_trainer_free(first);
     /* A second buffer object over the same rows: the position is the
      * trainer's, not the buffer's. */
-    subsae_buffer *b2 = wrap(x, n, d);
+    subsae_buffer *b2 = harness_wrap_copy(x, n, d);
     subsae_trainer *resumed;
     ck_assert_ok(subsae_trainer_load_checkpoint(dir, &resumed));
     ck_assert_ok(subsae_trainer_fit(resumed, b2, NULL, tokens));
@@ -435,8 +419,8 @@ END_TEST
 START_TEST(checkpoint_errors)
 {
     const int64_t n = 200, d = 8;
-    float *x = random_rows(5, n, d, 0.0);
-    subsae_buffer *b = wrap(x, n, d);
+    float *x = harness_normal_rows(5, n, d, 0.0);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
     subsae_trainer *t = new_trainer(20, 3, SUBSAE_INIT_RANDOM, 32, 1), *back = NULL;
     char dir[512], path[600];
     harness_tmp_path("ck", dir, sizeof dir);
@@ -546,8 +530,8 @@ START_TEST(options_round_trip_and_validate)
     ck_assert_ptr_null(subsae_trainer_sae(t));
     /* Structural options are fixed by init; the others are not. */
     const int64_t n = 100, d = 8;
-    float *x = random_rows(6, n, d, 0.0);
-    subsae_buffer *b = wrap(x, n, d);
+    float *x = harness_normal_rows(6, n, d, 0.0);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, 24));
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, 3));
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT, SUBSAE_INIT_RANDOM));
@@ -594,7 +578,7 @@ START_TEST(metrics_and_dead_features)
                                       .offset = 1.0, .seed = 3};
     float *x = malloc((size_t)(n * d) * 4);
     ck_assert_ok(subsae__synth(&spec, x, NULL));
-    subsae_buffer *b = wrap(x, n, d);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
     subsae_trainer *t = new_trainer(200, 2, SUBSAE_INIT_RANDOM, batch, 9);
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_DEAD_WINDOW, n));
     ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_LR, 1e-2));
@@ -651,8 +635,8 @@ END_TEST
 START_TEST(bad_input)
 {
     const int64_t n = 64, d = 8;
-    float *x = random_rows(7, n, d, 0.0);
-    subsae_buffer *b = wrap(x, n, d), *b5;
+    float *x = harness_normal_rows(7, n, d, 0.0);
+    subsae_buffer *b = harness_wrap_copy(x, n, d), *b5;
     float five[5 * 9] = {0};
     ck_assert_ok(subsae_buffer_wrap(five, SUBSAE_DTYPE_F32, 5, 9, 9, SUBSAE_COPY, &b5));
     subsae_trainer *t = new_trainer(16, 3, SUBSAE_INIT_RANDOM, 16, 2);
@@ -711,8 +695,8 @@ END_TEST
 START_TEST(failed_allocations_leave_nothing)
 {
     const int64_t n = 50, d = 6;
-    float *x = random_rows(8, n, d, 0.0);
-    subsae_buffer *b = wrap(x, n, d);
+    float *x = harness_normal_rows(8, n, d, 0.0);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
     char dir[512];
     harness_tmp_path("ck-alloc", dir, sizeof dir);
     for (int64_t fail = 0;; fail++) {
@@ -776,7 +760,7 @@ static double mean_max_cosine(const float *atoms, int64_t n_atoms, const subsae_
 static double recover(int init, const float *x, int64_t n, int64_t d, const float *atoms,
                       int64_t n_atoms, int64_t *subspace_dim)
 {
-    subsae_buffer *b = wrap(x, n, d);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
     subsae_trainer *t = new_trainer(2 * n_atoms, 3, init, 256, 1);
     ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_LR, 3e-3));
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, 1));

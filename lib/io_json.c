@@ -1,0 +1,47 @@
+/* Small JSON files (cfg.json, config.json, checkpoint.json) and the paths
+ * of the files in a model or checkpoint directory. */
+#include "io.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+char *subsae__path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = subsae__malloc(n);
+    if (path)
+        snprintf(path, n, "%s/%s", dir, name);
+    return path;
+}
+
+int subsae__read_json_object(const char *path, json_t **out)
+{
+    *out = NULL;
+    void *map;
+    size_t size;
+    int rc = subsae__map_file(path, &map, &size);
+    if (rc)
+        return rc;
+    json_error_t error;
+    errno = 0;
+    json_t *root = json_loadb(map ? map : "", size, JSON_REJECT_DUPLICATES, &error);
+    /* Jansson does not always say it ran out of memory (a string it could
+     * not grow reads as a syntax error); malloc's ENOMEM does. */
+    bool out_of_memory =
+        !root && (errno == ENOMEM || json_error_code(&error) == json_error_out_of_memory);
+    if (map)
+        munmap(map, size);
+    if (out_of_memory)
+        return subsae__fail_nomem(path, size);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
+                            "%s: not a JSON object (%s, line %d)", path,
+                            root ? "top level" : error.text, root ? 0 : error.line);
+    }
+    *out = root;
+    return SUBSAE_OK;
+}
