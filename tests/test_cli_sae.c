@@ -256,6 +256,118 @@ START_TEST(errors_are_one_line)
 }
 END_TEST
 
+/* The text of a file of the test's directory (the caller frees it). */
+static char *read_text(const char *name)
+{
+    char path[600], *data;
+    long size;
+    harness_tmp_path(name, path, sizeof path);
+    read_file(path, &data, &size);
+    data = realloc(data, (size_t)size + 1);
+    ck_assert_ptr_nonnull(data);
+    data[size] = '\0';
+    return data;
+}
+
+/* The lines of `text` that begin with `prefix` and hold every one of the
+ * `n` words; the last such line into last (when not NULL). */
+static int count_progress_lines(const char *text, const char *prefix, const char *const *words,
+                                int n, char *last, size_t size)
+{
+    int count = 0;
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t length = end ? (size_t)(end - line) : strlen(line);
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%.*s", (int)(length < sizeof buf ? length : sizeof buf - 1),
+                 line);
+        bool match = strncmp(buf, prefix, strlen(prefix)) == 0;
+        for (int i = 0; match && i < n; i++)
+            match = strstr(buf, words[i]) != NULL;
+        if (match) {
+            count++;
+            if (last)
+                snprintf(last, size, "%s", buf);
+        }
+        line += length + (end != NULL);
+    }
+    return count;
+}
+
+/* Progress on stderr when it is not a terminal: plain lines (no carriage
+ * return) with the rate and the ETA, at most one every 5 s plus the final
+ * one, and nothing with --quiet. */
+START_TEST(progress_lines_when_not_a_terminal)
+{
+    const char *data = make_data(4096, 16);
+    char args[4096], last[1024];
+    const char *train_words[] = {"tokens/s", "ETA", "elapsed", "step ", "loss ", "L0 "};
+
+    /* train: 3 epochs of 16 batches of 256 rows. The SUBSAE_EVENT_LOG
+     * lines of the initialisation are kept. */
+    snprintf(args, sizeof args,
+             "train '%s' --features 64 --k 4 --batch 256 --epochs 3 --seed 5 --threads 1",
+             data);
+    ck_assert_int_eq(run_cli(args, "p-train.txt", "p-train.err"), 0);
+    char *err = read_text("p-train.err");
+    ck_assert_msg(strchr(err, '\r') == NULL, "a carriage return in: %s", err);
+    ck_assert_msg(strstr(err, "\033[") == NULL, "an escape sequence in: %s", err);
+    ck_assert_msg(strstr(err, "subsae train: init: ") != NULL, "no init log line: %s", err);
+    int lines = count_progress_lines(err, "subsae train: ", train_words, 6, last, sizeof last);
+    /* Rate limited: 48 steps, a few lines at most (one every 5 s, and the
+     * final one). */
+    ck_assert_msg(lines >= 1 && lines <= 4, "%d progress lines in: %s", lines, err);
+    ck_assert_msg(strncmp(last, "subsae train: 12288/12288 tokens (100%), ", 41) == 0 &&
+                      strstr(last, "ETA 0:00") && strstr(last, "step 48, loss "),
+                  "final line: %s", last);
+    free(err);
+    /* ...with --quiet: nothing on stderr. */
+    snprintf(args, sizeof args,
+             "train '%s' --features 64 --k 4 --batch 256 --epochs 3 --seed 5 --threads 1 --quiet",
+             data);
+    ck_assert_int_eq(run_cli(args, "q-train.txt", "q-train.err"), 0);
+    err = read_text("q-train.err");
+    ck_assert_msg(err[0] == '\0', "--quiet printed: %s", err);
+    free(err);
+
+    /* rank, exact: one pass over the rows ("gram"); the table on stdout. */
+    const char *rank_words[] = {"rows/s", "ETA", "elapsed", "phase gram"};
+    snprintf(args, sizeof args, "rank '%s' --method exact", data);
+    ck_assert_int_eq(run_cli(args, "p-rank.txt", "p-rank.err"), 0);
+    err = read_text("p-rank.err");
+    ck_assert_msg(strchr(err, '\r') == NULL, "a carriage return in: %s", err);
+    lines = count_progress_lines(err, "subsae rank acts.npy: ", rank_words, 4, last, sizeof last);
+    ck_assert_msg(lines >= 1 && lines <= 3, "%d progress lines in: %s", lines, err);
+    ck_assert_msg(strncmp(last, "subsae rank acts.npy: 4096/4096 rows (100%), ", 45) == 0,
+                  "final line: %s", last);
+    ck_assert_int_eq(count_lines("p-rank.err"), lines); /* nothing else */
+    ck_assert_int_eq(count_lines("p-rank.txt"), 2);     /* header and one report */
+    free(err);
+    /* randomized: q + 2 = 5 passes over the rows ("power"), one bar. */
+    const char *power_words[] = {"rows/s", "ETA", "phase power, pass "};
+    snprintf(args, sizeof args, "rank '%s' --method randomized --rank 2 --power-iters 3", data);
+    ck_assert_int_eq(run_cli(args, "r-rank.txt", "r-rank.err"), 0);
+    err = read_text("r-rank.err");
+    lines = count_progress_lines(err, "subsae rank acts.npy: ", power_words, 3, last,
+                                 sizeof last);
+    ck_assert_msg(lines >= 1 && lines <= 3, "%d progress lines in: %s", lines, err);
+    ck_assert_msg(strncmp(last, "subsae rank acts.npy: 20480/20480 rows (100%), ", 47) == 0 &&
+                      strstr(last, "phase power, pass 5/5"),
+                  "final line: %s", last);
+    free(err);
+    /* --quiet: nothing on stderr; the same table on stdout. */
+    snprintf(args, sizeof args, "rank '%s' --method exact --quiet", data);
+    ck_assert_int_eq(run_cli(args, "q-rank.txt", "q-rank.err"), 0);
+    err = read_text("q-rank.err");
+    ck_assert_msg(err[0] == '\0', "--quiet printed: %s", err);
+    free(err);
+    char *table = read_text("p-rank.txt"), *quiet_table = read_text("q-rank.txt");
+    ck_assert_str_eq(table, quiet_table);
+    free(table);
+    free(quiet_table);
+}
+END_TEST
+
 SUBSAE_SUITE(cli_sae)
 {
     Suite *s = suite_create("cli_sae");
@@ -264,5 +376,6 @@ SUBSAE_SUITE(cli_sae)
     tcase_add_test(tc, resume_from_the_command_line);
     tcase_add_test(tc, safetensors_input_and_eval_file);
     tcase_add_test(tc, errors_are_one_line);
+    tcase_add_test(tc, progress_lines_when_not_a_terminal);
     return s;
 }

@@ -3,7 +3,6 @@
  * and effective rank, trains the same SAE with random and with
  * active-subspace initialisation, and compares dead features, explained
  * variance, L0 and recovery of the true dictionary. */
-#include "progress.h"
 #include "sae_cli.h"
 
 #include <math.h>
@@ -121,26 +120,6 @@ struct run {
     double recovery, recovered_fraction, seconds;
 };
 
-struct run_progress {
-    struct cli_progress bar;
-    const subsae_trainer *t;
-};
-
-static int on_progress(int event, const char *phase, int64_t done, int64_t total,
-                       const char *message, void *user)
-{
-    (void)phase, (void)total, (void)message;
-    struct run_progress *p = user;
-    if (event != SUBSAE_EVENT_PROGRESS || !p->t)
-        return 0;
-    double m[SUBSAE_METRIC_COUNT];
-    char detail[64] = "";
-    if (subsae_trainer_metrics(p->t, m, SUBSAE_METRIC_COUNT) == SUBSAE_OK)
-        snprintf(detail, sizeof detail, "loss %.4g", m[SUBSAE_METRIC_LOSS]);
-    cli_progress_update(&p->bar, done, detail);
-    return 0;
-}
-
 /* Mean over the true atoms of the best cosine similarity with a decoder
  * row, and the share of atoms whose best match exceeds 0.9. */
 static int dictionary_recovery(const subsae_sae *sae, const float *atoms, int64_t n_atoms,
@@ -179,7 +158,7 @@ static int train_run(const struct demo_options *o, const subsae_buffer *train,
     const int64_t batch = 4096;
     const int64_t epoch_tokens = subsae_buffer_rows(train) / batch * batch;
     subsae_trainer *t = NULL;
-    struct run_progress progress = {0};
+    struct sae_cli_progress progress;
     int rc = subsae_trainer_create(&t);
 #define SET(kind, option, value) \
     if (!rc)                     \
@@ -192,17 +171,17 @@ static int train_run(const struct demo_options *o, const subsae_buffer *train,
     SET(int, SUBSAE_TRAIN_DEAD_WINDOW, epoch_tokens);
     SET(double, SUBSAE_TRAIN_LR, o->lr);
 #undef SET
-    char label[64];
-    snprintf(label, sizeof label, "  %-16s", run->name);
-    cli_progress_start(&progress.bar, label, "tokens", o->epochs * epoch_tokens, o->quiet);
-    if (!rc)
-        rc = subsae_trainer_set_callback(t, on_progress, &progress);
     const double started = sae_cli_now();
     if (!rc)
         rc = subsae_trainer_init(t, train, NULL);
-    progress.t = t;
+    char label[64];
+    snprintf(label, sizeof label, "  %-16s", run->name);
+    sae_cli_progress_start(&progress, t, label, o->epochs * epoch_tokens, 0, o->quiet);
+    if (!rc)
+        rc = subsae_trainer_set_callback(t, sae_cli_progress_callback, &progress);
     if (!rc)
         rc = subsae_trainer_fit(t, train, NULL, o->epochs * epoch_tokens);
+    sae_cli_progress_finish(&progress, rc == SUBSAE_OK);
     if (!rc)
         rc = subsae_trainer_get_int(t, SUBSAE_TRAIN_SUBSPACE_DIM, &run->subspace_dim);
     if (!rc)
@@ -214,7 +193,6 @@ static int train_run(const struct demo_options *o, const subsae_buffer *train,
         subsae_trainer_free(t);
         return cli_check(rc, run->name);
     }
-    cli_progress_finish(&progress.bar, o->epochs * epoch_tokens, NULL);
     run->seconds = sae_cli_now() - started;
     rc = dictionary_recovery(subsae_trainer_sae(t), atoms, o->atoms, o->dim, o->features, run);
     subsae_trainer_free(t);

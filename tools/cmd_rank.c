@@ -6,6 +6,7 @@
  * its part of the rows of each report together with the others (dist.h);
  * worker 0 prints and writes. */
 #include "dist.h"
+#include "progress.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,7 +20,7 @@ struct rank_options {
     double threshold;
     int method;
     int64_t rank, oversample, power_iters, seed;
-    bool center, concat, json;
+    bool center, concat, json, quiet;
     const char *csv, *plot;
 };
 
@@ -41,30 +42,61 @@ static void report_free(struct report *r)
     free(r->variances);
 }
 
-/* ---- progress on a terminal ----------------------------------------- */
+/* ---- progress --------------------------------------------------------- */
 
+/* The subspace fit's events on a cli_progress bar (rows of this worker):
+ * one bar per phase ("gram" for the exact method, "power" for the
+ * randomized one, whose total counts all its passes over the rows). */
 struct progress {
-    const char *label;
-    int last_percent;
+    struct cli_progress bar;
+    char label[128];
+    bool quiet;
+    int64_t rows; /* of one pass */
+    const char *phase;
+    int64_t done;
 };
+
+static void progress_detail(const struct progress *p, char *out, size_t size)
+{
+    int64_t passes = p->rows > 0 ? p->bar.total / p->rows : 1;
+    if (passes > 1) {
+        int64_t pass = p->done > p->rows ? (p->done + p->rows - 1) / p->rows : 1;
+        snprintf(out, size, "phase %s, pass %lld/%lld", p->phase, (long long)pass,
+                 (long long)passes);
+    } else {
+        snprintf(out, size, "phase %s", p->phase);
+    }
+}
+
+static void progress_end(struct progress *p, bool ok)
+{
+    char detail[96];
+    if (p->phase && ok) {
+        progress_detail(p, detail, sizeof detail);
+        cli_progress_finish(&p->bar, p->done, detail);
+    } else {
+        cli_progress_stop(&p->bar);
+    }
+    p->phase = NULL;
+}
 
 static int show_progress(int event, const char *phase, int64_t done, int64_t total,
                          const char *message, void *user)
 {
     (void)message;
     struct progress *p = user;
-    if (event != SUBSAE_EVENT_PROGRESS || total <= 0)
+    if (event != SUBSAE_EVENT_PROGRESS || p->quiet)
         return 0;
-    int percent = (int)(100 * done / total);
-    if (percent != p->last_percent) {
-        p->last_percent = percent;
-        int bar = percent / 5;
-        fprintf(stderr, "\r  %s %-5s [%.*s%*s] %3d%%", p->label, phase, bar,
-                "####################", 20 - bar, "", percent);
-        if (done >= total)
-            fputs("\r\033[K", stderr);
-        fflush(stderr);
+    if (p->phase && strcmp(phase, p->phase) != 0) { /* a new phase: a new bar */
+        progress_end(p, true);
+        cli_progress_start(&p->bar, p->label, "rows", total, p->quiet);
     }
+    p->phase = phase;
+    p->bar.total = total;
+    p->done = done;
+    char detail[96];
+    progress_detail(p, detail, sizeof detail);
+    cli_progress_update(&p->bar, done, detail);
     return 0;
 }
 
@@ -114,7 +146,18 @@ static int analyse(const char *const *paths, int n_paths, const struct rank_opti
                                     : 1;
     }
     subsae_subspace *s = NULL;
-    struct progress progress = {.label = paths[0], .last_percent = -1};
+    struct progress progress = {.quiet = o->quiet || !cli_dist_root(),
+                                .rows = subsae_buffer_rows(part)};
+    const char *name = strrchr(paths[0], '/');
+    if (n_paths > 1)
+        snprintf(progress.label, sizeof progress.label, "%s rank %s (+%d)", cli_program_name,
+                 name ? name + 1 : paths[0], n_paths - 1);
+    else
+        snprintf(progress.label, sizeof progress.label, "%s rank %s", cli_program_name,
+                 name ? name + 1 : paths[0]);
+    /* The clock runs from the start of the fit; the first event gives the
+     * phase and its total. */
+    cli_progress_start(&progress.bar, progress.label, "rows", 0, progress.quiet);
     rc = subsae_subspace_create(&s);
     if (rc == SUBSAE_OK)
         rc = subsae_subspace_set_int(s, SUBSAE_SUBSPACE_METHOD, o->method);
@@ -130,7 +173,7 @@ static int analyse(const char *const *paths, int n_paths, const struct rank_opti
         rc = subsae_subspace_set_int(s, SUBSAE_SUBSPACE_CENTER, o->center ? 1 : 0);
     if (rc == SUBSAE_OK)
         rc = subsae_subspace_set_double(s, SUBSAE_SUBSPACE_THRESHOLD, o->threshold);
-    if (rc == SUBSAE_OK && isatty(STDERR_FILENO) && cli_dist_root())
+    if (rc == SUBSAE_OK && !progress.quiet)
         rc = subsae_subspace_set_callback(s, show_progress, &progress);
     if (rc == SUBSAE_OK)
         rc = cli_dist_subspace(s);
@@ -141,6 +184,7 @@ static int analyse(const char *const *paths, int n_paths, const struct rank_opti
         peer_failed = true;
     if (rc == SUBSAE_OK && !peer_failed)
         rc = subsae_subspace_fit(s, part);
+    progress_end(&progress, rc == SUBSAE_OK && !peer_failed);
     int64_t method = 0;
     if (rc == SUBSAE_OK)
         rc = subsae_subspace_get_int(s, SUBSAE_SUBSPACE_METHOD_USED, &method);
@@ -352,7 +396,7 @@ static int write_plot(const char *png, const struct report *reports, int n,
 
 CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exact|randomized]"
                   " [--rank K] [--oversample P] [--power-iters Q] [--seed S] [--no-center]"
-                  " [--concat] [--json] [--csv OUT] [--plot OUT.png]")
+                  " [--concat] [--json] [--csv OUT] [--plot OUT.png] [--quiet]")
 {
     struct rank_options o = {.threshold = 0.99, .method = SUBSAE_METHOD_AUTO, .oversample = 10,
                              .power_iters = 3, .center = true};
@@ -409,6 +453,8 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
             o.concat = true;
         else if (!strcmp(a, "--json"))
             o.json = true;
+        else if (!strcmp(a, "--quiet"))
+            o.quiet = true;
         else if (a[0] == '-' && a[1] != '\0') {
             free(files);
             return cli_usage();

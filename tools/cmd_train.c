@@ -238,8 +238,8 @@ static int parse(int argc, char **argv, struct options *o)
 struct progress {
     const struct options *o;
     const subsae_trainer *t;
+    struct sae_cli_progress shown; /* started before the fit */
     char checkpoint[4096];
-    double started, last_print;
     int64_t last_checkpoint_step;
     int failed;
 };
@@ -247,10 +247,13 @@ struct progress {
 static int on_progress(int event, const char *phase, int64_t done, int64_t total,
                        const char *message, void *user)
 {
+    (void)total;
     struct progress *p = user;
     if (event == SUBSAE_EVENT_LOG) {
-        if (!p->o->quiet)
+        if (!p->o->quiet) {
+            cli_progress_stop(&p->shown.bar); /* the line below a drawn bar */
             fprintf(stderr, "%s train: %s: %s\n", cli_program_name, phase, message);
+        }
         return 0;
     }
     double m[SUBSAE_METRIC_COUNT];
@@ -258,24 +261,16 @@ static int on_progress(int event, const char *phase, int64_t done, int64_t total
         return 0;
     int64_t step = (int64_t)m[SUBSAE_METRIC_STEPS];
     if (p->o->checkpoint_every && step % p->o->checkpoint_every == 0 && cli_dist_root()) {
-        if (cli_check(subsae_trainer_save_checkpoint(p->t, p->checkpoint),
-                      "cannot save a checkpoint")) {
+        int saved = subsae_trainer_save_checkpoint(p->t, p->checkpoint);
+        if (saved != SUBSAE_OK)
+            cli_progress_stop(&p->shown.bar); /* the message on a line of its own */
+        if (cli_check(saved, "cannot save a checkpoint")) {
             p->failed = 1;
             return 1; /* stop cleanly */
         }
         p->last_checkpoint_step = step;
     }
-    double now = sae_cli_now();
-    if (!p->o->quiet && (now - p->last_print >= 2.0 || done >= total)) {
-        p->last_print = now;
-        double rate = done / (now - p->started > 1e-9 ? now - p->started : 1e-9);
-        fprintf(stderr,
-                "%s train: step %lld, %lld/%lld tokens (%.0f%%), loss %.5g, L0 %.2f, "
-                "%.0f tokens/s\n",
-                cli_program_name, (long long)step, (long long)done, (long long)total,
-                total > 0 ? 100.0 * (double)done / (double)total : 100.0,
-                m[SUBSAE_METRIC_LOSS], m[SUBSAE_METRIC_L0], rate);
-    }
+    sae_cli_progress_show(&p->shown, phase, done, m);
     return 0;
 }
 
@@ -485,11 +480,14 @@ CLI_COMMAND(train, "INPUT... [--target FILE...] [--tensor NAME] --features M --k
                                   : (int64_t)llround((o.have_epochs ? o.epochs : 1.0) *
                                                      (double)epoch_tokens);
     int64_t todo = total > done_tokens ? total - done_tokens : 0;
-    progress.started = progress.last_print = sae_cli_now();
+    char label[64];
+    snprintf(label, sizeof label, "%s train", cli_program_name);
+    sae_cli_progress_start(&progress.shown, t, label, total, done_tokens, o.quiet);
     progress.last_checkpoint_step = -1;
     double fit_started = sae_cli_now();
     int rc = subsae_trainer_fit(t, part, tpart, todo);
     double seconds = sae_cli_now() - fit_started;
+    sae_cli_progress_finish(&progress.shown, rc == SUBSAE_OK);
     if (progress.failed || cli_check(rc, "training failed"))
         goto done;
     if (!root) { /* worker 0 evaluates, writes and prints */

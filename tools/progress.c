@@ -45,7 +45,7 @@ void cli_progress_start(struct cli_progress *p, const char *label, const char *u
 static void show(struct cli_progress *p, int64_t done, const char *detail, double now)
 {
     double elapsed = now - p->started;
-    double rate = elapsed > 1e-9 ? (double)done / elapsed : 0.0;
+    double rate = elapsed > 1e-9 && done > p->first ? (double)(done - p->first) / elapsed : 0.0;
     double fraction = p->total > 0 ? (double)done / (double)p->total : 0.0;
     if (fraction > 1.0)
         fraction = 1.0;
@@ -87,6 +87,14 @@ void cli_progress_finish(struct cli_progress *p, int64_t done, const char *detai
     if (p->quiet)
         return;
     show(p, done, detail, monotonic_seconds());
-    if (p->terminal && p->drawn)
+    cli_progress_stop(p);
+}
+
+void cli_progress_stop(struct cli_progress *p)
+{
+    if (p->terminal && p->drawn) {
         fputc('\n', stderr);
+        fflush(stderr);
+    }
+    p->drawn = false;
 }

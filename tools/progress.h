@@ -11,6 +11,8 @@ struct cli_progress {
     const char *label; /* e.g. "train" */
     const char *unit;  /* e.g. "tokens" */
     int64_t total;     /* <= 0 when unknown */
+    int64_t first;     /* done when started (e.g. a resumed run): the rate and
+                        * the ETA count from here; 0 unless set after start */
     bool quiet, terminal, drawn;
     double started, last_shown;
 };
@@ -21,5 +23,9 @@ void cli_progress_start(struct cli_progress *p, const char *label, const char *u
 void cli_progress_update(struct cli_progress *p, int64_t done, const char *detail);
 /* Final state, then a newline on a terminal. */
 void cli_progress_finish(struct cli_progress *p, int64_t done, const char *detail);
+/* End a bar left drawn in place (a newline on a terminal) so that other
+ * text (a log line, an error) starts on a line of its own; a later update
+ * draws the bar again below it. Nothing otherwise. */
+void cli_progress_stop(struct cli_progress *p);
 
 #endif

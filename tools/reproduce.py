@@ -42,7 +42,7 @@ def layers_and_files(data):
 
 
 def rank_reports(subsae, files):
-    reports = run_json([subsae, "rank", "--method", "exact", "--json"] + [f[2] for f in files])
+    reports = run_json([subsae, "rank", "--method", "exact", "--json", "--quiet"] + [f[2] for f in files])
     return {os.path.basename(r["path"]): r for r in reports["reports"]}
 
 
