@@ -2,7 +2,9 @@
  * cblas_sgemm writes the pre-activations of a block of rows, then each
  * row's selection runs in parallel while the block is in cache.
  *
- *  - TopK: the k largest pre-activations of the row, ReLU (k slots).
+ *  - TopK: the k largest pre-activations of the row, ReLU (k slots); when
+ *    AuxK has no dead feature to rank, the fused encoder of inference
+ *    (lib/encode.c: GEMM tiles selected from cache, no full block).
  *  - BatchTopK: the k n largest pre-activations of the whole batch (after
  *    ReLU), exactly. The rows' entries above a lower bound L of the cut
  *    are collected like a dense activation's (L is half the running

@@ -29,7 +29,6 @@ static const char MANIFEST[] = "checkpoint.json";
 static const char FORMAT_NAME[] = "libsubsae-checkpoint";
 enum { FORMAT_VERSION = 1 };
 
-
 /* ---- save ------------------------------------------------------------------- */
 
 static json_t *window_json(const struct subsae__window *w)

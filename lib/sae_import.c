@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 /* ---- configuration files ------------------------------------------------- */
 
 /* Parse dir/name as a JSON object. A missing file is SUBSAE_E_IO. */

@@ -18,7 +18,6 @@
 static const char WEIGHTS_FILE[] = "sae_weights.safetensors";
 static const char CONFIG_FILE[] = "cfg.json";
 
-
 /* SAELens names of the architectures. */
 static const char *architecture_name(int activation)
 {
