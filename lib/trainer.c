@@ -422,6 +422,37 @@ static int64_t encoder_scratch_floats(const subsae_trainer *t, int64_t batch, in
     return aux_slots(t) > 0 && blocked > floats ? blocked : floats;
 }
 
+/* The AuxK scratch of the workspace's batch: room for `room` (row, dead
+ * feature) pairs; kept when it is large enough. */
+static int aux_workspace(subsae_trainer *t, int64_t room)
+{
+    struct subsae__workspace *ws = &t->ws;
+    if (ws->aux_idx && ws->aux_cap >= room)
+        return SUBSAE_OK;
+    const size_t B = (size_t)ws->batch, n = (size_t)room, m = (size_t)t->sae->d_sae;
+    subsae__free(ws->aux_idx);
+    subsae__free(ws->aux_val);
+    subsae__free(ws->aux_pair_row);
+    subsae__free(ws->aux_pair_z);
+    subsae__free(ws->g_aux);
+    subsae__free(ws->aux_sse);
+    subsae__free(ws->aux_tmp);
+    ws->aux_idx = subsae__malloc(n * sizeof(int32_t));
+    ws->aux_val = subsae__malloc(n * sizeof(float));
+    ws->aux_pair_row = subsae__malloc(n * sizeof(int32_t));
+    ws->aux_pair_z = subsae__malloc(n * sizeof(float));
+    ws->g_aux = subsae__malloc(B * (size_t)t->sae->d_out * sizeof(float));
+    ws->aux_sse = subsae__malloc(B * sizeof(double));
+    ws->aux_tmp = subsae__malloc((size_t)ws->threads * m * sizeof(float));
+    ws->aux_cap = room;
+    if (!ws->aux_idx || !ws->aux_val || !ws->aux_pair_row || !ws->aux_pair_z || !ws->g_aux ||
+        !ws->aux_sse || !ws->aux_tmp) {
+        ws->aux_cap = 0;
+        return subsae__fail_nomem("AuxK workspace", n * 16);
+    }
+    return SUBSAE_OK;
+}
+
 int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
 {
     struct subsae__workspace *ws = &t->ws;
@@ -513,6 +544,15 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     }
     ws->batch = batch;
     ws->threads = threads;
+    /* AuxK's scratch too when it is on: a fit allocates before its first
+     * step, not in the first step that finds a dead feature. */
+    if (aux_slots(t) > 0) {
+        int rc = aux_workspace(t, batch * aux_slots(t));
+        if (rc) {
+            workspace_free(ws);
+            return rc;
+        }
+    }
     return SUBSAE_OK;
 }
 
@@ -549,28 +589,9 @@ static int prepare_aux(subsae_trainer *t)
             return subsae__fail_nomem("AuxK encoder scratch", (size_t)pre_floats * 4);
         }
     }
-    if (!ws->aux_idx || ws->aux_cap < (int64_t)room) {
-        subsae__free(ws->aux_idx);
-        subsae__free(ws->aux_val);
-        subsae__free(ws->aux_pair_row);
-        subsae__free(ws->aux_pair_z);
-        subsae__free(ws->g_aux);
-        subsae__free(ws->aux_sse);
-        subsae__free(ws->aux_tmp);
-        ws->aux_idx = subsae__malloc(room * sizeof(int32_t));
-        ws->aux_val = subsae__malloc(room * sizeof(float));
-        ws->aux_pair_row = subsae__malloc(room * sizeof(int32_t));
-        ws->aux_pair_z = subsae__malloc(room * sizeof(float));
-        ws->g_aux = subsae__malloc(B * (size_t)s->d_out * sizeof(float));
-        ws->aux_sse = subsae__malloc(B * sizeof(double));
-        ws->aux_tmp = subsae__malloc((size_t)ws->threads * (size_t)m * sizeof(float));
-        ws->aux_cap = (int64_t)room;
-        if (!ws->aux_idx || !ws->aux_val || !ws->aux_pair_row || !ws->aux_pair_z ||
-            !ws->g_aux || !ws->aux_sse || !ws->aux_tmp) {
-            ws->aux_cap = 0;
-            return subsae__fail_nomem("AuxK workspace", room * 16);
-        }
-    }
+    int rc = aux_workspace(t, (int64_t)room);
+    if (rc)
+        return rc;
     /* Room for the features AuxK touches. */
     ws->aux_k = ka;
     int64_t touch = ws->pair_cap + (int64_t)B * ka;
@@ -579,7 +600,7 @@ static int prepare_aux(subsae_trainer *t)
     if (touch > ws->max_touched) {
         int64_t cap = ws->pair_cap;
         ws->pair_cap = 0; /* force the regrowth of the gradient rows */
-        int rc = subsae__trainer_grow_pairs(t, cap);
+        rc = subsae__trainer_grow_pairs(t, cap);
         if (rc) {
             ws->aux_k = 0;
             return rc;
