@@ -867,8 +867,12 @@ SUBSAE_API int subsae_trainer_step(subsae_trainer *t, const float *input, int64_
  *  mapping, so the file's pages do not stay in the resident set. The
  *  step's scratch (batch-sized buffers and gradient rows) is allocated at
  *  the start of the call and released at its end (subsae_trainer_step
- *  keeps it from one step to the next). Errors: as subsae_trainer_step,
- *  plus SUBSAE_E_CANCELLED (after a complete step). */
+ *  keeps it from one step to the next), AuxK's included when it is on.
+ *  ReLU and JumpReLU steps grow the room for active (row, feature) pairs
+ *  when a batch needs more: a fit that fails there (SUBSAE_E_NOMEM) keeps
+ *  the steps it completed (metrics STEPS and TOKENS), the failed step
+ *  changes nothing and its batch is the next call's first. Errors: as
+ *  subsae_trainer_step, plus SUBSAE_E_CANCELLED (after a complete step). */
 SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
                                   const subsae_buffer *target, int64_t tokens);
 
