@@ -987,6 +987,17 @@ static void renormalise(float *row, int64_t d)
  * SUBSAE_E_NONFINITE and nothing changes. The pass reads what the update
  * reads, O(parameters) per step against the encoder's O(batch x
  * parameters). */
+/* JumpReLU's log threshold of feature f after the update, computed on
+ * copies by the update's own function: it, its moments and the model's
+ * threshold exp(log threshold) must all be finite. */
+static bool log_threshold_finite(const subsae_trainer *t, int64_t f, const float *g, float gs,
+                                 float b1, float b2, float size, float ib2, float eps)
+{
+    float w = t->log_threshold[f], m = t->m_log_threshold[f], v = t->v_log_threshold[f];
+    subsae__adam(&w, &m, &v, g, 1, gs, b1, b2, size, ib2, eps);
+    return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
+}
+
 static int apply_update(subsae_trainer *t, double sq)
 {
     subsae_sae *s = t->sae;
@@ -1021,7 +1032,9 @@ static int apply_update(subsae_trainer *t, double sq)
                                          t->v_W_dec + f * d_out, ws->g_W_dec + i * d_out, d_out,
                                          gs, b1, b2, size, ib2, eps) &&
                      subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                                         ws->g_b_enc + i, 1, gs, b1, b2, size, ib2, eps);
+                                         ws->g_b_enc + i, 1, gs, b1, b2, size, ib2, eps) &&
+                     (!jump || log_threshold_finite(t, f, ws->g_thr + i, gs, b1, b2, size, ib2,
+                                                    eps));
         }
     } else {
 #pragma omp parallel for schedule(static) reduction(&& : finite) \
@@ -1039,7 +1052,9 @@ static int apply_update(subsae_trainer *t, double sq)
                                          gs, b1, b2, size, ib2, eps) &&
                      subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
                                          slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2,
-                                         size, ib2, eps);
+                                         size, ib2, eps) &&
+                     (!jump || log_threshold_finite(t, f, slot >= 0 ? ws->g_thr + slot : NULL,
+                                                    gs, b1, b2, size, ib2, eps));
         }
     }
     if (!finite) {
