@@ -626,7 +626,9 @@ SUBSAE_API int subsae_sae_get_param(const subsae_sae *sae, int param, float *out
 SUBSAE_API int subsae_sae_set_param(subsae_sae *sae, int param, const float *in, int64_t count);
 
 /** Fold the scales into the weights (scales become 1; encodings and
- *  reconstructions of raw activations are unchanged up to rounding). */
+ *  reconstructions of raw activations are unchanged up to rounding).
+ *  Errors: SUBSAE_E_NONFINITE when a folded parameter would not be finite
+ *  in float (the model is left unchanged). */
 SUBSAE_API int subsae_sae_fold_scales(subsae_sae *sae);
 
 /** Dense codes of n raw input rows: z (n x d_sae, stride z_stride). */
@@ -682,7 +684,9 @@ SUBSAE_API int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *i
  *  sae_weights.safetensors with W_enc [d_in, d_sae], b_enc [d_sae], W_dec
  *  [d_sae, d_out], b_dec [d_out] (and threshold [d_sae] for JumpReLU and
  *  BatchTopK), float32, scales folded in. Crash-safe (temporary names,
- *  fsync, rename). Errors: SUBSAE_E_INVALID, SUBSAE_E_IO, SUBSAE_E_NOMEM. */
+ *  fsync, rename). Errors: SUBSAE_E_INVALID, SUBSAE_E_IO, SUBSAE_E_NOMEM,
+ *  SUBSAE_E_NONFINITE (a parameter, or a parameter with the scales folded
+ *  in, not finite in float). */
 SUBSAE_API int subsae_sae_save(const subsae_sae *sae, const char *dir);
 
 /** Load a saved SAE directory, with each tool's encoding convention:
@@ -863,8 +867,12 @@ SUBSAE_API int subsae_trainer_step(subsae_trainer *t, const float *input, int64_
  *  mapping, so the file's pages do not stay in the resident set. The
  *  step's scratch (batch-sized buffers and gradient rows) is allocated at
  *  the start of the call and released at its end (subsae_trainer_step
- *  keeps it from one step to the next). Errors: as subsae_trainer_step,
- *  plus SUBSAE_E_CANCELLED (after a complete step). */
+ *  keeps it from one step to the next), AuxK's included when it is on.
+ *  ReLU and JumpReLU steps grow the room for active (row, feature) pairs
+ *  when a batch needs more: a fit that fails there (SUBSAE_E_NOMEM) keeps
+ *  the steps it completed (metrics STEPS and TOKENS), the failed step
+ *  changes nothing and its batch is the next call's first. Errors: as
+ *  subsae_trainer_step, plus SUBSAE_E_CANCELLED (after a complete step). */
 SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
                                   const subsae_buffer *target, int64_t tokens);
 

@@ -360,7 +360,7 @@ static int encode_batchtopk(subsae_trainer *t, int64_t n, double *seconds)
     struct subsae__workspace *ws = &t->ws;
     const int64_t want = s->k * n;
     float low = (float)(0.5 * t->batch_threshold);
-    if (!(low > 0.0f))
+    if (!(low > 0.0f) || !isfinite(low)) /* an infinite bound would never come down */
         low = 0.0f;
     for (;;) {
         int rc = collect(t, n, NULL, low, NULL, seconds);

@@ -558,6 +558,14 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
                    subsae__safetensors_find(st, names[i])->bytes);
         if (activation == SUBSAE_ACT_JUMPRELU)
             rc = copy_log_threshold(t, st, state_path);
+        /* BatchTopK: the model's threshold is the running one, in float. */
+        for (int64_t f = 0; !rc && activation == SUBSAE_ACT_BATCHTOPK && f < m; f++)
+            if (!isfinite((float)batch_threshold) || s->threshold[f] != (float)batch_threshold)
+                rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                  "%s: threshold[%lld] = %g is not batch_threshold = %g of "
+                                  "checkpoint.json in float",
+                                  state_path, (long long)f, (double)s->threshold[f],
+                                  batch_threshold);
         if (!rc)
             rc = subsae__sae_check_finite(s, state_path);
         /* Adam's moments: first finite, second finite and >= 0 (a negative

@@ -342,10 +342,53 @@ void subsae__sae_fold(const subsae_sae *sae, subsae_sae *out)
     out->input_scale = out->output_scale = 1.0;
 }
 
+static int fold_overflows(const char *what, const char *param, int64_t i, double value)
+{
+    return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                        "%s: folding the scales makes %s[%lld] = %g, beyond float", what, param,
+                        (long long)i, value);
+}
+
+int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
+{
+    const double s_in = sae->input_scale, s_out = sae->output_scale;
+    if (s_in == 1.0 && s_out == 1.0)
+        return SUBSAE_OK; /* the fold is the identity */
+    const int64_t d_sae = sae->d_sae, d_in = sae->d_in, d_out = sae->d_out;
+    /* The arithmetic of subsae__sae_fold, nothing stored. */
+    const bool move_b_dec = sae->apply_b_dec_to_input && s_in != s_out;
+    for (int64_t f = 0; f < d_sae; f++) {
+        double b = sae->b_enc[f];
+        if (move_b_dec)
+            b -= subsae__dot(sae->W_enc + f * d_in, sae->b_dec, d_in);
+        if (!isfinite((float)b))
+            return fold_overflows(what, "b_enc", f, b);
+    }
+    const float fin = (float)s_in;
+    for (int64_t i = 0; i < d_sae * d_in; i++)
+        if (!isfinite(sae->W_enc[i] * fin))
+            return fold_overflows(what, "W_enc", i, (double)sae->W_enc[i] * s_in);
+    for (int64_t i = 0; i < d_sae * d_out; i++)
+        if (!isfinite((float)((double)sae->W_dec[i] / s_out)))
+            return fold_overflows(what, "W_dec", i, (double)sae->W_dec[i] / s_out);
+    for (int64_t j = 0; j < d_out; j++)
+        if (!isfinite((float)((double)sae->b_dec[j] / s_out)))
+            return fold_overflows(what, "b_dec", j, (double)sae->b_dec[j] / s_out);
+    const bool norm_gated = sae->rank_by_decoder_norm && sae->activation != SUBSAE_ACT_TOPK &&
+                            sae->activation != SUBSAE_ACT_RELU;
+    for (int64_t f = 0; norm_gated && f < d_sae; f++)
+        if (!isfinite((float)((double)sae->threshold[f] / s_out)))
+            return fold_overflows(what, "threshold", f, (double)sae->threshold[f] / s_out);
+    return SUBSAE_OK;
+}
+
 int subsae_sae_fold_scales(subsae_sae *sae)
 {
     if (!sae)
         return subsae__fail_null("subsae_sae_fold_scales", "sae");
+    int rc = subsae__sae_fold_check(sae, "subsae_sae_fold_scales");
+    if (rc)
+        return rc;
     subsae__sae_fold(sae, sae);
     return SUBSAE_OK;
 }

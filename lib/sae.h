@@ -84,4 +84,10 @@ int subsae__sae_check_finite(const subsae_sae *sae, const char *what);
  * and its apply_b_dec_to_input; other fields are the caller's. */
 void subsae__sae_fold(const subsae_sae *sae, subsae_sae *out);
 
+/* SUBSAE_E_NONFINITE (naming `what`, the parameter and the element) when
+ * subsae__sae_fold would make a parameter that is not finite in float (a
+ * weight beyond FLT_MAX / input_scale, ...); the fold's own arithmetic,
+ * nothing written. */
+int subsae__sae_fold_check(const subsae_sae *sae, const char *what);
+
 #endif

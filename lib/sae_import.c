@@ -70,6 +70,14 @@ static int json_bool_or(const json_t *root, const char *key, int fallback)
     return json_is_boolean(v) ? json_is_true(v) : fallback;
 }
 
+/* d x expansion_factor as the tools compute it (int(d * factor)), or -1
+ * when that is not an int64 (a huge, negative or NaN factor). */
+static int64_t expanded(int64_t d, double factor)
+{
+    const double v = (double)d * factor;
+    return v >= 0.0 && v < 9.2e18 ? (int64_t)v : -1;
+}
+
 static const char *json_string_or(const json_t *root, const char *key, const char *fallback)
 {
     const json_t *v = json_object_get(root, key);
@@ -422,8 +430,8 @@ static int load_sparsify(const char *dir, const char *path, const subsae__safete
     const int64_t c_in = json_int_or(cfg, "d_in", -1);
     const int64_t latents = json_int_or(cfg, "num_latents", 0);
     const double expansion = json_number_or(cfg, "expansion_factor", 0.0);
-    const int64_t want_sae = latents > 0 ? latents
-                             : expansion > 0 && c_in > 0 ? (int64_t)((double)c_in * expansion)
+    const int64_t want_sae = latents > 0                ? latents
+                             : expansion > 0 && c_in > 0 ? expanded(c_in, expansion)
                                                          : p.d_sae;
     if ((c_in >= 0 && c_in != p.d_in) || want_sae != p.d_sae) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
@@ -480,8 +488,15 @@ static int lm_saes_scale(const char *path, const subsae__safetensors *st, const 
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
                           "%s: tensor '%s' = %g is not a positive norm", path, name,
                           (double)norm);
+    const double s = sqrt((double)d_model) / (double)norm;
+    /* A scale is a float of the model (subsae_sae_set_double's rule). */
+    if (!rc && !(isfinite((float)s) && (float)s > 0.0f))
+        rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                          "%s: tensor '%s' = %g gives the scale sqrt(d_model) / norm = %g, "
+                          "outside float",
+                          path, name, (double)norm, s);
     if (!rc)
-        *scale = sqrt((double)d_model) / (double)norm;
+        *scale = s;
     return rc;
 }
 
@@ -512,7 +527,7 @@ static int load_lm_saes(const char *dir, const char *path, const subsae__safeten
     }
     const int64_t d_model = json_int_or(cfg, "d_model", p.d_in);
     const double expansion = json_number_or(cfg, "expansion_factor", 0.0);
-    if (d_model != p.d_in || (expansion > 0 && (int64_t)((double)d_model * expansion) != p.d_sae)) {
+    if (d_model != p.d_in || (expansion > 0 && expanded(d_model, expansion) != p.d_sae)) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                           "%s: d_model %lld and expansion_factor %g disagree with W_E [%lld, "
                           "%lld]",

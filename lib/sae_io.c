@@ -89,6 +89,8 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
     if (!dir)
         return subsae__fail_null(fn, "dir");
     int rc = subsae__sae_check_finite(sae, fn);
+    if (!rc)
+        rc = subsae__sae_fold_check(sae, fn); /* a file that would not load again */
     if (rc)
         return rc;
     rc = subsae__make_dir(dir);

@@ -422,6 +422,37 @@ static int64_t encoder_scratch_floats(const subsae_trainer *t, int64_t batch, in
     return aux_slots(t) > 0 && blocked > floats ? blocked : floats;
 }
 
+/* The AuxK scratch of the workspace's batch: room for `room` (row, dead
+ * feature) pairs; kept when it is large enough. */
+static int aux_workspace(subsae_trainer *t, int64_t room)
+{
+    struct subsae__workspace *ws = &t->ws;
+    if (ws->aux_idx && ws->aux_cap >= room)
+        return SUBSAE_OK;
+    const size_t B = (size_t)ws->batch, n = (size_t)room, m = (size_t)t->sae->d_sae;
+    subsae__free(ws->aux_idx);
+    subsae__free(ws->aux_val);
+    subsae__free(ws->aux_pair_row);
+    subsae__free(ws->aux_pair_z);
+    subsae__free(ws->g_aux);
+    subsae__free(ws->aux_sse);
+    subsae__free(ws->aux_tmp);
+    ws->aux_idx = subsae__malloc(n * sizeof(int32_t));
+    ws->aux_val = subsae__malloc(n * sizeof(float));
+    ws->aux_pair_row = subsae__malloc(n * sizeof(int32_t));
+    ws->aux_pair_z = subsae__malloc(n * sizeof(float));
+    ws->g_aux = subsae__malloc(B * (size_t)t->sae->d_out * sizeof(float));
+    ws->aux_sse = subsae__malloc(B * sizeof(double));
+    ws->aux_tmp = subsae__malloc((size_t)ws->threads * m * sizeof(float));
+    ws->aux_cap = room;
+    if (!ws->aux_idx || !ws->aux_val || !ws->aux_pair_row || !ws->aux_pair_z || !ws->g_aux ||
+        !ws->aux_sse || !ws->aux_tmp) {
+        ws->aux_cap = 0;
+        return subsae__fail_nomem("AuxK workspace", n * 16);
+    }
+    return SUBSAE_OK;
+}
+
 int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
 {
     struct subsae__workspace *ws = &t->ws;
@@ -513,6 +544,15 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     }
     ws->batch = batch;
     ws->threads = threads;
+    /* AuxK's scratch too when it is on: a fit allocates before its first
+     * step, not in the first step that finds a dead feature. */
+    if (aux_slots(t) > 0) {
+        int rc = aux_workspace(t, batch * aux_slots(t));
+        if (rc) {
+            workspace_free(ws);
+            return rc;
+        }
+    }
     return SUBSAE_OK;
 }
 
@@ -549,28 +589,9 @@ static int prepare_aux(subsae_trainer *t)
             return subsae__fail_nomem("AuxK encoder scratch", (size_t)pre_floats * 4);
         }
     }
-    if (!ws->aux_idx || ws->aux_cap < (int64_t)room) {
-        subsae__free(ws->aux_idx);
-        subsae__free(ws->aux_val);
-        subsae__free(ws->aux_pair_row);
-        subsae__free(ws->aux_pair_z);
-        subsae__free(ws->g_aux);
-        subsae__free(ws->aux_sse);
-        subsae__free(ws->aux_tmp);
-        ws->aux_idx = subsae__malloc(room * sizeof(int32_t));
-        ws->aux_val = subsae__malloc(room * sizeof(float));
-        ws->aux_pair_row = subsae__malloc(room * sizeof(int32_t));
-        ws->aux_pair_z = subsae__malloc(room * sizeof(float));
-        ws->g_aux = subsae__malloc(B * (size_t)s->d_out * sizeof(float));
-        ws->aux_sse = subsae__malloc(B * sizeof(double));
-        ws->aux_tmp = subsae__malloc((size_t)ws->threads * (size_t)m * sizeof(float));
-        ws->aux_cap = (int64_t)room;
-        if (!ws->aux_idx || !ws->aux_val || !ws->aux_pair_row || !ws->aux_pair_z ||
-            !ws->g_aux || !ws->aux_sse || !ws->aux_tmp) {
-            ws->aux_cap = 0;
-            return subsae__fail_nomem("AuxK workspace", room * 16);
-        }
-    }
+    int rc = aux_workspace(t, (int64_t)room);
+    if (rc)
+        return rc;
     /* Room for the features AuxK touches. */
     ws->aux_k = ka;
     int64_t touch = ws->pair_cap + (int64_t)B * ka;
@@ -579,7 +600,7 @@ static int prepare_aux(subsae_trainer *t)
     if (touch > ws->max_touched) {
         int64_t cap = ws->pair_cap;
         ws->pair_cap = 0; /* force the regrowth of the gradient rows */
-        int rc = subsae__trainer_grow_pairs(t, cap);
+        rc = subsae__trainer_grow_pairs(t, cap);
         if (rc) {
             ws->aux_k = 0;
             return rc;
@@ -966,6 +987,17 @@ static void renormalise(float *row, int64_t d)
  * SUBSAE_E_NONFINITE and nothing changes. The pass reads what the update
  * reads, O(parameters) per step against the encoder's O(batch x
  * parameters). */
+/* JumpReLU's log threshold of feature f after the update, computed on
+ * copies by the update's own function: it, its moments and the model's
+ * threshold exp(log threshold) must all be finite. */
+static bool log_threshold_finite(const subsae_trainer *t, int64_t f, const float *g, float gs,
+                                 float b1, float b2, float size, float ib2, float eps)
+{
+    float w = t->log_threshold[f], m = t->m_log_threshold[f], v = t->v_log_threshold[f];
+    subsae__adam(&w, &m, &v, g, 1, gs, b1, b2, size, ib2, eps);
+    return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
+}
+
 static int apply_update(subsae_trainer *t, double sq)
 {
     subsae_sae *s = t->sae;
@@ -1000,7 +1032,9 @@ static int apply_update(subsae_trainer *t, double sq)
                                          t->v_W_dec + f * d_out, ws->g_W_dec + i * d_out, d_out,
                                          gs, b1, b2, size, ib2, eps) &&
                      subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                                         ws->g_b_enc + i, 1, gs, b1, b2, size, ib2, eps);
+                                         ws->g_b_enc + i, 1, gs, b1, b2, size, ib2, eps) &&
+                     (!jump || log_threshold_finite(t, f, ws->g_thr + i, gs, b1, b2, size, ib2,
+                                                    eps));
         }
     } else {
 #pragma omp parallel for schedule(static) reduction(&& : finite) \
@@ -1018,7 +1052,9 @@ static int apply_update(subsae_trainer *t, double sq)
                                          gs, b1, b2, size, ib2, eps) &&
                      subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
                                          slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2,
-                                         size, ib2, eps);
+                                         size, ib2, eps) &&
+                     (!jump || log_threshold_finite(t, f, slot >= 0 ? ws->g_thr + slot : NULL,
+                                                    gs, b1, b2, size, ib2, eps));
         }
     }
     if (!finite) {

@@ -17,6 +17,7 @@
  * frees) allocate nothing. */
 #include "harness.h"
 #include "internal.h"
+#include "io.h"
 
 #include <dirent.h>
 #include <jansson.h>
@@ -1218,6 +1219,489 @@ START_TEST(trainer_fails_cleanly)
 }
 END_TEST
 
+/* ---- training variants --------------------------------------------- */
+
+/* BatchTopK, JumpReLU, ReLU with L1, TopK with AuxK and a TopK transcoder:
+ * init, step and fit of each through every allocation index, against
+ * references made without failure injection (the same bits); checkpoints
+ * of the JumpReLU and BatchTopK trainers (log thresholds, the running
+ * BatchTopK threshold) saved and loaded. */
+enum { DOUT = 4 };
+static float target_f32[ROWS * DOUT];
+
+struct variant {
+    const char *name;
+    int activation;
+    bool auxk, transcoder;
+    int pre_steps; /* steps before the step under test */
+};
+static const struct variant *variant;
+
+/* References of the current variant: after init, after init and the
+ * pre-steps, after one more step, after init and a fit of 24 tokens. */
+enum { REF_INIT, REF_PRE, REF_STEP, REF_FIT, N_REFS };
+static subsae_trainer *vref[N_REFS];
+static char pre_dir[512]; /* vref[REF_PRE] saved once */
+
+static void make_target(void)
+{
+    for (int r = 0; r < ROWS; r++)
+        for (int j = 0; j < DOUT; j++)
+            target_f32[r * DOUT + j] = 0.5f * rows_f32[r * DIM + j] - rows_f32[r * DIM + j + 2];
+}
+
+static subsae_buffer *target_buffer(void)
+{
+    subsae_buffer *buf = NULL;
+    ck_assert_ok(subsae_buffer_wrap(target_f32, SUBSAE_DTYPE_F32, ROWS, DOUT, DOUT,
+                                    SUBSAE_BORROW, &buf));
+    return buf;
+}
+
+static subsae_trainer *variant_trainer(const struct variant *v, bool auxk)
+{
+    subsae_trainer *t = configured_trainer();
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, v->activation));
+    if (v->activation == SUBSAE_ACT_RELU)
+        ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_L1_COEF, 0.5));
+    if (v->auxk) {
+        /* k = 1 of 12 features and a dead window of one step: after the
+         * first step at least 4 features are dead, and AuxK (when `auxk`;
+         * off for the comparison) revives them. */
+        ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, 1));
+        ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_AUXK_COEF, auxk ? 1.0 / 32 : 0));
+        ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_AUXK_K, 2));
+        ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_DEAD_WINDOW, 8));
+    }
+    return t;
+}
+
+static int variant_step(subsae_trainer *t, int i)
+{
+    return subsae_trainer_step(t, rows_f32 + i * 8 * DIM, DIM,
+                               variant->transcoder ? target_f32 + i * 8 * DOUT : NULL,
+                               variant->transcoder ? DOUT : 0, 8);
+}
+
+static subsae_trainer *variant_reference(int steps, int64_t fit_tokens, bool auxk)
+{
+    subsae_buffer *buf = memory_buffer(), *target = variant->transcoder ? target_buffer() : NULL;
+    subsae_trainer *t = variant_trainer(variant, auxk);
+    ck_assert_ok(subsae_trainer_init(t, buf, target));
+    for (int i = 0; i < steps; i++)
+        ck_assert_ok(variant_step(t, i));
+    if (fit_tokens)
+        ck_assert_ok(subsae_trainer_fit(t, buf, target, fit_tokens));
+    subsae_buffer_free(target);
+    subsae_buffer_free(buf);
+    return t;
+}
+
+static bool same_params(const subsae_sae *x, const subsae_sae *y)
+{
+    float u[M * DIM], v[M * DIM];
+    for (int p = SUBSAE_PARAM_W_ENC; p <= SUBSAE_PARAM_THRESHOLD; p++) {
+        int64_t n = subsae_sae_param_size(x, p);
+        ck_assert_int_eq(n, subsae_sae_param_size(y, p));
+        ck_assert_ok(subsae_sae_get_param(x, p, u, n));
+        ck_assert_ok(subsae_sae_get_param(y, p, v, n));
+        if (memcmp(u, v, (size_t)n * sizeof *u) != 0)
+            return false;
+    }
+    return true;
+}
+
+static void make_variant_references(const struct variant *v)
+{
+    variant = v;
+    vref[REF_INIT] = variant_reference(0, 0, v->auxk);
+    vref[REF_PRE] = variant_reference(v->pre_steps, 0, v->auxk);
+    vref[REF_STEP] = variant_reference(v->pre_steps + 1, 0, v->auxk);
+    vref[REF_FIT] = variant_reference(0, 24, v->auxk);
+    ck_assert(!same_params(subsae_trainer_sae(vref[REF_PRE]), subsae_trainer_sae(vref[REF_STEP])));
+    if (v->auxk) {
+        /* AuxK runs in the step under test and in the fit: without it the
+         * weights come out different. */
+        int64_t dead = 0;
+        double metrics[SUBSAE_METRIC_COUNT];
+        ck_assert_ok(subsae_trainer_metrics(vref[REF_PRE], metrics, SUBSAE_METRIC_COUNT));
+        dead = (int64_t)metrics[SUBSAE_METRIC_DEAD_FEATURES];
+        ck_assert_int_gt(dead, 0);
+        subsae_trainer *plain = variant_reference(v->pre_steps + 1, 0, false);
+        subsae_trainer *plain_pre = variant_reference(v->pre_steps, 0, false);
+        ck_assert(same_params(subsae_trainer_sae(plain_pre), subsae_trainer_sae(vref[REF_PRE])) ==
+                  (v->pre_steps <= 1));
+        ck_assert(!same_params(subsae_trainer_sae(plain), subsae_trainer_sae(vref[REF_STEP])));
+        subsae_trainer_free(plain);
+        subsae_trainer_free(plain_pre);
+        plain = variant_reference(0, 24, false);
+        ck_assert(!same_params(subsae_trainer_sae(plain), subsae_trainer_sae(vref[REF_FIT])));
+        subsae_trainer_free(plain);
+    }
+}
+
+static void free_variant_references(void)
+{
+    for (int i = 0; i < N_REFS; i++) {
+        subsae_trainer_free(vref[i]);
+        vref[i] = NULL;
+    }
+}
+
+/* The trainer equals reference `r`: every parameter bit for bit, steps,
+ * tokens and dead features. */
+static void assert_like_ref(const subsae_trainer *t, int r)
+{
+    const subsae_trainer *ref = vref[r];
+    ck_assert_msg(same_params(subsae_trainer_sae(t), subsae_trainer_sae(ref)),
+                  "%s: the model differs from the reference", variant->name);
+    double a[SUBSAE_METRIC_COUNT], b[SUBSAE_METRIC_COUNT];
+    ck_assert_ok(subsae_trainer_metrics(t, a, SUBSAE_METRIC_COUNT));
+    ck_assert_ok(subsae_trainer_metrics(ref, b, SUBSAE_METRIC_COUNT));
+    /* Every metric, bit for bit (NaN where it does not apply yet). */
+    ck_assert_msg(memcmp(a, b, sizeof a) == 0, "%s: the metrics differ from the reference",
+                  variant->name);
+}
+
+static void setup_variant(struct ctx *c)
+{
+    c->buf = memory_buffer();
+    if (variant->transcoder)
+        c->buf2 = target_buffer();
+    c->trainer = variant_trainer(variant, variant->auxk);
+}
+
+static int call_variant_init(struct ctx *c)
+{
+    return subsae_trainer_init(c->trainer, c->buf, c->buf2);
+}
+
+static void verify_variant_init(struct ctx *c)
+{
+    assert_like_ref(c->trainer, REF_INIT);
+}
+
+static void setup_variant_pre(struct ctx *c)
+{
+    setup_variant(c);
+    ck_assert_ok(subsae_trainer_init(c->trainer, c->buf, c->buf2));
+    for (int i = 0; i < variant->pre_steps; i++)
+        ck_assert_ok(variant_step(c->trainer, i));
+}
+
+static int call_variant_step(struct ctx *c)
+{
+    return variant_step(c->trainer, variant->pre_steps);
+}
+
+static void variant_not_stepped(struct ctx *c)
+{
+    assert_like_ref(c->trainer, REF_PRE);
+}
+
+static void verify_variant_step(struct ctx *c)
+{
+    assert_like_ref(c->trainer, REF_STEP);
+}
+
+static void setup_variant_initialised(struct ctx *c)
+{
+    setup_variant(c);
+    ck_assert_ok(subsae_trainer_init(c->trainer, c->buf, c->buf2));
+}
+
+static int call_variant_fit(struct ctx *c)
+{
+    return subsae_trainer_fit(c->trainer, c->buf, c->buf2, 24);
+}
+
+static void variant_not_fitted(struct ctx *c)
+{
+    assert_like_ref(c->trainer, REF_INIT);
+}
+
+static void verify_variant_fit(struct ctx *c)
+{
+    assert_like_ref(c->trainer, REF_FIT);
+}
+
+/* Checkpoints: the pre-step state saved over by the stepped one. */
+static void setup_variant_checkpoint_save(struct ctx *c)
+{
+    ck_assert_ok(subsae_trainer_load_checkpoint(pre_dir, &c->trainer));
+    ck_assert_ok(subsae_trainer_save_checkpoint(c->trainer, ckpt_dir));
+    ck_assert_ok(variant_step(c->trainer, variant->pre_steps));
+}
+
+static void variant_checkpoint_unchanged(struct ctx *c)
+{
+    (void)c;
+    assert_dir_clean(ckpt_dir);
+    subsae_trainer *back = NULL;
+    ck_assert_ok(subsae_trainer_load_checkpoint(ckpt_dir, &back));
+    assert_like_ref(back, REF_PRE);
+    subsae_trainer_free(back);
+}
+
+static void verify_variant_checkpoint_saved(struct ctx *c)
+{
+    (void)c;
+    assert_dir_clean(ckpt_dir);
+    subsae_trainer *back = NULL;
+    ck_assert_ok(subsae_trainer_load_checkpoint(ckpt_dir, &back));
+    assert_like_ref(back, REF_STEP);
+    subsae_trainer_free(back);
+}
+
+static void setup_variant_saved_checkpoint(struct ctx *c)
+{
+    (void)c;
+    ck_assert_ok(subsae_trainer_save_checkpoint(vref[REF_PRE], ckpt_dir));
+}
+
+static void verify_variant_checkpoint_loaded(struct ctx *c)
+{
+    /* The state beyond the model (Adam moments, log thresholds, the
+     * running BatchTopK threshold, the dead-feature clock) is there: the
+     * next step gives the reference's bits. */
+    assert_like_ref(c->made_trainer, REF_PRE);
+    ck_assert_ok(variant_step(c->made_trainer, variant->pre_steps));
+    assert_like_ref(c->made_trainer, REF_STEP);
+}
+
+static void drive_variant(const struct variant *v, bool checkpoints)
+{
+    make_variant_references(v);
+    char names[5][96];
+    snprintf(names[0], sizeof names[0], "subsae_trainer_init (%s)", v->name);
+    snprintf(names[1], sizeof names[1], "subsae_trainer_step (%s)", v->name);
+    snprintf(names[2], sizeof names[2], "subsae_trainer_fit (%s)", v->name);
+    snprintf(names[3], sizeof names[3], "subsae_trainer_save_checkpoint (%s)", v->name);
+    snprintf(names[4], sizeof names[4], "subsae_trainer_load_checkpoint (%s)", v->name);
+    const struct scenario scenarios[] = {
+        {names[0], setup_variant, call_variant_init, verify_variant_init, trainer_uninitialised},
+        {names[1], setup_variant_pre, call_variant_step, verify_variant_step,
+         variant_not_stepped},
+        {names[2], setup_variant_initialised, call_variant_fit, verify_variant_fit,
+         variant_not_fitted},
+        {names[3], setup_variant_checkpoint_save, call_checkpoint_save,
+         verify_variant_checkpoint_saved, variant_checkpoint_unchanged},
+        {names[4], setup_variant_saved_checkpoint, call_checkpoint_load,
+         verify_variant_checkpoint_loaded, NULL},
+    };
+    if (checkpoints)
+        ck_assert_ok(subsae_trainer_save_checkpoint(vref[REF_PRE], pre_dir));
+    for (size_t i = 0; i < (checkpoints ? 5u : 3u); i++)
+        DRIVE(scenarios[i]);
+    free_variant_references();
+}
+
+static const struct variant variants[] = {
+    {"batchtopk", SUBSAE_ACT_BATCHTOPK, false, false, 1},
+    {"jumprelu", SUBSAE_ACT_JUMPRELU, false, false, 1},
+    {"relu + L1", SUBSAE_ACT_RELU, false, false, 0},
+    {"topk + auxk, dead features", SUBSAE_ACT_TOPK, true, false, 1},
+    {"topk transcoder", SUBSAE_ACT_TOPK, false, true, 0},
+};
+enum { N_VARIANTS = sizeof variants / sizeof variants[0] };
+
+START_TEST(variants_fail_cleanly)
+{
+    make_data();
+    make_target();
+    fast_path("checkpoint", ckpt_dir, sizeof ckpt_dir);
+    fast_path("pre", pre_dir, sizeof pre_dir);
+    const struct variant *v = &variants[_i];
+    drive_variant(v, v->activation == SUBSAE_ACT_JUMPRELU || v->activation == SUBSAE_ACT_BATCHTOPK);
+    remove_fast_dir();
+}
+END_TEST
+
+/* ---- foreign SAE directories and the folding save ------------------- */
+
+static void write_text_file(const char *dir, const char *name, const char *text)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs(text, f), 0);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static struct subsae__tensor_view f32_view(const char *name, const float *data, int ndim,
+                                           int64_t d0, int64_t d1)
+{
+    struct subsae__tensor_view v = {.name = name, .dtype = SUBSAE_DTYPE_F32, .ndim = ndim,
+                                    .shape = {d0, d1}, .data = data};
+    v.bytes = (size_t)(ndim == 0 ? 1 : ndim == 1 ? d0 : d0 * d1) * 4;
+    return v;
+}
+
+static char foreign_dir[512];
+static subsae_sae *foreign_reference;
+
+/* sparsify: sae.safetensors (encoder.weight [d_sae, d_in], encoder.bias,
+ * W_dec, b_dec) + cfg.json. */
+static void write_sparsify(const char *dir)
+{
+    static float enc[M * DIM], bias[M], dec[M * DIM], b_dec[DIM];
+    for (int i = 0; i < M * DIM; i++) {
+        enc[i] = (float)((i * 13) % 17) / 8.0f - 1.0f;
+        dec[i] = (float)((i * 7) % 19) / 9.0f - 1.0f;
+    }
+    for (int f = 0; f < M; f++)
+        bias[f] = 0.05f * (float)(f % 5) - 0.1f;
+    for (int j = 0; j < DIM; j++)
+        b_dec[j] = 0.25f * (float)j - 0.5f;
+    struct subsae__tensor_view v[4] = {
+        f32_view("encoder.weight", enc, 2, M, DIM), f32_view("encoder.bias", bias, 1, M, 0),
+        f32_view("W_dec", dec, 2, M, DIM), f32_view("b_dec", b_dec, 1, DIM, 0)};
+    char path[700];
+    ck_assert_ok(subsae__make_dir(dir));
+    snprintf(path, sizeof path, "%s/sae.safetensors", dir);
+    ck_assert_ok(subsae__safetensors_write(path, v, 4, NULL, NULL, 0));
+    write_text_file(dir, "cfg.json",
+                    "{\"activation\": \"topk\", \"expansion_factor\": 2, \"normalize_decoder\": "
+                    "true, \"num_latents\": 12, \"k\": 3, \"multi_topk\": false, "
+                    "\"skip_connection\": false, \"transcode\": false, \"d_in\": 6}");
+}
+
+/* lm-saes: sae_weights.safetensors (W_E [d_model, d_sae], b_E, W_D, b_D,
+ * a JumpReLU log threshold, the dataset norms of two hooks) + config.json:
+ * decoder-norm gating and dataset-wise normalisation (scales != 1). */
+static void write_lm_saes(const char *dir)
+{
+    static float w_e[DIM * M], b_e[M], w_d[M * DIM], b_d[DIM], log_thr[M];
+    static const float norm_in = 3.5f, norm_out = 1.25f;
+    for (int i = 0; i < M * DIM; i++) {
+        w_e[i] = (float)((i * 11) % 23) / 11.0f - 1.0f;
+        w_d[i] = ((float)((i * 5) % 13) / 6.0f - 1.0f) * (0.3f + 0.1f * (float)(i / DIM % 4));
+    }
+    for (int f = 0; f < M; f++) {
+        b_e[f] = 0.1f * (float)(f % 4) - 0.15f;
+        log_thr[f] = -1.5f + 0.1f * (float)f;
+    }
+    for (int j = 0; j < DIM; j++)
+        b_d[j] = 0.1f * (float)j;
+    struct subsae__tensor_view v[7] = {
+        f32_view("W_E", w_e, 2, DIM, M),
+        f32_view("b_E", b_e, 1, M, 0),
+        f32_view("W_D", w_d, 2, M, DIM),
+        f32_view("b_D", b_d, 1, DIM, 0),
+        f32_view("activation_function.log_jumprelu_threshold", log_thr, 1, M, 0),
+        f32_view("dataset_average_activation_norm.blocks.3.hook_resid_pre", &norm_in, 0, 0, 0),
+        f32_view("dataset_average_activation_norm.blocks.3.hook_mlp_out", &norm_out, 0, 0, 0)};
+    char path[700];
+    ck_assert_ok(subsae__make_dir(dir));
+    snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+    ck_assert_ok(subsae__safetensors_write(path, v, 7, NULL, NULL, 0));
+    write_text_file(dir, "config.json",
+                    "{\"sae_type\": \"sae\", \"d_model\": 6, \"expansion_factor\": 2, "
+                    "\"act_fn\": \"jumprelu\", \"norm_activation\": \"dataset-wise\", "
+                    "\"use_decoder_bias\": true, \"hook_point_in\": \"blocks.3.hook_resid_pre\", "
+                    "\"hook_point_out\": \"blocks.3.hook_mlp_out\", \"dtype\": \"torch.float32\"}");
+}
+
+static int call_foreign_load(struct ctx *c)
+{
+    subsae_sae *s = SENTINEL;
+    int rc = subsae_sae_load(foreign_dir, &s);
+    if (rc) {
+        ck_assert_ptr_eq(s, SENTINEL);
+        return rc;
+    }
+    subsae_sae_free(c->made_sae);
+    c->made_sae = s;
+    return rc;
+}
+
+static void verify_foreign_loaded(struct ctx *c)
+{
+    assert_same_sae(c->made_sae, foreign_reference);
+    for (int o = SUBSAE_SAE_D_IN; o <= SUBSAE_SAE_RANK_BY_DECODER_NORM; o++) {
+        int64_t a = -1, b = -2;
+        ck_assert_ok(subsae_sae_get_int(c->made_sae, o, &a));
+        ck_assert_ok(subsae_sae_get_int(foreign_reference, o, &b));
+        ck_assert_int_eq(a, b);
+    }
+    for (int o = SUBSAE_SAE_INPUT_SCALE; o <= SUBSAE_SAE_OUTPUT_SCALE; o++) {
+        double a = -1, b = -2;
+        ck_assert_ok(subsae_sae_get_double(c->made_sae, o, &a));
+        ck_assert_ok(subsae_sae_get_double(foreign_reference, o, &b));
+        ck_assert(a == b);
+    }
+}
+
+/* A JumpReLU gated by the decoder norms, both scales set and different
+ * (b_dec moves into b_enc, W_dec and the threshold are divided by the
+ * output scale): every branch of the fold on the way out. */
+static subsae_sae *scaled_model(float shift)
+{
+    subsae_sae *sae = known_model(SUBSAE_ACT_JUMPRELU, shift);
+    float b[DIM];
+    for (int j = 0; j < DIM; j++)
+        b[j] = 0.2f * (float)j - 0.4f + shift;
+    ck_assert_ok(subsae_sae_set_param(sae, SUBSAE_PARAM_B_DEC, b, DIM));
+    ck_assert_ok(subsae_sae_set_int(sae, SUBSAE_SAE_RANK_BY_DECODER_NORM, 1));
+    ck_assert_ok(subsae_sae_set_double(sae, SUBSAE_SAE_OUTPUT_SCALE, 2.5));
+    return sae;
+}
+
+static void setup_scaled_save(struct ctx *c)
+{
+    c->sae = scaled_model(0.0f);
+    subsae_sae *old = scaled_model(0.5f);
+    ck_assert_ok(subsae_sae_save(old, sae_dir));
+    subsae_sae_free(old);
+}
+
+static void verify_scaled_saved(struct ctx *c)
+{
+    verify_sae_saved(c);
+    /* The fold really moved things: b_dec is no longer subtracted. */
+    subsae_sae *back = NULL;
+    ck_assert_ok(subsae_sae_load(sae_dir, &back));
+    int64_t apply = -1;
+    ck_assert_ok(subsae_sae_get_int(back, SUBSAE_SAE_APPLY_B_DEC_TO_INPUT, &apply));
+    ck_assert_int_eq(apply, 0);
+    subsae_sae_free(back);
+}
+
+START_TEST(foreign_and_fold_fail_cleanly)
+{
+    make_data();
+    fast_path("sae", sae_dir, sizeof sae_dir);
+    const struct scenario save = {"subsae_sae_save (folds both scales, jumprelu)",
+                                  setup_scaled_save, call_sae_save, verify_scaled_saved,
+                                  sae_save_unchanged};
+    DRIVE(save);
+    const char *names[2] = {"subsae_sae_load (sparsify)", "subsae_sae_load (lm-saes)"};
+    for (int layout = 0; layout < 2; layout++) {
+        fast_path(layout ? "lm-saes" : "sparsify", foreign_dir, sizeof foreign_dir);
+        if (layout)
+            write_lm_saes(foreign_dir);
+        else
+            write_sparsify(foreign_dir);
+        ck_assert_ok(subsae_sae_load(foreign_dir, &foreign_reference));
+        if (layout) { /* the case is what it says */
+            double scale = 0;
+            int64_t gated = 0;
+            ck_assert_ok(subsae_sae_get_double(foreign_reference, SUBSAE_SAE_OUTPUT_SCALE, &scale));
+            ck_assert_ok(subsae_sae_get_int(foreign_reference, SUBSAE_SAE_RANK_BY_DECODER_NORM,
+                                            &gated));
+            ck_assert(scale != 1.0 && gated == 1);
+        }
+        const struct scenario load = {names[layout], setup_nothing, call_foreign_load,
+                                      verify_foreign_loaded, NULL};
+        DRIVE(load);
+        subsae_sae_free(foreign_reference);
+        foreign_reference = NULL;
+    }
+    remove_fast_dir();
+}
+END_TEST
+
 SUBSAE_SUITE(alloc_failure)
 {
     Suite *s = suite_create("alloc_failure");
@@ -1226,5 +1710,7 @@ SUBSAE_SUITE(alloc_failure)
     tcase_add_test(tc, subspace_fails_cleanly);
     tcase_add_test(tc, sae_fails_cleanly);
     tcase_add_test(tc, trainer_fails_cleanly);
+    tcase_add_test(tc, foreign_and_fold_fail_cleanly);
+    tcase_add_loop_test(tc, variants_fail_cleanly, 0, N_VARIANTS);
     return s;
 }

@@ -20,8 +20,8 @@ static const struct {
 } targets[] = {
     {"npy", subsae_fuzz_npy, 8},
     {"safetensors", subsae_fuzz_safetensors, 8},
-    {"sae_dir", subsae_fuzz_sae_dir, 5},
-    {"checkpoint", subsae_fuzz_checkpoint, 4},
+    {"sae_dir", subsae_fuzz_sae_dir, 15},
+    {"checkpoint", subsae_fuzz_checkpoint, 8},
 };
 enum { N_TARGETS = sizeof targets / sizeof targets[0] };
 

@@ -64,6 +64,14 @@ void fuzz_split(const uint8_t *data, size_t size, const uint8_t **a, size_t *na,
  * 4 + na + nb bytes); returns the size. */
 size_t fuzz_join(const void *a, size_t na, const void *b, size_t nb, uint8_t *out);
 
+/* The same with a tag: the prefix's top byte is the tag (0 for inputs
+ * written by fuzz_join with a first file below 16 MiB, so that such inputs
+ * read the same both ways) and its low 24 bits are L. */
+void fuzz_split_tagged(const uint8_t *data, size_t size, unsigned *tag, const uint8_t **a,
+                       size_t *na, const uint8_t **b, size_t *nb);
+size_t fuzz_join_tagged(unsigned tag, const void *a, size_t na, const void *b, size_t nb,
+                        uint8_t *out);
+
 /* A hash of the bytes, for picking variations deterministically. */
 uint64_t fuzz_hash(const uint8_t *data, size_t size);
 

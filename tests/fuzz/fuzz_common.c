@@ -145,6 +145,34 @@ size_t fuzz_join(const void *a, size_t na, const void *b, size_t nb, uint8_t *ou
     return 4 + na + nb;
 }
 
+void fuzz_split_tagged(const uint8_t *data, size_t size, unsigned *tag, const uint8_t **a,
+                       size_t *na, const uint8_t **b, size_t *nb)
+{
+    *tag = size >= 4 ? data[3] : 0;
+    size_t length = 0;
+    if (size >= 4)
+        length = (size_t)data[0] | (size_t)data[1] << 8 | (size_t)data[2] << 16;
+    size_t head = size < 4 ? size : 4;
+    if (length > size - head)
+        length = size - head;
+    *a = data + head;
+    *na = length;
+    *b = data + head + length;
+    *nb = size - head - length;
+}
+
+size_t fuzz_join_tagged(unsigned tag, const void *a, size_t na, const void *b, size_t nb,
+                        uint8_t *out)
+{
+    if (na >= (size_t)1 << 24) {
+        fprintf(stderr, "fuzz_join_tagged: first file of %zu bytes beyond 2^24\n", na);
+        abort();
+    }
+    size_t n = fuzz_join(a, na, b, nb, out);
+    out[3] = (uint8_t)tag;
+    return n;
+}
+
 /* ---- invariants ----------------------------------------------------- */
 
 int fuzz_status(int rc)

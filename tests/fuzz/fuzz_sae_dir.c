@@ -1,11 +1,22 @@
 /* Fuzz harness: an SAE directory. The input is split into the two files by
- * a length prefix: 4 bytes little-endian L, then L bytes of cfg.json (fewer
- * if the input ends), then sae_weights.safetensors. A model that loads is
- * used: options read back, one row encoded (dense and sparse), decoded,
- * evaluated on a small buffer, cloned, saved and reloaded, and the reloaded
- * parameters must equal the loaded ones bit for bit. */
+ * a tagged length prefix (fuzz_split_tagged): 3 bytes little-endian L and a
+ * layout byte, then L bytes of the configuration (fewer if the input ends),
+ * then the weights. The layout byte names the files, so that every loader
+ * of sae_import.c is reachable:
+ *   bit 0: the configuration is config.json (lm-saes), else cfg.json
+ *          (SAELens, this library, sparsify);
+ *   bit 1: the weights are sae.safetensors (sparsify), else
+ *          sae_weights.safetensors;
+ *   bit 2: the configuration is written under both names.
+ * Layout 0 is the original format (cfg.json + sae_weights.safetensors,
+ * joined by a plain 4-byte length). A model that loads is used: options
+ * read back, one row encoded (dense and sparse), decoded, evaluated on a
+ * small buffer, cloned, saved (the scales folded on the way out) and
+ * reloaded, and the reloaded parameters must equal those of the clone
+ * folded in place (subsae_sae_fold_scales) bit for bit. */
 #include "fuzz.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +37,22 @@ static void assert_same_params(const subsae_sae *x, const subsae_sae *y, bool th
         free(u);
         free(v);
     }
+}
+
+static bool all_finite(const subsae_sae *sae)
+{
+    for (int p = SUBSAE_PARAM_W_ENC; p <= SUBSAE_PARAM_THRESHOLD; p++) {
+        int64_t n = subsae_sae_param_size(sae, p);
+        float *u = malloc((size_t)n * sizeof *u);
+        FUZZ_ASSERT(u && subsae_sae_get_param(sae, p, u, n) == SUBSAE_OK);
+        bool ok = true;
+        for (int64_t i = 0; i < n; i++)
+            ok &= isfinite(u[i]) != 0;
+        free(u);
+        if (!ok)
+            return false;
+    }
+    return true;
 }
 
 static void exercise_model(const subsae_sae *sae, uint64_t h)
@@ -81,20 +108,37 @@ static void exercise_model(const subsae_sae *sae, uint64_t h)
     free(values);
     free(indices);
 
-    /* Clone, save, reload: the same parameters. */
+    /* Clone and fold the clone; save the model (which folds on the way
+     * out) and reload: the clone's parameters. A model whose folded
+     * parameters are not finite is refused by both. */
     subsae_sae *copy = NULL, *back = NULL;
     FUZZ_ASSERT(fuzz_status(subsae_sae_clone(sae, &copy)) == SUBSAE_OK);
+    assert_same_params(sae, copy, true);
+    rc = fuzz_status(subsae_sae_fold_scales(copy));
+    FUZZ_ASSERT(rc == SUBSAE_OK || rc == SUBSAE_E_NONFINITE);
+    FUZZ_ASSERT(all_finite(copy));
     char dir[512];
     fuzz_path("saved", dir, sizeof dir);
     fuzz_fresh_dir(dir);
-    FUZZ_ASSERT(fuzz_status(subsae_sae_save(copy, dir)) == SUBSAE_OK);
-    FUZZ_ASSERT(fuzz_status(subsae_sae_load(dir, &back)) == SUBSAE_OK);
-    bool threshold = activation == SUBSAE_ACT_JUMPRELU || activation == SUBSAE_ACT_BATCHTOPK;
-    assert_same_params(sae, back, threshold);
-    int64_t k2 = -1;
-    FUZZ_ASSERT(subsae_sae_get_int(back, SUBSAE_SAE_K, &k2) == SUBSAE_OK);
-    FUZZ_ASSERT(activation == SUBSAE_ACT_RELU || activation == SUBSAE_ACT_JUMPRELU || k2 == k);
-    subsae_sae_free(back);
+    int saved = fuzz_status(subsae_sae_save(sae, dir));
+    FUZZ_ASSERT(saved == rc);
+    if (saved == SUBSAE_OK) {
+        FUZZ_ASSERT(fuzz_status(subsae_sae_load(dir, &back)) == SUBSAE_OK);
+        bool threshold = activation == SUBSAE_ACT_JUMPRELU || activation == SUBSAE_ACT_BATCHTOPK;
+        assert_same_params(copy, back, threshold);
+        int64_t k2 = -1, a2 = -1;
+        FUZZ_ASSERT(subsae_sae_get_int(back, SUBSAE_SAE_K, &k2) == SUBSAE_OK);
+        FUZZ_ASSERT(activation == SUBSAE_ACT_RELU || activation == SUBSAE_ACT_JUMPRELU || k2 == k);
+        FUZZ_ASSERT(subsae_sae_get_int(back, SUBSAE_SAE_ACTIVATION, &a2) == SUBSAE_OK);
+        FUZZ_ASSERT(a2 == activation);
+        for (int o = SUBSAE_SAE_APPLY_B_DEC_TO_INPUT; o <= SUBSAE_SAE_RANK_BY_DECODER_NORM; o++) {
+            int64_t u = -1, v = -2;
+            FUZZ_ASSERT(subsae_sae_get_int(copy, o, &u) == SUBSAE_OK);
+            FUZZ_ASSERT(subsae_sae_get_int(back, o, &v) == SUBSAE_OK);
+            FUZZ_ASSERT(u == v);
+        }
+        subsae_sae_free(back);
+    }
     subsae_sae_free(copy);
 }
 
@@ -102,13 +146,18 @@ int subsae_fuzz_sae_dir(const uint8_t *data, size_t size)
 {
     const uint8_t *cfg, *weights;
     size_t n_cfg, n_weights;
-    fuzz_split(data, size, &cfg, &n_cfg, &weights, &n_weights);
+    unsigned layout;
+    fuzz_split_tagged(data, size, &layout, &cfg, &n_cfg, &weights, &n_weights);
     char dir[512], path[1024];
     fuzz_path("sae", dir, sizeof dir);
     fuzz_fresh_dir(dir);
-    snprintf(path, sizeof path, "%s/cfg.json", dir);
-    fuzz_write_file(path, cfg, n_cfg);
-    snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+    for (int name = 0; name < 2; name++)
+        if ((layout & 4) || name == (int)(layout & 1)) {
+            snprintf(path, sizeof path, "%s/%s", dir, name ? "config.json" : "cfg.json");
+            fuzz_write_file(path, cfg, n_cfg);
+        }
+    snprintf(path, sizeof path, "%s/%s", dir,
+             layout & 2 ? "sae.safetensors" : "sae_weights.safetensors");
     fuzz_write_file(path, weights, n_weights);
 
     subsae_sae *sae = NULL;

@@ -210,9 +210,11 @@ static size_t read_file(const char *path, uint8_t *out, size_t room)
     return n;
 }
 
-/* Both files of a directory joined into one fuzz input. */
-static void write_pair(const char *target, const char *file, const char *dir, const char *a,
-                       const char *b)
+/* Both files of a directory joined into one fuzz input; `tag` is the
+ * sae_dir layout byte (fuzz_sae_dir.c), 0 for the original layout and for
+ * checkpoints. */
+static void write_pair_tagged(const char *target, const char *file, unsigned tag,
+                              const char *dir, const char *a, const char *b)
 {
     static uint8_t fa[65536], fb[65536], out[131080];
     char path[512];
@@ -220,7 +222,13 @@ static void write_pair(const char *target, const char *file, const char *dir, co
     size_t na = read_file(path, fa, sizeof fa);
     snprintf(path, sizeof path, "%s/%s", dir, b);
     size_t nb = b[0] ? read_file(path, fb, sizeof fb) : 0;
-    write_bytes(path_of(target, file), out, fuzz_join(fa, na, fb, nb, out));
+    write_bytes(path_of(target, file), out, fuzz_join_tagged(tag, fa, na, fb, nb, out));
+}
+
+static void write_pair(const char *target, const char *file, const char *dir, const char *a,
+                       const char *b)
+{
+    write_pair_tagged(target, file, 0, dir, a, b);
 }
 
 /* The state file a checkpoint directory holds. */
@@ -240,7 +248,12 @@ static const char *state_file(const char *dir)
     return name;
 }
 
-static void model_seeds(int activation, bool transcoder)
+/* A trainer of each variant, trained for three steps of 16 rows on 4 (or
+ * 4 -> 3, a transcoder) dimensions and 8 features: its checkpoint goes to
+ * the checkpoint corpus and its saved model to the sae_dir corpus. `auxk`
+ * turns the AuxK loss on with a dead window of 16 tokens, so that dead
+ * features exist when the checkpoint is written. */
+static void model_seeds(int activation, bool transcoder, bool auxk)
 {
     enum { N = 64, D = 4, DOUT = 3 };
     float x[N * D], y[N * DOUT];
@@ -261,11 +274,22 @@ static void model_seeds(int activation, bool transcoder)
     ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT_SAMPLE, N), "sample");
     ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, 1), "threads");
     ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, 1 + activation), "seed");
+    if (auxk) {
+        ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_AUXK_COEF, 1.0 / 32), "auxk");
+        ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_AUXK_K, 2), "auxk k");
+        ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_DEAD_WINDOW, 16), "dead window");
+    }
     ok(subsae_trainer_init(t, bx, by), "init");
     ok(subsae_trainer_fit(t, bx, by, 48), "fit");
+    if (auxk) {
+        double metrics[SUBSAE_METRIC_COUNT];
+        ok(subsae_trainer_metrics(t, metrics, SUBSAE_METRIC_COUNT), "metrics");
+        if (!(metrics[SUBSAE_METRIC_DEAD_FRACTION] > 0))
+            die("the AuxK seed has no dead feature");
+    }
     char dir[512], name[64];
-    snprintf(name, sizeof name, "%s%s", subsae_activation_name(activation),
-             transcoder ? "-transcoder" : "");
+    snprintf(name, sizeof name, "%s%s%s", subsae_activation_name(activation),
+             transcoder ? "-transcoder" : "", auxk ? "-auxk" : "");
     snprintf(dir, sizeof dir, "%s/ckpt-%s", scratch, name);
     ok(subsae_trainer_save_checkpoint(t, dir), "checkpoint");
     char file[96];
@@ -273,8 +297,9 @@ static void model_seeds(int activation, bool transcoder)
     write_pair("checkpoint", file, dir, "checkpoint.json", state_file(dir));
     snprintf(dir, sizeof dir, "%s/sae-%s", scratch, name);
     ok(subsae_sae_save(subsae_trainer_sae(t), dir), "sae");
-    write_pair("sae_dir", file, dir, "cfg.json", "sae_weights.safetensors");
-    if (activation == SUBSAE_ACT_TOPK && !transcoder) {
+    if (!auxk) /* the same model as without */
+        write_pair("sae_dir", file, dir, "cfg.json", "sae_weights.safetensors");
+    if (activation == SUBSAE_ACT_TOPK && !transcoder && !auxk) {
         /* Malformed: no weights; no state file; a manifest of another
          * version; an architecture without its threshold. */
         write_pair("sae_dir", "bad-no-weights.bin", dir, "cfg.json", "");
@@ -298,9 +323,9 @@ static void model_seeds(int activation, bool transcoder)
     subsae_buffer_free(by);
 }
 
-/* Only TopK trains yet: the other activations' directories are made from
- * a model built by hand. */
-static void other_activation(int activation)
+/* A model built by hand (thresholds and k of our choosing), with input and
+ * output scales, so that saving folds them. */
+static void hand_model(int activation)
 {
     enum { D = 4, M = 8 };
     subsae_sae *sae = NULL;
@@ -316,12 +341,146 @@ static void other_activation(int activation)
     ok(subsae_sae_set_param(sae, SUBSAE_PARAM_B_DEC, b, D), "b_dec");
     if (activation == SUBSAE_ACT_BATCHTOPK)
         ok(subsae_sae_set_int(sae, SUBSAE_SAE_K, 3), "k");
+    ok(subsae_sae_set_int(sae, SUBSAE_SAE_RANK_BY_DECODER_NORM, 1), "rank by norm");
+    ok(subsae_sae_set_double(sae, SUBSAE_SAE_INPUT_SCALE, 0.75), "input scale");
+    ok(subsae_sae_set_double(sae, SUBSAE_SAE_OUTPUT_SCALE, 2.5), "output scale");
     char dir[512], file[64];
-    snprintf(dir, sizeof dir, "%s/sae-%s", scratch, subsae_activation_name(activation));
+    snprintf(dir, sizeof dir, "%s/hand-%s", scratch, subsae_activation_name(activation));
     ok(subsae_sae_save(sae, dir), "save");
-    snprintf(file, sizeof file, "%s.bin", subsae_activation_name(activation));
+    snprintf(file, sizeof file, "hand-%s.bin", subsae_activation_name(activation));
     write_pair("sae_dir", file, dir, "cfg.json", "sae_weights.safetensors");
     subsae_sae_free(sae);
+}
+
+/* ---- foreign layouts (sae_import.c) --------------------------------- */
+
+/* Layout bytes of fuzz_sae_dir.c. */
+enum { CFG_JSON = 0, CONFIG_JSON = 1, SAE_WEIGHTS = 0, SAE_ST = 2 };
+
+static struct subsae__tensor_view f32(const char *name, const float *data, int ndim, int64_t d0,
+                                      int64_t d1)
+{
+    struct subsae__tensor_view v = {.name = name, .dtype = SUBSAE_DTYPE_F32, .ndim = ndim,
+                                    .shape = {d0, d1}, .data = data};
+    v.bytes = (size_t)(ndim == 0 ? 1 : ndim == 1 ? d0 : d0 * d1) * 4;
+    return v;
+}
+
+/* A directory of another tool: the configuration text and the tensors,
+ * under the layout's file names. */
+static void foreign(const char *file, unsigned layout, const char *config,
+                    const struct subsae__tensor_view *views, int64_t n)
+{
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/foreign-%s", scratch, file);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        die(dir);
+    const char *weights = layout & SAE_ST ? "sae.safetensors" : "sae_weights.safetensors";
+    const char *cfg = layout & CONFIG_JSON ? "config.json" : "cfg.json";
+    snprintf(path, sizeof path, "%s/%s", dir, weights);
+    ok(subsae__safetensors_write(path, views, n, NULL, NULL, 0), path);
+    snprintf(path, sizeof path, "%s/%s", dir, cfg);
+    write_bytes(path, config, strlen(config));
+    write_pair_tagged("sae_dir", file, layout, dir, cfg, weights);
+}
+
+static void foreign_seeds(void)
+{
+    enum { D = 4, M = 8, DOUT = 3 };
+    static float enc[M * D], enc_t[D * M], bias[M], dec[M * D], dec3[M * DOUT], b_dec[D],
+        thr[M], log_thr[M];
+    for (int i = 0; i < M * D; i++) {
+        enc[i] = (float)((i * 13) % 11) / 5.0f - 1.0f;
+        dec[i] = (float)((i * 7) % 9) / 4.0f - 1.0f;
+    }
+    for (int f = 0; f < M; f++)
+        for (int j = 0; j < D; j++)
+            enc_t[j * M + f] = enc[f * D + j];
+    for (int i = 0; i < M * DOUT; i++)
+        dec3[i] = (float)((i * 5) % 7) / 3.0f - 1.0f;
+    for (int f = 0; f < M; f++) {
+        bias[f] = 0.1f * (float)(f % 3) - 0.1f;
+        thr[f] = 0.05f * (float)(f + 1);
+        log_thr[f] = -1.0f - 0.25f * (float)f;
+    }
+    for (int j = 0; j < D; j++)
+        b_dec[j] = 0.25f * (float)j - 0.3f;
+    const float norm_in = 3.5f, norm_out = 1.25f;
+
+    /* SAELens: a JumpReLU with log_threshold, a "standard" TopK by
+     * activation_fn_str and its kwargs, a BatchTopK with a threshold. */
+    struct subsae__tensor_view v[8];
+    v[0] = f32("W_enc", enc_t, 2, D, M);
+    v[1] = f32("b_enc", bias, 1, M, 0);
+    v[2] = f32("W_dec", dec, 2, M, D);
+    v[3] = f32("b_dec", b_dec, 1, D, 0);
+    v[4] = f32("log_threshold", log_thr, 1, M, 0);
+    foreign("saelens-jumprelu-log-threshold.bin", CFG_JSON | SAE_WEIGHTS,
+            "{\"architecture\": \"jumprelu\", \"d_in\": 4, \"d_sae\": 8, \"dtype\": "
+            "\"float32\", \"apply_b_dec_to_input\": true, \"normalize_activations\": \"none\"}",
+            v, 5);
+    foreign("saelens-standard-topk-kwargs.bin", CFG_JSON | SAE_WEIGHTS,
+            "{\"architecture\": \"standard\", \"d_in\": 4, \"d_sae\": 8, \"activation_fn_str\": "
+            "\"topk\", \"activation_fn_kwargs\": {\"k\": 3}, \"apply_b_dec_to_input\": false}",
+            v, 4);
+    v[4] = f32("threshold", thr, 1, M, 0);
+    foreign("saelens-batchtopk-threshold.bin", CFG_JSON | SAE_WEIGHTS,
+            "{\"architecture\": \"batchtopk\", \"d_in\": 4, \"d_sae\": 8, \"k\": 2, "
+            "\"rank_by_decoder_norm\": true}",
+            v, 5);
+
+    /* sparsify: sae.safetensors + cfg.json, an SAE and a transcoder. */
+    v[0] = f32("encoder.weight", enc, 2, M, D);
+    v[1] = f32("encoder.bias", bias, 1, M, 0);
+    v[2] = f32("W_dec", dec, 2, M, D);
+    v[3] = f32("b_dec", b_dec, 1, D, 0);
+    foreign("sparsify-topk.bin", CFG_JSON | SAE_ST,
+            "{\"activation\": \"topk\", \"expansion_factor\": 2, \"normalize_decoder\": true, "
+            "\"num_latents\": 8, \"k\": 2, \"multi_topk\": false, \"skip_connection\": false, "
+            "\"transcode\": false, \"d_in\": 4}",
+            v, 4);
+    v[2] = f32("W_dec", dec3, 2, M, DOUT);
+    v[3] = f32("b_dec", b_dec, 1, DOUT, 0);
+    foreign("sparsify-transcoder.bin", CFG_JSON | SAE_ST,
+            "{\"activation\": \"topk\", \"expansion_factor\": 2, \"num_latents\": 0, \"k\": 3, "
+            "\"transcode\": true, \"d_in\": 4}",
+            v, 4);
+
+    /* lm-saes: config.json + sae_weights.safetensors. TopK gated by the
+     * decoder norms (the default) with dataset-wise norms; JumpReLU with a
+     * log threshold at inference norms; ReLU without b_D; a transcoder
+     * (W_D of another width, two hooks). */
+    v[0] = f32("W_E", enc_t, 2, D, M);
+    v[1] = f32("b_E", bias, 1, M, 0);
+    v[2] = f32("W_D", dec, 2, M, D);
+    v[3] = f32("b_D", b_dec, 1, D, 0);
+    v[4] = f32("dataset_average_activation_norm.blocks.1.hook_resid_pre", &norm_in, 0, 0, 0);
+    v[5] = f32("dataset_average_activation_norm.blocks.1.hook_mlp_out", &norm_out, 0, 0, 0);
+    foreign("lm-saes-topk-dataset-wise.bin", CONFIG_JSON | SAE_WEIGHTS,
+            "{\"sae_type\": \"sae\", \"d_model\": 4, \"expansion_factor\": 2, \"act_fn\": "
+            "\"topk\", \"top_k\": 2, \"norm_activation\": \"dataset-wise\", "
+            "\"use_decoder_bias\": true, \"hook_point_in\": \"blocks.1.hook_resid_pre\", "
+            "\"hook_point_out\": \"blocks.1.hook_mlp_out\"}",
+            v, 6);
+    v[4] = f32("activation_function.log_jumprelu_threshold", log_thr, 1, M, 0);
+    foreign("lm-saes-jumprelu-decoder-norm.bin", CONFIG_JSON | SAE_WEIGHTS,
+            "{\"sae_type\": \"sae\", \"d_model\": 4, \"act_fn\": \"jumprelu\", "
+            "\"norm_activation\": \"inference\", \"sparsity_include_decoder_norm\": true, "
+            "\"jumprelu_threshold_window\": 2.0}",
+            v, 5);
+    v[3] = f32("dataset_average_activation_norm.h", &norm_in, 0, 0, 0);
+    foreign("lm-saes-relu-no-bias.bin", CONFIG_JSON | SAE_WEIGHTS,
+            "{\"sae_type\": \"sae\", \"d_model\": 4, \"act_fn\": \"relu\", \"use_decoder_bias\": "
+            "false, \"sparsity_include_decoder_norm\": false, \"hook_point_in\": \"h\"}",
+            v, 4);
+    v[2] = f32("W_D", dec3, 2, M, DOUT);
+    v[3] = f32("b_D", b_dec, 1, DOUT, 0);
+    v[4] = f32("dataset_average_activation_norm.blocks.1.hook_resid_pre", &norm_in, 0, 0, 0);
+    foreign("lm-saes-transcoder.bin", CONFIG_JSON | SAE_WEIGHTS,
+            "{\"sae_type\": \"sae\", \"d_model\": 4, \"act_fn\": \"topk\", \"top_k\": 3, "
+            "\"norm_activation\": \"dataset-wise\", \"hook_point_in\": "
+            "\"blocks.1.hook_resid_pre\", \"hook_point_out\": \"blocks.1.hook_mlp_out\"}",
+            v, 6);
 }
 
 static void remove_tree(const char *dir)
@@ -346,10 +505,16 @@ int main(int argc, char **argv)
     snprintf(scratch, sizeof scratch, "/tmp/subsae-corpus-XXXXXX");
     if (!mkdtemp(scratch))
         die("mkdtemp");
-    model_seeds(SUBSAE_ACT_TOPK, false);
-    model_seeds(SUBSAE_ACT_TOPK, true);
-    for (int a = SUBSAE_ACT_BATCHTOPK; a <= SUBSAE_ACT_RELU; a++)
-        other_activation(a);
+    for (int a = SUBSAE_ACT_TOPK; a <= SUBSAE_ACT_RELU; a++) {
+        model_seeds(a, false, false);
+        if (a != SUBSAE_ACT_TOPK)
+            hand_model(a);
+    }
+    model_seeds(SUBSAE_ACT_TOPK, true, false);
+    model_seeds(SUBSAE_ACT_JUMPRELU, true, false);
+    model_seeds(SUBSAE_ACT_TOPK, false, true);
+    model_seeds(SUBSAE_ACT_RELU, false, true);
+    foreign_seeds();
     remove_tree(scratch);
     return 0;
 }
