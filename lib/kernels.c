@@ -583,6 +583,16 @@ ALWAYS_INLINE double sumsq_body(const float *a, int64_t n)
 VARIANTS(double, dot, (const float *a, const float *b, int64_t n), (a, b, n))
 VARIANTS(double, sumsq, (const float *a, int64_t n), (a, n))
 
+void subsae__normalize_row(float *row, int64_t d)
+{
+    double nn = subsae__sumsq(row, d);
+    if (nn > 0.0) {
+        float inv = (float)(1.0 / sqrt(nn));
+        for (int64_t j = 0; j < d; j++)
+            row[j] *= inv;
+    }
+}
+
 int64_t subsae__find_nonfinite(const float *x, int64_t n)
 {
     /* Scan in blocks: a block whose sum of x * 0 is 0 is finite (inf * 0 and

@@ -73,6 +73,9 @@ static inline int subsae__team(int threads, double work)
 double subsae__dot(const float *a, const float *b, int64_t n);
 double subsae__sumsq(const float *a, int64_t n);
 
+/* Scale a row to unit norm (a zero row stays zero). */
+void subsae__normalize_row(float *row, int64_t d);
+
 /* Index of the first non-finite value in x[0..n), or n. */
 int64_t subsae__find_nonfinite(const float *x, int64_t n);
 

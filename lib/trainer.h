@@ -169,6 +169,30 @@ void *subsae__trainer_option_field(subsae_trainer *t, int option);
  * initialised trainer whose model is set. */
 int subsae__trainer_alloc_state(subsae_trainer *t);
 
+/* Free that state and the workspace (the model and the options stay):
+ * the trainer is uninitialised again. */
+void subsae__trainer_free_state(subsae_trainer *t);
+
+/* Zero a metrics window. */
+void subsae__trainer_window_clear(struct subsae__window *w, int64_t d_out, int64_t d_sae);
+
+/* AuxK of the step: the dead features and the slots per row (ws->aux_k, 0
+ * when AuxK is off or nothing is dead), the scratch grown if needed. */
+int subsae__trainer_prepare_aux(subsae_trainer *t);
+
+/* The learning rate used when none is set (depends on d_sae). */
+double subsae__trainer_default_lr(int64_t features);
+
+/* A log line through the callback (SUBSAE_EVENT_LOG), if one is set. */
+void subsae__trainer_log(const subsae_trainer *t, const char *phase, const char *fmt, ...)
+    SUBSAE_PRINTF(3, 4);
+
+/* Features with gradient in the step (the touched list's length). */
+static inline int64_t subsae__touched_count(const struct subsae__workspace *ws)
+{
+    return ws->split[SUBSAE__PARTS];
+}
+
 /* Size the workspace for `batch` rows on `threads` threads (no-op when
  * already large enough; it only grows, so that changing the thread count
  * between steps allocates nothing after the largest count has run). */
@@ -188,6 +212,12 @@ int subsae__trainer_threads(const subsae_trainer *t);
 int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
                               int64_t input_stride, const float *target, int64_t target_stride,
                               int64_t n);
+
+/* The same, counting `read_seconds` (fit's time to read the rows) in the
+ * phase timings. */
+int subsae__trainer_step_timed(subsae_trainer *t, int rc, const float *input,
+                               int64_t input_stride, const float *target, int64_t target_stride,
+                               int64_t n, double read_seconds);
 
 /* ---- workers (trainer_collective.c) ---- */
 

@@ -151,11 +151,6 @@ static int ensure_exchange(subsae_trainer *t)
     return SUBSAE_OK;
 }
 
-static int64_t touched_count(const struct subsae__workspace *ws)
-{
-    return ws->split[SUBSAE__PARTS];
-}
-
 /* Squared norm of the global gradient, in fixed chunks of features whose
  * partial sums are added in order: the same bits on every worker whatever
  * its thread count (workers must agree on the clipping factor). */
@@ -222,11 +217,11 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
         for (int64_t j = 0; j < d_out; j++)
             g_b_dec[j] = ws->g_b_dec[j];
         if (!extended) {
-            for (int64_t i = 0; i < touched_count(ws); i++)
+            for (int64_t i = 0; i < subsae__touched_count(ws); i++)
                 fired[ws->touched[i]] = ws->fired[ws->touched[i]];
         } else {
             /* Active pairs for the clock; touched flags for U. */
-            for (int64_t i = 0; i < touched_count(ws); i++) {
+            for (int64_t i = 0; i < subsae__touched_count(ws); i++) {
                 fired[ws->touched[i]] = ws->active[ws->touched[i]];
                 flags[ws->touched[i]] = 1.0;
             }
@@ -254,7 +249,7 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
                             "%s: %lld features fired on the workers but the workspace holds "
                             "%lld gradient rows",
                             fn, (long long)nU, (long long)ws->max_touched);
-    int64_t i = mine ? touched_count(ws) - 1 : -1, j = nU - 1;
+    int64_t i = mine ? subsae__touched_count(ws) - 1 : -1, j = nU - 1;
     for (int64_t f = m - 1; f >= 0 && j >= 0; f--) {
         if (!(in_u[f] > 0.0))
             continue;

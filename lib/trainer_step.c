@@ -1,0 +1,717 @@
+/* The sparse training step of subsae_trainer (ARCHITECTURE.md section 3)
+ * on a batch of B rows:
+ *   1. scale the rows; encoder input xin = x s - b_dec;
+ *   2. pre = xin W_enc^T and the activation's selection (activation.c;
+ *      TopK: per-row top-k + b_enc, ReLU, fused per GEMM tile, encode.c);
+ *   3. sparse decode x_hat = the active decoder rows + b_dec; residual;
+ *   4. bucket the (row, feature) pairs by feature with a counting sort
+ *      (per-partition histograms, so pairs of a feature stay in row order);
+ *   5. each of 64 fixed parts owns a contiguous range of touched features
+ *      and computes their decoder-row, encoder-row and b_enc gradients (and
+ *      the penalties' and AuxK's terms, losses.c): no atomics, and every
+ *      sum runs in the same order for any thread count;
+ *   6. b_dec gradient: decoder path plus the path through xin;
+ *   7. Adam (dense, or sparse over the touched rows), all or nothing,
+ *      unit-norm projection.
+ * Nothing is allocated inside the step once the workspace is sized. */
+#include "trainer.h"
+
+#include "buffer.h"
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- the step --------------------------------------------------------------- */
+
+static inline int64_t part_begin(int64_t n, int p, int T)
+{
+    return n * p / T;
+}
+
+/* The decode's rows and the backward's features are cut into
+ * SUBSAE__PARTS fixed parts, whatever the thread count: threads take parts
+ * as they come (a thread that a loaded machine preempts holds up only its
+ * part), and the partial sums are added in part order, so the step gives
+ * the same bits for every thread count. */
+enum { PARTS = SUBSAE__PARTS };
+
+/* Forward and backward on n raw rows into the workspace: loss, compact
+ * gradients of the touched features and the b_dec gradient; *sq gets the
+ * squared global gradient norm. Changes nothing outside the workspace. */
+static int forward_backward(subsae_trainer *t, const float *input, int64_t input_stride,
+                            const float *target, int64_t target_stride, int64_t n, double *loss,
+                            double *sq)
+{
+    static const char *fn = "subsae_trainer_step";
+    subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int T = subsae__trainer_threads(t); /* <= ws->threads */
+    const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae, k = s->k;
+    const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
+    const bool apply = s->apply_b_dec_to_input;
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
+
+    const double t_start = omp_get_wtime();
+
+    /* 1. Validate and scale. */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t bad = subsae__find_nonfinite(input + i * input_stride, d_in);
+        if (bad < d_in)
+            return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                                "%s: input row %lld, column %lld is %g", fn, (long long)i,
+                                (long long)bad, (double)input[i * input_stride + bad]);
+        if (target) {
+            bad = subsae__find_nonfinite(target + i * target_stride, d_out);
+            if (bad < d_out)
+                return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                                    "%s: target row %lld, column %lld is %g", fn, (long long)i,
+                                    (long long)bad, (double)target[i * target_stride + bad]);
+        }
+    }
+    const float s_in = (float)s->input_scale, s_out = (float)s->output_scale;
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(T, (double)n * (double)(d_in + d_out)))
+    for (int64_t i = 0; i < n; i++) {
+        const float *xr = input + i * input_stride;
+        float *xs = ws->xs + i * d_in, *xin = ws->xin + i * d_in;
+        for (int64_t j = 0; j < d_in; j++) {
+            xs[j] = xr[j] * s_in;
+            xin[j] = apply ? xs[j] - s->b_dec[j] : xs[j];
+        }
+        if (target) {
+            const float *tr = target + i * target_stride;
+            float *ts = ws->ts + i * d_out;
+            for (int64_t j = 0; j < d_out; j++)
+                ts[j] = tr[j] * s_out;
+        }
+    }
+
+    /* 2. Encoder GEMM and the activation's selection (AuxK: also the top
+     *    dead pre-activations of each row). */
+    double *phase = t->phase_seconds;
+    double clock = omp_get_wtime();
+    phase[SUBSAE_PHASE_PREPARE] += clock - t_start;
+    const int act = s->activation;
+    const bool jump = act == SUBSAE_ACT_JUMPRELU;
+    const float bw = (float)t->bandwidth, inv_bw = (float)(1.0 / t->bandwidth);
+    if (jump)
+        for (int64_t f = 0; f < m; f++)
+            ws->cut[f] = s->threshold[f] - 0.5f * bw;
+    int rc = subsae__trainer_prepare_aux(t);
+    if (!rc)
+        rc = subsae__train_encode(t, n, phase + SUBSAE_PHASE_ENCODE_GEMM);
+    if (rc)
+        return rc;
+    const int64_t *rp = ws->row_ptr;
+    const int64_t ka = ws->aux_k;
+    const bool aux = ka > 0;
+    clock = omp_get_wtime();
+
+    /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
+     *    sums of the gradient and of the target per part of the rows. With
+     *    workers n is the global batch (loss_rows), of which these rows are
+     *    a part. AuxK: e_hat = the dead pairs' decode (no bias) against the
+     *    residual e = t - x_hat (held fixed), g_aux = 2 c s (e_hat - e) / n. */
+    const double n_loss = (double)(t->loss_rows > 0 ? t->loss_rows : n);
+    const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
+    const float ascale = aux ? (float)(2.0 * t->auxk_coef * ws->aux_scale / n_loss) : 0.0f;
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(subsae__team(T, (double)n * (double)(k + ka + 2) * (double)d_out))
+    for (int p = 0; p < PARTS; p++) {
+        double *part = ws->part + (size_t)p * part_stride;
+        double *sum_g = part, *sum_t = part + d_out;
+        memset(part, 0, part_stride * sizeof *part);
+        for (int64_t i = part_begin(n, p, PARTS); i < part_begin(n, p + 1, PARTS); i++) {
+            float *g = ws->g + i * d_out;
+            const float *tr = ws->ts + i * d_out;
+            subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + rp[i],
+                                      ws->val + rp[i], rp[i + 1] - rp[i], d_out);
+            float *ga = aux ? ws->g_aux + i * d_out : NULL;
+            if (aux)
+                subsae__sparse_decode_row(ga, NULL, s->W_dec, d_out, ws->aux_idx + i * ka,
+                                          ws->aux_val + i * ka, ka, d_out);
+            double e2 = 0.0, t2 = 0.0, a2 = 0.0;
+            for (int64_t j = 0; j < d_out; j++) {
+                float e = g[j] - tr[j];
+                e2 += (double)e * e;
+                t2 += (double)tr[j] * tr[j];
+                sum_t[j] += tr[j];
+                g[j] = gscale * e;
+                sum_g[j] += g[j];
+                if (aux) {
+                    float r = ga[j] + e; /* e_hat - (t - x_hat) */
+                    a2 += (double)r * r;
+                    ga[j] = ascale * r;
+                }
+            }
+            ws->row_sse[i] = e2;
+            if (aux)
+                ws->aux_sse[i] = a2;
+            part[3 * d_out] += t2;
+        }
+    }
+
+    double now = omp_get_wtime();
+    phase[SUBSAE_PHASE_DECODE] += now - clock;
+    clock = now;
+
+    /* 4. Counting sort of the pairs by feature (per-partition histograms,
+     *    so that the pairs of a feature stay in row order); the same for
+     *    the AuxK pairs. */
+    int64_t n_touched = 0;
+    int32_t running = 0;
+#pragma omp parallel num_threads(subsae__team(T, (double)rp[n] + (double)m))
+    {
+        for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
+            int32_t *counts = ws->counts + (size_t)p * (size_t)m;
+            memset(counts, 0, (size_t)m * sizeof *counts);
+            for (int64_t q = rp[part_begin(n, p, T)]; q < rp[part_begin(n, p + 1, T)]; q++)
+                if (ws->idx[q] >= 0)
+                    counts[ws->idx[q]]++;
+        }
+    }
+    for (int64_t f = 0; f < m; f++) {
+        int32_t start = running;
+        for (int p = 0; p < T; p++) {
+            int32_t *c = ws->counts + (size_t)p * (size_t)m + f;
+            int32_t here = *c;
+            *c = running;
+            running += here;
+        }
+        ws->offsets[f] = start;
+        ws->fired[f] = running - start;
+    }
+    ws->offsets[m] = running;
+    const int64_t n_pairs = running;
+#pragma omp parallel num_threads(subsae__team(T, (double)rp[n]))
+    {
+        for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
+            int32_t *cursor = ws->counts + (size_t)p * (size_t)m;
+            for (int64_t i = part_begin(n, p, T); i < part_begin(n, p + 1, T); i++)
+                for (int64_t q = rp[i]; q < rp[i + 1]; q++) {
+                    int32_t f = ws->idx[q];
+                    if (f < 0)
+                        continue;
+                    int32_t pos = cursor[f]++;
+                    ws->pair_row[pos] = (int32_t)i;
+                    ws->pair_z[pos] = ws->val[q];
+                    if (jump)
+                        ws->pair_pre[pos] = ws->pre_val[q];
+                }
+        }
+    }
+    int64_t n_aux_pairs = 0;
+    if (aux) {
+        int32_t *counts = ws->counts;
+        memset(counts, 0, (size_t)m * sizeof *counts);
+        for (int64_t q = 0; q < n * ka; q++)
+            if (ws->aux_idx[q] >= 0)
+                counts[ws->aux_idx[q]]++;
+        int32_t at = 0;
+        for (int64_t f = 0; f < m; f++) {
+            ws->aux_offsets[f] = at;
+            ws->aux_fired[f] = counts[f];
+            counts[f] = at;
+            at += ws->aux_fired[f];
+        }
+        ws->aux_offsets[m] = at;
+        n_aux_pairs = at;
+        for (int64_t q = 0; q < n * ka; q++) {
+            int32_t f = ws->aux_idx[q];
+            if (f < 0)
+                continue;
+            int32_t pos = counts[f]++;
+            ws->aux_pair_row[pos] = (int32_t)(q / ka);
+            ws->aux_pair_z[pos] = ws->aux_val[q];
+        }
+    }
+    for (int64_t f = 0; f < m; f++) {
+        if (ws->fired[f] > 0 || (aux && ws->aux_fired[f] > 0)) {
+            ws->slot_of[f] = (int32_t)n_touched;
+            ws->touched[n_touched++] = (int32_t)f;
+        } else {
+            ws->slot_of[f] = -1;
+        }
+    }
+
+    /* 5. Per-feature backward over contiguous ranges of touched features,
+     *    balanced by pair count. */
+    ws->split[0] = 0;
+    {
+        int64_t at = 0, acc = 0;
+        for (int p = 1; p < PARTS; p++) {
+            int64_t goal = (n_pairs + n_aux_pairs + n_touched) * p / PARTS;
+            while (at < n_touched && acc < goal) {
+                int32_t f = ws->touched[at];
+                acc += ws->fired[f] + (aux ? ws->aux_fired[f] : 0) + 1;
+                at++;
+            }
+            ws->split[p] = at;
+        }
+        ws->split[PARTS] = n_touched;
+    }
+    const bool relu_l1 = act == SUBSAE_ACT_RELU && t->l1_coef > 0.0;
+    const double lam_n = (jump ? t->l0_coef : relu_l1 ? t->l1_coef : 0.0) / n_loss;
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(subsae__team(T, (double)(n_pairs + n_aux_pairs) * (double)(2 * d_out + d_in)))
+    for (int p = 0; p < PARTS; p++) {
+        double *part = ws->part + (size_t)p * part_stride;
+        double *benc_path = part + 2 * d_out;
+        double sumsq = 0.0, penalty = 0.0;
+        for (int64_t i = ws->split[p]; i < ws->split[p + 1]; i++) {
+            int32_t f = ws->touched[i];
+            const float *wdec = s->W_dec + (int64_t)f * d_out;
+            float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
+            const int32_t off = ws->offsets[f], cnt = ws->fired[f];
+            const bool has_aux = aux && ws->aux_fired[f] > 0;
+            if (!jump && !relu_l1 && !has_aux) {
+                subsae__feature_backward(ws->pair_row + off, ws->pair_z + off, cnt, ws->g,
+                                         d_out, d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
+                                         &ws->g_b_enc[i]);
+                ws->active[f] = cnt;
+            } else {
+                float norm = 0.0f, dz_add = 0.0f;
+                if (relu_l1) {
+                    norm = (float)sqrt(subsae__sumsq(wdec, d_out));
+                    dz_add = (float)(lam_n * norm);
+                }
+                const float thr = jump ? s->threshold[f] : 0.0f;
+                double gthr = 0.0, zsum = 0.0;
+                subsae__feature_backward_ex(
+                    ws->pair_row + off, ws->pair_z + off, jump ? ws->pair_pre + off : NULL,
+                    cnt, ws->g, d_out, d_out, ws->xin, d_in, d_in, wdec, dz_add, thr,
+                    inv_bw, (float)lam_n, false, gdec, genc, &ws->g_b_enc[i], &gthr, &zsum);
+                int32_t active = cnt;
+                if (jump) {
+                    active = 0;
+                    for (int32_t q = off; q < off + cnt; q++)
+                        active += ws->pair_z[q] > 0.0f;
+                    ws->g_thr[i] = (float)(gthr * thr); /* d loss / d log t */
+                    penalty += lam_n * active;
+                }
+                if (relu_l1 && norm > 0.0f) {
+                    const float c = (float)(lam_n * zsum / norm);
+                    for (int64_t j = 0; j < d_out; j++)
+                        gdec[j] += c * wdec[j];
+                    penalty += lam_n * norm * zsum;
+                }
+                ws->active[f] = active;
+                if (has_aux) {
+                    double g2 = 0.0, z2 = 0.0;
+                    const int32_t ao = ws->aux_offsets[f];
+                    subsae__feature_backward_ex(ws->aux_pair_row + ao, ws->aux_pair_z + ao,
+                                                NULL, ws->aux_fired[f], ws->g_aux, d_out,
+                                                d_out, ws->xin, d_in, d_in, wdec, 0.0f, 0.0f,
+                                                0.0f, 0.0f, true, gdec, genc,
+                                                &ws->g_b_enc[i], &g2, &z2);
+                }
+            }
+            if (unit) {
+                double ww = subsae__sumsq(wdec, d_out);
+                if (ww > 0.0) {
+                    float c = (float)(subsae__dot(gdec, wdec, d_out) / ww);
+                    for (int64_t j = 0; j < d_out; j++)
+                        gdec[j] -= c * wdec[j];
+                }
+            }
+            sumsq += subsae__sumsq(gdec, d_out) + subsae__sumsq(genc, d_in) +
+                     (double)ws->g_b_enc[i] * ws->g_b_enc[i];
+            if (jump)
+                sumsq += (double)ws->g_thr[i] * ws->g_thr[i];
+            if (apply) {
+                /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
+                const float *wenc = s->W_enc + (int64_t)f * d_in;
+                const double gb = ws->g_b_enc[i];
+                for (int64_t j = 0; j < d_in; j++)
+                    benc_path[j] -= gb * wenc[j];
+            }
+        }
+        part[3 * d_out + 1] = sumsq;
+        ws->extra[(size_t)p * 4] = penalty;
+    }
+
+    /* 6. b_dec gradient and the totals, reduced in partition order. */
+    double total_sq = 0.0, sse = 0.0, penalty = 0.0, aux_sse = 0.0;
+    for (int64_t j = 0; j < d_out; j++) {
+        double acc = 0.0;
+        for (int p = 0; p < PARTS; p++) {
+            const double *part = ws->part + (size_t)p * part_stride;
+            acc += part[j] + (apply ? part[2 * d_out + j] : 0.0);
+        }
+        ws->g_b_dec[j] = (float)acc;
+        total_sq += acc * acc;
+    }
+    for (int p = 0; p < PARTS; p++) {
+        total_sq += ws->part[(size_t)p * part_stride + 3 * d_out + 1];
+        penalty += ws->extra[(size_t)p * 4];
+    }
+    for (int64_t i = 0; i < n; i++)
+        sse += ws->row_sse[i];
+    if (aux)
+        for (int64_t i = 0; i < n; i++)
+            aux_sse += ws->aux_sse[i];
+    ws->step_mse = sse / (double)n;
+    ws->step_penalty = penalty;
+    ws->step_aux = aux ? t->auxk_coef * ws->aux_scale * aux_sse / n_loss : 0.0;
+    *loss = ws->step_mse + ws->step_penalty + ws->step_aux;
+    *sq = total_sq;
+    phase[SUBSAE_PHASE_BACKWARD] += omp_get_wtime() - clock;
+    if (!isfinite(*loss) || !isfinite(total_sq))
+        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
+                            "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
+                            "left as before the step: lower the learning rate",
+                            fn, (long long)t->step + 1, *loss, total_sq);
+    return SUBSAE_OK;
+}
+
+static double learning_rate(const subsae_trainer *t)
+{
+    double lr = t->lr > 0.0 ? t->lr : subsae__trainer_default_lr(t->sae->d_sae);
+    if (t->warmup_steps > 0 && t->step < t->warmup_steps)
+        lr *= (double)(t->step + 1) / (double)t->warmup_steps;
+    if (t->cooldown_steps > 0 && t->fit_end_step >= 0) {
+        int64_t left = t->fit_end_step - t->step; /* steps left, this one included */
+        if (left < t->cooldown_steps)
+            lr *= (double)(left > 0 ? left : 0) / (double)t->cooldown_steps;
+    }
+    return lr;
+}
+
+/* Adam on every parameter from the workspace gradients, all or nothing:
+ * a first pass computes the update without storing it, and if any new
+ * weight or moment would not be finite (a learning rate far too large,
+ * moments from a damaged checkpoint) the step fails with
+ * SUBSAE_E_NONFINITE and nothing changes. The pass reads what the update
+ * reads, O(parameters) per step against the encoder's O(batch x
+ * parameters). */
+/* JumpReLU's log threshold of feature f after the update, computed on
+ * copies by the update's own function: it, its moments and the model's
+ * threshold exp(log threshold) must all be finite. */
+static bool log_threshold_finite(const subsae_trainer *t, int64_t f, const float *g, float gs,
+                                 float b1, float b2, float size, float ib2, float eps)
+{
+    float w = t->log_threshold[f], m = t->m_log_threshold[f], v = t->v_log_threshold[f];
+    subsae__adam(&w, &m, &v, g, 1, gs, b1, b2, size, ib2, eps);
+    return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
+}
+
+static int apply_update(subsae_trainer *t, double sq)
+{
+    subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int T = subsae__trainer_threads(t); /* <= ws->threads */
+    const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
+    const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
+    const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
+    const double clock = omp_get_wtime();
+    const int64_t step = t->step + 1;
+    const double lr = learning_rate(t);
+    const float b1 = (float)t->beta1, b2 = (float)t->beta2, eps = (float)t->eps;
+    const float size = (float)(lr / (1.0 - pow(t->beta1, (double)step)));
+    const float ib2 = (float)(1.0 / sqrt(1.0 - pow(t->beta2, (double)step)));
+    float gs = 1.0f;
+    if (t->clip_norm > 0.0 && sqrt(sq) > t->clip_norm)
+        gs = (float)(t->clip_norm / sqrt(sq));
+
+    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs,
+                                      b1, b2, size, ib2, eps);
+    if (t->sparse_adam) {
+        const int64_t nt = subsae__touched_count(ws);
+#pragma omp parallel for schedule(static) reduction(&& : finite) \
+    num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
+        for (int64_t i = 0; i < nt; i++) {
+            const int64_t f = ws->touched[i];
+            finite = finite &&
+                     subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
+                                         t->v_W_enc + f * d_in, ws->g_W_enc + i * d_in, d_in, gs,
+                                         b1, b2, size, ib2, eps) &&
+                     subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
+                                         t->v_W_dec + f * d_out, ws->g_W_dec + i * d_out, d_out,
+                                         gs, b1, b2, size, ib2, eps) &&
+                     subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
+                                         ws->g_b_enc + i, 1, gs, b1, b2, size, ib2, eps) &&
+                     (!jump || log_threshold_finite(t, f, ws->g_thr + i, gs, b1, b2, size, ib2,
+                                                    eps));
+        }
+    } else {
+#pragma omp parallel for schedule(static) reduction(&& : finite) \
+    num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
+        for (int64_t f = 0; f < m; f++) {
+            const int64_t slot = ws->slot_of[f];
+            finite = finite &&
+                     subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
+                                         t->v_W_enc + f * d_in,
+                                         slot >= 0 ? ws->g_W_enc + slot * d_in : NULL, d_in, gs,
+                                         b1, b2, size, ib2, eps) &&
+                     subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
+                                         t->v_W_dec + f * d_out,
+                                         slot >= 0 ? ws->g_W_dec + slot * d_out : NULL, d_out,
+                                         gs, b1, b2, size, ib2, eps) &&
+                     subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
+                                         slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2,
+                                         size, ib2, eps) &&
+                     (!jump || log_threshold_finite(t, f, slot >= 0 ? ws->g_thr + slot : NULL,
+                                                    gs, b1, b2, size, ib2, eps));
+        }
+    }
+    if (!finite) {
+        t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
+        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
+                            "subsae_trainer_step: step %lld diverged: the update (learning rate "
+                            "%g) would make weights or Adam moments infinite or NaN; weights left "
+                            "as before the step: lower the learning rate",
+                            (long long)step, lr);
+    }
+
+    subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs, b1, b2, size, ib2, eps);
+    if (t->sparse_adam) {
+        const int64_t nt = subsae__touched_count(ws);
+#pragma omp parallel for schedule(dynamic, 64) \
+    num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
+        for (int64_t i = 0; i < nt; i++) {
+            const int64_t f = ws->touched[i];
+            subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
+                         ws->g_W_enc + i * d_in, d_in, gs, b1, b2, size, ib2, eps);
+            subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
+                         ws->g_W_dec + i * d_out, d_out, gs, b1, b2, size, ib2, eps);
+            subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f, ws->g_b_enc + i, 1, gs,
+                         b1, b2, size, ib2, eps);
+            if (jump) {
+                subsae__adam(t->log_threshold + f, t->m_log_threshold + f,
+                             t->v_log_threshold + f, ws->g_thr + i, 1, gs, b1, b2, size, ib2,
+                             eps);
+                s->threshold[f] = expf(t->log_threshold[f]);
+            }
+            if (unit)
+                subsae__normalize_row(s->W_dec + f * d_out, d_out);
+        }
+    } else {
+#pragma omp parallel for schedule(dynamic, 64) \
+    num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
+        for (int64_t f = 0; f < m; f++) {
+            const int64_t slot = ws->slot_of[f];
+            subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
+                         slot >= 0 ? ws->g_W_enc + slot * d_in : NULL, d_in, gs, b1, b2, size,
+                         ib2, eps);
+            subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
+                         slot >= 0 ? ws->g_W_dec + slot * d_out : NULL, d_out, gs, b1, b2, size,
+                         ib2, eps);
+            subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
+                         slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2, size, ib2, eps);
+            if (jump) {
+                subsae__adam(t->log_threshold + f, t->m_log_threshold + f,
+                             t->v_log_threshold + f, slot >= 0 ? ws->g_thr + slot : NULL, 1, gs,
+                             b1, b2, size, ib2, eps);
+                s->threshold[f] = expf(t->log_threshold[f]);
+            }
+            if (unit)
+                subsae__normalize_row(s->W_dec + f * d_out, d_out);
+        }
+    }
+    t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
+    return SUBSAE_OK;
+}
+
+/* Counters, dead-feature clock and metrics window after a step of n rows. */
+static void account(subsae_trainer *t, int64_t n, double loss)
+{
+    subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_out = s->d_out, m = s->d_sae;
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
+    t->step++;
+    t->tokens += n;
+    t->last_loss = loss;
+    struct subsae__window *w = &t->cur;
+    w->tokens += n;
+    w->sse += ws->step_mse * (double)n;
+    for (int p = 0; p < PARTS; p++) {
+        const double *part = ws->part + (size_t)p * part_stride;
+        for (int64_t j = 0; j < d_out; j++)
+            w->sum_t[j] += part[d_out + j];
+        w->sum_t2 += part[3 * d_out];
+    }
+    const int64_t nt = subsae__touched_count(ws);
+    int64_t active = 0;
+    for (int64_t i = 0; i < nt; i++) {
+        int32_t f = ws->touched[i];
+        if (ws->active[f] > 0) {
+            t->last_fired[f] = t->tokens;
+            w->fires[f] += ws->active[f];
+            active += ws->active[f];
+        }
+    }
+    w->active += active;
+    ws->n_active = active;
+    if (s->activation == SUBSAE_ACT_BATCHTOPK && isfinite(ws->step_theta)) {
+        /* The inference threshold: moving average of the smallest value
+         * the batch selection kept (SAELens' topk_threshold). */
+        const double r = SUBSAE__BATCHTOPK_THRESHOLD_RATE;
+        t->batch_threshold = (1.0 - r) * t->batch_threshold + r * (double)ws->step_theta;
+        const float thr = (float)t->batch_threshold;
+        for (int64_t f = 0; f < m; f++)
+            s->threshold[f] = thr;
+    }
+    if (t->window_tokens > 0 && w->tokens >= t->window_tokens) {
+        struct subsae__window done = t->cur;
+        t->cur = t->prev;
+        t->prev = done;
+        t->prev_valid = true;
+        subsae__trainer_window_clear(&t->cur, d_out, m);
+    }
+}
+
+static int check_step_args(const char *fn, const subsae_trainer *t, const float *input,
+                           int64_t input_stride, const float *target, int64_t target_stride,
+                           int64_t n)
+{
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    if (!t->initialised)
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: call subsae_trainer_init first", fn);
+    const bool workers = subsae__collective_on(&t->coll);
+    if (!input && !(workers && n == 0))
+        return subsae__fail_null(fn, "input");
+    if (t->transcoder && !target && !(workers && n == 0))
+        return subsae__fail_null(fn, "target (the trainer was initialised as a transcoder)");
+    if (!t->transcoder && target)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: a target was given but the trainer was initialised without one",
+                            fn);
+    if (n < (workers ? 0 : 1) || n > ((int64_t)1 << 24) || input_stride < t->sae->d_in ||
+        (target && target_stride < t->sae->d_out))
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: n %lld, input_stride %lld (d_in %lld), target_stride %lld "
+                            "(d_out %lld)",
+                            fn, (long long)n, (long long)input_stride, (long long)t->sae->d_in,
+                            (long long)target_stride, (long long)t->sae->d_out);
+    return SUBSAE_OK;
+}
+
+int subsae__trainer_step_timed(subsae_trainer *t, int rc, const float *input,
+                               int64_t input_stride, const float *target, int64_t target_stride,
+                               int64_t n, double read_seconds)
+{
+    const double start = omp_get_wtime();
+    memset(t->phase_seconds, 0, sizeof t->phase_seconds);
+    double loss = 0.0, sq = 0.0;
+    if (rc == SUBSAE_OK && n > 0)
+        rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
+    if (subsae__collective_on(&t->coll))
+        rc = subsae__trainer_exchange(t, rc, &n, &loss, &sq);
+    if (rc)
+        return rc;
+    rc = apply_update(t, sq);
+    if (rc)
+        return rc;
+    const double clock = omp_get_wtime();
+    account(t, n, loss);
+    const double end = omp_get_wtime();
+    /* Only completed steps count in the timings. */
+    t->phase_seconds[SUBSAE_PHASE_PREPARE] += end - clock;
+    t->phase_seconds[SUBSAE_PHASE_READ] = read_seconds;
+    t->phase_seconds[SUBSAE_PHASE_STEP] = read_seconds + (end - start);
+    for (int i = 0; i < SUBSAE_PHASE_COUNT; i++)
+        t->phase_total[i] += t->phase_seconds[i];
+    t->timed_steps++;
+    return SUBSAE_OK;
+}
+
+int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
+                              int64_t input_stride, const float *target, int64_t target_stride,
+                              int64_t n)
+{
+    return subsae__trainer_step_timed(t, rc, input, input_stride, target, target_stride, n, 0.0);
+}
+
+int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_stride,
+                        const float *target, int64_t target_stride, int64_t n)
+{
+    int rc = check_step_args("subsae_trainer_step", t, input, input_stride, target,
+                             target_stride, n);
+    if (t && t->initialised && subsae__collective_on(&t->coll))
+        return subsae__trainer_step_collective(t, rc, input, input_stride, target,
+                                               target_stride, n);
+    if (rc)
+        return rc;
+    rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
+    if (rc)
+        return rc;
+    return subsae__trainer_step_timed(t, SUBSAE_OK, input, input_stride, target, target_stride, n, 0.0);
+}
+
+int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
+                              const float *target, int64_t target_stride, int64_t n,
+                              float *g_W_enc, float *g_b_enc, float *g_W_dec, float *g_b_dec,
+                              double *loss, int32_t *indices)
+{
+    int rc = check_step_args("subsae__trainer_gradients", t, input, input_stride, target,
+                             target_stride, n);
+    if (rc)
+        return rc;
+    rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
+    if (rc)
+        return rc;
+    double l, sq;
+    rc = forward_backward(t, input, input_stride, target, target_stride, n, &l, &sq);
+    if (rc)
+        return rc;
+    const subsae_sae *s = t->sae;
+    const struct subsae__workspace *ws = &t->ws;
+    if (g_W_enc)
+        memset(g_W_enc, 0, (size_t)(s->d_sae * s->d_in) * sizeof(float));
+    if (g_W_dec)
+        memset(g_W_dec, 0, (size_t)(s->d_sae * s->d_out) * sizeof(float));
+    if (g_b_enc)
+        memset(g_b_enc, 0, (size_t)s->d_sae * sizeof(float));
+    for (int64_t i = 0; i < subsae__touched_count(ws); i++) {
+        int64_t f = ws->touched[i];
+        if (g_W_enc)
+            memcpy(g_W_enc + f * s->d_in, ws->g_W_enc + i * s->d_in,
+                   (size_t)s->d_in * sizeof(float));
+        if (g_W_dec)
+            memcpy(g_W_dec + f * s->d_out, ws->g_W_dec + i * s->d_out,
+                   (size_t)s->d_out * sizeof(float));
+        if (g_b_enc)
+            g_b_enc[f] = ws->g_b_enc[i];
+    }
+    if (g_b_dec)
+        memcpy(g_b_dec, ws->g_b_dec, (size_t)s->d_out * sizeof(float));
+    if (indices && s->activation == SUBSAE_ACT_TOPK)
+        memcpy(indices, ws->idx, (size_t)(n * s->k) * sizeof(int32_t));
+    if (loss)
+        *loss = l;
+    return SUBSAE_OK;
+}
+
+void subsae__trainer_pairs(const subsae_trainer *t, const int64_t **row_ptr,
+                           const int32_t **idx, const float **val)
+{
+    *row_ptr = t->ws.row_ptr;
+    *idx = t->ws.idx;
+    *val = t->ws.val;
+}
+
+void subsae__trainer_threshold_gradient(const subsae_trainer *t, float *g)
+{
+    const struct subsae__workspace *ws = &t->ws;
+    memset(g, 0, (size_t)t->sae->d_sae * sizeof *g);
+    if (t->sae->activation != SUBSAE_ACT_JUMPRELU)
+        return;
+    for (int64_t i = 0; i < subsae__touched_count(ws); i++)
+        g[ws->touched[i]] = ws->g_thr[i];
+}
+
+void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *penalty,
+                                double *aux)
+{
+    *mse = t->ws.step_mse;
+    *penalty = t->ws.step_penalty;
+    *aux = t->ws.step_aux;
+}
+
