@@ -431,8 +431,7 @@ int subsae__train_encode(subsae_trainer *t, int64_t n, double *seconds)
         for (int64_t i = 0; i < rows; i++) {
             const int64_t row = r0 + i;
             float *pr = ws->pre + i * m;
-            if (ka > 0)
-                aux_row(t, row, pr);
+            aux_row(t, row, pr); /* ka > 0 here */
             subsae__topk_row(pr, s->b_enc, NULL, m, k, ws->idx + row * k, ws->val + row * k);
             relu_slots(ws->idx + row * k, ws->val + row * k, k);
         }
