@@ -23,7 +23,8 @@ void harness_register(harness_suite_factory factory, const char *name);
     }                                                                       \
     static Suite *name(void)
 
-/* Add a test case with one or more tests and a timeout in seconds. */
+/* Add a test case with one or more tests and a timeout in seconds (what
+ * the tests take on an idle machine, with room; harness.c scales it). */
 TCase *harness_case(Suite *suite, const char *name, double timeout_seconds);
 
 /* Paths given by the Makefile through the environment. */
