@@ -602,10 +602,8 @@ int subsae__trainer_prepare_aux(subsae_trainer *t)
 
 /* ---- fit ---------------------------------------------------------------------- */
 
-/* The iterator of fit over `input`, positioned where the trainer stands. */
-static int ensure_batches(subsae_trainer *t, const subsae_buffer *input)
+int subsae__trainer_batches(subsae_trainer *t, const subsae_buffer *input, int64_t rows)
 {
-    const int64_t rows = subsae_buffer_rows(input);
     if (t->batches && t->batches_buf == input && t->batches_rows == rows &&
         t->batches_size == t->batch)
         return SUBSAE_OK;
@@ -618,12 +616,13 @@ static int ensure_batches(subsae_trainer *t, const subsae_buffer *input)
     }
     int flags = SUBSAE_BATCH_SHUFFLE | (rows >= t->batch ? SUBSAE_BATCH_DROP_LAST : 0);
     subsae_batches *it;
-    int rc = subsae_batches_create(input, t->batch, subsae__trainer_batch_seed((uint64_t)t->seed),
-                                   flags, &it);
+    int rc = subsae__batches_create_rows(input, rows, t->batch,
+                                         subsae__trainer_batch_seed((uint64_t)t->seed), flags,
+                                         &it);
     if (rc)
         return rc;
-    /* Continue where the trainer stands when the position fits this
-     * buffer; otherwise start the next epoch. */
+    /* Continue where the trainer stands when the position fits these
+     * rows; otherwise start the next epoch. */
     int64_t end = rows >= t->batch ? rows - rows % t->batch : rows;
     if (t->it_position <= end)
         rc = subsae_batches_seek(it, t->it_epoch, t->it_position);
@@ -689,7 +688,7 @@ int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
     /* The batches are read by pread (see buffer.h): a shuffled pass over
      * a mapped file would otherwise keep all of it resident. */
     subsae__row_reader *reader_in = NULL, *reader_t = NULL;
-    rc = ensure_batches(t, input);
+    rc = subsae__trainer_batches(t, input, subsae_buffer_rows(input));
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
     if (!rc)

@@ -169,6 +169,11 @@ void *subsae__trainer_option_field(subsae_trainer *t, int option);
  * initialised trainer whose model is set. */
 int subsae__trainer_alloc_state(subsae_trainer *t);
 
+/* Fit's shuffled batch iterator over `rows` rows of `input` (NULL: the
+ * global rows of the workers), positioned where the trainer stands; kept
+ * while the buffer, row count and batch size stay the same. */
+int subsae__trainer_batches(subsae_trainer *t, const subsae_buffer *input, int64_t rows);
+
 /* Free that state and the workspace (the model and the options stay):
  * the trainer is uninitialised again. */
 void subsae__trainer_free_state(subsae_trainer *t);

@@ -369,44 +369,6 @@ int subsae__trainer_step_collective(subsae_trainer *t, int rc, const float *inpu
 
 /* ---- fit --------------------------------------------------------------------- */
 
-/* The iterator over the N global rows, positioned where the trainer stands
- * (as ensure_batches in trainer.c does over a buffer). It has no buffer,
- * which tells it from the single-process iterator. */
-static int global_batches(subsae_trainer *t, int64_t N)
-{
-    if (t->batches && !t->batches_buf && t->batches_rows == N && t->batches_size == t->batch)
-        return SUBSAE_OK;
-    if (t->batches) {
-        int rc = subsae_batches_tell(t->batches, &t->it_epoch, &t->it_position);
-        if (rc)
-            return rc;
-        subsae_batches_free(t->batches);
-        t->batches = NULL;
-    }
-    int flags = SUBSAE_BATCH_SHUFFLE | (N >= t->batch ? SUBSAE_BATCH_DROP_LAST : 0);
-    subsae_batches *it;
-    int rc = subsae__batches_create_rows(NULL, N, t->batch,
-                                         subsae__trainer_batch_seed((uint64_t)t->seed), flags,
-                                         &it);
-    if (rc)
-        return rc;
-    int64_t end = N >= t->batch ? N - N % t->batch : N;
-    if (t->it_position <= end)
-        rc = subsae_batches_seek(it, t->it_epoch, t->it_position);
-    else
-        rc = subsae_batches_seek(it, t->it_epoch + 1, 0);
-    if (rc) {
-        subsae_batches_free(it);
-        return rc;
-    }
-    t->batches = it;
-    t->batches_buf = NULL;
-    t->batches_rows = N;
-    t->batches_size = t->batch;
-    t->window_tokens = end;
-    return SUBSAE_OK;
-}
-
 int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffer *input,
                                    const subsae_buffer *target, int64_t tokens)
 {
@@ -432,7 +394,7 @@ int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffe
     subsae__row_reader *reader_in = NULL, *reader_t = NULL;
     rc = subsae__trainer_collective_supported(t, fn);
     if (!rc)
-        rc = global_batches(t, N);
+        rc = subsae__trainer_batches(t, NULL, N); /* over the global rows */
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
     if (!rc && subsae__trainer_extended(t))
