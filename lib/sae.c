@@ -308,37 +308,57 @@ int subsae__sae_check_finite(const subsae_sae *sae, const char *what)
     return SUBSAE_OK;
 }
 
+/* The fold, one value at a time (subsae__sae_fold stores it,
+ * subsae__sae_fold_check only checks it). pre = (s_in x - b_dec) W_enc^T +
+ * b_enc. With equal scales this is (x - b_dec / s) (s W_enc)^T + b_enc;
+ * otherwise the b_dec term moves into b_enc (computed with the unscaled
+ * W_enc) and the model stops subtracting b_dec. */
+static bool fold_moves_b_dec(const subsae_sae *sae)
+{
+    return sae->apply_b_dec_to_input && sae->input_scale != sae->output_scale;
+}
+
+static double folded_b_enc(const subsae_sae *sae, int64_t f)
+{
+    double b = sae->b_enc[f];
+    if (fold_moves_b_dec(sae))
+        b -= subsae__dot(sae->W_enc + f * sae->d_in, sae->b_dec, sae->d_in);
+    return b;
+}
+
+/* W_dec, b_dec and, for a threshold compared with pre * |W_dec row|, the
+ * threshold follow the output scale. */
+static double folded_out(const subsae_sae *sae, float x)
+{
+    return (double)x / sae->output_scale;
+}
+
+static bool fold_scales_threshold(const subsae_sae *sae)
+{
+    return sae->rank_by_decoder_norm && sae->activation != SUBSAE_ACT_TOPK &&
+           sae->activation != SUBSAE_ACT_RELU;
+}
+
 void subsae__sae_fold(const subsae_sae *sae, subsae_sae *out)
 {
-    const double s_in = sae->input_scale, s_out = sae->output_scale;
     const int64_t d_sae = sae->d_sae, d_in = sae->d_in, d_out = sae->d_out;
-    /* pre = (s_in x - b_dec) W_enc^T + b_enc. With equal scales this is
-     * (x - b_dec / s) (s W_enc)^T + b_enc; otherwise the b_dec term moves
-     * into b_enc (computed with the unscaled W_enc, so before it is
-     * scaled) and the model stops subtracting b_dec. */
-    const bool move_b_dec = sae->apply_b_dec_to_input && s_in != s_out;
-    for (int64_t f = 0; f < d_sae; f++) {
-        double b = sae->b_enc[f];
-        if (move_b_dec)
-            b -= subsae__dot(sae->W_enc + f * d_in, sae->b_dec, d_in);
-        out->b_enc[f] = (float)b;
-    }
-    out->apply_b_dec_to_input = move_b_dec ? 0 : sae->apply_b_dec_to_input;
-    const float fin = (float)s_in;
+    /* b_enc first: it reads the unscaled W_enc and b_dec (out may be sae). */
+    for (int64_t f = 0; f < d_sae; f++)
+        out->b_enc[f] = (float)folded_b_enc(sae, f);
+    out->apply_b_dec_to_input = fold_moves_b_dec(sae) ? 0 : sae->apply_b_dec_to_input;
+    const float fin = (float)sae->input_scale;
     if (out->W_enc)
         for (int64_t i = 0; i < d_sae * d_in; i++)
             out->W_enc[i] = sae->W_enc[i] * fin;
-    /* A threshold compared with pre * |W_dec row| follows the norms. */
-    const bool norm_gated = sae->rank_by_decoder_norm && sae->activation != SUBSAE_ACT_TOPK &&
-                            sae->activation != SUBSAE_ACT_RELU;
     if (out->W_dec)
         for (int64_t i = 0; i < d_sae * d_out; i++)
-            out->W_dec[i] = (float)((double)sae->W_dec[i] / s_out);
+            out->W_dec[i] = (float)folded_out(sae, sae->W_dec[i]);
     for (int64_t j = 0; j < d_out; j++)
-        out->b_dec[j] = (float)((double)sae->b_dec[j] / s_out);
+        out->b_dec[j] = (float)folded_out(sae, sae->b_dec[j]);
+    const bool scale_threshold = fold_scales_threshold(sae);
     for (int64_t f = 0; f < d_sae; f++)
         out->threshold[f] =
-            norm_gated ? (float)((double)sae->threshold[f] / s_out) : sae->threshold[f];
+            scale_threshold ? (float)folded_out(sae, sae->threshold[f]) : sae->threshold[f];
     out->input_scale = out->output_scale = 1.0;
 }
 
@@ -349,18 +369,23 @@ static int fold_overflows(const char *what, const char *param, int64_t i, double
                         (long long)i, value);
 }
 
+/* The index of the first of x[0..n) whose fold is not finite in float, or n. */
+static int64_t first_out_overflow(const subsae_sae *sae, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite((float)folded_out(sae, x[i])))
+            return i;
+    return n;
+}
+
 int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
 {
-    const double s_in = sae->input_scale, s_out = sae->output_scale;
-    if (s_in == 1.0 && s_out == 1.0)
+    const double s_in = sae->input_scale;
+    if (s_in == 1.0 && sae->output_scale == 1.0)
         return SUBSAE_OK; /* the fold is the identity */
     const int64_t d_sae = sae->d_sae, d_in = sae->d_in, d_out = sae->d_out;
-    /* The arithmetic of subsae__sae_fold, nothing stored. */
-    const bool move_b_dec = sae->apply_b_dec_to_input && s_in != s_out;
     for (int64_t f = 0; f < d_sae; f++) {
-        double b = sae->b_enc[f];
-        if (move_b_dec)
-            b -= subsae__dot(sae->W_enc + f * d_in, sae->b_dec, d_in);
+        double b = folded_b_enc(sae, f);
         if (!isfinite((float)b))
             return fold_overflows(what, "b_enc", f, b);
     }
@@ -368,17 +393,18 @@ int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
     for (int64_t i = 0; i < d_sae * d_in; i++)
         if (!isfinite(sae->W_enc[i] * fin))
             return fold_overflows(what, "W_enc", i, (double)sae->W_enc[i] * s_in);
-    for (int64_t i = 0; i < d_sae * d_out; i++)
-        if (!isfinite((float)((double)sae->W_dec[i] / s_out)))
-            return fold_overflows(what, "W_dec", i, (double)sae->W_dec[i] / s_out);
-    for (int64_t j = 0; j < d_out; j++)
-        if (!isfinite((float)((double)sae->b_dec[j] / s_out)))
-            return fold_overflows(what, "b_dec", j, (double)sae->b_dec[j] / s_out);
-    const bool norm_gated = sae->rank_by_decoder_norm && sae->activation != SUBSAE_ACT_TOPK &&
-                            sae->activation != SUBSAE_ACT_RELU;
-    for (int64_t f = 0; norm_gated && f < d_sae; f++)
-        if (!isfinite((float)((double)sae->threshold[f] / s_out)))
-            return fold_overflows(what, "threshold", f, (double)sae->threshold[f] / s_out);
+    const struct {
+        const char *name;
+        const float *x;
+        int64_t n;
+    } outs[] = {{"W_dec", sae->W_dec, d_sae * d_out},
+                {"b_dec", sae->b_dec, d_out},
+                {"threshold", sae->threshold, fold_scales_threshold(sae) ? d_sae : 0}};
+    for (size_t k = 0; k < sizeof outs / sizeof outs[0]; k++) {
+        int64_t i = first_out_overflow(sae, outs[k].x, outs[k].n);
+        if (i < outs[k].n)
+            return fold_overflows(what, outs[k].name, i, folded_out(sae, outs[k].x[i]));
+    }
     return SUBSAE_OK;
 }
 

@@ -46,25 +46,10 @@
 #include "kernels.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 enum { NORM_CHUNK = 64 }; /* features per partial sum of the gradient norm */
-
-static void log_line(const subsae_trainer *t, const char *fmt, ...) SUBSAE_PRINTF(2, 3);
-
-static void log_line(const subsae_trainer *t, const char *fmt, ...)
-{
-    if (!t->callback)
-        return;
-    char message[256];
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(message, sizeof message, fmt, args);
-    va_end(args);
-    (void)t->callback(SUBSAE_EVENT_LOG, "fit", -1, -1, message, t->user);
-}
 
 int subsae_trainer_set_collective(subsae_trainer *t, subsae_allreduce_fn fn, int64_t rank,
                                   int64_t size, void *user)
@@ -462,11 +447,11 @@ int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffe
                                  "subsae_trainer_fit: the weights");
     const int64_t steps = t->coll_steps - steps_before;
     if (steps > 0)
-        log_line(t,
-                 "collective: %lld steps on %lld workers, %.0f bytes all-reduced per step "
-                 "(%lld in all)",
-                 (long long)steps, (long long)t->coll.size,
-                 (double)(t->coll.bytes - bytes_before) / (double)steps,
-                 (long long)(t->coll.bytes - bytes_before));
+        subsae__trainer_log(t, "fit",
+                            "collective: %lld steps on %lld workers, %.0f bytes all-reduced "
+                            "per step (%lld in all)",
+                            (long long)steps, (long long)t->coll.size,
+                            (double)(t->coll.bytes - bytes_before) / (double)steps,
+                            (long long)(t->coll.bytes - bytes_before));
     return rc;
 }
