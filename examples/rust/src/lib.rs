@@ -800,6 +800,63 @@ pub struct Subspace {
 // thread uses it at a time, as the library requires.
 unsafe impl Send for Subspace {}
 
+/// `set_int`, `get_int`, `set_double`, `get_double` of a handle type whose
+/// `ptr` is a `NonNull` of the C handle, through the given C functions.
+macro_rules! typed_options {
+    ($set_int:ident, $get_int:ident, $set_double:ident, $get_double:ident) => {
+        pub fn set_int(&mut self, option: i32, value: i64) -> Result<()> {
+            // SAFETY: valid handle.
+            check(unsafe { sys::$set_int(self.ptr.as_ptr(), option, value) })
+        }
+        pub fn get_int(&self, option: i32) -> Result<i64> {
+            let mut v = 0i64;
+            // SAFETY: valid handle and out pointer.
+            check(unsafe { sys::$get_int(self.ptr.as_ptr(), option, &mut v) })?;
+            Ok(v)
+        }
+        pub fn set_double(&mut self, option: i32, value: f64) -> Result<()> {
+            // SAFETY: valid handle.
+            check(unsafe { sys::$set_double(self.ptr.as_ptr(), option, value) })
+        }
+        pub fn get_double(&self, option: i32) -> Result<f64> {
+            let mut v = 0f64;
+            // SAFETY: valid handle and out pointer.
+            check(unsafe { sys::$get_double(self.ptr.as_ptr(), option, &mut v) })?;
+            Ok(v)
+        }
+    };
+}
+
+/// `set_callback` (progress and log events; return false to cancel) and
+/// `clear_callback` of a handle type with a `callback: Option<Box<CallbackState>>`
+/// field that keeps the closure alive while it is registered.
+macro_rules! progress_callback {
+    ($(#[$doc:meta])* $set_callback:ident) => {
+        $(#[$doc])*
+        pub fn set_callback<F>(&mut self, f: F) -> Result<()>
+        where
+            F: FnMut(Event, &str, i64, i64, Option<&str>) -> bool + Send + 'static,
+        {
+            let mut state = Box::new(CallbackState {
+                f: Box::new(f),
+                panic: None,
+            });
+            let user = &mut *state as *mut CallbackState as *mut c_void;
+            // SAFETY: the state lives in `self.callback` as long as it is registered.
+            check(unsafe { sys::$set_callback(self.ptr.as_ptr(), Some(trampoline), user) })?;
+            self.callback = Some(state);
+            Ok(())
+        }
+
+        pub fn clear_callback(&mut self) -> Result<()> {
+            // SAFETY: valid handle.
+            check(unsafe { sys::$set_callback(self.ptr.as_ptr(), None, ptr::null_mut()) })?;
+            self.callback = None;
+            Ok(())
+        }
+    };
+}
+
 impl Drop for Subspace {
     fn drop(&mut self) {
         // SAFETY: owned handle; the callback state is dropped after it.
@@ -818,53 +875,17 @@ impl Subspace {
         })
     }
 
-    pub fn set_int(&mut self, option: i32, value: i64) -> Result<()> {
-        // SAFETY: valid handle.
-        check(unsafe { sys::subsae_subspace_set_int(self.ptr.as_ptr(), option, value) })
-    }
-    pub fn get_int(&self, option: i32) -> Result<i64> {
-        let mut v = 0i64;
-        // SAFETY: valid handle and out pointer.
-        check(unsafe { sys::subsae_subspace_get_int(self.ptr.as_ptr(), option, &mut v) })?;
-        Ok(v)
-    }
-    pub fn set_double(&mut self, option: i32, value: f64) -> Result<()> {
-        // SAFETY: valid handle.
-        check(unsafe { sys::subsae_subspace_set_double(self.ptr.as_ptr(), option, value) })
-    }
-    pub fn get_double(&self, option: i32) -> Result<f64> {
-        let mut v = 0f64;
-        // SAFETY: valid handle and out pointer.
-        check(unsafe { sys::subsae_subspace_get_double(self.ptr.as_ptr(), option, &mut v) })?;
-        Ok(v)
-    }
+    typed_options!(
+        subsae_subspace_set_int,
+        subsae_subspace_get_int,
+        subsae_subspace_set_double,
+        subsae_subspace_get_double
+    );
 
-    /// Progress callback for `fit`: return false to cancel it.
-    pub fn set_callback<F>(&mut self, f: F) -> Result<()>
-    where
-        F: FnMut(Event, &str, i64, i64, Option<&str>) -> bool + Send + 'static,
-    {
-        let mut state = Box::new(CallbackState {
-            f: Box::new(f),
-            panic: None,
-        });
-        let user = &mut *state as *mut CallbackState as *mut c_void;
-        // SAFETY: the state lives in `self.callback` as long as it is registered.
-        check(unsafe {
-            sys::subsae_subspace_set_callback(self.ptr.as_ptr(), Some(trampoline), user)
-        })?;
-        self.callback = Some(state);
-        Ok(())
-    }
-
-    pub fn clear_callback(&mut self) -> Result<()> {
-        // SAFETY: valid handle.
-        check(unsafe {
-            sys::subsae_subspace_set_callback(self.ptr.as_ptr(), None, ptr::null_mut())
-        })?;
-        self.callback = None;
-        Ok(())
-    }
+    progress_callback!(
+        /// Progress callback for `fit`: return false to cancel it.
+        subsae_subspace_set_callback
+    );
 
     /// Fit on all rows of `buf`.
     pub fn fit(&mut self, buf: &Buffer<'_>) -> Result<()> {
@@ -1291,53 +1312,17 @@ impl Trainer {
         })
     }
 
-    pub fn set_int(&mut self, option: i32, value: i64) -> Result<()> {
-        // SAFETY: valid handle.
-        check(unsafe { sys::subsae_trainer_set_int(self.ptr.as_ptr(), option, value) })
-    }
-    pub fn get_int(&self, option: i32) -> Result<i64> {
-        let mut v = 0i64;
-        // SAFETY: valid handle and out pointer.
-        check(unsafe { sys::subsae_trainer_get_int(self.ptr.as_ptr(), option, &mut v) })?;
-        Ok(v)
-    }
-    pub fn set_double(&mut self, option: i32, value: f64) -> Result<()> {
-        // SAFETY: valid handle.
-        check(unsafe { sys::subsae_trainer_set_double(self.ptr.as_ptr(), option, value) })
-    }
-    pub fn get_double(&self, option: i32) -> Result<f64> {
-        let mut v = 0f64;
-        // SAFETY: valid handle and out pointer.
-        check(unsafe { sys::subsae_trainer_get_double(self.ptr.as_ptr(), option, &mut v) })?;
-        Ok(v)
-    }
+    typed_options!(
+        subsae_trainer_set_int,
+        subsae_trainer_get_int,
+        subsae_trainer_set_double,
+        subsae_trainer_get_double
+    );
 
-    /// Progress callback for `init` and `fit`: return false to cancel.
-    pub fn set_callback<F>(&mut self, f: F) -> Result<()>
-    where
-        F: FnMut(Event, &str, i64, i64, Option<&str>) -> bool + Send + 'static,
-    {
-        let mut state = Box::new(CallbackState {
-            f: Box::new(f),
-            panic: None,
-        });
-        let user = &mut *state as *mut CallbackState as *mut c_void;
-        // SAFETY: the state lives in `self.callback` as long as it is registered.
-        check(unsafe {
-            sys::subsae_trainer_set_callback(self.ptr.as_ptr(), Some(trampoline), user)
-        })?;
-        self.callback = Some(state);
-        Ok(())
-    }
-
-    pub fn clear_callback(&mut self) -> Result<()> {
-        // SAFETY: valid handle.
-        check(unsafe {
-            sys::subsae_trainer_set_callback(self.ptr.as_ptr(), None, ptr::null_mut())
-        })?;
-        self.callback = None;
-        Ok(())
-    }
+    progress_callback!(
+        /// Progress callback for `init` and `fit`: return false to cancel.
+        subsae_trainer_set_callback
+    );
 
     /// Initialise the model from data (target None: an SAE).
     pub fn init(&mut self, input: &Buffer<'_>, target: Option<&Buffer<'_>>) -> Result<()> {
