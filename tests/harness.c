@@ -5,6 +5,7 @@
 #include "rng.h"
 
 #include <jansson.h>
+#include <math.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,4 +226,35 @@ subsae_buffer *harness_wrap_copy(const float *x, int64_t n, int64_t d)
     subsae_buffer *b;
     ck_assert_ok(subsae_buffer_wrap(x, SUBSAE_DTYPE_F32, n, d, d, SUBSAE_COPY, &b));
     return b;
+}
+
+void harness_check_gradient(double *theta, int64_t count, const float *analytic,
+                            double (*loss)(void *ctx), void *ctx, const char *name)
+{
+    const double h = 1e-4;
+    double err2 = 0.0, ref2 = 0.0, max_ref = 0.0;
+    double *fd = malloc((size_t)count * sizeof *fd);
+    ck_assert_ptr_nonnull(fd);
+    for (int64_t i = 0; i < count; i++) {
+        double keep = theta[i];
+        theta[i] = keep + h;
+        double up = loss(ctx);
+        theta[i] = keep - h;
+        double down = loss(ctx);
+        theta[i] = keep;
+        fd[i] = (up - down) / (2 * h);
+        if (fabs(fd[i]) > max_ref)
+            max_ref = fabs(fd[i]);
+    }
+    for (int64_t i = 0; i < count; i++) {
+        double e = analytic[i] - fd[i];
+        err2 += e * e;
+        ref2 += fd[i] * fd[i];
+        ck_assert_msg(fabs(e) <= 1e-3 * max_ref + 1e-7,
+                      "%s[%lld]: analytic %.8g, finite differences %.8g", name, (long long)i,
+                      (double)analytic[i], fd[i]);
+    }
+    ck_assert_msg(ref2 > 0.0, "%s: gradient is zero, the test does not exercise it", name);
+    ck_assert_msg(sqrt(err2 / ref2) < 2e-4, "%s: relative error %g", name, sqrt(err2 / ref2));
+    free(fd);
 }

@@ -73,6 +73,13 @@ float *harness_normal_rows(uint64_t seed, int64_t n, int64_t d, double offset);
 /* A buffer holding a copy of n x d rows (asserts success). */
 subsae_buffer *harness_wrap_copy(const float *x, int64_t n, int64_t d);
 
+/* Check an analytic gradient against central differences (step 1e-4) of
+ * loss(ctx) in each of theta[0..count): every entry within 1e-3 of the
+ * largest finite difference (+ 1e-7), relative error in norm below 2e-4,
+ * and the finite differences not all zero. theta is restored. */
+void harness_check_gradient(double *theta, int64_t count, const float *analytic,
+                            double (*loss)(void *ctx), void *ctx, const char *name);
+
 /* Assert a libsubsae call succeeded, showing the library's message. */
 #define ck_assert_ok(call)                                                  \
     do {                                                                    \
