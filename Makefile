@@ -108,7 +108,8 @@ MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) >/dev/null 2>&1 && echo yes)
 MPI_CLI  := $(BUILD)/bin/subsae-mpi
 MPI_TOOL_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,tools/cli.c tools/sae_cli.c tools/progress.c \
-                   tools/dist.c tools/cmd_train.c tools/cmd_rank.c)
+                   tools/dist.c tools/cmd_train.c tools/cmd_rank.c tools/plot.c tools/train_options.c \
+                   tools/train_log.c tools/run_dir.c tools/run_record.c tools/interrupt.c)
 MPI_OBJS := $(MPI_TOOL_OBJS) $(BUILD)/obj/mpi/main.o $(BUILD)/obj/mpi/subsae_mpi.o
 ifeq ($(HAVE_MPI),yes)
 all: $(MPI_CLI)

@@ -264,15 +264,16 @@ int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float 
     return (int64_t)subsae__widen(row, src->dtype, (size_t)buf->dim, out);
 }
 
-static int nonfinite_row_error(const subsae_buffer *buf, int64_t row, int64_t stored,
-                               int64_t column, float value)
+int subsae__buffer_nonfinite_error(const subsae_buffer *buf, int64_t row, int64_t stored,
+                                   int64_t column, float value)
 {
+    /* The remedy (subsae_buffer_skip_nonfinite, a program's own option) is
+     * the caller's to name: the message says what and where. */
     int64_t s = subsae__buffer_source_of(buf, stored);
     const char *where = buf->sources[s].path ? buf->sources[s].path : "memory";
     return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
-                        "%s: row %lld (row %lld of this source), column %lld is %g; "
-                        "skip such rows with subsae_buffer_skip_nonfinite",
-                        where, (long long)row, (long long)(stored - buf->first_row[s]),
+                        "%s: row %lld (row %lld of this source), column %lld is %g", where,
+                        (long long)row, (long long)(stored - buf->first_row[s]),
                         (long long)column, (double)value);
 }
 
@@ -306,7 +307,7 @@ static int load_rows(const subsae_buffer *buf, const int64_t *rows, int64_t firs
         float *dst = out + i * out_stride;
         int64_t bad = subsae__buffer_load_row(buf, stored, dst);
         if (bad != buf->dim)
-            return nonfinite_row_error(buf, row, stored, bad, dst[bad]);
+            return subsae__buffer_nonfinite_error(buf, row, stored, bad, dst[bad]);
     }
     return SUBSAE_OK;
 }

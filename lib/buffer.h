@@ -78,6 +78,11 @@ int subsae__safetensors_source(const char *path, const void *map, size_t size,
 int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
                               const char *path);
 
+/* SUBSAE_E_NONFINITE for logical row `row` (stored row `stored`) whose
+ * column `column` holds `value`, naming its file and its row there. */
+int subsae__buffer_nonfinite_error(const subsae_buffer *buf, int64_t row, int64_t stored,
+                                   int64_t column, float value);
+
 /* ---- reading file rows without mapping them (buffer_reader.c) -------
  * Rows read through a file mapping stay mapped, and the kernel maps the
  * neighbours of every faulting page too (fault-around): a random batch

@@ -133,11 +133,7 @@ int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_
             bad = subsae__buffer_load_row(buf, stored, dst);
         }
         if (bad != dim)
-            return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
-                                "%s: row %lld (row %lld of this source), column %lld is %g; "
-                                "skip such rows with subsae_buffer_skip_nonfinite",
-                                src->path ? src->path : "memory", (long long)row,
-                                (long long)local, (long long)bad, (double)dst[bad]);
+            return subsae__buffer_nonfinite_error(buf, row, stored, bad, dst[bad]);
     }
     return SUBSAE_OK;
 }

@@ -253,6 +253,10 @@ START_TEST(diverging_run_keeps_the_last_good_checkpoint)
     ck_assert_msg(status != 0, "a learning rate of 1e6 did not stop the run");
     ck_assert_msg(strstr(err, "diverged") && strstr(err, "non-finite value"), "stderr: %s", err);
     ck_assert_msg(strchr(err, '\n') == err + strlen(err) - 1, "not one line: %s", err);
+    /* ...saying that the steps before are saved, and how to resume. */
+    ck_assert_msg(strstr(err, "steps before") && strstr(err, "resume with: subsae train") &&
+                      strstr(err, "--resume"),
+                  "stderr: %s", err);
 
     subsae_trainer *t = NULL;
     ck_assert_ok(subsae_trainer_load_checkpoint(ckpt, &t)); /* checks every value is finite */
@@ -265,16 +269,19 @@ START_TEST(diverging_run_keeps_the_last_good_checkpoint)
             m[SUBSAE_METRIC_STEPS], err);
 
     /* Resumed from that checkpoint (with the rate it saved), the run fails
-     * again at the same step, with the same message: nothing of the
-     * diverged step reached the disk. */
+     * again at the same step, with the same message from the library:
+     * nothing of the diverged step reached the disk. (What follows it, the
+     * command to resume, repeats the command line, which differs.) */
     char first[2048];
     snprintf(first, sizeof first, "%s", err);
+    *strstr(first, "; the ") = '\0';
     snprintf(args, sizeof args,
              "train '%s' --resume '%s' --tokens 6400 --threads 1 --checkpoint-every 1 "
              "--out '%s' --quiet",
              data, out, out);
     ck_assert_int_ne(run_cli(args, "again.out", "again.err"), 0);
-    ck_assert_str_eq(slurp("again.err"), first);
+    ck_assert_msg(!strncmp(slurp("again.err"), first, strlen(first)), "%s\nvs\n%s",
+                  slurp("again.err"), first);
 }
 END_TEST
 
