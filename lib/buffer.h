@@ -104,6 +104,12 @@ const subsae_buffer *subsae__row_reader_buffer(const subsae__row_reader *r);
 int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_t first,
                               int64_t n_rows, float *out, int64_t out_stride);
 
+/* Stored row `stored` (non-finite rows included) as float32 into dst;
+ * *finite gets the number of values before the first non-finite one (dim
+ * when all are finite). Errors: SUBSAE_E_IO. */
+int subsae__row_reader_load_stored(subsae__row_reader *r, int64_t stored, float *dst,
+                                   int64_t *finite);
+
 /* A batch iterator over `rows` row numbers (batches.c). `buf` may be NULL:
  * then next_indices, tell and seek work and next fails. The workers of a
  * data-parallel fit draw the permutation of the global rows with it. */

@@ -1,6 +1,6 @@
 /* subsae_buffer_fingerprint: a cheap identity of a buffer's content (a
  * training run records it to refuse resuming on other data). */
-#include "internal.h"
+#include "buffer.h"
 
 #include <string.h>
 
@@ -47,8 +47,14 @@ int subsae_buffer_fingerprint(const subsae_buffer *buf, int64_t sample_rows, uin
     /* Evenly spread, first and last included. */
     for (int64_t i = 0; i < m; i++)
         rows[i] = m > 1 ? (int64_t)((double)i * (double)(n - 1) / (double)(m - 1) + 0.5) : 0;
+    /* Read with pread: rows gathered through the mapping would stay
+     * resident, with their neighbours (see buffer.h). */
+    subsae__row_reader *reader = NULL;
     if (m > 0)
-        rc = subsae_buffer_gather(buf, rows, m, x, d);
+        rc = subsae__row_reader_open(buf, &reader);
+    if (m > 0 && !rc)
+        rc = subsae__row_reader_gather(reader, rows, 0, m, x, d);
+    subsae__row_reader_close(reader);
     if (!rc) {
         for (int64_t i = 0; i < m; i++) {
             h = fnv1a_int64(h, rows[i]);

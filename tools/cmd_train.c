@@ -50,6 +50,7 @@ struct run {
     char resumed_dir[4300];    /* the checkpoint directory resumed from */
     json_t *resumed;           /* its checkpoint.json */
     int lock;                  /* descriptor of the output directory's lock, or -1 */
+    bool clear_out;            /* --overwrite: remove the other run's files once all is checked */
 
     /* the data */
     char **paths, **tpaths;
@@ -141,7 +142,9 @@ static int choose_out(struct run *r)
     return 0;
 }
 
-/* Lock the output directory and make sure it holds no other run. */
+/* Lock the output directory and make sure it holds no other run (with
+ * --overwrite its files go, but only when everything else has been
+ * checked: see prepare). */
 static int claim_out(struct run *r)
 {
     if (!r->out || !r->root)
@@ -168,7 +171,8 @@ static int claim_out(struct run *r)
                         "it, or another --out",
                         r->out, held.model ? "model" : "checkpoint", who);
     }
-    return run_dir_clear(r->out);
+    r->clear_out = true;
+    return 0;
 }
 
 /* ---- the data ------------------------------------------------------------- */
@@ -851,7 +855,10 @@ static int prepare(struct run *r)
         r->first_tokens = (int64_t)m[SUBSAE_METRIC_TOKENS];
         r->first_steps = (int64_t)m[SUBSAE_METRIC_STEPS];
     }
-    return build_record(r) || record_length(r);
+    if (build_record(r) || record_length(r))
+        return 1;
+    /* Everything is checked: now the other run's files may go. */
+    return r->clear_out && run_dir_clear(r->out);
 }
 
 static int train(struct run *r)
