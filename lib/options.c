@@ -155,26 +155,7 @@ int subsae_option_double_bounds(int object, int option, double *min, double *max
 
 /* ---- the setters' checks ------------------------------------------------- */
 
-int subsae__option_typed(const char *fn, const char *object, int option,
-                         const struct subsae__option *o, int type, const char *use)
-{
-    if (!o)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: option %d is not a %s option", fn, option, object);
-    if (o->type != type)
-        return wrong_type(fn, o, use);
-    return SUBSAE_OK;
-}
-
-int subsae__option_writable(const char *fn, const struct subsae__option *o)
-{
-    if (o->flags & SUBSAE_OPTION_READ_ONLY)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: option %d (%s) is read-only", fn, o->option, o->name);
-    return SUBSAE_OK;
-}
-
-int subsae__option_check_int(const char *fn, const struct subsae__option *o, int64_t value)
+static int check_int(const char *fn, const struct subsae__option *o, int64_t value)
 {
     if (value < o->int_min || value > o->int_max)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
@@ -183,7 +164,7 @@ int subsae__option_check_int(const char *fn, const struct subsae__option *o, int
     return SUBSAE_OK;
 }
 
-int subsae__option_check_double(const char *fn, const struct subsae__option *o, double value)
+static int check_double(const char *fn, const struct subsae__option *o, double value)
 {
     const bool lo_open = o->flags & SUBSAE_OPTION_MIN_EXCLUSIVE;
     const bool hi_open = o->flags & SUBSAE_OPTION_MAX_EXCLUSIVE;
@@ -193,4 +174,43 @@ int subsae__option_check_double(const char *fn, const struct subsae__option *o, 
                             "%s: %s = %g is outside %c%g, %g%c", fn, o->name, value,
                             lo_open ? '(' : '[', o->min, o->max, hi_open ? ')' : ']');
     return SUBSAE_OK;
+}
+
+const struct subsae__option *subsae__option_entry(const char *fn, int object, int option,
+                                                  int type, const char *use, int *rc)
+{
+    const struct subsae__option *o = lookup(fn, object, option);
+    *rc = !o ? SUBSAE_E_INVALID : o->type != type ? wrong_type(fn, o, use) : SUBSAE_OK;
+    return *rc ? NULL : o;
+}
+
+static const struct subsae__option *settable(const struct subsae__option *o, const char *fn,
+                                             int *rc)
+{
+    if (o && (o->flags & SUBSAE_OPTION_READ_ONLY))
+        *rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                           "%s: option %d (%s) is read-only", fn, o->option, o->name);
+    return *rc ? NULL : o;
+}
+
+const struct subsae__option *subsae__option_settable_int(const char *fn, int object, int option,
+                                                         int64_t value, const char *use, int *rc)
+{
+    const struct subsae__option *o =
+        settable(subsae__option_entry(fn, object, option, SUBSAE_OPTION_INT, use, rc), fn, rc);
+    if (o)
+        *rc = check_int(fn, o, value);
+    return *rc ? NULL : o;
+}
+
+const struct subsae__option *subsae__option_settable_double(const char *fn, int object,
+                                                            int option, double value,
+                                                            const char *use, int *rc)
+{
+    const struct subsae__option *o =
+        settable(subsae__option_entry(fn, object, option, SUBSAE_OPTION_DOUBLE, use, rc), fn,
+                 rc);
+    if (o)
+        *rc = check_double(fn, o, value);
+    return *rc ? NULL : o;
 }

@@ -42,17 +42,20 @@ const struct subsae__option *subsae__sae_option_table(int64_t *n);
 const struct subsae__option *subsae__option_find(const struct subsae__option *table, int64_t n,
                                                  int option);
 
-/* Checks shared by the setters and getters of every object; each records
- * an error naming `fn`, the option by name and what is wrong, and returns
- * its status (SUBSAE_OK when the check passes):
- *  - the option is known (`o` not NULL) and of type `type` ("option 3
- *    (lr) is a double option: use subsae_trainer_set_double");
- *  - it may be set (not read-only);
- *  - the value is within its bounds. */
-int subsae__option_typed(const char *fn, const char *object, int option,
-                         const struct subsae__option *o, int type, const char *use);
-int subsae__option_writable(const char *fn, const struct subsae__option *o);
-int subsae__option_check_int(const char *fn, const struct subsae__option *o, int64_t value);
-int subsae__option_check_double(const char *fn, const struct subsae__option *o, double value);
+/* The entries the typed setters and getters of every object use. Each
+ * returns the entry of `option` of `object`, or NULL with the error
+ * recorded in *rc naming `fn`, the option by name and what is wrong: not
+ * an option of the object, not of `type` ("option 3 (lr) is a double
+ * option: use subsae_trainer_set_double", `use` naming the accessor of the
+ * other type); for the setters also read-only, or the value outside the
+ * bounds. */
+const struct subsae__option *subsae__option_entry(const char *fn, int object, int option,
+                                                  int type, const char *use, int *rc);
+const struct subsae__option *subsae__option_settable_int(const char *fn, int object, int option,
+                                                         int64_t value, const char *use,
+                                                         int *rc);
+const struct subsae__option *subsae__option_settable_double(const char *fn, int object,
+                                                            int option, double value,
+                                                            const char *use, int *rc);
 
 #endif

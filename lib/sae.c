@@ -163,29 +163,14 @@ const struct subsae__option *subsae__sae_option_table(int64_t *n)
     return sae_options;
 }
 
-/* The option's entry when it is a known option of `type`, else NULL (the
- * error recorded in *rc). */
-static const struct subsae__option *typed(const char *fn, int option, int type, const char *use,
-                                          int *rc)
-{
-    const struct subsae__option *o = subsae__option_find(
-        sae_options, (int64_t)(sizeof sae_options / sizeof sae_options[0]), option);
-    *rc = subsae__option_typed(fn, "sae", option, o, type, use);
-    return *rc ? NULL : o;
-}
-
 int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
 {
     static const char *fn = "subsae_sae_set_int";
     if (!sae)
         return subsae__fail_null(fn, "sae");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_INT,
-                                           "subsae_sae_set_double", &rc);
-    if (!rc)
-        rc = subsae__option_writable(fn, o);
-    if (!rc)
-        rc = subsae__option_check_int(fn, o, value);
+    subsae__option_settable_int(fn, SUBSAE_OBJECT_SAE, option, value, "subsae_sae_set_double",
+                                &rc);
     if (rc)
         return rc;
     switch (option) {
@@ -224,7 +209,8 @@ int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
     if (!value)
         return subsae__fail_null(fn, "value");
     int rc;
-    typed(fn, option, SUBSAE_OPTION_INT, "subsae_sae_get_double", &rc);
+    subsae__option_entry(fn, SUBSAE_OBJECT_SAE, option, SUBSAE_OPTION_INT, "subsae_sae_get_double",
+                         &rc);
     if (rc)
         return rc;
     switch (option) {
@@ -246,10 +232,8 @@ int subsae_sae_set_double(subsae_sae *sae, int option, double value)
     if (!sae)
         return subsae__fail_null(fn, "sae");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_DOUBLE,
-                                           "subsae_sae_set_int", &rc);
-    if (!rc)
-        rc = subsae__option_check_double(fn, o, value);
+    subsae__option_settable_double(fn, SUBSAE_OBJECT_SAE, option, value, "subsae_sae_set_int",
+                                   &rc);
     if (rc)
         return rc;
     if (option == SUBSAE_SAE_INPUT_SCALE)
@@ -267,7 +251,8 @@ int subsae_sae_get_double(const subsae_sae *sae, int option, double *value)
     if (!value)
         return subsae__fail_null(fn, "value");
     int rc;
-    typed(fn, option, SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int", &rc);
+    subsae__option_entry(fn, SUBSAE_OBJECT_SAE, option, SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int",
+                         &rc);
     if (rc)
         return rc;
     *value = option == SUBSAE_SAE_INPUT_SCALE ? sae->input_scale : sae->output_scale;

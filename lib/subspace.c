@@ -114,30 +114,14 @@ const struct subsae__option *subsae__subspace_option_table(int64_t *n)
     return subspace_options;
 }
 
-/* The option's entry when it is a known option of `type`, else NULL (the
- * error recorded in *rc). */
-static const struct subsae__option *typed(const char *fn, int option, int type, const char *use,
-                                          int *rc)
-{
-    int64_t n;
-    const struct subsae__option *table = subsae__subspace_option_table(&n);
-    const struct subsae__option *o = subsae__option_find(table, n, option);
-    *rc = subsae__option_typed(fn, "subspace", option, o, type, use);
-    return *rc ? NULL : o;
-}
-
 int subsae_subspace_set_int(subsae_subspace *s, int option, int64_t value)
 {
     static const char *fn = "subsae_subspace_set_int";
     if (!s)
         return subsae__fail_null(fn, "s");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_INT,
-                                           "subsae_subspace_set_double", &rc);
-    if (!rc)
-        rc = subsae__option_writable(fn, o);
-    if (!rc)
-        rc = subsae__option_check_int(fn, o, value);
+    subsae__option_settable_int(fn, SUBSAE_OBJECT_SUBSPACE, option, value,
+                                "subsae_subspace_set_double", &rc);
     if (rc)
         return rc;
     switch (option) {
@@ -166,8 +150,9 @@ int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value
     if (!value)
         return subsae__fail_null(fn, "value");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_INT,
-                                           "subsae_subspace_get_double", &rc);
+    const struct subsae__option *o =
+        subsae__option_entry(fn, SUBSAE_OBJECT_SUBSPACE, option, SUBSAE_OPTION_INT,
+                             "subsae_subspace_get_double", &rc);
     if (rc)
         return rc;
     if ((o->flags & SUBSAE_OPTION_READ_ONLY) && !s->fitted)
@@ -196,12 +181,8 @@ int subsae_subspace_set_double(subsae_subspace *s, int option, double value)
     if (!s)
         return subsae__fail_null(fn, "s");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_DOUBLE,
-                                           "subsae_subspace_set_int", &rc);
-    if (!rc)
-        rc = subsae__option_writable(fn, o);
-    if (!rc)
-        rc = subsae__option_check_double(fn, o, value);
+    subsae__option_settable_double(fn, SUBSAE_OBJECT_SUBSPACE, option, value,
+                                   "subsae_subspace_set_int", &rc);
     if (rc)
         return rc;
     s->threshold = value; /* the only writable double option */
@@ -216,7 +197,8 @@ int subsae_subspace_get_double(const subsae_subspace *s, int option, double *val
     if (!value)
         return subsae__fail_null(fn, "value");
     int rc;
-    typed(fn, option, SUBSAE_OPTION_DOUBLE, "subsae_subspace_get_int", &rc);
+    subsae__option_entry(fn, SUBSAE_OBJECT_SUBSPACE, option, SUBSAE_OPTION_DOUBLE,
+                         "subsae_subspace_get_int", &rc);
     if (rc)
         return rc;
     if (option == SUBSAE_SUBSPACE_SECONDS && !s->fitted)

@@ -250,25 +250,14 @@ void *subsae__trainer_option_field(subsae_trainer *t, int option)
     return o ? (char *)t + o->offset : NULL;
 }
 
-/* The option's entry when it is a known option of `type`. */
-static const struct subsae__option *typed(const char *fn, int option, int type, const char *use,
-                                          int *rc)
-{
-    const struct subsae__option *o = find_option(option);
-    *rc = subsae__option_typed(fn, "trainer", option, o, type, use);
-    return *rc ? NULL : o;
-}
-
 int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
 {
     static const char *fn = "subsae_trainer_set_int";
     if (!t)
         return subsae__fail_null(fn, "t");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_INT,
-                                           "subsae_trainer_set_double", &rc);
-    if (!rc)
-        rc = subsae__option_check_int(fn, o, value);
+    const struct subsae__option *o = subsae__option_settable_int(
+        fn, SUBSAE_OBJECT_TRAINER, option, value, "subsae_trainer_set_double", &rc);
     if (!rc)
         rc = structural(fn, t, o);
     if (rc)
@@ -285,8 +274,8 @@ int subsae_trainer_get_int(const subsae_trainer *t, int option, int64_t *value)
     if (!value)
         return subsae__fail_null(fn, "value");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_INT,
-                                           "subsae_trainer_get_double", &rc);
+    const struct subsae__option *o = subsae__option_entry(
+        fn, SUBSAE_OBJECT_TRAINER, option, SUBSAE_OPTION_INT, "subsae_trainer_get_double", &rc);
     if (rc)
         return rc;
     if (option == SUBSAE_TRAIN_SUBSPACE_DIM && t->initialised)
@@ -312,10 +301,8 @@ int subsae_trainer_set_double(subsae_trainer *t, int option, double value)
     if (!t)
         return subsae__fail_null(fn, "t");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_DOUBLE,
-                                           "subsae_trainer_set_int", &rc);
-    if (!rc)
-        rc = subsae__option_check_double(fn, o, value);
+    const struct subsae__option *o = subsae__option_settable_double(
+        fn, SUBSAE_OBJECT_TRAINER, option, value, "subsae_trainer_set_int", &rc);
     if (!rc)
         rc = structural(fn, t, o);
     if (rc)
@@ -332,8 +319,8 @@ int subsae_trainer_get_double(const subsae_trainer *t, int option, double *value
     if (!value)
         return subsae__fail_null(fn, "value");
     int rc;
-    const struct subsae__option *o = typed(fn, option, SUBSAE_OPTION_DOUBLE,
-                                           "subsae_trainer_get_int", &rc);
+    const struct subsae__option *o = subsae__option_entry(
+        fn, SUBSAE_OBJECT_TRAINER, option, SUBSAE_OPTION_DOUBLE, "subsae_trainer_get_int", &rc);
     if (rc)
         return rc;
     if (option == SUBSAE_TRAIN_LR)

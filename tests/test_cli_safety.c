@@ -99,19 +99,6 @@ static int count_lines(const char *text)
     return n;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void sleep_for(double seconds)
-{
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 static bool exists(const char *path)
 {
@@ -119,15 +106,6 @@ static bool exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-static json_t *json_file(const char *dir, const char *name)
-{
-    char path[800];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    json_error_t error;
-    json_t *j = json_load_file(path, 0, &error);
-    ck_assert_msg(j != NULL, "%s: %s", path, error.text);
-    return j;
-}
 
 static int64_t integer(const json_t *obj, const char *key)
 {
@@ -177,7 +155,7 @@ static int wait_exit(pid_t pid)
 /* Wait (up to 120 s) until `path` holds at least `lines` lines. */
 static void wait_for_lines(const char *path, int lines, pid_t pid)
 {
-    const double started = now();
+    const double started = harness_now();
     for (;;) {
         char *text = slurp_path(path);
         int have = text ? count_lines(text) : 0;
@@ -187,8 +165,8 @@ static void wait_for_lines(const char *path, int lines, pid_t pid)
         int status;
         ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "the run ended before %s had %d lines",
                       path, lines);
-        ck_assert_msg(now() - started < 120, "%s: no %d lines after 120 s", path, lines);
-        sleep_for(0.005);
+        ck_assert_msg(harness_now() - started < 120, "%s: no %d lines after 120 s", path, lines);
+        harness_sleep(0.005);
     }
 }
 
@@ -255,12 +233,12 @@ START_TEST(resume_without_out_saves_into_the_run)
     char want[800];
     snprintf(want, sizeof want, "%s/sae_weights.safetensors", straight);
     ck_assert_msg(same_bytes(path, want), "the resumed model differs from the straight run's");
-    json_t *ck = json_file(run, "checkpoint/checkpoint.json");
+    json_t *ck = harness_json_at(run, "checkpoint/checkpoint.json");
     ck_assert_int_eq(integer(ck, "tokens"), 3 * 2048);
     json_decref(ck);
     /* The model and the checkpoint say which run they belong to. */
-    json_t *cfg = json_file(run, "cfg.json");
-    ck = json_file(run, "checkpoint/checkpoint.json");
+    json_t *cfg = harness_json_at(run, "cfg.json");
+    ck = harness_json_at(run, "checkpoint/checkpoint.json");
     const char *id = json_string_value(json_object_get(json_object_get(cfg, "run"), "id"));
     ck_assert_ptr_nonnull(id);
     ck_assert_str_eq(id, json_string_value(json_object_get(
@@ -281,9 +259,9 @@ END_TEST
  * so that a loaded machine cannot make it fail by chance. */
 static double expect_early_failure(const char *args, const char *expect)
 {
-    const double started = now();
+    const double started = harness_now();
     int status = harness_cli(args, "early.txt");
-    const double seconds = now() - started;
+    const double seconds = harness_now() - started;
     char *err = stderr_of("early.txt");
     ck_assert_msg(status != 0, "'%s' succeeded", args);
     ck_assert_msg(count_lines(err) == 1, "'%s': not one line: %s", args, err);
@@ -449,9 +427,9 @@ START_TEST(one_run_per_directory)
     wait_for_lines(log, 2, pid);
     /* ...so a second run into it fails at once, naming the holder. */
     snprintf(args, sizeof args, "train '%s' %s --epochs 1 --out '%s'", data, SMALL, run);
-    const double started = now();
+    const double started = harness_now();
     ck_assert_int_ne(harness_cli(args, "second.txt"), 0);
-    const double seconds = now() - started;
+    const double seconds = harness_now() - started;
     char *err = stderr_of("second.txt"), holder[64];
     snprintf(holder, sizeof holder, "in use by another run (pid %d, started ", (int)pid);
     ck_assert_msg(count_lines(err) == 1 && strstr(err, holder) && strstr(err, "command subsae"),
@@ -464,7 +442,7 @@ START_TEST(one_run_per_directory)
     ck_assert_int_eq(wait_exit(pid), 143);
     /* The stopped run's directory belongs to it: a new run needs
      * --overwrite, and then holds nothing of the old one. */
-    json_t *cfg = json_file(run, "cfg.json");
+    json_t *cfg = harness_json_at(run, "cfg.json");
     char old_id[128];
     snprintf(old_id, sizeof old_id, "%s",
              json_string_value(json_object_get(json_object_get(cfg, "run"), "id")));
@@ -478,7 +456,7 @@ START_TEST(one_run_per_directory)
     snprintf(args, sizeof args, "train '%s' %s --epochs 1 --out '%s' --overwrite --quiet", data,
              SMALL, run);
     ck_assert_int_eq(harness_cli(args, "fourth.txt"), 0);
-    cfg = json_file(run, "cfg.json");
+    cfg = harness_json_at(run, "cfg.json");
     ck_assert_str_ne(json_string_value(json_object_get(json_object_get(cfg, "run"), "id")),
                      old_id);
     json_decref(cfg);
@@ -540,7 +518,7 @@ static void interrupt_and_resume(int signal, const char *data, const char *name)
     snprintf(args, sizeof args, "cd '%s' && %s/bin/%s --json > '%s/%s-resumed.json' 2>&1",
              harness_tmpdir(), harness_build_dir(), command, harness_tmpdir(), name);
     ck_assert_msg(harness_run(args) == 0, "%s failed", command);
-    json_t *done = json_file(run, "checkpoint/checkpoint.json");
+    json_t *done = harness_json_at(run, "checkpoint/checkpoint.json");
     ck_assert_int_eq(integer(done, "tokens"), 200 * 2048);
     ck_assert_int_eq(integer(done, "step"), 6400);
     json_decref(done);
@@ -604,7 +582,7 @@ START_TEST(transcoder_needs_target)
              sae);
     ck_assert_int_eq(harness_cli(args, "sae.txt"), 0);
     /* cfg.json marks the transcoder and names both sites. */
-    json_t *cfg = json_file(tc, "cfg.json");
+    json_t *cfg = harness_json_at(tc, "cfg.json");
     ck_assert(json_is_true(json_object_get(cfg, "transcoder")));
     ck_assert_int_eq(integer(cfg, "d_out"), 16);
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "hook_name")), "mlp_in");

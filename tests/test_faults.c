@@ -120,19 +120,6 @@ static int count_temporaries(const char *dir)
     return n;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void sleep_for(double seconds)
-{
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 /* Start `subsae train ...` in the background, output discarded. */
 static pid_t start_training(const char *data, const char *out, int every)
@@ -177,13 +164,13 @@ START_TEST(sigkill_leaves_a_checkpoint_that_resumes)
          * of steps, state file writes, manifest replacement and cleanup. */
         int every = 1 + rand() % 5;
         pid_t pid = start_training(data, out, every);
-        double start = now();
-        while (!exists(manifest) && now() - start < 60)
-            sleep_for(0.002);
+        double start = harness_now();
+        while (!exists(manifest) && harness_now() - start < 60)
+            harness_sleep(0.002);
         ck_assert_msg(exists(manifest), "run %d: no checkpoint after 60 s", run);
         double delay = 0.4 * rand() / (double)RAND_MAX;
-        sleep_for(delay);
-        waited += now() - start;
+        harness_sleep(delay);
+        waited += harness_now() - start;
         ck_assert_int_eq(kill(pid, SIGKILL), 0);
         int status = 0;
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);

@@ -15,15 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static json_t *load_json(const char *dir, const char *name)
-{
-    char path[800];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    json_error_t error;
-    json_t *j = json_load_file(path, 0, &error);
-    ck_assert_msg(j != NULL, "%s: %s", path, error.text);
-    return j;
-}
 
 static void write_json(const char *dir, const char *name, json_t *j)
 {
@@ -88,7 +79,7 @@ START_TEST(metadata_travels_with_the_model)
     char dir[600];
     harness_tmp_path("meta-sae", dir, sizeof dir);
     ck_assert_ok(subsae_sae_save(s, dir));
-    json_t *cfg = load_json(dir, "cfg.json");
+    json_t *cfg = harness_json_at(dir, "cfg.json");
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "hook_name")),
                      "blocks.2.hook_attn_out");
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "model_name")), "stories260K");
@@ -137,7 +128,7 @@ START_TEST(transcoder_flag_is_saved_and_restored)
     char dir[600];
     harness_tmp_path("tc", dir, sizeof dir);
     ck_assert_ok(subsae_sae_save(sq, dir));
-    json_t *cfg = load_json(dir, "cfg.json");
+    json_t *cfg = harness_json_at(dir, "cfg.json");
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "architecture")), "transcoder");
     ck_assert(json_is_true(json_object_get(cfg, "transcoder")));
     ck_assert_int_eq(json_integer_value(json_object_get(cfg, "d_out")), 6);
@@ -189,7 +180,7 @@ START_TEST(trainer_records_the_run)
         char dir[600];
         harness_tmp_path(tc ? "tc-ckpt" : "sae-ckpt", dir, sizeof dir);
         ck_assert_ok(subsae_trainer_save_checkpoint(t, dir));
-        json_t *ck = load_json(dir, "checkpoint.json");
+        json_t *ck = harness_json_at(dir, "checkpoint.json");
         /* "lr": the rate in effect for the default 0, 2e-4 / sqrt(32 / 16384). */
         ck_assert_double_eq_tol(
             json_real_value(json_object_get(json_object_get(ck, "options"), "lr")),
@@ -214,7 +205,7 @@ START_TEST(trainer_records_the_run)
         ck_assert_str_eq(run, "{\"model_name\":\"m\"}");
         /* A checkpoint of 0.1.0 (no metadata member) still loads. */
         subsae_trainer_free(back);
-        json_t *old = load_json(dir, "checkpoint.json");
+        json_t *old = harness_json_at(dir, "checkpoint.json");
         json_object_del(old, "metadata");
         write_json(dir, "checkpoint.json", old);
         json_decref(old);

@@ -136,6 +136,13 @@ void cli_help_line(FILE *out, const char *flag, const char *explanation)
     fputc('\n', out);
 }
 
+void cli_help_end(FILE *out, bool json)
+{
+    if (json)
+        cli_help_line(out, "--json", "print one JSON object on stdout");
+    cli_help_line(out, "-h, --help", "this help");
+}
+
 static void int_text(int64_t v, char *out, size_t size)
 {
     if (v == INT64_MAX || v == INT64_MIN)

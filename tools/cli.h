@@ -49,6 +49,10 @@ void cli_print_commands(FILE *out);
  * wrapped under it. */
 void cli_help_line(FILE *out, const char *flag, const char *explanation);
 
+/* The lines every help ends with: --json (when the command takes it) and
+ * -h, --help. */
+void cli_help_end(FILE *out, bool json);
+
 /* The default and range of a library option (subsae_option_*), in words,
  * e.g. "default 4096; 1 to 16777216", "default 0 = automatic; at least
  * 0"; choices (may be NULL) name the values of a SUBSAE_OPTION_CHOICE

@@ -483,6 +483,5 @@ CLI_HELP(bench)
     cli_help_line(out, "--repeat R", "rounds (default 5)");
     cli_help_line(out, "--threads T", "threads (default: all)");
     fprintf(out, "\nbench all: the benchmarks of make bench.\n");
-    cli_help_line(out, "--json", "print one JSON object on stdout");
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, true);
 }

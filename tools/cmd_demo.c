@@ -314,6 +314,5 @@ CLI_HELP(demo)
     cli_help_line(out, "--lr X", "learning rate (default 0.002)");
     cli_help_line(out, "--seed S", "seed of the data (default 1)");
     cli_help_line(out, "--quiet", "no progress on stderr");
-    cli_help_line(out, "--json", "print one JSON object on stdout");
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, true);
 }

@@ -225,6 +225,5 @@ CLI_HELP(encode)
                   "a transcoder's target rows, the site it reconstructs (required for a "
                   "transcoder, refused for an SAE; checked against INPUT, not encoded)");
     cli_help_line(out, "--tensor NAME", "the safetensors tensor to read (default: the only one)");
-    cli_help_line(out, "--json", "print one JSON object on stdout");
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, true);
 }

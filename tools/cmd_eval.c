@@ -177,6 +177,5 @@ CLI_HELP(eval)
                   "sparsity.safetensors (tensor 'sparsity' [d_sae]; -10 = never fired)");
     cli_help_line(out, "--density-plot FILE.png",
                   "draw the histogram of log10 feature density (gnuplot)");
-    cli_help_line(out, "--json", "print one JSON object on stdout");
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, true);
 }

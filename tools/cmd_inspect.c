@@ -165,6 +165,5 @@ CLI_HELP(inspect)
                  "data set and must share their width).\n\n");
     cli_help_line(out, "--tensor NAME", "the safetensors tensor to read (default: the only one)");
     cli_help_line(out, "--", "every argument after it is a file, even one starting with -");
-    cli_help_line(out, "--json", "print one JSON object on stdout");
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, true);
 }

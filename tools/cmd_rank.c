@@ -520,6 +520,5 @@ CLI_HELP(rank)
     cli_help_line(out, "--csv OUT", "write the spectra (variance, ratio, cumulative ratio)");
     cli_help_line(out, "--plot OUT.png", "draw the cumulative explained variance (gnuplot)");
     cli_help_line(out, "--quiet", "no progress on stderr");
-    cli_help_line(out, "--json", "print one JSON object on stdout");
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, true);
 }

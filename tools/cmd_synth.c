@@ -99,6 +99,5 @@ CLI_HELP(synth)
     cli_help_line(out, "--tokens N", "rows (default 65536)");
     cli_help_line(out, "--seed S", "seed (default 0)");
     cli_help_line(out, "--dictionary DICT.npy", "also save the atoms, F x D");
-    cli_help_line(out, "--json", "print one JSON object on stdout");
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, true);
 }

@@ -24,6 +24,5 @@ CLI_COMMAND(version, "[--json]")
 CLI_HELP(version)
 {
     fprintf(out, "The version of the libsubsae the program runs on, and its thread count.\n\n");
-    cli_help_line(out, "--json", "print one JSON object on stdout");
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, true);
 }

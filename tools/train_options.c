@@ -474,5 +474,5 @@ void train_options_help(FILE *out)
                  range[0] ? ")" : "");
         cli_help_line(out, flag, text);
     }
-    cli_help_line(out, "-h, --help", "this help");
+    cli_help_end(out, false); /* --json is in the table */
 }
