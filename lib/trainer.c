@@ -139,8 +139,9 @@ int subsae_trainer_get_metadata(const subsae_trainer *t, const char **json)
  * to its default from here. */
 #define TRAIN_INT(opt, name, lo, hi, def, flags, field, doc) \
     SUBSAE__INT_OPTION(opt, name, lo, hi, def, flags, offsetof(struct subsae_trainer, field), doc)
-#define TRAIN_DOUBLE(opt, name, lo, hi, def, flags, field, doc) \
-    SUBSAE__DOUBLE_OPTION(opt, name, lo, hi, def, flags, offsetof(struct subsae_trainer, field), doc)
+#define TRAIN_DOUBLE(opt, name, lo, hi, def, flags, field, doc)                          \
+    SUBSAE__DOUBLE_OPTION(opt, name, lo, hi, def, flags, offsetof(struct subsae_trainer, field), \
+                          doc)
 enum { STRUCTURAL = SUBSAE_OPTION_STRUCTURAL, AUTO = SUBSAE_OPTION_ZERO_MEANS_AUTO,
        CHOICE = SUBSAE_OPTION_CHOICE };
 static const struct subsae__option trainer_options[] = {

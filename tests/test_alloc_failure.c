@@ -851,7 +851,8 @@ static int call_sae_evaluate(struct ctx *c)
     return rc;
 }
 
-static const char META[] = "{\"hook_name\":\"blocks.0.hook_resid_post\",\"metadata\":{\"a\":[1,2]}}";
+static const char META[] =
+    "{\"hook_name\":\"blocks.0.hook_resid_post\",\"metadata\":{\"a\":[1,2]}}";
 
 static int call_sae_set_metadata(struct ctx *c)
 {

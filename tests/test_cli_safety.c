@@ -759,8 +759,8 @@ START_TEST(skip_nonfinite_rows)
     ck_assert_int_ne(harness_cli(args, "refused.txt"), 0);
     char *err = stderr_of("refused.txt");
     ck_assert_msg(count_lines(err) == 1 && strstr(err, "row 1500") &&
-                      strstr(err, "--skip-nonfinite leaves such rows out") && !strstr(err, "init:") &&
-                      !strstr(err, "subsae_buffer"),
+                      strstr(err, "--skip-nonfinite leaves such rows out") &&
+                      !strstr(err, "init:") && !strstr(err, "subsae_buffer"),
                   "%s", err);
     free(err);
     /* ...which works. */

@@ -112,7 +112,8 @@ CLI_COMMAND(eval, "DIR INPUT... [--target FILE...] [--tensor NAME] [--skip-nonfi
     subsae_buffer *buf = NULL, *target = NULL;
     double *density = NULL;
     /* Everything that can fail before the evaluation fails first. */
-    if (status || (o.sparsity && sae_cli_check_output("--sparsity", o.sparsity, ".safetensors", NULL)) ||
+    if (status ||
+        (o.sparsity && sae_cli_check_output("--sparsity", o.sparsity, ".safetensors", NULL)) ||
         (o.plot && (sae_cli_check_output("--density-plot", o.plot, ".png", NULL) ||
                     plot_check("--density-plot"))) ||
         !(sae = sae_cli_load(o.dir, o.n_targets > 0)) ||

@@ -80,9 +80,26 @@ static bool is_file(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* The directory holding `dir` when `dir` is called "checkpoint" (a run's
+ * checkpoint directory), else "". */
+static void run_of_checkpoint(const char *dir, char *out, size_t size)
+{
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", dir);
+    size_t n = strlen(copy);
+    while (n > 1 && copy[n - 1] == '/')
+        copy[--n] = '\0';
+    char *slash = strrchr(copy, '/');
+    out[0] = '\0';
+    if (strcmp(slash ? slash + 1 : copy, RUN_DIR_CHECKPOINT) != 0)
+        return;
+    if (slash && slash > copy)
+        *slash = '\0';
+    snprintf(out, size, "%s", !slash ? "." : slash == copy ? "/" : copy);
+}
+
 /* --resume DIR: a run directory (DIR/checkpoint/checkpoint.json) or a
- * checkpoint directory itself (DIR/checkpoint.json; its parent is the
- * run's directory when it is called "checkpoint"). */
+ * checkpoint directory itself (DIR/checkpoint.json). */
 static int locate_resumed(struct run *r, char *run_dir, size_t size)
 {
     const char *dir = r->o.resume;
@@ -105,16 +122,7 @@ static int locate_resumed(struct run *r, char *run_dir, size_t size)
                             dir, dir);
         }
         snprintf(r->resumed_dir, sizeof r->resumed_dir, "%s", dir);
-        size_t n = strlen(dir);
-        while (n > 1 && dir[n - 1] == '/')
-            n--;
-        const char *base = dir + n;
-        while (base > dir && base[-1] != '/')
-            base--;
-        if ((size_t)(dir + n - base) == strlen(RUN_DIR_CHECKPOINT) &&
-            !strncmp(base, RUN_DIR_CHECKPOINT, strlen(RUN_DIR_CHECKPOINT)))
-            snprintf(run_dir, size, "%.*s", base > dir ? (int)(base - dir - 1) : 1,
-                     base > dir ? dir : ".");
+        run_of_checkpoint(dir, run_dir, size);
     }
     r->resumed = run_dir_read_checkpoint(r->resumed_dir);
     return r->resumed ? 0 : 1;
@@ -177,26 +185,26 @@ static int claim_out(struct run *r)
 
 /* ---- the data ------------------------------------------------------------- */
 
-static char **worker_paths(char **given, int n)
-{
-    char **paths = calloc((size_t)(n > 0 ? n : 1), sizeof *paths);
-    for (int i = 0; paths && i < n; i++)
-        if (!(paths[i] = cli_dist_path(given[i]))) {
-            for (int j = 0; j < i; j++)
-                free(paths[j]);
-            free(paths);
-            return NULL;
-        }
-    if (!paths)
-        cli_fail("out of memory");
-    return paths;
-}
-
 static void free_paths(char **paths, int n)
 {
     for (int i = 0; paths && i < n; i++)
         free(paths[i]);
     free(paths);
+}
+
+/* This worker's files of `given` (see cli_dist_path), or NULL with a
+ * message. */
+static char **worker_paths(char **given, int n)
+{
+    char **paths = calloc((size_t)(n > 0 ? n : 1), sizeof *paths);
+    for (int i = 0; paths && i < n; i++)
+        if (!(paths[i] = cli_dist_path(given[i]))) {
+            free_paths(paths, i);
+            paths = NULL;
+        }
+    if (!paths)
+        cli_fail("out of memory");
+    return paths;
 }
 
 static subsae_buffer *open_data(char **paths, int n, const struct train_options *o,
@@ -278,7 +286,8 @@ static int open_inputs(struct run *r)
     if (r->sharded && o->have_eval_fraction)
         return cli_fail("--eval-fraction holds out the last rows of one data set; with "
                         "per-worker files ({rank}) give --eval FILE");
-    if (!(r->paths = worker_paths(o->inputs, o->n_inputs)) || !(r->all = open_data(r->paths, o->n_inputs, o, "the input")))
+    if (!(r->paths = worker_paths(o->inputs, o->n_inputs)) ||
+        !(r->all = open_data(r->paths, o->n_inputs, o, "the input")))
         return 1;
     r->train = r->all;
     r->rows = subsae_buffer_rows(r->all);
@@ -313,7 +322,8 @@ static int scan_data(struct run *r)
         return 1;
     if (o->eval_target && sae_cli_scan(target_paths, 1, o->tensor, "--eval-target", 0))
         return 1;
-    if (r->tpaths && sae_cli_scan(r->tpaths, o->n_targets, o->tensor, "--target", SCAN_LIMIT_BYTES))
+    if (r->tpaths &&
+        sae_cli_scan(r->tpaths, o->n_targets, o->tensor, "--target", SCAN_LIMIT_BYTES))
         return 1;
     return sae_cli_scan(r->paths, o->n_inputs, o->tensor, "the input", SCAN_LIMIT_BYTES);
 }
@@ -345,7 +355,9 @@ static json_t *data_record(const struct run *r)
 }
 
 /* The resumed run's data against this process's: a mismatch is refused
- * with both named, unless --allow-new-data. *changed tells which. */
+ * with both named, unless --allow-new-data. *changed tells whether the
+ * training data (input or target) changed: the run's length then counts
+ * from here (another evaluation file changes nothing of the training). */
 static int compare_data(const struct run *r, const json_t *was, const json_t *now, bool *changed)
 {
     static const char *const parts[] = {"input", "target", "eval"};
@@ -355,7 +367,7 @@ static int compare_data(const struct run *r, const json_t *was, const json_t *no
         const json_t *a = json_object_get(was, parts[i]), *b = json_object_get(now, parts[i]);
         if (!a || !b || run_record_same_data(a, b))
             continue;
-        *changed = true;
+        *changed |= i < 2;
         if (r->o.allow_new_data)
             continue;
         char old_text[2300], new_text[2300];
@@ -479,10 +491,6 @@ static int build_record(struct run *r)
     subsae_trainer_get_int(r->t, SUBSAE_TRAIN_BATCH, &batch);
     subsae_trainer_get_int(r->t, SUBSAE_TRAIN_SEED, &seed);
     subsae_trainer_get_int(r->t, SUBSAE_TRAIN_DEAD_WINDOW, &dead_window);
-    const double fraction = r->eval && !r->o.eval_file && r->rows > 0
-                                ? (double)subsae_buffer_rows(r->eval) /
-                                      (double)(subsae_buffer_rows(r->eval) + subsae_buffer_rows(r->train))
-                                : 0.0;
     json_t *effective = json_pack(
         "{s:f, s:I, s:I, s:I, s:s, s:s}", "lr", lr, "batch", (json_int_t)batch, "seed",
         (json_int_t)seed, "dead_window", (json_int_t)dead_window, "precision",
@@ -490,7 +498,7 @@ static int build_record(struct run *r)
     int bad = !effective || json_object_update_new(run, effective);
     if (!bad && r->o.have_epochs)
         bad = json_object_set_new(run, "epochs", json_real(r->o.epochs));
-    if (!bad && fraction > 0 && r->o.have_eval_fraction)
+    if (!bad && r->o.have_eval_fraction) /* a resumed run keeps the one recorded */
         bad = json_object_set_new(run, "eval_fraction", json_real(r->o.eval_fraction));
     if (!bad && r->root)
         bad = json_object_set_new(run, "data", data);

@@ -291,6 +291,10 @@ static int check_combinations(const struct train_options *o)
     const int64_t act = o->given[SUBSAE_TRAIN_ACTIVATION] ? o->int_value[SUBSAE_TRAIN_ACTIVATION]
                                                           : SUBSAE_ACT_TOPK;
     const bool needs_k = act == SUBSAE_ACT_TOPK || act == SUBSAE_ACT_BATCHTOPK;
+    if (o->n_inputs == 0 && o->resume)
+        return cli_fail("--resume %s continues on the run's input files: give them too "
+                        "(%s train FILE... --resume %s)",
+                        o->resume, cli_program_name, o->resume);
     if (o->n_inputs == 0)
         return cli_usage();
     if (!o->resume && (!o->given[SUBSAE_TRAIN_FEATURES] || (needs_k && !o->given[SUBSAE_TRAIN_K])))

@@ -215,7 +215,9 @@ pub fn option_info(object: i32, option: i32) -> Result<OptionInfo> {
     if kind == sys::SUBSAE_OPTION_INT {
         let (mut lo, mut hi, mut def) = (0i64, 0i64, 0i64);
         // SAFETY: out pointers to locals.
-        check(unsafe { sys::subsae_option_int_bounds(object, option, &mut lo, &mut hi, &mut def) })?;
+        check(unsafe {
+            sys::subsae_option_int_bounds(object, option, &mut lo, &mut hi, &mut def)
+        })?;
         info.int_bounds = Some((lo, hi, def));
     } else {
         let (mut lo, mut hi, mut def) = (0f64, 0f64, 0f64);
