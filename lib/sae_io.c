@@ -87,14 +87,16 @@ int subsae__metadata_normalize(const char *fn, const char *json, char **out)
     json_t *value;
     json_object_foreach(root, key, value) {
         if (subsae__sae_own_member(key)) {
+            /* The message first: `key` lives in `root`. */
+            int rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                                  "%s: metadata member '%s' is written by the library itself "
+                                  "(reserved: architecture, d_in, d_sae, d_out, k, dtype, "
+                                  "apply_b_dec_to_input, normalize_activations, "
+                                  "activation_fn_str, activation_fn_kwargs, "
+                                  "rank_by_decoder_norm, library, library_version, transcoder)",
+                                  fn, key);
             json_decref(root);
-            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                                "%s: metadata member '%s' is written by the library itself "
-                                "(reserved: architecture, d_in, d_sae, d_out, k, dtype, "
-                                "apply_b_dec_to_input, normalize_activations, activation_fn_str, "
-                                "activation_fn_kwargs, rank_by_decoder_norm, library, "
-                                "library_version, transcoder)",
-                                fn, key);
+            return rc;
         }
     }
     int rc = SUBSAE_OK;
