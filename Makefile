@@ -78,6 +78,7 @@ SONAME     := libsubsae.so.$(MAJOR)
 SHLIB      := $(BUILD)/libsubsae.so.$(VERSION)
 STLIB      := $(BUILD)/libsubsae.a
 PCFILE     := $(BUILD)/subsae.pc
+STATIC_PCFILE := $(BUILD)/subsae-static.pc
 CLI        := $(BUILD)/bin/subsae
 TEST_RUNNER := $(BUILD)/tests/run_tests
 
@@ -97,7 +98,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
         sanitize deps ensure-deps tests check-abi abi-baseline fuzz fuzz-build fuzz-corpus \
         valgrind tsan tsan-run
 
-all: $(SHLIB) $(STLIB) $(PCFILE) $(CLI)
+all: $(SHLIB) $(STLIB) $(PCFILE) $(STATIC_PCFILE) $(CLI)
 
 # ---- subsae-mpi (optional): built when an MPI compiler wrapper is found --
 # The train and rank subcommands of the CLI (the same objects) with an MPI
@@ -108,7 +109,8 @@ MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) >/dev/null 2>&1 && echo yes)
 MPI_CLI  := $(BUILD)/bin/subsae-mpi
 MPI_TOOL_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,tools/cli.c tools/sae_cli.c tools/progress.c \
-                   tools/dist.c tools/cmd_train.c tools/cmd_rank.c)
+                   tools/dist.c tools/cmd_train.c tools/cmd_rank.c tools/plot.c tools/train_options.c \
+                   tools/train_log.c tools/run_dir.c tools/run_record.c tools/interrupt.c)
 MPI_OBJS := $(MPI_TOOL_OBJS) $(BUILD)/obj/mpi/main.o $(BUILD)/obj/mpi/subsae_mpi.o
 ifeq ($(HAVE_MPI),yes)
 all: $(MPI_CLI)
@@ -138,14 +140,20 @@ $(SHLIB): $(LIB_OBJS) lib/libsubsae.map
 $(STLIB): $(LIB_OBJS)
 	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
 
-# The .pc file is generated from pkgconfig/subsae.pc.in for a given prefix.
+# The .pc files are generated from pkgconfig/*.pc.in for a given prefix:
+# subsae.pc (the shared library; --static adds the private dependencies)
+# and subsae-static.pc (the archive by its path, for a static link when
+# both libraries are installed).
 define make_pc
 sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(2)|' -e 's|@INCLUDEDIR@|$(3)|' \
-    -e 's|@VERSION@|$(VERSION)|' pkgconfig/subsae.pc.in
+    -e 's|@VERSION@|$(VERSION)|' pkgconfig/$(4).pc.in
 endef
 
 $(PCFILE): pkgconfig/subsae.pc.in include/subsae.h | $(BUILD)
-	$(call say,GEN,$@)$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $@
+	$(call say,GEN,$@)$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR),subsae) > $@
+
+$(STATIC_PCFILE): pkgconfig/subsae-static.pc.in include/subsae.h | $(BUILD)
+	$(call say,GEN,$@)$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR),subsae-static) > $@
 
 # ---- command-line program (a client of the shared library only) ------
 # It also links CBLAS/LAPACKE (PKG_LIBS, which include jansson): the
@@ -370,19 +378,23 @@ ensure-deps:
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
 	install -m 644 include/subsae.h $(DESTDIR)$(INCLUDEDIR)/subsae.h
+	install -m 644 examples/cpp/subsae.hpp $(DESTDIR)$(INCLUDEDIR)/subsae.hpp
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/libsubsae.so.$(VERSION)
 	ln -sf libsubsae.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsubsae.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/libsubsae.a
-	$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR)) > $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc
+	$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR),subsae) > $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc
+	$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR),subsae-static) > \
+	    $(DESTDIR)$(PKGCONFIGDIR)/subsae-static.pc
 	install -m 755 $(CLI) $(DESTDIR)$(BINDIR)/subsae
 	$(if $(wildcard $(MPI_CLI)),install -m 755 $(MPI_CLI) $(DESTDIR)$(BINDIR)/subsae-mpi)
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/subsae.h \
+	rm -f $(DESTDIR)$(INCLUDEDIR)/subsae.h $(DESTDIR)$(INCLUDEDIR)/subsae.hpp \
 	      $(DESTDIR)$(LIBDIR)/libsubsae.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	      $(DESTDIR)$(LIBDIR)/libsubsae.so $(DESTDIR)$(LIBDIR)/libsubsae.a \
-	      $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc $(DESTDIR)$(BINDIR)/subsae \
+	      $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc $(DESTDIR)$(PKGCONFIGDIR)/subsae-static.pc \
+	      $(DESTDIR)$(BINDIR)/subsae \
 	      $(DESTDIR)$(BINDIR)/subsae-mpi
 
 clean:

@@ -25,7 +25,7 @@ fi
 d_in=512 d_sae=16384 batch=4096
 log=$work/peak_memory.time
 /usr/bin/time -v "$cli" train "$data" --features $d_sae --k 32 --batch $batch \
-    --tokens $((10 * batch)) --eval-fraction 0.125 --out "$work/peak_memory_sae" \
+    --tokens $((10 * batch)) --eval-fraction 0.125 --out "$work/peak_memory_sae" --overwrite \
     --quiet >/dev/null 2>"$log"
 kib=$(sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$log")
 # weights (W_enc, W_dec, biases) + gradient rows (at most d_sae of each

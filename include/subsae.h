@@ -155,6 +155,70 @@ SUBSAE_API int subsae_set_num_threads(int n);
 SUBSAE_API int subsae_get_num_threads(void);
 
 /* ===================================================================== */
+/* Option metadata                                                        */
+/* ===================================================================== */
+
+/** Objects with typed options (the `object` argument below). */
+enum subsae_object {
+    SUBSAE_OBJECT_TRAINER = 0,  /* enum subsae_train_option */
+    SUBSAE_OBJECT_SUBSPACE = 1, /* enum subsae_subspace_option */
+    SUBSAE_OBJECT_SAE = 2       /* enum subsae_sae_option */
+};
+
+/** Value type of an option: which typed setter/getter it takes. */
+enum subsae_option_type { SUBSAE_OPTION_INT = 0, SUBSAE_OPTION_DOUBLE = 1 };
+
+/** Flags of an option (bits; new bits may be added). */
+enum subsae_option_flag {
+    SUBSAE_OPTION_READ_ONLY = 1,      /* get only: a result, or fixed when the object is made */
+    SUBSAE_OPTION_STRUCTURAL = 2,     /* trainer: cannot change after subsae_trainer_init */
+    SUBSAE_OPTION_MIN_EXCLUSIVE = 4,  /* the value must be > min (else >= min) */
+    SUBSAE_OPTION_MAX_EXCLUSIVE = 8,  /* the value must be < max (else <= max) */
+    SUBSAE_OPTION_ZERO_MEANS_AUTO = 16, /* 0 lets the library choose (the description says how) */
+    SUBSAE_OPTION_CHOICE = 32         /* int naming one of a fixed set (an enum of this header) */
+};
+
+/** The library's own description of every option of every object: the
+ *  values its setters accept and the defaults a new object has come from
+ *  this same table, so programs and bindings can build their option
+ *  parsers, help texts and checks on it. (zstd's ZSTD_cParam_getBounds in
+ *  spirit.) All functions here are thread-safe and never allocate; the
+ *  strings are static.
+ *
+ *  subsae_option_count: number of options of `object` (read-only results
+ *  included), or -1 for an unknown object.
+ *  subsae_option_id: the enum value of the index-th option (0 <= index <
+ *  count, in enum order), or -1. */
+SUBSAE_API int subsae_option_count(int object);
+SUBSAE_API int subsae_option_id(int object, int index);
+
+/** The option of `object` called `name` (as in subsae_option_info, e.g.
+ *  "dead_window"). Errors: SUBSAE_E_INVALID (NULL argument, unknown object
+ *  or name; the message lists the names). */
+SUBSAE_API int subsae_option_find(int object, const char *name, int *option);
+
+/** Name (lower case, as written in checkpoint.json), type
+ *  (SUBSAE_OPTION_*), flags (SUBSAE_OPTION_* bits) and a one-line
+ *  description of an option; any output may be NULL. Errors:
+ *  SUBSAE_E_INVALID (unknown object or option). */
+SUBSAE_API int subsae_option_info(int object, int option, const char **name, int *type,
+                                  int *flags, const char **description);
+
+/** Bounds and default of an int option: the setter accepts min <= value
+ *  <= max (some options also depend on others, e.g. SUBSAE_SAE_K <= d_sae;
+ *  the description says so); default_value is the value of a new object
+ *  (0 for read-only results). Any output may be NULL. Errors:
+ *  SUBSAE_E_INVALID (unknown object or option, or a double option). */
+SUBSAE_API int subsae_option_int_bounds(int object, int option, int64_t *min, int64_t *max,
+                                        int64_t *default_value);
+
+/** The same for a double option (exclusive ends are flagged
+ *  SUBSAE_OPTION_MIN_EXCLUSIVE / MAX_EXCLUSIVE). Errors: SUBSAE_E_INVALID
+ *  (unknown object or option, or an int option). */
+SUBSAE_API int subsae_option_double_bounds(int object, int option, double *min, double *max,
+                                           double *default_value);
+
+/* ===================================================================== */
 /* Progress and log callback                                              */
 /* ===================================================================== */
 
@@ -325,6 +389,19 @@ SUBSAE_API int subsae_buffer_skip_nonfinite(subsae_buffer *buf, int64_t *skipped
  *  SUBSAE_E_IO. */
 SUBSAE_API int subsae_buffer_stats(const subsae_buffer *buf, float *mean, double *mean_norm,
                                    int64_t *nonfinite_values, int64_t *first_nonfinite_row);
+
+/** A 64-bit fingerprint of a buffer's content, to tell whether two
+ *  buffers hold the same data without comparing them: a hash (FNV-1a) of
+ *  the row count, the width and `sample_rows` rows spread evenly over the
+ *  buffer, first and last included (all rows when it has fewer), read as
+ *  float32. It costs reading those rows; equal content gives equal
+ *  fingerprints on every machine, and a different size or a different
+ *  sampled row gives a different one (up to hash collisions). Errors:
+ *  SUBSAE_E_INVALID (NULL, sample_rows < 1), SUBSAE_E_NONFINITE (a sampled
+ *  row holds NaN or infinity: the message gives its number), SUBSAE_E_IO,
+ *  SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_buffer_fingerprint(const subsae_buffer *buf, int64_t sample_rows,
+                                         uint64_t *out);
 
 /** Write the buffer as a 2-D .npy file (dtype F32, F16 or F64) or as a
  *  safetensors file holding one 2-D tensor named `tensor` (F32, F16, BF16,
@@ -596,7 +673,15 @@ enum subsae_sae_option {
                                             compare it with the threshold; the code is
                                             still pre; default 0 */
     SUBSAE_SAE_INPUT_SCALE = 7,    /* double, default 1 */
-    SUBSAE_SAE_OUTPUT_SCALE = 8    /* double, default 1 */
+    SUBSAE_SAE_OUTPUT_SCALE = 8,   /* double, default 1 */
+    SUBSAE_SAE_TRANSCODER = 9      /* int 0/1: the model maps one site to another (its
+                                      target is not its input), so evaluating it needs
+                                      the target site's rows. Default 1 when d_in !=
+                                      d_out (then it cannot be 0), else 0; the trainer
+                                      sets it for a transcoder; saved in cfg.json and
+                                      restored by subsae_sae_load (also from SAELens'
+                                      transcoder architectures, sparsify's transcode and
+                                      lm-saes' distinct hook points) */
 };
 
 /** Create a model with zero weights (k defaults to 32, scales to 1).
@@ -615,6 +700,22 @@ SUBSAE_API int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value);
 SUBSAE_API int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value);
 SUBSAE_API int subsae_sae_set_double(subsae_sae *sae, int option, double value);
 SUBSAE_API int subsae_sae_get_double(const subsae_sae *sae, int option, double *value);
+
+/** Caller metadata of a model: a JSON object (as text) whose members
+ *  subsae_sae_save writes into cfg.json next to the library's own, e.g.
+ *  SAELens' "hook_name", "model_name" and "metadata", or which run and data
+ *  the model comes from. subsae_sae_load restores every member of cfg.json
+ *  that the library does not interpret itself; subsae_sae_clone copies it.
+ *  NULL, "" or "{}" clears it. A member the library writes itself
+ *  ("architecture", "d_in", "d_out", "d_sae", "k", "dtype", ...; the
+ *  message lists them) is refused. Errors: SUBSAE_E_INVALID (not a JSON
+ *  object, a reserved member), SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_sae_set_metadata(subsae_sae *sae, const char *json);
+
+/** The model's metadata as compact JSON text, "{}" when it has none. The
+ *  string belongs to the model and stays valid until its metadata changes
+ *  or it is freed. Errors: SUBSAE_E_INVALID (NULL argument). */
+SUBSAE_API int subsae_sae_get_metadata(const subsae_sae *sae, const char **json);
 
 /** Number of floats of a parameter, or -1 (NULL model, unknown param). */
 SUBSAE_API int64_t subsae_sae_param_size(const subsae_sae *sae, int param);
@@ -666,7 +767,12 @@ enum subsae_metric {
     SUBSAE_METRIC_STEPS = 9,
     SUBSAE_METRIC_LOSS = 10,              /* total training loss, last step (in the
                                              model's scaled units; MSE is in raw units) */
-    SUBSAE_METRIC_COUNT = 11
+    SUBSAE_METRIC_LR = 11,                /* learning rate of the last step (after
+                                             warm-up / cool-down) */
+    SUBSAE_METRIC_LOSS_MSE = 12,          /* parts of LOSS: reconstruction, */
+    SUBSAE_METRIC_LOSS_SPARSITY = 13,     /* L1 / L0 penalty (ReLU, JumpReLU; else 0), */
+    SUBSAE_METRIC_LOSS_AUX = 14,          /* AuxK term (0 when off) */
+    SUBSAE_METRIC_COUNT = 15
 };
 
 /** Number of metrics (SUBSAE_METRIC_COUNT of the linked library). */
@@ -679,6 +785,25 @@ SUBSAE_API int subsae_metric_count(void);
 SUBSAE_API int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
                                    const subsae_buffer *target, double *metrics,
                                    int64_t n_metrics);
+
+/** subsae_sae_evaluate, and also each feature's density: density[f] (for
+ *  f < n_density, which is 0 or d_sae) gets the fraction of the rows on
+ *  which feature f fired (0 for a feature that never fired). One pass.
+ *  Errors: as subsae_sae_evaluate. */
+SUBSAE_API int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *input,
+                                           const subsae_buffer *target, double *metrics,
+                                           int64_t n_metrics, double *density,
+                                           int64_t n_density);
+
+/** Write SAELens' feature-density file (SAELens names it
+ *  sparsity.safetensors and keeps it next to cfg.json): one float32 tensor
+ *  "sparsity" of shape [d_sae] holding log10(density + 1e-10), so a feature
+ *  that never fired reads -10. `density` holds d_sae fractions in [0, 1]
+ *  (subsae_sae_evaluate_density, subsae_trainer_feature_density).
+ *  Crash-safe. Errors: SUBSAE_E_INVALID (NULL, n != d_sae, a density
+ *  outside [0, 1]), SUBSAE_E_IO, SUBSAE_E_NOMEM. */
+SUBSAE_API int subsae_sae_save_sparsity(const subsae_sae *sae, const char *path,
+                                        const double *density, int64_t n);
 
 /** Save as a directory SAE tools read (SAELens layout): cfg.json and
  *  sae_weights.safetensors with W_enc [d_in, d_sae], b_enc [d_sae], W_dec
@@ -889,6 +1014,28 @@ SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
 SUBSAE_API int subsae_trainer_metrics(const subsae_trainer *t, double *metrics,
                                       int64_t n_metrics);
 
+/** Each feature's density over the metrics window of
+ *  subsae_trainer_metrics: density[f] (f < n, n == d_sae) gets the fraction
+ *  of the window's tokens on which feature f fired. Errors:
+ *  SUBSAE_E_INVALID (NULL, n != d_sae), SUBSAE_E_STATE (not initialised,
+ *  or no step yet). */
+SUBSAE_API int subsae_trainer_feature_density(const subsae_trainer *t, double *density,
+                                              int64_t n);
+
+/** Caller metadata of a training run, a JSON object as text (e.g. which
+ *  run and data it belongs to): saved in checkpoint.json ("metadata") and
+ *  restored by subsae_trainer_load_checkpoint, and given to the model being
+ *  trained (now, and when init or a checkpoint creates it), so that
+ *  subsae_sae_save of subsae_trainer_sae writes it into cfg.json. Rules as
+ *  subsae_sae_set_metadata; allowed at any time. Errors: SUBSAE_E_INVALID,
+ *  SUBSAE_E_NOMEM (nothing changed on failure). */
+SUBSAE_API int subsae_trainer_set_metadata(subsae_trainer *t, const char *json);
+
+/** The run's metadata as compact JSON text ("{}" when none); the string
+ *  belongs to the trainer and stays valid until the metadata changes or
+ *  the trainer is freed. Errors: SUBSAE_E_INVALID (NULL argument). */
+SUBSAE_API int subsae_trainer_get_metadata(const subsae_trainer *t, const char **json);
+
 /** Phases of a training step, indices into subsae_trainer_timings' output.
  *  New phases may be appended; the values never change. */
 enum subsae_phase {
@@ -931,8 +1078,10 @@ SUBSAE_API int subsae_trainer_reset_timings(subsae_trainer *t);
 SUBSAE_API const subsae_sae *subsae_trainer_sae(const subsae_trainer *t);
 
 /** Save everything needed to resume bit for bit (weights, Adam moments,
- *  step, RNG and batch position, dead counters, scales, options) into a
- *  directory, crash-safe. Errors: SUBSAE_E_STATE, SUBSAE_E_IO,
+ *  step, RNG and batch position, dead counters, scales, options, the
+ *  run's metadata) into a directory, crash-safe. checkpoint.json records
+ *  the options in effect (the learning rate chosen for LR 0 included) and
+ *  the library version. Errors: SUBSAE_E_STATE, SUBSAE_E_IO,
  *  SUBSAE_E_NOMEM. */
 SUBSAE_API int subsae_trainer_save_checkpoint(const subsae_trainer *t, const char *dir);
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 int subsae__buffer_new(int64_t dim, int64_t n_sources, subsae_buffer **out)
 {
@@ -264,15 +265,16 @@ int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float 
     return (int64_t)subsae__widen(row, src->dtype, (size_t)buf->dim, out);
 }
 
-static int nonfinite_row_error(const subsae_buffer *buf, int64_t row, int64_t stored,
-                               int64_t column, float value)
+int subsae__buffer_nonfinite_error(const subsae_buffer *buf, int64_t row, int64_t stored,
+                                   int64_t column, float value)
 {
+    /* The remedy (subsae_buffer_skip_nonfinite, a program's own option) is
+     * the caller's to name: the message says what and where. */
     int64_t s = subsae__buffer_source_of(buf, stored);
     const char *where = buf->sources[s].path ? buf->sources[s].path : "memory";
     return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
-                        "%s: row %lld (row %lld of this source), column %lld is %g; "
-                        "skip such rows with subsae_buffer_skip_nonfinite",
-                        where, (long long)row, (long long)(stored - buf->first_row[s]),
+                        "%s: row %lld (row %lld of this source), column %lld is %g", where,
+                        (long long)row, (long long)(stored - buf->first_row[s]),
                         (long long)column, (double)value);
 }
 
@@ -306,7 +308,7 @@ static int load_rows(const subsae_buffer *buf, const int64_t *rows, int64_t firs
         float *dst = out + i * out_stride;
         int64_t bad = subsae__buffer_load_row(buf, stored, dst);
         if (bad != buf->dim)
-            return nonfinite_row_error(buf, row, stored, bad, dst[bad]);
+            return subsae__buffer_nonfinite_error(buf, row, stored, bad, dst[bad]);
     }
     return SUBSAE_OK;
 }
@@ -336,6 +338,72 @@ int subsae_buffer_gather(const subsae_buffer *buf, const int64_t *rows, int64_t 
     return load_rows(buf, rows, 0, n_rows, out, out_stride);
 }
 
+/* Give back the resident pages of the mapped rows [first, end) of source
+ * s (the page cache keeps them; a later read maps them again). */
+static void release_rows(const subsae_buffer *buf, int64_t s, int64_t first, int64_t end)
+{
+    const struct subsae__source *src = &buf->sources[s];
+    if (!src->file_base || end <= first)
+        return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t from = (uintptr_t)(src->data + (first - buf->first_row[s]) *
+                                                       src->row_stride_bytes);
+    const uintptr_t to = (uintptr_t)(src->data + (end - buf->first_row[s]) * src->row_stride_bytes);
+    const uintptr_t a = from / page * page, b = to / page * page;
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED); /* advice: a failure changes nothing */
+}
+
+/* Every stored row, widened through the mapping (fast) and handed to
+ * `visit` with the count of its values before the first non-finite one;
+ * the pages of a file are given back every few MB, so that scanning a
+ * file larger than memory keeps none of it resident. */
+static int scan_rows(const subsae_buffer *buf, float *row,
+                     int (*visit)(void *ctx, int64_t stored, const float *row, int64_t finite),
+                     void *ctx)
+{
+    enum { RELEASE_BYTES = 4 << 20 };
+    const int64_t stored_rows = subsae__buffer_stored_rows(buf);
+    int64_t s = 0, released = 0;
+    int rc = SUBSAE_OK;
+    for (int64_t r = 0; !rc && r < stored_rows; r++) {
+        while (r >= buf->first_row[s + 1]) { /* the next source: the last one's rest goes */
+            release_rows(buf, s, released, buf->first_row[s + 1]);
+            released = buf->first_row[++s];
+        }
+        rc = visit(ctx, r, row, subsae__buffer_load_row(buf, r, row));
+        if ((r + 1 - released) * buf->sources[s].row_stride_bytes >= RELEASE_BYTES) {
+            release_rows(buf, s, released, r + 1);
+            released = r + 1;
+        }
+    }
+    if (stored_rows > 0)
+        release_rows(buf, s, released, buf->first_row[s + 1]);
+    return rc;
+}
+
+struct bad_rows {
+    int64_t dim, *list, count, capacity;
+};
+
+static int list_bad_row(void *ctx, int64_t stored, const float *row, int64_t finite)
+{
+    (void)row;
+    struct bad_rows *b = ctx;
+    if (finite == b->dim)
+        return SUBSAE_OK;
+    if (b->count == b->capacity) {
+        int64_t capacity = b->capacity ? 2 * b->capacity : 16;
+        int64_t *grown = subsae__realloc(b->list, (size_t)capacity * sizeof *grown);
+        if (!grown)
+            return subsae__fail_nomem("skipped rows", (size_t)capacity * sizeof *grown);
+        b->list = grown;
+        b->capacity = capacity;
+    }
+    b->list[b->count++] = stored;
+    return SUBSAE_OK;
+}
+
 int subsae_buffer_skip_nonfinite(subsae_buffer *buf, int64_t *skipped)
 {
     static const char *fn = "subsae_buffer_skip_nonfinite";
@@ -347,29 +415,45 @@ int subsae_buffer_skip_nonfinite(subsae_buffer *buf, int64_t *skipped)
     float *row = stored_rows ? subsae__malloc((size_t)buf->dim * sizeof *row) : NULL;
     if (stored_rows && !row)
         return subsae__fail_nomem("row", (size_t)buf->dim * sizeof *row);
-    int64_t *list = NULL, count = 0, capacity = 0;
-    for (int64_t r = 0; r < stored_rows; r++) {
-        if (subsae__buffer_load_row(buf, r, row) == buf->dim)
-            continue;
-        if (count == capacity) {
-            capacity = capacity ? 2 * capacity : 16;
-            int64_t *grown = subsae__realloc(list, (size_t)capacity * sizeof *list);
-            if (!grown) {
-                subsae__free(list);
-                subsae__free(row);
-                return subsae__fail_nomem("skipped rows", (size_t)capacity * sizeof *list);
-            }
-            list = grown;
-        }
-        list[count++] = r;
-    }
+    struct bad_rows bad = {.dim = buf->dim};
+    int rc = stored_rows ? scan_rows(buf, row, list_bad_row, &bad) : SUBSAE_OK;
     subsae__free(row);
+    if (rc) {
+        subsae__free(bad.list);
+        return rc;
+    }
     subsae__free(buf->skipped);
-    buf->skipped = list;
-    buf->n_skipped = count;
+    buf->skipped = bad.list;
+    buf->n_skipped = bad.count;
     buf->skip_nonfinite = true;
     if (skipped)
-        *skipped = count;
+        *skipped = bad.count;
+    return SUBSAE_OK;
+}
+
+struct row_sums {
+    int64_t dim, finite_rows, bad_values, first_bad;
+    double *sum, norm_sum;
+};
+
+static int add_row(void *ctx, int64_t stored, const float *row, int64_t finite)
+{
+    struct row_sums *t = ctx;
+    const size_t dim = (size_t)t->dim;
+    if (finite != t->dim) {
+        for (size_t j = 0; j < dim; j++)
+            t->bad_values += !isfinite(row[j]);
+        if (t->first_bad < 0)
+            t->first_bad = stored;
+        return SUBSAE_OK;
+    }
+    double squares = 0.0;
+    for (size_t j = 0; j < dim; j++) {
+        t->sum[j] += row[j];
+        squares += (double)row[j] * row[j];
+    }
+    t->norm_sum += sqrt(squares);
+    t->finite_rows++;
     return SUBSAE_OK;
 }
 
@@ -380,56 +464,31 @@ int subsae_buffer_stats(const subsae_buffer *buf, float *mean, double *mean_norm
     if (!buf)
         return subsae__fail_null(fn, "buf");
     size_t dim = (size_t)buf->dim;
-    int64_t stored_rows = subsae__buffer_stored_rows(buf), finite_rows = 0, bad_values = 0;
-    if (stored_rows == 0) {
-        /* Nothing to scan, and no dim-sized work space: a tiny file may
-         * declare a huge width for zero rows. */
-        if (mean)
-            memset(mean, 0, dim * sizeof *mean);
-        if (mean_norm)
-            *mean_norm = 0.0;
-        if (nonfinite_values)
-            *nonfinite_values = 0;
-        if (first_nonfinite_row)
-            *first_nonfinite_row = -1;
-        return SUBSAE_OK;
-    }
-    float *row = subsae__malloc(dim * sizeof *row);
-    double *sum = subsae__calloc(dim, sizeof *sum);
-    if (!row || !sum) {
+    struct row_sums t = {.dim = buf->dim, .first_bad = -1};
+    if (subsae__buffer_stored_rows(buf) > 0) {
+        /* Nothing to scan without rows, and no dim-sized work space: a
+         * tiny file may declare a huge width for zero rows. */
+        float *row = subsae__malloc(dim * sizeof *row);
+        t.sum = subsae__calloc(dim, sizeof *t.sum);
+        int rc = row && t.sum ? scan_rows(buf, row, add_row, &t)
+                              : subsae__fail_nomem("statistics",
+                                                   dim * (sizeof *row + sizeof *t.sum));
         subsae__free(row);
-        subsae__free(sum);
-        return subsae__fail_nomem("statistics", dim * (sizeof *row + sizeof *sum));
-    }
-    int64_t first_bad = -1;
-    double norm_sum = 0.0;
-    for (int64_t r = 0; r < stored_rows; r++) {
-        if (subsae__buffer_load_row(buf, r, row) != buf->dim) {
-            for (size_t j = 0; j < dim; j++)
-                bad_values += !isfinite(row[j]);
-            if (first_bad < 0)
-                first_bad = r;
-            continue;
+        if (rc) {
+            subsae__free(t.sum);
+            return rc;
         }
-        double squares = 0.0;
-        for (size_t j = 0; j < dim; j++) {
-            sum[j] += row[j];
-            squares += (double)row[j] * row[j];
-        }
-        norm_sum += sqrt(squares);
-        finite_rows++;
     }
     if (mean)
         for (size_t j = 0; j < dim; j++)
-            mean[j] = finite_rows ? (float)(sum[j] / (double)finite_rows) : 0.0f;
+            mean[j] = t.finite_rows ? (float)(t.sum[j] / (double)t.finite_rows) : 0.0f;
     if (mean_norm)
-        *mean_norm = finite_rows ? norm_sum / (double)finite_rows : 0.0;
+        *mean_norm = t.finite_rows ? t.norm_sum / (double)t.finite_rows : 0.0;
     if (nonfinite_values)
-        *nonfinite_values = bad_values;
+        *nonfinite_values = t.bad_values;
     if (first_nonfinite_row)
-        *first_nonfinite_row = first_bad;
-    subsae__free(row);
-    subsae__free(sum);
+        *first_nonfinite_row = t.first_bad;
+    subsae__free(t.sum);
     return SUBSAE_OK;
 }
 

@@ -78,6 +78,11 @@ int subsae__safetensors_source(const char *path, const void *map, size_t size,
 int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
                               const char *path);
 
+/* SUBSAE_E_NONFINITE for logical row `row` (stored row `stored`) whose
+ * column `column` holds `value`, naming its file and its row there. */
+int subsae__buffer_nonfinite_error(const subsae_buffer *buf, int64_t row, int64_t stored,
+                                   int64_t column, float value);
+
 /* ---- reading file rows without mapping them (buffer_reader.c) -------
  * Rows read through a file mapping stay mapped, and the kernel maps the
  * neighbours of every faulting page too (fault-around): a random batch
@@ -98,6 +103,12 @@ const subsae_buffer *subsae__row_reader_buffer(const subsae__row_reader *r);
  * first + n_rows - 1). Not for concurrent use of one reader. */
 int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_t first,
                               int64_t n_rows, float *out, int64_t out_stride);
+
+/* Stored row `stored` (non-finite rows included) as float32 into dst;
+ * *finite gets the number of values before the first non-finite one (dim
+ * when all are finite). Errors: SUBSAE_E_IO. */
+int subsae__row_reader_load_stored(subsae__row_reader *r, int64_t stored, float *dst,
+                                   int64_t *finite);
 
 /* A batch iterator over `rows` row numbers (batches.c). `buf` may be NULL:
  * then next_indices, tell and seek work and next fails. The workers of a

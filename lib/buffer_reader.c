@@ -103,6 +103,26 @@ const subsae_buffer *subsae__row_reader_buffer(const subsae__row_reader *r)
     return r ? r->buf : NULL;
 }
 
+int subsae__row_reader_load_stored(subsae__row_reader *r, int64_t stored, float *dst,
+                                   int64_t *finite)
+{
+    const subsae_buffer *buf = r->buf;
+    const int64_t s = subsae__buffer_source_of(buf, stored);
+    const struct subsae__source *src = &buf->sources[s];
+    if (r->fd[s] < 0) {
+        *finite = subsae__buffer_load_row(buf, stored, dst);
+        return SUBSAE_OK;
+    }
+    const int64_t local = stored - buf->first_row[s];
+    const size_t bytes = (size_t)buf->dim * subsae__dtype_size(src->dtype);
+    int code = read_at(r->fd[s], r->bounce, bytes, r->offset[s] + local * src->row_stride_bytes);
+    if (code)
+        return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM, "%s: cannot read row %lld: %s",
+                            src->path, (long long)local, strerror(code));
+    *finite = (int64_t)subsae__widen(r->bounce, src->dtype, (size_t)buf->dim, dst);
+    return SUBSAE_OK;
+}
+
 int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_t first,
                               int64_t n_rows, float *out, int64_t out_stride)
 {
@@ -115,29 +135,13 @@ int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_
                                 "row %lld is outside the buffer's %lld rows", (long long)row,
                                 (long long)available);
         const int64_t stored = buf->n_skipped ? subsae__buffer_stored_row(buf, row) : row;
-        const int64_t s = subsae__buffer_source_of(buf, stored);
-        const struct subsae__source *src = &buf->sources[s];
-        const int64_t local = stored - buf->first_row[s];
         float *dst = out + i * out_stride;
-        int64_t bad;
-        if (r->fd[s] >= 0) {
-            const size_t bytes = (size_t)dim * subsae__dtype_size(src->dtype);
-            int code = read_at(r->fd[s], r->bounce, bytes,
-                               r->offset[s] + local * src->row_stride_bytes);
-            if (code)
-                return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM,
-                                    "%s: cannot read row %lld: %s", src->path,
-                                    (long long)local, strerror(code));
-            bad = (int64_t)subsae__widen(r->bounce, src->dtype, (size_t)dim, dst);
-        } else {
-            bad = subsae__buffer_load_row(buf, stored, dst);
-        }
-        if (bad != dim)
-            return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
-                                "%s: row %lld (row %lld of this source), column %lld is %g; "
-                                "skip such rows with subsae_buffer_skip_nonfinite",
-                                src->path ? src->path : "memory", (long long)row,
-                                (long long)local, (long long)bad, (double)dst[bad]);
+        int64_t good;
+        int rc = subsae__row_reader_load_stored(r, stored, dst, &good);
+        if (rc)
+            return rc;
+        if (good != dim)
+            return subsae__buffer_nonfinite_error(buf, row, stored, good, dst[good]);
     }
     return SUBSAE_OK;
 }

@@ -37,6 +37,11 @@ static json_t *window_json(const struct subsae__window *w)
                      "sum_t2", w->sum_t2, "active", (json_int_t)w->active);
 }
 
+static json_t *finite_or_null(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
 static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
 {
     const subsae_sae *s = t->sae;
@@ -48,7 +53,9 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
             continue;
         const void *value_at = subsae__trainer_option_field((subsae_trainer *)t, o);
         json_t *v;
-        if (is_double) {
+        if (o == SUBSAE_TRAIN_LR) {
+            v = json_real(subsae__trainer_lr(t)); /* the rate in effect, not 0 for "auto" */
+        } else if (is_double) {
             double d;
             memcpy(&d, value_at, sizeof d);
             v = json_real(d);
@@ -80,7 +87,7 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
         "subspace_dim_used", (json_int_t)t->subspace_dim_used, "init_scale", t->init_scale,
         "step", (json_int_t)t->step, "tokens", (json_int_t)t->tokens, "fit_end_step",
         (json_int_t)t->fit_end_step, "last_loss",
-        isfinite(t->last_loss) ? json_real(t->last_loss) : json_null(), "rng", rng[0], rng[1],
+        finite_or_null(t->last_loss), "rng", rng[0], rng[1],
         rng[2], rng[3], "batches", "epoch", (json_int_t)epoch, "position", (json_int_t)position,
         "window_tokens", (json_int_t)t->window_tokens, "prev_valid", t->prev_valid, "windows",
         "cur", window_json(&t->cur), "prev", window_json(&t->prev));
@@ -90,6 +97,26 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
         json_object_set_new(root, "batch_threshold", json_real(t->batch_threshold))) {
         json_decref(root);
         root = NULL;
+    }
+    /* The last step's learning rate and loss parts (what the metrics
+     * report until the next step). */
+    if (root) {
+        json_t *last = json_pack("{s:o, s:[o,o,o]}", "lr", finite_or_null(t->last_lr),
+                                 "loss_parts", finite_or_null(t->last_loss_parts[0]),
+                                 finite_or_null(t->last_loss_parts[1]),
+                                 finite_or_null(t->last_loss_parts[2]));
+        if (!last || json_object_set_new(root, "last_step", last)) {
+            json_decref(root);
+            root = NULL;
+        }
+    }
+    /* The caller's run metadata (validated JSON text). */
+    if (root && t->metadata) {
+        json_t *meta = json_loads(t->metadata, 0, NULL);
+        if (!meta || json_object_set_new(root, "metadata", meta)) {
+            json_decref(root);
+            root = NULL;
+        }
     }
     return root;
 }
@@ -435,12 +462,39 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
     const double s_in = get_real(r, model, "input_scale", false);
     const double s_out = get_real(r, model, "output_scale", false);
     const bool transcoder = get_bool(r, root, "transcoder");
+    /* The run's metadata (absent from checkpoints of 0.1.0). */
+    const json_t *run_meta = json_object_get(root, "metadata");
+    char *metadata = NULL;
+    if (run_meta && r->rc == SUBSAE_OK) {
+        if (!json_is_object(run_meta))
+            r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                 "%s: field 'metadata' is not an object", r->path);
+        else if (json_object_size(run_meta) > 0 && !(metadata = subsae__json_compact(run_meta)))
+            r->rc = subsae__fail_nomem("checkpoint metadata", 4096);
+    }
     const int64_t r_used = get_int(r, root, "subspace_dim_used", 0, INT32_MAX);
     const double init_scale = get_real(r, root, "init_scale", false);
     const int64_t step = get_int(r, root, "step", 0, INT64_MAX);
     const int64_t tokens = get_int(r, root, "tokens", 0, INT64_MAX);
     const int64_t fit_end = get_int(r, root, "fit_end_step", -1, INT64_MAX);
     const double last_loss = get_real(r, root, "last_loss", true);
+    /* The last step's rate and loss parts (absent from checkpoints of 0.1.0). */
+    const json_t *last_step = json_object_get(root, "last_step");
+    const json_t *parts = json_object_get(last_step, "loss_parts");
+    double last_lr = NAN, last_parts[3] = {NAN, NAN, NAN};
+    if (last_step) {
+        last_lr = get_real(r, last_step, "lr", true);
+        if (!json_is_array(parts) || json_array_size(parts) != 3) {
+            if (r->rc == SUBSAE_OK)
+                r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                     "%s: 'last_step.loss_parts' is not an array of 3", r->path);
+        } else {
+            for (size_t i = 0; i < 3; i++) {
+                const json_t *v = json_array_get(parts, i);
+                last_parts[i] = json_is_number(v) ? json_number_value(v) : NAN;
+            }
+        }
+    }
     const json_t *batches = field(r, root, "batches");
     const int64_t epoch = get_int(r, batches, "epoch", 0, INT64_MAX);
     const int64_t position = get_int(r, batches, "position", 0, INT64_MAX);
@@ -464,6 +518,16 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
     const double batch_threshold =
         activation == SUBSAE_ACT_BATCHTOPK ? get_real(r, root, "batch_threshold", false) : 0.0;
     const json_t *state_name = field(r, root, "state_file");
+    if (!r->rc) {
+        int rc = subsae_trainer_set_metadata(t, metadata);
+        if (rc == SUBSAE_E_INVALID) { /* a reserved member: the file's fault */
+            char why[512];
+            snprintf(why, sizeof why, "%s", subsae_last_error());
+            rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE, "%s: %s", r->path, why);
+        }
+        r->rc = rc;
+    }
+    subsae__free(metadata);
     if (r->rc)
         return r->rc;
     const char *state_file = json_is_string(state_name) ? json_string_value(state_name) : "";
@@ -535,8 +599,11 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         s->rank_by_decoder_norm = by_norm;
         s->input_scale = s_in;
         s->output_scale = s_out;
+        s->transcoder = transcoder || d_in != d_out;
         t->transcoder = transcoder;
         rc = subsae__trainer_alloc_state(t);
+        if (!rc)
+            rc = subsae__sae_replace_metadata(s, t->metadata);
     }
     double *scratch = NULL;
     if (!rc) {
@@ -604,7 +671,9 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
     t->step = step;
     t->tokens = tokens;
     t->fit_end_step = fit_end;
-    t->last_loss = last_loss;
+    subsae__trainer_forget_last_step(t, last_loss);
+    t->last_lr = last_lr;
+    memcpy(t->last_loss_parts, last_parts, sizeof last_parts);
     t->it_epoch = epoch;
     t->it_position = position;
     t->window_tokens = window_tokens;

@@ -38,6 +38,13 @@ char *subsae__path_join(const char *dir, const char *name);
 struct json_t;
 int subsae__read_json_object(const char *path, struct json_t **out);
 
+/* Parse `size` bytes of JSON text (duplicate keys rejected); NULL on
+ * failure, with *out_of_memory telling an allocation failure from bad
+ * text (then `error` says what is wrong). */
+typedef struct json_error_t json_error_t;
+struct json_t *subsae__json_parse(const char *text, size_t size, json_error_t *error,
+                                  bool *out_of_memory);
+
 /* ---- safetensors (io_safetensors.c) --------------------------------- */
 
 /* Codes of the safetensors dtypes that have no SUBSAE_DTYPE_* (BOOL, U8,

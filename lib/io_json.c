@@ -17,6 +17,18 @@ char *subsae__path_join(const char *dir, const char *name)
     return path;
 }
 
+json_t *subsae__json_parse(const char *text, size_t size, json_error_t *error,
+                           bool *out_of_memory)
+{
+    errno = 0;
+    json_t *root = json_loadb(text, size, JSON_REJECT_DUPLICATES, error);
+    /* Jansson does not always say it ran out of memory (a string it could
+     * not grow reads as a syntax error); malloc's ENOMEM does. */
+    *out_of_memory =
+        !root && (errno == ENOMEM || json_error_code(error) == json_error_out_of_memory);
+    return root;
+}
+
 int subsae__read_json_object(const char *path, json_t **out)
 {
     *out = NULL;
@@ -26,12 +38,8 @@ int subsae__read_json_object(const char *path, json_t **out)
     if (rc)
         return rc;
     json_error_t error;
-    errno = 0;
-    json_t *root = json_loadb(map ? map : "", size, JSON_REJECT_DUPLICATES, &error);
-    /* Jansson does not always say it ran out of memory (a string it could
-     * not grow reads as a syntax error); malloc's ENOMEM does. */
-    bool out_of_memory =
-        !root && (errno == ENOMEM || json_error_code(&error) == json_error_out_of_memory);
+    bool out_of_memory;
+    json_t *root = subsae__json_parse(map ? map : "", size, &error, &out_of_memory);
     if (map)
         munmap(map, size);
     if (out_of_memory)

@@ -8,8 +8,10 @@
 
 #include "buffer.h"
 #include "kernels.h"
+#include "options.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -50,6 +52,7 @@ int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
     sae->activation = activation;
     sae->k = d_sae < 32 ? d_sae : 32;
     sae->apply_b_dec_to_input = d_in == d_out;
+    sae->transcoder = d_in != d_out;
     sae->input_scale = sae->output_scale = 1.0;
     sae->W_enc = subsae__calloc(1, enc);
     sae->W_dec = subsae__calloc(1, dec);
@@ -90,6 +93,7 @@ void subsae_sae_free(subsae_sae *sae)
     subsae__free(sae->b_enc);
     subsae__free(sae->b_dec);
     subsae__free(sae->threshold);
+    subsae__free(sae->metadata);
     subsae__free(sae);
 }
 
@@ -108,6 +112,12 @@ int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
     copy->rank_by_decoder_norm = sae->rank_by_decoder_norm;
     copy->input_scale = sae->input_scale;
     copy->output_scale = sae->output_scale;
+    copy->transcoder = sae->transcoder;
+    rc = subsae__sae_replace_metadata(copy, sae->metadata);
+    if (rc) {
+        subsae_sae_free(copy);
+        return rc;
+    }
     size_t d_sae = (size_t)sae->d_sae;
     memcpy(copy->W_enc, sae->W_enc, d_sae * (size_t)sae->d_in * sizeof(float));
     memcpy(copy->W_dec, sae->W_dec, d_sae * (size_t)sae->d_out * sizeof(float));
@@ -120,10 +130,37 @@ int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
 
 /* ---- options ------------------------------------------------------------ */
 
-static int bad_option(const char *fn, int option, const char *why)
+/* The model's options (published by subsae_option_*). */
+enum { RO = SUBSAE_OPTION_READ_ONLY };
+static const struct subsae__option sae_options[] = {
+    SUBSAE__INT_OPTION(SUBSAE_SAE_D_IN, "d_in", 1, INT32_MAX, 0, RO, 0, "input width"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_D_OUT, "d_out", 1, INT32_MAX, 0, RO, 0,
+                       "output width (d_in for an SAE)"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_D_SAE, "d_sae", 1, INT32_MAX, 0, RO, 0, "features"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_ACTIVATION, "activation", 0, 3, 0, RO | SUBSAE_OPTION_CHOICE,
+                       0, "SUBSAE_ACT_*: topk, batchtopk, jumprelu or relu"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_K, "k", 1, INT32_MAX, 32, 0, 0,
+                       "TopK / BatchTopK k, at most d_sae (a new model: min(32, d_sae))"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_APPLY_B_DEC_TO_INPUT, "apply_b_dec_to_input", 0, 1, 1, 0, 0,
+                       "1 = the encoder sees x - b_dec (d_in == d_out only; a new model: 1 "
+                       "when d_in == d_out)"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_RANK_BY_DECODER_NORM, "rank_by_decoder_norm", 0, 1, 0, 0, 0,
+                       "1 = the activation sees pre * |W_dec row| (lm-saes)"),
+    /* Scales are floats of the model: positive and finite in float. */
+    SUBSAE__DOUBLE_OPTION(SUBSAE_SAE_INPUT_SCALE, "input_scale", FLT_TRUE_MIN, FLT_MAX, 1.0, 0, 0,
+                          "factor applied to raw inputs (folded into the weights on save)"),
+    SUBSAE__DOUBLE_OPTION(SUBSAE_SAE_OUTPUT_SCALE, "output_scale", FLT_TRUE_MIN, FLT_MAX, 1.0,
+                          0, 0,
+                          "factor of the target the decoder reconstructs"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_TRANSCODER, "transcoder", 0, 1, 0, 0, 0,
+                       "1 = a transcoder: its target is another site than its input (always 1 "
+                       "when d_in != d_out)"),
+};
+
+const struct subsae__option *subsae__sae_option_table(int64_t *n)
 {
-    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: option %d %s", fn,
-                        option, why);
+    *n = (int64_t)(sizeof sae_options / sizeof sae_options[0]);
+    return sae_options;
 }
 
 int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
@@ -131,38 +168,36 @@ int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
     static const char *fn = "subsae_sae_set_int";
     if (!sae)
         return subsae__fail_null(fn, "sae");
+    int rc;
+    subsae__option_settable_int(fn, SUBSAE_OBJECT_SAE, option, value, "subsae_sae_set_double",
+                                &rc);
+    if (rc)
+        return rc;
     switch (option) {
-    case SUBSAE_SAE_D_IN:
-    case SUBSAE_SAE_D_OUT:
-    case SUBSAE_SAE_D_SAE:
-    case SUBSAE_SAE_ACTIVATION:
-        return bad_option(fn, option, "is read-only");
     case SUBSAE_SAE_K:
-        if (value < 1 || value > sae->d_sae)
+        if (value > sae->d_sae)
             return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                                 "%s: k %lld must be in [1, d_sae = %lld]", fn, (long long)value,
                                 (long long)sae->d_sae);
         sae->k = value;
         return SUBSAE_OK;
     case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT:
-        if (value != 0 && value != 1)
-            return bad_option(fn, option, "(apply_b_dec_to_input) takes 0 or 1");
         if (value && sae->d_in != sae->d_out)
             return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
                                 "%s: cannot subtract b_dec (d_out %lld) from inputs of d_in %lld",
                                 fn, (long long)sae->d_out, (long long)sae->d_in);
         sae->apply_b_dec_to_input = (int)value;
         return SUBSAE_OK;
-    case SUBSAE_SAE_RANK_BY_DECODER_NORM:
-        if (value != 0 && value != 1)
-            return bad_option(fn, option, "(rank_by_decoder_norm) takes 0 or 1");
+    case SUBSAE_SAE_TRANSCODER:
+        if (!value && sae->d_in != sae->d_out)
+            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
+                                "%s: a model from d_in %lld to d_out %lld is a transcoder", fn,
+                                (long long)sae->d_in, (long long)sae->d_out);
+        sae->transcoder = (int)value;
+        return SUBSAE_OK;
+    default: /* SUBSAE_SAE_RANK_BY_DECODER_NORM */
         sae->rank_by_decoder_norm = (int)value;
         return SUBSAE_OK;
-    case SUBSAE_SAE_INPUT_SCALE:
-    case SUBSAE_SAE_OUTPUT_SCALE:
-        return bad_option(fn, option, "is a double option");
-    default:
-        return bad_option(fn, option, "is unknown");
     }
 }
 
@@ -173,18 +208,22 @@ int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
         return subsae__fail_null(fn, "sae");
     if (!value)
         return subsae__fail_null(fn, "value");
+    int rc;
+    subsae__option_entry(fn, SUBSAE_OBJECT_SAE, option, SUBSAE_OPTION_INT, "subsae_sae_get_double",
+                         &rc);
+    if (rc)
+        return rc;
     switch (option) {
-    case SUBSAE_SAE_D_IN: *value = sae->d_in; return SUBSAE_OK;
-    case SUBSAE_SAE_D_OUT: *value = sae->d_out; return SUBSAE_OK;
-    case SUBSAE_SAE_D_SAE: *value = sae->d_sae; return SUBSAE_OK;
-    case SUBSAE_SAE_ACTIVATION: *value = sae->activation; return SUBSAE_OK;
-    case SUBSAE_SAE_K: *value = sae->k; return SUBSAE_OK;
-    case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT: *value = sae->apply_b_dec_to_input; return SUBSAE_OK;
-    case SUBSAE_SAE_RANK_BY_DECODER_NORM: *value = sae->rank_by_decoder_norm; return SUBSAE_OK;
-    case SUBSAE_SAE_INPUT_SCALE:
-    case SUBSAE_SAE_OUTPUT_SCALE: return bad_option(fn, option, "is a double option");
-    default: return bad_option(fn, option, "is unknown");
+    case SUBSAE_SAE_D_IN: *value = sae->d_in; break;
+    case SUBSAE_SAE_D_OUT: *value = sae->d_out; break;
+    case SUBSAE_SAE_D_SAE: *value = sae->d_sae; break;
+    case SUBSAE_SAE_ACTIVATION: *value = sae->activation; break;
+    case SUBSAE_SAE_K: *value = sae->k; break;
+    case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT: *value = sae->apply_b_dec_to_input; break;
+    case SUBSAE_SAE_TRANSCODER: *value = sae->transcoder; break;
+    default: *value = sae->rank_by_decoder_norm; break; /* SUBSAE_SAE_RANK_BY_DECODER_NORM */
     }
+    return SUBSAE_OK;
 }
 
 int subsae_sae_set_double(subsae_sae *sae, int option, double value)
@@ -192,11 +231,11 @@ int subsae_sae_set_double(subsae_sae *sae, int option, double value)
     static const char *fn = "subsae_sae_set_double";
     if (!sae)
         return subsae__fail_null(fn, "sae");
-    if (option != SUBSAE_SAE_INPUT_SCALE && option != SUBSAE_SAE_OUTPUT_SCALE)
-        return bad_option(fn, option, "is not a double option");
-    if (!isfinite(value) || value <= 0.0 || (float)value <= 0.0f || !isfinite((float)value))
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: scale %g must be finite and > 0", fn, value);
+    int rc;
+    subsae__option_settable_double(fn, SUBSAE_OBJECT_SAE, option, value, "subsae_sae_set_int",
+                                   &rc);
+    if (rc)
+        return rc;
     if (option == SUBSAE_SAE_INPUT_SCALE)
         sae->input_scale = value;
     else
@@ -211,12 +250,12 @@ int subsae_sae_get_double(const subsae_sae *sae, int option, double *value)
         return subsae__fail_null(fn, "sae");
     if (!value)
         return subsae__fail_null(fn, "value");
-    if (option == SUBSAE_SAE_INPUT_SCALE)
-        *value = sae->input_scale;
-    else if (option == SUBSAE_SAE_OUTPUT_SCALE)
-        *value = sae->output_scale;
-    else
-        return bad_option(fn, option, "is not a double option");
+    int rc;
+    subsae__option_entry(fn, SUBSAE_OBJECT_SAE, option, SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int",
+                         &rc);
+    if (rc)
+        return rc;
+    *value = option == SUBSAE_SAE_INPUT_SCALE ? sae->input_scale : sae->output_scale;
     return SUBSAE_OK;
 }
 
@@ -798,6 +837,13 @@ int subsae_metric_count(void)
 int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
                         const subsae_buffer *target, double *metrics, int64_t n_metrics)
 {
+    return subsae_sae_evaluate_density(sae, input, target, metrics, n_metrics, NULL, 0);
+}
+
+int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *input,
+                                const subsae_buffer *target, double *metrics, int64_t n_metrics,
+                                double *density, int64_t n_density)
+{
     static const char *fn = "subsae_sae_evaluate";
     if (!sae)
         return subsae__fail_null(fn, "sae");
@@ -808,14 +854,24 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
     if (n_metrics < 0)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n_metrics %lld",
                             fn, (long long)n_metrics);
+    if (n_density != 0 && n_density != sae->d_sae)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
+                            "%s: room for %lld densities, the model has d_sae %lld features",
+                            fn, (long long)n_density, (long long)sae->d_sae);
+    if (n_density > 0 && !density)
+        return subsae__fail_null(fn, "density");
     const subsae_buffer *tgt = target ? target : input;
     const int64_t n = subsae_buffer_rows(input);
-    if (subsae_buffer_dim(input) != sae->d_in || subsae_buffer_dim(tgt) != sae->d_out)
+    if (subsae_buffer_dim(input) != sae->d_in)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
-                            "%s: buffers of dim %lld -> %lld for a model of d_in %lld, d_out %lld",
-                            fn, (long long)subsae_buffer_dim(input),
-                            (long long)subsae_buffer_dim(tgt), (long long)sae->d_in,
-                            (long long)sae->d_out);
+                            "%s: the input has rows of %lld values but the model takes d_in = "
+                            "%lld",
+                            fn, (long long)subsae_buffer_dim(input), (long long)sae->d_in);
+    if (subsae_buffer_dim(tgt) != sae->d_out)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
+                            "%s: the target has rows of %lld values but the model reconstructs "
+                            "d_out = %lld",
+                            fn, (long long)subsae_buffer_dim(tgt), (long long)sae->d_out);
     if (subsae_buffer_rows(tgt) != n)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
                             "%s: input has %lld rows, target %lld", fn, (long long)n,
@@ -914,6 +970,8 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
     values[SUBSAE_METRIC_TOKENS] = (double)n;
     for (int64_t i = 0; i < n_metrics; i++)
         metrics[i] = i < SUBSAE_METRIC_COUNT ? values[i] : NAN;
+    for (int64_t f = 0; f < n_density; f++)
+        density[f] = (double)fires[f] / (double)n;
     rc = SUBSAE_OK;
 done:
     if (t != x)

@@ -12,6 +12,8 @@ struct subsae_sae {
     int apply_b_dec_to_input;   /* pre = (x - b_dec) W_enc^T + b_enc (d_in == d_out only) */
     int rank_by_decoder_norm;   /* TopK ranks pre * |W_dec row| (lm-saes) */
     double input_scale, output_scale;
+    int transcoder;             /* SUBSAE_SAE_TRANSCODER */
+    char *metadata;             /* caller metadata: compact JSON object text, or NULL */
     float *W_enc;               /* d_sae x d_in, row-major */
     float *b_enc;               /* d_sae */
     float *W_dec;               /* d_sae x d_out, row-major */
@@ -73,6 +75,21 @@ void subsae__sae_decode_rows(const subsae_sae *sae, const int32_t *indices, cons
 
 /* Norms of the decoder rows (d_sae floats). */
 void subsae__sae_decoder_norms(const subsae_sae *sae, float *norms, int threads);
+
+/* The caller metadata `json` (subsae_sae_set_metadata's rules) as compact
+ * JSON text into *out (subsae__free it; NULL for none). Errors name `fn`. */
+int subsae__metadata_normalize(const char *fn, const char *json, char **out);
+
+/* Whether `key` is a member of cfg.json the library writes itself. */
+bool subsae__sae_own_member(const char *key);
+
+/* A JSON object as compact text (subsae__free it); NULL when the object
+ * is empty or out of memory (check json_object_size to tell them apart). */
+struct json_t;
+char *subsae__json_compact(const struct json_t *object);
+
+/* Replace a model's metadata by a copy of `text` (compact JSON or NULL). */
+int subsae__sae_replace_metadata(subsae_sae *sae, const char *text);
 
 /* Check a model's parameters are finite; message names the parameter. */
 int subsae__sae_check_finite(const subsae_sae *sae, const char *what);

@@ -199,7 +199,9 @@ struct parts {
     int activation;
     int64_t k;
     int apply_b_dec, rank_by_norm;
+    int transcoder;         /* the config says so (d_in != d_out always is one) */
     double s_in, s_out;
+    char *metadata;         /* the config's members the model keeps (compact JSON) */
 };
 
 /* d_sae from the encoder bias, then both matrices oriented by it. */
@@ -255,22 +257,31 @@ static int find_threshold(const char *path, const subsae__safetensors *st, const
     return SUBSAE_OK;
 }
 
-static int build(const char *path, const struct parts *p, subsae_sae **out)
+/* The model of the parts; it takes over p->metadata (also on failure). */
+static int build(const char *path, struct parts *p, subsae_sae **out)
 {
-    if (p->apply_b_dec && p->d_in != p->d_out)
+    char *metadata = p->metadata;
+    p->metadata = NULL;
+    if (p->apply_b_dec && p->d_in != p->d_out) {
+        subsae__free(metadata);
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                             "%s: the input is centred by b_dec but d_in %lld != d_out %lld",
                             path, (long long)p->d_in, (long long)p->d_out);
+    }
     subsae_sae *sae;
     int rc = subsae__sae_new(p->d_in, p->d_out, p->d_sae, p->activation, &sae);
-    if (rc)
+    if (rc) {
+        subsae__free(metadata);
         return rc;
+    }
+    sae->metadata = metadata;
     if (p->k > 0)
         sae->k = p->k;
     sae->apply_b_dec_to_input = p->apply_b_dec;
     sae->rank_by_decoder_norm = p->rank_by_norm;
     sae->input_scale = p->s_in;
     sae->output_scale = p->s_out;
+    sae->transcoder = p->transcoder || p->d_in != p->d_out;
     rc = read_tensor(p->w_enc, path, sae->W_enc, p->enc_rows ? 0 : p->d_sae);
     if (!rc)
         rc = read_tensor(p->w_dec, path, sae->W_dec, p->dec_rows ? 0 : p->d_sae);
@@ -312,6 +323,39 @@ static int check_k(const char *where, const struct parts *p, int64_t k)
 
 /* ---- SAELens (and this library) ------------------------------------------ */
 
+/* The members of a SAELens cfg.json that the library does not interpret
+ * (hook_name, model_name, metadata, ...) as the model's metadata. */
+static int keep_metadata(const json_t *cfg, struct parts *p)
+{
+    json_t *rest = json_deep_copy(cfg);
+    if (!rest)
+        return subsae__fail_nomem("cfg.json metadata", 4096);
+    const char *key;
+    json_t *value;
+    void *tmp;
+    json_object_foreach_safe(rest, tmp, key, value) {
+        if (subsae__sae_own_member(key))
+            json_object_del(rest, key);
+    }
+    int rc = SUBSAE_OK;
+    if (json_object_size(rest) > 0 && !(p->metadata = subsae__json_compact(rest)))
+        rc = subsae__fail_nomem("cfg.json metadata", 4096);
+    json_decref(rest);
+    return rc;
+}
+
+/* SAELens' transcoder architectures: the activation they hold. */
+static bool transcoder_architecture(const char *arch, int *activation)
+{
+    if (!strcmp(arch, "transcoder"))
+        *activation = SUBSAE_ACT_RELU;
+    else if (!strcmp(arch, "jumprelu_transcoder"))
+        *activation = SUBSAE_ACT_JUMPRELU;
+    else
+        return false;
+    return true;
+}
+
 static int load_saelens(const char *dir, const char *path, const subsae__safetensors *st,
                         subsae_sae **out)
 {
@@ -319,7 +363,7 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
     int rc = read_json(dir, "cfg.json", &cfg);
     if (rc)
         return rc;
-    struct parts p;
+    struct parts p = {0};
     char where[4200];
     snprintf(where, sizeof where, "%s/cfg.json", dir);
     rc = find_parts(path, st, "W_enc", false, "b_enc", "W_dec", true, "b_dec", true, &p);
@@ -344,7 +388,15 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
     const char *arch = json_string_or(cfg, "architecture", NULL);
     const char *fn = json_string_or(cfg, "activation_fn_str", NULL);
     const bool fn_topk = fn && !strcmp(fn, "topk");
-    if (arch && !strcmp(arch, "topk"))
+    p.transcoder = json_bool_or(cfg, "transcoder", 0) > 0;
+    if (arch && transcoder_architecture(arch, &p.activation))
+        p.transcoder = 1;
+    else if (arch && strstr(arch, "skip_transcoder"))
+        rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                          "%s: architecture '%s': a skip connection (W_skip) is not part of "
+                          "this library's model",
+                          where, arch);
+    else if (arch && !strcmp(arch, "topk"))
         p.activation = SUBSAE_ACT_TOPK;
     else if (arch && !strcmp(arch, "batchtopk"))
         p.activation = SUBSAE_ACT_BATCHTOPK;
@@ -354,13 +406,13 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
         p.activation = !arch && p.thr ? SUBSAE_ACT_JUMPRELU
                        : fn_topk       ? SUBSAE_ACT_TOPK
                                        : SUBSAE_ACT_RELU;
-    else {
+    else
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: architecture '%s' is not supported (topk, batchtopk, jumprelu, "
-                          "standard)",
+                          "standard, transcoder, jumprelu_transcoder)",
                           where, arch);
+    if (rc)
         goto done;
-    }
     if (needs_threshold(p.activation) && !p.thr) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_MISSING_TENSOR,
                           "%s: tensor 'threshold' is missing (needed by %s)", path,
@@ -391,10 +443,13 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
                           (long long)p.d_in, (long long)p.d_out);
         goto done;
     }
-    p.apply_b_dec = apply >= 0 ? apply : p.d_in == p.d_out;
+    p.apply_b_dec = apply >= 0 ? apply : p.d_in == p.d_out && !p.transcoder;
     p.rank_by_norm = json_bool_or(cfg, "rank_by_decoder_norm", 0) > 0;
-    rc = build(path, &p, out);
+    rc = keep_metadata(cfg, &p);
+    if (!rc)
+        rc = build(path, &p, out);
 done:
+    subsae__free(p.metadata); /* NULL once build took it */
     json_decref(cfg);
     return rc;
 }
@@ -410,7 +465,7 @@ static int load_sparsify(const char *dir, const char *path, const subsae__safete
         return rc;
     char where[4200];
     snprintf(where, sizeof where, "%s/cfg.json", dir);
-    struct parts p;
+    struct parts p = {0};
     rc = find_parts(path, st, "encoder.weight", true, "encoder.bias", "W_dec", true, "b_dec",
                     true, &p);
     if (rc)
@@ -454,6 +509,7 @@ static int load_sparsify(const char *dir, const char *path, const subsae__safete
     if (rc)
         goto done;
     p.apply_b_dec = !transcode; /* sparsify subtracts b_dec unless transcoding */
+    p.transcoder = transcode;
     rc = build(path, &p, out);
 done:
     json_decref(cfg);
@@ -500,6 +556,22 @@ static int lm_saes_scale(const char *path, const subsae__safetensors *st, const 
     return rc;
 }
 
+/* lm-saes' hook points as SAELens' names, "hook_name" (and
+ * "hook_name_out" for a transcoder): the model's metadata. */
+static int hook_metadata(const char *in, const char *out, struct parts *p)
+{
+    json_t *meta = json_pack("{s:s}", "hook_name", in);
+    if (meta && out && strcmp(in, out) != 0 &&
+        json_object_set_new(meta, "hook_name_out", json_string(out))) {
+        json_decref(meta);
+        meta = NULL;
+    }
+    if (meta)
+        p->metadata = subsae__json_compact(meta);
+    json_decref(meta);
+    return p->metadata ? SUBSAE_OK : subsae__fail_nomem("lm-saes hook names", 256);
+}
+
 static int load_lm_saes(const char *dir, const char *path, const subsae__safetensors *st,
                         subsae_sae **out)
 {
@@ -511,7 +583,7 @@ static int load_lm_saes(const char *dir, const char *path, const subsae__safeten
     snprintf(where, sizeof where, "%s/config.json", dir);
     const char *type = json_string_or(cfg, "sae_type", "sae");
     const int bias = json_bool_or(cfg, "use_decoder_bias", 1);
-    struct parts p;
+    struct parts p = {0};
     if (strcmp(type, "sae") != 0) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: lm-saes sae_type '%s' is not supported (sae)", where, type);
@@ -560,10 +632,15 @@ static int load_lm_saes(const char *dir, const char *path, const subsae__safeten
     }
     if (rc)
         goto done;
+    const char *in = json_string_or(cfg, "hook_point_in", NULL);
+    const char *out_hook = json_string_or(cfg, "hook_point_out", in);
+    p.transcoder = in && out_hook && strcmp(in, out_hook) != 0;
+    if (in)
+        rc = hook_metadata(in, out_hook, &p);
+    if (rc)
+        goto done;
     const char *norm = json_string_or(cfg, "norm_activation", "dataset-wise");
     if (!strcmp(norm, "dataset-wise")) {
-        const char *in = json_string_or(cfg, "hook_point_in", NULL);
-        const char *out_hook = json_string_or(cfg, "hook_point_out", in);
         rc = lm_saes_scale(path, st, in, d_model, &p.s_in);
         if (!rc)
             rc = lm_saes_scale(path, st, out_hook, d_model, &p.s_out);
@@ -579,6 +656,7 @@ static int load_lm_saes(const char *dir, const char *path, const subsae__safeten
     p.rank_by_norm = json_bool_or(cfg, "sparsity_include_decoder_norm", 1) > 0;
     rc = build(path, &p, out);
 done:
+    subsae__free(p.metadata); /* NULL once build took it */
     json_decref(cfg);
     return rc;
 }

@@ -18,15 +18,127 @@
 static const char WEIGHTS_FILE[] = "sae_weights.safetensors";
 static const char CONFIG_FILE[] = "cfg.json";
 
-/* SAELens names of the architectures. */
-static const char *architecture_name(int activation)
+/* SAELens names of the architectures. A transcoder that SAELens can hold
+ * (ReLU or JumpReLU, b_dec not subtracted from the input) gets SAELens'
+ * transcoder architecture; the others keep their activation's name with
+ * "transcoder": true (SAELens has no TopK transcoder). */
+static const char *architecture_name(const subsae_sae *sae)
 {
-    switch (activation) {
+    const bool transcoder = sae->transcoder && !sae->apply_b_dec_to_input;
+    switch (sae->activation) {
     case SUBSAE_ACT_TOPK: return "topk";
     case SUBSAE_ACT_BATCHTOPK: return "batchtopk";
-    case SUBSAE_ACT_JUMPRELU: return "jumprelu";
-    default: return "standard";
+    case SUBSAE_ACT_JUMPRELU: return transcoder ? "jumprelu_transcoder" : "jumprelu";
+    default: return transcoder ? "transcoder" : "standard";
     }
+}
+
+/* The members of cfg.json the library writes (and reads) itself: caller
+ * metadata may not hold them, and subsae_sae_load keeps every other
+ * member as the model's metadata. */
+static const char *const OWN_MEMBERS[] = {
+    "architecture", "d_in", "d_sae", "d_out", "k", "dtype", "apply_b_dec_to_input",
+    "normalize_activations", "activation_fn_str", "activation_fn_kwargs", "rank_by_decoder_norm",
+    "library", "library_version", "transcoder"};
+
+bool subsae__sae_own_member(const char *key)
+{
+    for (size_t i = 0; i < sizeof OWN_MEMBERS / sizeof OWN_MEMBERS[0]; i++)
+        if (!strcmp(key, OWN_MEMBERS[i]))
+            return true;
+    return false;
+}
+
+/* Jansson's text as a string of the library's allocator. */
+static char *dump_compact(const json_t *object)
+{
+    char *text = json_dumps(object, JSON_COMPACT);
+    if (!text)
+        return NULL;
+    char *copy = subsae__strdup(text);
+    json_free_t free_text; /* Jansson's own: it may not be free() */
+    json_get_alloc_funcs(NULL, &free_text);
+    free_text(text);
+    return copy;
+}
+
+char *subsae__json_compact(const json_t *object)
+{
+    return json_object_size(object) > 0 ? dump_compact(object) : NULL;
+}
+
+int subsae__metadata_normalize(const char *fn, const char *json, char **out)
+{
+    *out = NULL;
+    if (!json || !json[0])
+        return SUBSAE_OK;
+    json_error_t error;
+    bool out_of_memory;
+    json_t *root = subsae__json_parse(json, strlen(json), &error, &out_of_memory);
+    if (out_of_memory)
+        return subsae__fail_nomem("metadata", strlen(json));
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the metadata is not a JSON object%s%s", fn,
+                            root ? "" : ": ", root ? "" : error.text);
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value) {
+        if (subsae__sae_own_member(key)) {
+            /* The message first: `key` lives in `root`. */
+            int rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                                  "%s: metadata member '%s' is written by the library itself "
+                                  "(reserved: architecture, d_in, d_sae, d_out, k, dtype, "
+                                  "apply_b_dec_to_input, normalize_activations, "
+                                  "activation_fn_str, activation_fn_kwargs, "
+                                  "rank_by_decoder_norm, library, library_version, transcoder)",
+                                  fn, key);
+            json_decref(root);
+            return rc;
+        }
+    }
+    int rc = SUBSAE_OK;
+    if (json_object_size(root) > 0 && !(*out = dump_compact(root)))
+        rc = subsae__fail_nomem("metadata", strlen(json));
+    json_decref(root);
+    return rc;
+}
+
+int subsae__sae_replace_metadata(subsae_sae *sae, const char *text)
+{
+    char *copy = NULL;
+    if (text && !(copy = subsae__strdup(text)))
+        return subsae__fail_nomem("metadata", strlen(text) + 1);
+    subsae__free(sae->metadata);
+    sae->metadata = copy;
+    return SUBSAE_OK;
+}
+
+int subsae_sae_set_metadata(subsae_sae *sae, const char *json)
+{
+    static const char *fn = "subsae_sae_set_metadata";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    char *text;
+    int rc = subsae__metadata_normalize(fn, json, &text);
+    if (rc)
+        return rc;
+    subsae__free(sae->metadata);
+    sae->metadata = text;
+    return SUBSAE_OK;
+}
+
+int subsae_sae_get_metadata(const subsae_sae *sae, const char **json)
+{
+    static const char *fn = "subsae_sae_get_metadata";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (!json)
+        return subsae__fail_null(fn, "json");
+    *json = sae->metadata ? sae->metadata : "{}";
+    return SUBSAE_OK;
 }
 
 static bool has_threshold(int activation)
@@ -39,12 +151,19 @@ static int write_config(const subsae_sae *sae, const char *path)
     json_t *root = json_object();
     json_t *kwargs = json_object();
     int bad = !root || !kwargs;
-    bad |= json_object_set_new(root, "architecture",
-                               json_string(architecture_name(sae->activation)));
+    /* The caller's members first (none is one of the library's own), so
+     * that a metadata text that does not parse any more cannot pass. */
+    if (!bad && sae->metadata) {
+        json_t *meta = json_loads(sae->metadata, 0, NULL);
+        bad |= !json_is_object(meta) || json_object_update(root, meta);
+        json_decref(meta);
+    }
+    bad |= json_object_set_new(root, "architecture", json_string(architecture_name(sae)));
     bad |= json_object_set_new(root, "d_in", json_integer(sae->d_in));
     bad |= json_object_set_new(root, "d_sae", json_integer(sae->d_sae));
-    if (sae->d_out != sae->d_in)
+    if (sae->d_out != sae->d_in || sae->transcoder)
         bad |= json_object_set_new(root, "d_out", json_integer(sae->d_out));
+    bad |= json_object_set_new(root, "transcoder", json_boolean(sae->transcoder));
     bad |= json_object_set_new(root, "k", json_integer(sae->k));
     bad |= json_object_set_new(root, "dtype", json_string("float32"));
     bad |= json_object_set_new(root, "apply_b_dec_to_input",
@@ -150,5 +269,40 @@ done:
     subsae__free(w_enc_t);
     subsae__free(weights);
     subsae__free(config);
+    return rc;
+}
+
+/* ---- SAELens' feature densities ------------------------------------------ */
+
+int subsae_sae_save_sparsity(const subsae_sae *sae, const char *path, const double *density,
+                             int64_t n)
+{
+    static const char *fn = "subsae_sae_save_sparsity";
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    if (!path)
+        return subsae__fail_null(fn, "path");
+    if (!density)
+        return subsae__fail_null(fn, "density");
+    if (n != sae->d_sae)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
+                            "%s: %lld densities for a model of d_sae %lld", fn, (long long)n,
+                            (long long)sae->d_sae);
+    for (int64_t f = 0; f < n; f++)
+        if (!(density[f] >= 0.0 && density[f] <= 1.0))
+            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                                "%s: density[%lld] = %g is not a fraction in [0, 1]", fn,
+                                (long long)f, density[f]);
+    float *log_density = subsae__malloc((size_t)n * sizeof *log_density);
+    if (!log_density)
+        return subsae__fail_nomem("feature densities", (size_t)n * sizeof *log_density);
+    /* SAELens: torch.log10(feature_sparsity + 1e-10), in float32. */
+    for (int64_t f = 0; f < n; f++)
+        log_density[f] = (float)log10(density[f] + 1e-10);
+    const struct subsae__tensor_view view = {.name = "sparsity", .dtype = SUBSAE_DTYPE_F32,
+                                             .ndim = 1, .shape = {n}, .data = log_density,
+                                             .bytes = (size_t)n * sizeof *log_density};
+    int rc = subsae__safetensors_write(path, &view, 1, NULL, NULL, 0);
+    subsae__free(log_density);
     return rc;
 }

@@ -4,7 +4,10 @@
  * subspace_exact.c and subspace_randomized.c. */
 #include "subspace.h"
 
+#include "options.h"
+
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -31,14 +34,17 @@ int subsae_subspace_create(subsae_subspace **out)
     subsae_subspace *s = subsae__calloc(1, sizeof *s);
     if (!s)
         return subsae__fail_nomem("subspace", sizeof *s);
-    s->method = SUBSAE_METHOD_AUTO;
-    s->rank = 0;
-    s->oversample = DEFAULT_OVERSAMPLE;
-    s->power_iters = DEFAULT_POWER_ITERS;
-    s->seed = 0;
-    s->center = 1;
-    s->batch_rows = DEFAULT_BATCH_ROWS;
-    s->threshold = 0.99;
+    /* The defaults of the option table, through the setters. */
+    int64_t n;
+    const struct subsae__option *o = subsae__subspace_option_table(&n);
+    for (int64_t i = 0; i < n; i++) {
+        if (o[i].flags & SUBSAE_OPTION_READ_ONLY)
+            continue;
+        if (o[i].type == SUBSAE_OPTION_INT)
+            subsae_subspace_set_int(s, o[i].option, o[i].int_default);
+        else
+            subsae_subspace_set_double(s, o[i].option, o[i].default_value);
+    }
     s->coll.size = 1;
     *out = s;
     return SUBSAE_OK;
@@ -69,16 +75,43 @@ void subsae_subspace_free(subsae_subspace *s)
     subsae__free(s);
 }
 
-static int bad_option(const char *fn, int option, const char *why)
-{
-    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: option %d %s", fn,
-                        option, why);
-}
+/* The estimator's options and results (published by subsae_option_*). */
+enum { RO = SUBSAE_OPTION_READ_ONLY };
+static const struct subsae__option subspace_options[] = {
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_METHOD, "method", 0, 2, SUBSAE_METHOD_AUTO,
+                       SUBSAE_OPTION_CHOICE, 0,
+                       "SUBSAE_METHOD_*: auto (the cheaper by flop count), exact or randomized"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_RANK, "rank", 0, INT64_MAX, 0,
+                       SUBSAE_OPTION_ZERO_MEANS_AUTO, 0,
+                       "directions wanted (k, at most d); 0 = all d"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_OVERSAMPLE, "oversample", 0, INT64_MAX, DEFAULT_OVERSAMPLE,
+                       0, 0, "randomized: extra directions p"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_POWER_ITERS, "power_iters", 0, MAX_POWER_ITERS,
+                       DEFAULT_POWER_ITERS, 0, 0, "randomized: power iterations q"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_SEED, "seed", INT64_MIN, INT64_MAX, 0, 0, 0,
+                       "randomized: seed of the test matrix"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_CENTER, "center", 0, 1, 1, 0, 0,
+                       "1 = subtract the mean row"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_BATCH_ROWS, "batch_rows", 1, INT32_MAX, DEFAULT_BATCH_ROWS,
+                       0, 0, "rows per streamed batch"),
+    SUBSAE__DOUBLE_OPTION(SUBSAE_SUBSPACE_THRESHOLD, "threshold", 0.0, 1.0, 0.99,
+                          SUBSAE_OPTION_MIN_EXCLUSIVE, 0,
+                          "variance fraction tau of the default rank queries"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_METHOD_USED, "method_used", 1, 2, 0, RO, 0,
+                       "result: SUBSAE_METHOD_EXACT or _RANDOMIZED"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_DIM, "dim", 1, INT32_MAX, 0, RO, 0, "result: d"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_ROWS, "rows", 0, INT64_MAX, 0, RO, 0,
+                       "result: rows fitted"),
+    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_RANK_FOUND, "rank_found", 0, INT32_MAX, 0, RO, 0,
+                       "result: directions available (d for exact)"),
+    SUBSAE__DOUBLE_OPTION(SUBSAE_SUBSPACE_SECONDS, "seconds", 0.0, DBL_MAX, 0.0, RO, 0,
+                          "result: wall time of the fit"),
+};
 
-static int bad_value(const char *fn, const char *name, int64_t value, const char *range)
+const struct subsae__option *subsae__subspace_option_table(int64_t *n)
 {
-    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                        "%s: %s = %lld is out of range (%s)", fn, name, (long long)value, range);
+    *n = (int64_t)(sizeof subspace_options / sizeof subspace_options[0]);
+    return subspace_options;
 }
 
 int subsae_subspace_set_int(subsae_subspace *s, int option, int64_t value)
@@ -86,52 +119,21 @@ int subsae_subspace_set_int(subsae_subspace *s, int option, int64_t value)
     static const char *fn = "subsae_subspace_set_int";
     if (!s)
         return subsae__fail_null(fn, "s");
+    int rc;
+    subsae__option_settable_int(fn, SUBSAE_OBJECT_SUBSPACE, option, value,
+                                "subsae_subspace_set_double", &rc);
+    if (rc)
+        return rc;
     switch (option) {
-    case SUBSAE_SUBSPACE_METHOD:
-        if (value != SUBSAE_METHOD_AUTO && value != SUBSAE_METHOD_EXACT &&
-            value != SUBSAE_METHOD_RANDOMIZED)
-            return bad_value(fn, "METHOD", value, "0 auto, 1 exact, 2 randomized");
-        s->method = (int)value;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_RANK:
-        if (value < 0)
-            return bad_value(fn, "RANK", value, ">= 0; 0 means all dimensions");
-        s->rank = value;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_OVERSAMPLE:
-        if (value < 0)
-            return bad_value(fn, "OVERSAMPLE", value, ">= 0");
-        s->oversample = value;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_POWER_ITERS:
-        if (value < 0 || value > MAX_POWER_ITERS)
-            return bad_value(fn, "POWER_ITERS", value, "0 to 1000");
-        s->power_iters = value;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_SEED:
-        s->seed = value;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_CENTER:
-        if (value != 0 && value != 1)
-            return bad_value(fn, "CENTER", value, "0 or 1");
-        s->center = (int)value;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_BATCH_ROWS:
-        if (value < 1 || value > INT32_MAX)
-            return bad_value(fn, "BATCH_ROWS", value, "1 to 2^31 - 1");
-        s->batch_rows = value;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_THRESHOLD:
-    case SUBSAE_SUBSPACE_SECONDS:
-        return bad_option(fn, option, "is a double option (use subsae_subspace_set_double)");
-    case SUBSAE_SUBSPACE_METHOD_USED:
-    case SUBSAE_SUBSPACE_DIM:
-    case SUBSAE_SUBSPACE_ROWS:
-    case SUBSAE_SUBSPACE_RANK_FOUND:
-        return bad_option(fn, option, "is a read-only result");
-    default:
-        return bad_option(fn, option, "is not a subspace option");
+    case SUBSAE_SUBSPACE_METHOD: s->method = (int)value; break;
+    case SUBSAE_SUBSPACE_RANK: s->rank = value; break;
+    case SUBSAE_SUBSPACE_OVERSAMPLE: s->oversample = value; break;
+    case SUBSAE_SUBSPACE_POWER_ITERS: s->power_iters = value; break;
+    case SUBSAE_SUBSPACE_SEED: s->seed = value; break;
+    case SUBSAE_SUBSPACE_CENTER: s->center = (int)value; break;
+    default: s->batch_rows = value; break; /* SUBSAE_SUBSPACE_BATCH_ROWS */
     }
+    return SUBSAE_OK;
 }
 
 static int not_fitted(const char *fn)
@@ -147,6 +149,14 @@ int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value
         return subsae__fail_null(fn, "s");
     if (!value)
         return subsae__fail_null(fn, "value");
+    int rc;
+    const struct subsae__option *o =
+        subsae__option_entry(fn, SUBSAE_OBJECT_SUBSPACE, option, SUBSAE_OPTION_INT,
+                             "subsae_subspace_get_double", &rc);
+    if (rc)
+        return rc;
+    if ((o->flags & SUBSAE_OPTION_READ_ONLY) && !s->fitted)
+        return not_fitted(fn);
     int64_t v;
     switch (option) {
     case SUBSAE_SUBSPACE_METHOD: v = s->method; break;
@@ -156,22 +166,10 @@ int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value
     case SUBSAE_SUBSPACE_SEED: v = s->seed; break;
     case SUBSAE_SUBSPACE_CENTER: v = s->center; break;
     case SUBSAE_SUBSPACE_BATCH_ROWS: v = s->batch_rows; break;
-    case SUBSAE_SUBSPACE_METHOD_USED:
-    case SUBSAE_SUBSPACE_DIM:
-    case SUBSAE_SUBSPACE_ROWS:
-    case SUBSAE_SUBSPACE_RANK_FOUND:
-        if (!s->fitted)
-            return not_fitted(fn);
-        v = option == SUBSAE_SUBSPACE_METHOD_USED ? s->method_used
-            : option == SUBSAE_SUBSPACE_DIM       ? s->dim
-            : option == SUBSAE_SUBSPACE_ROWS      ? s->rows
-                                                  : s->found;
-        break;
-    case SUBSAE_SUBSPACE_THRESHOLD:
-    case SUBSAE_SUBSPACE_SECONDS:
-        return bad_option(fn, option, "is a double option (use subsae_subspace_get_double)");
-    default:
-        return bad_option(fn, option, "is not a subspace option");
+    case SUBSAE_SUBSPACE_METHOD_USED: v = s->method_used; break;
+    case SUBSAE_SUBSPACE_DIM: v = s->dim; break;
+    case SUBSAE_SUBSPACE_ROWS: v = s->rows; break;
+    default: v = s->found; break; /* SUBSAE_SUBSPACE_RANK_FOUND */
     }
     *value = v;
     return SUBSAE_OK;
@@ -182,30 +180,13 @@ int subsae_subspace_set_double(subsae_subspace *s, int option, double value)
     static const char *fn = "subsae_subspace_set_double";
     if (!s)
         return subsae__fail_null(fn, "s");
-    switch (option) {
-    case SUBSAE_SUBSPACE_THRESHOLD:
-        if (!(value > 0.0 && value <= 1.0))
-            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                                "%s: THRESHOLD = %g is out of range (0, 1]", fn, value);
-        s->threshold = value;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_SECONDS:
-        return bad_option(fn, option, "is a read-only result");
-    case SUBSAE_SUBSPACE_METHOD:
-    case SUBSAE_SUBSPACE_RANK:
-    case SUBSAE_SUBSPACE_OVERSAMPLE:
-    case SUBSAE_SUBSPACE_POWER_ITERS:
-    case SUBSAE_SUBSPACE_SEED:
-    case SUBSAE_SUBSPACE_CENTER:
-    case SUBSAE_SUBSPACE_BATCH_ROWS:
-    case SUBSAE_SUBSPACE_METHOD_USED:
-    case SUBSAE_SUBSPACE_DIM:
-    case SUBSAE_SUBSPACE_ROWS:
-    case SUBSAE_SUBSPACE_RANK_FOUND:
-        return bad_option(fn, option, "is an int option (use subsae_subspace_set_int)");
-    default:
-        return bad_option(fn, option, "is not a subspace option");
-    }
+    int rc;
+    subsae__option_settable_double(fn, SUBSAE_OBJECT_SUBSPACE, option, value,
+                                   "subsae_subspace_set_int", &rc);
+    if (rc)
+        return rc;
+    s->threshold = value; /* the only writable double option */
+    return SUBSAE_OK;
 }
 
 int subsae_subspace_get_double(const subsae_subspace *s, int option, double *value)
@@ -215,30 +196,15 @@ int subsae_subspace_get_double(const subsae_subspace *s, int option, double *val
         return subsae__fail_null(fn, "s");
     if (!value)
         return subsae__fail_null(fn, "value");
-    switch (option) {
-    case SUBSAE_SUBSPACE_THRESHOLD:
-        *value = s->threshold;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_SECONDS:
-        if (!s->fitted)
-            return not_fitted(fn);
-        *value = s->seconds;
-        return SUBSAE_OK;
-    case SUBSAE_SUBSPACE_METHOD:
-    case SUBSAE_SUBSPACE_RANK:
-    case SUBSAE_SUBSPACE_OVERSAMPLE:
-    case SUBSAE_SUBSPACE_POWER_ITERS:
-    case SUBSAE_SUBSPACE_SEED:
-    case SUBSAE_SUBSPACE_CENTER:
-    case SUBSAE_SUBSPACE_BATCH_ROWS:
-    case SUBSAE_SUBSPACE_METHOD_USED:
-    case SUBSAE_SUBSPACE_DIM:
-    case SUBSAE_SUBSPACE_ROWS:
-    case SUBSAE_SUBSPACE_RANK_FOUND:
-        return bad_option(fn, option, "is an int option (use subsae_subspace_get_int)");
-    default:
-        return bad_option(fn, option, "is not a subspace option");
-    }
+    int rc;
+    subsae__option_entry(fn, SUBSAE_OBJECT_SUBSPACE, option, SUBSAE_OPTION_DOUBLE,
+                         "subsae_subspace_get_int", &rc);
+    if (rc)
+        return rc;
+    if (option == SUBSAE_SUBSPACE_SECONDS && !s->fitted)
+        return not_fitted(fn);
+    *value = option == SUBSAE_SUBSPACE_SECONDS ? s->seconds : s->threshold;
+    return SUBSAE_OK;
 }
 
 int subsae_subspace_set_callback(subsae_subspace *s, subsae_callback callback, void *user)

@@ -6,6 +6,7 @@
 
 #include "buffer.h"
 #include "kernels.h"
+#include "options.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -14,21 +15,14 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { DEFAULT_FEATURES = 16384, DEFAULT_K = 32, DEFAULT_BATCH = 4096 };
-/* Defaults of the sparsity penalties, chosen so that one epoch on
- * stories260K attention outputs lands at L0 4..64 (README). */
-static const double DEFAULT_L1_COEF = 2.0;
-static const double DEFAULT_L0_COEF = 1.0;
-static const double DEFAULT_BANDWIDTH = 0.001; /* SAELens' jumprelu_bandwidth */
-static const int64_t DEFAULT_DEAD_WINDOW = 10000000;
-static const int64_t DEFAULT_INIT_SAMPLE = 65536;
-
 uint64_t subsae__trainer_batch_seed(uint64_t seed)
 {
     return seed ^ 0x62617463686573ULL; /* "batches" */
 }
 
 /* ---- creation and options ------------------------------------------------ */
+
+static void set_defaults(subsae_trainer *t);
 
 int subsae_trainer_create(subsae_trainer **out)
 {
@@ -37,24 +31,9 @@ int subsae_trainer_create(subsae_trainer **out)
     subsae_trainer *t = subsae__calloc(1, sizeof *t);
     if (!t)
         return subsae__fail_nomem("trainer", sizeof *t);
-    t->features = DEFAULT_FEATURES;
-    t->activation = SUBSAE_ACT_TOPK;
-    t->k = DEFAULT_K;
-    t->batch = DEFAULT_BATCH;
-    t->dead_window = DEFAULT_DEAD_WINDOW;
-    t->init = SUBSAE_INIT_ACTIVE_SUBSPACE;
-    t->scale_search = 1;
-    t->decoder_norm = SUBSAE_DECODER_FREE;
-    t->init_sample = DEFAULT_INIT_SAMPLE;
-    t->beta1 = 0.9;
-    t->beta2 = 0.999;
-    t->eps = 1e-8;
-    t->l1_coef = DEFAULT_L1_COEF;
-    t->l0_coef = DEFAULT_L0_COEF;
-    t->bandwidth = DEFAULT_BANDWIDTH;
-    t->init_threshold = 0.0; /* automatic: the initial L0 is k */
+    set_defaults(t);
     t->fit_end_step = -1;
-    t->last_loss = NAN;
+    subsae__trainer_forget_last_step(t, NAN);
     t->coll.size = 1;
     *out = t;
     return SUBSAE_OK;
@@ -114,116 +93,162 @@ void subsae_trainer_free(subsae_trainer *t)
     subsae_batches_free(t->batches);
     subsae__collective_release(&t->coll);
     subsae__free(t->coll_buf);
+    subsae__free(t->metadata);
     subsae__free(t);
 }
 
-static int option_error(const char *fn, int option, const char *why)
+void subsae__trainer_forget_last_step(subsae_trainer *t, double loss)
 {
-    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: option %d %s", fn,
-                        option, why);
+    t->last_loss = loss;
+    t->last_lr = NAN;
+    for (int i = 0; i < 3; i++)
+        t->last_loss_parts[i] = NAN;
 }
 
-static int range_error(const char *fn, const char *name, int64_t value, int64_t lo, int64_t hi)
+int subsae_trainer_set_metadata(subsae_trainer *t, const char *json)
 {
-    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                        "%s: %s = %lld is outside [%lld, %lld]", fn, name, (long long)value,
-                        (long long)lo, (long long)hi);
+    static const char *fn = "subsae_trainer_set_metadata";
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    char *text;
+    int rc = subsae__metadata_normalize(fn, json, &text);
+    if (!rc && t->sae)
+        rc = subsae__sae_replace_metadata(t->sae, text);
+    if (rc) {
+        subsae__free(text);
+        return rc;
+    }
+    subsae__free(t->metadata);
+    t->metadata = text;
+    return SUBSAE_OK;
 }
 
-static int structural(const char *fn, const subsae_trainer *t, const char *name)
+int subsae_trainer_get_metadata(const subsae_trainer *t, const char **json)
 {
-    if (!t->initialised)
+    static const char *fn = "subsae_trainer_get_metadata";
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    if (!json)
+        return subsae__fail_null(fn, "json");
+    *json = t->metadata ? t->metadata : "{}";
+    return SUBSAE_OK;
+}
+
+/* The trainer's options: bounds, defaults and descriptions (published by
+ * subsae_option_*, see options.h); subsae_trainer_create sets every field
+ * to its default from here. */
+#define TRAIN_INT(opt, name, lo, hi, def, flags, field, doc) \
+    SUBSAE__INT_OPTION(opt, name, lo, hi, def, flags, offsetof(struct subsae_trainer, field), doc)
+#define TRAIN_DOUBLE(opt, name, lo, hi, def, flags, field, doc)                          \
+    SUBSAE__DOUBLE_OPTION(opt, name, lo, hi, def, flags, offsetof(struct subsae_trainer, field), \
+                          doc)
+enum { STRUCTURAL = SUBSAE_OPTION_STRUCTURAL, AUTO = SUBSAE_OPTION_ZERO_MEANS_AUTO,
+       CHOICE = SUBSAE_OPTION_CHOICE };
+static const struct subsae__option trainer_options[] = {
+    TRAIN_INT(SUBSAE_TRAIN_FEATURES, "features", 1, INT32_MAX, 16384, STRUCTURAL, features,
+              "dictionary size d_sae"),
+    TRAIN_INT(SUBSAE_TRAIN_ACTIVATION, "activation", 0, 3, SUBSAE_ACT_TOPK, STRUCTURAL | CHOICE,
+              activation, "SUBSAE_ACT_*: topk, batchtopk, jumprelu or relu"),
+    TRAIN_INT(SUBSAE_TRAIN_K, "k", 1, INT32_MAX, 32, STRUCTURAL, k,
+              "active features per token (TopK, BatchTopK); the initial L0 of JumpReLU and ReLU"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_LR, "lr", 0.0, 1e6, 0.0, AUTO, lr,
+                 "Adam learning rate; 0 = 2e-4 / sqrt(d_sae / 16384)"),
+    TRAIN_INT(SUBSAE_TRAIN_BATCH, "batch", 1, (int64_t)1 << 24, 4096, 0, batch,
+              "tokens per step"),
+    TRAIN_INT(SUBSAE_TRAIN_WARMUP_STEPS, "warmup_steps", 0, INT64_MAX, 0, 0, warmup_steps,
+              "steps of linear learning-rate warm-up"),
+    TRAIN_INT(SUBSAE_TRAIN_COOLDOWN_STEPS, "cooldown_steps", 0, INT64_MAX, 0, 0, cooldown_steps,
+              "steps of linear learning-rate decay to 0 at the end of each fit"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_CLIP_NORM, "clip_norm", 0.0, 1e30, 0.0, 0, clip_norm,
+                 "gradient-norm clip; 0 = off"),
+    TRAIN_INT(SUBSAE_TRAIN_SEED, "seed", INT64_MIN, INT64_MAX, 0, STRUCTURAL, seed,
+              "seed of the initialisation sample, directions and batch order"),
+    TRAIN_INT(SUBSAE_TRAIN_DEAD_WINDOW, "dead_window", 1, INT64_MAX, 10000000, 0, dead_window,
+              "a feature is dead when it has not fired within this many tokens"),
+    TRAIN_INT(SUBSAE_TRAIN_INIT, "init", 0, 1, SUBSAE_INIT_ACTIVE_SUBSPACE, STRUCTURAL | CHOICE,
+              init, "SUBSAE_INIT_*: random or active-subspace"),
+    TRAIN_INT(SUBSAE_TRAIN_SUBSPACE_DIM, "subspace_dim", 0, INT32_MAX, 0, STRUCTURAL | AUTO,
+              subspace_dim, "r of active-subspace init; 0 = the effective rank at 99 %"),
+    TRAIN_INT(SUBSAE_TRAIN_SCALE_SEARCH, "scale_search", 0, 1, 1, STRUCTURAL, scale_search,
+              "1 = search the common scale of the initial weights (40 values in [0.05, 2])"),
+    TRAIN_INT(SUBSAE_TRAIN_DECODER_NORM, "decoder_norm", 0, 1, SUBSAE_DECODER_FREE,
+              STRUCTURAL | CHOICE, decoder_norm, "SUBSAE_DECODER_*: free or unit"),
+    TRAIN_INT(SUBSAE_TRAIN_SPARSE_ADAM, "sparse_adam", 0, 1, 0, 0, sparse_adam,
+              "1 = Adam updates only the features with gradient in the step"),
+    TRAIN_INT(SUBSAE_TRAIN_THREADS, "threads", 0, 4096, 0, AUTO, threads,
+              "threads of the step; 0 = subsae_get_num_threads()"),
+    TRAIN_INT(SUBSAE_TRAIN_INIT_SAMPLE, "init_sample", 2, INT64_MAX, 65536, STRUCTURAL,
+              init_sample, "rows of the initialisation sample"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_ADAM_BETA1, "adam_beta1", 0.0, 1.0, 0.9, SUBSAE_OPTION_MAX_EXCLUSIVE,
+                 beta1, "Adam beta1"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_ADAM_BETA2, "adam_beta2", 0.0, 1.0, 0.999,
+                 SUBSAE_OPTION_MAX_EXCLUSIVE, beta2, "Adam beta2"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_ADAM_EPS, "adam_eps", 0.0, 1.0, 1e-8, SUBSAE_OPTION_MIN_EXCLUSIVE,
+                 eps, "Adam epsilon"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_AUXK_COEF, "auxk_coef", 0.0, 1e6, 0.0, 0, auxk_coef,
+                 "weight of the AuxK revival loss; 0 = off, 1/32 typical"),
+    TRAIN_INT(SUBSAE_TRAIN_AUXK_K, "auxk_k", 0, INT32_MAX, 0, AUTO, auxk_k,
+              "dead features AuxK uses per token; 0 = d_out / 2"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_L1_COEF, "l1_coef", 0.0, 1e6, 2.0, 0, l1_coef,
+                 "ReLU: weight of the L1 penalty sum z_f |W_dec row f|"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_L0_COEF, "l0_coef", 0.0, 1e6, 1.0, 0, l0_coef,
+                 "JumpReLU: weight of the L0 penalty"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, "jumprelu_bandwidth", 0.0, 1e6, 0.001,
+                 SUBSAE_OPTION_MIN_EXCLUSIVE, bandwidth,
+                 "JumpReLU: width of the straight-through estimator's kernel"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_INIT_THRESHOLD, "init_threshold", 0.0, 1e6, 0.0, STRUCTURAL | AUTO,
+                 init_threshold,
+                 "initial JumpReLU threshold (ReLU: minus the initial encoder bias); 0 = the "
+                 "batch-top-k cut of the init sample (initial L0 about k)"),
+    TRAIN_INT(SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS, "subspace_coefficients", 0, 1,
+              SUBSAE_COEF_UNIFORM, STRUCTURAL | CHOICE, subspace_coefficients,
+              "SUBSAE_COEF_*: uniform or gaussian coefficients of active-subspace directions"),
+};
+
+const struct subsae__option *subsae__trainer_option_table(int64_t *n)
+{
+    *n = (int64_t)(sizeof trainer_options / sizeof trainer_options[0]);
+    return trainer_options;
+}
+
+static const struct subsae__option *find_option(int option)
+{
+    return subsae__option_find(trainer_options,
+                               (int64_t)(sizeof trainer_options / sizeof trainer_options[0]),
+                               option);
+}
+
+static void set_defaults(subsae_trainer *t)
+{
+    for (size_t i = 0; i < sizeof trainer_options / sizeof trainer_options[0]; i++) {
+        const struct subsae__option *o = &trainer_options[i];
+        if (o->type == SUBSAE_OPTION_INT)
+            memcpy((char *)t + o->offset, &o->int_default, sizeof o->int_default);
+        else
+            memcpy((char *)t + o->offset, &o->default_value, sizeof o->default_value);
+    }
+}
+
+static int structural(const char *fn, const subsae_trainer *t, const struct subsae__option *o)
+{
+    if (!t->initialised || !(o->flags & SUBSAE_OPTION_STRUCTURAL))
         return SUBSAE_OK;
     return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                        "%s: %s cannot change after subsae_trainer_init", fn, name);
-}
-
-struct int_option {
-    int option;
-    const char *name;
-    int64_t lo, hi;
-    bool structural;
-    size_t offset;
-};
-
-#define INT_OPT(opt, name, lo, hi, st, field) \
-    {opt, name, lo, hi, st, offsetof(struct subsae_trainer, field)}
-static const struct int_option int_options[] = {
-    INT_OPT(SUBSAE_TRAIN_FEATURES, "features", 1, INT32_MAX, true, features),
-    INT_OPT(SUBSAE_TRAIN_ACTIVATION, "activation", 0, 3, true, activation),
-    INT_OPT(SUBSAE_TRAIN_K, "k", 1, INT32_MAX, true, k),
-    INT_OPT(SUBSAE_TRAIN_BATCH, "batch", 1, (int64_t)1 << 24, false, batch),
-    INT_OPT(SUBSAE_TRAIN_WARMUP_STEPS, "warmup_steps", 0, INT64_MAX, false, warmup_steps),
-    INT_OPT(SUBSAE_TRAIN_COOLDOWN_STEPS, "cooldown_steps", 0, INT64_MAX, false, cooldown_steps),
-    INT_OPT(SUBSAE_TRAIN_SEED, "seed", INT64_MIN, INT64_MAX, true, seed),
-    INT_OPT(SUBSAE_TRAIN_DEAD_WINDOW, "dead_window", 1, INT64_MAX, false, dead_window),
-    INT_OPT(SUBSAE_TRAIN_INIT, "init", 0, 1, true, init),
-    INT_OPT(SUBSAE_TRAIN_SUBSPACE_DIM, "subspace_dim", 0, INT32_MAX, true, subspace_dim),
-    INT_OPT(SUBSAE_TRAIN_SCALE_SEARCH, "scale_search", 0, 1, true, scale_search),
-    INT_OPT(SUBSAE_TRAIN_DECODER_NORM, "decoder_norm", 0, 1, true, decoder_norm),
-    INT_OPT(SUBSAE_TRAIN_SPARSE_ADAM, "sparse_adam", 0, 1, false, sparse_adam),
-    INT_OPT(SUBSAE_TRAIN_THREADS, "threads", 0, 4096, false, threads),
-    INT_OPT(SUBSAE_TRAIN_INIT_SAMPLE, "init_sample", 2, INT64_MAX, true, init_sample),
-    INT_OPT(SUBSAE_TRAIN_AUXK_K, "auxk_k", 0, INT32_MAX, false, auxk_k),
-    INT_OPT(SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS, "subspace_coefficients", 0, 1, true,
-            subspace_coefficients),
-};
-
-struct double_option {
-    int option;
-    const char *name;
-    double lo, hi;
-    bool lo_open, hi_open, structural;
-    size_t offset;
-};
-
-#define DBL_OPT(opt, name, lo, hi, lo_open, hi_open, st, field) \
-    {opt, name, lo, hi, lo_open, hi_open, st, offsetof(struct subsae_trainer, field)}
-static const struct double_option double_options[] = {
-    DBL_OPT(SUBSAE_TRAIN_LR, "lr", 0.0, 1e6, false, false, false, lr),
-    DBL_OPT(SUBSAE_TRAIN_CLIP_NORM, "clip_norm", 0.0, 1e30, false, false, false, clip_norm),
-    DBL_OPT(SUBSAE_TRAIN_ADAM_BETA1, "adam_beta1", 0.0, 1.0, false, true, false, beta1),
-    DBL_OPT(SUBSAE_TRAIN_ADAM_BETA2, "adam_beta2", 0.0, 1.0, false, true, false, beta2),
-    DBL_OPT(SUBSAE_TRAIN_ADAM_EPS, "adam_eps", 0.0, 1.0, true, false, false, eps),
-    DBL_OPT(SUBSAE_TRAIN_AUXK_COEF, "auxk_coef", 0.0, 1e6, false, false, false, auxk_coef),
-    DBL_OPT(SUBSAE_TRAIN_L1_COEF, "l1_coef", 0.0, 1e6, false, false, false, l1_coef),
-    DBL_OPT(SUBSAE_TRAIN_L0_COEF, "l0_coef", 0.0, 1e6, false, false, false, l0_coef),
-    DBL_OPT(SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, "jumprelu_bandwidth", 0.0, 1e6, true, false, false,
-            bandwidth),
-    DBL_OPT(SUBSAE_TRAIN_INIT_THRESHOLD, "init_threshold", 0.0, 1e6, false, false, true,
-            init_threshold),
-};
-
-static const struct int_option *find_int(int option)
-{
-    for (size_t i = 0; i < sizeof int_options / sizeof int_options[0]; i++)
-        if (int_options[i].option == option)
-            return &int_options[i];
-    return NULL;
-}
-
-static const struct double_option *find_double(int option)
-{
-    for (size_t i = 0; i < sizeof double_options / sizeof double_options[0]; i++)
-        if (double_options[i].option == option)
-            return &double_options[i];
-    return NULL;
+                        "%s: %s cannot change after subsae_trainer_init", fn, o->name);
 }
 
 const char *subsae__trainer_option_name(int option, bool *is_double)
 {
-    const struct int_option *i = find_int(option);
-    const struct double_option *d = i ? NULL : find_double(option);
+    const struct subsae__option *o = find_option(option);
     if (is_double)
-        *is_double = d != NULL;
-    return i ? i->name : d ? d->name : NULL;
+        *is_double = o && o->type == SUBSAE_OPTION_DOUBLE;
+    return o ? o->name : NULL;
 }
 
 void *subsae__trainer_option_field(subsae_trainer *t, int option)
 {
-    const struct int_option *i = find_int(option);
-    const struct double_option *d = i ? NULL : find_double(option);
-    return i ? (char *)t + i->offset : d ? (char *)t + d->offset : NULL;
+    const struct subsae__option *o = find_option(option);
+    return o ? (char *)t + o->offset : NULL;
 }
 
 int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
@@ -231,17 +256,13 @@ int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
     static const char *fn = "subsae_trainer_set_int";
     if (!t)
         return subsae__fail_null(fn, "t");
-    const struct int_option *o = find_int(option);
-    if (!o)
-        return option_error(fn, option, find_double(option) ? "is a double option"
-                                                            : "is unknown");
-    if (value < o->lo || value > o->hi)
-        return range_error(fn, o->name, value, o->lo, o->hi);
-    if (o->structural) {
-        int rc = structural(fn, t, o->name);
-        if (rc)
-            return rc;
-    }
+    int rc;
+    const struct subsae__option *o = subsae__option_settable_int(
+        fn, SUBSAE_OBJECT_TRAINER, option, value, "subsae_trainer_set_double", &rc);
+    if (!rc)
+        rc = structural(fn, t, o);
+    if (rc)
+        return rc;
     memcpy((char *)t + o->offset, &value, sizeof value);
     return SUBSAE_OK;
 }
@@ -253,10 +274,11 @@ int subsae_trainer_get_int(const subsae_trainer *t, int option, int64_t *value)
         return subsae__fail_null(fn, "t");
     if (!value)
         return subsae__fail_null(fn, "value");
-    const struct int_option *o = find_int(option);
-    if (!o)
-        return option_error(fn, option, find_double(option) ? "is a double option"
-                                                            : "is unknown");
+    int rc;
+    const struct subsae__option *o = subsae__option_entry(
+        fn, SUBSAE_OBJECT_TRAINER, option, SUBSAE_OPTION_INT, "subsae_trainer_get_double", &rc);
+    if (rc)
+        return rc;
     if (option == SUBSAE_TRAIN_SUBSPACE_DIM && t->initialised)
         *value = t->subspace_dim_used;
     else
@@ -269,24 +291,23 @@ double subsae__trainer_default_lr(int64_t features)
     return 2e-4 / sqrt((double)features / 16384.0);
 }
 
+double subsae__trainer_lr(const subsae_trainer *t)
+{
+    return t->lr == 0.0 ? subsae__trainer_default_lr(t->features) : t->lr;
+}
+
 int subsae_trainer_set_double(subsae_trainer *t, int option, double value)
 {
     static const char *fn = "subsae_trainer_set_double";
     if (!t)
         return subsae__fail_null(fn, "t");
-    const struct double_option *o = find_double(option);
-    if (!o)
-        return option_error(fn, option, find_int(option) ? "is an int option" : "is unknown");
-    if (!isfinite(value) || value < o->lo || value > o->hi || (o->lo_open && value == o->lo) ||
-        (o->hi_open && value == o->hi))
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: %s = %g is outside %c%g, %g%c", fn, o->name, value,
-                            o->lo_open ? '(' : '[', o->lo, o->hi, o->hi_open ? ')' : ']');
-    if (o->structural) {
-        int rc = structural(fn, t, o->name);
-        if (rc)
-            return rc;
-    }
+    int rc;
+    const struct subsae__option *o = subsae__option_settable_double(
+        fn, SUBSAE_OBJECT_TRAINER, option, value, "subsae_trainer_set_int", &rc);
+    if (!rc)
+        rc = structural(fn, t, o);
+    if (rc)
+        return rc;
     memcpy((char *)t + o->offset, &value, sizeof value);
     return SUBSAE_OK;
 }
@@ -298,11 +319,13 @@ int subsae_trainer_get_double(const subsae_trainer *t, int option, double *value
         return subsae__fail_null(fn, "t");
     if (!value)
         return subsae__fail_null(fn, "value");
-    const struct double_option *o = find_double(option);
-    if (!o)
-        return option_error(fn, option, find_int(option) ? "is an int option" : "is unknown");
-    if (option == SUBSAE_TRAIN_LR && t->lr == 0.0)
-        *value = subsae__trainer_default_lr(t->features);
+    int rc;
+    const struct subsae__option *o = subsae__option_entry(
+        fn, SUBSAE_OBJECT_TRAINER, option, SUBSAE_OPTION_DOUBLE, "subsae_trainer_get_int", &rc);
+    if (rc)
+        return rc;
+    if (option == SUBSAE_TRAIN_LR)
+        *value = subsae__trainer_lr(t);
     else
         memcpy(value, (const char *)t + o->offset, sizeof *value);
     return SUBSAE_OK;
@@ -653,12 +676,16 @@ static int check_fit_args(const char *fn, const subsae_trainer *t, const subsae_
                             "%s: the trainer was initialised %s a target buffer", fn,
                             t->transcoder ? "with" : "without");
     const subsae_sae *s = t->sae;
-    if (subsae_buffer_dim(input) != s->d_in || (target && subsae_buffer_dim(target) != s->d_out))
+    if (subsae_buffer_dim(input) != s->d_in)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
-                            "%s: buffer dims %lld -> %lld for a model of d_in %lld, d_out %lld",
-                            fn, (long long)subsae_buffer_dim(input),
-                            (long long)(target ? subsae_buffer_dim(target) : s->d_out),
-                            (long long)s->d_in, (long long)s->d_out);
+                            "%s: the input has rows of %lld values but the model takes d_in = "
+                            "%lld",
+                            fn, (long long)subsae_buffer_dim(input), (long long)s->d_in);
+    if (target && subsae_buffer_dim(target) != s->d_out)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
+                            "%s: the target has rows of %lld values but the model reconstructs "
+                            "d_out = %lld",
+                            fn, (long long)subsae_buffer_dim(target), (long long)s->d_out);
     if (target && subsae_buffer_rows(target) != subsae_buffer_rows(input))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
                             "%s: input has %lld rows, target %lld", fn,
@@ -795,8 +822,36 @@ int subsae_trainer_metrics(const subsae_trainer *t, double *metrics, int64_t n_m
     v[SUBSAE_METRIC_TOKENS] = (double)t->tokens;
     v[SUBSAE_METRIC_STEPS] = (double)t->step;
     v[SUBSAE_METRIC_LOSS] = t->last_loss;
+    v[SUBSAE_METRIC_LR] = t->last_lr;
+    v[SUBSAE_METRIC_LOSS_MSE] = t->last_loss_parts[0];
+    v[SUBSAE_METRIC_LOSS_SPARSITY] = t->last_loss_parts[1];
+    v[SUBSAE_METRIC_LOSS_AUX] = t->last_loss_parts[2];
     for (int64_t i = 0; i < n_metrics; i++)
         metrics[i] = i < SUBSAE_METRIC_COUNT ? v[i] : NAN;
+    return SUBSAE_OK;
+}
+
+int subsae_trainer_feature_density(const subsae_trainer *t, double *density, int64_t n)
+{
+    static const char *fn = "subsae_trainer_feature_density";
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    if (!density)
+        return subsae__fail_null(fn, "density");
+    if (!t->initialised)
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: call subsae_trainer_init first", fn);
+    if (n != t->sae->d_sae)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
+                            "%s: room for %lld densities, the model has d_sae %lld features",
+                            fn, (long long)n, (long long)t->sae->d_sae);
+    /* The window of subsae_trainer_metrics. */
+    const struct subsae__window *w = t->prev_valid ? &t->prev : &t->cur;
+    if (w->tokens == 0)
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: no training step yet", fn);
+    for (int64_t f = 0; f < n; f++)
+        density[f] = (double)w->fires[f] / (double)w->tokens;
     return SUBSAE_OK;
 }
 

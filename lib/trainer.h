@@ -126,6 +126,9 @@ struct subsae_trainer {
     int64_t step, tokens;
     int64_t fit_end_step;      /* step at which the running fit ends (cool-down); -1 */
     double last_loss;
+    double last_loss_parts[3]; /* MSE, sparsity penalty, AuxK of the last step (NaN: none) */
+    double last_lr;            /* learning rate of the last step (NaN: none) */
+    char *metadata;            /* the caller's run metadata (compact JSON) or NULL */
     int64_t *last_fired;       /* d_sae: token count after the last step the feature fired */
     float *log_threshold;      /* JumpReLU: d_sae log-thresholds (the trained parameter;
                                   sae->threshold holds exp of it) and their Adam moments */
@@ -165,6 +168,11 @@ enum { SUBSAE__TRAIN_OPTION_LAST = SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS };
 const char *subsae__trainer_option_name(int option, bool *is_double);
 void *subsae__trainer_option_field(subsae_trainer *t, int option);
 
+/* The last step's loss (NaN: none) with its parts and learning rate
+ * unknown (after init, or loading a checkpoint, which stores the loss
+ * only). */
+void subsae__trainer_forget_last_step(subsae_trainer *t, double loss);
+
 /* Allocate the model-sized state (Adam moments, counters, windows) of an
  * initialised trainer whose model is set. */
 int subsae__trainer_alloc_state(subsae_trainer *t);
@@ -185,8 +193,10 @@ void subsae__trainer_window_clear(struct subsae__window *w, int64_t d_out, int64
  * when AuxK is off or nothing is dead), the scratch grown if needed. */
 int subsae__trainer_prepare_aux(subsae_trainer *t);
 
-/* The learning rate used when none is set (depends on d_sae). */
+/* The learning rate used when none is set (depends on d_sae), and the
+ * rate in effect (before warm-up and cool-down). */
 double subsae__trainer_default_lr(int64_t features);
+double subsae__trainer_lr(const subsae_trainer *t);
 
 /* A log line through the callback (SUBSAE_EVENT_LOG), if one is set. */
 void subsae__trainer_log(const subsae_trainer *t, const char *phase, const char *fmt, ...)

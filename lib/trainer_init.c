@@ -455,6 +455,7 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
         goto fail;
     sae->k = t->k;
     sae->apply_b_dec_to_input = target == NULL;
+    sae->transcoder = target != NULL;
     sae->input_scale = s_in;
     sae->output_scale = s_out;
     for (int64_t j = 0; j < d_out; j++) {
@@ -537,6 +538,8 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     rc = subsae__trainer_alloc_state(t);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
+    if (!rc)
+        rc = subsae__sae_replace_metadata(sae, t->metadata);
     if (workers) { /* and every worker holds the same model */
         rc = subsae__collective_same(&t->coll, rc, subsae__trainer_weights_hash(t),
                                      "subsae_trainer_init: the initial weights");
@@ -560,7 +563,7 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     t->init_scale = chosen;
     t->step = t->tokens = 0;
     t->fit_end_step = -1;
-    t->last_loss = NAN;
+    subsae__trainer_forget_last_step(t, NAN);
     t->prev_valid = false;
     t->window_tokens = 0;
     t->it_epoch = t->it_position = 0;

@@ -513,6 +513,7 @@ static int apply_update(subsae_trainer *t, double sq)
         }
     }
     t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
+    t->last_lr = lr;
     return SUBSAE_OK;
 }
 
@@ -526,6 +527,9 @@ static void account(subsae_trainer *t, int64_t n, double loss)
     t->step++;
     t->tokens += n;
     t->last_loss = loss;
+    t->last_loss_parts[0] = ws->step_mse;
+    t->last_loss_parts[1] = ws->step_penalty;
+    t->last_loss_parts[2] = ws->step_aux;
     struct subsae__window *w = &t->cur;
     w->tokens += n;
     w->sse += ws->step_mse * (double)n;

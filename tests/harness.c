@@ -4,6 +4,7 @@
 
 #include "rng.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { MAX_SUITES = 64 };
@@ -169,6 +171,30 @@ json_t *harness_read_json(const char *name)
     json_t *value = json_load_file(path, 0, &error);
     ck_assert_msg(value != NULL, "%s: %s (line %d)", path, error.text, error.line);
     return value;
+}
+
+json_t *harness_json_at(const char *dir, const char *name)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    json_error_t error;
+    json_t *value = json_load_file(path, 0, &error);
+    ck_assert_msg(value != NULL, "%s: %s (line %d)", path, error.text, error.line);
+    return value;
+}
+
+double harness_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void harness_sleep(double seconds)
+{
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
 }
 
 bool harness_sanitized(void)

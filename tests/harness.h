@@ -56,6 +56,13 @@ int harness_cli(const char *args, const char *stdout_name);
  * the caller json_decref()s it. */
 struct json_t *harness_read_json(const char *name);
 
+/* Parse dir/name as JSON (fails the test if invalid); json_decref it. */
+struct json_t *harness_json_at(const char *dir, const char *name);
+
+/* Seconds of a monotonic clock, and a sleep that resumes after signals. */
+double harness_now(void);
+void harness_sleep(double seconds);
+
 /* True when the library is built with sanitizers (slow paths are shrunk). */
 bool harness_sanitized(void);
 /* True under `make valgrind` (SUBSAE_VALGRIND=1: memcheck, Check in no-fork

@@ -385,6 +385,20 @@ static void verify_skip(struct ctx *c)
     ck_assert_float_eq(row[0], (float)(4 * DIM));
 }
 
+static int call_fingerprint(struct ctx *c)
+{
+    uint64_t h = 0, want = 0;
+    int rc = subsae_buffer_fingerprint(c->buf, 7, &h);
+    if (rc) {
+        ck_assert_uint_eq(h, 0);
+        return rc;
+    }
+    subsae__alloc_fail_after(-1);
+    ck_assert_ok(subsae_buffer_fingerprint(c->buf, 7, &want));
+    ck_assert_uint_eq(h, want);
+    return rc;
+}
+
 static int call_stats(struct ctx *c)
 {
     float mean[DIM];
@@ -520,6 +534,7 @@ START_TEST(buffers_fail_cleanly)
         {"subsae_buffer_open_shards", setup_nothing, call_open_shards, verify_shards, NULL},
         {"subsae_buffer_skip_nonfinite", setup_skip, call_skip, verify_skip, skip_unchanged},
         {"subsae_buffer_stats", setup_memory, call_stats, verify_nothing, NULL},
+        {"subsae_buffer_fingerprint", setup_memory, call_fingerprint, verify_nothing, NULL},
         {"subsae_buffer_read/gather", setup_memory, call_read_gather, verify_nothing, NULL},
         {"subsae_buffer_save_npy (f16)", setup_save, call_save_npy, verify_saved,
          save_unchanged},
@@ -836,6 +851,42 @@ static int call_sae_evaluate(struct ctx *c)
     return rc;
 }
 
+static const char META[] =
+    "{\"hook_name\":\"blocks.0.hook_resid_post\",\"metadata\":{\"a\":[1,2]}}";
+
+static int call_sae_set_metadata(struct ctx *c)
+{
+    int rc = subsae_sae_set_metadata(c->sae, META);
+    const char *now;
+    ck_assert_ok(subsae_sae_get_metadata(c->sae, &now));
+    ck_assert_str_eq(now, rc ? "{}" : META);
+    return rc;
+}
+
+static int call_sae_evaluate_density(struct ctx *c)
+{
+    double metrics[SUBSAE_METRIC_COUNT], density[M];
+    int rc = subsae_sae_evaluate_density(c->sae, c->buf, NULL, metrics, SUBSAE_METRIC_COUNT,
+                                         density, M);
+    if (!rc) {
+        double l0 = 0.0;
+        for (int f = 0; f < M; f++)
+            l0 += density[f];
+        ck_assert_double_eq_tol(l0, metrics[SUBSAE_METRIC_L0], 1e-12);
+    }
+    return rc;
+}
+
+static int call_sae_save_sparsity(struct ctx *c)
+{
+    double density[M];
+    for (int f = 0; f < M; f++)
+        density[f] = f % 3 ? 0.25 : 0.0;
+    char path[700];
+    snprintf(path, sizeof path, "%s-sparsity.safetensors", sae_dir);
+    return subsae_sae_save_sparsity(c->sae, path, density, M);
+}
+
 static int call_sae_fold(struct ctx *c)
 {
     return subsae_sae_fold_scales(c->sae);
@@ -846,6 +897,7 @@ static int call_sae_fold(struct ctx *c)
 static void setup_sae_save(struct ctx *c)
 {
     setup_sae(c);
+    ck_assert_ok(subsae_sae_set_metadata(c->sae, META)); /* written and read back too */
     subsae_sae *old = known_model(SUBSAE_ACT_TOPK, 0.5f);
     ck_assert_ok(subsae_sae_save(old, sae_dir));
     subsae_sae_free(old);
@@ -902,6 +954,9 @@ static int call_sae_load(struct ctx *c)
 
 static void verify_sae_loaded(struct ctx *c)
 {
+    const char *meta;
+    ck_assert_ok(subsae_sae_get_metadata(c->made_sae, &meta));
+    ck_assert_str_eq(meta, META);
     ck_assert_ok(subsae_sae_fold_scales(c->sae));
     assert_same_sae(c->sae, c->made_sae);
 }
@@ -918,6 +973,10 @@ START_TEST(sae_fails_cleanly)
          verify_nothing, NULL},
         {"subsae_sae_evaluate", setup_sae, call_sae_evaluate, verify_nothing, NULL},
         {"subsae_sae_fold_scales", setup_sae, call_sae_fold, verify_nothing, NULL},
+        {"subsae_sae_set_metadata", setup_sae, call_sae_set_metadata, verify_nothing, NULL},
+        {"subsae_sae_evaluate_density", setup_sae, call_sae_evaluate_density, verify_nothing,
+         NULL},
+        {"subsae_sae_save_sparsity", setup_sae, call_sae_save_sparsity, verify_nothing, NULL},
         {"subsae_sae_save (over an older model)", setup_sae_save, call_sae_save,
          verify_sae_saved, sae_save_unchanged},
         {"subsae_sae_load", setup_sae_save, call_sae_load, verify_nothing, NULL},
@@ -928,6 +987,7 @@ START_TEST(sae_fails_cleanly)
     const struct scenario load = {"subsae_sae_load (values)", setup_sae, call_sae_load,
                                   verify_sae_loaded, NULL};
     subsae_sae *saved = known_model(SUBSAE_ACT_TOPK, 0.0f);
+    ck_assert_ok(subsae_sae_set_metadata(saved, META));
     ck_assert_ok(subsae_sae_save(saved, sae_dir));
     subsae_sae_free(saved);
     DRIVE(load);
@@ -948,6 +1008,8 @@ static subsae_trainer *configured_trainer(void)
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT_SAMPLE, ROWS));
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, 1));
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, 5));
+    /* Given to the model by init, saved and loaded with the checkpoints. */
+    ck_assert_ok(subsae_trainer_set_metadata(t, META));
     return t;
 }
 
@@ -1119,7 +1181,11 @@ static int call_checkpoint_load(struct ctx *c)
 
 static void verify_checkpoint_loaded(struct ctx *c)
 {
-    /* Loaded at step 1; the next step gives the reference's step 2. */
+    /* Loaded at step 1 with the run's metadata; the next step gives the
+     * reference's step 2. */
+    const char *meta;
+    ck_assert_ok(subsae_trainer_get_metadata(c->made_trainer, &meta));
+    ck_assert_str_eq(meta, META);
     assert_trainer_like(c->made_trainer, 1, 0);
     ck_assert_ok(subsae_trainer_step(c->made_trainer, rows_f32 + 8 * DIM, DIM, NULL, 0, 8));
     assert_trainer_like(c->made_trainer, 2, 0);
@@ -1129,6 +1195,18 @@ static void setup_saved_checkpoint(struct ctx *c)
 {
     (void)c;
     ck_assert_ok(subsae_trainer_save_checkpoint(references[1], ckpt_dir));
+}
+
+static int call_trainer_set_metadata(struct ctx *c)
+{
+    static const char other[] = "{\"model_name\":\"m\"}";
+    int rc = subsae_trainer_set_metadata(c->trainer, other);
+    const char *run, *model;
+    ck_assert_ok(subsae_trainer_get_metadata(c->trainer, &run));
+    ck_assert_ok(subsae_sae_get_metadata(subsae_trainer_sae(c->trainer), &model));
+    ck_assert_str_eq(run, rc ? META : other);
+    ck_assert_str_eq(model, run);
+    return rc;
 }
 
 static int call_trainer_metrics(struct ctx *c)
@@ -1203,6 +1281,8 @@ START_TEST(trainer_fails_cleanly)
          trainer_uninitialised},
         {"subsae_trainer_metrics", setup_initialised, call_trainer_metrics, verify_nothing,
          NULL},
+        {"subsae_trainer_set_metadata (after init)", setup_initialised,
+         call_trainer_set_metadata, verify_nothing, NULL},
         {"subsae_trainer_step", setup_initialised, call_trainer_step, verify_trainer_step,
          trainer_not_stepped},
         {"subsae_trainer_fit", setup_initialised, call_trainer_fit, verify_trainer_fit,

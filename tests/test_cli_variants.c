@@ -219,10 +219,13 @@ START_TEST(resume_thresholds_from_the_command_line)
     make_pair(1600, 10, 100, x, y, xh, yh);
     const char *act_names[2] = {"jumprelu", "batchtopk"};
     for (int a = 0; a < 2; a++) {
-        char da[600], db[600], dc[600];
-        harness_tmp_path("rs-straight", da, sizeof da);
-        harness_tmp_path("rs-half", db, sizeof db);
-        harness_tmp_path("rs-resumed", dc, sizeof dc);
+        char da[600], db[600], dc[600], name[64];
+        snprintf(name, sizeof name, "rs-straight-%s", act_names[a]);
+        harness_tmp_path(name, da, sizeof da);
+        snprintf(name, sizeof name, "rs-half-%s", act_names[a]);
+        harness_tmp_path(name, db, sizeof db);
+        snprintf(name, sizeof name, "rs-resumed-%s", act_names[a]);
+        harness_tmp_path(name, dc, sizeof dc);
         char common[512];
         snprintf(common, sizeof common,
                  "--activation %s --features 32 --k 3 --init random --batch 100 --seed 4 "

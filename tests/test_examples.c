@@ -110,6 +110,36 @@ START_TEST(rust_example)
 }
 END_TEST
 
+/* Issue 14, problem 9: a crate that depends on the binding (as a user's
+ * crate would, tests/fixtures/rust-dependent) builds offline and its
+ * binary runs by itself, without LD_LIBRARY_PATH, and does not need
+ * libsubsae.so at run time (the binding links libsubsae.a through
+ * cargo:rustc-link-lib, which Cargo passes on to dependents). */
+START_TEST(rust_dependent_crate)
+{
+    char command[16384];
+    if (harness_sanitized()) {
+        harness_skip("rust_dependent_crate", "not under sanitizers (uninstrumented Rust runtime)");
+        return;
+    }
+    const char *find_cargo = "command -v cargo || { test -x \"$HOME/.cargo/bin/cargo\" && "
+                             "echo \"$HOME/.cargo/bin/cargo\"; }";
+    if (!have_command(find_cargo)) {
+        harness_skip("rust_dependent_crate", "no Rust toolchain (cargo)");
+        return;
+    }
+    FORMAT(command,
+           "cargo=$(%s) && cd '%s/tests/fixtures/rust-dependent' && SUBSAE_LIB_DIR='%s' "
+           "CARGO_TARGET_DIR='%s/rust' \"$cargo\" build --offline --locked --release -q && "
+           "bin='%s/rust/release/subsae-dependent' && env -u LD_LIBRARY_PATH \"$bin\" && "
+           "if ldd \"$bin\" | grep libsubsae; then echo 'needs libsubsae.so'; exit 1; fi",
+           find_cargo, harness_source_dir(), harness_build_dir(), harness_build_dir(),
+           harness_build_dir());
+    ck_assert_msg(run_logged("rust_dependent", command) == 0,
+                  "tests/fixtures/rust-dependent failed");
+}
+END_TEST
+
 START_TEST(python_example)
 {
     char file[4096], probe[1024], command[8192];
@@ -222,6 +252,7 @@ SUBSAE_SUITE(examples)
     /* The first run compiles the crate (a few seconds, no dependencies). */
     tc = harness_case(s, "rust", 180);
     tcase_add_test(tc, rust_example);
+    tcase_add_test(tc, rust_dependent_crate);
     tc = harness_case(s, "python", 60);
     tcase_add_test(tc, python_example);
     return s;

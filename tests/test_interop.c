@@ -180,10 +180,12 @@ static void round_trip(int activation, bool transcoder, bool by_norm)
         free(a);
         free(b);
     }
-    const int options[5] = {SUBSAE_SAE_ACTIVATION, SUBSAE_SAE_K, SUBSAE_SAE_APPLY_B_DEC_TO_INPUT,
-                            SUBSAE_SAE_RANK_BY_DECODER_NORM, SUBSAE_SAE_D_OUT};
-    for (int i = 0; i < 5; i++)
+    const int options[6] = {SUBSAE_SAE_ACTIVATION, SUBSAE_SAE_K, SUBSAE_SAE_APPLY_B_DEC_TO_INPUT,
+                            SUBSAE_SAE_RANK_BY_DECODER_NORM, SUBSAE_SAE_D_OUT,
+                            SUBSAE_SAE_TRANSCODER};
+    for (int i = 0; i < 6; i++)
         ck_assert_int_eq(opt(back, options[i]), opt(folded, options[i]));
+    ck_assert_int_eq(opt(back, SUBSAE_SAE_TRANSCODER), transcoder);
     /* Identical encodings: bitwise against the folded model, and the same
      * codes as the model before export up to rounding. */
     float *x = normals(9, n * d_in, 1.0, 0.2);
@@ -287,6 +289,7 @@ static void sparsify_case(bool transcode)
     ck_assert_int_eq(opt(s, SUBSAE_SAE_K), k);
     ck_assert_int_eq(opt(s, SUBSAE_SAE_D_SAE), m);
     ck_assert_int_eq(opt(s, SUBSAE_SAE_APPLY_B_DEC_TO_INPUT), !transcode);
+    ck_assert_int_eq(opt(s, SUBSAE_SAE_TRANSCODER), transcode); /* d_in == d_out here */
     /* Orientation: encoder.weight rows are the features. */
     float *w = param(s, SUBSAE_PARAM_W_ENC);
     ck_assert_mem_eq(w, enc, (size_t)(m * d) * 4);
@@ -455,6 +458,13 @@ static void lm_case(const char *act, const char *norm, bool include_norm, bool n
     ck_assert_ok(subsae_sae_load(dir, &s));
     ck_assert_int_eq(opt(s, SUBSAE_SAE_APPLY_B_DEC_TO_INPUT), 0);
     ck_assert_int_eq(opt(s, SUBSAE_SAE_RANK_BY_DECODER_NORM), include_norm);
+    /* From attn_out to mlp_out: a transcoder, its hook points kept as
+     * SAELens' names (and written to cfg.json on export). */
+    ck_assert_int_eq(opt(s, SUBSAE_SAE_TRANSCODER), 1);
+    const char *meta;
+    ck_assert_ok(subsae_sae_get_metadata(s, &meta));
+    ck_assert_str_eq(meta, "{\"hook_name\":\"blocks.2.hook_attn_out\",\"hook_name_out\":"
+                           "\"blocks.2.hook_mlp_out\"}");
     /* Orientation: W_E [d_model, d_sae] is the transposed encoder. */
     float *w = param(s, SUBSAE_PARAM_W_ENC);
     for (int64_t c = 0; c < m; c++)
@@ -501,6 +511,10 @@ static void lm_case(const char *act, const char *norm, bool include_norm, bool n
     ck_assert_ok(subsae_sae_save(s, out));
     subsae_sae *back;
     ck_assert_ok(subsae_sae_load(out, &back));
+    ck_assert_int_eq(opt(back, SUBSAE_SAE_TRANSCODER), 1);
+    const char *meta_back;
+    ck_assert_ok(subsae_sae_get_metadata(back, &meta_back));
+    ck_assert_str_eq(meta_back, meta);
     float *z2 = malloc((size_t)(n * m) * 4);
     ck_assert_ok(subsae_sae_encode(back, x, n, d, z2, m));
     expect_codes(z2, want, n, m, "lm-saes exported");

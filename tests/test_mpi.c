@@ -246,11 +246,11 @@ static void compare_training(const char *inputs_one, const char *inputs_mpi, con
     char one[600], two[600], args[4096];
     harness_tmp_path("model1", one, sizeof one);
     harness_tmp_path("model2", two, sizeof two);
-    snprintf(args, sizeof args, "train %s %s --threads 1 --out '%s' --json", inputs_one, recipe,
-             one);
+    snprintf(args, sizeof args, "train %s %s --threads 1 --out '%s' --overwrite --json",
+             inputs_one, recipe, one);
     ck_assert_int_eq(harness_cli(args, "train1.json"), 0);
-    snprintf(args, sizeof args, "train %s %s --threads 1 --out '%s' --json", inputs_mpi, recipe,
-             two);
+    snprintf(args, sizeof args, "train %s %s --threads 1 --out '%s' --overwrite --json",
+             inputs_mpi, recipe, two);
     int status = mpi_cli(args, "train2.json");
     if (status != 0)
         show_stderr("train2.json");
@@ -293,8 +293,8 @@ START_TEST(mpi_training_matches_one_process)
     /* The same seed and worker count give the same bits. */
     char again[600], args[4096], command[2048];
     harness_tmp_path("model3", again, sizeof again);
-    snprintf(args, sizeof args, "train %s %s --threads 1 --out '%s' --json", inputs, recipe,
-             again);
+    snprintf(args, sizeof args, "train %s %s --threads 1 --out '%s' --overwrite --json",
+             inputs, recipe, again);
     ck_assert_int_eq(mpi_cli(args, "train3.json"), 0);
     snprintf(command, sizeof command, "cmp -s '%s/model2/sae_weights.safetensors' "
                                       "'%s/sae_weights.safetensors'",

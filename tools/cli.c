@@ -9,6 +9,7 @@
 #include <string.h>
 
 const char *cli_program_name = "subsae";
+const char *cli_nonfinite_hint;
 const char *cli_command_name = "subsae";
 
 /* ---- the subcommands ------------------------------------------------ */
@@ -19,16 +20,38 @@ static struct command {
     const char *name;
     const char *usage;
     cli_command_fn run;
+    cli_help_fn help;
 } commands[MAX_COMMANDS];
 static int command_count;
 static const char *running_usage = "";
 
 void cli_register(const char *name, const char *usage, cli_command_fn run)
 {
+    for (int i = 0; i < command_count; i++)
+        if (!strcmp(commands[i].name, name)) { /* its help came first */
+            commands[i].usage = usage;
+            commands[i].run = run;
+            return;
+        }
     if (command_count < MAX_COMMANDS) {
         commands[command_count].name = name;
         commands[command_count].usage = usage;
         commands[command_count].run = run;
+        command_count++;
+    }
+}
+
+void cli_register_help(const char *name, cli_help_fn help)
+{
+    /* Constructors run in any order: the command may come later. */
+    for (int i = 0; i < command_count; i++)
+        if (!strcmp(commands[i].name, name)) {
+            commands[i].help = help;
+            return;
+        }
+    if (command_count < MAX_COMMANDS) {
+        commands[command_count].name = name;
+        commands[command_count].help = help;
         command_count++;
     }
 }
@@ -45,13 +68,28 @@ void cli_print_commands(FILE *out)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].usage);
 }
 
+static bool asks_for_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return true;
+    return false;
+}
+
 int cli_run(const char *name, int argc, char **argv)
 {
     for (int i = 0; i < command_count; i++) {
-        if (!strcmp(name, commands[i].name)) {
+        if (!strcmp(name, commands[i].name) && commands[i].run) {
             cli_command_name = commands[i].name;
             running_usage = commands[i].usage;
-            return commands[i].run(argc, argv);
+            if (!asks_for_help(argc, argv))
+                return commands[i].run(argc, argv);
+            printf("usage: %s %s %s\n", cli_program_name, cli_command_name, running_usage);
+            if (commands[i].help) {
+                putchar('\n');
+                commands[i].help(stdout);
+            }
+            return fflush(stdout) == 0 ? 0 : 1;
         }
     }
     fprintf(stderr, "%s: unknown subcommand '%s' (see %s --help)\n", cli_program_name, name,
@@ -61,8 +99,93 @@ int cli_run(const char *name, int argc, char **argv)
 
 int cli_usage(void)
 {
-    fprintf(stderr, "usage: %s %s %s\n", cli_program_name, cli_command_name, running_usage);
+    fprintf(stderr, "usage: %s %s %s (%s %s --help explains every option)\n",
+            cli_program_name, cli_command_name, running_usage, cli_program_name,
+            cli_command_name);
     return 2;
+}
+
+/* ---- help ------------------------------------------------------------- */
+
+void cli_help_line(FILE *out, const char *flag, const char *explanation)
+{
+    enum { FLAG_WIDTH = 28, WIDTH = 100 };
+    int used = fprintf(out, "  %s", flag);
+    if (used > FLAG_WIDTH - 1) {
+        fputc('\n', out);
+        used = 0;
+    }
+    fprintf(out, "%*s", FLAG_WIDTH - used, "");
+    /* Words wrapped at WIDTH columns, continued under the explanation. */
+    int column = FLAG_WIDTH;
+    for (const char *p = explanation; *p;) {
+        size_t word = strcspn(p, " ");
+        if (column > FLAG_WIDTH && column + 1 + (int)word > WIDTH) {
+            fprintf(out, "\n%*s", FLAG_WIDTH, "");
+            column = FLAG_WIDTH;
+        } else if (column > FLAG_WIDTH) {
+            fputc(' ', out);
+            column++;
+        }
+        fwrite(p, 1, word, out);
+        column += (int)word;
+        p += word;
+        while (*p == ' ')
+            p++;
+    }
+    fputc('\n', out);
+}
+
+void cli_help_end(FILE *out, bool json)
+{
+    if (json)
+        cli_help_line(out, "--json", "print one JSON object on stdout");
+    cli_help_line(out, "-h, --help", "this help");
+}
+
+static void int_text(int64_t v, char *out, size_t size)
+{
+    if (v == INT64_MAX || v == INT64_MIN)
+        snprintf(out, size, "%s", v > 0 ? "2^63 - 1" : "-2^63");
+    else if (v == INT32_MAX)
+        snprintf(out, size, "2^31 - 1");
+    else
+        snprintf(out, size, "%lld", (long long)v);
+}
+
+void cli_option_range(int object, int option, const char *const *choices, char *out,
+                      size_t size)
+{
+    int type = SUBSAE_OPTION_INT, flags = 0;
+    out[0] = '\0';
+    if (subsae_option_info(object, option, NULL, &type, &flags, NULL) != SUBSAE_OK)
+        return;
+    const char *automatic = flags & SUBSAE_OPTION_ZERO_MEANS_AUTO ? " = automatic" : "";
+    if (type == SUBSAE_OPTION_DOUBLE) {
+        double lo, hi, def;
+        subsae_option_double_bounds(object, option, &lo, &hi, &def);
+        snprintf(out, size, "default %g%s; %s %g, %s %g", def, automatic,
+                 flags & SUBSAE_OPTION_MIN_EXCLUSIVE ? "above" : "from", lo,
+                 flags & SUBSAE_OPTION_MAX_EXCLUSIVE ? "below" : "up to", hi);
+        return;
+    }
+    int64_t lo, hi, def;
+    subsae_option_int_bounds(object, option, &lo, &hi, &def);
+    if (choices) {
+        int n = snprintf(out, size, "default %s; one of", choices[def]);
+        for (int64_t v = lo; v <= hi && n > 0 && (size_t)n < size; v++)
+            n += snprintf(out + n, size - (size_t)n, "%s %s", v > lo ? "," : "", choices[v]);
+        return;
+    }
+    char a[32], b[32];
+    int_text(lo, a, sizeof a);
+    int_text(hi, b, sizeof b);
+    if (lo == INT64_MIN && hi == INT64_MAX)
+        snprintf(out, size, "default %lld%s; any whole number", (long long)def, automatic);
+    else if (hi == INT64_MAX)
+        snprintf(out, size, "default %lld%s; at least %s", (long long)def, automatic, a);
+    else
+        snprintf(out, size, "default %lld%s; %s to %s", (long long)def, automatic, a, b);
 }
 
 /* ---- messages ------------------------------------------------------- */
@@ -85,7 +208,10 @@ int cli_check(int status, const char *what)
     /* Another worker failed (subsae-mpi): it printed why. */
     if (subsae_last_error_reason() == SUBSAE_REASON_PEER_FAILED)
         return 1;
-    return cli_fail("%s: %s (%s)", what, subsae_last_error(), subsae_status_string(status));
+    const bool nonfinite = subsae_last_error_reason() == SUBSAE_REASON_NONFINITE_INPUT;
+    return cli_fail("%s: %s (%s)%s%s", what, subsae_last_error(), subsae_status_string(status),
+                    nonfinite && cli_nonfinite_hint ? "; " : "",
+                    nonfinite && cli_nonfinite_hint ? cli_nonfinite_hint : "");
 }
 
 bool cli_parse_int64(const char *option, const char *text, int64_t min, int64_t max,

@@ -14,10 +14,15 @@
 #include "subsae.h"
 
 typedef int (*cli_command_fn)(int argc, char **argv);
+typedef void (*cli_help_fn)(FILE *out);
 void cli_register(const char *name, const char *usage, cli_command_fn run);
+/* The help of subcommand `name` (what follows its usage line). */
+void cli_register_help(const char *name, cli_help_fn help);
 
 /* Run the registered subcommand `name` (argv[0] is its name): 2 with a
- * message when there is none. */
+ * message when there is none. With --help or -h among the arguments it
+ * prints the usage line and the command's help on stdout instead and
+ * returns 0. */
 int cli_run(const char *name, int argc, char **argv);
 /* "  name     usage" for every registered subcommand, sorted by name. */
 void cli_print_commands(FILE *out);
@@ -31,6 +36,30 @@ void cli_print_commands(FILE *out);
     }                                                                     \
     static int cli_cmd_##name(int argc, char **argv)
 
+/* CLI_HELP(inspect) { fprintf(out, "..."); }: the subcommand's help. */
+#define CLI_HELP(name)                                                          \
+    static void cli_help_##name(FILE *out);                                     \
+    __attribute__((constructor)) static void cli_register_help_##name(void)     \
+    {                                                                           \
+        cli_register_help(#name, cli_help_##name);                              \
+    }                                                                           \
+    static void cli_help_##name(FILE *out)
+
+/* One option in a help text: "  --flag METAVAR" and its explanation,
+ * wrapped under it. */
+void cli_help_line(FILE *out, const char *flag, const char *explanation);
+
+/* The lines every help ends with: --json (when the command takes it) and
+ * -h, --help. */
+void cli_help_end(FILE *out, bool json);
+
+/* The default and range of a library option (subsae_option_*), in words,
+ * e.g. "default 4096; 1 to 16777216", "default 0 = automatic; at least
+ * 0"; choices (may be NULL) name the values of a SUBSAE_OPTION_CHOICE
+ * option. */
+void cli_option_range(int object, int option, const char *const *choices, char *out,
+                      size_t size);
+
 /* Name of the program and of the running subcommand (for messages). */
 extern const char *cli_program_name;
 extern const char *cli_command_name;
@@ -42,6 +71,11 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * the failure is another worker's (SUBSAE_REASON_PEER_FAILED): that
  * worker prints it. */
 int cli_check(int status, const char *what);
+/* What the running command offers against rows holding NaN or infinity
+ * ("--skip-nonfinite leaves such rows out"): cli_check appends it to a
+ * message about such a row. NULL: nothing. */
+extern const char *cli_nonfinite_hint;
+
 /* Print the usage line of the running subcommand on stderr; return 2. */
 int cli_usage(void);
 

@@ -460,3 +460,28 @@ CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps
     json_decref(reports);
     return cli_print_json(one);
 }
+
+CLI_HELP(bench)
+{
+    fprintf(out, "Speed, reported as ratios to the machine's own BLAS/LAPACK measured in the\n"
+                 "same run (make bench runs 'all').\n\n"
+                 "bench train: tokens/s of training steps against the sgemm roofline of the\n"
+                 "encoder's shape, and seconds per phase.\n");
+    cli_help_line(out, "--d-in D", "input width (default 512)");
+    cli_help_line(out, "--features M", "dictionary size (default 16384)");
+    cli_help_line(out, "--k K", "active features per token (default 32)");
+    cli_help_line(out, "--batch B", "tokens per step (default 4096)");
+    cli_help_line(out, "--steps S", "timed steps per round (default 4)");
+    cli_help_line(out, "--rounds R", "rounds, of which the median is reported (default 3)");
+    cli_help_line(out, "--warmup W", "untimed steps first (default 2)");
+    cli_help_line(out, "--threads T", "threads (default: all)");
+    cli_help_line(out, "--speedup", "also time one-thread steps, interleaved, for the speed-up");
+    fprintf(out, "\nbench rank: the exact and randomized spectrum against ssyrk + dsyevd.\n");
+    cli_help_line(out, "--rows N", "rows (default 65536)");
+    cli_help_line(out, "--dim D", "width (default 1024)");
+    cli_help_line(out, "--rank K", "randomized: directions (default 128)");
+    cli_help_line(out, "--repeat R", "rounds (default 5)");
+    cli_help_line(out, "--threads T", "threads (default: all)");
+    fprintf(out, "\nbench all: the benchmarks of make bench.\n");
+    cli_help_end(out, true);
+}

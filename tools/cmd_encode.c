@@ -1,11 +1,15 @@
-/* `subsae encode DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]`:
- * sparse codes of every row: `indices` int32 [n, k] (feature numbers in
+/* `subsae encode DIR INPUT [--target FILE] [--tensor NAME] --out
+ * FILE.safetensors [--json]`: sparse codes of every row: `indices` int32 [n, k] (feature numbers in
  * descending order of value, -1 in unused slots) and `values` float32
  * [n, k]; k is the model's k for TopK, and for the threshold activations
  * (BatchTopK at inference, JumpReLU, ReLU) the largest number of active
- * features of any row, found by a first pass. The file is written block by block at its final offsets into a
- * temporary file, synced and renamed, so a crash never leaves a partial
- * FILE. */
+ * features of any row, found by a first pass. The file is written block
+ * by block at its final offsets into a temporary file, synced and renamed,
+ * so a crash never leaves a partial FILE. The output is checked before any
+ * row is encoded: it must name a safetensors file (two tensors need that
+ * format; an .npy holds one array) in an existing directory. A transcoder
+ * encodes its input site's rows: it asks for --target, its output site's
+ * rows, so that the pair is named (the target is checked, not encoded). */
 #include "sae_cli.h"
 
 #include <errno.h>
@@ -70,22 +74,26 @@ static int max_active(const subsae_sae *sae, const subsae_buffer *buf, int64_t d
     return status;
 }
 
-CLI_COMMAND(encode, "DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]")
+CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safetensors [--json]")
 {
-    const char *dir = NULL, *input = NULL, *tensor = NULL, *out = NULL;
+    char *dir = NULL, *input = NULL, *target_file = NULL;
+    const char *tensor = NULL, *out = NULL;
     bool json = false;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--json")) {
             json = true;
-        } else if (!strcmp(argv[i], "--tensor") || !strcmp(argv[i], "--out")) {
+        } else if (!strcmp(a, "--tensor") || !strcmp(a, "--out") || !strcmp(a, "--target")) {
             if (i + 1 >= argc)
-                return cli_fail("%s needs a value", argv[i]);
-            if (!strcmp(argv[i], "--tensor"))
+                return cli_fail("%s needs a value", a);
+            if (!strcmp(a, "--tensor"))
                 tensor = argv[++i];
-            else
+            else if (!strcmp(a, "--out"))
                 out = argv[++i];
-        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
-            cli_fail("unknown option %s (see subsae --help)", argv[i]);
+            else
+                target_file = argv[++i];
+        } else if (a[0] == '-') {
+            cli_fail("unknown option %s (see %s encode --help)", a, cli_program_name);
             return 2;
         } else if (!dir) {
             dir = argv[i];
@@ -99,24 +107,24 @@ CLI_COMMAND(encode, "DIR INPUT [--tensor NAME] --out FILE.safetensors [--json]")
         return cli_usage();
     int status = 1, fd = -1;
     subsae_sae *sae = NULL;
-    subsae_buffer *buf = NULL;
+    subsae_buffer *buf = NULL, *target = NULL;
     float *x = NULL, *values = NULL;
     int32_t *indices = NULL;
     char *header = NULL, temporary[4200];
     temporary[0] = '\0';
-    if (cli_check(subsae_sae_load(dir, &sae), "cannot load the SAE") ||
-        cli_check(subsae_buffer_open(input, tensor, &buf), "cannot open the input"))
+    if (sae_cli_check_output("--out", out, ".safetensors",
+                             "the codes are two tensors (indices and values), which a "
+                             "safetensors file holds and an .npy file does not") ||
+        !(sae = sae_cli_load(dir, target_file != NULL)) ||
+        !(buf = sae_cli_open(&input, 1, tensor, "the input")) ||
+        (target_file && !(target = sae_cli_open(&target_file, 1, tensor, "--target"))) ||
+        sae_cli_check_rows(sae, dir, buf, input, target, target_file))
         goto done;
     int64_t k, d_in, activation;
     subsae_sae_get_int(sae, SUBSAE_SAE_K, &k);
     subsae_sae_get_int(sae, SUBSAE_SAE_D_IN, &d_in);
     subsae_sae_get_int(sae, SUBSAE_SAE_ACTIVATION, &activation);
     const int64_t n = subsae_buffer_rows(buf);
-    if (subsae_buffer_dim(buf) != d_in) {
-        cli_fail("%s has rows of %lld values; the SAE takes %lld", input,
-                 (long long)subsae_buffer_dim(buf), (long long)d_in);
-        goto done;
-    }
     if (activation != SUBSAE_ACT_TOPK && max_active(sae, buf, d_in, &k))
         goto done;
     /* Header with both tensors, padded to a multiple of 8 bytes. */
@@ -201,5 +209,21 @@ done:
     free(values);
     subsae_sae_free(sae);
     subsae_buffer_free(buf);
+    subsae_buffer_free(target);
     return status;
+}
+
+CLI_HELP(encode)
+{
+    fprintf(out, "Sparse codes of every row of INPUT under the model in DIR, as one safetensors\n"
+                 "file: 'indices' int32 [rows, k] (features in descending order of value, -1 in\n"
+                 "unused slots) and 'values' float32 [rows, k]; k is the model's for TopK, else\n"
+                 "the most active features of any row. The file appears whole or not at all.\n\n");
+    cli_help_line(out, "--out FILE.safetensors",
+                  "where the codes go (required; the name must end in .safetensors)");
+    cli_help_line(out, "--target FILE",
+                  "a transcoder's target rows, the site it reconstructs (required for a "
+                  "transcoder, refused for an SAE; checked against INPUT, not encoded)");
+    cli_help_line(out, "--tensor NAME", "the safetensors tensor to read (default: the only one)");
+    cli_help_end(out, true);
 }

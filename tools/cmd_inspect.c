@@ -105,7 +105,8 @@ CLI_COMMAND(inspect, "FILE... [--tensor NAME] [--json]")
                 paths[n++] = argv[i];
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             free(paths);
-            return cli_usage();
+            cli_fail("unknown option %s (see %s inspect --help)", argv[i], cli_program_name);
+            return 2;
         } else
             paths[n++] = argv[i];
     }
@@ -155,4 +156,14 @@ CLI_COMMAND(inspect, "FILE... [--tensor NAME] [--json]")
     free(paths);
     subsae_buffer_free(buf);
     return rc;
+}
+
+CLI_HELP(inspect)
+{
+    fprintf(out, "Formats, dtypes, shapes, rows, mean row norm and non-finite values of\n"
+                 "activation files (.npy or safetensors; several files are shards of one\n"
+                 "data set and must share their width).\n\n");
+    cli_help_line(out, "--tensor NAME", "the safetensors tensor to read (default: the only one)");
+    cli_help_line(out, "--", "every argument after it is a file, even one starting with -");
+    cli_help_end(out, true);
 }

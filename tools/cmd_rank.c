@@ -6,14 +6,13 @@
  * its part of the rows of each report together with the others (dist.h);
  * worker 0 prints and writes. */
 #include "dist.h"
+#include "plot.h"
 #include "progress.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 struct rank_options {
     const char *tensor;
@@ -310,50 +309,13 @@ static int write_csv(const char *path, const struct report *reports, int n)
     return 0;
 }
 
-static bool find_in_path(const char *program)
-{
-    const char *path = getenv("PATH");
-    if (!path)
-        return false;
-    char candidate[4096];
-    while (*path) {
-        size_t len = strcspn(path, ":");
-        if (len > 0 && len + strlen(program) + 2 < sizeof candidate) {
-            snprintf(candidate, sizeof candidate, "%.*s/%s", (int)len, path, program);
-            if (access(candidate, X_OK) == 0)
-                return true;
-        }
-        path += len;
-        if (*path == ':')
-            path++;
-    }
-    return false;
-}
-
-/* A gnuplot string in single quotes (a quote is doubled). */
-static void gnuplot_string(FILE *f, const char *s)
-{
-    fputc('\'', f);
-    for (; *s; s++) {
-        if (*s == '\'')
-            fputc('\'', f);
-        fputc(*s, f);
-    }
-    fputc('\'', f);
-}
-
 static int write_plot(const char *png, const struct report *reports, int n,
                       const struct rank_options *o)
 {
-    if (!find_in_path("gnuplot"))
-        return cli_fail("--plot needs gnuplot, which is not in PATH (Debian: apt-get install "
-                        "gnuplot-nox)");
-    FILE *g = popen("gnuplot", "w");
+    FILE *g = plot_start("--plot", png, 1000, 650);
     if (!g)
-        return cli_fail("--plot: cannot start gnuplot");
-    fprintf(g, "set terminal pngcairo size 1000,650 noenhanced\nset output ");
-    gnuplot_string(g, png);
-    fprintf(g, "\nset title 'cumulative explained variance'\n"
+        return 1;
+    fprintf(g, "set title 'cumulative explained variance'\n"
                "set xlabel 'number of principal directions'\n"
                "set ylabel 'fraction of total variance'\n"
                "set key bottom right\nset grid\nset yrange [0:1.02]\n"
@@ -382,17 +344,34 @@ static int write_plot(const char *png, const struct report *reports, int n,
                  100.0 * o->threshold, reports[i].exact ? "" : ">=",
                  (long long)reports[i].rank);
         fprintf(g, "%s$d%d with lines lw 2 title ", i ? ", " : "", i);
-        gnuplot_string(g, title);
+        plot_string(g, title);
     }
     fprintf(g, "\n");
-    int status = pclose(g);
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return cli_fail("--plot %s: gnuplot failed (exit status %d)", png,
-                        status == -1 || !WIFEXITED(status) ? -1 : WEXITSTATUS(status));
-    return 0;
+    return plot_finish(g, "--plot", png);
 }
 
 /* ---- the command ------------------------------------------------------ */
+
+/* A value of a subspace option, within the library's bounds. */
+static bool parse_option(const char *flag, const char *text, int option, int64_t *out)
+{
+    int64_t lo, hi;
+    subsae_option_int_bounds(SUBSAE_OBJECT_SUBSPACE, option, &lo, &hi, NULL);
+    return cli_parse_int64(flag, text, lo, hi, out);
+}
+
+static bool parse_fraction(const char *flag, const char *text, double *out)
+{
+    double hi;
+    subsae_option_double_bounds(SUBSAE_OBJECT_SUBSPACE, SUBSAE_SUBSPACE_THRESHOLD, NULL, &hi,
+                                NULL);
+    if (!cli_parse_double(flag, text, 0.0, hi, out))
+        return false;
+    if (*out > 0.0)
+        return true;
+    cli_fail("%s: '%s' must be above 0", flag, text);
+    return false;
+}
 
 CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exact|randomized]"
                   " [--rank K] [--oversample P] [--power-iters Q] [--seed S] [--no-center]"
@@ -420,7 +399,7 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
         if (!strcmp(a, "--tensor"))
             o.tensor = value;
         else if (!strcmp(a, "--threshold")) {
-            if (!cli_parse_double(a, value, 1e-9, 1.0, &o.threshold))
+            if (!parse_fraction(a, value, &o.threshold))
                 status = 2;
         } else if (!strcmp(a, "--method")) {
             if (!strcmp(value, "auto"))
@@ -432,13 +411,13 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
             else
                 status = cli_fail("--method: '%s' is not auto, exact or randomized", value);
         } else if (!strcmp(a, "--rank")) {
-            if (!cli_parse_int64(a, value, 0, INT64_MAX, &o.rank))
+            if (!parse_option(a, value, SUBSAE_SUBSPACE_RANK, &o.rank))
                 status = 2;
         } else if (!strcmp(a, "--oversample")) {
-            if (!cli_parse_int64(a, value, 0, INT64_MAX, &o.oversample))
+            if (!parse_option(a, value, SUBSAE_SUBSPACE_OVERSAMPLE, &o.oversample))
                 status = 2;
         } else if (!strcmp(a, "--power-iters")) {
-            if (!cli_parse_int64(a, value, 0, 1000, &o.power_iters))
+            if (!parse_option(a, value, SUBSAE_SUBSPACE_POWER_ITERS, &o.power_iters))
                 status = 2;
         } else if (!strcmp(a, "--seed")) {
             if (!cli_parse_int64(a, value, 0, INT64_MAX, &o.seed))
@@ -457,7 +436,8 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
             o.quiet = true;
         else if (a[0] == '-' && a[1] != '\0') {
             free(files);
-            return cli_usage();
+            cli_fail("unknown option %s (see %s rank --help)", a, cli_program_name);
+            return 2;
         } else
             files[n_files++] = a;
     }
@@ -466,9 +446,8 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
         return cli_usage();
     }
     /* Fail before the work if the plot cannot be drawn. */
-    if (status == 0 && o.plot && cli_dist_root() && !find_in_path("gnuplot"))
-        status = cli_fail("--plot needs gnuplot, which is not in PATH (Debian: apt-get install "
-                          "gnuplot-nox)");
+    if (status == 0 && o.plot && cli_dist_root())
+        status = plot_check("--plot");
     /* Workers (subsae-mpi): all go on, or none. */
     if (cli_dist_agree(status) && status == 0)
         status = 1;
@@ -506,4 +485,40 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
     free(reports);
     free(files);
     return status;
+}
+
+static void help_option(FILE *out, const char *flag, int option, const char *const *choices,
+                        const char *text)
+{
+    char range[256], line[600];
+    cli_option_range(SUBSAE_OBJECT_SUBSPACE, option, choices, range, sizeof range);
+    snprintf(line, sizeof line, "%s (%s)", text, range);
+    cli_help_line(out, flag, line);
+}
+
+CLI_HELP(rank)
+{
+    static const char *const methods[] = {"auto", "exact", "randomized", NULL};
+    fprintf(out, "Spectrum and effective rank of activation files (.npy or safetensors): the\n"
+                 "number of principal directions holding a fraction of the variance (r, r/d),\n"
+                 "and the entropy rank. One report per file, or one for all with --concat.\n"
+                 "Defaults and ranges come from the library.\n\n");
+    cli_help_line(out, "--tensor NAME", "the safetensors tensor to read (default: the only one)");
+    help_option(out, "--threshold TAU", SUBSAE_SUBSPACE_THRESHOLD, NULL,
+                "variance fraction of the effective rank");
+    help_option(out, "--method NAME", SUBSAE_SUBSPACE_METHOD, methods,
+                "exact Gram matrix, randomized subspace iteration, or the cheaper of the two");
+    help_option(out, "--rank K", SUBSAE_SUBSPACE_RANK, NULL,
+                "directions to find; 0 = all (the randomized method finds K + P)");
+    help_option(out, "--oversample P", SUBSAE_SUBSPACE_OVERSAMPLE, NULL,
+                "randomized: extra directions");
+    help_option(out, "--power-iters Q", SUBSAE_SUBSPACE_POWER_ITERS, NULL,
+                "randomized: power iterations");
+    cli_help_line(out, "--seed S", "randomized: seed of the test matrix (default 0)");
+    cli_help_line(out, "--no-center", "do not subtract the mean row");
+    cli_help_line(out, "--concat", "all files form one data set");
+    cli_help_line(out, "--csv OUT", "write the spectra (variance, ratio, cumulative ratio)");
+    cli_help_line(out, "--plot OUT.png", "draw the cumulative explained variance (gnuplot)");
+    cli_help_line(out, "--quiet", "no progress on stderr");
+    cli_help_end(out, true);
 }

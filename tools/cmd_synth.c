@@ -84,3 +84,20 @@ CLI_COMMAND(synth, "--out FILE.npy [--dim D] [--subspace R] [--features F] [--k 
             (long long)o.subspace, (long long)o.k);
     return 0;
 }
+
+CLI_HELP(synth)
+{
+    fprintf(out, "Synthetic activations made of a known sparse dictionary: F unit atoms in a\n"
+                 "random R-dimensional subspace of D dimensions, K atoms per token with\n"
+                 "coefficients in [0.5, 1.5], a constant offset and noise of 0.01 per\n"
+                 "dimension; deterministic in the seed (the data of subsae demo).\n\n");
+    cli_help_line(out, "--out FILE.npy", "where the rows go (required)");
+    cli_help_line(out, "--dim D", "width (default 64)");
+    cli_help_line(out, "--subspace R", "dimension of the atoms' subspace (default 40; at most D)");
+    cli_help_line(out, "--features F", "atoms (default 512)");
+    cli_help_line(out, "--k K", "atoms per token (default 4; at most F)");
+    cli_help_line(out, "--tokens N", "rows (default 65536)");
+    cli_help_line(out, "--seed S", "seed (default 0)");
+    cli_help_line(out, "--dictionary DICT.npy", "also save the atoms, F x D");
+    cli_help_end(out, true);
+}

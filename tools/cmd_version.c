@@ -20,3 +20,9 @@ CLI_COMMAND(version, "[--json]")
     printf("libsubsae %s (%d threads)\n", subsae_version_string(), subsae_get_num_threads());
     return 0;
 }
+
+CLI_HELP(version)
+{
+    fprintf(out, "The version of the libsubsae the program runs on, and its thread count.\n\n");
+    cli_help_end(out, true);
+}

@@ -2,8 +2,10 @@
 #include "sae_cli.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 json_t *sae_cli_number(double value)
@@ -36,14 +38,140 @@ json_t *sae_cli_eval_json(const double *m)
                      sae_cli_number(m[SUBSAE_METRIC_DENSE_FRACTION]));
 }
 
-subsae_buffer *sae_cli_open(char **paths, int64_t n, const char *tensor)
+subsae_buffer *sae_cli_open(char **paths, int64_t n, const char *tensor, const char *what)
 {
     subsae_buffer *buf = NULL;
     int rc = n == 1 ? subsae_buffer_open(paths[0], tensor, &buf)
                     : subsae_buffer_open_shards((const char *const *)paths, n, tensor, &buf);
-    if (cli_check(rc, "cannot open the input"))
+    char doing[96];
+    snprintf(doing, sizeof doing, "cannot open %s", what);
+    if (cli_check(rc, doing))
         return NULL;
     return buf;
+}
+
+/* A member of the model's metadata (cfg.json), or NULL. */
+static const char *metadata_text(const subsae_sae *sae, const char *key, char *out, size_t size)
+{
+    const char *text;
+    json_t *meta = subsae_sae_get_metadata(sae, &text) == SUBSAE_OK ? json_loads(text, 0, NULL)
+                                                                   : NULL;
+    const char *value = json_string_value(json_object_get(meta, key));
+    if (value)
+        snprintf(out, size, "%s", value);
+    json_decref(meta);
+    return value ? out : NULL;
+}
+
+subsae_sae *sae_cli_load(const char *dir, bool have_targets)
+{
+    subsae_sae *sae = NULL;
+    if (cli_check(subsae_sae_load(dir, &sae), "cannot load the model"))
+        return NULL;
+    int64_t transcoder = 0;
+    subsae_sae_get_int(sae, SUBSAE_SAE_TRANSCODER, &transcoder);
+    if (transcoder && !have_targets) {
+        char in[256], out[256], sites[600] = "";
+        if (metadata_text(sae, "hook_name", in, sizeof in) &&
+            metadata_text(sae, "hook_name_out", out, sizeof out))
+            snprintf(sites, sizeof sites, " (from %s to %s)", in, out);
+        cli_fail("%s is a transcoder%s: give --target FILE with the activations of the site it "
+                 "reconstructs",
+                 dir, sites);
+    } else if (!transcoder && have_targets) {
+        cli_fail("%s is an SAE, not a transcoder: it reconstructs its own input; drop --target",
+                 dir);
+    } else {
+        return sae;
+    }
+    subsae_sae_free(sae);
+    return NULL;
+}
+
+int sae_cli_check_rows(const subsae_sae *sae, const char *dir, const subsae_buffer *input,
+                       const char *input_name, const subsae_buffer *target,
+                       const char *target_name)
+{
+    int64_t d_in, d_out;
+    subsae_sae_get_int(sae, SUBSAE_SAE_D_IN, &d_in);
+    subsae_sae_get_int(sae, SUBSAE_SAE_D_OUT, &d_out);
+    if (subsae_buffer_dim(input) != d_in)
+        return cli_fail("%s has rows of %lld values but %s takes %lld", input_name,
+                        (long long)subsae_buffer_dim(input), dir, (long long)d_in);
+    if (target && subsae_buffer_dim(target) != d_out)
+        return cli_fail("%s has rows of %lld values but %s reconstructs %lld", target_name,
+                        (long long)subsae_buffer_dim(target), dir, (long long)d_out);
+    if (target && subsae_buffer_rows(target) != subsae_buffer_rows(input))
+        return cli_fail("%s has %lld rows but %s %lld", input_name,
+                        (long long)subsae_buffer_rows(input), target_name,
+                        (long long)subsae_buffer_rows(target));
+    return 0;
+}
+
+/* An output file the command will write: not a directory, in a directory
+ * that exists, with the extension its format has. */
+int sae_cli_check_output(const char *flag, const char *path, const char *extension,
+                         const char *why)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return cli_fail("%s %s: is a directory; give a file name ending in %s", flag, path,
+                        extension);
+    const char *dot = strrchr(path, '.');
+    if (!dot || strcmp(dot, extension) != 0)
+        return cli_fail("%s %s: the file's name must end in %s%s%s", flag, path, extension,
+                        why ? ": " : "", why ? why : "");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    if (slash && dir[0] && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+        return cli_fail("%s %s: the directory %s does not exist", flag, path, dir);
+    return 0;
+}
+
+/* Bytes the rows of a buffer take in its files. */
+static int64_t stored_bytes(const subsae_buffer *buf)
+{
+    int64_t total = 0;
+    for (int64_t i = 0; i < subsae_buffer_source_count(buf); i++) {
+        int dtype = SUBSAE_DTYPE_F32, ndim = 0;
+        int64_t shape[8];
+        if (subsae_buffer_source_info(buf, i, NULL, NULL, &dtype, &ndim, shape, 8) != SUBSAE_OK)
+            continue;
+        int64_t elements = 1;
+        for (int d = 0; d < ndim && d < 8; d++)
+            elements *= shape[d];
+        total += elements * (dtype == SUBSAE_DTYPE_F64 ? 8 : dtype == SUBSAE_DTYPE_F32 ? 4 : 2);
+    }
+    return total;
+}
+
+int sae_cli_scan(char **paths, int n, const char *tensor, const char *what,
+                 int64_t max_bytes)
+{
+    subsae_buffer *buf = sae_cli_open(paths, n, tensor, what);
+    if (!buf)
+        return 1;
+    int status = 0;
+    int64_t bad_values = 0, first_bad = -1;
+    if (!max_bytes || stored_bytes(buf) <= max_bytes) {
+        status = cli_check(subsae_buffer_stats(buf, NULL, NULL, &bad_values, &first_bad),
+                           "cannot scan the rows");
+        /* Reading the first bad row gives the library's account of it
+         * (file, row, column, value). */
+        float *row = bad_values > 0 ? malloc((size_t)subsae_buffer_dim(buf) * sizeof *row) : NULL;
+        if (!status && bad_values > 0 &&
+            subsae_buffer_read(buf, first_bad, 1, row, subsae_buffer_dim(buf)) != SUBSAE_OK)
+            status = cli_fail("%s: %s (%lld non-finite value%s in all); %s", what,
+                              subsae_last_error(), (long long)bad_values,
+                              bad_values > 1 ? "s" : "",
+                              cli_nonfinite_hint ? cli_nonfinite_hint : "clean the file first");
+        free(row);
+    }
+    subsae_buffer_free(buf);
+    return status;
 }
 
 double sae_cli_now(void)

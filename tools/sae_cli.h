@@ -16,8 +16,36 @@ json_t *sae_cli_final_json(const double *metrics);
 json_t *sae_cli_eval_json(const double *metrics);
 
 /* Open the input files as one buffer (shards in order). Prints the error
- * and returns NULL on failure. */
-subsae_buffer *sae_cli_open(char **paths, int64_t n, const char *tensor);
+ * (naming the files as `what`, e.g. "the input", "--eval") and returns
+ * NULL on failure. */
+subsae_buffer *sae_cli_open(char **paths, int64_t n, const char *tensor, const char *what);
+
+/* Load the model in `dir` for a command given target files or not: a
+ * transcoder needs them (its reconstruction is of another site), an SAE
+ * refuses them. Prints why and returns NULL on failure. */
+subsae_sae *sae_cli_load(const char *dir, bool have_targets);
+
+/* The widths of the rows given to a model: `input` must have d_in values
+ * per row and `target` (may be NULL) d_out, and the same rows. 0, or 1
+ * with a message naming the files. */
+int sae_cli_check_rows(const subsae_sae *sae, const char *dir, const subsae_buffer *input,
+                       const char *input_name, const subsae_buffer *target,
+                       const char *target_name);
+
+/* Scan the rows of `paths` (opened apart from any buffer in use, so that
+ * the scan's mapped pages go when it ends) for NaN or infinity, when they
+ * hold at most `max_bytes` bytes (0: any size); `what` names them in the
+ * message ("--eval", "the input"). 0 when clean or skipped, 1 with a
+ * message naming the first bad row. */
+int sae_cli_scan(char **paths, int n, const char *tensor, const char *what,
+                 int64_t max_bytes);
+
+/* An output file the command will write: not a directory, in a directory
+ * that exists, its name ending in `extension` (the format it gets; `why`,
+ * may be NULL, says why in the message). 0, or 1 with a message naming
+ * `flag`. */
+int sae_cli_check_output(const char *flag, const char *path, const char *extension,
+                         const char *why);
 
 /* Seconds of a monotonic clock. */
 double sae_cli_now(void);

@@ -10,7 +10,8 @@ static void print_help(FILE *out)
     fprintf(out, "subsae %s — sparse dictionary learning on transformer activations\n\n"
                  "usage: subsae SUBCOMMAND [OPTIONS]\n\n", subsae_version_string());
     cli_print_commands(out);
-    fprintf(out, "\nEvery subcommand takes --json (one JSON object on stdout).\n");
+    fprintf(out, "\nEvery subcommand takes --json (one JSON object on stdout) and --help (its "
+                 "options,\nwith their defaults and ranges).\n");
 }
 
 int main(int argc, char **argv)

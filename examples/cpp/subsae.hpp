@@ -68,6 +68,47 @@ inline void check(int status)
 // ---- library-wide -------------------------------------------------------
 
 inline std::string version() { return subsae_version_string(); }
+
+// What the library says about an option (subsae_option_*).
+struct option_description {
+    int option = 0;
+    std::string name, description;
+    int type = SUBSAE_OPTION_INT, flags = 0;
+    int64_t int_min = 0, int_max = 0, int_default = 0;   // an int option
+    double min = 0, max = 0, default_value = 0;          // a double option
+};
+
+inline option_description option_info(int object, int option)
+{
+    option_description o;
+    const char *name = nullptr, *description = nullptr;
+    o.option = option;
+    check(subsae_option_info(object, option, &name, &o.type, &o.flags, &description));
+    o.name = name;
+    o.description = description;
+    if (o.type == SUBSAE_OPTION_INT)
+        check(subsae_option_int_bounds(object, option, &o.int_min, &o.int_max, &o.int_default));
+    else
+        check(subsae_option_double_bounds(object, option, &o.min, &o.max, &o.default_value));
+    return o;
+}
+
+// Every option of `object` (SUBSAE_OBJECT_*), in enum order.
+inline std::vector<option_description> options(int object)
+{
+    std::vector<option_description> all;
+    for (int i = 0, n = subsae_option_count(object); i < n; i++)
+        all.push_back(option_info(object, subsae_option_id(object, i)));
+    return all;
+}
+
+// The enum value of the option called `name`.
+inline int find_option(int object, const std::string &name)
+{
+    int option = -1;
+    check(subsae_option_find(object, name.c_str(), &option));
+    return option;
+}
 inline unsigned version_number() { return subsae_version_number(); }
 inline void set_num_threads(int n) { check(subsae_set_num_threads(n)); }
 inline int num_threads() { return subsae_get_num_threads(); }
@@ -270,6 +311,14 @@ public:
         int64_t skipped = 0;
         check(subsae_buffer_skip_nonfinite(get(), &skipped));
         return skipped;
+    }
+
+    // A 64-bit hash of the size and of sample rows (to tell data sets apart).
+    uint64_t fingerprint(int64_t sample_rows = 256) const
+    {
+        uint64_t h = 0;
+        check(subsae_buffer_fingerprint(get(), sample_rows, &h));
+        return h;
     }
 
     buffer_stats stats() const
@@ -532,6 +581,15 @@ public:
     int64_t d_in() const { return get_int(SUBSAE_SAE_D_IN); }
     int64_t d_out() const { return get_int(SUBSAE_SAE_D_OUT); }
     int64_t d_sae() const { return get_int(SUBSAE_SAE_D_SAE); }
+    // A transcoder reconstructs another site than its input.
+    bool transcoder() const { return get_int(SUBSAE_SAE_TRANSCODER) != 0; }
+    // The caller metadata saved in cfg.json (JSON text, "{}" when none).
+    std::string metadata() const
+    {
+        const char *text = nullptr;
+        check(subsae_sae_get_metadata(p_, &text));
+        return text;
+    }
 
     int64_t param_size(int param) const { return subsae_sae_param_size(p_, param); }
     std::vector<float> param(int param_id) const
@@ -589,6 +647,23 @@ public:
                                   static_cast<int64_t>(m.size())));
         return m;
     }
+    // The same, and each feature's share of the rows it fired on.
+    metric_array evaluate_density(const Buffer &input, const Buffer *target,
+                                  std::vector<double> &density) const
+    {
+        metric_array m{};
+        density.resize(static_cast<size_t>(d_sae()));
+        check(subsae_sae_evaluate_density(p_, input.get(), target ? target->get() : nullptr,
+                                          m.data(), static_cast<int64_t>(m.size()),
+                                          density.data(), d_sae()));
+        return m;
+    }
+    // SAELens' sparsity.safetensors (log10 densities) at `path`.
+    void save_sparsity(const std::string &path, const std::vector<double> &density) const
+    {
+        check(subsae_sae_save_sparsity(p_, path.c_str(), density.data(),
+                                       static_cast<int64_t>(density.size())));
+    }
     // Save as an SAELens-layout directory (scales folded in).
     void save(const std::string &dir) const { check(subsae_sae_save(p_, dir.c_str())); }
 
@@ -637,6 +712,11 @@ public:
     void set_double(int option, double value)
     {
         check(subsae_sae_set_double(get(), option, value));
+    }
+    // Caller metadata (a JSON object) for cfg.json.
+    void set_metadata(const std::string &json)
+    {
+        check(subsae_sae_set_metadata(get(), json.c_str()));
     }
     void set_param(int param, const std::vector<float> &values)
     {
@@ -758,6 +838,24 @@ public:
     void save_checkpoint(const std::string &dir) const
     {
         check(subsae_trainer_save_checkpoint(get(), dir.c_str()));
+    }
+    // Each feature's share of the metrics window's tokens it fired on.
+    std::vector<double> feature_density() const
+    {
+        std::vector<double> d(static_cast<size_t>(sae().d_sae()));
+        check(subsae_trainer_feature_density(get(), d.data(), static_cast<int64_t>(d.size())));
+        return d;
+    }
+    // The run's metadata (a JSON object), saved in checkpoints and cfg.json.
+    void set_metadata(const std::string &json)
+    {
+        check(subsae_trainer_set_metadata(get(), json.c_str()));
+    }
+    std::string metadata() const
+    {
+        const char *text = nullptr;
+        check(subsae_trainer_get_metadata(get(), &text));
+        return text;
     }
 
     subsae_trainer *get() const noexcept { return h_.get(); }

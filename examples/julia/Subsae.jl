@@ -77,9 +77,17 @@ const SAE_D_IN = Cint(0)
 const SAE_D_OUT = Cint(1)
 const SAE_D_SAE = Cint(2)
 const SAE_K = Cint(4)
+const SAE_TRANSCODER = Cint(9)
+
+const OBJECT_TRAINER = Cint(0)
+const OBJECT_SUBSPACE = Cint(1)
+const OBJECT_SAE = Cint(2)
+const OPTION_INT = Cint(0)
+const OPTION_DOUBLE = Cint(1)
 
 const METRIC_NAMES = (:mse, :fvu, :explained_variance, :l0, :dead_fraction, :dead_features,
-                      :dense_fraction, :zero_frequency_fraction, :tokens, :steps, :loss)
+                      :dense_fraction, :zero_frequency_fraction, :tokens, :steps, :loss,
+                      :lr, :loss_mse, :loss_sparsity, :loss_aux)
 const METRIC_COUNT = length(METRIC_NAMES)
 
 const INIT_RANDOM = 0
@@ -138,6 +146,49 @@ dtype_name(d::Integer) = unsafe_string(ccall((:subsae_dtype_name, libsubsae), Cs
 format_name(f::Integer) = unsafe_string(ccall((:subsae_format_name, libsubsae), Cstring, (Cint,), f))
 activation_name(a::Integer) = unsafe_string(ccall((:subsae_activation_name, libsubsae), Cstring, (Cint,), a))
 metric_count() = ccall((:subsae_metric_count, libsubsae), Cint, ())
+
+# ---- option metadata -------------------------------------------------------
+
+option_count(object::Integer) = ccall((:subsae_option_count, libsubsae), Cint, (Cint,), object)
+option_id(object::Integer, index::Integer) =
+    ccall((:subsae_option_id, libsubsae), Cint, (Cint, Cint), object, index)
+
+"""The enum value of the option called `name` of `object` (OBJECT_*)."""
+function find_option(object::Integer, name::AbstractString)
+    option = Ref{Cint}(0)
+    check(ccall((:subsae_option_find, libsubsae), Cint, (Cint, Cstring, Ref{Cint}), object, name,
+                option))
+    return option[]
+end
+
+"""What the library says about an option: name, type (:int or :double),
+flags, description, min, max, default."""
+function option_info(object::Integer, option::Integer)
+    name = Ref{Ptr{UInt8}}(C_NULL)
+    description = Ref{Ptr{UInt8}}(C_NULL)
+    kind = Ref{Cint}(0)
+    flags = Ref{Cint}(0)
+    check(ccall((:subsae_option_info, libsubsae), Cint,
+                (Cint, Cint, Ref{Ptr{UInt8}}, Ref{Cint}, Ref{Cint}, Ref{Ptr{UInt8}}),
+                object, option, name, kind, flags, description))
+    if kind[] == OPTION_INT
+        lo, hi, def = Ref{Int64}(0), Ref{Int64}(0), Ref{Int64}(0)
+        check(ccall((:subsae_option_int_bounds, libsubsae), Cint,
+                    (Cint, Cint, Ref{Int64}, Ref{Int64}, Ref{Int64}), object, option, lo, hi, def))
+    else
+        lo, hi, def = Ref{Float64}(0), Ref{Float64}(0), Ref{Float64}(0)
+        check(ccall((:subsae_option_double_bounds, libsubsae), Cint,
+                    (Cint, Cint, Ref{Float64}, Ref{Float64}, Ref{Float64}), object, option, lo,
+                    hi, def))
+    end
+    return (name = unsafe_string(name[]), type = kind[] == OPTION_INT ? :int : :double,
+            flags = Int(flags[]), description = unsafe_string(description[]), min = lo[],
+            max = hi[], default = def[])
+end
+
+"""option_info of every option of `object`."""
+options(object::Integer) = [option_info(object, option_id(object, i))
+                            for i in 0:option_count(object)-1]
 phase_count() = ccall((:subsae_phase_count, libsubsae), Cint, ())
 phase_name(p::Integer) = unsafe_string(ccall((:subsae_phase_name, libsubsae), Cstring, (Cint,), p))
 
@@ -323,6 +374,14 @@ function stats(b::Buffer)
                 handle(b), mean, norm, bad, first))
     return (mean = mean, mean_norm = norm[], nonfinite_values = Int(bad[]),
             first_nonfinite_row = Int(first[]))
+end
+
+"""A 64-bit hash of the size and of `sample_rows` sample tokens."""
+function fingerprint(b::Buffer; sample_rows::Integer = 256)
+    h = Ref{UInt64}(0)
+    check(ccall((:subsae_buffer_fingerprint, libsubsae), Cint, (Ptr{Cvoid}, Int64, Ref{UInt64}),
+                handle(b), sample_rows, h))
+    return h[]
 end
 
 save_npy(b::Buffer, path::AbstractString; dtype::Integer = DTYPE_F32) =
@@ -762,6 +821,38 @@ function evaluate(m::Sae, input::Buffer, target::Union{Nothing,Buffer} = nothing
     return metrics_tuple(out)
 end
 
+"""Metrics and each feature's share of the tokens it fired on."""
+function evaluate_density(m::Sae, input::Buffer, target::Union{Nothing,Buffer} = nothing)
+    out = Vector{Float64}(undef, METRIC_COUNT)
+    density = Vector{Float64}(undef, d_sae(m))
+    check(ccall((:subsae_sae_evaluate_density, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Float64}, Int64, Ptr{Float64}, Int64),
+                handle(m), handle(input), target === nothing ? C_NULL : handle(target),
+                out, METRIC_COUNT, density, length(density)))
+    return metrics_tuple(out), density
+end
+
+"""SAELens' sparsity.safetensors (log10 densities) at `path`."""
+save_sparsity(m::Sae, path::AbstractString, density::Vector{Float64}) =
+    check(ccall((:subsae_sae_save_sparsity, libsubsae), Cint,
+                (Ptr{Cvoid}, Cstring, Ptr{Float64}, Int64), handle(m), path, density,
+                length(density)))
+
+"""Whether the model is a transcoder (reconstructs another site)."""
+transcoder(m::Sae) = get_int(m, SAE_TRANSCODER) != 0
+
+"""The caller metadata of cfg.json, as JSON text."""
+function metadata(m::Sae)
+    text = Ref{Ptr{UInt8}}(C_NULL)
+    check(ccall((:subsae_sae_get_metadata, libsubsae), Cint, (Ptr{Cvoid}, Ref{Ptr{UInt8}}),
+                handle(m), text))
+    return unsafe_string(text[])
+end
+
+set_metadata!(m::Sae, json::AbstractString) =
+    check(ccall((:subsae_sae_set_metadata, libsubsae), Cint, (Ptr{Cvoid}, Cstring), handle(m),
+                json))
+
 """Save as an SAELens-layout directory (scales folded in)."""
 save(m::Sae, dir::AbstractString) =
     check(ccall((:subsae_sae_save, libsubsae), Cint, (Ptr{Cvoid}, Cstring), handle(m), dir))
@@ -902,6 +993,27 @@ function metrics(t::Trainer)
     check(ccall((:subsae_trainer_metrics, libsubsae), Cint, (Ptr{Cvoid}, Ptr{Float64}, Int64),
                 handle(t), out, METRIC_COUNT))
     return metrics_tuple(out)
+end
+
+"""Each feature's share of the metrics window's tokens it fired on."""
+function feature_density(t::Trainer)
+    n = Int(get_int(t, TRAIN_OPTIONS[:features][1]))
+    out = Vector{Float64}(undef, n)
+    check(ccall((:subsae_trainer_feature_density, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Float64}, Int64), handle(t), out, n))
+    return out
+end
+
+"""The run's metadata (a JSON object text), saved in checkpoints and cfg.json."""
+set_metadata!(t::Trainer, json::AbstractString) =
+    check(ccall((:subsae_trainer_set_metadata, libsubsae), Cint, (Ptr{Cvoid}, Cstring),
+                handle(t), json))
+
+function metadata(t::Trainer)
+    text = Ref{Ptr{UInt8}}(C_NULL)
+    check(ccall((:subsae_trainer_get_metadata, libsubsae), Cint, (Ptr{Cvoid}, Ref{Ptr{UInt8}}),
+                handle(t), text))
+    return unsafe_string(text[])
 end
 
 """Wall seconds per step of each phase (Symbol => seconds: :encode_gemm,

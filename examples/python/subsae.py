@@ -57,11 +57,16 @@ ACT_TOPK, ACT_BATCHTOPK, ACT_JUMPRELU, ACT_RELU = 0, 1, 2, 3
 PARAM_W_ENC, PARAM_B_ENC, PARAM_W_DEC, PARAM_B_DEC, PARAM_THRESHOLD = 0, 1, 2, 3, 4
 SAE_D_IN, SAE_D_OUT, SAE_D_SAE, SAE_ACTIVATION, SAE_K = 0, 1, 2, 3, 4
 SAE_APPLY_B_DEC_TO_INPUT, SAE_RANK_BY_DECODER_NORM = 5, 6
-SAE_INPUT_SCALE, SAE_OUTPUT_SCALE = 7, 8
+SAE_INPUT_SCALE, SAE_OUTPUT_SCALE, SAE_TRANSCODER = 7, 8, 9
+
+OBJECT_TRAINER, OBJECT_SUBSPACE, OBJECT_SAE = 0, 1, 2
+OPTION_INT, OPTION_DOUBLE = 0, 1
+OPTION_READ_ONLY, OPTION_STRUCTURAL, OPTION_MIN_EXCLUSIVE = 1, 2, 4
+OPTION_MAX_EXCLUSIVE, OPTION_ZERO_MEANS_AUTO, OPTION_CHOICE = 8, 16, 32
 
 METRIC_NAMES = ("mse", "fvu", "explained_variance", "l0", "dead_fraction",
                 "dead_features", "dense_fraction", "zero_frequency_fraction",
-                "tokens", "steps", "loss")
+                "tokens", "steps", "loss", "lr", "loss_mse", "loss_sparsity", "loss_aux")
 METRIC_COUNT = len(METRIC_NAMES)
 
 INIT_RANDOM, INIT_ACTIVE_SUBSPACE = 0, 1
@@ -111,6 +116,7 @@ _p, _s = _c.c_void_p, _c.c_char_p
 _pi, _pi64, _pd, _pf = (_c.POINTER(_c.c_int), _c.POINTER(_c.c_int64),
                         _c.POINTER(_c.c_double), _c.POINTER(_c.c_float))
 _pi32, _pp, _ps = _c.POINTER(_c.c_int32), _c.POINTER(_c.c_void_p), _c.POINTER(_c.c_char_p)
+_pu64 = _c.POINTER(_c.c_uint64)
 
 CALLBACK = _c.CFUNCTYPE(_i, _i, _s, _i64, _i64, _s, _p)
 # int (*)(void *data, int64_t count, int dtype, void *user): the caller's
@@ -130,6 +136,13 @@ _PROTOTYPES = {
     "subsae_set_num_threads": (_i, [_i]),
     "subsae_get_num_threads": (_i, []),
     "subsae_dtype_name": (_s, [_i]),
+    # option metadata
+    "subsae_option_count": (_i, [_i]),
+    "subsae_option_id": (_i, [_i, _i]),
+    "subsae_option_find": (_i, [_i, _s, _pi]),
+    "subsae_option_info": (_i, [_i, _i, _ps, _pi, _pi, _ps]),
+    "subsae_option_int_bounds": (_i, [_i, _i, _pi64, _pi64, _pi64]),
+    "subsae_option_double_bounds": (_i, [_i, _i, _pd, _pd, _pd]),
     # buffers
     "subsae_buffer_create": (_i, [_i64, _pp]),
     "subsae_buffer_append": (_i, [_p, _p, _i, _i64, _i64]),
@@ -145,6 +158,7 @@ _PROTOTYPES = {
     "subsae_buffer_gather": (_i, [_p, _pi64, _i64, _pf, _i64]),
     "subsae_buffer_skip_nonfinite": (_i, [_p, _pi64]),
     "subsae_buffer_stats": (_i, [_p, _pf, _pd, _pi64, _pi64]),
+    "subsae_buffer_fingerprint": (_i, [_p, _i64, _pu64]),
     "subsae_buffer_save_npy": (_i, [_p, _s, _i]),
     "subsae_buffer_save_safetensors": (_i, [_p, _s, _s, _i]),
     "subsae_format_name": (_s, [_i]),
@@ -196,6 +210,10 @@ _PROTOTYPES = {
     "subsae_sae_decode_sparse": (_i, [_p, _pi32, _pf, _i64, _i64, _pf, _i64]),
     "subsae_metric_count": (_i, []),
     "subsae_sae_evaluate": (_i, [_p, _p, _p, _pd, _i64]),
+    "subsae_sae_evaluate_density": (_i, [_p, _p, _p, _pd, _i64, _pd, _i64]),
+    "subsae_sae_save_sparsity": (_i, [_p, _s, _pd, _i64]),
+    "subsae_sae_set_metadata": (_i, [_p, _s]),
+    "subsae_sae_get_metadata": (_i, [_p, _ps]),
     "subsae_sae_save": (_i, [_p, _s]),
     "subsae_sae_load": (_i, [_s, _pp]),
     # trainer
@@ -211,6 +229,9 @@ _PROTOTYPES = {
     "subsae_trainer_step": (_i, [_p, _pf, _i64, _pf, _i64, _i64]),
     "subsae_trainer_fit": (_i, [_p, _p, _p, _i64]),
     "subsae_trainer_metrics": (_i, [_p, _pd, _i64]),
+    "subsae_trainer_feature_density": (_i, [_p, _pd, _i64]),
+    "subsae_trainer_set_metadata": (_i, [_p, _s]),
+    "subsae_trainer_get_metadata": (_i, [_p, _ps]),
     "subsae_trainer_sae": (_p, [_p]),
     "subsae_phase_count": (_i, []),
     "subsae_phase_name": (_s, [_i]),
@@ -572,6 +593,12 @@ class Buffer(_Handle):
         _check(lib.subsae_buffer_skip_nonfinite(self.ptr, _c.byref(skipped)))
         return skipped.value
 
+    def fingerprint(self, sample_rows=256):
+        """A 64-bit hash of the size and of sample rows (to tell data apart)."""
+        out = _c.c_uint64()
+        _check(lib.subsae_buffer_fingerprint(self.ptr, sample_rows, _c.byref(out)))
+        return out.value
+
     def stats(self):
         """dict: mean, mean_norm, nonfinite_values, first_nonfinite_row."""
         mean = np.empty(self.dim, dtype=np.float32)
@@ -853,6 +880,34 @@ class _SaeOps(_Options):
                                        out.ctypes.data_as(_pd), METRIC_COUNT))
         return Metrics._from(out)
 
+    def evaluate_density(self, input, target=None):
+        """(Metrics, densities): each feature's share of the rows it fires on."""
+        inp = input if isinstance(input, Buffer) else Buffer.wrap(input)
+        tgt = target if target is None or isinstance(target, Buffer) else Buffer.wrap(target)
+        out = np.empty(METRIC_COUNT, dtype=np.float64)
+        density = np.empty(self.d_sae, dtype=np.float64)
+        _check(lib.subsae_sae_evaluate_density(self.ptr, inp.ptr, tgt.ptr if tgt else None,
+                                               out.ctypes.data_as(_pd), METRIC_COUNT,
+                                               density.ctypes.data_as(_pd), self.d_sae))
+        return Metrics._from(out), density
+
+    def save_sparsity(self, path, density):
+        """SAELens' sparsity.safetensors (log10 densities) at path."""
+        d = np.ascontiguousarray(density, dtype=np.float64)
+        _check(lib.subsae_sae_save_sparsity(self.ptr, _bytes(path), d.ctypes.data_as(_pd),
+                                            d.size))
+
+    @property
+    def transcoder(self):
+        return bool(self.get(SAE_TRANSCODER))
+
+    @property
+    def metadata(self):
+        """The caller metadata saved in cfg.json, as a JSON text."""
+        text = _c.c_char_p()
+        _check(lib.subsae_sae_get_metadata(self.ptr, _c.byref(text)))
+        return text.value.decode()
+
     def save(self, directory):
         """An SAELens-layout directory (scales folded in)."""
         _check(lib.subsae_sae_save(self.ptr, _bytes(directory)))
@@ -955,6 +1010,23 @@ class Trainer(_Handle, _Options):
         _check(lib.subsae_trainer_metrics(self.ptr, out.ctypes.data_as(_pd), METRIC_COUNT))
         return Metrics._from(out)
 
+    def feature_density(self):
+        """Each feature's share of the metrics window's tokens it fired on."""
+        d_sae = self.get(TRAIN_FEATURES)
+        out = np.empty(d_sae, dtype=np.float64)
+        _check(lib.subsae_trainer_feature_density(self.ptr, out.ctypes.data_as(_pd), d_sae))
+        return out
+
+    def set_metadata(self, text):
+        """The run's metadata (a JSON object text), saved in checkpoints and cfg.json."""
+        _check(lib.subsae_trainer_set_metadata(self.ptr, _bytes(text) if text else None))
+
+    @property
+    def metadata(self):
+        text = _c.c_char_p()
+        _check(lib.subsae_trainer_get_metadata(self.ptr, _c.byref(text)))
+        return text.value.decode()
+
     def timings(self):
         """Wall seconds per step of each phase ({"encode_gemm": ..., "topk": ...,
         "decode", "backward", "optimizer", "prepare", "read", "step"}),
@@ -976,3 +1048,36 @@ class Trainer(_Handle, _Options):
 
     def save_checkpoint(self, directory):
         _check(lib.subsae_trainer_save_checkpoint(self.ptr, _bytes(directory)))
+
+
+def option_info(obj, option):
+    """What the library says about an option: dict(name, type ('int' or
+    'double'), flags, description, min, max, default)."""
+    name, desc = _c.c_char_p(), _c.c_char_p()
+    kind, flags = _c.c_int(), _c.c_int()
+    _check(lib.subsae_option_info(obj, option, _c.byref(name), _c.byref(kind), _c.byref(flags),
+                                  _c.byref(desc)))
+    if kind.value == OPTION_INT:
+        lo, hi, default = _c.c_int64(), _c.c_int64(), _c.c_int64()
+        _check(lib.subsae_option_int_bounds(obj, option, _c.byref(lo), _c.byref(hi),
+                                            _c.byref(default)))
+    else:
+        lo, hi, default = _c.c_double(), _c.c_double(), _c.c_double()
+        _check(lib.subsae_option_double_bounds(obj, option, _c.byref(lo), _c.byref(hi),
+                                               _c.byref(default)))
+    return {"name": name.value.decode(), "type": "int" if kind.value == OPTION_INT else "double",
+            "flags": flags.value, "description": desc.value.decode(), "min": lo.value,
+            "max": hi.value, "default": default.value}
+
+
+def options(obj):
+    """option_info of every option of obj (OBJECT_TRAINER, OBJECT_SUBSPACE, OBJECT_SAE)."""
+    return [option_info(obj, lib.subsae_option_id(obj, i))
+            for i in range(lib.subsae_option_count(obj))]
+
+
+def find_option(obj, name):
+    """The enum value of the option called name."""
+    out = _c.c_int()
+    _check(lib.subsae_option_find(obj, _bytes(name), _c.byref(out)))
+    return out.value

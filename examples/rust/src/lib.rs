@@ -170,6 +170,66 @@ pub fn num_threads() -> i32 {
     unsafe { sys::subsae_get_num_threads() }
 }
 
+/// What the library says about one option (`subsae_option_*`): the values
+/// its setters accept and the default of a new object.
+#[derive(Debug, Clone)]
+pub struct OptionInfo {
+    pub option: i32,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub flags: i32,
+    /// (min, max, default) of an int option.
+    pub int_bounds: Option<(i64, i64, i64)>,
+    /// (min, max, default) of a double option.
+    pub double_bounds: Option<(f64, f64, f64)>,
+}
+
+/// Every option of `object` (`sys::SUBSAE_OBJECT_*`), in enum order.
+pub fn options(object: i32) -> Result<Vec<OptionInfo>> {
+    // SAFETY: no pointers.
+    let n = unsafe { sys::subsae_option_count(object) };
+    if n < 0 {
+        return Err(Error::invalid(format!("unknown object {}", object)));
+    }
+    (0..n)
+        .map(|i| option_info(object, unsafe { sys::subsae_option_id(object, i) }))
+        .collect()
+}
+
+/// One option of `object`.
+pub fn option_info(object: i32, option: i32) -> Result<OptionInfo> {
+    let (mut name, mut description) = (ptr::null(), ptr::null());
+    let (mut kind, mut flags) = (0, 0);
+    // SAFETY: out pointers to locals; the strings are static.
+    check(unsafe {
+        sys::subsae_option_info(object, option, &mut name, &mut kind, &mut flags, &mut description)
+    })?;
+    let mut info = OptionInfo {
+        option,
+        name: static_str(name),
+        description: static_str(description),
+        flags,
+        int_bounds: None,
+        double_bounds: None,
+    };
+    if kind == sys::SUBSAE_OPTION_INT {
+        let (mut lo, mut hi, mut def) = (0i64, 0i64, 0i64);
+        // SAFETY: out pointers to locals.
+        check(unsafe {
+            sys::subsae_option_int_bounds(object, option, &mut lo, &mut hi, &mut def)
+        })?;
+        info.int_bounds = Some((lo, hi, def));
+    } else {
+        let (mut lo, mut hi, mut def) = (0f64, 0f64, 0f64);
+        // SAFETY: out pointers to locals.
+        check(unsafe {
+            sys::subsae_option_double_bounds(object, option, &mut lo, &mut hi, &mut def)
+        })?;
+        info.double_bounds = Some((lo, hi, def));
+    }
+    Ok(info)
+}
+
 /// Element types accepted on input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
@@ -1040,6 +1100,19 @@ pub trait Model {
     }
     fn d_sae(&self) -> usize {
         self.get_int(sys::SUBSAE_SAE_D_SAE).unwrap_or(0) as usize
+    }
+    /// A transcoder reconstructs another site than its input.
+    fn is_transcoder(&self) -> bool {
+        self.get_int(sys::SUBSAE_SAE_TRANSCODER).unwrap_or(0) != 0
+    }
+    /// The caller metadata saved in cfg.json (JSON text, "{}" when none).
+    fn metadata(&self) -> String {
+        let mut p: *const c_char = ptr::null();
+        // SAFETY: valid handle and out pointer; the text is copied at once.
+        match check(unsafe { sys::subsae_sae_get_metadata(self.as_ptr(), &mut p) }) {
+            Ok(()) => unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned(),
+            Err(_) => String::from("{}"),
+        }
     }
 
     /// A parameter (`sys::SUBSAE_PARAM_*`) as stored.

@@ -116,6 +116,19 @@ pub const SUBSAE_SAE_APPLY_B_DEC_TO_INPUT: c_int = 5;
 pub const SUBSAE_SAE_RANK_BY_DECODER_NORM: c_int = 6;
 pub const SUBSAE_SAE_INPUT_SCALE: c_int = 7;
 pub const SUBSAE_SAE_OUTPUT_SCALE: c_int = 8;
+pub const SUBSAE_SAE_TRANSCODER: c_int = 9;
+
+pub const SUBSAE_OBJECT_TRAINER: c_int = 0;
+pub const SUBSAE_OBJECT_SUBSPACE: c_int = 1;
+pub const SUBSAE_OBJECT_SAE: c_int = 2;
+pub const SUBSAE_OPTION_INT: c_int = 0;
+pub const SUBSAE_OPTION_DOUBLE: c_int = 1;
+pub const SUBSAE_OPTION_READ_ONLY: c_int = 1;
+pub const SUBSAE_OPTION_STRUCTURAL: c_int = 2;
+pub const SUBSAE_OPTION_MIN_EXCLUSIVE: c_int = 4;
+pub const SUBSAE_OPTION_MAX_EXCLUSIVE: c_int = 8;
+pub const SUBSAE_OPTION_ZERO_MEANS_AUTO: c_int = 16;
+pub const SUBSAE_OPTION_CHOICE: c_int = 32;
 
 pub const SUBSAE_METRIC_MSE: usize = 0;
 pub const SUBSAE_METRIC_FVU: usize = 1;
@@ -128,7 +141,11 @@ pub const SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION: usize = 7;
 pub const SUBSAE_METRIC_TOKENS: usize = 8;
 pub const SUBSAE_METRIC_STEPS: usize = 9;
 pub const SUBSAE_METRIC_LOSS: usize = 10;
-pub const SUBSAE_METRIC_COUNT: usize = 11;
+pub const SUBSAE_METRIC_LR: usize = 11;
+pub const SUBSAE_METRIC_LOSS_MSE: usize = 12;
+pub const SUBSAE_METRIC_LOSS_SPARSITY: usize = 13;
+pub const SUBSAE_METRIC_LOSS_AUX: usize = 14;
+pub const SUBSAE_METRIC_COUNT: usize = 15;
 
 pub const SUBSAE_PHASE_ENCODE_GEMM: usize = 0;
 pub const SUBSAE_PHASE_TOPK: usize = 1;
@@ -461,6 +478,23 @@ extern "C" {
         metrics: *mut f64,
         n_metrics: i64,
     ) -> c_int;
+    pub fn subsae_sae_evaluate_density(
+        sae: *const subsae_sae,
+        input: *const subsae_buffer,
+        target: *const subsae_buffer,
+        metrics: *mut f64,
+        n_metrics: i64,
+        density: *mut f64,
+        n_density: i64,
+    ) -> c_int;
+    pub fn subsae_sae_save_sparsity(
+        sae: *const subsae_sae,
+        path: *const c_char,
+        density: *const f64,
+        n: i64,
+    ) -> c_int;
+    pub fn subsae_sae_set_metadata(sae: *mut subsae_sae, json: *const c_char) -> c_int;
+    pub fn subsae_sae_get_metadata(sae: *const subsae_sae, json: *mut *const c_char) -> c_int;
     pub fn subsae_sae_save(sae: *const subsae_sae, dir: *const c_char) -> c_int;
     pub fn subsae_sae_load(dir: *const c_char, out: *mut *mut subsae_sae) -> c_int;
 
@@ -515,6 +549,16 @@ extern "C" {
         metrics: *mut f64,
         n_metrics: i64,
     ) -> c_int;
+    pub fn subsae_trainer_feature_density(
+        t: *const subsae_trainer,
+        density: *mut f64,
+        n: i64,
+    ) -> c_int;
+    pub fn subsae_trainer_set_metadata(t: *mut subsae_trainer, json: *const c_char) -> c_int;
+    pub fn subsae_trainer_get_metadata(
+        t: *const subsae_trainer,
+        json: *mut *const c_char,
+    ) -> c_int;
     pub fn subsae_phase_count() -> c_int;
     pub fn subsae_phase_name(phase: c_int) -> *const c_char;
     pub fn subsae_trainer_timings(
@@ -528,5 +572,39 @@ extern "C" {
     pub fn subsae_trainer_load_checkpoint(
         dir: *const c_char,
         out: *mut *mut subsae_trainer,
+    ) -> c_int;
+
+    // ---- option metadata ------------------------------------------------
+    pub fn subsae_option_count(object: c_int) -> c_int;
+    pub fn subsae_option_id(object: c_int, index: c_int) -> c_int;
+    pub fn subsae_option_find(object: c_int, name: *const c_char, option: *mut c_int) -> c_int;
+    pub fn subsae_option_info(
+        object: c_int,
+        option: c_int,
+        name: *mut *const c_char,
+        kind: *mut c_int,
+        flags: *mut c_int,
+        description: *mut *const c_char,
+    ) -> c_int;
+    pub fn subsae_option_int_bounds(
+        object: c_int,
+        option: c_int,
+        min: *mut i64,
+        max: *mut i64,
+        default_value: *mut i64,
+    ) -> c_int;
+    pub fn subsae_option_double_bounds(
+        object: c_int,
+        option: c_int,
+        min: *mut f64,
+        max: *mut f64,
+        default_value: *mut f64,
+    ) -> c_int;
+
+    // ---- fingerprints ---------------------------------------------------
+    pub fn subsae_buffer_fingerprint(
+        buf: *const subsae_buffer,
+        sample_rows: i64,
+        out: *mut u64,
     ) -> c_int;
 }

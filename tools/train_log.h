@@ -1,0 +1,33 @@
+/* `subsae train --log FILE.jsonl`: one JSON object per line every N steps
+ * (and at the end of the fit): step, tokens, lr, loss and its parts, the
+ * metrics window's MSE, explained variance and L0, dead fraction, tokens
+ * per second and seconds since the fit began. A resumed run appends. */
+#ifndef SUBSAE_CLI_TRAIN_LOG_H
+#define SUBSAE_CLI_TRAIN_LOG_H
+
+#include "cli.h"
+
+struct train_log {
+    FILE *file;          /* NULL: no log */
+    const char *path;
+    int64_t every;       /* steps */
+    int64_t last_step;   /* the last step written */
+    int64_t first_tokens;/* tokens when the fit began */
+    double started;      /* when the fit began (sae_cli_now) */
+};
+
+/* Open (create, or append to) path; 0, or 1 with a message (a directory,
+ * not writable). */
+int train_log_open(struct train_log *log, const char *path, int64_t every);
+
+/* The fit begins now, at `tokens` tokens. */
+void train_log_start(struct train_log *log, int64_t tokens);
+
+/* After a step (metrics: SUBSAE_METRIC_COUNT values of the trainer): a line
+ * when the step is a multiple of `every`, or when `force` (the last one)
+ * and not yet written. 0, or 1 with a message when it cannot be written. */
+int train_log_step(struct train_log *log, const double *metrics, bool force);
+
+void train_log_close(struct train_log *log);
+
+#endif

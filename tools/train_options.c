@@ -1,0 +1,482 @@
+/* The flags of `subsae train` (see train_options.h). */
+#include "train_options.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum kind {
+    HEADING, /* a section of the help */
+    SWITCH,  /* no value: a bool of the program, or a trainer option set to `fixed` */
+    NUMBER,  /* a number: a trainer option, or one of the program's */
+    CHOICE,  /* a name among `choices`: the trainer option's value is its index */
+    TEXT,    /* a string of the program */
+    FILES    /* the files up to the next option */
+};
+
+struct flag {
+    const char *name;    /* "--lr" (HEADING: the section's title) */
+    const char *metavar; /* "X" */
+    enum kind kind;
+    int option;          /* the SUBSAE_TRAIN_* it sets, or -1 */
+    const char *const *choices;
+    int64_t fixed;       /* SWITCH of a trainer option: the value it sets */
+    /* the program's own: where the value goes, whether it was given, and
+     * for numbers the type and bounds (a double's bounds exclusive when
+     * `open`) */
+    size_t at, given_at;
+    bool is_double, open;
+    double min, max;
+    bool required;       /* a new run needs it: its default is not shown */
+    const char *help;
+};
+
+#define AT(field) offsetof(struct train_options, field)
+#define NONE ((size_t)-1)
+/* A trainer option (its bounds and default from the library). */
+#define LIB(flag_name, metavar_, kind_, option_, choices_, text)                           \
+    {.name = flag_name, .metavar = metavar_, .kind = kind_, .option = option_,             \
+     .choices = choices_, .at = NONE, .given_at = NONE, .help = text}
+/* A switch setting a trainer option to `value`. */
+#define LIB_SWITCH(flag_name, option_, value, text)                                        \
+    {.name = flag_name, .kind = SWITCH, .option = option_, .fixed = value, .at = NONE,     \
+     .given_at = NONE, .help = text}
+/* The program's own. */
+#define OWN(flag_name, metavar_, kind_, field, text)                                       \
+    {.name = flag_name, .metavar = metavar_, .kind = kind_, .option = -1, .at = AT(field), \
+     .given_at = NONE, .help = text}
+#define OWN_NUMBER(flag_name, metavar_, field, given, dbl, lo, hi, open_, text)            \
+    {.name = flag_name, .metavar = metavar_, .kind = NUMBER, .option = -1, .at = AT(field),\
+     .given_at = given, .is_double = dbl, .open = open_, .min = lo, .max = hi, .help = text}
+#define SECTION(title) {.name = title, .kind = HEADING, .option = -1}
+
+static const char *const activations[] = {"topk", "batchtopk", "jumprelu", "relu", NULL};
+static const char *const inits[] = {"random", "active-subspace", NULL};
+static const char *const norms[] = {"free", "unit", NULL};
+static const char *const coefficients[] = {"uniform", "gaussian", NULL};
+
+static const struct flag flags[] = {
+    SECTION("data"),
+    OWN("--target", "FILE...", FILES, targets,
+        "train a transcoder: the activations of the site it reconstructs, one file per INPUT "
+        "file (e.g. mlp_out for mlp_in)"),
+    OWN("--tensor", "NAME", TEXT, tensor,
+        "the safetensors tensor to read (default: the file's only tensor)"),
+    OWN("--skip-nonfinite", NULL, SWITCH, skip_nonfinite,
+        "leave out rows that hold NaN or infinity instead of stopping at the first one (not "
+        "with --target)"),
+    OWN("--hook-name", "NAME", TEXT, hook_name,
+        "the input's site, saved as SAELens' hook_name (default: the input file's name "
+        "without extension)"),
+    OWN("--hook-name-out", "NAME", TEXT, hook_name_out,
+        "a transcoder's target site (default: the target file's name without extension)"),
+    OWN("--model-name", "NAME", TEXT, model_name,
+        "the model the activations come from, saved as SAELens' model_name (default: the "
+        "name of the input file's directory)"),
+    SECTION("model"),
+    {.name = "--features", .metavar = "M", .kind = NUMBER, .option = SUBSAE_TRAIN_FEATURES,
+     .at = NONE, .given_at = NONE, .required = true,
+     .help = "dictionary size; required for a new run"},
+    {.name = "--k", .metavar = "K", .kind = NUMBER, .option = SUBSAE_TRAIN_K, .at = NONE,
+     .given_at = NONE, .required = true,
+     .help = "active features per token, required for a new topk or batchtopk run; the "
+             "initial L0 of jumprelu and relu (default 32)"},
+    LIB("--activation", "NAME", CHOICE, SUBSAE_TRAIN_ACTIVATION, activations,
+        "the sparse coding"),
+    LIB("--init", "NAME", CHOICE, SUBSAE_TRAIN_INIT, inits,
+        "decoder directions: inside the active subspace of the data, or on the whole sphere"),
+    LIB("--subspace-dim", "R|auto", NUMBER, SUBSAE_TRAIN_SUBSPACE_DIM, NULL,
+        "dimensions of the active subspace; auto = the effective rank at 99 %"),
+    LIB("--subspace-coefficients", "NAME", CHOICE, SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS,
+        coefficients, "distribution of the active-subspace coefficients"),
+    LIB("--decoder-norm", "NAME", CHOICE, SUBSAE_TRAIN_DECODER_NORM, norms,
+        "decoder rows free or renormalised to unit norm after each step"),
+    LIB_SWITCH("--no-scale-search", SUBSAE_TRAIN_SCALE_SEARCH, 0,
+               "keep the initial weights' scale instead of searching it"),
+    LIB("--init-sample", "N", NUMBER, SUBSAE_TRAIN_INIT_SAMPLE, NULL,
+        "rows sampled for the scale, the mean, the subspace and the scale search"),
+    LIB("--init-threshold", "X", NUMBER, SUBSAE_TRAIN_INIT_THRESHOLD, NULL,
+        "initial jumprelu threshold (relu: minus the initial encoder bias)"),
+    SECTION("training"),
+    LIB("--lr", "X", NUMBER, SUBSAE_TRAIN_LR, NULL,
+        "Adam learning rate; 0 or auto = 2e-4 / sqrt(features / 16384)"),
+    LIB("--batch", "B", NUMBER, SUBSAE_TRAIN_BATCH, NULL, "tokens per step"),
+    OWN_NUMBER("--epochs", "E", epochs, AT(have_epochs), true, 0, 1e9, true,
+               "the run's length in passes over the inputs, counted from its start (default "
+               "1; above 0)"),
+    OWN_NUMBER("--tokens", "N", tokens, AT(have_tokens), false, 1, 9.2e18, false,
+               "the run's length in tokens instead, counted from its start"),
+    LIB("--warmup-steps", "W", NUMBER, SUBSAE_TRAIN_WARMUP_STEPS, NULL,
+        "steps of linear learning-rate warm-up"),
+    LIB("--cooldown-steps", "C", NUMBER, SUBSAE_TRAIN_COOLDOWN_STEPS, NULL,
+        "steps of linear decay of the learning rate to 0 at the end"),
+    LIB("--clip-norm", "X", NUMBER, SUBSAE_TRAIN_CLIP_NORM, NULL,
+        "clip the gradient norm at X; 0 = off"),
+    LIB("--seed", "S", NUMBER, SUBSAE_TRAIN_SEED, NULL,
+        "seed of the initialisation and the batch order"),
+    LIB("--dead-window", "T", NUMBER, SUBSAE_TRAIN_DEAD_WINDOW, NULL,
+        "a feature is dead when it has not fired within T tokens"),
+    LIB("--auxk", "COEF", NUMBER, SUBSAE_TRAIN_AUXK_COEF, NULL,
+        "weight of the AuxK revival loss (1/32 is usual); 0 = off"),
+    LIB("--auxk-k", "K", NUMBER, SUBSAE_TRAIN_AUXK_K, NULL,
+        "dead features AuxK uses per token; 0 = half the width"),
+    LIB("--l1", "COEF", NUMBER, SUBSAE_TRAIN_L1_COEF, NULL, "relu: weight of the L1 penalty"),
+    LIB("--l0", "COEF", NUMBER, SUBSAE_TRAIN_L0_COEF, NULL,
+        "jumprelu: weight of the L0 penalty"),
+    LIB("--jumprelu-bandwidth", "X", NUMBER, SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, NULL,
+        "jumprelu: width of the straight-through estimator's kernel"),
+    LIB("--adam-beta1", "X", NUMBER, SUBSAE_TRAIN_ADAM_BETA1, NULL, "Adam's beta1"),
+    LIB("--adam-beta2", "X", NUMBER, SUBSAE_TRAIN_ADAM_BETA2, NULL, "Adam's beta2"),
+    LIB("--adam-eps", "X", NUMBER, SUBSAE_TRAIN_ADAM_EPS, NULL, "Adam's epsilon"),
+    LIB_SWITCH("--sparse-adam", SUBSAE_TRAIN_SPARSE_ADAM, 1,
+               "update only the features with gradient in the step"),
+    OWN_NUMBER("--threads", "T", threads, NONE, false, 1, 4096, false,
+               "threads (default: the cores of the machine)"),
+    SECTION("evaluation"),
+    OWN("--eval", "FILE", TEXT, eval_file, "evaluate the trained model on FILE"),
+    OWN("--eval-target", "FILE", TEXT, eval_target,
+        "a transcoder evaluated on --eval FILE: the target site's rows of it"),
+    OWN_NUMBER("--eval-fraction", "F", eval_fraction, AT(have_eval_fraction), true, 0, 1, true,
+               "hold out the last fraction F of the rows for evaluation instead"),
+    SECTION("output and safety"),
+    OWN("--out", "DIR", TEXT, out,
+        "save the model in DIR (SAELens layout, with sparsity.safetensors); DIR is locked "
+        "while the run writes it"),
+    OWN("--overwrite", NULL, SWITCH, overwrite,
+        "replace the model and checkpoint of another run in DIR"),
+    OWN_NUMBER("--checkpoint-every", "STEPS", checkpoint_every, NONE, false, 1, 9.2e18, false,
+               "also save a checkpoint in DIR/checkpoint every STEPS steps (a run always "
+               "saves one when interrupted)"),
+    OWN("--resume", "DIR", TEXT, resume,
+        "continue the run saved in DIR (its --out) to its total length; without --out the "
+        "result is saved in DIR"),
+    OWN("--allow-new-data", NULL, SWITCH, allow_new_data,
+        "resume on other data than the run's (then --epochs and --tokens count from here)"),
+    OWN("--log", "FILE.jsonl", TEXT, log,
+        "append one JSON object of metrics every --log-every steps to FILE.jsonl"),
+    OWN_NUMBER("--log-every", "STEPS", log_every, NONE, false, 1, 9.2e18, false,
+               "steps between --log lines (default 10)"),
+    OWN("--json", NULL, SWITCH, json, "print one JSON object on stdout"),
+    OWN("--quiet", NULL, SWITCH, quiet, "no progress on stderr"),
+};
+enum { N_FLAGS = sizeof flags / sizeof flags[0] };
+
+static const struct flag *find_flag(const char *name)
+{
+    for (int i = 0; i < N_FLAGS; i++)
+        if (flags[i].kind != HEADING && !strcmp(flags[i].name, name))
+            return &flags[i];
+    return NULL;
+}
+
+static int option_flags(int option)
+{
+    int f = 0;
+    subsae_option_info(SUBSAE_OBJECT_TRAINER, option, NULL, NULL, &f, NULL);
+    return f;
+}
+
+static int option_type(int option)
+{
+    int type = SUBSAE_OPTION_INT;
+    subsae_option_info(SUBSAE_OBJECT_TRAINER, option, NULL, &type, NULL, NULL);
+    return type;
+}
+
+static bool parse_choice(const struct flag *f, const char *text, int64_t *value)
+{
+    char names[160] = "";
+    for (int64_t v = 0; f->choices[v]; v++) {
+        if (!strcmp(text, f->choices[v])) {
+            *value = v;
+            return true;
+        }
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s%s", v ? ", " : "", f->choices[v]);
+    }
+    cli_fail("%s: '%s' is none of %s", f->name, text, names);
+    return false;
+}
+
+/* A trainer option's value, checked against the library's bounds. */
+static bool parse_library_value(const struct flag *f, const char *text, struct train_options *o)
+{
+    const int opt = f->option, fl = option_flags(opt);
+    if (f->kind == CHOICE)
+        return parse_choice(f, text, &o->int_value[opt]);
+    if ((fl & SUBSAE_OPTION_ZERO_MEANS_AUTO) && !strcmp(text, "auto")) {
+        o->int_value[opt] = 0;
+        o->double_value[opt] = 0.0;
+        return true;
+    }
+    if (option_type(opt) == SUBSAE_OPTION_INT) {
+        int64_t lo, hi;
+        subsae_option_int_bounds(SUBSAE_OBJECT_TRAINER, opt, &lo, &hi, NULL);
+        return cli_parse_int64(f->name, text, lo, hi, &o->int_value[opt]);
+    }
+    double lo, hi, *v = &o->double_value[opt];
+    subsae_option_double_bounds(SUBSAE_OBJECT_TRAINER, opt, &lo, &hi, NULL);
+    if (!cli_parse_double(f->name, text, lo, hi, v))
+        return false;
+    if (((fl & SUBSAE_OPTION_MIN_EXCLUSIVE) && *v == lo) ||
+        ((fl & SUBSAE_OPTION_MAX_EXCLUSIVE) && *v == hi)) {
+        cli_fail("%s: '%s' must lie strictly between %g and %g", f->name, text, lo, hi);
+        return false;
+    }
+    return true;
+}
+
+static bool parse_own_number(const struct flag *f, const char *text, struct train_options *o)
+{
+    char *base = (char *)o;
+    if (f->is_double) {
+        double *v = (double *)(base + f->at);
+        if (!cli_parse_double(f->name, text, f->min, f->max, v))
+            return false;
+        if (f->open && (*v == f->min || *v == f->max)) {
+            cli_fail("%s: '%s' must lie strictly between %g and %g", f->name, text, f->min,
+                     f->max);
+            return false;
+        }
+    } else if (!cli_parse_int64(f->name, text, (int64_t)f->min,
+                                f->max >= 9.2e18 ? INT64_MAX : (int64_t)f->max,
+                                (int64_t *)(base + f->at))) {
+        return false;
+    }
+    if (f->given_at != NONE)
+        *(bool *)(base + f->given_at) = true;
+    return true;
+}
+
+/* One flag at argv[*i] with its value(s); *i ends on the last one used.
+ * 0, or the exit code with the message printed. */
+static int parse_flag(const struct flag *f, int argc, char **argv, int *i,
+                      struct train_options *o)
+{
+    char *base = (char *)o;
+    if (f->kind == SWITCH) {
+        if (f->option >= 0) {
+            o->given[f->option] = true;
+            o->int_value[f->option] = f->fixed;
+        } else {
+            *(bool *)(base + f->at) = true;
+        }
+        return 0;
+    }
+    if (f->kind == FILES) { /* the files up to the next option */
+        int before = o->n_targets;
+        while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0)
+            o->targets[o->n_targets++] = argv[++*i];
+        return o->n_targets > before ? 0 : cli_fail("%s needs one or more files", f->name);
+    }
+    if (*i + 1 >= argc)
+        return cli_fail("%s needs a value (%s)", f->name, f->metavar);
+    const char *text = argv[++*i];
+    if (f->kind == TEXT) {
+        *(const char **)(base + f->at) = text;
+        return 0;
+    }
+    if (f->option >= 0) {
+        if (!parse_library_value(f, text, o))
+            return 2;
+        o->given[f->option] = true;
+        return 0;
+    }
+    return parse_own_number(f, text, o) ? 0 : 2;
+}
+
+/* Combinations of options that cannot work, in the user's words. */
+static int check_combinations(const struct train_options *o)
+{
+    const int64_t act = o->given[SUBSAE_TRAIN_ACTIVATION] ? o->int_value[SUBSAE_TRAIN_ACTIVATION]
+                                                          : SUBSAE_ACT_TOPK;
+    const bool needs_k = act == SUBSAE_ACT_TOPK || act == SUBSAE_ACT_BATCHTOPK;
+    if (o->n_inputs == 0 && o->resume)
+        return cli_fail("--resume %s continues on the run's input files: give them too "
+                        "(%s train FILE... --resume %s)",
+                        o->resume, cli_program_name, o->resume);
+    if (o->n_inputs == 0)
+        return cli_usage();
+    if (!o->resume && (!o->given[SUBSAE_TRAIN_FEATURES] || (needs_k && !o->given[SUBSAE_TRAIN_K])))
+        return cli_fail("--features and --k are required (unless --resume; --k is optional "
+                        "for jumprelu and relu, where it sets the initial L0)");
+    if (o->n_targets > 0 && o->n_targets != o->n_inputs)
+        return cli_fail("%d inputs but %d targets: give one target file per input file",
+                        o->n_inputs, o->n_targets);
+    if (o->eval_target && (!o->eval_file || o->n_targets == 0))
+        return cli_fail("--eval-target goes with --eval and --target");
+    if (o->eval_file && o->n_targets > 0 && !o->eval_target)
+        return cli_fail("a transcoder evaluated on --eval FILE needs --eval-target FILE");
+    if (o->have_epochs && o->have_tokens)
+        return cli_fail("give --epochs or --tokens, not both");
+    if (o->eval_file && o->have_eval_fraction)
+        return cli_fail("give --eval or --eval-fraction, not both");
+    if (o->skip_nonfinite && o->n_targets > 0)
+        return cli_fail("--skip-nonfinite cannot leave the same rows out of the inputs and "
+                        "the targets; clean the files first");
+    if (o->hook_name_out && o->n_targets == 0)
+        return cli_fail("--hook-name-out names a transcoder's target site: it goes with "
+                        "--target");
+    if (o->allow_new_data && !o->resume)
+        return cli_fail("--allow-new-data goes with --resume");
+    if (o->log_every && !o->log)
+        return cli_fail("--log-every goes with --log FILE.jsonl");
+    char structural[512];
+    train_options_structural_given(o, structural, sizeof structural);
+    if (o->resume && structural[0])
+        return cli_fail("--resume continues a run with its own model: %s cannot change (give "
+                        "the other options, or start a new run)",
+                        structural);
+    return 0;
+}
+
+int train_options_parse(int argc, char **argv, struct train_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->inputs = calloc((size_t)argc, sizeof *o->inputs);
+    o->targets = calloc((size_t)argc, sizeof *o->targets);
+    if (!o->inputs || !o->targets)
+        return cli_fail("out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || !strcmp(a, "-")) {
+            o->inputs[o->n_inputs++] = argv[i];
+            continue;
+        }
+        const struct flag *f = find_flag(a);
+        if (!f) {
+            cli_fail("unknown option %s (see %s train --help)", a, cli_program_name);
+            return 2;
+        }
+        int rc = parse_flag(f, argc, argv, &i, o);
+        if (rc)
+            return rc;
+    }
+    return check_combinations(o);
+}
+
+void train_options_free(struct train_options *o)
+{
+    free(o->inputs);
+    free(o->targets);
+    o->inputs = o->targets = NULL;
+}
+
+int train_options_apply(const struct train_options *o, subsae_trainer *t)
+{
+    for (int i = 0; i < N_FLAGS; i++) {
+        const struct flag *f = &flags[i];
+        if (f->option < 0 || !o->given[f->option])
+            continue;
+        int rc = option_type(f->option) == SUBSAE_OPTION_INT
+                     ? subsae_trainer_set_int(t, f->option, o->int_value[f->option])
+                     : subsae_trainer_set_double(t, f->option, o->double_value[f->option]);
+        if (rc != SUBSAE_OK)
+            return cli_fail("%s: %s", f->name, subsae_last_error());
+    }
+    return 0;
+}
+
+void train_options_structural_given(const struct train_options *o, char *out, size_t size)
+{
+    out[0] = '\0';
+    for (int i = 0; i < N_FLAGS; i++) {
+        const struct flag *f = &flags[i];
+        if (f->option < 0 || !o->given[f->option] ||
+            !(option_flags(f->option) & SUBSAE_OPTION_STRUCTURAL))
+            continue;
+        size_t used = strlen(out);
+        snprintf(out + used, size - used, "%s%s", used ? ", " : "", f->name);
+    }
+}
+
+/* `text` quoted for a POSIX shell when it needs it. */
+static void append_quoted(char *out, size_t size, const char *text)
+{
+    size_t used = strlen(out);
+    bool plain = text[0] != '\0';
+    for (const char *p = text; *p && plain; p++)
+        plain = strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                       "_./=:,+-@%{}",
+                       *p) != NULL;
+    if (plain) {
+        snprintf(out + used, size - used, " %s", text);
+        return;
+    }
+    snprintf(out + used, size - used, " '");
+    for (const char *p = text; *p; p++) {
+        used = strlen(out);
+        if (*p == '\'')
+            snprintf(out + used, size - used, "'\\''");
+        else
+            snprintf(out + used, size - used, "%c", *p);
+    }
+    used = strlen(out);
+    snprintf(out + used, size - used, "'");
+}
+
+void train_options_resume_command(int argc, char **argv, const char *dir, char *out,
+                                  size_t size)
+{
+    snprintf(out, size, "%s train", cli_program_name);
+    for (int i = 1; i < argc; i++) {
+        const struct flag *f = argv[i][0] == '-' ? find_flag(argv[i]) : NULL;
+        if (!f) { /* an input file */
+            append_quoted(out, size, argv[i]);
+            continue;
+        }
+        const bool takes_value = f->kind == NUMBER || f->kind == CHOICE || f->kind == TEXT;
+        const bool dropped =
+            (f->option >= 0 && (option_flags(f->option) & SUBSAE_OPTION_STRUCTURAL)) ||
+            !strcmp(f->name, "--resume") || !strcmp(f->name, "--out") ||
+            !strcmp(f->name, "--overwrite") || !strcmp(f->name, "--allow-new-data");
+        if (!dropped)
+            append_quoted(out, size, argv[i]);
+        if (f->kind == FILES) {
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+                i++;
+                if (!dropped)
+                    append_quoted(out, size, argv[i]);
+            }
+        } else if (takes_value && i + 1 < argc) {
+            i++;
+            if (!dropped)
+                append_quoted(out, size, argv[i]);
+        }
+    }
+    size_t used = strlen(out);
+    snprintf(out + used, size - used, " --resume");
+    append_quoted(out, size, dir);
+}
+
+void train_options_help(FILE *out)
+{
+    fprintf(out,
+            "Train a sparse autoencoder (or, with --target, a transcoder) on activation files\n"
+            "(.npy or safetensors; several files form one data set). Everything is checked\n"
+            "before the first step; Ctrl-C or SIGTERM saves a checkpoint and prints the\n"
+            "command that resumes the run. Defaults and ranges come from the library.\n");
+    for (int i = 0; i < N_FLAGS; i++) {
+        const struct flag *f = &flags[i];
+        if (f->kind == HEADING) {
+            fprintf(out, "\n%s:\n", f->name);
+            continue;
+        }
+        char flag[96], text[1024], range[256] = "";
+        snprintf(flag, sizeof flag, "%s%s%s", f->name, f->metavar ? " " : "",
+                 f->metavar ? f->metavar : "");
+        if (f->option >= 0 && f->kind != SWITCH)
+            cli_option_range(SUBSAE_OBJECT_TRAINER, f->option, f->choices, range, sizeof range);
+        if (f->required && strchr(range, ';')) /* "default D; RANGE": the range only */
+            memmove(range, strchr(range, ';') + 2, strlen(strchr(range, ';') + 2) + 1);
+        if (f->option >= 0 && (option_flags(f->option) & SUBSAE_OPTION_STRUCTURAL)) {
+            size_t used = strlen(range);
+            snprintf(range + used, sizeof range - used, "%sfixed by --resume",
+                     used ? "; " : "");
+        }
+        snprintf(text, sizeof text, "%s%s%s%s", f->help, range[0] ? " (" : "", range,
+                 range[0] ? ")" : "");
+        cli_help_line(out, flag, text);
+    }
+    cli_help_end(out, false); /* --json is in the table */
+}
