@@ -165,6 +165,19 @@ $(CLI): $(CLI_OBJS) $(SHLIB) | $(BUILD)/bin
 	$(call say,LINK,$@)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) -L$(BUILD) -lsubsae $(PKG_LIBS) -lm \
 	    -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib'
 
+# ---- the model host (examples/llama: a client of the shared library) --
+LLAMA      := $(BUILD)/bin/subsae-llama
+LLAMA_SRCS := $(sort $(wildcard examples/llama/*.c))
+LLAMA_OBJS := $(LLAMA_SRCS:%.c=$(BUILD)/obj/%.o)
+all: $(LLAMA)
+
+$(BUILD)/obj/examples/llama/%.o: examples/llama/%.c include/subsae.h $(wildcard examples/llama/*.h) | $(BUILD)/obj/examples/llama
+	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LLAMA): $(LLAMA_OBJS) $(SHLIB) | $(BUILD)/bin
+	$(call say,LINK,$@)$(CC) $(LDFLAGS) -fopenmp -o $@ $(LLAMA_OBJS) -L$(BUILD) -lsubsae $(PKG_LIBS) -lm \
+	    -Wl,-rpath,'$$ORIGIN/..:$$ORIGIN/../lib'
+
 # ---- tests (Check; linked statically so they can reach internals) ---
 $(BUILD)/obj/tests/%.o: tests/%.c include/subsae.h $(wildcard tests/*.h) $(wildcard lib/*.h) | $(BUILD)/obj/tests
 	$(call say,CC,$<)$(CC) $(APP_CFLAGS) -Ilib $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
@@ -395,14 +408,14 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libsubsae.so $(DESTDIR)$(LIBDIR)/libsubsae.a \
 	      $(DESTDIR)$(PKGCONFIGDIR)/subsae.pc $(DESTDIR)$(PKGCONFIGDIR)/subsae-static.pc \
 	      $(DESTDIR)$(BINDIR)/subsae \
-	      $(DESTDIR)$(BINDIR)/subsae-mpi
+	      $(DESTDIR)$(BINDIR)/subsae-mpi $(DESTDIR)$(BINDIR)/subsae-llama
 
 clean:
 	rm -rf $(BUILD)
 
 $(BUILD) $(BUILD)/bin $(BUILD)/tests $(BUILD)/examples $(BUILD)/obj/lib $(BUILD)/obj/tools \
-$(BUILD)/obj/tests $(BUILD)/obj/tests/fuzz $(BUILD)/obj/mpi:
+$(BUILD)/obj/tests $(BUILD)/obj/tests/fuzz $(BUILD)/obj/mpi $(BUILD)/obj/examples/llama:
 	$(Q)mkdir -p $@
 
--include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/obj/mpi/main.d \
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(LLAMA_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/obj/mpi/main.d \
          $(BUILD)/obj/mpi/subsae_mpi.d
