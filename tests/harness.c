@@ -154,13 +154,18 @@ int harness_run(const char *command)
     return WEXITSTATUS(status);
 }
 
-int harness_cli(const char *args, const char *stdout_name)
+int harness_program(const char *program, const char *args, const char *stdout_name)
 {
     char out[600], command[4096];
     harness_tmp_path(stdout_name, out, sizeof out);
-    snprintf(command, sizeof command, "'%s/bin/subsae' %s > '%s' 2> '%s.err'",
-             harness_build_dir(), args, out, out);
+    snprintf(command, sizeof command, "'%s/bin/%s' %s > '%s' 2> '%s.err'",
+             harness_build_dir(), program, args, out, out);
     return harness_run(command);
+}
+
+int harness_cli(const char *args, const char *stdout_name)
+{
+    return harness_program("subsae", args, stdout_name);
 }
 
 json_t *harness_read_json(const char *name)

@@ -51,6 +51,8 @@ int harness_run(const char *command);
 /* Run `build/bin/subsae ARGS` with stdout and stderr captured into the
  * test's directory as STDOUT_NAME and STDOUT_NAME.err; its exit status. */
 int harness_cli(const char *args, const char *stdout_name);
+/* The same for another program of build/bin (e.g. "subsae-llama"). */
+int harness_program(const char *program, const char *args, const char *stdout_name);
 
 /* Parse a JSON file of the test's directory (fails the test if invalid);
  * the caller json_decref()s it. */

@@ -50,6 +50,14 @@ static int parse_npy_header(const char *header, int *item_size, int64_t shape[2]
     return 0;
 }
 
+/* The header as a string without its padding and newline. */
+static void terminate_header(char *header, unsigned length)
+{
+    header[length] = '\0';
+    while (length > 0 && (header[length - 1] == ' ' || header[length - 1] == '\n'))
+        header[--length] = '\0';
+}
+
 static int read_ids(FILE *f, int item_size, int64_t count, int32_t *ids)
 {
     for (int64_t i = 0; i < count; i++) {
@@ -81,7 +89,7 @@ static int load_npy(const char *path, struct llama_tokens *out, char *err, size_
         (length = magic[8] | magic[9] << 8) >= sizeof header ||
         fread(header, 1, length, f) != length) {
         fail(err, size, "%s is not a .npy file (version 1)", path);
-    } else if (header[length] = '\0', parse_npy_header(header, &item_size, shape) != 0) {
+    } else if (terminate_header(header, length), parse_npy_header(header, &item_size, shape)) {
         fail(err, size, "%s: token ids must be a 2-D int32 or int64 array [sequences, "
                         "positions] in C order; the header says %s", path, header);
     } else if (shape[0] > INT32_MAX || shape[1] > INT32_MAX ||
