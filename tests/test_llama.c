@@ -138,29 +138,41 @@ START_TEST(tiny_model_matches_numpy)
 }
 END_TEST
 
+/* The stories260K model with an SAE on L2 attention output and a
+ * transcoder replacing L2's MLP. */
 START_TEST(stories260k_matches_numpy)
 {
-    char model[600], sae[600], work[600], cmd[2048];
+    char model[600], data[600], target[600], sae[600], work[600], cmd[2048];
     if (!harness_shared_file("stories260K.bin", model, sizeof model)) {
         harness_skip("stories260k_matches_numpy", "no shared data");
         return;
     }
-    char data[600];
-    harness_shared_file("L2_attn_out.npy", data, sizeof data);
-    harness_tmp_path("sae", sae, sizeof sae);
-    harness_tmp_path("numpy", work, sizeof work);
-    snprintf(cmd, sizeof cmd,
-             "train '%s' --features 512 --k 8 --epochs 1 --batch 1024 --out '%s' --quiet", data,
-             sae);
-    ck_assert_int_eq(harness_cli(cmd, "train.out"), 0);
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", work);
-    ck_assert_int_eq(harness_run(cmd), 0);
-    int rc = numpy_check(model, sae, "L2_attn_out", work);
-    if (rc == 77) {
-        harness_skip("stories260k_matches_numpy", "no python with numpy (SUBSAE_PYTHON)");
-        return;
+    static const char *const runs[][3] = {{"L2_attn_out.npy", NULL, "L2_attn_out"},
+                                          {"L2_mlp_in.npy", "L2_mlp_out.npy", "L2_mlp_out"}};
+    for (int i = 0; i < 2; i++) {
+        harness_shared_file(runs[i][0], data, sizeof data);
+        if (runs[i][1])
+            snprintf(target, sizeof target, "--target '%s'",
+                     harness_shared_file(runs[i][1], cmd, sizeof cmd));
+        else
+            target[0] = '\0';
+        snprintf(cmd, sizeof cmd, "sae%d", i);
+        harness_tmp_path(cmd, sae, sizeof sae);
+        snprintf(cmd, sizeof cmd, "numpy%d", i);
+        harness_tmp_path(cmd, work, sizeof work);
+        snprintf(cmd, sizeof cmd,
+                 "train '%s' %s --features 512 --k 8 --epochs 1 --batch 1024 --out '%s' --quiet",
+                 data, target, sae);
+        ck_assert_int_eq(harness_cli(cmd, "train.out"), 0);
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s'", work);
+        ck_assert_int_eq(harness_run(cmd), 0);
+        int rc = numpy_check(model, sae, runs[i][2], work);
+        if (rc == 77) {
+            harness_skip("stories260k_matches_numpy", "no python with numpy (SUBSAE_PYTHON)");
+            return;
+        }
+        ck_assert_msg(rc == 0, "llama_numpy_check.py failed on %s (%d)", runs[i][2], rc);
     }
-    ck_assert_msg(rc == 0, "llama_numpy_check.py failed (%d)", rc);
 }
 END_TEST
 
