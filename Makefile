@@ -324,12 +324,15 @@ demo: ensure-deps
 	+$(MAKE) --no-print-directory all
 	$(CLI) demo
 
-# The reproduction report: every layer and site of DATA, and the dead-feature
-# experiment, into $(BUILD)/reproduce/report.md and spectra.png.
-DATA ?= $(SHARED_DATA)/data/stories260K
+# The reproduction report: every layer and site, the dead-feature experiment
+# and, when MODEL exists, the loss recovered by the SAEs spliced into the
+# model, into $(BUILD)/reproduce/report.md and spectra.png. With MODEL the
+# data is recorded by subsae-llama; without it the files of DATA are used.
+DATA  ?= $(SHARED_DATA)/data/stories260K
+MODEL ?= $(DATA)/stories260K.bin
 reproduce: ensure-deps
 	+$(MAKE) --no-print-directory all
-	$(PYTHON) tools/reproduce.py $(CLI) $(DATA) $(BUILD)/reproduce
+	$(PYTHON) tools/reproduce.py $(CLI) $(DATA) $(BUILD)/reproduce $(LLAMA) $(MODEL)
 
 $(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
 	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)

@@ -8,7 +8,13 @@ output, and writes OUT/report.md with the tables and OUT/spectra.png (the
 cumulative explained-variance curves of attention output, MLP output,
 residual stream and pre-W_O heads, one panel per layer).
 
-Usage: reproduce.py SUBSAE DATA_DIR OUT_DIR
+With a model (llama2.c checkpoint) and `subsae-llama`, the data is
+recorded first, in-process by `subsae-llama record` (131,072 sampled tokens,
+all sites, into OUT/data), and the report gains the table "loss recovered /
+KL: random vs active-subspace init": both SAEs spliced into the model by
+`subsae-llama splice` on 16,384 other sampled tokens.
+
+Usage: reproduce.py SUBSAE DATA_DIR OUT_DIR [SUBSAE_LLAMA MODEL]
 Only the Python standard library and gnuplot are needed.
 """
 import json
@@ -22,6 +28,9 @@ SITES = ["attn_out", "mlp_out", "resid_post", "attn_z", "mlp_in"]
 PLOTTED = [("attn_out", "attention output"), ("mlp_out", "MLP output"),
            ("resid_post", "residual stream"), ("attn_z", "heads before W_O")]
 TRAIN_FILE = "L2_attn_out_131k.npy"
+TRAIN_SITE = "L2_attn_out"
+RECORD_ARGS = ["--sequences", "512", "--seq-len", "256", "--seed", "0", "--dtype", "f16"]
+SPLICE_ARGS = ["--sequences", "64", "--seq-len", "256", "--seed", "1"]
 TRAIN_ARGS = ["--features", "32768", "--k", "8", "--lr", "1e-3", "--batch", "4096",
               "--epochs", "2", "--dead-window", "114688", "--eval-fraction", "0.125",
               "--seed", "0", "--json", "--quiet"]
@@ -116,14 +125,30 @@ def plot(layers, files, reports, out_dir):
     return png
 
 
-def train_rows(subsae, data):
+def record(llama, model, out_dir):
+    """Record every site of the model into OUT/data with subsae-llama; the
+    training file is the same recording of layer 2's attention output."""
+    data = os.path.join(out_dir, "data")
+    os.makedirs(data, exist_ok=True)
+    run_json([llama, "record", model, "--out", data, "--overwrite", "--json"] + RECORD_ARGS)
+    train = os.path.join(data, TRAIN_FILE)
+    if os.path.lexists(train):
+        os.remove(train)
+    os.symlink(TRAIN_SITE + ".npy", train)
+    return data
+
+
+def train_rows(subsae, data, out_dir):
     path = os.path.join(data, TRAIN_FILE)
     if not os.path.exists(path):
         return None, []
     rows = []
     for init in ("random", "active-subspace"):
         started = time.time()
-        report = run_json([subsae, "train", path, "--init", init] + TRAIN_ARGS)
+        sae_dir = os.path.join(out_dir, "sae-" + init)
+        report = run_json([subsae, "train", path, "--init", init, "--out", sae_dir,
+                           "--overwrite"] + TRAIN_ARGS)
+        report["sae_dir"] = sae_dir
         rows.append((init, report, time.time() - started))
     lines = ["| init | subspace r | dead (last epoch) | explained variance (eval) | L0 | "
              "never fire (eval) | seconds |", "|---|---|---|---|---|---|---|"]
@@ -135,9 +160,28 @@ def train_rows(subsae, data):
     return "\n".join(lines), rows
 
 
+def splice_table(llama, model, runs):
+    """Loss recovered and KL of each trained SAE spliced into the model."""
+    lines = ["| init | loss recovered | KL (nats/token) | loss spliced | clean | zero-ablated | "
+             "mean-ablated | explained variance | L0 |", "|---|---|---|---|---|---|---|---|---|"]
+    spliced = {}
+    for init, report, _ in runs:
+        s = run_json([llama, "splice", model, report["sae_dir"], "--site", TRAIN_SITE,
+                      "--json"] + SPLICE_ARGS)
+        spliced[init] = s
+        lines.append("| %s | %.3f | %.4f | %.4f | %.4f | %.4f | %.4f | %.3f | %.1f |" % (
+            init, s["loss_recovered"], s["kl_spliced"], s["loss_spliced"], s["loss_clean"],
+            s["loss_zero"], s["loss_mean_ablated"], s["explained_variance"], s["l0"]))
+    return "\n".join(lines), spliced
+
+
 def main():
     subsae, data, out_dir = sys.argv[1:4]
+    llama, model = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
     os.makedirs(out_dir, exist_ok=True)
+    recorded = bool(llama and model and os.path.exists(model))
+    if recorded:
+        data = record(llama, model, out_dir)
     reference_path = os.path.join(data, "reference.json")
     reference = json.load(open(reference_path)) if os.path.exists(reference_path) else {}
     layers, files = layers_and_files(data)
@@ -146,12 +190,13 @@ def main():
     reports = rank_reports(subsae, files)
     table, mismatches = rank_table(layers, files, reports, reference)
     png = plot(layers, files, reports, out_dir)
-    train_table, runs = train_rows(subsae, data)
+    train_table, runs = train_rows(subsae, data, out_dir)
     version = subprocess.run([subsae, "version"], stdout=subprocess.PIPE, text=True).stdout.strip()
 
+    source = ("recorded by `subsae-llama record %s %s`" % (model, " ".join(RECORD_ARGS))
+              if recorded else "`%s`" % os.path.abspath(data))
     report = ["# libsubsae reproduction report", "",
-              "%s, data `%s`, %s." % (version, os.path.abspath(data),
-                                     time.strftime("%Y-%m-%d %H:%M")), "",
+              "%s, data %s, %s." % (version, source, time.strftime("%Y-%m-%d %H:%M")), "",
               "## Effective rank at 99 % variance (r99, and r99/d)", "",
               "Every site of every layer (`subsae rank --method exact`).", "", table, ""]
     if reference:
@@ -168,6 +213,16 @@ def main():
                    "`%s`, first 7/8 for training, last 1/8 for evaluation; `subsae train %s`." %
                    (TRAIN_FILE, " ".join(a for a in TRAIN_ARGS if a not in ("--json", "--quiet"))),
                    "", train_table, ""]
+    if train_table and recorded:
+        table, spliced = splice_table(llama, model, runs)
+        report += ["## Judging the SAEs by the model: loss recovered / KL, random vs "
+                   "active-subspace init", "",
+                   "Each SAE above replaces %s in the model (`subsae-llama splice %s`); "
+                   "loss recovered = (zero-ablated - spliced) / (zero-ablated - clean)." %
+                   (TRAIN_SITE, " ".join(SPLICE_ARGS)), "", table, "",
+                   "Active-subspace init recovers at least as much loss as random init: **%s**." %
+                   ("yes" if spliced["active-subspace"]["loss_recovered"] >=
+                    spliced["random"]["loss_recovered"] else "NO"), ""]
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(report))
     print("wrote %s and %s" % (os.path.join(out_dir, "report.md"), png))
