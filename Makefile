@@ -403,6 +403,7 @@ install: all
 	$(call make_pc,$(PREFIX),$(LIBDIR),$(INCLUDEDIR),subsae-static) > \
 	    $(DESTDIR)$(PKGCONFIGDIR)/subsae-static.pc
 	install -m 755 $(CLI) $(DESTDIR)$(BINDIR)/subsae
+	install -m 755 $(LLAMA) $(DESTDIR)$(BINDIR)/subsae-llama
 	$(if $(wildcard $(MPI_CLI)),install -m 755 $(MPI_CLI) $(DESTDIR)$(BINDIR)/subsae-mpi)
 
 uninstall:

@@ -313,7 +313,7 @@ int llama_cmd_splice(int argc, char **argv)
     if (sp.site < 0)
         rc = host_unknown_site(&m.config, site_name);
     else if ((status = subsae_sae_load(dir, &sae)) != SUBSAE_OK)
-        rc = host_fail_library(status, dir);
+        rc = host_fail_library(status, "loading the SAE");
     sp.sae = sae;
     if (!rc)
         rc = check_sae(&m.config, dir, &sp);
