@@ -86,11 +86,7 @@ static int print(const struct site_rank *reports, int n, bool json)
         for (int i = 0; list && i < n; i++)
             json_array_append_new(list, report_json(&reports[i]));
         json_t *out = list ? json_pack("{s:o}", "reports", list) : NULL;
-        int rc = out && json_dumpf(out, stdout, JSON_INDENT(1)) == 0 ? 0
-                                                                     : host_fail("out of memory");
-        printf("\n");
-        json_decref(out);
-        return rc;
+        return host_print_json(out);
     }
     printf("%-16s %8s %5s %5s %5s %5s %8s\n", "site", "rows", "dim", "r90", "r95", "r99",
            "entropy");

@@ -6,7 +6,9 @@
 #include "host.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,8 +62,26 @@ static void path_of(char *out, size_t size, const char *dir, const char *name)
     snprintf(out, size, "%s/%s.npy", dir, name);
 }
 
-/* DIR exists (or is created) as a writable directory, and holds none of
- * the files this run writes unless --overwrite. */
+/* One recording at a time in a directory: two at once would mix the
+ * sites of two samplings. The lock (DIR/.subsae-llama.lock, flock) lasts
+ * until the process exits. */
+static int lock_out(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.subsae-llama.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return host_fail("cannot create %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return host_fail("another subsae-llama record is writing into %s", dir);
+    }
+    return 0; /* fd stays open: the lock is released when the process exits */
+}
+
+/* DIR exists (or is created) as a writable directory that no other
+ * recording is writing, and holds none of the files this run writes
+ * unless --overwrite. */
 static int check_out(const struct record_options *o, const struct llama_config *c,
                      const bool *selected)
 {
@@ -73,6 +93,8 @@ static int check_out(const struct record_options *o, const struct llama_config *
         return host_fail("--out %s is not a directory", o->out);
     if (access(o->out, W_OK | X_OK) != 0)
         return host_fail("cannot write into %s: %s", o->out, strerror(errno));
+    if (lock_out(o->out) != 0)
+        return 1;
     if (o->overwrite)
         return 0;
     char path[4096], name[64];
@@ -141,10 +163,7 @@ static int report(const struct record_options *o, const struct host_collector *c
                           "tokens_from", how, "sites", sites, "dtype",
                           subsae_dtype_name(o->dtype), "out", o->out, "seconds_model",
                           seconds_model, "seconds_write", seconds_write);
-    int rc = j && json_dumpf(j, stdout, JSON_INDENT(1)) == 0 ? 0 : host_fail("out of memory");
-    printf("\n");
-    json_decref(j);
-    return rc;
+    return host_print_json(j);
 }
 
 int llama_cmd_record(int argc, char **argv)

@@ -266,10 +266,7 @@ static int print(const char *site_name, const char *dir, const struct losses *l,
                           "loss_mean_ablated", number(mean[MEAN_ABLATED]), "loss_recovered",
                           number(recovered), "kl_spliced", number(kl), "explained_variance",
                           number(ev), "l0", number(l0), "seconds", seconds);
-    int rc = j && json_dumpf(j, stdout, JSON_INDENT(1)) == 0 ? 0 : host_fail("out of memory");
-    printf("\n");
-    json_decref(j);
-    return rc;
+    return host_print_json(j);
 }
 
 static int parse(int argc, char **argv, struct host_options *o, const char **model,

@@ -2,11 +2,13 @@
 #include "host.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *host_command = "";
 
@@ -32,6 +34,14 @@ int host_usage(const char *usage)
 {
     fprintf(stderr, "usage: subsae-llama %s %s\n", host_command, usage);
     return 2;
+}
+
+int host_print_json(json_t *j)
+{
+    int rc = j && json_dumpf(j, stdout, JSON_INDENT(1)) == 0 ? 0 : host_fail("out of memory");
+    printf("\n");
+    json_decref(j);
+    return rc;
 }
 
 static int parse_int(const char *flag, const char *text, long long min, long long max,
@@ -148,6 +158,17 @@ int host_collector_init(struct host_collector *col, const struct llama_config *c
     col->dim = c->dim;
     col->seq_len = t->seq_len;
     col->n_rows = (int64_t)t->n_seq * t->seq_len;
+    int n_selected = 0;
+    for (int s = 0; s < col->n_sites; s++)
+        n_selected += selected[s];
+    /* Linux promises more memory than it has and kills the process when it
+     * is touched: refuse what cannot fit in RAM instead. */
+    double bytes = (double)n_selected * (double)col->n_rows * c->dim * sizeof(float);
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
+    if (ram > 0 && bytes > 0.8 * ram)
+        return host_fail("%d sites x %lld tokens need %.1f GB, more than this machine's "
+                         "%.1f GB of memory: record fewer --sequences or --sites at a time",
+                         n_selected, (long long)col->n_rows, bytes / 1e9, ram / 1e9);
     col->rows = calloc((size_t)col->n_sites, sizeof *col->rows);
     col->buffers = calloc((size_t)col->n_sites, sizeof *col->buffers);
     bool ok = col->rows && col->buffers;

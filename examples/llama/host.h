@@ -17,6 +17,11 @@ int host_fail_library(int status, const char *what);
 /* The usage line of the command on stderr; returns 2. */
 int host_usage(const char *usage);
 
+/* Print j (NULL: an allocation failed) on stdout and release it; 0, or 1
+ * after a message. */
+struct json_t;
+int host_print_json(struct json_t *j);
+
 /* Options every subcommand takes. */
 struct host_options {
     struct llama_token_source source;
