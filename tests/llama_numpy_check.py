@@ -1,13 +1,15 @@
-"""Cross-check subsae-llama with an independent float64 numpy forward pass.
+"""Check subsae-llama against an independent float64 numpy forward pass.
 
 Usage: llama_numpy_check.py LLAMA_BINARY MODEL.bin WORKDIR [SAE_DIR SITE]
 
-Makes random token ids (BOS first), runs `subsae-llama record` on them and
-compares every site with a teacher-forced numpy forward written from the
-llama2.c format (relative Frobenius error <= 1e-4); with an SAE, runs
-`subsae-llama splice` and compares the clean, spliced, zero- and
-mean-ablated losses, loss recovered, KL, explained variance and L0.
-Exit 0 when everything agrees, 1 otherwise, 77 when numpy is missing.
+Writes WORKDIR/tokens.npy (3 sequences of min(48, seq_len) random ids, BOS
+first), runs `LLAMA_BINARY record` on them and compares every site with a
+teacher-forced numpy forward of the llama2.c checkpoint (relative Frobenius
+error <= 1e-4). With SAE_DIR and SITE, runs `LLAMA_BINARY splice --json`
+and compares the clean, spliced, zero- and mean-ablated losses, loss
+recovered, KL, explained variance and L0. A transcoder at L{l}_mlp_out
+predicts from L{l}_mlp_in. Exit 0 when everything agrees, 1 with one line
+per disagreement on stderr, 77 when numpy is missing.
 """
 import json
 import os
@@ -23,165 +25,212 @@ except ImportError:  # the Check test skips
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sae_numpy_check import encode, load_safetensors  # noqa: E402
 
-KINDS = ["attn_z", "attn_out", "mlp_in", "mlp_out", "resid_post"]
-
-
 def load_model(path):
-    """The header (as a dict) and the float64 weights of a llama2.c checkpoint."""
+    """(header dict, float64 weights) of a llama2.c checkpoint."""
     with open(path, "rb") as f:
-        dim, hidden, layers, heads, kv_heads, vocab, seq_len = struct.unpack("7i", f.read(28))
-        data = np.frombuffer(f.read(), dtype=np.float32).astype(np.float64)
-    hs = dim // heads
+        dim, hid, n_layers, heads, kv_heads, vocab, seq_len = struct.unpack("<7i", f.read(28))
+        flat = np.frombuffer(f.read(), dtype="<f4").astype(np.float64)
+    hs, V, L = dim // heads, abs(vocab), n_layers
     kvd = kv_heads * hs
-    shapes = [("emb", (abs(vocab), dim)), ("rms_att", (layers, dim)), ("wq", (layers, dim, dim)),
-              ("wk", (layers, kvd, dim)), ("wv", (layers, kvd, dim)), ("wo", (layers, dim, dim)),
-              ("rms_ffn", (layers, dim)), ("w1", (layers, hidden, dim)),
-              ("w2", (layers, dim, hidden)), ("w3", (layers, hidden, dim)),
-              ("rms_final", (dim,)), ("cos", (seq_len, hs // 2)), ("sin", (seq_len, hs // 2))]
-    if vocab < 0:
-        shapes.append(("cls", (-vocab, dim)))
-    w, at = {}, 0
-    for name, shape in shapes:
-        n = int(np.prod(shape))
-        w[name] = data[at:at + n].reshape(shape)
-        at += n
-    assert at == len(data), "the file is not one model"
+    layout = [("emb", (V, dim)), ("rms_att", (L, dim)), ("wq", (L, dim, dim)),
+              ("wk", (L, kvd, dim)), ("wv", (L, kvd, dim)), ("wo", (L, dim, dim)),
+              ("rms_ffn", (L, dim)), ("w1", (L, hid, dim)), ("w2", (L, dim, hid)),
+              ("w3", (L, hid, dim)), ("rms_final", (dim,)), ("cos", (seq_len, hs // 2)),
+              ("sin", (seq_len, hs // 2))] + ([("cls", (V, dim))] if vocab < 0 else [])
+    ends = np.cumsum([int(np.prod(shape)) for _, shape in layout])
+    if ends[-1] != len(flat):
+        raise ValueError("%s: %d floats, the header implies %d" % (path, len(flat), ends[-1]))
+    w = {name: part.reshape(shape) for (name, shape), part in zip(layout, np.split(flat, ends))}
     w.setdefault("cls", w["emb"])
-    cfg = dict(dim=dim, layers=layers, heads=heads, kv_heads=kv_heads, hs=hs, vocab=abs(vocab),
-               seq_len=seq_len)
-    return cfg, w
+    hdr = dict(dim=dim, layers=L, heads=heads, kv_heads=kv_heads, hs=hs, vocab=V, seq_len=seq_len)
+    return hdr, w
 
 
 def rmsnorm(x, weight):
+    """x / sqrt(mean(x^2) + 1e-5) * weight over the last axis."""
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * weight
 
 
-def rotate(x, cos, sin):
-    """Rotary embedding of x [B, T, heads, hs] on interleaved pairs."""
-    a, b = x[..., 0::2], x[..., 1::2]
+def rope(x, cos, sin):
+    """Rotary embedding of x [B, T, heads, hs]: pairs (0::2, 1::2) turned by position."""
     c, s = cos[None, :, None, :], sin[None, :, None, :]
+    re, im = x[..., 0::2], x[..., 1::2]
     out = np.empty_like(x)
-    out[..., 0::2] = a * c - b * s
-    out[..., 1::2] = a * s + b * c
+    out[..., 0::2], out[..., 1::2] = re * c - im * s, re * s + im * c
     return out
 
 
-def forward(cfg, w, ids, replace=None):
-    """Logits [B, T, V] and the sites {name: [B, T, dim]}; replace(name, act)
-    may return an array that takes the site's place downstream."""
+def forward(hdr, w, ids, site=None, value=None):
+    """Logits [B, T, V] and the activations {site: [B*T, dim]} of ids [B, T];
+    the site named `site` is replaced by `value` ([B*T, dim]) downstream."""
     B, T = ids.shape
-    H, KV, hs = cfg["heads"], cfg["kv_heads"], cfg["hs"]
+    H, KV, hs = hdr["heads"], hdr["kv_heads"], hdr["hs"]
     cos, sin = w["cos"][:T], w["sin"][:T]
-    mask = np.triu(np.full((T, T), -np.inf), 1)
-    sites = {}
+    causal = np.where(np.tril(np.ones((T, T), bool)), 0.0, -np.inf)
+    acts = {}
 
-    def site(name, act):
-        sites[name] = act
-        out = replace(name, act) if replace else None
-        return act if out is None else out
+    def hook(name, a):
+        acts[name] = a.reshape(B * T, -1)
+        return a if name != site else np.asarray(value, np.float64).reshape(a.shape)
 
     x = w["emb"][ids]
-    for l in range(cfg["layers"]):
+    for l in range(hdr["layers"]):
         h = rmsnorm(x, w["rms_att"][l])
-        q = rotate((h @ w["wq"][l].T).reshape(B, T, H, hs), cos, sin)
-        k = rotate((h @ w["wk"][l].T).reshape(B, T, KV, hs), cos, sin)
+        q = rope((h @ w["wq"][l].T).reshape(B, T, H, hs), cos, sin)
+        k = rope((h @ w["wk"][l].T).reshape(B, T, KV, hs), cos, sin)
         v = (h @ w["wv"][l].T).reshape(B, T, KV, hs)
-        k, v = np.repeat(k, H // KV, axis=2), np.repeat(v, H // KV, axis=2)
-        scores = np.einsum("bqhd,bthd->bhqt", q, k) / np.sqrt(hs) + mask
+        group = np.arange(H) // (H // KV)  # the kv head of each query head
+        scores = np.einsum("bqhd,bkhd->bhqk", q, k[:, :, group]) / np.sqrt(hs) + causal
         p = np.exp(scores - scores.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
-        z = site("L%d_attn_z" % l, np.einsum("bhqt,bthd->bqhd", p, v).reshape(B, T, -1))
-        x = x + site("L%d_attn_out" % l, z @ w["wo"][l].T)
-        hm = site("L%d_mlp_in" % l, rmsnorm(x, w["rms_ffn"][l]))
-        a = hm @ w["w1"][l].T
-        x = x + site("L%d_mlp_out" % l, ((a / (1 + np.exp(-a))) * (hm @ w["w3"][l].T)) @ w["w2"][l].T)
-        x = site("L%d_resid_post" % l, x)
-    return rmsnorm(x, w["rms_final"]) @ w["cls"].T, sites
+        z = np.einsum("bhqk,bkhd->bqhd", p, v[:, :, group]).reshape(B, T, -1)
+        z = hook("L%d_attn_z" % l, z)
+        x = x + hook("L%d_attn_out" % l, z @ w["wo"][l].T)
+        m = hook("L%d_mlp_in" % l, rmsnorm(x, w["rms_ffn"][l]))
+        a = m @ w["w1"][l].T
+        x = x + hook("L%d_mlp_out" % l, (a / (1 + np.exp(-a)) * (m @ w["w3"][l].T)) @ w["w2"][l].T)
+        x = hook("L%d_resid_post" % l, x)
+    return rmsnorm(x, w["rms_final"]) @ w["cls"].T, acts
 
 
-def log_softmax(logits):
-    top = logits.max(-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+def log_probs(logits):
+    """Log-softmax of the predicting positions t = 0..T-2, [B, T-1, V]."""
+    lg = logits[:, :-1] - logits[:, :-1].max(-1, keepdims=True)
+    return lg - np.log(np.exp(lg).sum(-1, keepdims=True))
 
 
-def cross_entropy(logits, ids):
-    lp = log_softmax(logits)[:, :-1]
-    return -np.take_along_axis(lp, ids[:, 1:, None], -1).mean()
+def loss(logits, ids):
+    """Mean next-token cross-entropy (natural log) over sequences and t = 0..T-2."""
+    return -np.take_along_axis(log_probs(logits), ids[:, 1:, None], -1).mean()
 
 
 def load_sae(directory):
+    """(cfg, float64 weights, transcoder?) of a saved SAE; RuntimeError if unsupported."""
     with open(os.path.join(directory, "cfg.json")) as f:
         cfg = json.load(f)
-    w = load_safetensors(os.path.join(directory, "sae_weights.safetensors"))
-    assert cfg["architecture"] == "topk", "unsupported architecture %s" % cfg["architecture"]
-    return cfg, {n: a.astype(np.float64) for n, a in w.items()}
+    w = {n: a.astype(np.float64) for n, a in
+         load_safetensors(os.path.join(directory, "sae_weights.safetensors")).items()}
+    arch = cfg.get("architecture", "")
+    if arch not in ("topk", "batchtopk", "jumprelu", "jumprelu_transcoder", "standard",
+                    "transcoder") or cfg.get("normalize_activations", "none") != "none":
+        raise RuntimeError("unsupported architecture %s" % arch)
+    transcoder = bool(cfg.get("transcoder")) or arch.endswith("transcoder")
+    return cfg, w, transcoder
+
+
+def sae_codes(x, cfg, w):
+    """The SAE's codes of rows x as lib/sae.c computes them (see select_row)."""
+    arch = cfg["architecture"]
+    norms = np.linalg.norm(w["W_dec"], axis=1) if cfg.get("rank_by_decoder_norm") else 1.0
+    if arch == "topk" and np.isscalar(norms):
+        return encode(x, w, cfg)[0]
+    xin = x - w["b_dec"] if cfg["apply_b_dec_to_input"] else x
+    pre = xin @ w["W_enc"] + w["b_enc"]
+    if arch == "topk":  # ranked by pre * |W_dec row|, the code is pre
+        top = np.argpartition(-pre * norms, cfg["k"] - 1, axis=1)[:, :cfg["k"]]
+        z = np.zeros_like(pre)
+        np.put_along_axis(z, top, np.take_along_axis(pre, top, 1), 1)
+        return np.maximum(z, 0.0)
+    cut, gate = 0.0 if arch in ("standard", "transcoder") else w["threshold"], pre * norms
+    return np.where((gate > cut) & (gate > 0), pre, 0.0)
+
+
+def run(args):
+    """Run subsae-llama with args; its stdout, or a RuntimeError naming its error."""
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError("%s exited %d: %s" % (" ".join(args[:2]), done.returncode,
+                                                 done.stderr.strip().replace("\n", " | ")))
+    return done.stdout
+
+
+def check_record(rec, ids, acts):
+    """Disagreements of the recording in rec with the tokens and numpy's sites."""
+    bad = [] if np.array_equal(np.load(os.path.join(rec, "tokens.npy")), ids) else [
+        "rec/tokens.npy differs from the tokens given"]
+    worst = 0.0
+    for name, ours in acts.items():
+        path = os.path.join(rec, name + ".npy")
+        if not os.path.exists(path):
+            bad.append("%s: not recorded" % path)
+            continue
+        theirs = np.load(path)
+        if theirs.dtype != np.float32 or theirs.shape != ours.shape:
+            bad.append("%s: %s %s, want float32 %s" % (name, theirs.dtype, theirs.shape,
+                                                      ours.shape))
+            continue
+        err = np.linalg.norm(ours - theirs) / max(np.linalg.norm(ours), 1e-30)
+        worst = max(worst, err)
+        if not err <= 1e-4:
+            bad.append("%s: relative Frobenius error %.3g" % (name, err))
+    print("%d sites, worst relative error %.3g" % (len(acts), worst))
+    return bad
+
+
+def check_splice(theirs, sae_dir, site, hdr, w, ids, logits, acts):
+    """Disagreements of the JSON of `subsae-llama splice` (a dict) with numpy."""
+    cfg, sw, transcoder = load_sae(sae_dir)
+    if site not in acts or (transcoder and not site.endswith("_mlp_out")):
+        raise RuntimeError("site %s for %s" % (site, "a transcoder" if transcoder else "an SAE"))
+    target = acts[site]
+    z = sae_codes(acts[site.replace("mlp_out", "mlp_in")] if transcoder else target, cfg, sw)
+    xhat, mean = z @ sw["W_dec"] + sw["b_dec"], target.mean(0)
+    out, runs = {"loss_clean": loss(logits, ids)}, {}
+    for name, value in [("spliced", xhat), ("zero", 0 * target),
+                        ("mean_ablated", mean + 0 * target)]:
+        runs[name] = forward(hdr, w, ids, site, value)[0]
+        out["loss_" + name] = loss(runs[name], ids)
+    lp, lq = log_probs(logits), log_probs(runs["spliced"])
+    out["kl_spliced"] = (np.exp(lp) * (lp - lq)).sum(-1).mean()
+    out["loss_recovered"] = ((out["loss_zero"] - out["loss_spliced"])
+                             / (out["loss_zero"] - out["loss_clean"]))
+    out["explained_variance"] = 1 - ((target - xhat) ** 2).sum() / ((target - mean) ** 2).sum()
+    out["l0"] = (z != 0).sum(1).mean()
+    tolerance = {"loss_clean": 1e-4, "loss_spliced": 2e-3, "loss_zero": 1e-4,
+                 "loss_mean_ablated": 1e-4,
+                 # a ratio: relative where zero ablation barely moves the loss
+                 "loss_recovered": 2e-2 * max(1.0, abs(out["loss_recovered"])),
+                 "kl_spliced": 2e-3 + 2e-2 * abs(out["kl_spliced"]),
+                 "explained_variance": 1e-3, "l0": 0.05}
+    # A value numpy finds undefined (0 / 0, x / 0) must be null in the JSON.
+    diff = {k: abs(out[k] - theirs[k]) if isinstance(theirs.get(k), (int, float)) else
+            0.0 if theirs.get(k, 0) is None and not np.isfinite(out[k]) else np.inf
+            for k in tolerance}
+    print("splice %s%s: %s" % (site, " (transcoder)" if transcoder else "", ", ".join(
+        "%s %.6g (|diff| %.1e)" % (k, out[k], diff[k]) for k in tolerance)))
+    return ["%s: numpy %.8g, subsae-llama %s (tolerance %.2g)" % (k, out[k], theirs.get(k), tol)
+            for k, tol in tolerance.items() if not diff[k] <= tol]
 
 
 def main():
-    binary, model_path, workdir = sys.argv[1:4]
-    sae_dir, site_name = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
-    failures = []
-
-    def check(name, ours, theirs, tol):
-        if not abs(ours - theirs) <= tol:
-            failures.append("%s: numpy %.8g, subsae-llama %.8g" % (name, ours, theirs))
-
-    cfg, w = load_model(model_path)
-    ids = np.random.default_rng(7).integers(0, cfg["vocab"], (3, min(48, cfg["seq_len"]))).astype(np.int32)
-    ids[:, 0] = 1
-    tokens = os.path.join(workdir, "tokens.npy")
-    np.save(tokens, ids)
-    rec = os.path.join(workdir, "rec")
-    subprocess.run([binary, "record", model_path, "--tokens", tokens, "--out", rec,
-                    "--overwrite"], check=True, capture_output=True)
-    logits, sites = forward(cfg, w, ids)
-    if not np.array_equal(np.load(os.path.join(rec, "tokens.npy")), ids):
-        failures.append("tokens.npy differs from the ids given")
-    worst = 0.0
-    for name, ours in sites.items():
-        theirs = np.load(os.path.join(rec, name + ".npy")).astype(np.float64)
-        ours = ours.reshape(-1, cfg["dim"])
-        err = np.linalg.norm(ours - theirs) / np.linalg.norm(ours)
-        worst = max(worst, err)
-        if not err <= 1e-4:
-            failures.append("%s: relative Frobenius error %.3g" % (name, err))
-    print("%d sites, worst relative error %.3g" % (len(sites), worst))
-
-    if sae_dir:
-        sae_cfg, sw = load_sae(sae_dir)
-        source = site_name.replace("mlp_out", "mlp_in") if sae_cfg.get("transcoder") else site_name
-        x = sites[source].reshape(-1, cfg["dim"])
-        z, _ = encode(x, sw, sae_cfg)
-        xhat = z @ sw["W_dec"] + sw["b_dec"]
-        target = sites[site_name].reshape(-1, cfg["dim"])
-        mean = target.mean(0)
-        runs, shape = {"clean": logits}, sites[site_name].shape
-        for variant, value in [("spliced", xhat.reshape(shape)), ("zero", np.zeros(shape)),
-                               ("mean_ablated", np.broadcast_to(mean, shape))]:
-            runs[variant], _ = forward(cfg, w, ids,
-                                       lambda name, act, v=value: v if name == site_name else None)
-        loss = {v: cross_entropy(l, ids) for v, l in runs.items()}
-        lp_clean, lp_spliced = log_softmax(runs["clean"])[:, :-1], log_softmax(runs["spliced"])[:, :-1]
-        kl = (np.exp(lp_clean) * (lp_clean - lp_spliced)).sum(-1).mean()
-        ev = 1 - ((target - xhat) ** 2).sum() / ((target - mean) ** 2).sum()
-        out = subprocess.run([binary, "splice", model_path, sae_dir, "--site", site_name,
-                              "--tokens", tokens, "--json"], check=True, capture_output=True,
-                             text=True).stdout
-        theirs = json.loads(out)
-        check("loss_clean", loss["clean"], theirs["loss_clean"], 1e-4)
-        check("loss_spliced", loss["spliced"], theirs["loss_spliced"], 2e-3)
-        check("loss_zero", loss["zero"], theirs["loss_zero"], 1e-4)
-        check("loss_mean_ablated", loss["mean_ablated"], theirs["loss_mean_ablated"], 1e-4)
-        recovered = (loss["zero"] - loss["spliced"]) / (loss["zero"] - loss["clean"])
-        check("loss_recovered", recovered, theirs["loss_recovered"], 2e-2 * max(1, abs(recovered)))
-        check("kl_spliced", kl, theirs["kl_spliced"], 2e-3 + 2e-2 * kl)
-        check("explained_variance", ev, theirs["explained_variance"], 1e-3)
-        check("l0", (z > 0).sum(1).mean(), theirs["l0"], 0.05)
-        print("losses clean %.5f spliced %.5f (subsae-llama %.5f, %.5f)" % (
-            loss["clean"], loss["spliced"], theirs["loss_clean"], theirs["loss_spliced"]))
-    for line in failures:
+    """Run the checks; return the exit status."""
+    if len(sys.argv) not in (4, 6):
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 1
+    binary, model, workdir = sys.argv[1:4]
+    tokens, rec = os.path.join(workdir, "tokens.npy"), os.path.join(workdir, "rec")
+    bad = []
+    np.seterr(divide="ignore", invalid="ignore")  # undefined metrics are checked as null
+    try:
+        hdr, w = load_model(model)
+        ids = np.random.default_rng(7).integers(0, hdr["vocab"], (3, min(48, hdr["seq_len"])))
+        ids = ids.astype(np.int32)
+        ids[:, 0] = 1  # BOS
+        np.save(tokens, ids)
+        logits, acts = forward(hdr, w, ids)
+        run([binary, "record", model, "--tokens", tokens, "--sites", "all", "--dtype", "f32",
+             "--out", rec, "--overwrite"])
+        bad += check_record(rec, ids, acts)
+        if len(sys.argv) == 6:
+            sae_dir, site = sys.argv[4:6]
+            theirs = json.loads(run([binary, "splice", model, sae_dir, "--site", site,
+                                     "--tokens", tokens, "--json"]))
+            bad += check_splice(theirs, sae_dir, site, hdr, w, ids, logits, acts)
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        bad.append("%s: %s" % (type(e).__name__, e))
+    for line in bad:
         print(line, file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
