@@ -74,6 +74,16 @@ int subsae__safetensors_write(const char *path, const struct subsae__tensor_view
                               int64_t n_tensors, const char *const *metadata_keys,
                               const char *const *metadata_values, int64_t n_metadata);
 
+/* The key of the header's metadata object, which no tensor may be named. */
+#define SUBSAE__SAFETENSORS_METADATA_KEY "__metadata__"
+
+/* Start writing a file of the one tensor `view`, whose data the caller
+ * streams (view->data is not read): crash-safe open of `path` and the
+ * header. On success the caller writes view->bytes and commits or aborts
+ * *out; on failure nothing is left open. */
+int subsae__safetensors_begin(const char *path, const struct subsae__tensor_view *view,
+                              subsae__atomic_file **out);
+
 /* A parsed, validated, memory-mapped safetensors file. Opening checks the
  * whole header (see io_safetensors.c) and fails with a SUBSAE_REASON_*
  * naming the file for any problem, including a dtype name the format does
