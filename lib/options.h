@@ -1,5 +1,6 @@
-/* Option metadata: one table per object (trainer.c, subspace.c, sae.c)
- * holds every option's name, type, bounds, default and description. The
+/* Option metadata: one table per object (sae_options.c,
+ * subspace_options.c, the trainer's beside the trainer) holds every
+ * option's name, type, bounds, default and description. The
  * objects' setters check values against it, the trainer takes its
  * defaults from it, and subsae_option_* (options.c) publishes it, so that
  * the command-line program and the bindings read ranges and defaults from
