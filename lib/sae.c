@@ -432,17 +432,6 @@ int64_t subsae__sae_slots(const subsae_sae *sae)
     return sae->activation == SUBSAE_ACT_TOPK ? sae->k : sae->d_sae;
 }
 
-int64_t subsae__encode_block_rows(int64_t d_sae, int64_t n_rows)
-{
-    /* About 8 MB of pre-activations per block, at least 16 rows. */
-    int64_t rows = ((int64_t)1 << 21) / (d_sae > 0 ? d_sae : 1);
-    if (rows < 16)
-        rows = 16;
-    if (rows > n_rows)
-        rows = n_rows;
-    return rows > 0 ? rows : 1;
-}
-
 void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_stride, int64_t n,
                                double in_scale, float *xin, int64_t xin_stride, int threads)
 {
