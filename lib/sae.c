@@ -128,6 +128,16 @@ int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
     return SUBSAE_OK;
 }
 
+int subsae__sae_replace_metadata(subsae_sae *sae, const char *text)
+{
+    char *copy = NULL;
+    if (text && !(copy = subsae__strdup(text)))
+        return subsae__fail_nomem("metadata", strlen(text) + 1);
+    subsae__free(sae->metadata);
+    sae->metadata = copy;
+    return SUBSAE_OK;
+}
+
 /* ---- options ------------------------------------------------------------ */
 
 int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)

@@ -88,7 +88,8 @@ bool subsae__sae_own_member(const char *key);
 struct json_t;
 char *subsae__json_compact(const struct json_t *object);
 
-/* Replace a model's metadata by a copy of `text` (compact JSON or NULL). */
+/* Replace a model's metadata by a copy of `text` (compact JSON or NULL)
+ * (sae.c, which clones; sae_io.c parses and prints metadata). */
 int subsae__sae_replace_metadata(subsae_sae *sae, const char *text);
 
 /* Check a model's parameters are finite; message names the parameter. */

@@ -106,16 +106,6 @@ int subsae__metadata_normalize(const char *fn, const char *json, char **out)
     return rc;
 }
 
-int subsae__sae_replace_metadata(subsae_sae *sae, const char *text)
-{
-    char *copy = NULL;
-    if (text && !(copy = subsae__strdup(text)))
-        return subsae__fail_nomem("metadata", strlen(text) + 1);
-    subsae__free(sae->metadata);
-    sae->metadata = copy;
-    return SUBSAE_OK;
-}
-
 int subsae_sae_set_metadata(subsae_sae *sae, const char *json)
 {
     static const char *fn = "subsae_sae_set_metadata";
