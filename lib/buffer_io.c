@@ -21,7 +21,8 @@ static int open_source(const char *path, const char *tensor, struct subsae__sour
         return rc;
     const unsigned char *bytes = map;
     size_t magic = sizeof subsae__npy_magic;
-    bool npy_prefix = size > 0 && memcmp(bytes, subsae__npy_magic, size < magic ? size : magic) == 0;
+    bool npy_prefix =
+        size > 0 && memcmp(bytes, subsae__npy_magic, size < magic ? size : magic) == 0;
     if (size == 0)
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_MAGIC,
                           "%s: the file is empty (neither .npy nor safetensors)", path);

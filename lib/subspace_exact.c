@@ -46,8 +46,8 @@ static int reduce_upper(struct subsae__collective *coll, double *g, int64_t d)
 int subsae__subspace_exact(subsae_subspace *s, const subsae_buffer *buf,
                            struct subsae__subspace_fit *out)
 {
-    struct subsae__stream st;
-    int rc = subsae__stream_init(&st, s, buf, "gram", 1);
+    struct subsae__subspace_stream st;
+    int rc = subsae__subspace_stream_init(&st, s, buf, "gram", 1);
     if (rc != SUBSAE_OK)
         return rc;
     const int64_t n = st.n_total, d = st.d; /* n: the rows of all workers */
@@ -66,11 +66,11 @@ int subsae__subspace_exact(subsae_subspace *s, const subsae_buffer *buf,
         rc = SUBSAE_E_NOMEM; /* still agreed with the other workers below */
     if (rc == SUBSAE_OK) {
         memset(gram, 0, dd * sizeof *gram);
-        subsae__stream_begin_pass(&st);
+        subsae__subspace_stream_begin_pass(&st);
     }
     for (int64_t first = 0; rc == SUBSAE_OK && first < st.n; first += st.batch_rows) {
         int64_t m = st.n - first < st.batch_rows ? st.n - first : st.batch_rows;
-        rc = subsae__stream_read(&st, first, m);
+        rc = subsae__subspace_stream_read(&st, first, m);
         if (rc != SUBSAE_OK)
             break;
         /* Upper triangle (row-major) of the batch's X^T X. */
@@ -83,9 +83,9 @@ int subsae__subspace_exact(subsae_subspace *s, const subsae_buffer *buf,
             for (int64_t j = i; j < d; j++)
                 g[j] += b[j];
         }
-        rc = subsae__stream_progress(&st, m);
+        rc = subsae__subspace_stream_progress(&st, m);
     }
-    rc = subsae__stream_reduce(&st, rc);
+    rc = subsae__subspace_stream_reduce(&st, rc);
     if (rc == SUBSAE_OK && subsae__collective_on(st.coll))
         rc = reduce_upper(st.coll, gram, d);
     if (rc != SUBSAE_OK)
@@ -169,6 +169,6 @@ done:
     subsae__free(eigenvalues);
     subsae__free(mean);
     subsae__free(basis);
-    subsae__stream_release(&st);
+    subsae__subspace_stream_release(&st);
     return rc;
 }

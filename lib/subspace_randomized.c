@@ -66,16 +66,16 @@ static int orthonormalise(double *w, int64_t d, int64_t l, double *tau, float *q
 
 /* One pass over this worker's rows: w = Y^T Y q (d x l, double), with the
  * pass's column sums in st. */
-static int gram_pass(struct subsae__stream *st, const float *q_float, int64_t l, float *z,
+static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l, float *z,
                      float *w_batch, double *w)
 {
     const int64_t n = st->n, d = st->d;
     const size_t dl = (size_t)d * (size_t)l;
     memset(w, 0, dl * sizeof *w);
-    subsae__stream_begin_pass(st);
+    subsae__subspace_stream_begin_pass(st);
     for (int64_t first = 0; first < n; first += st->batch_rows) {
         int64_t m = n - first < st->batch_rows ? n - first : st->batch_rows;
-        int rc = subsae__stream_read(st, first, m);
+        int rc = subsae__subspace_stream_read(st, first, m);
         if (rc != SUBSAE_OK)
             return rc;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)l, (int)d, 1.0f,
@@ -86,7 +86,7 @@ static int gram_pass(struct subsae__stream *st, const float *q_float, int64_t l,
         for (int64_t i = 0; i < d; i++)
             for (int64_t j = 0; j < l; j++)
                 w[i * l + j] += w_batch[i * l + j];
-        rc = subsae__stream_progress(st, m);
+        rc = subsae__subspace_stream_progress(st, m);
         if (rc != SUBSAE_OK)
             return rc;
     }
@@ -96,8 +96,8 @@ static int gram_pass(struct subsae__stream *st, const float *q_float, int64_t l,
 /* The centring correction of a pass over all rows: w -= n delta (delta^T
  * q), delta the mean of the shifted rows, with proj (l doubles) as scratch
  * for delta^T q. */
-static void center_product(const struct subsae__stream *st, const double *q_double, int64_t l,
-                           double *w, double *proj)
+static void center_product(const struct subsae__subspace_stream *st, const double *q_double,
+                           int64_t l, double *w, double *proj)
 {
     if (!st->center)
         return;
@@ -125,8 +125,8 @@ int subsae__subspace_randomized(subsae_subspace *s, const subsae_buffer *buf, in
     const bool whole = l == d;
     const int64_t q = whole ? 0 : s->power_iters;
     const int64_t found = whole ? d : k;
-    struct subsae__stream st;
-    int rc = subsae__stream_init(&st, s, buf, "power", q + 2);
+    struct subsae__subspace_stream st;
+    int rc = subsae__subspace_stream_init(&st, s, buf, "power", q + 2);
     if (rc != SUBSAE_OK)
         return rc;
     const size_t dl = (size_t)d * (size_t)l, ll = (size_t)l * (size_t)l;
@@ -164,7 +164,7 @@ int subsae__subspace_randomized(subsae_subspace *s, const subsae_buffer *buf, in
     for (int64_t pass = 0; pass < q + 2; pass++) {
         if (rc == SUBSAE_OK)
             rc = gram_pass(&st, q_float, l, z, w_batch, w);
-        rc = subsae__stream_reduce(&st, rc);
+        rc = subsae__subspace_stream_reduce(&st, rc);
         if (rc == SUBSAE_OK)
             rc = subsae__allreduce(st.coll, w, (int64_t)dl, SUBSAE_DTYPE_F64,
                                    "subsae_subspace_fit: power-iteration product");
@@ -249,6 +249,6 @@ done:
     subsae__free(variances);
     subsae__free(mean);
     subsae__free(basis);
-    subsae__stream_release(&st);
+    subsae__subspace_stream_release(&st);
     return rc;
 }
