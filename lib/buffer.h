@@ -74,13 +74,13 @@ int subsae__safetensors_source(const char *path, const void *map, size_t size,
 /* The magic that starts every .npy file, "\x93NUMPY". */
 extern const char subsae__npy_magic[6];
 
-/* The version 1.0 header of a C-ordered rows x dim .npy array of `dtype`
- * (F32, F16, F64; errors name `fn` and `path`), padded with spaces so that
- * the data starts at a multiple of 64 bytes: the first *length bytes of
- * `header`. */
-enum { SUBSAE__NPY_HEADER_MAX = 256 };
-int subsae__npy_header(const char *fn, const char *path, int dtype, int64_t rows, int64_t dim,
-                       char header[SUBSAE__NPY_HEADER_MAX], size_t *length);
+/* Start writing a C-ordered rows x dim .npy array of `dtype` (F32, F16,
+ * F64; errors name `fn` and `path`), whose data the caller streams:
+ * crash-safe open of `path` and the version 1.0 header, padded so that the
+ * data starts at a multiple of 64 bytes. On success the caller writes the
+ * rows and commits or aborts *out; on failure nothing is left open. */
+int subsae__npy_begin(const char *fn, const char *path, int dtype, int64_t rows, int64_t dim,
+                      subsae__atomic_file **out);
 
 /* SUBSAE_E_NONFINITE for logical row `row` (stored row `stored`) whose
  * column `column` holds `value`, naming its file and its row there. */

@@ -189,22 +189,9 @@ int subsae_buffer_save_npy(const subsae_buffer *buf, const char *path, int dtype
         return subsae__fail_null(fn, "buf");
     if (!path)
         return subsae__fail_null(fn, "path");
-    char header[SUBSAE__NPY_HEADER_MAX];
-    size_t length;
-    int rc = subsae__npy_header(fn, path, dtype, subsae_buffer_rows(buf), buf->dim, header,
-                                &length);
-    if (rc)
-        return rc;
     subsae__atomic_file *f;
-    rc = subsae__atomic_open(path, &f);
-    if (rc)
-        return rc;
-    rc = subsae__atomic_write(f, header, length);
-    if (rc) {
-        subsae__atomic_abort(f);
-        return rc;
-    }
-    return finish_save(buf, dtype, f, path);
+    int rc = subsae__npy_begin(fn, path, dtype, subsae_buffer_rows(buf), buf->dim, &f);
+    return rc ? rc : finish_save(buf, dtype, f, path);
 }
 
 int subsae_buffer_save_safetensors(const subsae_buffer *buf, const char *path,

@@ -1,5 +1,6 @@
 /* NumPy .npy files: a reader that turns a mapped file into a buffer source
- * (no copy) and the header of a written array (buffer_io.c streams the rows).
+ * (no copy), and the start of a written one: the crash-safe file and its
+ * header (buffer_io.c streams the rows).
  *
  * Layout (numpy.lib.format): the magic "\x93NUMPY", a major and a minor
  * version byte, the header length (uint16 little-endian for version 1.0,
@@ -325,8 +326,12 @@ int subsae__npy_source(const char *path, const void *map, size_t size,
 
 /* ---- writer --------------------------------------------------------- */
 
-int subsae__npy_header(const char *fn, const char *path, int dtype, int64_t rows, int64_t dim,
-                       char header[SUBSAE__NPY_HEADER_MAX], size_t *length)
+enum { HEADER_MAX = 256 };
+
+/* The version 1.0 header of a C-ordered rows x dim array of `dtype`: the
+ * first *length bytes of `header`. */
+static int npy_header(const char *fn, const char *path, int dtype, int64_t rows, int64_t dim,
+                      char header[HEADER_MAX], size_t *length)
 {
     const char *descr;
     switch (dtype) {
@@ -344,7 +349,7 @@ int subsae__npy_header(const char *fn, const char *path, int dtype, int64_t rows
     }
     /* Version 1.0 header, padded with spaces and ended by a newline so that
      * the data starts at a multiple of 64 bytes, as numpy does. */
-    int used = snprintf(header + 10, SUBSAE__NPY_HEADER_MAX - 10,
+    int used = snprintf(header + 10, HEADER_MAX - 10,
                         "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
                         descr, (long long)rows, (long long)dim);
     size_t total = 10 + (size_t)used + 1;
@@ -358,5 +363,26 @@ int subsae__npy_header(const char *fn, const char *path, int dtype, int64_t rows
     memset(header + 10 + used, ' ', total - 10 - (size_t)used);
     header[total - 1] = '\n';
     *length = total;
+    return SUBSAE_OK;
+}
+
+int subsae__npy_begin(const char *fn, const char *path, int dtype, int64_t rows, int64_t dim,
+                      subsae__atomic_file **out)
+{
+    char header[HEADER_MAX];
+    size_t length;
+    int rc = npy_header(fn, path, dtype, rows, dim, header, &length);
+    if (rc)
+        return rc;
+    subsae__atomic_file *f;
+    rc = subsae__atomic_open(path, &f);
+    if (rc)
+        return rc;
+    rc = subsae__atomic_write(f, header, length);
+    if (rc) {
+        subsae__atomic_abort(f);
+        return rc;
+    }
+    *out = f;
     return SUBSAE_OK;
 }

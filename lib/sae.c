@@ -806,11 +806,10 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
     return subsae_sae_evaluate_density(sae, input, target, metrics, n_metrics, NULL, 0);
 }
 
-int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *input,
-                                const subsae_buffer *target, double *metrics, int64_t n_metrics,
-                                double *density, int64_t n_density)
+static int check_evaluate(const char *fn, const subsae_sae *sae, const subsae_buffer *input,
+                          const subsae_buffer *target, const double *metrics, int64_t n_metrics,
+                          const double *density, int64_t n_density)
 {
-    static const char *fn = "subsae_sae_evaluate";
     if (!sae)
         return subsae__fail_null(fn, "sae");
     if (!input)
@@ -844,113 +843,174 @@ int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *inpu
                             (long long)subsae_buffer_rows(tgt));
     if (n < 1)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: empty buffer", fn);
+    return SUBSAE_OK;
+}
 
-    const int threads = subsae__threads();
-    const int64_t d_in = sae->d_in, d_out = sae->d_out, m = sae->d_sae;
-    const int64_t slots = subsae__sae_slots(sae);
+/* One evaluation pass: the scratch of a block of rows and the sums over
+ * all rows (added in row order, so the same bits for any thread count). */
+struct evaluation {
+    const subsae_sae *sae;
+    int threads;
+    int64_t slots;
     struct encode_scratch s;
-    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
-    int rc = scratch_init(sae, n, &s, threads);
+    subsae__row_reader *reader_in, *reader_t; /* reader_t NULL: the target is the input */
+    float *x, *t, *xhat;                       /* t == x without a target */
+    int32_t *idx;
+    float *val;
+    double *row_sse;
+    double *sum_t;      /* d_out: column sums of the scaled target */
+    int64_t *fires;     /* d_sae: rows in which each feature fired */
+    double sse, sum_t2; /* squared error, sum of squared scaled targets */
+    int64_t active;     /* features fired over all rows */
+};
+
+static void evaluation_close(struct evaluation *ev)
+{
+    if (ev->t != ev->x)
+        subsae__free(ev->t);
+    subsae__free(ev->x);
+    subsae__free(ev->xhat);
+    subsae__free(ev->idx);
+    subsae__free(ev->val);
+    subsae__free(ev->row_sse);
+    subsae__free(ev->sum_t);
+    subsae__free(ev->fires);
+    scratch_free(&ev->s);
+    subsae__row_reader_close(ev->reader_in);
+    subsae__row_reader_close(ev->reader_t);
+}
+
+/* On failure everything is released. */
+static int evaluation_open(struct evaluation *ev, const subsae_sae *sae,
+                           const subsae_buffer *input, const subsae_buffer *target)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->sae = sae;
+    ev->threads = subsae__threads();
+    ev->slots = subsae__sae_slots(sae);
+    const int64_t d_in = sae->d_in, d_out = sae->d_out, m = sae->d_sae, slots = ev->slots;
+    int rc = scratch_init(sae, subsae_buffer_rows(input), &ev->s, ev->threads);
     if (rc)
         return rc;
-    const int64_t block = s.block;
-    float *x = subsae__malloc((size_t)block * (size_t)d_in * sizeof *x);
-    float *t = target ? subsae__malloc((size_t)block * (size_t)d_out * sizeof *t) : NULL;
-    float *xhat = subsae__malloc((size_t)block * (size_t)d_out * sizeof *xhat);
-    int32_t *idx = subsae__malloc((size_t)block * (size_t)slots * sizeof *idx);
-    float *val = subsae__malloc((size_t)block * (size_t)slots * sizeof *val);
-    double *row_sse = subsae__malloc((size_t)block * sizeof *row_sse);
-    double *sum_t = subsae__calloc((size_t)d_out, sizeof *sum_t);
-    int64_t *fires = subsae__calloc((size_t)m, sizeof *fires);
-    if (!x || (target && !t) || !xhat || !idx || !val || !row_sse || !sum_t || !fires) {
-        rc = subsae__fail_nomem("evaluation scratch", (size_t)block * (size_t)(d_in + d_out) * 4);
-        goto done;
-    }
+    const size_t block = (size_t)ev->s.block;
+    ev->x = subsae__malloc(block * (size_t)d_in * sizeof *ev->x);
+    ev->t = target ? subsae__malloc(block * (size_t)d_out * sizeof *ev->t) : NULL;
+    ev->xhat = subsae__malloc(block * (size_t)d_out * sizeof *ev->xhat);
+    ev->idx = subsae__malloc(block * (size_t)slots * sizeof *ev->idx);
+    ev->val = subsae__malloc(block * (size_t)slots * sizeof *ev->val);
+    ev->row_sse = subsae__malloc(block * sizeof *ev->row_sse);
+    ev->sum_t = subsae__calloc((size_t)d_out, sizeof *ev->sum_t);
+    ev->fires = subsae__calloc((size_t)m, sizeof *ev->fires);
+    if (!ev->x || (target && !ev->t) || !ev->xhat || !ev->idx || !ev->val || !ev->row_sse ||
+        !ev->sum_t || !ev->fires)
+        rc = subsae__fail_nomem("evaluation scratch", block * (size_t)(d_in + d_out) * 4);
     /* Rows by pread, so that the file's pages do not stay resident (see
      * buffer.h). */
-    rc = subsae__row_reader_open(input, &reader_in);
+    if (!rc)
+        rc = subsae__row_reader_open(input, &ev->reader_in);
     if (!rc && target)
-        rc = subsae__row_reader_open(target, &reader_t);
+        rc = subsae__row_reader_open(target, &ev->reader_t);
+    if (!rc && !target)
+        ev->t = ev->x; /* aliased: freed once */
     if (rc)
-        goto done;
-    if (!target)
-        t = x; /* aliased: freed once below */
-    double sse = 0.0, sum_t2 = 0.0;
-    int64_t active = 0;
+        evaluation_close(ev);
+    return rc;
+}
+
+/* Read, encode and decode rows [r0, r0 + rows) and add them to the sums. */
+static int evaluation_block(struct evaluation *ev, int64_t r0, int64_t rows)
+{
+    const subsae_sae *sae = ev->sae;
+    const int64_t d_in = sae->d_in, d_out = sae->d_out, slots = ev->slots;
+    const int threads = ev->threads;
     const float s_out = (float)sae->output_scale;
-    for (int64_t r0 = 0; r0 < n; r0 += block) {
-        int64_t rows = n - r0 < block ? n - r0 : block;
-        rc = subsae__row_reader_gather(reader_in, NULL, r0, rows, x, d_in);
-        if (!rc && target)
-            rc = subsae__row_reader_gather(reader_t, NULL, r0, rows, t, d_out);
-        if (rc)
-            goto done;
-        encode_raw(sae, x, d_in, rows, slots, idx, val, &s, threads);
-        subsae__sae_decode_rows(sae, idx, val, rows, slots, xhat, d_out, threads);
+    float *x = ev->x, *t = ev->t, *xhat = ev->xhat;
+    double *row_sse = ev->row_sse;
+    int rc = subsae__row_reader_gather(ev->reader_in, NULL, r0, rows, x, d_in);
+    if (!rc && ev->reader_t)
+        rc = subsae__row_reader_gather(ev->reader_t, NULL, r0, rows, t, d_out);
+    if (rc)
+        return rc;
+    encode_raw(sae, x, d_in, rows, slots, ev->idx, ev->val, &ev->s, threads);
+    subsae__sae_decode_rows(sae, ev->idx, ev->val, rows, slots, xhat, d_out, threads);
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(threads, (double)rows * (double)d_out))
-        for (int64_t i = 0; i < rows; i++) {
-            double e = 0.0;
-            for (int64_t j = 0; j < d_out; j++) {
-                double diff = (double)xhat[i * d_out + j] - (double)t[i * d_out + j] * s_out;
-                e += diff * diff;
-            }
-            row_sse[i] = e;
+    for (int64_t i = 0; i < rows; i++) {
+        double e = 0.0;
+        for (int64_t j = 0; j < d_out; j++) {
+            double diff = (double)xhat[i * d_out + j] - (double)t[i * d_out + j] * s_out;
+            e += diff * diff;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            sse += row_sse[i];
-            const float *tr = t + i * d_out;
-            for (int64_t j = 0; j < d_out; j++) {
-                double v = (double)tr[j] * s_out;
-                sum_t[j] += v;
-                sum_t2 += v * v;
-            }
-            for (int64_t j = 0; j < slots; j++) {
-                int32_t f = idx[i * slots + j];
-                if (f >= 0) {
-                    fires[f]++;
-                    active++;
-                }
+        row_sse[i] = e;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        ev->sse += row_sse[i];
+        const float *tr = t + i * d_out;
+        for (int64_t j = 0; j < d_out; j++) {
+            double v = (double)tr[j] * s_out;
+            ev->sum_t[j] += v;
+            ev->sum_t2 += v * v;
+        }
+        for (int64_t j = 0; j < slots; j++) {
+            int32_t f = ev->idx[i * slots + j];
+            if (f >= 0) {
+                ev->fires[f]++;
+                ev->active++;
             }
         }
     }
+    return SUBSAE_OK;
+}
+
+/* The metrics and densities of the sums over n rows. */
+static void evaluation_report(const struct evaluation *ev, int64_t n, double *metrics,
+                              int64_t n_metrics, double *density, int64_t n_density)
+{
+    const subsae_sae *sae = ev->sae;
+    const int64_t d_out = sae->d_out, m = sae->d_sae;
     double mean_sq = 0.0;
     for (int64_t j = 0; j < d_out; j++)
-        mean_sq += sum_t[j] * sum_t[j];
-    double sst = sum_t2 - mean_sq / (double)n;
+        mean_sq += ev->sum_t[j] * ev->sum_t[j];
+    double sst = ev->sum_t2 - mean_sq / (double)n;
     int64_t zero = 0, dense = 0;
     for (int64_t f = 0; f < m; f++) {
-        zero += fires[f] == 0;
-        dense += (double)fires[f] > 0.1 * (double)n;
+        zero += ev->fires[f] == 0;
+        dense += (double)ev->fires[f] > 0.1 * (double)n;
     }
     double values[SUBSAE_METRIC_COUNT];
     for (int i = 0; i < SUBSAE_METRIC_COUNT; i++)
         values[i] = NAN;
     double so2 = sae->output_scale * sae->output_scale;
-    values[SUBSAE_METRIC_MSE] = sse / (double)n / so2;
-    values[SUBSAE_METRIC_FVU] = sst > 0.0 ? sse / sst : NAN;
+    values[SUBSAE_METRIC_MSE] = ev->sse / (double)n / so2;
+    values[SUBSAE_METRIC_FVU] = sst > 0.0 ? ev->sse / sst : NAN;
     values[SUBSAE_METRIC_EXPLAINED_VARIANCE] = 1.0 - values[SUBSAE_METRIC_FVU];
-    values[SUBSAE_METRIC_L0] = (double)active / (double)n;
+    values[SUBSAE_METRIC_L0] = (double)ev->active / (double)n;
     values[SUBSAE_METRIC_DENSE_FRACTION] = (double)dense / (double)m;
     values[SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION] = (double)zero / (double)m;
     values[SUBSAE_METRIC_TOKENS] = (double)n;
     for (int64_t i = 0; i < n_metrics; i++)
         metrics[i] = i < SUBSAE_METRIC_COUNT ? values[i] : NAN;
     for (int64_t f = 0; f < n_density; f++)
-        density[f] = (double)fires[f] / (double)n;
-    rc = SUBSAE_OK;
-done:
-    if (t != x)
-        subsae__free(t);
-    subsae__free(x);
-    subsae__free(xhat);
-    subsae__free(idx);
-    subsae__free(val);
-    subsae__free(row_sse);
-    subsae__free(sum_t);
-    subsae__free(fires);
-    scratch_free(&s);
-    subsae__row_reader_close(reader_in);
-    subsae__row_reader_close(reader_t);
+        density[f] = (double)ev->fires[f] / (double)n;
+}
+
+int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *input,
+                                const subsae_buffer *target, double *metrics, int64_t n_metrics,
+                                double *density, int64_t n_density)
+{
+    int rc = check_evaluate("subsae_sae_evaluate", sae, input, target, metrics, n_metrics,
+                            density, n_density);
+    if (rc)
+        return rc;
+    struct evaluation ev;
+    rc = evaluation_open(&ev, sae, input, target);
+    if (rc)
+        return rc;
+    const int64_t n = subsae_buffer_rows(input), block = ev.s.block;
+    for (int64_t r0 = 0; !rc && r0 < n; r0 += block)
+        rc = evaluation_block(&ev, r0, n - r0 < block ? n - r0 : block);
+    if (!rc)
+        evaluation_report(&ev, n, metrics, n_metrics, density, n_density);
+    evaluation_close(&ev);
     return rc;
 }
