@@ -45,6 +45,20 @@ void subsae__subspace_fix_signs(float *b, int64_t k, int64_t d)
     }
 }
 
+void subsae__subspace_fit_hand_over(struct subsae__subspace_fit *out, int64_t found,
+                                    double total, double **variances, float **basis,
+                                    float **mean)
+{
+    out->found = found;
+    out->total = total;
+    out->variances = *variances;
+    out->basis = *basis;
+    out->mean = *mean;
+    *variances = NULL;
+    *basis = NULL;
+    *mean = NULL;
+}
+
 /* ---- streaming ------------------------------------------------------ */
 
 /* With workers: the pilot of every worker is the first batch mean of the
@@ -281,4 +295,11 @@ int subsae__subspace_stream_progress(struct subsae__subspace_stream *st, int64_t
                             "after %lld of %lld rows",
                             st->phase, (long long)st->done, (long long)st->total);
     return SUBSAE_OK;
+}
+
+void subsae__subspace_stream_mean(const struct subsae__subspace_stream *st, float *mean)
+{
+    const double dn = (double)st->n_total;
+    for (int64_t i = 0; i < st->d; i++)
+        mean[i] = st->center ? (float)((double)st->shift[i] + st->sum[i] / dn) : 0.0f;
 }

@@ -58,6 +58,9 @@ int subsae__subspace_stream_progress(struct subsae__subspace_stream *st, int64_t
  * column sums and sums of squares over the workers. Returns rc for a
  * single process. */
 int subsae__subspace_stream_reduce(struct subsae__subspace_stream *st, int rc);
+/* The mean row of the fit (d floats; zeros when not centring): the pilot
+ * plus the mean of the shifted rows of the last pass (reduced). */
+void subsae__subspace_stream_mean(const struct subsae__subspace_stream *st, float *mean);
 
 /* ---- shared by the methods and subspace.c -------------------------- */
 
@@ -67,6 +70,13 @@ void subsae__subspace_fix_signs(float *b, int64_t k, int64_t d);
 
 /* Allocation helpers that record an error naming `what`. */
 void *subsae__subspace_alloc(size_t count, size_t size, const char *what);
+
+/* A method's results into *out, which owns the arrays from then on (the
+ * caller's pointers are set to NULL). */
+struct subsae__subspace_fit;
+void subsae__subspace_fit_hand_over(struct subsae__subspace_fit *out, int64_t found,
+                                    double total, double **variances, float **basis,
+                                    float **mean);
 
 /* The names from before the stream had its own file (tests use them). */
 #define subsae__stream subsae__subspace_stream
