@@ -26,10 +26,10 @@ int subsae__make_dir(const char *dir);
  * error message names the file. */
 int subsae__map_file(const char *path, void **map, size_t *size);
 
-/* ---- JSON files and directory paths (io_json.c) --------------------- */
-
 /* "dir/name" (subsae__free it), or NULL when out of memory. */
 char *subsae__path_join(const char *dir, const char *name);
+
+/* ---- JSON files (io_json.c) ----------------------------------------- */
 
 /* Parse a whole file as one JSON object (duplicate keys rejected): a
  * missing file is SUBSAE_E_IO, anything but an object SUBSAE_E_FORMAT,

@@ -1,5 +1,6 @@
 /* File plumbing: whole-file read-only mappings, crash-safe (atomic)
- * writes and directory creation. Every error names the file. */
+ * writes, directory creation and paths in a directory. Every error names
+ * the file. */
 #include "io.h"
 
 #include <errno.h>
@@ -231,6 +232,15 @@ int subsae__atomic_commit(subsae__atomic_file *f)
 }
 
 /* ---- directories ---------------------------------------------------- */
+
+char *subsae__path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = subsae__malloc(n);
+    if (path)
+        snprintf(path, n, "%s/%s", dir, name);
+    return path;
+}
 
 int subsae__make_dir(const char *dir)
 {
