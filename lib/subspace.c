@@ -290,6 +290,20 @@ int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
 
 /* ---- results -------------------------------------------------------- */
 
+/* The checks of a result query: the estimator and the result pointer
+ * `out` (named `out_name`) not NULL, a fit done. */
+static int check_result(const char *fn, const subsae_subspace *s, const void *out,
+                        const char *out_name)
+{
+    if (!s)
+        return subsae__fail_null(fn, "s");
+    if (!out)
+        return subsae__fail_null(fn, out_name);
+    if (!s->fitted)
+        return not_fitted(fn);
+    return SUBSAE_OK;
+}
+
 static int check_fitted_array(const char *fn, const subsae_subspace *s, const void *out,
                               int64_t count)
 {
@@ -341,26 +355,18 @@ int subsae_subspace_explained_ratios(const subsae_subspace *s, double *out, int6
 
 int subsae_subspace_total_variance(const subsae_subspace *s, double *out)
 {
-    static const char *fn = "subsae_subspace_total_variance";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!out)
-        return subsae__fail_null(fn, "out");
-    if (!s->fitted)
-        return not_fitted(fn);
+    int rc = check_result("subsae_subspace_total_variance", s, out, "out");
+    if (rc)
+        return rc;
     *out = s->total;
     return SUBSAE_OK;
 }
 
 int subsae_subspace_mean(const subsae_subspace *s, float *out)
 {
-    static const char *fn = "subsae_subspace_mean";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!out)
-        return subsae__fail_null(fn, "out");
-    if (!s->fitted)
-        return not_fitted(fn);
+    int rc = check_result("subsae_subspace_mean", s, out, "out");
+    if (rc)
+        return rc;
     memcpy(out, s->mean, (size_t)s->dim * sizeof *out);
     return SUBSAE_OK;
 }
@@ -439,13 +445,9 @@ int subsae_subspace_effective_rank(const subsae_subspace *s, double tau, int64_t
 
 int subsae_subspace_entropy_rank(const subsae_subspace *s, double *rank, int *exact)
 {
-    static const char *fn = "subsae_subspace_entropy_rank";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!rank)
-        return subsae__fail_null(fn, "rank");
-    if (!s->fitted)
-        return not_fitted(fn);
+    int rc = check_result("subsae_subspace_entropy_rank", s, rank, "rank");
+    if (rc)
+        return rc;
     /* p_i = sigma_i / sum sigma_j; sigma_i is proportional to
      * sqrt(variance_i) and the factor cancels. */
     double total = 0.0;
