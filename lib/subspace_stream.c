@@ -49,11 +49,8 @@ void subsae__subspace_fit_hand_over(struct subsae__subspace_fit *out, int64_t fo
                                     double total, double **variances, float **basis,
                                     float **mean)
 {
-    out->found = found;
-    out->total = total;
-    out->variances = *variances;
-    out->basis = *basis;
-    out->mean = *mean;
+    *out = (struct subsae__subspace_fit){
+        .found = found, .total = total, .variances = *variances, .basis = *basis, .mean = *mean};
     *variances = NULL;
     *basis = NULL;
     *mean = NULL;
@@ -153,11 +150,8 @@ void subsae__subspace_stream_release(struct subsae__subspace_stream *st)
     subsae__free(st->sum); /* sumsq lives in the same block */
     subsae__free(st->partial);
     subsae__free(st->status);
-    st->batch = NULL;
-    st->shift = NULL;
-    st->sum = NULL;
-    st->sumsq = NULL;
-    st->partial = NULL;
+    st->batch = st->shift = NULL;
+    st->sum = st->sumsq = st->partial = NULL;
     st->status = NULL;
 }
 
