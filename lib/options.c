@@ -212,3 +212,46 @@ const struct subsae__option *subsae__option_settable_double(const char *fn, int 
         *rc = check_double(fn, o, value);
     return *rc ? NULL : o;
 }
+
+/* The object's parameter name in the public prototypes. */
+static const char *self_name(int object)
+{
+    switch (object) {
+    case SUBSAE_OBJECT_TRAINER: return "t";
+    case SUBSAE_OBJECT_SUBSPACE: return "s";
+    default: return "sae";
+    }
+}
+
+const struct subsae__option *subsae__option_get(const char *fn, int object, const void *self,
+                                                const void *value, int option, int type,
+                                                const char *use, int *rc)
+{
+    if (!self)
+        *rc = subsae__fail_null(fn, self_name(object));
+    else if (!value)
+        *rc = subsae__fail_null(fn, "value");
+    else
+        return subsae__option_entry(fn, object, option, type, use, rc);
+    return NULL;
+}
+
+const struct subsae__option *subsae__option_set_int(const char *fn, int object, const void *self,
+                                                    int option, int64_t value, const char *use,
+                                                    int *rc)
+{
+    if (self)
+        return subsae__option_settable_int(fn, object, option, value, use, rc);
+    *rc = subsae__fail_null(fn, self_name(object));
+    return NULL;
+}
+
+const struct subsae__option *subsae__option_set_double(const char *fn, int object,
+                                                       const void *self, int option,
+                                                       double value, const char *use, int *rc)
+{
+    if (self)
+        return subsae__option_settable_double(fn, object, option, value, use, rc);
+    *rc = subsae__fail_null(fn, self_name(object));
+    return NULL;
+}

@@ -59,4 +59,17 @@ const struct subsae__option *subsae__option_settable_double(const char *fn, int 
                                                             int option, double value,
                                                             const char *use, int *rc);
 
+/* The same for the objects' typed accessors, checking first that `self`
+ * (the object; the error names it as the public prototypes do: t, s,
+ * sae) and a getter's `value` are not NULL. */
+const struct subsae__option *subsae__option_get(const char *fn, int object, const void *self,
+                                                const void *value, int option, int type,
+                                                const char *use, int *rc);
+const struct subsae__option *subsae__option_set_int(const char *fn, int object, const void *self,
+                                                    int option, int64_t value, const char *use,
+                                                    int *rc);
+const struct subsae__option *subsae__option_set_double(const char *fn, int object,
+                                                       const void *self, int option,
+                                                       double value, const char *use, int *rc);
+
 #endif

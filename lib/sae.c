@@ -143,12 +143,9 @@ int subsae__sae_replace_metadata(subsae_sae *sae, const char *text)
 int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
 {
     static const char *fn = "subsae_sae_set_int";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
     int rc;
-    subsae__option_settable_int(fn, SUBSAE_OBJECT_SAE, option, value, "subsae_sae_set_double",
-                                &rc);
-    if (rc)
+    if (!subsae__option_set_int(fn, SUBSAE_OBJECT_SAE, sae, option, value,
+                                "subsae_sae_set_double", &rc))
         return rc;
     switch (option) {
     case SUBSAE_SAE_K:
@@ -180,15 +177,9 @@ int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
 
 int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
 {
-    static const char *fn = "subsae_sae_get_int";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
-    subsae__option_entry(fn, SUBSAE_OBJECT_SAE, option, SUBSAE_OPTION_INT, "subsae_sae_get_double",
-                         &rc);
-    if (rc)
+    if (!subsae__option_get("subsae_sae_get_int", SUBSAE_OBJECT_SAE, sae, value, option,
+                            SUBSAE_OPTION_INT, "subsae_sae_get_double", &rc))
         return rc;
     switch (option) {
     case SUBSAE_SAE_D_IN: *value = sae->d_in; break;
@@ -205,13 +196,9 @@ int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
 
 int subsae_sae_set_double(subsae_sae *sae, int option, double value)
 {
-    static const char *fn = "subsae_sae_set_double";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
     int rc;
-    subsae__option_settable_double(fn, SUBSAE_OBJECT_SAE, option, value, "subsae_sae_set_int",
-                                   &rc);
-    if (rc)
+    if (!subsae__option_set_double("subsae_sae_set_double", SUBSAE_OBJECT_SAE, sae, option, value,
+                                   "subsae_sae_set_int", &rc))
         return rc;
     if (option == SUBSAE_SAE_INPUT_SCALE)
         sae->input_scale = value;
@@ -222,15 +209,9 @@ int subsae_sae_set_double(subsae_sae *sae, int option, double value)
 
 int subsae_sae_get_double(const subsae_sae *sae, int option, double *value)
 {
-    static const char *fn = "subsae_sae_get_double";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
-    subsae__option_entry(fn, SUBSAE_OBJECT_SAE, option, SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int",
-                         &rc);
-    if (rc)
+    if (!subsae__option_get("subsae_sae_get_double", SUBSAE_OBJECT_SAE, sae, value, option,
+                            SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int", &rc))
         return rc;
     *value = option == SUBSAE_SAE_INPUT_SCALE ? sae->input_scale : sae->output_scale;
     return SUBSAE_OK;

@@ -65,13 +65,9 @@ void subsae_subspace_free(subsae_subspace *s)
 
 int subsae_subspace_set_int(subsae_subspace *s, int option, int64_t value)
 {
-    static const char *fn = "subsae_subspace_set_int";
-    if (!s)
-        return subsae__fail_null(fn, "s");
     int rc;
-    subsae__option_settable_int(fn, SUBSAE_OBJECT_SUBSPACE, option, value,
-                                "subsae_subspace_set_double", &rc);
-    if (rc)
+    if (!subsae__option_set_int("subsae_subspace_set_int", SUBSAE_OBJECT_SUBSPACE, s, option,
+                                value, "subsae_subspace_set_double", &rc))
         return rc;
     switch (option) {
     case SUBSAE_SUBSPACE_METHOD: s->method = (int)value; break;
@@ -94,15 +90,11 @@ static int not_fitted(const char *fn)
 int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value)
 {
     static const char *fn = "subsae_subspace_get_int";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
     const struct subsae__option *o =
-        subsae__option_entry(fn, SUBSAE_OBJECT_SUBSPACE, option, SUBSAE_OPTION_INT,
-                             "subsae_subspace_get_double", &rc);
-    if (rc)
+        subsae__option_get(fn, SUBSAE_OBJECT_SUBSPACE, s, value, option, SUBSAE_OPTION_INT,
+                           "subsae_subspace_get_double", &rc);
+    if (!o)
         return rc;
     if ((o->flags & SUBSAE_OPTION_READ_ONLY) && !s->fitted)
         return not_fitted(fn);
@@ -126,13 +118,9 @@ int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value
 
 int subsae_subspace_set_double(subsae_subspace *s, int option, double value)
 {
-    static const char *fn = "subsae_subspace_set_double";
-    if (!s)
-        return subsae__fail_null(fn, "s");
     int rc;
-    subsae__option_settable_double(fn, SUBSAE_OBJECT_SUBSPACE, option, value,
-                                   "subsae_subspace_set_int", &rc);
-    if (rc)
+    if (!subsae__option_set_double("subsae_subspace_set_double", SUBSAE_OBJECT_SUBSPACE, s,
+                                   option, value, "subsae_subspace_set_int", &rc))
         return rc;
     s->threshold = value; /* the only writable double option */
     return SUBSAE_OK;
@@ -141,14 +129,9 @@ int subsae_subspace_set_double(subsae_subspace *s, int option, double value)
 int subsae_subspace_get_double(const subsae_subspace *s, int option, double *value)
 {
     static const char *fn = "subsae_subspace_get_double";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
-    subsae__option_entry(fn, SUBSAE_OBJECT_SUBSPACE, option, SUBSAE_OPTION_DOUBLE,
-                         "subsae_subspace_get_int", &rc);
-    if (rc)
+    if (!subsae__option_get(fn, SUBSAE_OBJECT_SUBSPACE, s, value, option, SUBSAE_OPTION_DOUBLE,
+                            "subsae_subspace_get_int", &rc))
         return rc;
     if (option == SUBSAE_SUBSPACE_SECONDS && !s->fitted)
         return not_fitted(fn);
