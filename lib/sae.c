@@ -611,18 +611,38 @@ static int check_rows(const char *fn, const float *x, int64_t n, int64_t stride,
     return SUBSAE_OK;
 }
 
+/* The model not NULL and, when there are rows, none of the `count` arrays
+ * (arrays[i], the argument names[i]). */
+static int check_pointers(const char *fn, const subsae_sae *sae, int64_t n, int count,
+                          const void *const arrays[], const char *const names[])
+{
+    if (!sae)
+        return subsae__fail_null(fn, "sae");
+    for (int i = 0; n > 0 && i < count; i++)
+        if (!arrays[i])
+            return subsae__fail_null(fn, names[i]);
+    return SUBSAE_OK;
+}
+
+/* The checks and scratch of an encode of n > 0 raw rows. */
+static int encode_begin(const char *fn, const subsae_sae *sae, const float *x, int64_t n,
+                        int64_t x_stride, struct encode_scratch *s, int *threads)
+{
+    int rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
+    if (rc)
+        return rc;
+    *threads = subsae__threads();
+    return scratch_init(sae, n, s, *threads);
+}
+
 int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
                              int64_t slots, int32_t *indices, float *values)
 {
     static const char *fn = "subsae_sae_encode_sparse";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (n > 0 && !x)
-        return subsae__fail_null(fn, "x");
-    if (n > 0 && !indices)
-        return subsae__fail_null(fn, "indices");
-    if (n > 0 && !values)
-        return subsae__fail_null(fn, "values");
+    int rc = check_pointers(fn, sae, n, 3, (const void *[]){x, indices, values},
+                            (const char *[]){"x", "indices", "values"});
+    if (rc)
+        return rc;
     if (n < 0 || x_stride < sae->d_in || slots < 1 || slots > INT32_MAX)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, x_stride %lld (d_in %lld), slots %lld", fn,
@@ -630,12 +650,9 @@ int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, i
                             (long long)slots);
     if (n == 0)
         return SUBSAE_OK;
-    int rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
-    if (rc)
-        return rc;
-    int threads = subsae__threads();
+    int threads;
     struct encode_scratch s;
-    rc = scratch_init(sae, n, &s, threads);
+    rc = encode_begin(fn, sae, x, n, x_stride, &s, &threads);
     if (rc)
         return rc;
     encode_raw(sae, x, x_stride, n, slots, indices, values, &s, threads);
@@ -647,12 +664,9 @@ int subsae_sae_encode(const subsae_sae *sae, const float *x, int64_t n, int64_t 
                       float *z, int64_t z_stride)
 {
     static const char *fn = "subsae_sae_encode";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (n > 0 && !x)
-        return subsae__fail_null(fn, "x");
-    if (n > 0 && !z)
-        return subsae__fail_null(fn, "z");
+    int rc = check_pointers(fn, sae, n, 2, (const void *[]){x, z}, (const char *[]){"x", "z"});
+    if (rc)
+        return rc;
     if (n < 0 || x_stride < sae->d_in || z_stride < sae->d_sae)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, x_stride %lld (d_in %lld), z_stride %lld (d_sae %lld)",
@@ -660,12 +674,9 @@ int subsae_sae_encode(const subsae_sae *sae, const float *x, int64_t n, int64_t 
                             (long long)z_stride, (long long)sae->d_sae);
     if (n == 0)
         return SUBSAE_OK;
-    int rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
-    if (rc)
-        return rc;
-    int threads = subsae__threads();
+    int threads;
     struct encode_scratch s;
-    rc = scratch_init(sae, n, &s, threads);
+    rc = encode_begin(fn, sae, x, n, x_stride, &s, &threads);
     if (rc)
         return rc;
     const int64_t slots = subsae__sae_slots(sae);
@@ -714,12 +725,9 @@ int subsae_sae_decode(const subsae_sae *sae, const float *z, int64_t n, int64_t 
                       float *out, int64_t out_stride)
 {
     static const char *fn = "subsae_sae_decode";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (n > 0 && !z)
-        return subsae__fail_null(fn, "z");
-    if (n > 0 && !out)
-        return subsae__fail_null(fn, "out");
+    int rc = check_pointers(fn, sae, n, 2, (const void *[]){z, out}, (const char *[]){"z", "out"});
+    if (rc)
+        return rc;
     if (n < 0 || z_stride < sae->d_sae || out_stride < sae->d_out)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, z_stride %lld (d_sae %lld), out_stride %lld (d_out %lld)",
@@ -727,7 +735,7 @@ int subsae_sae_decode(const subsae_sae *sae, const float *z, int64_t n, int64_t 
                             (long long)out_stride, (long long)sae->d_out);
     if (n == 0)
         return SUBSAE_OK;
-    int rc = check_rows(fn, z, n, z_stride, sae->d_sae, "code");
+    rc = check_rows(fn, z, n, z_stride, sae->d_sae, "code");
     if (rc)
         return rc;
     int threads = subsae__threads();
@@ -744,14 +752,10 @@ int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *indices, cons
                              int64_t n, int64_t slots, float *out, int64_t out_stride)
 {
     static const char *fn = "subsae_sae_decode_sparse";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (n > 0 && !indices)
-        return subsae__fail_null(fn, "indices");
-    if (n > 0 && !values)
-        return subsae__fail_null(fn, "values");
-    if (n > 0 && !out)
-        return subsae__fail_null(fn, "out");
+    int rc = check_pointers(fn, sae, n, 3, (const void *[]){indices, values, out},
+                            (const char *[]){"indices", "values", "out"});
+    if (rc)
+        return rc;
     if (n < 0 || slots < 1 || out_stride < sae->d_out)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, slots %lld, out_stride %lld (d_out %lld)", fn,
