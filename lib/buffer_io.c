@@ -64,10 +64,8 @@ int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths, const c
                               subsae_buffer **out)
 {
     static const char *fn = "subsae_buffer_open_shards";
-    if (!paths)
-        return subsae__fail_null(fn, "paths");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, paths);
+    SUBSAE__NOT_NULL(fn, out);
     if (n_paths < 1)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n_paths %lld (need at least one file)", fn, (long long)n_paths);
@@ -100,10 +98,8 @@ int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths, const c
 
 int subsae_buffer_open(const char *path, const char *tensor, subsae_buffer **out)
 {
-    if (!path)
-        return subsae__fail_null("subsae_buffer_open", "path");
-    if (!out)
-        return subsae__fail_null("subsae_buffer_open", "out");
+    SUBSAE__NOT_NULL("subsae_buffer_open", path);
+    SUBSAE__NOT_NULL("subsae_buffer_open", out);
     return subsae_buffer_open_shards(&path, 1, tensor, out);
 }
 
@@ -185,10 +181,8 @@ static int finish_save(const subsae_buffer *buf, int dtype, subsae__atomic_file 
 int subsae_buffer_save_npy(const subsae_buffer *buf, const char *path, int dtype)
 {
     static const char *fn = "subsae_buffer_save_npy";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!path)
-        return subsae__fail_null(fn, "path");
+    SUBSAE__NOT_NULL(fn, buf);
+    SUBSAE__NOT_NULL(fn, path);
     subsae__atomic_file *f;
     int rc = subsae__npy_begin(fn, path, dtype, subsae_buffer_rows(buf), buf->dim, &f);
     return rc ? rc : finish_save(buf, dtype, f, path);
@@ -198,12 +192,9 @@ int subsae_buffer_save_safetensors(const subsae_buffer *buf, const char *path,
                                    const char *tensor, int dtype)
 {
     static const char *fn = "subsae_buffer_save_safetensors";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!path)
-        return subsae__fail_null(fn, "path");
-    if (!tensor)
-        return subsae__fail_null(fn, "tensor");
+    SUBSAE__NOT_NULL(fn, buf);
+    SUBSAE__NOT_NULL(fn, path);
+    SUBSAE__NOT_NULL(fn, tensor);
     if (dtype != SUBSAE_DTYPE_F32 && dtype != SUBSAE_DTYPE_F16 && dtype != SUBSAE_DTYPE_BF16 &&
         dtype != SUBSAE_DTYPE_F64)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_UNSUPPORTED_DTYPE,

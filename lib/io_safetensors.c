@@ -327,10 +327,8 @@ static int parse(const char *path, const unsigned char *map, size_t size,
 
 int subsae__safetensors_open(const char *path, subsae__safetensors **out)
 {
-    if (!path)
-        return subsae__fail_null("subsae__safetensors_open", "path");
-    if (!out)
-        return subsae__fail_null("subsae__safetensors_open", "out");
+    SUBSAE__NOT_NULL("subsae__safetensors_open", path);
+    SUBSAE__NOT_NULL("subsae__safetensors_open", out);
     subsae__safetensors *st = subsae__calloc(1, sizeof *st);
     if (!st)
         return subsae__fail_nomem("safetensors file", sizeof *st);
@@ -627,8 +625,7 @@ int subsae__safetensors_write(const char *path, const struct subsae__tensor_view
                               const char *const *metadata_values, int64_t n_metadata)
 {
     static const char *fn = "subsae__safetensors_write";
-    if (!path)
-        return subsae__fail_null(fn, "path");
+    SUBSAE__NOT_NULL(fn, path);
     if (n_tensors < 0 || n_metadata < 0 || (n_tensors > 0 && !tensors) ||
         (n_metadata > 0 && (!metadata_keys || !metadata_values)))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,

@@ -73,10 +73,8 @@ int subsae_option_id(int object, int index)
 int subsae_option_find(int object, const char *name, int *option)
 {
     static const char *fn = "subsae_option_find";
-    if (!name)
-        return subsae__fail_null(fn, "name");
-    if (!option)
-        return subsae__fail_null(fn, "option");
+    SUBSAE__NOT_NULL(fn, name);
+    SUBSAE__NOT_NULL(fn, option);
     int64_t n;
     const struct subsae__option *table = table_of(object, &n);
     if (!table)

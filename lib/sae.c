@@ -71,8 +71,7 @@ int subsae_sae_create(int64_t d_in, int64_t d_out, int64_t d_sae, int activation
                       subsae_sae **out)
 {
     static const char *fn = "subsae_sae_create";
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, out);
     if (d_in < 1 || d_in > INT32_MAX || d_out < 1 || d_out > INT32_MAX || d_sae < 1 ||
         d_sae > INT32_MAX)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
@@ -99,10 +98,8 @@ void subsae_sae_free(subsae_sae *sae)
 
 int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
 {
-    if (!sae)
-        return subsae__fail_null("subsae_sae_clone", "sae");
-    if (!out)
-        return subsae__fail_null("subsae_sae_clone", "out");
+    SUBSAE__NOT_NULL("subsae_sae_clone", sae);
+    SUBSAE__NOT_NULL("subsae_sae_clone", out);
     subsae_sae *copy;
     int rc = subsae__sae_new(sae->d_in, sae->d_out, sae->d_sae, sae->activation, &copy);
     if (rc)
@@ -249,10 +246,8 @@ int64_t subsae_sae_param_size(const subsae_sae *sae, int param)
 static int check_param(const char *fn, const subsae_sae *sae, int param, const void *data,
                        int64_t count, float **where)
 {
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!data)
-        return subsae__fail_null(fn, "data");
+    SUBSAE__NOT_NULL(fn, sae);
+    SUBSAE__NOT_NULL(fn, data);
     int64_t expected;
     *where = param_data(sae, param, &expected);
     if (!*where)
@@ -407,8 +402,7 @@ int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
 
 int subsae_sae_fold_scales(subsae_sae *sae)
 {
-    if (!sae)
-        return subsae__fail_null("subsae_sae_fold_scales", "sae");
+    SUBSAE__NOT_NULL("subsae_sae_fold_scales", sae);
     int rc = subsae__sae_fold_check(sae, "subsae_sae_fold_scales");
     if (rc)
         return rc;
@@ -616,8 +610,7 @@ static int check_rows(const char *fn, const float *x, int64_t n, int64_t stride,
 static int check_pointers(const char *fn, const subsae_sae *sae, int64_t n, int count,
                           const void *const arrays[], const char *const names[])
 {
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
+    SUBSAE__NOT_NULL(fn, sae);
     for (int i = 0; n > 0 && i < count; i++)
         if (!arrays[i])
             return subsae__fail_null(fn, names[i]);
@@ -795,10 +788,8 @@ static int check_evaluate(const char *fn, const subsae_sae *sae, const subsae_bu
                           const subsae_buffer *target, const double *metrics, int64_t n_metrics,
                           const double *density, int64_t n_density)
 {
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!input)
-        return subsae__fail_null(fn, "input");
+    SUBSAE__NOT_NULL(fn, sae);
+    SUBSAE__NOT_NULL(fn, input);
     if (n_metrics > 0 && !metrics)
         return subsae__fail_null(fn, "metrics");
     if (n_metrics < 0)

@@ -668,10 +668,8 @@ static const char *const WEIGHT_FILES[] = {"sae_weights.safetensors", "sae.safet
 int subsae_sae_load(const char *dir, subsae_sae **out)
 {
     static const char *fn = "subsae_sae_load";
-    if (!dir)
-        return subsae__fail_null(fn, "dir");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, dir);
+    SUBSAE__NOT_NULL(fn, out);
     subsae__safetensors *st = NULL;
     char *path = NULL;
     int rc = SUBSAE_OK;

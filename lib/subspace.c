@@ -17,8 +17,7 @@
 
 int subsae_subspace_create(subsae_subspace **out)
 {
-    if (!out)
-        return subsae__fail_null("subsae_subspace_create", "out");
+    SUBSAE__NOT_NULL("subsae_subspace_create", out);
     subsae_subspace *s = subsae__calloc(1, sizeof *s);
     if (!s)
         return subsae__fail_nomem("subspace", sizeof *s);
@@ -141,8 +140,7 @@ int subsae_subspace_get_double(const subsae_subspace *s, int option, double *val
 
 int subsae_subspace_set_callback(subsae_subspace *s, subsae_callback callback, void *user)
 {
-    if (!s)
-        return subsae__fail_null("subsae_subspace_set_callback", "s");
+    SUBSAE__NOT_NULL("subsae_subspace_set_callback", s);
     s->callback = callback;
     s->user = callback ? user : NULL;
     return SUBSAE_OK;
@@ -152,8 +150,7 @@ int subsae_subspace_set_collective(subsae_subspace *s, subsae_allreduce_fn fn, i
                                    int64_t size, void *user)
 {
     static const char *fn_name = "subsae_subspace_set_collective";
-    if (!s)
-        return subsae__fail_null(fn_name, "s");
+    SUBSAE__NOT_NULL(fn_name, s);
     return subsae__collective_set(&s->coll, fn_name, fn, rank, size, user);
 }
 
@@ -208,10 +205,8 @@ static uint64_t options_hash(const subsae_subspace *s)
 int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
 {
     static const char *fn = "subsae_subspace_fit";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
+    SUBSAE__NOT_NULL(fn, s);
+    SUBSAE__NOT_NULL(fn, buf);
     int64_t n = subsae_buffer_rows(buf), d = subsae_buffer_dim(buf);
     int64_t root = 0;
     if (subsae__collective_on(&s->coll)) {
@@ -278,8 +273,7 @@ int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
 static int check_result(const char *fn, const subsae_subspace *s, const void *out,
                         const char *out_name)
 {
-    if (!s)
-        return subsae__fail_null(fn, "s");
+    SUBSAE__NOT_NULL(fn, s);
     if (!out)
         return subsae__fail_null(fn, out_name);
     if (!s->fitted)
@@ -290,8 +284,7 @@ static int check_result(const char *fn, const subsae_subspace *s, const void *ou
 static int check_fitted_array(const char *fn, const subsae_subspace *s, const void *out,
                               int64_t count)
 {
-    if (!s)
-        return subsae__fail_null(fn, "s");
+    SUBSAE__NOT_NULL(fn, s);
     if (!s->fitted)
         return not_fitted(fn);
     if (count < 0)
@@ -379,10 +372,8 @@ static bool complete(const subsae_subspace *s)
 int subsae_subspace_effective_rank(const subsae_subspace *s, double tau, int64_t *r, int *exact)
 {
     static const char *fn = "subsae_subspace_effective_rank";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!r)
-        return subsae__fail_null(fn, "r");
+    SUBSAE__NOT_NULL(fn, s);
+    SUBSAE__NOT_NULL(fn, r);
     if (!(tau > 0.0 && tau <= 1.0))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: tau = %g is out of range (0, 1]", fn, tau);
@@ -457,8 +448,7 @@ static int check_projection(const char *fn, const subsae_subspace *s, const floa
                             int64_t k, const float *b, const char *b_name, int64_t b_stride,
                             int64_t b_cols)
 {
-    if (!s)
-        return subsae__fail_null(fn, "s");
+    SUBSAE__NOT_NULL(fn, s);
     if (n > 0 && !a)
         return subsae__fail_null(fn, a_name);
     if (n > 0 && !b)
