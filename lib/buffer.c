@@ -55,8 +55,13 @@ void subsae_buffer_free(subsae_buffer *buf)
     subsae__free(buf);
 }
 
-static int check_dtype_input(const char *function, int dtype)
+/* Rows given to a buffer: `data` (the argument `name`) not NULL when
+ * there are rows, in a dtype a buffer reads. */
+static int check_input(const char *function, const void *data, const char *name,
+                       int64_t n_rows, int dtype)
 {
+    if (!data && n_rows > 0)
+        return subsae__fail_null(function, name);
     if (dtype == SUBSAE_DTYPE_F32 || dtype == SUBSAE_DTYPE_F16 || dtype == SUBSAE_DTYPE_BF16 ||
         dtype == SUBSAE_DTYPE_F64)
         return SUBSAE_OK;
@@ -114,9 +119,7 @@ int subsae_buffer_append(subsae_buffer *buf, const void *rows, int dtype, int64_
 {
     static const char *fn = "subsae_buffer_append";
     SUBSAE__NOT_NULL(fn, buf);
-    if (!rows && n_rows > 0)
-        return subsae__fail_null(fn, "rows");
-    int rc = check_dtype_input(fn, dtype);
+    int rc = check_input(fn, rows, "rows", n_rows, dtype);
     if (rc)
         return rc;
     if (!buf->growable)
@@ -162,9 +165,7 @@ int subsae_buffer_wrap(const void *data, int dtype, int64_t n_rows, int64_t dim,
 {
     static const char *fn = "subsae_buffer_wrap";
     SUBSAE__NOT_NULL(fn, out);
-    if (!data && n_rows > 0)
-        return subsae__fail_null(fn, "data");
-    int rc = check_dtype_input(fn, dtype);
+    int rc = check_input(fn, data, "data", n_rows, dtype);
     if (rc)
         return rc;
     if (ownership != SUBSAE_COPY && ownership != SUBSAE_BORROW)

@@ -299,34 +299,37 @@ static int check_fitted_array(const char *fn, const subsae_subspace *s, const vo
     return SUBSAE_OK;
 }
 
+/* The spectrum queries: each of the first `count` variances as itself, as
+ * a singular value of the centred data, or as a fraction of the total. */
+enum spectrum { VARIANCES, SINGULAR_VALUES, EXPLAINED_RATIOS };
+
+static int spectrum(const char *fn, const subsae_subspace *s, double *out, int64_t count,
+                    enum spectrum as)
+{
+    int rc = check_fitted_array(fn, s, out, count);
+    for (int64_t i = 0; !rc && i < count; i++) {
+        const double v = s->variances[i];
+        out[i] = as == VARIANCES         ? v
+                 : as == SINGULAR_VALUES ? sqrt((double)(s->rows - 1) * v)
+                 : s->total > 0.0        ? v / s->total
+                                         : 0.0;
+    }
+    return rc;
+}
+
 int subsae_subspace_variances(const subsae_subspace *s, double *out, int64_t count)
 {
-    int rc = check_fitted_array("subsae_subspace_variances", s, out, count);
-    if (rc)
-        return rc;
-    if (count > 0)
-        memcpy(out, s->variances, (size_t)count * sizeof *out);
-    return SUBSAE_OK;
+    return spectrum("subsae_subspace_variances", s, out, count, VARIANCES);
 }
 
 int subsae_subspace_singular_values(const subsae_subspace *s, double *out, int64_t count)
 {
-    int rc = check_fitted_array("subsae_subspace_singular_values", s, out, count);
-    if (rc)
-        return rc;
-    for (int64_t i = 0; i < count; i++)
-        out[i] = sqrt((double)(s->rows - 1) * s->variances[i]);
-    return SUBSAE_OK;
+    return spectrum("subsae_subspace_singular_values", s, out, count, SINGULAR_VALUES);
 }
 
 int subsae_subspace_explained_ratios(const subsae_subspace *s, double *out, int64_t count)
 {
-    int rc = check_fitted_array("subsae_subspace_explained_ratios", s, out, count);
-    if (rc)
-        return rc;
-    for (int64_t i = 0; i < count; i++)
-        out[i] = s->total > 0.0 ? s->variances[i] / s->total : 0.0;
-    return SUBSAE_OK;
+    return spectrum("subsae_subspace_explained_ratios", s, out, count, EXPLAINED_RATIOS);
 }
 
 int subsae_subspace_total_variance(const subsae_subspace *s, double *out)
