@@ -40,8 +40,12 @@
 /* ---- configuration files ------------------------------------------------- */
 
 /* Parse dir/name as a JSON object. A missing file is SUBSAE_E_IO. */
-static int read_json(const char *dir, const char *name, json_t **root)
+/* The configuration file `name` of the directory, and its path for the
+ * messages of the checks that follow in `where`. */
+enum { WHERE_MAX = 4200 };
+static int read_json(const char *dir, const char *name, json_t **root, char where[WHERE_MAX])
 {
+    snprintf(where, WHERE_MAX, "%s/%s", dir, name);
     *root = NULL;
     char *path = subsae__path_join(dir, name);
     if (!path)
@@ -360,12 +364,11 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
                         subsae_sae **out)
 {
     json_t *cfg;
-    int rc = read_json(dir, "cfg.json", &cfg);
+    char where[WHERE_MAX];
+    int rc = read_json(dir, "cfg.json", &cfg, where);
     if (rc)
         return rc;
     struct parts p = {0};
-    char where[4200];
-    snprintf(where, sizeof where, "%s/cfg.json", dir);
     rc = find_parts(path, st, "W_enc", false, "b_enc", "W_dec", true, "b_dec", true, &p);
     if (!rc) {
         rc = find_threshold(path, st, "threshold", false, &p);
@@ -460,11 +463,10 @@ static int load_sparsify(const char *dir, const char *path, const subsae__safete
                          subsae_sae **out)
 {
     json_t *cfg;
-    int rc = read_json(dir, "cfg.json", &cfg);
+    char where[WHERE_MAX];
+    int rc = read_json(dir, "cfg.json", &cfg, where);
     if (rc)
         return rc;
-    char where[4200];
-    snprintf(where, sizeof where, "%s/cfg.json", dir);
     struct parts p = {0};
     rc = find_parts(path, st, "encoder.weight", true, "encoder.bias", "W_dec", true, "b_dec",
                     true, &p);
@@ -576,11 +578,10 @@ static int load_lm_saes(const char *dir, const char *path, const subsae__safeten
                         subsae_sae **out)
 {
     json_t *cfg;
-    int rc = read_json(dir, "config.json", &cfg);
+    char where[WHERE_MAX];
+    int rc = read_json(dir, "config.json", &cfg, where);
     if (rc)
         return rc;
-    char where[4200];
-    snprintf(where, sizeof where, "%s/config.json", dir);
     const char *type = json_string_or(cfg, "sae_type", "sae");
     const int bias = json_bool_or(cfg, "use_decoder_bias", 1);
     struct parts p = {0};
@@ -668,10 +669,8 @@ static const char *const WEIGHT_FILES[] = {"sae_weights.safetensors", "sae.safet
 int subsae_sae_load(const char *dir, subsae_sae **out)
 {
     static const char *fn = "subsae_sae_load";
-    if (!dir)
-        return subsae__fail_null(fn, "dir");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, dir);
+    SUBSAE__NOT_NULL(fn, out);
     subsae__safetensors *st = NULL;
     char *path = NULL;
     int rc = SUBSAE_OK;
