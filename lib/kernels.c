@@ -82,57 +82,39 @@ static int64_t next_above_scalar(const float *row, const float *bias, int64_t j,
 }
 
 #if SUBSAE_X86
-__attribute__((target("avx512f"))) static int64_t
-next_above_avx512(const float *row, const float *bias, int64_t j, int64_t m, float thr)
-{
-    const __m512 t = _mm512_set1_ps(thr);
-    if (bias) {
-        for (; j + 32 <= m; j += 32) {
-            __m512 a = _mm512_add_ps(_mm512_loadu_ps(row + j), _mm512_loadu_ps(bias + j));
-            __m512 b = _mm512_add_ps(_mm512_loadu_ps(row + j + 16), _mm512_loadu_ps(bias + j + 16));
-            uint32_t mask = (uint32_t)_mm512_cmp_ps_mask(a, t, _CMP_GT_OQ) |
-                            ((uint32_t)_mm512_cmp_ps_mask(b, t, _CMP_GT_OQ) << 16);
-            if (mask)
-                return j + __builtin_ctz(mask);
-        }
-    } else {
-        for (; j + 32 <= m; j += 32) {
-            __m512 a = _mm512_loadu_ps(row + j);
-            __m512 b = _mm512_loadu_ps(row + j + 16);
-            uint32_t mask = (uint32_t)_mm512_cmp_ps_mask(a, t, _CMP_GT_OQ) |
-                            ((uint32_t)_mm512_cmp_ps_mask(b, t, _CMP_GT_OQ) << 16);
-            if (mask)
-                return j + __builtin_ctz(mask);
-        }
-    }
-    return next_above_scalar(row, bias, j, m, thr);
-}
+/* next_above for one vector width, written once and instantiated for
+ * AVX-512 (V __m512, P _mm512, 16 lanes) and AVX2 (__m256, _mm256, 8):
+ * two vectors a step; GT gives the lanes of x above t as bits. */
+#define LOAD_ROW(P, k) P##_loadu_ps(row + (k))
+#define LOAD_BIASED(P, k) P##_add_ps(P##_loadu_ps(row + (k)), P##_loadu_ps(bias + (k)))
 
-__attribute__((target("avx2"))) static int64_t
-next_above_avx2(const float *row, const float *bias, int64_t j, int64_t m, float thr)
-{
-    const __m256 t = _mm256_set1_ps(thr);
-    if (bias) {
-        for (; j + 16 <= m; j += 16) {
-            __m256 a = _mm256_add_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(bias + j));
-            __m256 b = _mm256_add_ps(_mm256_loadu_ps(row + j + 8), _mm256_loadu_ps(bias + j + 8));
-            uint32_t mask = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_GT_OQ)) |
-                            ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(b, t, _CMP_GT_OQ)) << 8);
-            if (mask)
-                return j + __builtin_ctz(mask);
-        }
-    } else {
-        for (; j + 16 <= m; j += 16) {
-            __m256 a = _mm256_loadu_ps(row + j);
-            __m256 b = _mm256_loadu_ps(row + j + 8);
-            uint32_t mask = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_GT_OQ)) |
-                            ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(b, t, _CMP_GT_OQ)) << 8);
-            if (mask)
-                return j + __builtin_ctz(mask);
-        }
+#define NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD)                                         \
+    for (; j + 2 * LANES <= m; j += 2 * LANES) {                                        \
+        V a = LOAD(P, j);                                                               \
+        V b = LOAD(P, j + LANES);                                                       \
+        uint32_t mask = GT(a, t) | (GT(b, t) << LANES);                                 \
+        if (mask)                                                                       \
+            return j + __builtin_ctz(mask);                                             \
     }
-    return next_above_scalar(row, bias, j, m, thr);
-}
+
+#define NEXT_ABOVE(TARGET, NAME, V, P, LANES, GT)                                       \
+    __attribute__((target(TARGET))) static int64_t NAME(                                \
+        const float *row, const float *bias, int64_t j, int64_t m, float thr)           \
+    {                                                                                   \
+        const V t = P##_set1_ps(thr);                                                   \
+        if (bias) {                                                                     \
+            NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD_BIASED)                              \
+        } else {                                                                        \
+            NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD_ROW)                                 \
+        }                                                                               \
+        return next_above_scalar(row, bias, j, m, thr);                                 \
+    }
+
+#define GT_MASK512(x, t) ((uint32_t)_mm512_cmp_ps_mask((x), (t), _CMP_GT_OQ))
+#define GT_MASK256(x, t) ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps((x), (t), _CMP_GT_OQ)))
+
+NEXT_ABOVE("avx512f", next_above_avx512, __m512, _mm512, 16, GT_MASK512)
+NEXT_ABOVE("avx2", next_above_avx2, __m256, _mm256, 8, GT_MASK256)
 #endif
 
 typedef int64_t (*next_above_fn)(const float *, const float *, int64_t, int64_t, float);
