@@ -661,11 +661,11 @@ int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, i
     int threads = subsae__threads();
     struct encode_scratch s;
     rc = scratch_init(sae, n, &s, threads);
-    if (rc)
-        return rc;
-    encode_raw(sae, x, x_stride, n, slots, indices, values, &s, threads);
-    scratch_free(&s);
-    return SUBSAE_OK;
+    if (!rc) {
+        encode_raw(sae, x, x_stride, n, slots, indices, values, &s, threads);
+        scratch_free(&s);
+    }
+    return rc;
 }
 
 int subsae_sae_encode(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
