@@ -370,7 +370,7 @@ int subsae__npy_begin(const char *fn, const char *path, int dtype, int64_t rows,
                       subsae__atomic_file **out)
 {
     char header[HEADER_MAX];
-    size_t length;
+    size_t length = 0;
     int rc = npy_header(fn, path, dtype, rows, dim, header, &length);
     if (rc)
         return rc;
