@@ -77,7 +77,7 @@ int subsae_buffer_create(int64_t dim, subsae_buffer **out)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "subsae_buffer_create: dim %lld is not in [1, 2^31)",
                             (long long)dim);
-    subsae_buffer *buf;
+    subsae_buffer *buf = NULL;
     int rc = subsae__buffer_new(dim, 1, &buf);
     if (rc)
         return rc;

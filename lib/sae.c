@@ -207,11 +207,10 @@ int subsae_sae_set_double(subsae_sae *sae, int option, double value)
 int subsae_sae_get_double(const subsae_sae *sae, int option, double *value)
 {
     int rc;
-    if (!subsae__option_get("subsae_sae_get_double", SUBSAE_OBJECT_SAE, sae, value, option,
-                            SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int", &rc))
-        return rc;
-    *value = option == SUBSAE_SAE_INPUT_SCALE ? sae->input_scale : sae->output_scale;
-    return SUBSAE_OK;
+    if (subsae__option_get("subsae_sae_get_double", SUBSAE_OBJECT_SAE, sae, value, option,
+                           SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int", &rc))
+        *value = option == SUBSAE_SAE_INPUT_SCALE ? sae->input_scale : sae->output_scale;
+    return rc;
 }
 
 /* ---- parameters ---------------------------------------------------------- */
@@ -617,16 +616,29 @@ static int check_pointers(const char *fn, const subsae_sae *sae, int64_t n, int 
     return SUBSAE_OK;
 }
 
-/* The checks and scratch of an encode of n > 0 raw rows. */
-static int encode_begin(const char *fn, const subsae_sae *sae, const float *x, int64_t n,
-                        int64_t x_stride, struct encode_scratch *s, int *threads)
+/* The argument checks of the dense transforms, input rows finite
+ * included: encode (x, d_in wide, into z, d_sae wide) or decode (z into
+ * out, d_out wide). */
+static int check_dense(const char *fn, const subsae_sae *sae, int64_t n, const float *in,
+                       int64_t in_stride, const float *out, int64_t out_stride, bool decode)
 {
-    int rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
+    const char *in_name = decode ? "z" : "x", *out_name = decode ? "out" : "z";
+    int rc = check_pointers(fn, sae, n, 2, (const void *[]){in, out},
+                            (const char *[]){in_name, out_name});
     if (rc)
         return rc;
-    *threads = subsae__threads();
-    return scratch_init(sae, n, s, *threads);
+    const int64_t in_dim = decode ? sae->d_sae : sae->d_in;
+    const int64_t out_dim = decode ? sae->d_out : sae->d_sae;
+    if (n < 0 || in_stride < in_dim || out_stride < out_dim)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: n %lld, %s_stride %lld (%s %lld), %s_stride %lld (%s %lld)", fn,
+                            (long long)n, in_name, (long long)in_stride,
+                            decode ? "d_sae" : "d_in", (long long)in_dim, out_name,
+                            (long long)out_stride, decode ? "d_out" : "d_sae",
+                            (long long)out_dim);
+    return check_rows(fn, in, n, in_stride, in_dim, decode ? "code" : "input");
 }
+
 
 int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
                              int64_t slots, int32_t *indices, float *values)
@@ -643,33 +655,29 @@ int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, i
                             (long long)slots);
     if (n == 0)
         return SUBSAE_OK;
-    int threads;
-    struct encode_scratch s;
-    rc = encode_begin(fn, sae, x, n, x_stride, &s, &threads);
+    rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
     if (rc)
         return rc;
-    encode_raw(sae, x, x_stride, n, slots, indices, values, &s, threads);
-    scratch_free(&s);
-    return SUBSAE_OK;
+    int threads = subsae__threads();
+    struct encode_scratch s;
+    rc = scratch_init(sae, n, &s, threads);
+    if (!rc) {
+        encode_raw(sae, x, x_stride, n, slots, indices, values, &s, threads);
+        scratch_free(&s);
+    }
+    return rc;
 }
 
 int subsae_sae_encode(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
                       float *z, int64_t z_stride)
 {
     static const char *fn = "subsae_sae_encode";
-    int rc = check_pointers(fn, sae, n, 2, (const void *[]){x, z}, (const char *[]){"x", "z"});
-    if (rc)
+    int rc = check_dense(fn, sae, n, x, x_stride, z, z_stride, false);
+    if (rc || n == 0)
         return rc;
-    if (n < 0 || x_stride < sae->d_in || z_stride < sae->d_sae)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: n %lld, x_stride %lld (d_in %lld), z_stride %lld (d_sae %lld)",
-                            fn, (long long)n, (long long)x_stride, (long long)sae->d_in,
-                            (long long)z_stride, (long long)sae->d_sae);
-    if (n == 0)
-        return SUBSAE_OK;
-    int threads;
+    int threads = subsae__threads();
     struct encode_scratch s;
-    rc = encode_begin(fn, sae, x, n, x_stride, &s, &threads);
+    rc = scratch_init(sae, n, &s, threads);
     if (rc)
         return rc;
     const int64_t slots = subsae__sae_slots(sae);
@@ -718,18 +726,8 @@ int subsae_sae_decode(const subsae_sae *sae, const float *z, int64_t n, int64_t 
                       float *out, int64_t out_stride)
 {
     static const char *fn = "subsae_sae_decode";
-    int rc = check_pointers(fn, sae, n, 2, (const void *[]){z, out}, (const char *[]){"z", "out"});
-    if (rc)
-        return rc;
-    if (n < 0 || z_stride < sae->d_sae || out_stride < sae->d_out)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: n %lld, z_stride %lld (d_sae %lld), out_stride %lld (d_out %lld)",
-                            fn, (long long)n, (long long)z_stride, (long long)sae->d_sae,
-                            (long long)out_stride, (long long)sae->d_out);
-    if (n == 0)
-        return SUBSAE_OK;
-    rc = check_rows(fn, z, n, z_stride, sae->d_sae, "code");
-    if (rc)
+    int rc = check_dense(fn, sae, n, z, z_stride, out, out_stride, true);
+    if (rc || n == 0)
         return rc;
     int threads = subsae__threads();
     for (int64_t i = 0; i < n; i++)

@@ -301,10 +301,10 @@ static int check_fitted_array(const char *fn, const subsae_subspace *s, const vo
 
 /* The spectrum queries: each of the first `count` variances as itself, as
  * a singular value of the centred data, or as a fraction of the total. */
-enum spectrum { VARIANCES, SINGULAR_VALUES, EXPLAINED_RATIOS };
+enum variance_form { VARIANCES, SINGULAR_VALUES, EXPLAINED_RATIOS };
 
-static int spectrum(const char *fn, const subsae_subspace *s, double *out, int64_t count,
-                    enum spectrum as)
+static int variances_as(const char *fn, const subsae_subspace *s, double *out, int64_t count,
+                        enum variance_form as)
 {
     int rc = check_fitted_array(fn, s, out, count);
     for (int64_t i = 0; !rc && i < count; i++) {
@@ -319,17 +319,17 @@ static int spectrum(const char *fn, const subsae_subspace *s, double *out, int64
 
 int subsae_subspace_variances(const subsae_subspace *s, double *out, int64_t count)
 {
-    return spectrum("subsae_subspace_variances", s, out, count, VARIANCES);
+    return variances_as("subsae_subspace_variances", s, out, count, VARIANCES);
 }
 
 int subsae_subspace_singular_values(const subsae_subspace *s, double *out, int64_t count)
 {
-    return spectrum("subsae_subspace_singular_values", s, out, count, SINGULAR_VALUES);
+    return variances_as("subsae_subspace_singular_values", s, out, count, SINGULAR_VALUES);
 }
 
 int subsae_subspace_explained_ratios(const subsae_subspace *s, double *out, int64_t count)
 {
-    return spectrum("subsae_subspace_explained_ratios", s, out, count, EXPLAINED_RATIOS);
+    return variances_as("subsae_subspace_explained_ratios", s, out, count, EXPLAINED_RATIOS);
 }
 
 int subsae_subspace_total_variance(const subsae_subspace *s, double *out)
