@@ -31,6 +31,16 @@ static const char MANIFEST[] = "checkpoint.json";
 static const char FORMAT_NAME[] = "libsubsae-checkpoint";
 enum { FORMAT_VERSION = 1 };
 
+/* The two pointer arguments of public entry `fn`: the first NULL one is
+ * named, as everywhere (subsae__fail_null). */
+static int check_pointers(const char *fn, const void *a, const char *a_name, const void *b,
+                          const char *b_name)
+{
+    if (!a)
+        return subsae__fail_null(fn, a_name);
+    return b ? SUBSAE_OK : subsae__fail_null(fn, b_name);
+}
+
 /* ---- save ------------------------------------------------------------------- */
 
 static json_t *window_json(const struct subsae__window *w)
@@ -123,13 +133,13 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
     return root;
 }
 
-static int write_text(const char *path, const char *text)
+static int write_bytes(const char *path, const char *text, size_t size)
 {
     subsae__atomic_file *f;
     int rc = subsae__atomic_open(path, &f);
     if (rc)
         return rc;
-    rc = subsae__atomic_write(f, text, strlen(text));
+    rc = subsae__atomic_write(f, text, size);
     if (rc) {
         subsae__atomic_abort(f);
         return rc;
@@ -214,32 +224,31 @@ static int state_views(const subsae_trainer *t, struct subsae__tensor_view *view
     return SUBSAE_OK;
 }
 
-/* checkpoint.json (the manifest) at `path`, naming state_file. */
+/* checkpoint.json (the manifest) at `path`, naming state_file. Dumped
+ * into our own allocation (json_dumpb), so it is freed like the rest. */
 static int write_manifest(const subsae_trainer *t, const char *path, const char *state_file)
 {
+    const size_t flags = JSON_INDENT(2) | JSON_REAL_PRECISION(17);
     json_t *root = manifest_json(t, state_file);
-    char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) : NULL;
+    size_t size = root ? json_dumpb(root, NULL, 0, flags) : 0;
+    char *text = size ? subsae__malloc(size) : NULL;
+    int rc = text && json_dumpb(root, text, size, flags) == size
+                 ? write_bytes(path, text, size)
+                 : subsae__fail_nomem("checkpoint.json", size ? size : 4096);
     json_decref(root);
-    if (!text)
-        return subsae__fail_nomem("checkpoint.json", 4096);
-    int rc = write_text(path, text);
-    json_free_t free_text; /* Jansson's own: it may not be free() */
-    json_get_alloc_funcs(NULL, &free_text);
-    free_text(text);
+    subsae__free(text);
     return rc;
 }
 
 int subsae_trainer_save_checkpoint(const subsae_trainer *t, const char *dir)
 {
     static const char *fn = "subsae_trainer_save_checkpoint";
-    if (!t)
-        return subsae__fail_null(fn, "t");
-    if (!dir)
-        return subsae__fail_null(fn, "dir");
-    if (!t->initialised)
-        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                            "%s: the trainer is not initialised", fn);
-    int rc = subsae__make_dir(dir);
+    int rc = check_pointers(fn, t, "t", dir, "dir");
+    if (!rc && !t->initialised)
+        rc = subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                          "%s: the trainer is not initialised", fn);
+    if (!rc)
+        rc = subsae__make_dir(dir);
     if (rc)
         return rc;
     char state_file[64], step_text[32];
@@ -354,16 +363,14 @@ static void read_window(struct reader *r, const json_t *obj, struct subsae__wind
     w->active = get_int(r, obj, "active", 0, INT64_MAX);
 }
 
-/* The scalars of checkpoint.json, all read (and the first problem
- * recorded in the reader) before the trainer is changed. */
+/* What checkpoint.json says about the model and the state file, checked
+ * before the model is made. The trainer's own scalars are read straight
+ * into the new trainer (freed whole when loading fails). */
 struct manifest {
     int64_t d_in, d_out, d_sae, k;
     int activation;
-    bool apply, by_norm, transcoder, prev_valid;
-    double s_in, s_out, init_scale, last_loss, last_lr, last_parts[3], batch_threshold;
-    int64_t r_used, step, tokens, fit_end, epoch, position, window_tokens;
-    struct subsae__window cur, prev;
-    uint64_t rng[4];
+    bool apply, by_norm, transcoder;
+    double s_in, s_out;
     char *metadata; /* compact JSON text or NULL; the reader of the manifest frees it */
     const char *state_file;
 };
@@ -407,6 +414,8 @@ static void read_model(struct reader *r, const json_t *root, struct manifest *mf
     mf->s_in = get_real(r, model, "input_scale", false);
     mf->s_out = get_real(r, model, "output_scale", false);
     mf->transcoder = get_bool(r, root, "transcoder");
+    const json_t *state_name = field(r, root, "state_file");
+    mf->state_file = json_is_string(state_name) ? json_string_value(state_name) : "";
     /* The run's metadata (absent from checkpoints of 0.1.0). */
     const json_t *run_meta = json_object_get(root, "metadata");
     if (run_meta && r->rc == SUBSAE_OK) {
@@ -419,17 +428,16 @@ static void read_model(struct reader *r, const json_t *root, struct manifest *mf
     }
 }
 
-/* The last step's rate and loss parts (absent from checkpoints of 0.1.0). */
-static void read_last_step(struct reader *r, const json_t *root, struct manifest *mf)
+/* The last step's loss, rate and loss parts (the last two absent from
+ * checkpoints of 0.1.0). */
+static void read_last_step(struct reader *r, const json_t *root, subsae_trainer *t)
 {
+    subsae__trainer_forget_last_step(t, get_real(r, root, "last_loss", true));
     const json_t *last_step = json_object_get(root, "last_step");
     const json_t *parts = json_object_get(last_step, "loss_parts");
-    mf->last_lr = NAN;
-    for (size_t i = 0; i < 3; i++)
-        mf->last_parts[i] = NAN;
     if (!last_step)
         return;
-    mf->last_lr = get_real(r, last_step, "lr", true);
+    t->last_lr = get_real(r, last_step, "lr", true);
     if (!json_is_array(parts) || json_array_size(parts) != 3) {
         if (r->rc == SUBSAE_OK)
             r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
@@ -438,7 +446,7 @@ static void read_last_step(struct reader *r, const json_t *root, struct manifest
     }
     for (size_t i = 0; i < 3; i++) {
         const json_t *v = json_array_get(parts, i);
-        mf->last_parts[i] = json_is_number(v) ? json_number_value(v) : NAN;
+        t->last_loss_parts[i] = json_is_number(v) ? json_number_value(v) : NAN;
     }
 }
 
@@ -456,29 +464,26 @@ static void read_rng(struct reader *r, const json_t *root, uint64_t words[4])
     }
 }
 
-static void read_progress(struct reader *r, const json_t *root, struct manifest *mf)
+static void read_progress(struct reader *r, const json_t *root, int activation,
+                          subsae_trainer *t)
 {
-    mf->r_used = get_int(r, root, "subspace_dim_used", 0, INT32_MAX);
-    mf->init_scale = get_real(r, root, "init_scale", false);
-    mf->step = get_int(r, root, "step", 0, INT64_MAX);
-    mf->tokens = get_int(r, root, "tokens", 0, INT64_MAX);
-    mf->fit_end = get_int(r, root, "fit_end_step", -1, INT64_MAX);
-    mf->last_loss = get_real(r, root, "last_loss", true);
-    read_last_step(r, root, mf);
+    t->subspace_dim_used = get_int(r, root, "subspace_dim_used", 0, INT32_MAX);
+    t->init_scale = get_real(r, root, "init_scale", false);
+    t->step = get_int(r, root, "step", 0, INT64_MAX);
+    t->tokens = get_int(r, root, "tokens", 0, INT64_MAX);
+    t->fit_end_step = get_int(r, root, "fit_end_step", -1, INT64_MAX);
+    read_last_step(r, root, t);
     const json_t *batches = field(r, root, "batches");
-    mf->epoch = get_int(r, batches, "epoch", 0, INT64_MAX);
-    mf->position = get_int(r, batches, "position", 0, INT64_MAX);
-    mf->window_tokens = get_int(r, root, "window_tokens", 0, INT64_MAX);
-    mf->prev_valid = get_bool(r, root, "prev_valid");
+    t->it_epoch = get_int(r, batches, "epoch", 0, INT64_MAX);
+    t->it_position = get_int(r, batches, "position", 0, INT64_MAX);
+    t->window_tokens = get_int(r, root, "window_tokens", 0, INT64_MAX);
+    t->prev_valid = get_bool(r, root, "prev_valid");
     const json_t *windows = field(r, root, "windows");
-    read_window(r, field(r, windows, "cur"), &mf->cur);
-    read_window(r, field(r, windows, "prev"), &mf->prev);
-    read_rng(r, root, mf->rng);
-    mf->batch_threshold = mf->activation == SUBSAE_ACT_BATCHTOPK
-                              ? get_real(r, root, "batch_threshold", false)
-                              : 0.0;
-    const json_t *state_name = field(r, root, "state_file");
-    mf->state_file = json_is_string(state_name) ? json_string_value(state_name) : "";
+    read_window(r, field(r, windows, "cur"), &t->cur);
+    read_window(r, field(r, windows, "prev"), &t->prev);
+    read_rng(r, root, t->rng.s);
+    t->batch_threshold =
+        activation == SUBSAE_ACT_BATCHTOPK ? get_real(r, root, "batch_threshold", false) : 0.0;
 }
 
 /* The manifest's run metadata given to the trainer, and the manifest
@@ -547,15 +552,15 @@ static int check_tensor(const subsae__safetensors *st, const char *path,
  * that a damaged or hostile checkpoint.json cannot make the loader ask
  * for more memory than the state file itself holds). */
 static int check_state_file(const subsae__safetensors *st, const char *path,
-                            const struct manifest *mf)
+                            const struct manifest *mf, int64_t step)
 {
     const char *meta = subsae__safetensors_metadata(st, "step");
     char step_text[32];
-    snprintf(step_text, sizeof step_text, "%lld", (long long)mf->step);
+    snprintf(step_text, sizeof step_text, "%lld", (long long)step);
     if (!meta || strcmp(meta, step_text) != 0)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
                             "%s: state of step %s does not match checkpoint.json (step %lld)",
-                            path, meta ? meta : "(none)", (long long)mf->step);
+                            path, meta ? meta : "(none)", (long long)step);
     const struct subsae_sae dims = {.d_in = mf->d_in, .d_out = mf->d_out, .d_sae = mf->d_sae};
     int rc = SUBSAE_OK;
     SUBSAE__FOR_EACH_PARAM(p, mf->activation) {
@@ -637,8 +642,9 @@ static int check_moments(const subsae_trainer *t, const char *path)
 /* The model's threshold agrees with what training derives it from:
  * JumpReLU's is exp(log_threshold), BatchTopK's the running threshold of
  * the manifest in float. */
-static int check_threshold(const subsae_trainer *t, const char *path, double batch_threshold)
+static int check_threshold(const subsae_trainer *t, const char *path)
 {
+    const double batch_threshold = t->batch_threshold;
     const subsae_sae *s = t->sae;
     for (int64_t f = 0; s->activation == SUBSAE_ACT_JUMPRELU && f < s->d_sae; f++)
         if (!isfinite(t->log_threshold[f]) || s->threshold[f] != expf(t->log_threshold[f]))
@@ -667,13 +673,13 @@ static int load_tensors(subsae_trainer *t, const char *dir, const struct manifes
         subsae__free(path);
         return rc;
     }
-    rc = check_state_file(st, path, mf);
+    rc = check_state_file(st, path, mf, t->step);
     if (!rc)
         rc = make_model(t, mf);
     if (!rc)
         rc = copy_state(t, st, path);
     if (!rc)
-        rc = check_threshold(t, path, mf->batch_threshold);
+        rc = check_threshold(t, path);
     if (!rc)
         rc = subsae__sae_check_finite(t->sae, path);
     if (!rc)
@@ -683,49 +689,19 @@ static int load_tensors(subsae_trainer *t, const char *dir, const struct manifes
     return rc;
 }
 
-static void restore_window(struct subsae__window *w, const struct subsae__window *from)
-{
-    w->tokens = from->tokens;
-    w->sse = from->sse;
-    w->sum_t2 = from->sum_t2;
-    w->active = from->active;
-}
-
-/* The manifest's scalars into the trainer (its arrays are loaded). */
-static void restore_scalars(subsae_trainer *t, const struct manifest *mf)
-{
-    t->subspace_dim_used = mf->r_used;
-    t->init_scale = mf->init_scale;
-    t->batch_threshold = mf->batch_threshold;
-    t->step = mf->step;
-    t->tokens = mf->tokens;
-    t->fit_end_step = mf->fit_end;
-    subsae__trainer_forget_last_step(t, mf->last_loss);
-    t->last_lr = mf->last_lr;
-    memcpy(t->last_loss_parts, mf->last_parts, sizeof mf->last_parts);
-    t->it_epoch = mf->epoch;
-    t->it_position = mf->position;
-    t->window_tokens = mf->window_tokens;
-    t->prev_valid = mf->prev_valid;
-    restore_window(&t->cur, &mf->cur);
-    restore_window(&t->prev, &mf->prev);
-    memcpy(t->rng.s, mf->rng, sizeof mf->rng);
-}
-
 static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
                       struct reader *r)
 {
     struct manifest mf = {0};
     read_options(t, r, root);
     read_model(r, root, &mf);
-    read_progress(r, root, &mf);
+    read_progress(r, root, mf.activation, t);
     int rc = check_manifest(t, r, &mf);
     subsae__free(mf.metadata);
     if (!rc)
         rc = load_tensors(t, dir, &mf);
     if (rc)
         return rc;
-    restore_scalars(t, &mf);
     t->initialised = true;
     /* The workspace comes with the first step (sized for BATCH, as after
      * init): loading costs memory in proportion to the files. */
@@ -734,16 +710,14 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
 
 int subsae_trainer_load_checkpoint(const char *dir, subsae_trainer **out)
 {
-    static const char *fn = "subsae_trainer_load_checkpoint";
-    if (!dir)
-        return subsae__fail_null(fn, "dir");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    int rc = check_pointers("subsae_trainer_load_checkpoint", dir, "dir", out, "out");
+    if (rc)
+        return rc;
     char *path = subsae__path_join(dir, MANIFEST);
     if (!path)
         return subsae__fail_nomem("path", strlen(dir) + 32);
     json_t *root = NULL;
-    int rc = read_manifest(path, &root);
+    rc = read_manifest(path, &root);
     subsae_trainer *t = NULL;
     if (!rc)
         rc = subsae_trainer_create(&t);

@@ -3,8 +3,9 @@
  * checkpoint's state file), shape, dtype, role, when it exists and where
  * it lives. Code that walks the state (checkpoint save and load; later
  * Adam, the collective weights hash, the model's files) walks this table,
- * so the layout is written once. The table's order is the state file's
- * tensor order: changing it changes the file's bytes. */
+ * so the layout is written once. The state file is written in the table's
+ * order (its writer places the data by element size, largest first, and
+ * keeps this order within a size): changing it changes the file's bytes. */
 #ifndef SUBSAE_PARAMS_H
 #define SUBSAE_PARAMS_H
 
@@ -45,7 +46,7 @@ struct subsae__param {
     size_t offset;    /* of the data pointer in struct subsae_sae / subsae_trainer */
 };
 
-/* The table, in state-file order; it has at most SUBSAE__MAX_PARAMS
+/* The table, in state-file order (within an element size); it has at most SUBSAE__MAX_PARAMS
  * entries (for arrays indexed like it). */
 enum { SUBSAE__MAX_PARAMS = 32 };
 extern const struct subsae__param subsae__params[];
