@@ -60,6 +60,9 @@ void cli_help_end(FILE *out, bool json);
 void cli_option_range(int object, int option, const char *const *choices, char *out,
                       size_t size);
 
+/* The most threads the library takes (the bound of SUBSAE_TRAIN_THREADS). */
+int64_t cli_max_threads(void);
+
 /* Name of the program and of the running subcommand (for messages). */
 extern const char *cli_program_name;
 extern const char *cli_command_name;
