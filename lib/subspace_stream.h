@@ -78,10 +78,4 @@ void subsae__subspace_fit_hand_over(struct subsae__subspace_fit *out, int64_t fo
                                     double total, double **variances, float **basis,
                                     float **mean);
 
-/* The names from before the stream had its own file (tests use them). */
-#define subsae__stream subsae__subspace_stream
-#define subsae__stream_init subsae__subspace_stream_init
-#define subsae__stream_read subsae__subspace_stream_read
-#define subsae__stream_release subsae__subspace_stream_release
-
 #endif

@@ -1001,13 +1001,13 @@ START_TEST(stream_is_deterministic_across_threads)
     ck_assert_ok(subsae_subspace_create(&s));
     double *sums[3], *sumsqs[3];
     for (int t = 0; t < 3; t++) {
-        struct subsae__stream st;
-        ck_assert_ok(subsae__stream_init(&st, s, buf, "test", 1));
+        struct subsae__subspace_stream st;
+        ck_assert_ok(subsae__subspace_stream_init(&st, s, buf, "test", 1));
         st.threads = t + 1;
         ck_assert_int_gt(st.max_blocks, 4);
         for (int64_t first = 0; first < n; first += st.batch_rows) {
             int64_t m = n - first < st.batch_rows ? n - first : st.batch_rows;
-            ck_assert_ok(subsae__stream_read(&st, first, m));
+            ck_assert_ok(subsae__subspace_stream_read(&st, first, m));
         }
         sums[t] = malloc((size_t)d * sizeof(double));
         sumsqs[t] = malloc((size_t)d * sizeof(double));
@@ -1018,7 +1018,7 @@ START_TEST(stream_is_deterministic_across_threads)
         for (int64_t i = 0; i < n; i++)
             want += (double)(x[i * d + 7] - st.shift[7]);
         ck_assert_double_eq_tol(st.sum[7], want, 1e-9 * n);
-        subsae__stream_release(&st);
+        subsae__subspace_stream_release(&st);
     }
     for (int t = 1; t < 3; t++) {
         ck_assert(memcmp(sums[0], sums[t], (size_t)d * sizeof(double)) == 0);
