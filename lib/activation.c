@@ -25,7 +25,9 @@
  * The result is a CSR list of pairs; every loop over rows writes
  * positions fixed by a serial prefix sum, so the bits do not depend on the
  * thread count. */
-#include "trainer.h"
+#include "activation.h"
+
+#include "trainer_workspace.h"
 
 #include "kernels.h"
 
@@ -147,97 +149,6 @@ static void fill_row(const float *pre_row, const float *b_enc, const float *cut,
             p++;
         }
     }
-}
-
-int subsae__trainer_grow_pairs(subsae_trainer *t, int64_t need)
-{
-    struct subsae__workspace *ws = &t->ws;
-    if (need <= ws->pair_cap)
-        return SUBSAE_OK;
-    if (need > INT32_MAX)
-        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
-                            "subsae_trainer_step: %lld active (token, feature) pairs in one "
-                            "batch exceed 2^31; use a smaller batch",
-                            (long long)need);
-    int64_t cap = ws->pair_cap + ws->pair_cap / 2;
-    if (cap < need)
-        cap = need;
-    if (cap > INT32_MAX)
-        cap = INT32_MAX;
-    const size_t c = (size_t)cap;
-    const bool jump = t->sae->activation == SUBSAE_ACT_JUMPRELU;
-    /* Contents kept: the pairs of the rows encoded so far. */
-    int32_t *idx = subsae__realloc(ws->idx, c * sizeof *idx);
-    if (idx)
-        ws->idx = idx;
-    float *val = idx ? subsae__realloc(ws->val, c * sizeof *val) : NULL;
-    if (val)
-        ws->val = val;
-    float *pre = val && jump ? subsae__realloc(ws->pre_val, c * sizeof *pre) : NULL;
-    if (pre)
-        ws->pre_val = pre;
-    /* Rebuilt after the encoder: no contents to keep. */
-    subsae__free(ws->pair_row);
-    subsae__free(ws->pair_z);
-    subsae__free(ws->pair_pre);
-    ws->pair_row = idx && val ? subsae__malloc(c * sizeof *ws->pair_row) : NULL;
-    ws->pair_z = ws->pair_row ? subsae__malloc(c * sizeof *ws->pair_z) : NULL;
-    ws->pair_pre = ws->pair_z && jump ? subsae__malloc(c * sizeof *ws->pair_pre) : NULL;
-    if (!idx || !val || (jump && !pre) || !ws->pair_row || !ws->pair_z ||
-        (jump && !ws->pair_pre)) {
-        /* The workspace is rebuilt by the next step (batch 0 forces it). */
-        ws->batch = 0;
-        return subsae__fail_nomem("training pairs", c * 16);
-    }
-    ws->pair_cap = cap;
-    /* Compact gradient rows for every feature that can be touched. */
-    const int64_t m = t->sae->d_sae;
-    int64_t touch = cap + (int64_t)ws->batch * ws->aux_k;
-    if (touch > m)
-        touch = m;
-    if (touch > ws->max_touched) {
-        const size_t mt = (size_t)touch;
-        subsae__free(ws->g_W_enc);
-        subsae__free(ws->g_W_dec);
-        subsae__free(ws->g_b_enc);
-        subsae__free(ws->g_thr);
-        ws->g_W_enc = subsae__malloc(mt * (size_t)t->sae->d_in * sizeof(float));
-        ws->g_W_dec = subsae__malloc(mt * (size_t)t->sae->d_out * sizeof(float));
-        ws->g_b_enc = subsae__malloc(mt * sizeof(float));
-        ws->g_thr = subsae__malloc(mt * sizeof(float));
-        if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
-            ws->max_touched = 0;
-            ws->batch = 0;
-            return subsae__fail_nomem("gradient rows",
-                                      mt * (size_t)(t->sae->d_in + t->sae->d_out) * 4);
-        }
-        ws->max_touched = touch;
-    }
-    return SUBSAE_OK;
-}
-
-int subsae__trainer_room_all_features(subsae_trainer *t)
-{
-    struct subsae__workspace *ws = &t->ws;
-    const subsae_sae *s = t->sae;
-    if (ws->max_touched >= s->d_sae)
-        return SUBSAE_OK;
-    const size_t m = (size_t)s->d_sae;
-    subsae__free(ws->g_W_enc);
-    subsae__free(ws->g_W_dec);
-    subsae__free(ws->g_b_enc);
-    subsae__free(ws->g_thr);
-    ws->g_W_enc = subsae__malloc(m * (size_t)s->d_in * sizeof(float));
-    ws->g_W_dec = subsae__malloc(m * (size_t)s->d_out * sizeof(float));
-    ws->g_b_enc = subsae__malloc(m * sizeof(float));
-    ws->g_thr = subsae__malloc(m * sizeof(float));
-    if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
-        ws->max_touched = 0;
-        ws->batch = 0; /* rebuilt by the next step */
-        return subsae__fail_nomem("gradient rows", m * (size_t)(s->d_in + s->d_out) * 4);
-    }
-    ws->max_touched = s->d_sae;
-    return SUBSAE_OK;
 }
 
 /* One block of rows: the GEMM into ws->pre (timed into seconds[0]). */
@@ -402,7 +313,7 @@ static int encode_batchtopk(subsae_trainer *t, int64_t n, double *seconds)
     return SUBSAE_OK;
 }
 
-int subsae__train_encode(subsae_trainer *t, int64_t n, double *seconds)
+int subsae__trainer_encode(subsae_trainer *t, int64_t n, double *seconds)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;

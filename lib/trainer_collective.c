@@ -1,6 +1,7 @@
 /* Data-parallel training (subsae_trainer_set_collective): the exchange of
- * a step, fit over the global permutation, the collective step, and the
- * hashes the workers compare.
+ * a step and the hashes the workers compare. Fit over the global
+ * permutation and the collective step are trainer.c's, which calls the
+ * exchange between a step's backward and its update.
  *
  * Batches. Every worker builds the iterator a single process would build
  * over all N = sum of the workers' rows (the same seed, so the same
@@ -40,10 +41,11 @@
  * F32 call (|U| values), and the workspace holds gradient rows for every
  * feature. BatchTopK selects over the whole global batch, which would need
  * a distributed selection: it is refused with workers. */
-#include "trainer.h"
+#include "trainer_collective.h"
 
-#include "buffer.h"
 #include "kernels.h"
+#include "trainer_state.h"
+#include "trainer_workspace.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -121,7 +123,7 @@ int subsae__trainer_collective_supported(const subsae_trainer *t, const char *fn
 
 /* The first exchange's buffer: status slots, exchange_values(), then room
  * for the partial sums of the gradient norm. */
-static int ensure_exchange(subsae_trainer *t)
+int subsae__trainer_exchange_buffer(subsae_trainer *t)
 {
     const int64_t chunks = (t->sae->d_sae + NORM_CHUNK - 1) / NORM_CHUNK;
     const int64_t size = t->coll.size + exchange_values(t) + chunks;
@@ -319,139 +321,4 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
                             "left as before the step: lower the learning rate",
                             fn, (long long)t->step + 1, *loss, *sq);
     return SUBSAE_OK;
-}
-
-/* ---- step -------------------------------------------------------------------- */
-
-int subsae__trainer_step_collective(subsae_trainer *t, int rc, const float *input,
-                                    int64_t input_stride, const float *target,
-                                    int64_t target_stride, int64_t n)
-{
-    static const char *fn = "subsae_trainer_step";
-    if (!rc)
-        rc = subsae__trainer_collective_supported(t, fn);
-    if (!rc)
-        rc = ensure_exchange(t);
-    double rows = rc ? 0.0 : (double)n;
-    rc = subsae__collective_sum_small(&t->coll, rc, &rows, 1, fn);
-    if (rc)
-        return rc;
-    const int64_t n_all = (int64_t)rows;
-    if (n_all < 1 || n_all > ((int64_t)1 << 24))
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: the workers passed %lld rows together (1 to 2^24)", fn,
-                            (long long)n_all);
-    /* Room for the gradient rows of every feature that can fire in the
-     * global batch. */
-    rc = subsae__trainer_workspace(t, n_all > n ? n_all : n, subsae__trainer_threads(t));
-    if (!rc && subsae__trainer_extended(t))
-        rc = subsae__trainer_room_all_features(t);
-    t->loss_rows = n_all;
-    rc = subsae__trainer_step_rows(t, rc, input, input_stride, target, target_stride, n);
-    t->loss_rows = 0;
-    return rc;
-}
-
-/* ---- fit --------------------------------------------------------------------- */
-
-int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffer *input,
-                                   const subsae_buffer *target, int64_t tokens)
-{
-    static const char *fn = "subsae_trainer_fit";
-    const subsae_sae *s = t->sae;
-    const int64_t local = rc ? 0 : subsae_buffer_rows(input);
-    int64_t offset = 0, N = 0;
-    rc = subsae__collective_rows(&t->coll, rc, local, s->d_in, &offset, &N, NULL, fn);
-    /* The same run on every worker: options, length, and where it stands. */
-    uint64_t h = subsae__trainer_options_hash(t);
-    int64_t run[] = {tokens, t->step, t->tokens, t->it_epoch, t->it_position};
-    if (t->batches && !rc)
-        subsae_batches_tell(t->batches, &run[3], &run[4]);
-    h = subsae__hash_bytes(h, run, sizeof run);
-    rc = subsae__collective_same(&t->coll, rc, h,
-                                 "subsae_trainer_fit: the run (options, tokens, step, position)");
-    if (rc)
-        return rc;
-    if (N < 1)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: the workers hold no rows", fn);
-    /* Rows by pread, as in the single-process fit (see buffer.h). */
-    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
-    rc = subsae__trainer_collective_supported(t, fn);
-    if (!rc)
-        rc = subsae__trainer_batches(t, NULL, N); /* over the global rows */
-    if (!rc)
-        rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
-    if (!rc && subsae__trainer_extended(t))
-        rc = subsae__trainer_room_all_features(t);
-    if (!rc)
-        rc = ensure_exchange(t);
-    if (!rc)
-        rc = subsae__row_reader_open(input, &reader_in);
-    if (!rc && target)
-        rc = subsae__row_reader_open(target, &reader_t);
-    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_fit: setup");
-    if (rc) {
-        subsae__row_reader_close(reader_in);
-        subsae__row_reader_close(reader_t);
-        return rc;
-    }
-
-    struct subsae__workspace *ws = &t->ws;
-    const int64_t per_step = t->batch < N ? t->batch : N;
-    const int64_t bytes_before = t->coll.bytes, steps_before = t->coll_steps;
-    t->fit_end_step = t->step + (tokens + per_step - 1) / per_step;
-    int64_t done = 0;
-    int stop = SUBSAE_OK; /* this worker's callback asked to stop: agreed at the next step */
-    while (done < tokens) {
-        int64_t epoch, position, nb = 0, nl = 0;
-        subsae_batches_tell(t->batches, &epoch, &position);
-        rc = stop;
-        if (!rc)
-            rc = subsae_batches_next_indices(t->batches, ws->rows, &nb, NULL);
-        if (!rc) {
-            /* This worker's rows of the global batch, in batch order. */
-            for (int64_t i = 0; i < nb; i++)
-                if (ws->rows[i] >= offset && ws->rows[i] - offset < local)
-                    ws->rows[nl++] = ws->rows[i] - offset;
-        }
-        if (!rc && nl > 0)
-            rc = subsae__row_reader_gather(reader_in, ws->rows, 0, nl, ws->xs, s->d_in);
-        if (!rc && nl > 0 && target)
-            rc = subsae__row_reader_gather(reader_t, ws->rows, 0, nl, ws->ts, s->d_out);
-        t->loss_rows = nb;
-        rc = subsae__trainer_step_rows(t, rc, ws->xs, s->d_in, target ? ws->ts : NULL,
-                                       s->d_out, nl);
-        t->loss_rows = 0;
-        if (rc) {
-            subsae_batches_seek(t->batches, epoch, position);
-            break;
-        }
-        subsae_batches_tell(t->batches, &t->it_epoch, &t->it_position);
-        done += nb;
-        if (t->callback &&
-            t->callback(SUBSAE_EVENT_PROGRESS, "fit", done, tokens, NULL, t->user) != 0)
-            stop = subsae__fail(SUBSAE_E_CANCELLED, SUBSAE_REASON_CANCELLED,
-                                "%s: cancelled by the callback after %lld of %lld tokens", fn,
-                                (long long)done, (long long)tokens);
-    }
-    t->fit_end_step = -1;
-    subsae__row_reader_close(reader_in);
-    subsae__row_reader_close(reader_t);
-    subsae__trainer_workspace_release(t); /* as the single-process fit */
-    if (!rc)
-        rc = stop; /* a stop after the last step */
-    /* Every worker ends here after the same steps: agree on the outcome
-     * and check the weights are still the same everywhere. */
-    rc = subsae__collective_same(&t->coll, rc, subsae__trainer_weights_hash(t),
-                                 "subsae_trainer_fit: the weights");
-    const int64_t steps = t->coll_steps - steps_before;
-    if (steps > 0)
-        subsae__trainer_log(t, "fit",
-                            "collective: %lld steps on %lld workers, %.0f bytes all-reduced "
-                            "per step (%lld in all)",
-                            (long long)steps, (long long)t->coll.size,
-                            (double)(t->coll.bytes - bytes_before) / (double)steps,
-                            (long long)(t->coll.bytes - bytes_before));
-    return rc;
 }

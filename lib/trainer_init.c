@@ -4,7 +4,10 @@
  * input's own subspace (a transcoder), the init-scale search and the
  * thresholds' starting cut; with workers the same model bits as one
  * process from a gathered sample. */
-#include "trainer.h"
+#include "activation.h"
+#include "trainer_collective.h"
+#include "trainer_state.h"
+#include "trainer_workspace.h"
 
 #include "buffer.h"
 #include "kernels.h"

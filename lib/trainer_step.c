@@ -14,7 +14,12 @@
  *   7. Adam (dense, or sparse over the touched rows), all or nothing,
  *      unit-norm projection.
  * Nothing is allocated inside the step once the workspace is sized. */
-#include "trainer.h"
+#include "trainer_step.h"
+
+#include "activation.h"
+#include "losses.h"
+#include "trainer_state.h"
+#include "trainer_workspace.h"
 
 #include "buffer.h"
 #include "kernels.h"
@@ -42,9 +47,10 @@ enum { PARTS = SUBSAE__PARTS };
 /* Forward and backward on n raw rows into the workspace: loss, compact
  * gradients of the touched features and the b_dec gradient; *sq gets the
  * squared global gradient norm. Changes nothing outside the workspace. */
-static int forward_backward(subsae_trainer *t, const float *input, int64_t input_stride,
-                            const float *target, int64_t target_stride, int64_t n, double *loss,
-                            double *sq)
+int subsae__trainer_forward_backward(subsae_trainer *t, const float *input,
+                                     int64_t input_stride, const float *target,
+                                     int64_t target_stride, int64_t n, double *loss,
+                                     double *sq)
 {
     static const char *fn = "subsae_trainer_step";
     subsae_sae *s = t->sae;
@@ -103,7 +109,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
             ws->cut[f] = s->threshold[f] - 0.5f * bw;
     int rc = subsae__trainer_prepare_aux(t);
     if (!rc)
-        rc = subsae__train_encode(t, n, phase + SUBSAE_PHASE_ENCODE_GEMM);
+        rc = subsae__trainer_encode(t, n, phase + SUBSAE_PHASE_ENCODE_GEMM);
     if (rc)
         return rc;
     const int64_t *rp = ws->row_ptr;
@@ -399,7 +405,7 @@ static bool log_threshold_finite(const subsae_trainer *t, int64_t f, const float
     return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
 }
 
-static int apply_update(subsae_trainer *t, double sq)
+int subsae__trainer_apply_update(subsae_trainer *t, double sq)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
@@ -518,7 +524,7 @@ static int apply_update(subsae_trainer *t, double sq)
 }
 
 /* Counters, dead-feature clock and metrics window after a step of n rows. */
-static void account(subsae_trainer *t, int64_t n, double loss)
+void subsae__trainer_account(subsae_trainer *t, int64_t n, double loss)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
@@ -569,9 +575,9 @@ static void account(subsae_trainer *t, int64_t n, double loss)
     }
 }
 
-static int check_step_args(const char *fn, const subsae_trainer *t, const float *input,
-                           int64_t input_stride, const float *target, int64_t target_stride,
-                           int64_t n)
+int subsae__trainer_check_step_args(const char *fn, const subsae_trainer *t, const float *input,
+                                    int64_t input_stride, const float *target,
+                                    int64_t target_stride, int64_t n)
 {
     if (!t)
         return subsae__fail_null(fn, "t");
@@ -587,7 +593,7 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: a target was given but the trainer was initialised without one",
                             fn);
-    if (n < (workers ? 0 : 1) || n > ((int64_t)1 << 24) || input_stride < t->sae->d_in ||
+    if (n < (workers ? 0 : 1) || n > SUBSAE__MAX_BATCH || input_stride < t->sae->d_in ||
         (target && target_stride < t->sae->d_out))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, input_stride %lld (d_in %lld), target_stride %lld "
@@ -597,72 +603,21 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
     return SUBSAE_OK;
 }
 
-int subsae__trainer_step_timed(subsae_trainer *t, int rc, const float *input,
-                               int64_t input_stride, const float *target, int64_t target_stride,
-                               int64_t n, double read_seconds)
-{
-    const double start = omp_get_wtime();
-    memset(t->phase_seconds, 0, sizeof t->phase_seconds);
-    double loss = 0.0, sq = 0.0;
-    if (rc == SUBSAE_OK && n > 0)
-        rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
-    if (subsae__collective_on(&t->coll))
-        rc = subsae__trainer_exchange(t, rc, &n, &loss, &sq);
-    if (rc)
-        return rc;
-    rc = apply_update(t, sq);
-    if (rc)
-        return rc;
-    const double clock = omp_get_wtime();
-    account(t, n, loss);
-    const double end = omp_get_wtime();
-    /* Only completed steps count in the timings. */
-    t->phase_seconds[SUBSAE_PHASE_PREPARE] += end - clock;
-    t->phase_seconds[SUBSAE_PHASE_READ] = read_seconds;
-    t->phase_seconds[SUBSAE_PHASE_STEP] = read_seconds + (end - start);
-    for (int i = 0; i < SUBSAE_PHASE_COUNT; i++)
-        t->phase_total[i] += t->phase_seconds[i];
-    t->timed_steps++;
-    return SUBSAE_OK;
-}
-
-int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
-                              int64_t input_stride, const float *target, int64_t target_stride,
-                              int64_t n)
-{
-    return subsae__trainer_step_timed(t, rc, input, input_stride, target, target_stride, n, 0.0);
-}
-
-int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_stride,
-                        const float *target, int64_t target_stride, int64_t n)
-{
-    int rc = check_step_args("subsae_trainer_step", t, input, input_stride, target,
-                             target_stride, n);
-    if (t && t->initialised && subsae__collective_on(&t->coll))
-        return subsae__trainer_step_collective(t, rc, input, input_stride, target,
-                                               target_stride, n);
-    if (rc)
-        return rc;
-    rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
-    if (rc)
-        return rc;
-    return subsae__trainer_step_timed(t, SUBSAE_OK, input, input_stride, target, target_stride, n, 0.0);
-}
-
 int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
                               const float *target, int64_t target_stride, int64_t n,
                               float *g_W_enc, float *g_b_enc, float *g_W_dec, float *g_b_dec,
                               double *loss, int32_t *indices)
 {
-    int rc = check_step_args("subsae__trainer_gradients", t, input, input_stride, target,
-                             target_stride, n);
+    int rc = subsae__trainer_check_step_args("subsae__trainer_gradients", t, input,
+                                             input_stride, target, target_stride, n);
     if (rc)
         return rc;
     rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
     if (rc)
         return rc;
     double l, sq;
-    rc = forward_backward(t, input, input_stride, target, target_stride, n, &l, &sq);
+    rc = subsae__trainer_forward_backward(t, input, input_stride, target, target_stride, n, &l,
+                                          &sq);
     if (rc)
         return rc;
     const subsae_sae *s = t->sae;
