@@ -166,112 +166,122 @@ static double gradient_norm2(const subsae_trainer *t, int64_t nU, double *partia
     return total;
 }
 
-int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss, double *sq)
+/* The first exchange's values in t->coll_buf, after the status slots. */
+struct exchange_view {
+    double *head;                    /* rows, sum of squared errors, sum of |t|^2 */
+    double *sum_t, *g_b_dec, *fired; /* d_out, d_out, d_sae */
+    double *flags, *losses;          /* extended: d_sae touched flags; penalty, AuxK */
+    double *partial;                 /* the gradient norm's partial sums */
+};
+
+static struct exchange_view exchange_view(const subsae_trainer *t)
 {
-    static const char *fn = "subsae_trainer_step";
+    const int64_t d_out = t->sae->d_out, m = t->sae->d_sae;
+    const bool extended = subsae__trainer_extended(t);
+    struct exchange_view v;
+    v.head = t->coll_buf + t->coll.size;
+    v.sum_t = v.head + 3;
+    v.g_b_dec = v.sum_t + d_out;
+    v.fired = v.g_b_dec + d_out;
+    v.flags = extended ? v.fired + m : NULL;
+    v.losses = extended ? v.flags + m : NULL;
+    v.partial = v.head + exchange_values(t);
+    return v;
+}
+
+/* 1. This worker's share of the step's sums, from its workspace. */
+static void pack_share(const subsae_trainer *t, int64_t n, const struct exchange_view *v)
+{
+    const struct subsae__workspace *ws = &t->ws;
+    const int64_t d_out = t->sae->d_out;
+    const size_t stride = SUBSAE__PART_STRIDE(d_out);
+    double sse = 0.0, t2 = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sse += ws->row_sse[i];
+    for (int p = 0; p < SUBSAE__PARTS; p++) {
+        const double *part = ws->part + (size_t)p * stride;
+        t2 += part[SUBSAE__PART_T2(d_out)];
+        for (int64_t j = 0; j < d_out; j++)
+            v->sum_t[j] += part[SUBSAE__PART_SUM_T(d_out) + j];
+    }
+    v->head[0] = (double)n;
+    v->head[1] = sse;
+    v->head[2] = t2;
+    for (int64_t j = 0; j < d_out; j++)
+        v->g_b_dec[j] = ws->g_b_dec[j];
+    if (!v->flags) {
+        for (int64_t i = 0; i < subsae__touched_count(ws); i++)
+            v->fired[ws->touched[i]] = ws->fired[ws->touched[i]];
+    } else {
+        /* Active pairs for the clock; touched flags for U. */
+        for (int64_t i = 0; i < subsae__touched_count(ws); i++) {
+            v->fired[ws->touched[i]] = ws->active[ws->touched[i]];
+            v->flags[ws->touched[i]] = 1.0;
+        }
+        v->losses[0] = ws->step_penalty; /* already over the global batch */
+        v->losses[1] = ws->step_aux;
+    }
+}
+
+/* A gradient row of the workspace's compact arrays moved from slot i to
+ * slot j, or (i < 0) zeroed. */
+static void move_row(struct subsae__workspace *ws, int64_t d_in, int64_t d_out, bool jump,
+                     int64_t i, int64_t j)
+{
+    if (i < 0) {
+        memset(ws->g_W_enc + j * d_in, 0, (size_t)d_in * sizeof(float));
+        memset(ws->g_W_dec + j * d_out, 0, (size_t)d_out * sizeof(float));
+        ws->g_b_enc[j] = 0.0f;
+        if (jump)
+            ws->g_thr[j] = 0.0f;
+    } else if (i != j) {
+        memcpy(ws->g_W_enc + j * d_in, ws->g_W_enc + i * d_in, (size_t)d_in * sizeof(float));
+        memcpy(ws->g_W_dec + j * d_out, ws->g_W_dec + i * d_out,
+               (size_t)d_out * sizeof(float));
+        ws->g_b_enc[j] = ws->g_b_enc[i];
+        if (jump)
+            ws->g_thr[j] = ws->g_thr[i];
+    }
+}
+
+/* 2. This worker's compact gradient rows moved to the slots of U, the nU
+ *    features in_u marks (descending, so that a row never lands on one not
+ *    yet moved: the slot in U of a touched feature is at least its local
+ *    slot); `mine`: this worker has rows of its own. */
+static void expand_to_union(subsae_trainer *t, const double *in_u, int64_t nU, bool mine)
+{
     const subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int64_t W = t->coll.size, d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
-    const int P = SUBSAE__PARTS;
-    const size_t stride = SUBSAE__PART_STRIDE(d_out);
-    if (!t->coll_buf) /* sized before every collective step (fit, step) */
-        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                            "%s: no exchange buffer", fn);
-    double *buf = t->coll_buf, *head = buf + W;
-    double *sum_t = head + 3, *g_b_dec = sum_t + d_out, *fired = g_b_dec + d_out;
-    const bool extended = subsae__trainer_extended(t);
     const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
-    double *flags = extended ? fired + m : NULL, *losses = extended ? flags + m : NULL;
-    const int64_t count = exchange_values(t);
-    double *partial = head + count;
-    memset(head, 0, (size_t)count * sizeof *head);
-
-    /* 1. This worker's share, then the sum and the agreement. */
-    const bool mine = rc == SUBSAE_OK && *n > 0;
-    if (mine) {
-        double sse = 0.0, t2 = 0.0;
-        for (int64_t i = 0; i < *n; i++)
-            sse += ws->row_sse[i];
-        for (int p = 0; p < P; p++) {
-            const double *part = ws->part + (size_t)p * stride;
-            t2 += part[SUBSAE__PART_T2(d_out)];
-            for (int64_t j = 0; j < d_out; j++)
-                sum_t[j] += part[SUBSAE__PART_SUM_T(d_out) + j];
-        }
-        head[0] = (double)*n;
-        head[1] = sse;
-        head[2] = t2;
-        for (int64_t j = 0; j < d_out; j++)
-            g_b_dec[j] = ws->g_b_dec[j];
-        if (!extended) {
-            for (int64_t i = 0; i < subsae__touched_count(ws); i++)
-                fired[ws->touched[i]] = ws->fired[ws->touched[i]];
-        } else {
-            /* Active pairs for the clock; touched flags for U. */
-            for (int64_t i = 0; i < subsae__touched_count(ws); i++) {
-                fired[ws->touched[i]] = ws->active[ws->touched[i]];
-                flags[ws->touched[i]] = 1.0;
-            }
-            losses[0] = ws->step_penalty; /* already over the global batch */
-            losses[1] = ws->step_aux;
-        }
-    }
-    rc = subsae__collective_agree_buf(&t->coll, rc, buf, count, fn);
-    if (rc)
-        return rc;
-    const int64_t n_all = (int64_t)head[0];
-    if (n_all < 1)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: the workers passed no rows", fn);
-
-    /* 2. U, and this worker's compact gradient rows moved to U's slots
-     *    (descending, so that a row never lands on one not yet moved: the
-     *    slot in U of a touched feature is at least its local slot). */
-    const double *in_u = extended ? flags : fired;
-    int64_t nU = 0;
-    for (int64_t f = 0; f < m; f++)
-        nU += in_u[f] > 0.0;
-    if (nU > ws->max_touched)
-        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                            "%s: %lld features fired on the workers but the workspace holds "
-                            "%lld gradient rows",
-                            fn, (long long)nU, (long long)ws->max_touched);
     int64_t i = mine ? subsae__touched_count(ws) - 1 : -1, j = nU - 1;
-    for (int64_t f = m - 1; f >= 0 && j >= 0; f--) {
+    for (int64_t f = s->d_sae - 1; f >= 0 && j >= 0; f--) {
         if (!(in_u[f] > 0.0))
             continue;
-        if (i >= 0 && ws->touched[i] == f) {
-            if (i != j) {
-                memcpy(ws->g_W_enc + j * d_in, ws->g_W_enc + i * d_in,
-                       (size_t)d_in * sizeof(float));
-                memcpy(ws->g_W_dec + j * d_out, ws->g_W_dec + i * d_out,
-                       (size_t)d_out * sizeof(float));
-                ws->g_b_enc[j] = ws->g_b_enc[i];
-                if (jump)
-                    ws->g_thr[j] = ws->g_thr[i];
-            }
-            i--;
-        } else {
-            memset(ws->g_W_enc + j * d_in, 0, (size_t)d_in * sizeof(float));
-            memset(ws->g_W_dec + j * d_out, 0, (size_t)d_out * sizeof(float));
-            ws->g_b_enc[j] = 0.0f;
-            if (jump)
-                ws->g_thr[j] = 0.0f;
-        }
+        const bool own = i >= 0 && ws->touched[i] == f;
+        move_row(ws, s->d_in, s->d_out, jump, own ? i : -1, j);
+        i -= own;
         j--;
     }
+}
 
-    /* 3. The workspace as the optimiser and the counters read it, for the
-     *    global step: touched features and their counts, pairs, partition
-     *    sums (all in partition 0), the b_dec gradient. */
+/* 3. The workspace as the optimiser and the counters read it, for the
+ *    global step: touched features and their counts, pairs, partition sums
+ *    (all in partition 0), the b_dec gradient. */
+static void global_workspace(subsae_trainer *t, const double *in_u, int64_t nU,
+                             const struct exchange_view *v)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_out = t->sae->d_out, m = t->sae->d_sae;
+    const size_t stride = SUBSAE__PART_STRIDE(d_out);
+    const int P = SUBSAE__PARTS;
     int64_t pairs = 0, slot = 0;
     for (int64_t f = 0; f < m; f++) {
         if (in_u[f] > 0.0) {
             ws->slot_of[f] = (int32_t)slot;
             ws->touched[slot++] = (int32_t)f;
-            ws->fired[f] = (int32_t)fired[f];
-            ws->active[f] = (int32_t)fired[f];
-            pairs += (int64_t)fired[f];
+            ws->fired[f] = (int32_t)v->fired[f];
+            ws->active[f] = (int32_t)v->fired[f];
+            pairs += (int64_t)v->fired[f];
         } else {
             ws->slot_of[f] = -1;
             ws->fired[f] = 0;
@@ -283,38 +293,83 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
     ws->split[P] = nU;
     for (int p = 0; p < P; p++) {
         double *part = ws->part + (size_t)p * stride;
-        for (int64_t jj = 0; jj < d_out; jj++)
-            part[SUBSAE__PART_SUM_T(d_out) + jj] = p == 0 ? sum_t[jj] : 0.0;
-        part[SUBSAE__PART_T2(d_out)] = p == 0 ? head[2] : 0.0;
+        for (int64_t j = 0; j < d_out; j++)
+            part[SUBSAE__PART_SUM_T(d_out) + j] = p == 0 ? v->sum_t[j] : 0.0;
+        part[SUBSAE__PART_T2(d_out)] = p == 0 ? v->head[2] : 0.0;
     }
-    for (int64_t jj = 0; jj < d_out; jj++)
-        ws->g_b_dec[jj] = (float)g_b_dec[jj];
+    for (int64_t j = 0; j < d_out; j++)
+        ws->g_b_dec[j] = (float)v->g_b_dec[j];
+}
 
-    /* 4. The gradient rows of U. */
-    rc = subsae__allreduce(&t->coll, ws->g_W_enc, nU * d_in, SUBSAE_DTYPE_F32,
-                           "subsae_trainer_step: W_enc gradient rows");
+/* 4. The gradient rows of U, summed over the workers. */
+static int reduce_rows(subsae_trainer *t, int64_t nU)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const subsae_sae *s = t->sae;
+    int rc = subsae__allreduce(&t->coll, ws->g_W_enc, nU * s->d_in, SUBSAE_DTYPE_F32,
+                               "subsae_trainer_step: W_enc gradient rows");
     if (!rc)
-        rc = subsae__allreduce(&t->coll, ws->g_W_dec, nU * d_out, SUBSAE_DTYPE_F32,
+        rc = subsae__allreduce(&t->coll, ws->g_W_dec, nU * s->d_out, SUBSAE_DTYPE_F32,
                                "subsae_trainer_step: W_dec gradient rows");
     if (!rc)
         rc = subsae__allreduce(&t->coll, ws->g_b_enc, nU, SUBSAE_DTYPE_F32,
                                "subsae_trainer_step: b_enc gradient");
-    if (!rc && jump)
+    if (!rc && s->activation == SUBSAE_ACT_JUMPRELU)
         rc = subsae__allreduce(&t->coll, ws->g_thr, nU, SUBSAE_DTYPE_F32,
                                "subsae_trainer_step: log-threshold gradient");
+    return rc;
+}
+
+int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss, double *sq)
+{
+    static const char *fn = "subsae_trainer_step";
+    struct subsae__workspace *ws = &t->ws;
+    if (!t->coll_buf) /* sized before every collective step (fit, step) */
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: no exchange buffer", fn);
+    const struct exchange_view v = exchange_view(t);
+    const int64_t count = exchange_values(t);
+    memset(v.head, 0, (size_t)count * sizeof *v.head);
+
+    /* 1. This worker's share, then the sum and the agreement. */
+    const bool mine = rc == SUBSAE_OK && *n > 0;
+    if (mine)
+        pack_share(t, *n, &v);
+    rc = subsae__collective_agree_buf(&t->coll, rc, t->coll_buf, count, fn);
+    if (rc)
+        return rc;
+    const int64_t n_all = (int64_t)v.head[0];
+    if (n_all < 1)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the workers passed no rows", fn);
+
+    /* 2. U, the features touched on some worker, in the workspace's slots. */
+    const double *in_u = v.flags ? v.flags : v.fired;
+    int64_t nU = 0;
+    for (int64_t f = 0; f < t->sae->d_sae; f++)
+        nU += in_u[f] > 0.0;
+    if (nU > ws->max_touched)
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: %lld features fired on the workers but the workspace holds "
+                            "%lld gradient rows",
+                            fn, (long long)nU, (long long)ws->max_touched);
+    expand_to_union(t, in_u, nU, mine);
+    /* 3., 4. */
+    global_workspace(t, in_u, nU, &v);
+    rc = reduce_rows(t, nU);
     if (rc)
         return rc;
     t->coll_steps++;
 
     *n = n_all;
-    *loss = head[1] / (double)n_all;
+    *loss = v.head[1] / (double)n_all;
     ws->step_mse = *loss;
-    ws->step_penalty = extended ? losses[0] : 0.0;
-    ws->step_aux = extended ? losses[1] : 0.0;
+    ws->step_penalty = v.losses ? v.losses[0] : 0.0;
+    ws->step_aux = v.losses ? v.losses[1] : 0.0;
     *loss += ws->step_penalty + ws->step_aux;
     /* The norm only matters for clipping; otherwise each worker checked
      * its own share was finite. */
-    *sq = t->clip_norm > 0.0 ? gradient_norm2(t, nU, partial) : 0.0;
+    *sq = t->clip_norm > 0.0 ? gradient_norm2(t, nU, v.partial) : 0.0;
     if (!isfinite(*loss) || !isfinite(*sq))
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
                             "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
