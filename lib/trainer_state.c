@@ -149,6 +149,30 @@ void *subsae__trainer_option_field(subsae_trainer *t, int option)
     return o ? (char *)t + o->offset : NULL;
 }
 
+/* Store a value the table's checks (rc) let through, unless the option is
+ * structural and the trainer initialised; every option is 8 bytes. */
+static int store(const char *fn, subsae_trainer *t, const struct subsae__option *o, int rc,
+                 const void *value)
+{
+    if (!rc)
+        rc = structural(fn, t, o);
+    if (rc)
+        return rc;
+    memcpy((char *)t + o->offset, value, 8);
+    return SUBSAE_OK;
+}
+
+/* The entry a getter reads, after its arguments' checks (rc). */
+static const struct subsae__option *get_entry(const char *fn, const subsae_trainer *t,
+                                              int option, int type, const void *value,
+                                              const char *use, int *rc)
+{
+    *rc = !t ? subsae__fail_null(fn, "t") : !value ? subsae__fail_null(fn, "value") : SUBSAE_OK;
+    if (*rc)
+        return NULL;
+    return subsae__option_entry(fn, SUBSAE_OBJECT_TRAINER, option, type, use, rc);
+}
+
 int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
 {
     static const char *fn = "subsae_trainer_set_int";
@@ -157,24 +181,15 @@ int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
     int rc;
     const struct subsae__option *o = subsae__option_settable_int(
         fn, SUBSAE_OBJECT_TRAINER, option, value, "subsae_trainer_set_double", &rc);
-    if (!rc)
-        rc = structural(fn, t, o);
-    if (rc)
-        return rc;
-    memcpy((char *)t + o->offset, &value, sizeof value);
-    return SUBSAE_OK;
+    return store(fn, t, o, rc, &value);
 }
 
 int subsae_trainer_get_int(const subsae_trainer *t, int option, int64_t *value)
 {
-    static const char *fn = "subsae_trainer_get_int";
-    if (!t)
-        return subsae__fail_null(fn, "t");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
-    const struct subsae__option *o = subsae__option_entry(
-        fn, SUBSAE_OBJECT_TRAINER, option, SUBSAE_OPTION_INT, "subsae_trainer_get_double", &rc);
+    const struct subsae__option *o = get_entry("subsae_trainer_get_int", t, option,
+                                               SUBSAE_OPTION_INT, value,
+                                               "subsae_trainer_get_double", &rc);
     if (rc)
         return rc;
     if (option == SUBSAE_TRAIN_SUBSPACE_DIM && t->initialised)
@@ -202,24 +217,15 @@ int subsae_trainer_set_double(subsae_trainer *t, int option, double value)
     int rc;
     const struct subsae__option *o = subsae__option_settable_double(
         fn, SUBSAE_OBJECT_TRAINER, option, value, "subsae_trainer_set_int", &rc);
-    if (!rc)
-        rc = structural(fn, t, o);
-    if (rc)
-        return rc;
-    memcpy((char *)t + o->offset, &value, sizeof value);
-    return SUBSAE_OK;
+    return store(fn, t, o, rc, &value);
 }
 
 int subsae_trainer_get_double(const subsae_trainer *t, int option, double *value)
 {
-    static const char *fn = "subsae_trainer_get_double";
-    if (!t)
-        return subsae__fail_null(fn, "t");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
-    const struct subsae__option *o = subsae__option_entry(
-        fn, SUBSAE_OBJECT_TRAINER, option, SUBSAE_OPTION_DOUBLE, "subsae_trainer_get_int", &rc);
+    const struct subsae__option *o = get_entry("subsae_trainer_get_double", t, option,
+                                               SUBSAE_OPTION_DOUBLE, value,
+                                               "subsae_trainer_get_int", &rc);
     if (rc)
         return rc;
     if (option == SUBSAE_TRAIN_LR)
