@@ -217,50 +217,98 @@ static void aux_row(subsae_trainer *t, int64_t row, const float *pre_row)
                    ws->aux_idx + row * ka, ws->aux_val + row * ka);
 }
 
-/* The dense collection of a step: per block the GEMM, AuxK, the pairs
- * above cut[f] (JumpReLU) or above `low` into the CSR, growing it. */
-static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, const float *thr,
-                   double *seconds)
+/* A selection of the blocked encoder: TopK (k slots per row, with AuxK),
+ * or a dense activation's pairs above cut[f] (JumpReLU) or above `low`,
+ * valued by thr (JumpReLU; NULL: every kept pair is active). */
+struct selection {
+    bool topk;
+    const float *cut, *thr;
+    float low;
+};
+
+/* One row's selection from its pre-activations, AuxK's first (it reads
+ * the row before any selection touched it); a dense activation only
+ * counts its pairs here. In a parallel region. */
+static void select_row(subsae_trainer *t, const struct selection *sel, int64_t row, float *pr)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t m = s->d_sae, k = s->k;
+    if (ws->aux_k > 0)
+        aux_row(t, row, pr);
+    if (sel->topk) {
+        subsae__topk_row(pr, s->b_enc, NULL, m, k, ws->idx + row * k, ws->val + row * k);
+        relu_slots(ws->idx + row * k, ws->val + row * k, k);
+    } else {
+        ws->row_count[row] = count_row(pr, s->b_enc, sel->cut, sel->low, m);
+    }
+}
+
+/* A dense block's pairs into the CSR after the rows counted them (*total:
+ * the pairs so far), growing it. */
+static int fill_block(subsae_trainer *t, const struct selection *sel, int64_t r0,
+                      int64_t rows, int64_t *total)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t m = s->d_sae;
+    for (int64_t i = 0; i < rows; i++) {
+        ws->row_ptr[r0 + i] = *total;
+        *total += ws->row_count[r0 + i];
+    }
+    ws->row_ptr[r0 + rows] = *total;
+    if (*total > ws->pair_cap) {
+        int rc = subsae__trainer_grow_pairs(t, *total);
+        if (rc)
+            return rc;
+    }
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(subsae__trainer_threads(t), (double)rows * (double)m))
+    for (int64_t i = 0; i < rows; i++) {
+        const int64_t at = ws->row_ptr[r0 + i];
+        fill_row(ws->pre + i * m, s->b_enc, sel->cut, sel->low, sel->thr, m, ws->idx + at,
+                 ws->val + at, sel->thr ? ws->pre_val + at : NULL);
+    }
+    return SUBSAE_OK;
+}
+
+/* The blocked encoder of a step: per block of rows the GEMM, then each
+ * row's selection in parallel while the block is in cache, and for a
+ * dense activation the block's pairs into the CSR. */
+static int encode_blocks(subsae_trainer *t, int64_t n, const struct selection *sel,
+                         double *seconds)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
     const int T = subsae__trainer_threads(t);
-    const int64_t m = s->d_sae, d_in = s->d_in, ka = ws->aux_k;
+    const int64_t m = s->d_sae, d_in = s->d_in;
     const int64_t block = subsae__encode_block_rows(m, n);
-    const bool jump = thr != NULL;
     int64_t total = 0;
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = n - r0 < block ? n - r0 : block;
         block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, seconds);
         double t1 = omp_get_wtime();
 #pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
-        for (int64_t i = 0; i < rows; i++) {
-            const int64_t row = r0 + i;
-            float *pr = ws->pre + i * m;
-            if (ka > 0)
-                aux_row(t, row, pr);
-            ws->row_count[row] = count_row(pr, s->b_enc, cut, low, m);
-        }
-        for (int64_t i = 0; i < rows; i++) {
-            ws->row_ptr[r0 + i] = total;
-            total += ws->row_count[r0 + i];
-        }
-        ws->row_ptr[r0 + rows] = total;
-        if (total > ws->pair_cap) {
-            int rc = subsae__trainer_grow_pairs(t, total);
+        for (int64_t i = 0; i < rows; i++)
+            select_row(t, sel, r0 + i, ws->pre + i * m);
+        if (!sel->topk) {
+            int rc = fill_block(t, sel, r0, rows, &total);
             if (rc)
                 return rc;
-        }
-#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
-        for (int64_t i = 0; i < rows; i++) {
-            const int64_t at = ws->row_ptr[r0 + i];
-            fill_row(ws->pre + i * m, s->b_enc, cut, low, thr, m, ws->idx + at, ws->val + at,
-                     jump ? ws->pre_val + at : NULL);
         }
         if (seconds)
             seconds[1] += omp_get_wtime() - t1;
     }
     return SUBSAE_OK;
+}
+
+/* The dense collection of a step: the pairs above cut[f] (JumpReLU) or
+ * above `low` into the CSR, growing it. */
+static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, const float *thr,
+                   double *seconds)
+{
+    const struct selection sel = {.topk = false, .cut = cut, .thr = thr, .low = low};
+    return encode_blocks(t, n, &sel, seconds);
 }
 
 /* BatchTopK of the step: collect above a lower bound of the cut, select
@@ -325,7 +373,7 @@ int subsae__trainer_encode(subsae_trainer *t, int64_t n, double *seconds)
     if (act == SUBSAE_ACT_JUMPRELU)
         return collect(t, n, ws->cut, 0.0f, s->threshold, seconds);
     const int T = subsae__trainer_threads(t);
-    const int64_t m = s->d_sae, d_in = s->d_in, k = s->k, ka = ws->aux_k;
+    const int64_t d_in = s->d_in, k = s->k, ka = ws->aux_k;
     for (int64_t i = 0; i <= n; i++)
         ws->row_ptr[i] = i * k;
     if (ka == 0) { /* the fused encoder, as inference runs it */
@@ -333,21 +381,6 @@ int subsae__trainer_encode(subsae_trainer *t, int64_t n, double *seconds)
                                seconds);
         return SUBSAE_OK;
     }
-    const int64_t block = subsae__encode_block_rows(m, n);
-    for (int64_t r0 = 0; r0 < n; r0 += block) {
-        const int64_t rows = n - r0 < block ? n - r0 : block;
-        block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, seconds);
-        double t1 = omp_get_wtime();
-#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
-        for (int64_t i = 0; i < rows; i++) {
-            const int64_t row = r0 + i;
-            float *pr = ws->pre + i * m;
-            aux_row(t, row, pr); /* ka > 0 here */
-            subsae__topk_row(pr, s->b_enc, NULL, m, k, ws->idx + row * k, ws->val + row * k);
-            relu_slots(ws->idx + row * k, ws->val + row * k, k);
-        }
-        if (seconds)
-            seconds[1] += omp_get_wtime() - t1;
-    }
-    return SUBSAE_OK;
+    const struct selection sel = {.topk = true};
+    return encode_blocks(t, n, &sel, seconds);
 }
