@@ -9,9 +9,9 @@
  * global batch, keeps the rows that fall in its own range [offset, offset
  * + rows) (the workers' rows in rank order), in batch order. The global
  * batches are the single process's, split between the workers; the loss
- * is the mean over the whole global batch (forward_backward scales
- * dL/dx_hat by 2 / loss_rows), so the summed gradient is the single
- * process's gradient up to the order of the sums.
+ * is the mean over the whole global batch (the step's decode_residual,
+ * trainer_step.c, scales dL/dx_hat by 2 / loss_rows), so the summed
+ * gradient is the single process's gradient up to the order of the sums.
  *
  * The exchange of a step is sparse: a TopK feature that fired on no row of
  * the global batch has exactly zero gradient in W_enc, W_dec and b_enc, so

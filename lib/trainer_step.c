@@ -485,82 +485,108 @@ static double learning_rate(const subsae_trainer *t)
     return lr;
 }
 
+/* The constants of one Adam step: the clip factor and Adam's. */
+struct adam_step {
+    float gs, b1, b2, size, ib2, eps;
+};
+
+/* JumpReLU's log threshold of feature f after the update, computed on
+ * copies by the update's own function: it, its moments and the model's
+ * threshold exp(log threshold) must all be finite. */
+static bool log_threshold_finite(const subsae_trainer *t, const struct adam_step *a, int64_t f,
+                                 const float *g)
+{
+    float w = t->log_threshold[f], m = t->m_log_threshold[f], v = t->v_log_threshold[f];
+    subsae__adam(&w, &m, &v, g, 1, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps);
+    return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
+}
+
+/* Whether feature f's update from the gradient rows of `slot` (-1: no
+ * gradient, the moments decay) keeps its weights and moments finite. */
+static bool feature_finite(const subsae_trainer *t, const struct adam_step *a, int64_t f,
+                           int64_t slot)
+{
+    const subsae_sae *s = t->sae;
+    const struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const bool g = slot >= 0;
+    return subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
+                               g ? ws->g_W_enc + slot * d_in : NULL, d_in, a->gs, a->b1, a->b2,
+                               a->size, a->ib2, a->eps) &&
+           subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
+                               t->v_W_dec + f * d_out, g ? ws->g_W_dec + slot * d_out : NULL,
+                               d_out, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps) &&
+           subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
+                               g ? ws->g_b_enc + slot : NULL, 1, a->gs, a->b1, a->b2, a->size,
+                               a->ib2, a->eps) &&
+           (s->activation != SUBSAE_ACT_JUMPRELU ||
+            log_threshold_finite(t, a, f, g ? ws->g_thr + slot : NULL));
+}
+
+/* Feature f's update from the gradient rows of `slot` (-1: none), and
+ * the unit-norm projection of its decoder row. */
+static void feature_update(subsae_trainer *t, const struct adam_step *a, int64_t f,
+                           int64_t slot)
+{
+    subsae_sae *s = t->sae;
+    const struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const bool g = slot >= 0;
+    subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
+                 g ? ws->g_W_enc + slot * d_in : NULL, d_in, a->gs, a->b1, a->b2, a->size,
+                 a->ib2, a->eps);
+    subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
+                 g ? ws->g_W_dec + slot * d_out : NULL, d_out, a->gs, a->b1, a->b2, a->size,
+                 a->ib2, a->eps);
+    subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f, g ? ws->g_b_enc + slot : NULL, 1,
+                 a->gs, a->b1, a->b2, a->size, a->ib2, a->eps);
+    if (s->activation == SUBSAE_ACT_JUMPRELU) {
+        subsae__adam(t->log_threshold + f, t->m_log_threshold + f, t->v_log_threshold + f,
+                     g ? ws->g_thr + slot : NULL, 1, a->gs, a->b1, a->b2, a->size, a->ib2,
+                     a->eps);
+        s->threshold[f] = expf(t->log_threshold[f]);
+    }
+    if (t->decoder_norm == SUBSAE_DECODER_UNIT)
+        subsae__normalize_row(s->W_dec + f * d_out, d_out);
+}
+
 /* Adam on every parameter from the workspace gradients, all or nothing:
  * a first pass computes the update without storing it, and if any new
  * weight or moment would not be finite (a learning rate far too large,
  * moments from a damaged checkpoint) the step fails with
  * SUBSAE_E_NONFINITE and nothing changes. The pass reads what the update
  * reads, O(parameters) per step against the encoder's O(batch x
- * parameters). */
-/* JumpReLU's log threshold of feature f after the update, computed on
- * copies by the update's own function: it, its moments and the model's
- * threshold exp(log threshold) must all be finite. */
-static bool log_threshold_finite(const subsae_trainer *t, int64_t f, const float *g, float gs,
-                                 float b1, float b2, float size, float ib2, float eps)
-{
-    float w = t->log_threshold[f], m = t->m_log_threshold[f], v = t->v_log_threshold[f];
-    subsae__adam(&w, &m, &v, g, 1, gs, b1, b2, size, ib2, eps);
-    return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
-}
-
+ * parameters). Sparse Adam visits the touched features only (slot i of
+ * feature touched[i]); dense Adam every feature. */
 int subsae__trainer_apply_update(subsae_trainer *t, double sq)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
     const int T = subsae__trainer_threads(t); /* <= ws->threads */
-    const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
-    const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
-    const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
     const double clock = omp_get_wtime();
     const int64_t step = t->step + 1;
     const double lr = learning_rate(t);
-    const float b1 = (float)t->beta1, b2 = (float)t->beta2, eps = (float)t->eps;
-    const float size = (float)(lr / (1.0 - pow(t->beta1, (double)step)));
-    const float ib2 = (float)(1.0 / sqrt(1.0 - pow(t->beta2, (double)step)));
-    float gs = 1.0f;
+    struct adam_step a = {
+        .gs = 1.0f,
+        .b1 = (float)t->beta1,
+        .b2 = (float)t->beta2,
+        .size = (float)(lr / (1.0 - pow(t->beta1, (double)step))),
+        .ib2 = (float)(1.0 / sqrt(1.0 - pow(t->beta2, (double)step))),
+        .eps = (float)t->eps,
+    };
     if (t->clip_norm > 0.0 && sqrt(sq) > t->clip_norm)
-        gs = (float)(t->clip_norm / sqrt(sq));
+        a.gs = (float)(t->clip_norm / sqrt(sq));
+    const bool sparse = t->sparse_adam;
+    const int64_t count = sparse ? subsae__touched_count(ws) : s->d_sae;
 
-    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs,
-                                      b1, b2, size, ib2, eps);
-    if (t->sparse_adam) {
-        const int64_t nt = subsae__touched_count(ws);
+    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, a.gs,
+                                      a.b1, a.b2, a.size, a.ib2, a.eps);
 #pragma omp parallel for schedule(static) reduction(&& : finite) \
-    num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
-        for (int64_t i = 0; i < nt; i++) {
-            const int64_t f = ws->touched[i];
-            finite = finite &&
-                     subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
-                                         t->v_W_enc + f * d_in, ws->g_W_enc + i * d_in, d_in, gs,
-                                         b1, b2, size, ib2, eps) &&
-                     subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
-                                         t->v_W_dec + f * d_out, ws->g_W_dec + i * d_out, d_out,
-                                         gs, b1, b2, size, ib2, eps) &&
-                     subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                                         ws->g_b_enc + i, 1, gs, b1, b2, size, ib2, eps) &&
-                     (!jump || log_threshold_finite(t, f, ws->g_thr + i, gs, b1, b2, size, ib2,
-                                                    eps));
-        }
-    } else {
-#pragma omp parallel for schedule(static) reduction(&& : finite) \
-    num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
-        for (int64_t f = 0; f < m; f++) {
-            const int64_t slot = ws->slot_of[f];
-            finite = finite &&
-                     subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
-                                         t->v_W_enc + f * d_in,
-                                         slot >= 0 ? ws->g_W_enc + slot * d_in : NULL, d_in, gs,
-                                         b1, b2, size, ib2, eps) &&
-                     subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
-                                         t->v_W_dec + f * d_out,
-                                         slot >= 0 ? ws->g_W_dec + slot * d_out : NULL, d_out,
-                                         gs, b1, b2, size, ib2, eps) &&
-                     subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                                         slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2,
-                                         size, ib2, eps) &&
-                     (!jump || log_threshold_finite(t, f, slot >= 0 ? ws->g_thr + slot : NULL,
-                                                    gs, b1, b2, size, ib2, eps));
-        }
+    num_threads(subsae__team(T, (double)count * (double)(d_in + d_out)))
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t f = sparse ? ws->touched[i] : i;
+        finite = finite && feature_finite(t, &a, f, sparse ? i : ws->slot_of[f]);
     }
     if (!finite) {
         t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
@@ -571,50 +597,13 @@ int subsae__trainer_apply_update(subsae_trainer *t, double sq)
                             (long long)step, lr);
     }
 
-    subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs, b1, b2, size, ib2, eps);
-    if (t->sparse_adam) {
-        const int64_t nt = subsae__touched_count(ws);
+    subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, a.gs, a.b1, a.b2, a.size,
+                 a.ib2, a.eps);
 #pragma omp parallel for schedule(dynamic, 64) \
-    num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
-        for (int64_t i = 0; i < nt; i++) {
-            const int64_t f = ws->touched[i];
-            subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
-                         ws->g_W_enc + i * d_in, d_in, gs, b1, b2, size, ib2, eps);
-            subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
-                         ws->g_W_dec + i * d_out, d_out, gs, b1, b2, size, ib2, eps);
-            subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f, ws->g_b_enc + i, 1, gs,
-                         b1, b2, size, ib2, eps);
-            if (jump) {
-                subsae__adam(t->log_threshold + f, t->m_log_threshold + f,
-                             t->v_log_threshold + f, ws->g_thr + i, 1, gs, b1, b2, size, ib2,
-                             eps);
-                s->threshold[f] = expf(t->log_threshold[f]);
-            }
-            if (unit)
-                subsae__normalize_row(s->W_dec + f * d_out, d_out);
-        }
-    } else {
-#pragma omp parallel for schedule(dynamic, 64) \
-    num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
-        for (int64_t f = 0; f < m; f++) {
-            const int64_t slot = ws->slot_of[f];
-            subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
-                         slot >= 0 ? ws->g_W_enc + slot * d_in : NULL, d_in, gs, b1, b2, size,
-                         ib2, eps);
-            subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
-                         slot >= 0 ? ws->g_W_dec + slot * d_out : NULL, d_out, gs, b1, b2, size,
-                         ib2, eps);
-            subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                         slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2, size, ib2, eps);
-            if (jump) {
-                subsae__adam(t->log_threshold + f, t->m_log_threshold + f,
-                             t->v_log_threshold + f, slot >= 0 ? ws->g_thr + slot : NULL, 1, gs,
-                             b1, b2, size, ib2, eps);
-                s->threshold[f] = expf(t->log_threshold[f]);
-            }
-            if (unit)
-                subsae__normalize_row(s->W_dec + f * d_out, d_out);
-        }
+    num_threads(subsae__team(T, (double)count * (double)(d_in + d_out)))
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t f = sparse ? ws->touched[i] : i;
+        feature_update(t, &a, f, sparse ? i : ws->slot_of[f]);
     }
     t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
     t->last_lr = lr;
