@@ -162,15 +162,29 @@ static int store(const char *fn, subsae_trainer *t, const struct subsae__option 
     return SUBSAE_OK;
 }
 
-/* The entry a getter reads, after its arguments' checks (rc). */
-static const struct subsae__option *get_entry(const char *fn, const subsae_trainer *t,
-                                              int option, int type, const void *value,
-                                              const char *use, int *rc)
+/* A getter: the value of `option` of `type` as configured, except the
+ * subspace dimension ASI used once initialised and the learning rate in
+ * effect; every option is 8 bytes. `use` names the other type's getter. */
+static int get_value(const char *fn, const subsae_trainer *t, int option, int type,
+                     void *value, const char *use)
 {
-    *rc = !t ? subsae__fail_null(fn, "t") : !value ? subsae__fail_null(fn, "value") : SUBSAE_OK;
-    if (*rc)
-        return NULL;
-    return subsae__option_entry(fn, SUBSAE_OBJECT_TRAINER, option, type, use, rc);
+    if (!t)
+        return subsae__fail_null(fn, "t");
+    if (!value)
+        return subsae__fail_null(fn, "value");
+    int rc;
+    const struct subsae__option *o =
+        subsae__option_entry(fn, SUBSAE_OBJECT_TRAINER, option, type, use, &rc);
+    if (rc)
+        return rc;
+    const double lr = subsae__trainer_lr(t);
+    const void *from = (const char *)t + o->offset;
+    if (option == SUBSAE_TRAIN_SUBSPACE_DIM && t->initialised)
+        from = &t->subspace_dim_used;
+    else if (option == SUBSAE_TRAIN_LR)
+        from = &lr;
+    memcpy(value, from, 8);
+    return SUBSAE_OK;
 }
 
 int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
@@ -186,17 +200,8 @@ int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
 
 int subsae_trainer_get_int(const subsae_trainer *t, int option, int64_t *value)
 {
-    int rc;
-    const struct subsae__option *o = get_entry("subsae_trainer_get_int", t, option,
-                                               SUBSAE_OPTION_INT, value,
-                                               "subsae_trainer_get_double", &rc);
-    if (rc)
-        return rc;
-    if (option == SUBSAE_TRAIN_SUBSPACE_DIM && t->initialised)
-        *value = t->subspace_dim_used;
-    else
-        memcpy(value, (const char *)t + o->offset, sizeof *value);
-    return SUBSAE_OK;
+    return get_value("subsae_trainer_get_int", t, option, SUBSAE_OPTION_INT, value,
+                     "subsae_trainer_get_double");
 }
 
 double subsae__trainer_default_lr(int64_t features)
@@ -222,17 +227,8 @@ int subsae_trainer_set_double(subsae_trainer *t, int option, double value)
 
 int subsae_trainer_get_double(const subsae_trainer *t, int option, double *value)
 {
-    int rc;
-    const struct subsae__option *o = get_entry("subsae_trainer_get_double", t, option,
-                                               SUBSAE_OPTION_DOUBLE, value,
-                                               "subsae_trainer_get_int", &rc);
-    if (rc)
-        return rc;
-    if (option == SUBSAE_TRAIN_LR)
-        *value = subsae__trainer_lr(t);
-    else
-        memcpy(value, (const char *)t + o->offset, sizeof *value);
-    return SUBSAE_OK;
+    return get_value("subsae_trainer_get_double", t, option, SUBSAE_OPTION_DOUBLE, value,
+                     "subsae_trainer_get_int");
 }
 
 int subsae_trainer_set_callback(subsae_trainer *t, subsae_callback callback, void *user)
