@@ -146,9 +146,12 @@ static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, i
     if (!rc)
         rc = subsae_subspace_basis(s, r, out, d);
     if (!rc) {
-        subsae__trainer_log(t, "init", "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
-                 (long long)r, (long long)d, want ? " (set)" : " hold 99% of the variance",
-                 method == SUBSAE_METHOD_EXACT ? "exact" : "randomized", (long long)n);
+        subsae__trainer_log(t, "init",
+                            "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
+                            (long long)r, (long long)d,
+                            want ? " (set)" : " hold 99% of the variance",
+                            method == SUBSAE_METHOD_EXACT ? "exact" : "randomized",
+                            (long long)n);
         (void)exact; /* all directions were computed: r is exact */
         *basis = out;
         *r_out = r;
@@ -277,8 +280,9 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
         }
     }
     *chosen = best;
-    subsae__trainer_log(t, "init", "init-scale search: scale %.4f, reconstruction MSE %.4f (scaled)", best,
-             best_err);
+    subsae__trainer_log(t, "init",
+                        "init-scale search: scale %.4f, reconstruction MSE %.4f (scaled)", best,
+                        best_err);
 done:
     subsae__free(xin);
     subsae__free(pre);
