@@ -55,10 +55,8 @@ int subsae_batches_create(const subsae_buffer *buf, int64_t batch_size, uint64_t
                           subsae_batches **out)
 {
     static const char *fn = "subsae_batches_create";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, buf);
+    SUBSAE__NOT_NULL(fn, out);
     return subsae__batches_create_rows(buf, subsae_buffer_rows(buf), batch_size, seed, flags,
                                        out);
 }
@@ -102,12 +100,9 @@ int subsae_batches_next_indices(subsae_batches *it, int64_t *rows, int64_t *n_ro
                                 int64_t *epoch)
 {
     static const char *fn = "subsae_batches_next_indices";
-    if (!it)
-        return subsae__fail_null(fn, "it");
-    if (!rows)
-        return subsae__fail_null(fn, "rows");
-    if (!n_rows)
-        return subsae__fail_null(fn, "n_rows");
+    SUBSAE__NOT_NULL(fn, it);
+    SUBSAE__NOT_NULL(fn, rows);
+    SUBSAE__NOT_NULL(fn, n_rows);
     int64_t count = begin_batch(it);
     for (int64_t i = 0; i < count; i++)
         rows[i] = row_at(it, it->position + i);
@@ -122,10 +117,8 @@ int subsae_batches_next(subsae_batches *it, float *out, int64_t out_stride, int6
                         int64_t *epoch)
 {
     static const char *fn = "subsae_batches_next";
-    if (!it)
-        return subsae__fail_null(fn, "it");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, it);
+    SUBSAE__NOT_NULL(fn, out);
     if (!it->buf)
         return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
                             "%s: the iterator has row numbers but no buffer", fn);
@@ -155,8 +148,7 @@ int subsae_batches_next(subsae_batches *it, float *out, int64_t out_stride, int6
 
 int subsae_batches_tell(const subsae_batches *it, int64_t *epoch, int64_t *position)
 {
-    if (!it)
-        return subsae__fail_null("subsae_batches_tell", "it");
+    SUBSAE__NOT_NULL("subsae_batches_tell", it);
     if (epoch)
         *epoch = it->epoch;
     if (position)
@@ -166,8 +158,7 @@ int subsae_batches_tell(const subsae_batches *it, int64_t *epoch, int64_t *posit
 
 int subsae_batches_seek(subsae_batches *it, int64_t epoch, int64_t position)
 {
-    if (!it)
-        return subsae__fail_null("subsae_batches_seek", "it");
+    SUBSAE__NOT_NULL("subsae_batches_seek", it);
     if (epoch < 0 || position < 0 || position > epoch_end(it))
         return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_INDEX_OUT_OF_RANGE,
                             "subsae_batches_seek: epoch %lld, position %lld (epoch has %lld rows)",

@@ -55,8 +55,13 @@ void subsae_buffer_free(subsae_buffer *buf)
     subsae__free(buf);
 }
 
-static int check_dtype_input(const char *function, int dtype)
+/* Rows given to a buffer: `data` (the argument `name`) not NULL when
+ * there are rows, in a dtype a buffer reads. */
+static int check_input(const char *function, const void *data, const char *name,
+                       int64_t n_rows, int dtype)
 {
+    if (!data && n_rows > 0)
+        return subsae__fail_null(function, name);
     if (dtype == SUBSAE_DTYPE_F32 || dtype == SUBSAE_DTYPE_F16 || dtype == SUBSAE_DTYPE_BF16 ||
         dtype == SUBSAE_DTYPE_F64)
         return SUBSAE_OK;
@@ -67,13 +72,12 @@ static int check_dtype_input(const char *function, int dtype)
 
 int subsae_buffer_create(int64_t dim, subsae_buffer **out)
 {
-    if (!out)
-        return subsae__fail_null("subsae_buffer_create", "out");
+    SUBSAE__NOT_NULL("subsae_buffer_create", out);
     if (dim <= 0 || dim > INT32_MAX)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "subsae_buffer_create: dim %lld is not in [1, 2^31)",
                             (long long)dim);
-    subsae_buffer *buf;
+    subsae_buffer *buf = NULL;
     int rc = subsae__buffer_new(dim, 1, &buf);
     if (rc)
         return rc;
@@ -114,11 +118,8 @@ int subsae_buffer_append(subsae_buffer *buf, const void *rows, int dtype, int64_
                          int64_t row_stride)
 {
     static const char *fn = "subsae_buffer_append";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!rows && n_rows > 0)
-        return subsae__fail_null(fn, "rows");
-    int rc = check_dtype_input(fn, dtype);
+    SUBSAE__NOT_NULL(fn, buf);
+    int rc = check_input(fn, rows, "rows", n_rows, dtype);
     if (rc)
         return rc;
     if (!buf->growable)
@@ -163,11 +164,8 @@ int subsae_buffer_wrap(const void *data, int dtype, int64_t n_rows, int64_t dim,
                        int64_t row_stride, int ownership, subsae_buffer **out)
 {
     static const char *fn = "subsae_buffer_wrap";
-    if (!out)
-        return subsae__fail_null(fn, "out");
-    if (!data && n_rows > 0)
-        return subsae__fail_null(fn, "data");
-    int rc = check_dtype_input(fn, dtype);
+    SUBSAE__NOT_NULL(fn, out);
+    int rc = check_input(fn, data, "data", n_rows, dtype);
     if (rc)
         return rc;
     if (ownership != SUBSAE_COPY && ownership != SUBSAE_BORROW)
@@ -281,8 +279,7 @@ int subsae__buffer_nonfinite_error(const subsae_buffer *buf, int64_t row, int64_
 static int check_read_args(const char *fn, const subsae_buffer *buf, const void *rows,
                            int64_t n_rows, const float *out, int64_t out_stride)
 {
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
+    SUBSAE__NOT_NULL(fn, buf);
     if (n_rows > 0 && !out)
         return subsae__fail_null(fn, "out");
     if (n_rows > 0 && !rows)
@@ -407,8 +404,7 @@ static int list_bad_row(void *ctx, int64_t stored, const float *row, int64_t fin
 int subsae_buffer_skip_nonfinite(subsae_buffer *buf, int64_t *skipped)
 {
     static const char *fn = "subsae_buffer_skip_nonfinite";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
+    SUBSAE__NOT_NULL(fn, buf);
     int64_t stored_rows = subsae__buffer_stored_rows(buf);
     /* No row buffer without rows: a tiny file may declare a huge width
      * for zero rows. */
@@ -461,8 +457,7 @@ int subsae_buffer_stats(const subsae_buffer *buf, float *mean, double *mean_norm
                         int64_t *nonfinite_values, int64_t *first_nonfinite_row)
 {
     static const char *fn = "subsae_buffer_stats";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
+    SUBSAE__NOT_NULL(fn, buf);
     size_t dim = (size_t)buf->dim;
     struct row_sums t = {.dim = buf->dim, .first_bad = -1};
     if (subsae__buffer_stored_rows(buf) > 0) {
@@ -511,8 +506,7 @@ int subsae_buffer_source_info(const subsae_buffer *buf, int64_t i, const char **
                               int *format, int *dtype, int *ndim, int64_t *shape, int max_dims)
 {
     static const char *fn = "subsae_buffer_source_info";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
+    SUBSAE__NOT_NULL(fn, buf);
     if (i < 0 || i >= buf->n_sources)
         return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_INDEX_OUT_OF_RANGE,
                             "%s: source %lld of %lld", fn, (long long)i,

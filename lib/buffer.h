@@ -60,7 +60,7 @@ int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float 
  * `stored` (binary search over first_row). */
 int64_t subsae__buffer_source_of(const subsae_buffer *buf, int64_t stored);
 
-/* ---- files (buffer_io.c, io_npy.c, io_safetensors.c) ---------------- */
+/* ---- files (buffer_io.c over the containers of io_npy.c, io_safetensors.c) */
 
 /* Fill `src` (format, dtype, ndim, shape, rows, data, row stride) from the
  * mapped contents of a .npy file / a safetensors tensor (NULL: the only
@@ -71,12 +71,16 @@ int subsae__npy_source(const char *path, const void *map, size_t size,
 int subsae__safetensors_source(const char *path, const void *map, size_t size,
                                const char *tensor, struct subsae__source *src);
 
-/* Write every logical row of `buf` as `dtype` (F32, F16, BF16, F64) to
- * `f`, through a fixed-size block. Fails (E_NONFINITE) on non-finite rows
- * and (E_RANGE) on finite values that overflow the narrower dtype; errors
- * name `path`. Does not abort `f`. */
-int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
-                              const char *path);
+/* The magic that starts every .npy file, "\x93NUMPY". */
+extern const char subsae__npy_magic[6];
+
+/* Start writing a C-ordered rows x dim .npy array of `dtype` (F32, F16,
+ * F64; errors name `fn` and `path`), whose data the caller streams:
+ * crash-safe open of `path` and the version 1.0 header, padded so that the
+ * data starts at a multiple of 64 bytes. On success the caller writes the
+ * rows and commits or aborts *out; on failure nothing is left open. */
+int subsae__npy_begin(const char *fn, const char *path, int dtype, int64_t rows, int64_t dim,
+                      subsae__atomic_file **out);
 
 /* SUBSAE_E_NONFINITE for logical row `row` (stored row `stored`) whose
  * column `column` holds `value`, naming its file and its row there. */

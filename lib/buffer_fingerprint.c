@@ -27,10 +27,8 @@ static uint64_t fnv1a_int64(uint64_t h, int64_t v)
 int subsae_buffer_fingerprint(const subsae_buffer *buf, int64_t sample_rows, uint64_t *out)
 {
     static const char *fn = "subsae_buffer_fingerprint";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, buf);
+    SUBSAE__NOT_NULL(fn, out);
     if (sample_rows < 1)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: sample_rows %lld < 1", fn, (long long)sample_rows);

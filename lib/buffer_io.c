@@ -1,14 +1,13 @@
 /* Buffers over files: subsae_buffer_open / subsae_buffer_open_shards (the
- * format is told by content, not by name) and the row streaming shared by
- * the .npy and safetensors writers. */
+ * format is told by content, not by name) and subsae_buffer_save_npy /
+ * subsae_buffer_save_safetensors, which stream the rows after the header
+ * that io_npy.c / io_safetensors.c write for their container. */
 #include "buffer.h"
 #include "dtype.h"
 
 #include <math.h>
 #include <string.h>
 #include <sys/mman.h>
-
-static const char npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
 /* Map `path` and describe it as a source: .npy when it starts with the npy
  * magic, safetensors when its header (after the 8-byte length) starts with
@@ -21,12 +20,13 @@ static int open_source(const char *path, const char *tensor, struct subsae__sour
     if (rc)
         return rc;
     const unsigned char *bytes = map;
-    bool npy_prefix = size > 0 && memcmp(bytes, npy_magic,
-                                         size < sizeof npy_magic ? size : sizeof npy_magic) == 0;
+    size_t magic = sizeof subsae__npy_magic;
+    bool npy_prefix =
+        size > 0 && memcmp(bytes, subsae__npy_magic, size < magic ? size : magic) == 0;
     if (size == 0)
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_MAGIC,
                           "%s: the file is empty (neither .npy nor safetensors)", path);
-    else if (npy_prefix && size < sizeof npy_magic)
+    else if (npy_prefix && size < magic)
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_TRUNCATED_HEADER,
                           "%s: .npy header truncated: the file has only %zu bytes", path, size);
     else if (!npy_prefix && (size < 8 || (size > 8 && bytes[8] != '{')))
@@ -64,10 +64,8 @@ int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths, const c
                               subsae_buffer **out)
 {
     static const char *fn = "subsae_buffer_open_shards";
-    if (!paths)
-        return subsae__fail_null(fn, "paths");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, paths);
+    SUBSAE__NOT_NULL(fn, out);
     if (n_paths < 1)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n_paths %lld (need at least one file)", fn, (long long)n_paths);
@@ -100,17 +98,19 @@ int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths, const c
 
 int subsae_buffer_open(const char *path, const char *tensor, subsae_buffer **out)
 {
-    if (!path)
-        return subsae__fail_null("subsae_buffer_open", "path");
-    if (!out)
-        return subsae__fail_null("subsae_buffer_open", "out");
+    SUBSAE__NOT_NULL("subsae_buffer_open", path);
+    SUBSAE__NOT_NULL("subsae_buffer_open", out);
     return subsae_buffer_open_shards(&path, 1, tensor, out);
 }
 
 /* ---- writing rows --------------------------------------------------- */
 
-int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
-                              const char *path)
+/* Write every logical row of `buf` as `dtype` (F32, F16, BF16, F64) to
+ * `f`, through a fixed-size block. Fails (E_NONFINITE) on non-finite rows
+ * and (E_RANGE) on finite values that overflow the narrower dtype; errors
+ * name `path`. Does not abort `f`. */
+static int write_rows(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
+                      const char *path)
 {
     int64_t rows = subsae_buffer_rows(buf);
     if (rows == 0)
@@ -164,4 +164,54 @@ int subsae__buffer_write_rows(const subsae_buffer *buf, int dtype, subsae__atomi
     subsae__free(block);
     subsae__free(narrow);
     return rc;
+}
+
+/* The rows after a written header, then commit; on failure `f` is aborted. */
+static int finish_save(const subsae_buffer *buf, int dtype, subsae__atomic_file *f,
+                       const char *path)
+{
+    int rc = write_rows(buf, dtype, f, path);
+    if (rc) {
+        subsae__atomic_abort(f);
+        return rc;
+    }
+    return subsae__atomic_commit(f);
+}
+
+int subsae_buffer_save_npy(const subsae_buffer *buf, const char *path, int dtype)
+{
+    static const char *fn = "subsae_buffer_save_npy";
+    SUBSAE__NOT_NULL(fn, buf);
+    SUBSAE__NOT_NULL(fn, path);
+    subsae__atomic_file *f;
+    int rc = subsae__npy_begin(fn, path, dtype, subsae_buffer_rows(buf), buf->dim, &f);
+    return rc ? rc : finish_save(buf, dtype, f, path);
+}
+
+int subsae_buffer_save_safetensors(const subsae_buffer *buf, const char *path,
+                                   const char *tensor, int dtype)
+{
+    static const char *fn = "subsae_buffer_save_safetensors";
+    SUBSAE__NOT_NULL(fn, buf);
+    SUBSAE__NOT_NULL(fn, path);
+    SUBSAE__NOT_NULL(fn, tensor);
+    if (dtype != SUBSAE_DTYPE_F32 && dtype != SUBSAE_DTYPE_F16 && dtype != SUBSAE_DTYPE_BF16 &&
+        dtype != SUBSAE_DTYPE_F64)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_UNSUPPORTED_DTYPE,
+                            "%s: %s: dtype %d cannot be saved (f32, f16, bf16 or f64)", fn,
+                            path, dtype);
+    if (!strcmp(tensor, SUBSAE__SAFETENSORS_METADATA_KEY))
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: %s: tensor name '%s' is reserved", fn, path, tensor);
+    struct subsae__tensor_view view = {.name = tensor, .dtype = dtype, .ndim = 2};
+    view.shape[0] = subsae_buffer_rows(buf);
+    view.shape[1] = buf->dim;
+    size_t bytes;
+    if (!subsae__mul_size((size_t)view.shape[0], (size_t)view.shape[1], &bytes) ||
+        !subsae__mul_size(bytes, subsae__dtype_size(dtype), &view.bytes))
+        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
+                            "%s: %s: size overflows", fn, path);
+    subsae__atomic_file *f;
+    int rc = subsae__safetensors_begin(path, &view, &f);
+    return rc ? rc : finish_save(buf, dtype, f, path);
 }

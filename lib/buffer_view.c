@@ -10,10 +10,8 @@ int subsae_buffer_view(const subsae_buffer *buf, int64_t first_row, int64_t n_ro
                        subsae_buffer **out)
 {
     static const char *fn = "subsae_buffer_view";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, buf);
+    SUBSAE__NOT_NULL(fn, out);
     const int64_t rows = subsae_buffer_rows(buf);
     if (first_row < 0 || n_rows < 0 || first_row > rows || n_rows > rows - first_row)
         return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_INDEX_OUT_OF_RANGE,

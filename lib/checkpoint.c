@@ -10,7 +10,9 @@
  * (crash-safe) first; checkpoint.json is replaced atomically last and only
  * then are older state files removed. Whatever the moment of a crash,
  * checkpoint.json names a complete state file that matches it. */
+#include "dtype.h"
 #include "io.h"
+#include "params.h"
 #include "trainer.h"
 
 #include <dirent.h>
@@ -28,6 +30,16 @@
 static const char MANIFEST[] = "checkpoint.json";
 static const char FORMAT_NAME[] = "libsubsae-checkpoint";
 enum { FORMAT_VERSION = 1 };
+
+/* The two pointer arguments of public entry `fn`: the first NULL one is
+ * named, as everywhere (subsae__fail_null). */
+static int check_pointers(const char *fn, const void *a, const char *a_name, const void *b,
+                          const char *b_name)
+{
+    if (!a)
+        return subsae__fail_null(fn, a_name);
+    return b ? SUBSAE_OK : subsae__fail_null(fn, b_name);
+}
 
 /* ---- save ------------------------------------------------------------------- */
 
@@ -121,13 +133,13 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
     return root;
 }
 
-static int write_text(const char *path, const char *text)
+static int write_bytes(const char *path, const char *text, size_t size)
 {
     subsae__atomic_file *f;
     int rc = subsae__atomic_open(path, &f);
     if (rc)
         return rc;
-    rc = subsae__atomic_write(f, text, strlen(text));
+    rc = subsae__atomic_write(f, text, size);
     if (rc) {
         subsae__atomic_abort(f);
         return rc;
@@ -184,91 +196,86 @@ static double *as_f64(const int64_t *v, int64_t n)
     return out;
 }
 
+/* The state file's tensors, one view per present entry of the state
+ * table; counts are F64 copies put in copies[] (the caller frees them,
+ * also on failure; the others stay NULL). */
+static int state_views(const subsae_trainer *t, struct subsae__tensor_view *views,
+                       double **copies, int64_t *n)
+{
+    const subsae_sae *s = t->sae;
+    int64_t i = 0;
+    SUBSAE__FOR_EACH_PARAM(p, s->activation) {
+        const int64_t count = subsae__param_elements(p, s);
+        const void *data = subsae__param_data(p, t, s);
+        if (p->role == SUBSAE__ROLE_COUNT) {
+            copies[i] = as_f64(data, count);
+            if (!copies[i])
+                return subsae__fail_nomem("checkpoint", (size_t)count * 8);
+            data = copies[i];
+        }
+        struct subsae__tensor_view *v = &views[i++];
+        v->name = p->name;
+        v->dtype = p->dtype;
+        v->ndim = subsae__param_shape(p, s, v->shape);
+        v->data = data;
+        v->bytes = (size_t)count * subsae__dtype_size(p->dtype);
+    }
+    *n = i;
+    return SUBSAE_OK;
+}
+
+/* checkpoint.json (the manifest) at `path`, naming state_file. Dumped
+ * into our own allocation (json_dumpb), so it is freed like the rest. */
+static int write_manifest(const subsae_trainer *t, const char *path, const char *state_file)
+{
+    const size_t flags = JSON_INDENT(2) | JSON_REAL_PRECISION(17);
+    json_t *root = manifest_json(t, state_file);
+    size_t size = root ? json_dumpb(root, NULL, 0, flags) : 0;
+    char *text = size ? subsae__malloc(size) : NULL;
+    int rc = text && json_dumpb(root, text, size, flags) == size
+                 ? write_bytes(path, text, size)
+                 : subsae__fail_nomem("checkpoint.json", size ? size : 4096);
+    json_decref(root);
+    subsae__free(text);
+    return rc;
+}
+
 int subsae_trainer_save_checkpoint(const subsae_trainer *t, const char *dir)
 {
     static const char *fn = "subsae_trainer_save_checkpoint";
-    if (!t)
-        return subsae__fail_null(fn, "t");
-    if (!dir)
-        return subsae__fail_null(fn, "dir");
-    if (!t->initialised)
-        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                            "%s: the trainer is not initialised", fn);
-    int rc = subsae__make_dir(dir);
+    int rc = check_pointers(fn, t, "t", dir, "dir");
+    if (!rc && !t->initialised)
+        rc = subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                          "%s: the trainer is not initialised", fn);
+    if (!rc)
+        rc = subsae__make_dir(dir);
     if (rc)
         return rc;
-    const subsae_sae *s = t->sae;
-    const int64_t m = s->d_sae, d_in = s->d_in, d_out = s->d_out;
     char state_file[64], step_text[32];
     snprintf(state_file, sizeof state_file, "state-%lld.safetensors", (long long)t->step);
     snprintf(step_text, sizeof step_text, "%lld", (long long)t->step);
     char *state_path = subsae__path_join(dir, state_file);
     char *manifest_path = subsae__path_join(dir, MANIFEST);
-    double *last = as_f64(t->last_fired, m), *cur_fires = as_f64(t->cur.fires, m);
-    double *prev_fires = as_f64(t->prev.fires, m);
-    char *text = NULL;
-    if (!state_path || !manifest_path || !last || !cur_fires || !prev_fires) {
-        rc = subsae__fail_nomem("checkpoint", (size_t)m * 24);
-        goto done;
-    }
-    struct subsae__tensor_view views[] = {
-        {"W_enc", SUBSAE_DTYPE_F32, 2, {m, d_in}, s->W_enc, 0},
-        {"b_enc", SUBSAE_DTYPE_F32, 1, {m}, s->b_enc, 0},
-        {"W_dec", SUBSAE_DTYPE_F32, 2, {m, d_out}, s->W_dec, 0},
-        {"b_dec", SUBSAE_DTYPE_F32, 1, {d_out}, s->b_dec, 0},
-        {"threshold", SUBSAE_DTYPE_F32, 1, {m}, s->threshold, 0},
-        {"adam_m.W_enc", SUBSAE_DTYPE_F32, 2, {m, d_in}, t->m_W_enc, 0},
-        {"adam_v.W_enc", SUBSAE_DTYPE_F32, 2, {m, d_in}, t->v_W_enc, 0},
-        {"adam_m.b_enc", SUBSAE_DTYPE_F32, 1, {m}, t->m_b_enc, 0},
-        {"adam_v.b_enc", SUBSAE_DTYPE_F32, 1, {m}, t->v_b_enc, 0},
-        {"adam_m.W_dec", SUBSAE_DTYPE_F32, 2, {m, d_out}, t->m_W_dec, 0},
-        {"adam_v.W_dec", SUBSAE_DTYPE_F32, 2, {m, d_out}, t->v_W_dec, 0},
-        {"adam_m.b_dec", SUBSAE_DTYPE_F32, 1, {d_out}, t->m_b_dec, 0},
-        {"adam_v.b_dec", SUBSAE_DTYPE_F32, 1, {d_out}, t->v_b_dec, 0},
-        {"last_fired", SUBSAE_DTYPE_F64, 1, {m}, last, 0},
-        {"window_cur.fires", SUBSAE_DTYPE_F64, 1, {m}, cur_fires, 0},
-        {"window_prev.fires", SUBSAE_DTYPE_F64, 1, {m}, prev_fires, 0},
-        {"window_cur.sum_t", SUBSAE_DTYPE_F64, 1, {d_out}, t->cur.sum_t, 0},
-        {"window_prev.sum_t", SUBSAE_DTYPE_F64, 1, {d_out}, t->prev.sum_t, 0},
-        /* JumpReLU only (kept last): the trained log-thresholds. */
-        {"log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->log_threshold, 0},
-        {"adam_m.log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->m_log_threshold, 0},
-        {"adam_v.log_threshold", SUBSAE_DTYPE_F32, 1, {m}, t->v_log_threshold, 0},
-    };
-    const int64_t n_views = (int64_t)(sizeof views / sizeof views[0]) -
-                            (s->activation == SUBSAE_ACT_JUMPRELU ? 0 : 3);
-    for (int64_t i = 0; i < n_views; i++) {
-        size_t count = 1;
-        for (int j = 0; j < views[i].ndim; j++)
-            count *= (size_t)views[i].shape[j];
-        views[i].bytes = count * (views[i].dtype == SUBSAE_DTYPE_F64 ? 8 : 4);
-    }
+    struct subsae__tensor_view views[SUBSAE__MAX_PARAMS];
+    double *copies[SUBSAE__MAX_PARAMS] = {NULL};
+    int64_t n_views = 0;
+    if (!state_path || !manifest_path)
+        rc = subsae__fail_nomem("checkpoint path", strlen(dir) + 64);
+    if (!rc)
+        rc = state_views(t, views, copies, &n_views);
     const char *keys[] = {"format", "step"};
     const char *values[] = {FORMAT_NAME, step_text};
-    rc = subsae__safetensors_write(state_path, views, n_views, keys, values, 2);
-    if (rc)
-        goto done;
-    json_t *root = manifest_json(t, state_file);
-    text = root ? json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) : NULL;
-    json_decref(root);
-    if (!text) {
-        rc = subsae__fail_nomem("checkpoint.json", 4096);
-        goto done;
-    }
-    rc = write_text(manifest_path, text);
+    if (!rc)
+        rc = subsae__safetensors_write(state_path, views, n_views, keys, values, 2);
+    /* The manifest last, then the states it no longer names (see the top). */
+    if (!rc)
+        rc = write_manifest(t, manifest_path, state_file);
     if (!rc)
         remove_old_states(dir, state_file);
-done:
-    if (text) {
-        json_free_t free_text; /* Jansson's own: it may not be free() */
-        json_get_alloc_funcs(NULL, &free_text);
-        free_text(text);
-    }
     subsae__free(state_path);
     subsae__free(manifest_path);
-    subsae__free(last);
-    subsae__free(cur_fires);
-    subsae__free(prev_fires);
+    for (int i = 0; i < SUBSAE__MAX_PARAMS; i++)
+        subsae__free(copies[i]);
     return rc;
 }
 
@@ -348,47 +355,6 @@ static int read_manifest(const char *path, json_t **out)
     return SUBSAE_OK;
 }
 
-/* Copy tensor `name` (dtype and shape checked) into dst; dst NULL only
- * checks. */
-static int load_tensor(const subsae__safetensors *st, const char *path, const char *name,
-                       int dtype, int ndim, int64_t d0, int64_t d1, void *dst)
-{
-    const struct subsae__tensor_view *v = subsae__safetensors_find(st, name);
-    if (!v)
-        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_MISSING_TENSOR,
-                            "%s: tensor '%s' is missing", path, name);
-    if (v->dtype != dtype || v->ndim != ndim || v->shape[0] != d0 ||
-        (ndim == 2 && v->shape[1] != d1))
-        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
-                            "%s: tensor '%s' is %s %dD [%lld%s%lld], expected %s [%lld%s%lld]",
-                            path, name, subsae__safetensors_dtype_name(v->dtype), v->ndim,
-                            (long long)v->shape[0], v->ndim == 2 ? ", " : "",
-                            v->ndim == 2 ? (long long)v->shape[1] : 0LL,
-                            subsae__safetensors_dtype_name(dtype), (long long)d0,
-                            ndim == 2 ? ", " : "",
-                            ndim == 2 ? (long long)d1 : 0LL);
-    if (dst)
-        memcpy(dst, v->data, v->bytes);
-    return SUBSAE_OK;
-}
-
-static int load_counts(const subsae__safetensors *st, const char *path, const char *name,
-                       int64_t n, int64_t *dst, double *scratch)
-{
-    int rc = load_tensor(st, path, name, SUBSAE_DTYPE_F64, 1, n, 0, scratch);
-    if (rc)
-        return rc;
-    for (int64_t i = 0; i < n; i++) {
-        if (!(scratch[i] >= 0.0 && scratch[i] <= 9007199254740992.0) ||
-            scratch[i] != floor(scratch[i]))
-            return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                                "%s: tensor '%s'[%lld] = %g is not a count", path, name,
-                                (long long)i, scratch[i]);
-        dst[i] = (int64_t)scratch[i];
-    }
-    return SUBSAE_OK;
-}
-
 static void read_window(struct reader *r, const json_t *obj, struct subsae__window *w)
 {
     w->tokens = get_int(r, obj, "tokens", 0, INT64_MAX);
@@ -397,39 +363,21 @@ static void read_window(struct reader *r, const json_t *obj, struct subsae__wind
     w->active = get_int(r, obj, "active", 0, INT64_MAX);
 }
 
-/* JumpReLU's trained parameter and its Adam moments (the threshold the
- * model holds is exp of the first). */
-static const char *const log_threshold_names[3] = {"log_threshold", "adam_m.log_threshold",
-                                                   "adam_v.log_threshold"};
+/* What checkpoint.json says about the model and the state file, checked
+ * before the model is made. The trainer's own scalars are read straight
+ * into the new trainer (freed whole when loading fails). */
+struct manifest {
+    int64_t d_in, d_out, d_sae, k;
+    int activation;
+    bool apply, by_norm, transcoder;
+    double s_in, s_out;
+    char *metadata; /* compact JSON text or NULL; the reader of the manifest frees it */
+    const char *state_file;
+};
 
-/* Copies the JumpReLU tensors (shapes checked before) and requires the
- * model's threshold to be exp(log_threshold) and the second moment to be
- * finite and >= 0. */
-static int copy_log_threshold(subsae_trainer *t, const subsae__safetensors *st, const char *path)
+/* Options, through the public setters (they validate every value). */
+static void read_options(subsae_trainer *t, struct reader *r, const json_t *root)
 {
-    const int64_t m = t->sae->d_sae;
-    float *const dst[3] = {t->log_threshold, t->m_log_threshold, t->v_log_threshold};
-    for (int i = 0; i < 3; i++)
-        memcpy(dst[i], subsae__safetensors_find(st, log_threshold_names[i])->data,
-               (size_t)m * sizeof(float));
-    for (int64_t f = 0; f < m; f++) {
-        if (!isfinite(t->log_threshold[f]) || t->sae->threshold[f] != expf(t->log_threshold[f]))
-            return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                                "%s: threshold[%lld] is not exp(log_threshold)", path,
-                                (long long)f);
-        if (!isfinite(t->m_log_threshold[f]) || !isfinite(t->v_log_threshold[f]) ||
-            t->v_log_threshold[f] < 0.0f)
-            return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                                "%s: Adam moments of log_threshold[%lld] are not valid", path,
-                                (long long)f);
-    }
-    return SUBSAE_OK;
-}
-
-static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
-                      struct reader *r)
-{
-    /* Options, through the public setters (they validate every value). */
     const json_t *options = field(r, root, "options");
     for (int o = 0; r->rc == SUBSAE_OK && o <= SUBSAE__TRAIN_OPTION_LAST; o++) {
         bool is_double;
@@ -451,61 +399,60 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
                                  r->path, name, why);
         }
     }
+}
+
+static void read_model(struct reader *r, const json_t *root, struct manifest *mf)
+{
     const json_t *model = field(r, root, "model");
-    const int64_t d_in = get_int(r, model, "d_in", 1, INT32_MAX);
-    const int64_t d_out = get_int(r, model, "d_out", 1, INT32_MAX);
-    const int64_t m = get_int(r, model, "d_sae", 1, INT32_MAX);
-    const int activation = (int)get_int(r, model, "activation", 0, 3);
-    const int64_t k = get_int(r, model, "k", 1, INT32_MAX);
-    const bool apply = get_bool(r, model, "apply_b_dec_to_input");
-    const bool by_norm = get_bool(r, model, "rank_by_decoder_norm");
-    const double s_in = get_real(r, model, "input_scale", false);
-    const double s_out = get_real(r, model, "output_scale", false);
-    const bool transcoder = get_bool(r, root, "transcoder");
+    mf->d_in = get_int(r, model, "d_in", 1, INT32_MAX);
+    mf->d_out = get_int(r, model, "d_out", 1, INT32_MAX);
+    mf->d_sae = get_int(r, model, "d_sae", 1, INT32_MAX);
+    mf->activation = (int)get_int(r, model, "activation", 0, 3);
+    mf->k = get_int(r, model, "k", 1, INT32_MAX);
+    mf->apply = get_bool(r, model, "apply_b_dec_to_input");
+    mf->by_norm = get_bool(r, model, "rank_by_decoder_norm");
+    mf->s_in = get_real(r, model, "input_scale", false);
+    mf->s_out = get_real(r, model, "output_scale", false);
+    mf->transcoder = get_bool(r, root, "transcoder");
+    const json_t *state_name = field(r, root, "state_file");
+    mf->state_file = json_is_string(state_name) ? json_string_value(state_name) : "";
     /* The run's metadata (absent from checkpoints of 0.1.0). */
     const json_t *run_meta = json_object_get(root, "metadata");
-    char *metadata = NULL;
     if (run_meta && r->rc == SUBSAE_OK) {
         if (!json_is_object(run_meta))
             r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
                                  "%s: field 'metadata' is not an object", r->path);
-        else if (json_object_size(run_meta) > 0 && !(metadata = subsae__json_compact(run_meta)))
+        else if (json_object_size(run_meta) > 0 &&
+                 !(mf->metadata = subsae__json_compact(run_meta)))
             r->rc = subsae__fail_nomem("checkpoint metadata", 4096);
     }
-    const int64_t r_used = get_int(r, root, "subspace_dim_used", 0, INT32_MAX);
-    const double init_scale = get_real(r, root, "init_scale", false);
-    const int64_t step = get_int(r, root, "step", 0, INT64_MAX);
-    const int64_t tokens = get_int(r, root, "tokens", 0, INT64_MAX);
-    const int64_t fit_end = get_int(r, root, "fit_end_step", -1, INT64_MAX);
-    const double last_loss = get_real(r, root, "last_loss", true);
-    /* The last step's rate and loss parts (absent from checkpoints of 0.1.0). */
+}
+
+/* The last step's loss, rate and loss parts (the last two absent from
+ * checkpoints of 0.1.0). */
+static void read_last_step(struct reader *r, const json_t *root, subsae_trainer *t)
+{
+    subsae__trainer_forget_last_step(t, get_real(r, root, "last_loss", true));
     const json_t *last_step = json_object_get(root, "last_step");
     const json_t *parts = json_object_get(last_step, "loss_parts");
-    double last_lr = NAN, last_parts[3] = {NAN, NAN, NAN};
-    if (last_step) {
-        last_lr = get_real(r, last_step, "lr", true);
-        if (!json_is_array(parts) || json_array_size(parts) != 3) {
-            if (r->rc == SUBSAE_OK)
-                r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                                     "%s: 'last_step.loss_parts' is not an array of 3", r->path);
-        } else {
-            for (size_t i = 0; i < 3; i++) {
-                const json_t *v = json_array_get(parts, i);
-                last_parts[i] = json_is_number(v) ? json_number_value(v) : NAN;
-            }
-        }
+    if (!last_step)
+        return;
+    t->last_lr = get_real(r, last_step, "lr", true);
+    if (!json_is_array(parts) || json_array_size(parts) != 3) {
+        if (r->rc == SUBSAE_OK)
+            r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                 "%s: 'last_step.loss_parts' is not an array of 3", r->path);
+        return;
     }
-    const json_t *batches = field(r, root, "batches");
-    const int64_t epoch = get_int(r, batches, "epoch", 0, INT64_MAX);
-    const int64_t position = get_int(r, batches, "position", 0, INT64_MAX);
-    const int64_t window_tokens = get_int(r, root, "window_tokens", 0, INT64_MAX);
-    const bool prev_valid = get_bool(r, root, "prev_valid");
-    const json_t *windows = field(r, root, "windows");
-    struct subsae__window cur = {0}, prev = {0};
-    read_window(r, field(r, windows, "cur"), &cur);
-    read_window(r, field(r, windows, "prev"), &prev);
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *v = json_array_get(parts, i);
+        t->last_loss_parts[i] = json_is_number(v) ? json_number_value(v) : NAN;
+    }
+}
+
+static void read_rng(struct reader *r, const json_t *root, uint64_t words[4])
+{
     const json_t *rng = field(r, root, "rng");
-    uint64_t words[4] = {0};
     for (int i = 0; r->rc == SUBSAE_OK && i < 4; i++) {
         const json_t *w = json_array_get(rng, (size_t)i);
         const char *hex = json_is_string(w) ? json_string_value(w) : "";
@@ -515,11 +462,36 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
             r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
                                  "%s: 'rng' must hold four 16-digit hex words", r->path);
     }
-    const double batch_threshold =
+}
+
+static void read_progress(struct reader *r, const json_t *root, int activation,
+                          subsae_trainer *t)
+{
+    t->subspace_dim_used = get_int(r, root, "subspace_dim_used", 0, INT32_MAX);
+    t->init_scale = get_real(r, root, "init_scale", false);
+    t->step = get_int(r, root, "step", 0, INT64_MAX);
+    t->tokens = get_int(r, root, "tokens", 0, INT64_MAX);
+    t->fit_end_step = get_int(r, root, "fit_end_step", -1, INT64_MAX);
+    read_last_step(r, root, t);
+    const json_t *batches = field(r, root, "batches");
+    t->it_epoch = get_int(r, batches, "epoch", 0, INT64_MAX);
+    t->it_position = get_int(r, batches, "position", 0, INT64_MAX);
+    t->window_tokens = get_int(r, root, "window_tokens", 0, INT64_MAX);
+    t->prev_valid = get_bool(r, root, "prev_valid");
+    const json_t *windows = field(r, root, "windows");
+    read_window(r, field(r, windows, "cur"), &t->cur);
+    read_window(r, field(r, windows, "prev"), &t->prev);
+    read_rng(r, root, t->rng.s);
+    t->batch_threshold =
         activation == SUBSAE_ACT_BATCHTOPK ? get_real(r, root, "batch_threshold", false) : 0.0;
-    const json_t *state_name = field(r, root, "state_file");
+}
+
+/* The manifest's run metadata given to the trainer, and the manifest
+ * checked against itself and the options. */
+static int check_manifest(subsae_trainer *t, struct reader *r, const struct manifest *mf)
+{
     if (!r->rc) {
-        int rc = subsae_trainer_set_metadata(t, metadata);
+        int rc = subsae_trainer_set_metadata(t, mf->metadata);
         if (rc == SUBSAE_E_INVALID) { /* a reserved member: the file's fault */
             char why[512];
             snprintf(why, sizeof why, "%s", subsae_last_error());
@@ -527,166 +499,209 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
         }
         r->rc = rc;
     }
-    subsae__free(metadata);
     if (r->rc)
         return r->rc;
-    const char *state_file = json_is_string(state_name) ? json_string_value(state_name) : "";
+    const char *state_file = mf->state_file;
     if (!state_file[0] || strchr(state_file, '/') || state_file[0] == '.')
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
                             "%s: bad state_file '%s'", r->path, state_file);
-    if (t->features != m || t->k != k || t->activation != activation || k > m ||
-        (apply && d_in != d_out) || !(s_in > 0) || !(s_out > 0))
+    if (t->features != mf->d_sae || t->k != mf->k || t->activation != mf->activation ||
+        mf->k > mf->d_sae || (mf->apply && mf->d_in != mf->d_out) || !(mf->s_in > 0) ||
+        !(mf->s_out > 0))
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                             "%s: model and options disagree (d_sae %lld / features %lld, k %lld "
                             "/ %lld, scales %g %g)",
-                            r->path, (long long)m, (long long)t->features, (long long)k,
-                            (long long)t->k, s_in, s_out);
+                            r->path, (long long)mf->d_sae, (long long)t->features,
+                            (long long)mf->k, (long long)t->k, mf->s_in, mf->s_out);
+    return SUBSAE_OK;
+}
 
-    /* The state file first: its tensors must have the shapes the manifest
-     * gives before anything of that size is allocated, so that a damaged
-     * or hostile checkpoint.json cannot make the loader ask for more memory
-     * than the state file itself holds. */
-    char *state_path = subsae__path_join(dir, state_file);
-    if (!state_path)
-        return subsae__fail_nomem("checkpoint state path", strlen(dir) + strlen(state_file) + 2);
-    subsae__safetensors *st;
-    int rc = subsae__safetensors_open(state_path, &st);
-    if (rc) {
-        subsae__free(state_path);
-        return rc;
-    }
+static void shape_text(int ndim, const int64_t *shape, char *out, size_t size)
+{
+    if (ndim == 2)
+        snprintf(out, size, "[%lld, %lld]", (long long)shape[0], (long long)shape[1]);
+    else
+        snprintf(out, size, "[%lld]", ndim == 1 ? (long long)shape[0] : 0LL);
+}
+
+/* Tensor p of the state file exists with the table's dtype and the shape
+ * for model dims. */
+static int check_tensor(const subsae__safetensors *st, const char *path,
+                        const struct subsae__param *p, const subsae_sae *dims)
+{
+    const struct subsae__tensor_view *v = subsae__safetensors_find(st, p->name);
+    if (!v)
+        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_MISSING_TENSOR,
+                            "%s: tensor '%s' is missing", path, p->name);
+    int64_t shape[2];
+    const int ndim = subsae__param_shape(p, dims, shape);
+    if (v->dtype == p->dtype && v->ndim == ndim && v->shape[0] == shape[0] &&
+        (ndim == 1 || v->shape[1] == shape[1]))
+        return SUBSAE_OK;
+    char got[64], want[64];
+    shape_text(v->ndim, v->shape, got, sizeof got);
+    shape_text(ndim, shape, want, sizeof want);
+    return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
+                        "%s: tensor '%s' is %s %dD %s, expected %s %s", path, p->name,
+                        subsae__safetensors_dtype_name(v->dtype), v->ndim, got,
+                        subsae__safetensors_dtype_name(p->dtype), want);
+}
+
+/* The state file matches the manifest: its step, and every tensor of the
+ * state table (checked before anything of their size is allocated, so
+ * that a damaged or hostile checkpoint.json cannot make the loader ask
+ * for more memory than the state file itself holds). */
+static int check_state_file(const subsae__safetensors *st, const char *path,
+                            const struct manifest *mf, int64_t step)
+{
     const char *meta = subsae__safetensors_metadata(st, "step");
     char step_text[32];
     snprintf(step_text, sizeof step_text, "%lld", (long long)step);
     if (!meta || strcmp(meta, step_text) != 0)
-        rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                          "%s: state of step %s does not match checkpoint.json (step %lld)",
-                          state_path, meta ? meta : "(none)", (long long)step);
-    static const struct {
-        const char *name;
-        int dims; /* 0: [m, d_in], 1: [m], 2: [m, d_out], 3: [d_out] */
-    } tensors[] = {
-        {"W_enc", 0},        {"b_enc", 1},        {"W_dec", 2},        {"b_dec", 3},
-        {"threshold", 1},    {"adam_m.W_enc", 0}, {"adam_v.W_enc", 0}, {"adam_m.b_enc", 1},
-        {"adam_v.b_enc", 1}, {"adam_m.W_dec", 2}, {"adam_v.W_dec", 2}, {"adam_m.b_dec", 3},
-        {"adam_v.b_dec", 3},
-    };
-    const int64_t d0[4] = {m, m, m, d_out}, d1[4] = {d_in, 0, d_out, 0};
-    const int nd[4] = {2, 1, 2, 1};
-    for (size_t i = 0; !rc && i < sizeof tensors / sizeof tensors[0]; i++) {
-        int w = tensors[i].dims;
-        rc = load_tensor(st, state_path, tensors[i].name, SUBSAE_DTYPE_F32, nd[w], d0[w], d1[w],
-                         NULL);
+        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                            "%s: state of step %s does not match checkpoint.json (step %lld)",
+                            path, meta ? meta : "(none)", (long long)step);
+    const struct subsae_sae dims = {.d_in = mf->d_in, .d_out = mf->d_out, .d_sae = mf->d_sae};
+    int rc = SUBSAE_OK;
+    SUBSAE__FOR_EACH_PARAM(p, mf->activation) {
+        if (!rc)
+            rc = check_tensor(st, path, p, &dims);
     }
-    for (int i = 0; !rc && activation == SUBSAE_ACT_JUMPRELU && i < 3; i++)
-        rc = load_tensor(st, state_path, log_threshold_names[i], SUBSAE_DTYPE_F32, 1, m, 0, NULL);
-    const char *counts[3] = {"last_fired", "window_cur.fires", "window_prev.fires"};
-    for (int i = 0; !rc && i < 3; i++)
-        rc = load_tensor(st, state_path, counts[i], SUBSAE_DTYPE_F64, 1, m, 0, NULL);
-    if (!rc)
-        rc = load_tensor(st, state_path, "window_cur.sum_t", SUBSAE_DTYPE_F64, 1, d_out, 0, NULL);
-    if (!rc)
-        rc = load_tensor(st, state_path, "window_prev.sum_t", SUBSAE_DTYPE_F64, 1, d_out, 0,
-                         NULL);
+    return rc;
+}
 
-    subsae_sae *s = NULL;
-    if (!rc)
-        rc = subsae__sae_new(d_in, d_out, m, activation, &t->sae);
-    if (!rc) {
-        s = t->sae;
-        s->k = k;
-        s->apply_b_dec_to_input = apply;
-        s->rank_by_decoder_norm = by_norm;
-        s->input_scale = s_in;
-        s->output_scale = s_out;
-        s->transcoder = transcoder || d_in != d_out;
-        t->transcoder = transcoder;
-        rc = subsae__trainer_alloc_state(t);
-        if (!rc)
-            rc = subsae__sae_replace_metadata(s, t->metadata);
-    }
-    double *scratch = NULL;
-    if (!rc) {
-        scratch = subsae__malloc((size_t)(m > d_out ? m : d_out) * sizeof *scratch);
-        if (!scratch)
-            rc = subsae__fail_nomem("checkpoint state", (size_t)m * 8);
-    }
-    if (!rc) {
-        void *const dst[] = {s->W_enc,   s->W_dec,   s->b_enc,   s->b_dec,   s->threshold,
-                             t->m_W_enc, t->v_W_enc, t->m_b_enc, t->v_b_enc, t->m_W_dec,
-                             t->v_W_dec, t->m_b_dec, t->v_b_dec};
-        const char *const names[] = {"W_enc",        "W_dec",        "b_enc",
-                                     "b_dec",        "threshold",    "adam_m.W_enc",
-                                     "adam_v.W_enc", "adam_m.b_enc", "adam_v.b_enc",
-                                     "adam_m.W_dec", "adam_v.W_dec", "adam_m.b_dec",
-                                     "adam_v.b_dec"};
-        for (size_t i = 0; i < sizeof dst / sizeof dst[0]; i++)
-            memcpy(dst[i], subsae__safetensors_find(st, names[i])->data,
-                   subsae__safetensors_find(st, names[i])->bytes);
-        if (activation == SUBSAE_ACT_JUMPRELU)
-            rc = copy_log_threshold(t, st, state_path);
-        /* BatchTopK: the model's threshold is the running one, in float. */
-        for (int64_t f = 0; !rc && activation == SUBSAE_ACT_BATCHTOPK && f < m; f++)
-            if (!isfinite((float)batch_threshold) || s->threshold[f] != (float)batch_threshold)
-                rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                                  "%s: threshold[%lld] = %g is not batch_threshold = %g of "
-                                  "checkpoint.json in float",
-                                  state_path, (long long)f, (double)s->threshold[f],
-                                  batch_threshold);
-        if (!rc)
-            rc = subsae__sae_check_finite(s, state_path);
-        /* Adam's moments: first finite, second finite and >= 0 (a negative
-         * one would make every later step NaN). */
-        for (size_t i = 5; !rc && i < sizeof dst / sizeof dst[0]; i++) {
-            const struct subsae__tensor_view *v = subsae__safetensors_find(st, names[i]);
-            const float *x = dst[i];
-            const bool second = names[i][5] == 'v';
-            for (size_t j = 0; !rc && j < v->bytes / sizeof(float); j++)
-                if (!isfinite(x[j]) || (second && x[j] < 0.0f))
-                    rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                                      "%s: tensor '%s'[%zu] = %g is not a valid Adam moment",
-                                      state_path, names[i], j, (double)x[j]);
-        }
-        if (!rc)
-            rc = load_counts(st, state_path, "last_fired", m, t->last_fired, scratch);
-        if (!rc)
-            rc = load_counts(st, state_path, "window_cur.fires", m, t->cur.fires, scratch);
-        if (!rc)
-            rc = load_counts(st, state_path, "window_prev.fires", m, t->prev.fires, scratch);
-        if (!rc)
-            rc = load_tensor(st, state_path, "window_cur.sum_t", SUBSAE_DTYPE_F64, 1, d_out, 0,
-                             t->cur.sum_t);
-        if (!rc)
-            rc = load_tensor(st, state_path, "window_prev.sum_t", SUBSAE_DTYPE_F64, 1, d_out, 0,
-                             t->prev.sum_t);
-    }
-    subsae__safetensors_close(st);
-    subsae__free(state_path);
-    subsae__free(scratch);
+/* The model and the trainer's state arrays, of the manifest's sizes. */
+static int make_model(subsae_trainer *t, const struct manifest *mf)
+{
+    int rc = subsae__sae_new(mf->d_in, mf->d_out, mf->d_sae, mf->activation, &t->sae);
     if (rc)
         return rc;
-    t->subspace_dim_used = r_used;
-    t->init_scale = init_scale;
-    t->batch_threshold = batch_threshold;
-    t->step = step;
-    t->tokens = tokens;
-    t->fit_end_step = fit_end;
-    subsae__trainer_forget_last_step(t, last_loss);
-    t->last_lr = last_lr;
-    memcpy(t->last_loss_parts, last_parts, sizeof last_parts);
-    t->it_epoch = epoch;
-    t->it_position = position;
-    t->window_tokens = window_tokens;
-    t->prev_valid = prev_valid;
-    t->cur.tokens = cur.tokens;
-    t->cur.sse = cur.sse;
-    t->cur.sum_t2 = cur.sum_t2;
-    t->cur.active = cur.active;
-    t->prev.tokens = prev.tokens;
-    t->prev.sse = prev.sse;
-    t->prev.sum_t2 = prev.sum_t2;
-    t->prev.active = prev.active;
-    memcpy(t->rng.s, words, sizeof words);
+    subsae_sae *s = t->sae;
+    s->k = mf->k;
+    s->apply_b_dec_to_input = mf->apply;
+    s->rank_by_decoder_norm = mf->by_norm;
+    s->input_scale = mf->s_in;
+    s->output_scale = mf->s_out;
+    s->transcoder = mf->transcoder || mf->d_in != mf->d_out;
+    t->transcoder = mf->transcoder;
+    rc = subsae__trainer_alloc_state(t);
+    return rc ? rc : subsae__sae_replace_metadata(s, t->metadata);
+}
+
+/* Counts: whole numbers in [0, 2^53] of the F64 tensor, into int64_t. */
+static int copy_counts(const struct subsae__tensor_view *v, const char *path, int64_t *dst)
+{
+    const int64_t n = v->shape[0];
+    for (int64_t i = 0; i < n; i++) {
+        double x;
+        memcpy(&x, (const char *)v->data + (size_t)i * sizeof x, sizeof x);
+        if (!(x >= 0.0 && x <= 9007199254740992.0) || x != floor(x))
+            return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                "%s: tensor '%s'[%lld] = %g is not a count", path, v->name,
+                                (long long)i, x);
+        dst[i] = (int64_t)x;
+    }
+    return SUBSAE_OK;
+}
+
+/* Every tensor of the state table from the (checked) state file. */
+static int copy_state(subsae_trainer *t, const subsae__safetensors *st, const char *path)
+{
+    int rc = SUBSAE_OK;
+    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation) {
+        if (rc)
+            break;
+        const struct subsae__tensor_view *v = subsae__safetensors_find(st, p->name);
+        void *dst = subsae__param_data(p, t, t->sae);
+        if (p->role == SUBSAE__ROLE_COUNT)
+            rc = copy_counts(v, path, dst);
+        else
+            memcpy(dst, v->data, v->bytes);
+    }
+    return rc;
+}
+
+/* Adam's moments: first finite, second finite and >= 0 (a negative one
+ * would make every later step NaN). */
+static int check_moments(const subsae_trainer *t, const char *path)
+{
+    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation) {
+        if (p->role != SUBSAE__ROLE_ADAM_M && p->role != SUBSAE__ROLE_ADAM_V)
+            continue;
+        const float *x = subsae__param_data(p, t, t->sae);
+        const int64_t n = subsae__param_elements(p, t->sae);
+        for (int64_t j = 0; j < n; j++)
+            if (!isfinite(x[j]) || (p->role == SUBSAE__ROLE_ADAM_V && x[j] < 0.0f))
+                return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                    "%s: tensor '%s'[%lld] = %g is not a valid Adam moment",
+                                    path, p->name, (long long)j, (double)x[j]);
+    }
+    return SUBSAE_OK;
+}
+
+/* The model's threshold agrees with what training derives it from:
+ * JumpReLU's is exp(log_threshold), BatchTopK's the running threshold of
+ * the manifest in float. */
+static int check_threshold(const subsae_trainer *t, const char *path)
+{
+    const double batch_threshold = t->batch_threshold;
+    const subsae_sae *s = t->sae;
+    for (int64_t f = 0; s->activation == SUBSAE_ACT_JUMPRELU && f < s->d_sae; f++)
+        if (!isfinite(t->log_threshold[f]) || s->threshold[f] != expf(t->log_threshold[f]))
+            return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                "%s: threshold[%lld] is not exp(log_threshold)", path,
+                                (long long)f);
+    for (int64_t f = 0; s->activation == SUBSAE_ACT_BATCHTOPK && f < s->d_sae; f++)
+        if (!isfinite((float)batch_threshold) || s->threshold[f] != (float)batch_threshold)
+            return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                "%s: threshold[%lld] = %g is not batch_threshold = %g of "
+                                "checkpoint.json in float",
+                                path, (long long)f, (double)s->threshold[f], batch_threshold);
+    return SUBSAE_OK;
+}
+
+/* The model and its training state from the state file `dir`/state_file. */
+static int load_tensors(subsae_trainer *t, const char *dir, const struct manifest *mf)
+{
+    char *path = subsae__path_join(dir, mf->state_file);
+    if (!path)
+        return subsae__fail_nomem("checkpoint state path",
+                                  strlen(dir) + strlen(mf->state_file) + 2);
+    subsae__safetensors *st;
+    int rc = subsae__safetensors_open(path, &st);
+    if (rc) {
+        subsae__free(path);
+        return rc;
+    }
+    rc = check_state_file(st, path, mf, t->step);
+    if (!rc)
+        rc = make_model(t, mf);
+    if (!rc)
+        rc = copy_state(t, st, path);
+    if (!rc)
+        rc = check_threshold(t, path);
+    if (!rc)
+        rc = subsae__sae_check_finite(t->sae, path);
+    if (!rc)
+        rc = check_moments(t, path);
+    subsae__safetensors_close(st);
+    subsae__free(path);
+    return rc;
+}
+
+static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
+                      struct reader *r)
+{
+    struct manifest mf = {0};
+    read_options(t, r, root);
+    read_model(r, root, &mf);
+    read_progress(r, root, mf.activation, t);
+    int rc = check_manifest(t, r, &mf);
+    subsae__free(mf.metadata);
+    if (!rc)
+        rc = load_tensors(t, dir, &mf);
+    if (rc)
+        return rc;
     t->initialised = true;
     /* The workspace comes with the first step (sized for BATCH, as after
      * init): loading costs memory in proportion to the files. */
@@ -695,16 +710,14 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
 
 int subsae_trainer_load_checkpoint(const char *dir, subsae_trainer **out)
 {
-    static const char *fn = "subsae_trainer_load_checkpoint";
-    if (!dir)
-        return subsae__fail_null(fn, "dir");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    int rc = check_pointers("subsae_trainer_load_checkpoint", dir, "dir", out, "out");
+    if (rc)
+        return rc;
     char *path = subsae__path_join(dir, MANIFEST);
     if (!path)
         return subsae__fail_nomem("path", strlen(dir) + 32);
     json_t *root = NULL;
-    int rc = read_manifest(path, &root);
+    rc = read_manifest(path, &root);
     subsae_trainer *t = NULL;
     if (!rc)
         rc = subsae_trainer_create(&t);

@@ -98,6 +98,19 @@ uint16_t subsae__f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* Element i of an array of 16-bit values at any alignment. */
+static inline uint16_t load_u16(const unsigned char *bytes, size_t i)
+{
+    uint16_t u;
+    memcpy(&u, bytes + 2 * i, sizeof u);
+    return u;
+}
+
+static inline void store_u16(unsigned char *bytes, size_t i, uint16_t u)
+{
+    memcpy(bytes + 2 * i, &u, sizeof u);
+}
+
 static inline bool bits_finite(uint32_t u)
 {
     return (u & 0x7f800000u) != 0x7f800000u;
@@ -133,18 +146,12 @@ size_t subsae__widen(const void *src, int dtype, size_t n, float *dst)
         memmove(dst, src, n * sizeof(float));
         break;
     case SUBSAE_DTYPE_F16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, bytes + 2 * i, 2);
-            dst[i] = subsae__f16_to_f32(h);
-        }
+        for (size_t i = 0; i < n; i++)
+            dst[i] = subsae__f16_to_f32(load_u16(bytes, i));
         break;
     case SUBSAE_DTYPE_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t b;
-            memcpy(&b, bytes + 2 * i, 2);
-            dst[i] = subsae__bf16_to_f32(b);
-        }
+        for (size_t i = 0; i < n; i++)
+            dst[i] = subsae__bf16_to_f32(load_u16(bytes, i));
         break;
     case SUBSAE_DTYPE_F64:
         for (size_t i = 0; i < n; i++) {
@@ -162,29 +169,17 @@ size_t subsae__widen(const void *src, int dtype, size_t n, float *dst)
 void subsae__narrow(const float *src, size_t n, int dtype, void *dst)
 {
     unsigned char *bytes = dst;
-    switch (dtype) {
-    case SUBSAE_DTYPE_F32:
+    if (dtype == SUBSAE_DTYPE_F32)
         memmove(dst, src, n * sizeof(float));
-        break;
-    case SUBSAE_DTYPE_F16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h = subsae__f32_to_f16(src[i]);
-            memcpy(bytes + 2 * i, &h, 2);
-        }
-        break;
-    case SUBSAE_DTYPE_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t b = subsae__f32_to_bf16(src[i]);
-            memcpy(bytes + 2 * i, &b, 2);
-        }
-        break;
-    case SUBSAE_DTYPE_F64:
+    else if (dtype == SUBSAE_DTYPE_F16)
+        for (size_t i = 0; i < n; i++)
+            store_u16(bytes, i, subsae__f32_to_f16(src[i]));
+    else if (dtype == SUBSAE_DTYPE_BF16)
+        for (size_t i = 0; i < n; i++)
+            store_u16(bytes, i, subsae__f32_to_bf16(src[i]));
+    else if (dtype == SUBSAE_DTYPE_F64)
         for (size_t i = 0; i < n; i++) {
             double d = src[i];
             memcpy(bytes + 8 * i, &d, 8);
         }
-        break;
-    default:
-        break;
-    }
 }

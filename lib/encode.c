@@ -40,6 +40,19 @@ static int64_t block_rows(int64_t left)
     return left < rows ? left : rows;
 }
 
+/* The blocked encoder (sae.c) sizes its blocks here, beside the fused
+ * one, so that sae.c calls into encode.c and never the reverse. */
+int64_t subsae__encode_block_rows(int64_t d_sae, int64_t n_rows)
+{
+    /* About 8 MB of pre-activations per block, at least 16 rows. */
+    int64_t rows = ((int64_t)1 << 21) / (d_sae > 0 ? d_sae : 1);
+    if (rows < 16)
+        rows = 16;
+    if (rows > n_rows)
+        rows = n_rows;
+    return rows > 0 ? rows : 1;
+}
+
 bool subsae__encode_fused(const subsae_sae *sae, const float *rank_weight)
 {
     return sae->activation == SUBSAE_ACT_TOPK && !rank_weight;

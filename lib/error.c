@@ -99,6 +99,16 @@ int subsae__fail(int status, int reason, const char *fmt, ...)
     return status;
 }
 
+int subsae__fail_option(const char *function, const char *fmt, ...)
+{
+    char text[ERROR_MESSAGE_CAPACITY];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(text, sizeof text, fmt, args);
+    va_end(args);
+    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: %s", function, text);
+}
+
 int subsae__fail_null(const char *function, const char *argument)
 {
     return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_NULL_ARGUMENT,

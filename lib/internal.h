@@ -27,6 +27,19 @@ int subsae__fail(int status, int reason, const char *fmt, ...) SUBSAE_PRINTF(3, 
 int subsae__fail_null(const char *function, const char *argument);
 int subsae__fail_nomem(const char *what, size_t bytes);
 
+/* The argument check that opens most public functions: return
+ * subsae__fail_null(function, "arg") when `arg` is NULL. */
+#define SUBSAE__NOT_NULL(function, arg)                                                 \
+    do {                                                                                \
+        if (!(arg))                                                                     \
+            return subsae__fail_null((function), #arg);                                 \
+    } while (0)
+
+/* An option that `function` cannot take, or a value outside its bounds
+ * (SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE): "function: " and the
+ * message. */
+int subsae__fail_option(const char *function, const char *fmt, ...) SUBSAE_PRINTF(2, 3);
+
 /* Prefix the current thread's last error message with "prefix: " (used to
  * add the file name to a message raised deeper down). */
 void subsae__error_prefix(const char *prefix);

@@ -26,10 +26,10 @@ int subsae__make_dir(const char *dir);
  * error message names the file. */
 int subsae__map_file(const char *path, void **map, size_t *size);
 
-/* ---- JSON files and directory paths (io_json.c) --------------------- */
-
 /* "dir/name" (subsae__free it), or NULL when out of memory. */
 char *subsae__path_join(const char *dir, const char *name);
+
+/* ---- JSON files (io_json.c) ----------------------------------------- */
 
 /* Parse a whole file as one JSON object (duplicate keys rejected): a
  * missing file is SUBSAE_E_IO, anything but an object SUBSAE_E_FORMAT,
@@ -73,6 +73,16 @@ struct subsae__tensor_view {
 int subsae__safetensors_write(const char *path, const struct subsae__tensor_view *tensors,
                               int64_t n_tensors, const char *const *metadata_keys,
                               const char *const *metadata_values, int64_t n_metadata);
+
+/* The key of the header's metadata object, which no tensor may be named. */
+#define SUBSAE__SAFETENSORS_METADATA_KEY "__metadata__"
+
+/* Start writing a file of the one tensor `view`, whose data the caller
+ * streams (view->data is not read): crash-safe open of `path` and the
+ * header. On success the caller writes view->bytes and commits or aborts
+ * *out; on failure nothing is left open. */
+int subsae__safetensors_begin(const char *path, const struct subsae__tensor_view *view,
+                              subsae__atomic_file **out);
 
 /* A parsed, validated, memory-mapped safetensors file. Opening checks the
  * whole header (see io_safetensors.c) and fails with a SUBSAE_REASON_*

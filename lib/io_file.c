@@ -1,5 +1,6 @@
 /* File plumbing: whole-file read-only mappings, crash-safe (atomic)
- * writes and directory creation. Every error names the file. */
+ * writes, directory creation and paths in a directory. Every error names
+ * the file. */
 #include "io.h"
 
 #include <errno.h>
@@ -31,8 +32,7 @@ static int fail_system(const char *what, const char *path, int code)
 
 int subsae__map_file(const char *path, void **map, size_t *size)
 {
-    if (!path)
-        return subsae__fail_null("subsae__map_file", "path");
+    SUBSAE__NOT_NULL("subsae__map_file", path);
     if (!map || !size)
         return subsae__fail_null("subsae__map_file", !map ? "map" : "size");
     int fd;
@@ -127,10 +127,8 @@ static void release(subsae__atomic_file *f)
 
 int subsae__atomic_open(const char *path, subsae__atomic_file **out)
 {
-    if (!path)
-        return subsae__fail_null("subsae__atomic_open", "path");
-    if (!out)
-        return subsae__fail_null("subsae__atomic_open", "out");
+    SUBSAE__NOT_NULL("subsae__atomic_open", path);
+    SUBSAE__NOT_NULL("subsae__atomic_open", out);
     if (!path[0])
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "subsae__atomic_open: empty path");
@@ -167,8 +165,7 @@ int subsae__atomic_open(const char *path, subsae__atomic_file **out)
 
 int subsae__atomic_write(subsae__atomic_file *f, const void *data, size_t n)
 {
-    if (!f)
-        return subsae__fail_null("subsae__atomic_write", "f");
+    SUBSAE__NOT_NULL("subsae__atomic_write", f);
     if (!data && n > 0)
         return subsae__fail_null("subsae__atomic_write", "data");
     if (f->failed)
@@ -207,8 +204,7 @@ void subsae__atomic_abort(subsae__atomic_file *f)
 
 int subsae__atomic_commit(subsae__atomic_file *f)
 {
-    if (!f)
-        return subsae__fail_null("subsae__atomic_commit", "f");
+    SUBSAE__NOT_NULL("subsae__atomic_commit", f);
     int rc = SUBSAE_OK;
     if (f->failed)
         rc = subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM,
@@ -232,10 +228,18 @@ int subsae__atomic_commit(subsae__atomic_file *f)
 
 /* ---- directories ---------------------------------------------------- */
 
+char *subsae__path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = subsae__malloc(n);
+    if (path)
+        snprintf(path, n, "%s/%s", dir, name);
+    return path;
+}
+
 int subsae__make_dir(const char *dir)
 {
-    if (!dir)
-        return subsae__fail_null("subsae__make_dir", "dir");
+    SUBSAE__NOT_NULL("subsae__make_dir", dir);
     if (!dir[0])
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "subsae__make_dir: empty directory name");

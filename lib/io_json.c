@@ -1,5 +1,4 @@
-/* Small JSON files (cfg.json, config.json, checkpoint.json) and the paths
- * of the files in a model or checkpoint directory. */
+/* Small JSON files (cfg.json, config.json, checkpoint.json). */
 #include "io.h"
 
 #include <errno.h>
@@ -7,15 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-
-char *subsae__path_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *path = subsae__malloc(n);
-    if (path)
-        snprintf(path, n, "%s/%s", dir, name);
-    return path;
-}
 
 json_t *subsae__json_parse(const char *text, size_t size, json_error_t *error,
                            bool *out_of_memory)

@@ -1,5 +1,6 @@
 /* NumPy .npy files: a reader that turns a mapped file into a buffer source
- * (no copy) and a crash-safe streaming writer.
+ * (no copy), and the start of a written one: the crash-safe file and its
+ * header (buffer_io.c streams the rows).
  *
  * Layout (numpy.lib.format): the magic "\x93NUMPY", a major and a minor
  * version byte, the header length (uint16 little-endian for version 1.0,
@@ -12,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
+const char subsae__npy_magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
 /* ---- the header dict ------------------------------------------------ */
 
@@ -239,7 +240,8 @@ int subsae__npy_source(const char *path, const void *map, size_t size,
                        struct subsae__source *src)
 {
     const unsigned char *bytes = map;
-    if (size < sizeof npy_magic || memcmp(bytes, npy_magic, sizeof npy_magic) != 0)
+    if (size < sizeof subsae__npy_magic ||
+        memcmp(bytes, subsae__npy_magic, sizeof subsae__npy_magic) != 0)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_MAGIC,
                             "%s: not a .npy file (no \\x93NUMPY magic)", path);
     if (size < 10)
@@ -324,13 +326,13 @@ int subsae__npy_source(const char *path, const void *map, size_t size,
 
 /* ---- writer --------------------------------------------------------- */
 
-int subsae_buffer_save_npy(const subsae_buffer *buf, const char *path, int dtype)
+enum { HEADER_MAX = 256 };
+
+/* The version 1.0 header of a C-ordered rows x dim array of `dtype`: the
+ * first *length bytes of `header`. */
+static int npy_header(const char *fn, const char *path, int dtype, int64_t rows, int64_t dim,
+                      char header[HEADER_MAX], size_t *length)
 {
-    static const char *fn = "subsae_buffer_save_npy";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!path)
-        return subsae__fail_null(fn, "path");
     const char *descr;
     switch (dtype) {
     case SUBSAE_DTYPE_F32: descr = "<f4"; break;
@@ -347,32 +349,40 @@ int subsae_buffer_save_npy(const subsae_buffer *buf, const char *path, int dtype
     }
     /* Version 1.0 header, padded with spaces and ended by a newline so that
      * the data starts at a multiple of 64 bytes, as numpy does. */
-    char header[256];
-    int length = snprintf(header + 10, sizeof header - 10,
-                          "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
-                          descr, (long long)subsae_buffer_rows(buf),
-                          (long long)subsae_buffer_dim(buf));
-    size_t total = 10 + (size_t)length + 1;
+    int used = snprintf(header + 10, HEADER_MAX - 10,
+                        "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %lld), }",
+                        descr, (long long)rows, (long long)dim);
+    size_t total = 10 + (size_t)used + 1;
     total = (total + 63) / 64 * 64;
-    memcpy(header, npy_magic, sizeof npy_magic);
+    memcpy(header, subsae__npy_magic, sizeof subsae__npy_magic);
     header[6] = 1;
     header[7] = 0;
     size_t header_length = total - 10;
     header[8] = (char)(header_length & 0xff);
     header[9] = (char)(header_length >> 8);
-    memset(header + 10 + length, ' ', total - 10 - (size_t)length);
+    memset(header + 10 + used, ' ', total - 10 - (size_t)used);
     header[total - 1] = '\n';
+    *length = total;
+    return SUBSAE_OK;
+}
 
-    subsae__atomic_file *f;
-    int rc = subsae__atomic_open(path, &f);
+int subsae__npy_begin(const char *fn, const char *path, int dtype, int64_t rows, int64_t dim,
+                      subsae__atomic_file **out)
+{
+    char header[HEADER_MAX];
+    size_t length = 0;
+    int rc = npy_header(fn, path, dtype, rows, dim, header, &length);
     if (rc)
         return rc;
-    rc = subsae__atomic_write(f, header, total);
-    if (!rc)
-        rc = subsae__buffer_write_rows(buf, dtype, f, path);
+    subsae__atomic_file *f;
+    rc = subsae__atomic_open(path, &f);
+    if (rc)
+        return rc;
+    rc = subsae__atomic_write(f, header, length);
     if (rc) {
         subsae__atomic_abort(f);
         return rc;
     }
-    return subsae__atomic_commit(f);
+    *out = f;
+    return SUBSAE_OK;
 }

@@ -22,7 +22,7 @@
 
 /* The reference implementation's limit on the header size. */
 enum { MAX_HEADER_BYTES = 100000000 };
-static const char metadata_key[] = "__metadata__";
+static const char metadata_key[] = SUBSAE__SAFETENSORS_METADATA_KEY;
 
 struct subsae__safetensors {
     char *path;
@@ -327,10 +327,8 @@ static int parse(const char *path, const unsigned char *map, size_t size,
 
 int subsae__safetensors_open(const char *path, subsae__safetensors **out)
 {
-    if (!path)
-        return subsae__fail_null("subsae__safetensors_open", "path");
-    if (!out)
-        return subsae__fail_null("subsae__safetensors_open", "out");
+    SUBSAE__NOT_NULL("subsae__safetensors_open", path);
+    SUBSAE__NOT_NULL("subsae__safetensors_open", out);
     subsae__safetensors *st = subsae__calloc(1, sizeof *st);
     if (!st)
         return subsae__fail_nomem("safetensors file", sizeof *st);
@@ -627,8 +625,7 @@ int subsae__safetensors_write(const char *path, const struct subsae__tensor_view
                               const char *const *metadata_values, int64_t n_metadata)
 {
     static const char *fn = "subsae__safetensors_write";
-    if (!path)
-        return subsae__fail_null(fn, "path");
+    SUBSAE__NOT_NULL(fn, path);
     if (n_tensors < 0 || n_metadata < 0 || (n_tensors > 0 && !tensors) ||
         (n_metadata > 0 && (!metadata_keys || !metadata_values)))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
@@ -673,47 +670,23 @@ int subsae__safetensors_write(const char *path, const struct subsae__tensor_view
     return subsae__atomic_commit(f);
 }
 
-int subsae_buffer_save_safetensors(const subsae_buffer *buf, const char *path,
-                                   const char *tensor, int dtype)
+int subsae__safetensors_begin(const char *path, const struct subsae__tensor_view *view,
+                              subsae__atomic_file **out)
 {
-    static const char *fn = "subsae_buffer_save_safetensors";
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
-    if (!path)
-        return subsae__fail_null(fn, "path");
-    if (!tensor)
-        return subsae__fail_null(fn, "tensor");
-    if (dtype != SUBSAE_DTYPE_F32 && dtype != SUBSAE_DTYPE_F16 && dtype != SUBSAE_DTYPE_BF16 &&
-        dtype != SUBSAE_DTYPE_F64)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_UNSUPPORTED_DTYPE,
-                            "%s: %s: dtype %d cannot be saved (f32, f16, bf16 or f64)", fn,
-                            path, dtype);
-    if (!strcmp(tensor, metadata_key))
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: %s: tensor name '%s' is reserved", fn, path, tensor);
-    struct subsae__tensor_view view = {.name = tensor, .dtype = dtype, .ndim = 2};
-    view.shape[0] = subsae_buffer_rows(buf);
-    view.shape[1] = subsae_buffer_dim(buf);
-    size_t bytes;
-    if (!subsae__mul_size((size_t)view.shape[0], (size_t)view.shape[1], &bytes) ||
-        !subsae__mul_size(bytes, subsae__dtype_size(dtype), &view.bytes))
-        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
-                            "%s: %s: size overflows", fn, path);
     int64_t order = 0;
     char *text = NULL;
     size_t length = 0;
     subsae__atomic_file *f = NULL;
-    int rc = build_header(path, &view, &order, 1, NULL, NULL, 0, &text, &length);
+    int rc = build_header(path, view, &order, 1, NULL, NULL, 0, &text, &length);
     if (!rc)
         rc = subsae__atomic_open(path, &f);
     if (!rc)
         rc = write_header(f, text, length);
-    if (!rc)
-        rc = subsae__buffer_write_rows(buf, dtype, f, path);
     subsae__free(text);
     if (rc) {
         subsae__atomic_abort(f);
         return rc;
     }
-    return subsae__atomic_commit(f);
+    *out = f;
+    return SUBSAE_OK;
 }

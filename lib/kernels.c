@@ -82,57 +82,39 @@ static int64_t next_above_scalar(const float *row, const float *bias, int64_t j,
 }
 
 #if SUBSAE_X86
-__attribute__((target("avx512f"))) static int64_t
-next_above_avx512(const float *row, const float *bias, int64_t j, int64_t m, float thr)
-{
-    const __m512 t = _mm512_set1_ps(thr);
-    if (bias) {
-        for (; j + 32 <= m; j += 32) {
-            __m512 a = _mm512_add_ps(_mm512_loadu_ps(row + j), _mm512_loadu_ps(bias + j));
-            __m512 b = _mm512_add_ps(_mm512_loadu_ps(row + j + 16), _mm512_loadu_ps(bias + j + 16));
-            uint32_t mask = (uint32_t)_mm512_cmp_ps_mask(a, t, _CMP_GT_OQ) |
-                            ((uint32_t)_mm512_cmp_ps_mask(b, t, _CMP_GT_OQ) << 16);
-            if (mask)
-                return j + __builtin_ctz(mask);
-        }
-    } else {
-        for (; j + 32 <= m; j += 32) {
-            __m512 a = _mm512_loadu_ps(row + j);
-            __m512 b = _mm512_loadu_ps(row + j + 16);
-            uint32_t mask = (uint32_t)_mm512_cmp_ps_mask(a, t, _CMP_GT_OQ) |
-                            ((uint32_t)_mm512_cmp_ps_mask(b, t, _CMP_GT_OQ) << 16);
-            if (mask)
-                return j + __builtin_ctz(mask);
-        }
-    }
-    return next_above_scalar(row, bias, j, m, thr);
-}
+/* next_above for one vector width, written once and instantiated for
+ * AVX-512 (V __m512, P _mm512, 16 lanes) and AVX2 (__m256, _mm256, 8):
+ * two vectors a step; GT gives the lanes of x above t as bits. */
+#define LOAD_ROW(P, k) P##_loadu_ps(row + (k))
+#define LOAD_BIASED(P, k) P##_add_ps(P##_loadu_ps(row + (k)), P##_loadu_ps(bias + (k)))
 
-__attribute__((target("avx2"))) static int64_t
-next_above_avx2(const float *row, const float *bias, int64_t j, int64_t m, float thr)
-{
-    const __m256 t = _mm256_set1_ps(thr);
-    if (bias) {
-        for (; j + 16 <= m; j += 16) {
-            __m256 a = _mm256_add_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(bias + j));
-            __m256 b = _mm256_add_ps(_mm256_loadu_ps(row + j + 8), _mm256_loadu_ps(bias + j + 8));
-            uint32_t mask = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_GT_OQ)) |
-                            ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(b, t, _CMP_GT_OQ)) << 8);
-            if (mask)
-                return j + __builtin_ctz(mask);
-        }
-    } else {
-        for (; j + 16 <= m; j += 16) {
-            __m256 a = _mm256_loadu_ps(row + j);
-            __m256 b = _mm256_loadu_ps(row + j + 8);
-            uint32_t mask = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_GT_OQ)) |
-                            ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(b, t, _CMP_GT_OQ)) << 8);
-            if (mask)
-                return j + __builtin_ctz(mask);
-        }
+#define NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD)                                         \
+    for (; j + 2 * LANES <= m; j += 2 * LANES) {                                        \
+        V a = LOAD(P, j);                                                               \
+        V b = LOAD(P, j + LANES);                                                       \
+        uint32_t mask = GT(a, t) | (GT(b, t) << LANES);                                 \
+        if (mask)                                                                       \
+            return j + __builtin_ctz(mask);                                             \
     }
-    return next_above_scalar(row, bias, j, m, thr);
-}
+
+#define NEXT_ABOVE(TARGET, NAME, V, P, LANES, GT)                                       \
+    __attribute__((target(TARGET))) static int64_t NAME(                                \
+        const float *row, const float *bias, int64_t j, int64_t m, float thr)           \
+    {                                                                                   \
+        const V t = P##_set1_ps(thr);                                                   \
+        if (bias) {                                                                     \
+            NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD_BIASED)                              \
+        } else {                                                                        \
+            NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD_ROW)                                 \
+        }                                                                               \
+        return next_above_scalar(row, bias, j, m, thr);                                 \
+    }
+
+#define GT_MASK512(x, t) ((uint32_t)_mm512_cmp_ps_mask((x), (t), _CMP_GT_OQ))
+#define GT_MASK256(x, t) ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps((x), (t), _CMP_GT_OQ)))
+
+NEXT_ABOVE("avx512f", next_above_avx512, __m512, _mm512, 16, GT_MASK512)
+NEXT_ABOVE("avx2", next_above_avx2, __m256, _mm256, 8, GT_MASK256)
 #endif
 
 typedef int64_t (*next_above_fn)(const float *, const float *, int64_t, int64_t, float);
@@ -394,53 +376,47 @@ static void adam_scalar(float *w, float *m, float *v, const float *g, int64_t n,
 }
 
 #if SUBSAE_X86
-__attribute__((target("avx512f"))) static void
-adam_avx512(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1, float b2,
-            float step, float inv_bias2, float eps)
-{
-    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
-    const __m512 vc1 = _mm512_set1_ps(1.0f - b1), vc2 = _mm512_set1_ps(1.0f - b2);
-    const __m512 vgs = _mm512_set1_ps(gs), vstep = _mm512_set1_ps(step);
-    const __m512 vib2 = _mm512_set1_ps(inv_bias2), veps = _mm512_set1_ps(eps);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 gi = g ? _mm512_mul_ps(vgs, _mm512_loadu_ps(g + i)) : _mm512_setzero_ps();
-        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_loadu_ps(m + i)),
-                                  _mm512_mul_ps(vc1, gi));
-        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_loadu_ps(v + i)),
-                                  _mm512_mul_ps(_mm512_mul_ps(vc2, gi), gi));
-        _mm512_storeu_ps(m + i, mi);
-        _mm512_storeu_ps(v + i, vi);
-        __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), vib2), veps);
-        __m512 upd = _mm512_div_ps(_mm512_mul_ps(vstep, mi), den);
-        _mm512_storeu_ps(w + i, _mm512_sub_ps(_mm512_loadu_ps(w + i), upd));
-    }
-    adam_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step, inv_bias2, eps);
-}
+/* The vector Adam kernels, written once for both widths and instantiated
+ * below for AVX-512 (V __m512, P _mm512, 16 lanes) and AVX2 (__m256,
+ * _mm256, 8 lanes). ADAM_MOMENTS and ADAM_WEIGHTS are adam_scalar's
+ * arithmetic, operation for operation, on the lanes at i: the new moments
+ * mi, vi, then the new weights wi. */
+#define ADAM_CONSTANTS(V, P)                                                            \
+    const V vb1 = P##_set1_ps(b1), vb2 = P##_set1_ps(b2);                               \
+    const V vc1 = P##_set1_ps(1.0f - b1), vc2 = P##_set1_ps(1.0f - b2);                 \
+    const V vgs = P##_set1_ps(gs), vstep = P##_set1_ps(step);                           \
+    const V vib2 = P##_set1_ps(inv_bias2), veps = P##_set1_ps(eps)
 
-__attribute__((target("avx2"))) static void
-adam_avx2(float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1, float b2,
-          float step, float inv_bias2, float eps)
-{
-    const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2);
-    const __m256 vc1 = _mm256_set1_ps(1.0f - b1), vc2 = _mm256_set1_ps(1.0f - b2);
-    const __m256 vgs = _mm256_set1_ps(gs), vstep = _mm256_set1_ps(step);
-    const __m256 vib2 = _mm256_set1_ps(inv_bias2), veps = _mm256_set1_ps(eps);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 gi = g ? _mm256_mul_ps(vgs, _mm256_loadu_ps(g + i)) : _mm256_setzero_ps();
-        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)),
-                                  _mm256_mul_ps(vc1, gi));
-        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
-                                  _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
-        _mm256_storeu_ps(m + i, mi);
-        _mm256_storeu_ps(v + i, vi);
-        __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), vib2), veps);
-        __m256 upd = _mm256_div_ps(_mm256_mul_ps(vstep, mi), den);
-        _mm256_storeu_ps(w + i, _mm256_sub_ps(_mm256_loadu_ps(w + i), upd));
+#define ADAM_MOMENTS(V, P)                                                              \
+    V gi = g ? P##_mul_ps(vgs, P##_loadu_ps(g + i)) : P##_setzero_ps();                 \
+    V mi = P##_add_ps(P##_mul_ps(vb1, P##_loadu_ps(m + i)), P##_mul_ps(vc1, gi));       \
+    V vi = P##_add_ps(P##_mul_ps(vb2, P##_loadu_ps(v + i)),                             \
+                      P##_mul_ps(P##_mul_ps(vc2, gi), gi))
+
+#define ADAM_WEIGHTS(V, P)                                                              \
+    V den = P##_add_ps(P##_mul_ps(P##_sqrt_ps(vi), vib2), veps);                        \
+    V wi = P##_sub_ps(P##_loadu_ps(w + i), P##_div_ps(P##_mul_ps(vstep, mi), den))
+
+#define ADAM_UPDATE(TARGET, NAME, V, P, LANES)                                          \
+    __attribute__((target(TARGET))) static void NAME(                                   \
+        float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1,    \
+        float b2, float step, float inv_bias2, float eps)                               \
+    {                                                                                   \
+        ADAM_CONSTANTS(V, P);                                                           \
+        int64_t i = 0;                                                                  \
+        for (; i + LANES <= n; i += LANES) {                                            \
+            ADAM_MOMENTS(V, P);                                                         \
+            P##_storeu_ps(m + i, mi);                                                   \
+            P##_storeu_ps(v + i, vi);                                                   \
+            ADAM_WEIGHTS(V, P);                                                         \
+            P##_storeu_ps(w + i, wi);                                                   \
+        }                                                                               \
+        adam_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step,     \
+                    inv_bias2, eps);                                                    \
     }
-    adam_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step, inv_bias2, eps);
-}
+
+ADAM_UPDATE("avx512f", adam_avx512, __m512, _mm512, 16)
+ADAM_UPDATE("avx2", adam_avx2, __m256, _mm256, 8)
 #endif
 
 /* The same arithmetic as adam_* without storing anything: whether every
@@ -472,65 +448,42 @@ static bool adam_finite_scalar(const float *w, const float *m, const float *v, c
 }
 
 #if SUBSAE_X86
-__attribute__((target("avx512f"))) static bool
-adam_finite_avx512(const float *w, const float *m, const float *v, const float *g, int64_t n,
-                   float gs, float b1, float b2, float step, float inv_bias2, float eps)
-{
-    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
-    const __m512 vc1 = _mm512_set1_ps(1.0f - b1), vc2 = _mm512_set1_ps(1.0f - b2);
-    const __m512 vgs = _mm512_set1_ps(gs), vstep = _mm512_set1_ps(step);
-    const __m512 vib2 = _mm512_set1_ps(inv_bias2), veps = _mm512_set1_ps(eps);
-    const __m512 zero = _mm512_setzero_ps();
-    __mmask16 bad = 0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 gi = g ? _mm512_mul_ps(vgs, _mm512_loadu_ps(g + i)) : _mm512_setzero_ps();
-        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_loadu_ps(m + i)),
-                                  _mm512_mul_ps(vc1, gi));
-        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_loadu_ps(v + i)),
-                                  _mm512_mul_ps(_mm512_mul_ps(vc2, gi), gi));
-        __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), vib2), veps);
-        __m512 upd = _mm512_div_ps(_mm512_mul_ps(vstep, mi), den);
-        __m512 wi = _mm512_sub_ps(_mm512_loadu_ps(w + i), upd);
-        /* x * 0 is 0 for finite x, NaN for infinities and NaN. */
-        __m512 probe = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(mi, zero),
-                                                   _mm512_mul_ps(vi, zero)),
-                                     _mm512_mul_ps(wi, zero));
-        bad |= _mm512_cmp_ps_mask(probe, zero, _CMP_NEQ_UQ);
+/* As ADAM_UPDATE, storing nothing: x * 0 is 0 for finite x, NaN for
+ * infinities and NaN, so a lane of `probe` that is not 0 marks a
+ * non-finite result. BAD is how a width keeps the marks: its type, its
+ * empty value, adding the lanes of `probe` and testing for none. */
+#define ADAM_FINITE(TARGET, NAME, V, P, LANES, BAD_T, BAD_NONE, BAD_ADD, BAD_EMPTY)     \
+    __attribute__((target(TARGET))) static bool NAME(                                   \
+        const float *w, const float *m, const float *v, const float *g, int64_t n,      \
+        float gs, float b1, float b2, float step, float inv_bias2, float eps)           \
+    {                                                                                   \
+        ADAM_CONSTANTS(V, P);                                                           \
+        const V zero = P##_setzero_ps();                                                \
+        BAD_T bad = BAD_NONE;                                                           \
+        int64_t i = 0;                                                                  \
+        for (; i + LANES <= n; i += LANES) {                                            \
+            ADAM_MOMENTS(V, P);                                                         \
+            ADAM_WEIGHTS(V, P);                                                         \
+            V probe = P##_add_ps(P##_add_ps(P##_mul_ps(mi, zero), P##_mul_ps(vi, zero)), \
+                                 P##_mul_ps(wi, zero));                                 \
+            bad = BAD_ADD(bad, probe, zero);                                            \
+        }                                                                               \
+        return BAD_EMPTY(bad) && adam_finite_scalar(w + i, m + i, v + i,                \
+                                                    g ? g + i : NULL, n - i, gs, b1,    \
+                                                    b2, step, inv_bias2, eps);          \
     }
-    return bad == 0 && adam_finite_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1,
-                                          b2, step, inv_bias2, eps);
-}
 
-__attribute__((target("avx2"))) static bool
-adam_finite_avx2(const float *w, const float *m, const float *v, const float *g, int64_t n,
-                 float gs, float b1, float b2, float step, float inv_bias2, float eps)
-{
-    const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2);
-    const __m256 vc1 = _mm256_set1_ps(1.0f - b1), vc2 = _mm256_set1_ps(1.0f - b2);
-    const __m256 vgs = _mm256_set1_ps(gs), vstep = _mm256_set1_ps(step);
-    const __m256 vib2 = _mm256_set1_ps(inv_bias2), veps = _mm256_set1_ps(eps);
-    const __m256 zero = _mm256_setzero_ps();
-    __m256 bad = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 gi = g ? _mm256_mul_ps(vgs, _mm256_loadu_ps(g + i)) : _mm256_setzero_ps();
-        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)),
-                                  _mm256_mul_ps(vc1, gi));
-        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
-                                  _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
-        __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), vib2), veps);
-        __m256 upd = _mm256_div_ps(_mm256_mul_ps(vstep, mi), den);
-        __m256 wi = _mm256_sub_ps(_mm256_loadu_ps(w + i), upd);
-        __m256 probe = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(mi, zero),
-                                                   _mm256_mul_ps(vi, zero)),
-                                     _mm256_mul_ps(wi, zero));
-        bad = _mm256_or_ps(bad, _mm256_cmp_ps(probe, zero, _CMP_NEQ_UQ));
-    }
-    return _mm256_movemask_ps(bad) == 0 &&
-           adam_finite_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step,
-                              inv_bias2, eps);
-}
+#define BAD512_ADD(bad, probe, zero)                                                    \
+    (__mmask16)((bad) | _mm512_cmp_ps_mask((probe), (zero), _CMP_NEQ_UQ))
+#define BAD512_EMPTY(bad) ((bad) == 0)
+#define BAD256_ADD(bad, probe, zero)                                                    \
+    _mm256_or_ps((bad), _mm256_cmp_ps((probe), (zero), _CMP_NEQ_UQ))
+#define BAD256_EMPTY(bad) (_mm256_movemask_ps(bad) == 0)
+
+ADAM_FINITE("avx512f", adam_finite_avx512, __m512, _mm512, 16, __mmask16, 0, BAD512_ADD,
+            BAD512_EMPTY)
+ADAM_FINITE("avx2", adam_finite_avx2, __m256, _mm256, 8, __m256, _mm256_setzero_ps(),
+            BAD256_ADD, BAD256_EMPTY)
 #endif
 
 bool subsae__adam_finite(const float *w, const float *m, const float *v, const float *g,

@@ -36,21 +36,24 @@ static const char *object_name(int object)
     }
 }
 
+static int bad_object(const char *fn, int object)
+{
+    return subsae__fail_option(fn, "object %d is none of SUBSAE_OBJECT_TRAINER, _SUBSPACE, _SAE",
+                               object);
+}
+
 /* The entry, or NULL with an error naming the function. */
 static const struct subsae__option *lookup(const char *fn, int object, int option)
 {
     int64_t n;
     const struct subsae__option *table = table_of(object, &n);
     if (!table) {
-        subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                     "%s: object %d is none of SUBSAE_OBJECT_TRAINER, _SUBSPACE, _SAE", fn,
-                     object);
+        bad_object(fn, object);
         return NULL;
     }
     const struct subsae__option *o = subsae__option_find(table, n, option);
     if (!o)
-        subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: option %d is not a %s option",
-                     fn, option, object_name(object));
+        subsae__fail_option(fn, "option %d is not a %s option", option, object_name(object));
     return o;
 }
 
@@ -70,16 +73,12 @@ int subsae_option_id(int object, int index)
 int subsae_option_find(int object, const char *name, int *option)
 {
     static const char *fn = "subsae_option_find";
-    if (!name)
-        return subsae__fail_null(fn, "name");
-    if (!option)
-        return subsae__fail_null(fn, "option");
+    SUBSAE__NOT_NULL(fn, name);
+    SUBSAE__NOT_NULL(fn, option);
     int64_t n;
     const struct subsae__option *table = table_of(object, &n);
     if (!table)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: object %d is none of SUBSAE_OBJECT_TRAINER, _SUBSPACE, _SAE", fn,
-                            object);
+        return bad_object(fn, object);
     char names[1024] = "";
     for (int64_t i = 0; i < n; i++) {
         if (!strcmp(table[i].name, name)) {
@@ -89,8 +88,8 @@ int subsae_option_find(int object, const char *name, int *option)
         size_t used = strlen(names);
         snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "", table[i].name);
     }
-    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                        "%s: '%s' is not a %s option (%s)", fn, name, object_name(object), names);
+    return subsae__fail_option(fn, "'%s' is not a %s option (%s)", name, object_name(object),
+                               names);
 }
 
 int subsae_option_info(int object, int option, const char **name, int *type, int *flags,
@@ -110,22 +109,15 @@ int subsae_option_info(int object, int option, const char **name, int *type, int
     return SUBSAE_OK;
 }
 
-static int wrong_type(const char *fn, const struct subsae__option *o, const char *use)
-{
-    return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                        "%s: option %d (%s) is %s option: use %s", fn, o->option, o->name,
-                        o->type == SUBSAE_OPTION_INT ? "an int" : "a double", use);
-}
-
 int subsae_option_int_bounds(int object, int option, int64_t *min, int64_t *max,
                              int64_t *default_value)
 {
-    static const char *fn = "subsae_option_int_bounds";
-    const struct subsae__option *o = lookup(fn, object, option);
+    int rc;
+    const struct subsae__option *o =
+        subsae__option_entry("subsae_option_int_bounds", object, option, SUBSAE_OPTION_INT,
+                             "subsae_option_double_bounds", &rc);
     if (!o)
-        return SUBSAE_E_INVALID;
-    if (o->type != SUBSAE_OPTION_INT)
-        return wrong_type(fn, o, "subsae_option_double_bounds");
+        return rc;
     if (min)
         *min = o->int_min;
     if (max)
@@ -138,12 +130,12 @@ int subsae_option_int_bounds(int object, int option, int64_t *min, int64_t *max,
 int subsae_option_double_bounds(int object, int option, double *min, double *max,
                                 double *default_value)
 {
-    static const char *fn = "subsae_option_double_bounds";
-    const struct subsae__option *o = lookup(fn, object, option);
+    int rc;
+    const struct subsae__option *o =
+        subsae__option_entry("subsae_option_double_bounds", object, option,
+                             SUBSAE_OPTION_DOUBLE, "subsae_option_int_bounds", &rc);
     if (!o)
-        return SUBSAE_E_INVALID;
-    if (o->type != SUBSAE_OPTION_DOUBLE)
-        return wrong_type(fn, o, "subsae_option_int_bounds");
+        return rc;
     if (min)
         *min = o->min;
     if (max)
@@ -155,12 +147,18 @@ int subsae_option_double_bounds(int object, int option, double *min, double *max
 
 /* ---- the setters' checks ------------------------------------------------- */
 
+static int wrong_type(const char *fn, const struct subsae__option *o, const char *use)
+{
+    return subsae__fail_option(fn, "option %d (%s) is %s option: use %s", o->option, o->name,
+                               o->type == SUBSAE_OPTION_INT ? "an int" : "a double", use);
+}
+
 static int check_int(const char *fn, const struct subsae__option *o, int64_t value)
 {
     if (value < o->int_min || value > o->int_max)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: %s = %lld is outside [%lld, %lld]", fn, o->name,
-                            (long long)value, (long long)o->int_min, (long long)o->int_max);
+        return subsae__fail_option(fn, "%s = %lld is outside [%lld, %lld]", o->name,
+                                   (long long)value, (long long)o->int_min,
+                                   (long long)o->int_max);
     return SUBSAE_OK;
 }
 
@@ -170,9 +168,8 @@ static int check_double(const char *fn, const struct subsae__option *o, double v
     const bool hi_open = o->flags & SUBSAE_OPTION_MAX_EXCLUSIVE;
     if (!isfinite(value) || value < o->min || value > o->max || (lo_open && value == o->min) ||
         (hi_open && value == o->max))
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: %s = %g is outside %c%g, %g%c", fn, o->name, value,
-                            lo_open ? '(' : '[', o->min, o->max, hi_open ? ')' : ']');
+        return subsae__fail_option(fn, "%s = %g is outside %c%g, %g%c", o->name, value,
+                                   lo_open ? '(' : '[', o->min, o->max, hi_open ? ')' : ']');
     return SUBSAE_OK;
 }
 
@@ -188,8 +185,7 @@ static const struct subsae__option *settable(const struct subsae__option *o, con
                                              int *rc)
 {
     if (o && (o->flags & SUBSAE_OPTION_READ_ONLY))
-        *rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                           "%s: option %d (%s) is read-only", fn, o->option, o->name);
+        *rc = subsae__fail_option(fn, "option %d (%s) is read-only", o->option, o->name);
     return *rc ? NULL : o;
 }
 
@@ -213,4 +209,47 @@ const struct subsae__option *subsae__option_settable_double(const char *fn, int 
     if (o)
         *rc = check_double(fn, o, value);
     return *rc ? NULL : o;
+}
+
+/* The object's parameter name in the public prototypes. */
+static const char *self_name(int object)
+{
+    switch (object) {
+    case SUBSAE_OBJECT_TRAINER: return "t";
+    case SUBSAE_OBJECT_SUBSPACE: return "s";
+    default: return "sae";
+    }
+}
+
+const struct subsae__option *subsae__option_get(const char *fn, int object, const void *self,
+                                                const void *value, int option, int type,
+                                                const char *use, int *rc)
+{
+    if (!self)
+        *rc = subsae__fail_null(fn, self_name(object));
+    else if (!value)
+        *rc = subsae__fail_null(fn, "value");
+    else
+        return subsae__option_entry(fn, object, option, type, use, rc);
+    return NULL;
+}
+
+const struct subsae__option *subsae__option_set_int(const char *fn, int object, const void *self,
+                                                    int option, int64_t value, const char *use,
+                                                    int *rc)
+{
+    if (self)
+        return subsae__option_settable_int(fn, object, option, value, use, rc);
+    *rc = subsae__fail_null(fn, self_name(object));
+    return NULL;
+}
+
+const struct subsae__option *subsae__option_set_double(const char *fn, int object,
+                                                       const void *self, int option,
+                                                       double value, const char *use, int *rc)
+{
+    if (self)
+        return subsae__option_settable_double(fn, object, option, value, use, rc);
+    *rc = subsae__fail_null(fn, self_name(object));
+    return NULL;
 }

@@ -1,5 +1,6 @@
-/* Option metadata: one table per object (trainer.c, subspace.c, sae.c)
- * holds every option's name, type, bounds, default and description. The
+/* Option metadata: one table per object (sae_options.c,
+ * subspace_options.c, the trainer's beside the trainer) holds every
+ * option's name, type, bounds, default and description. The
  * objects' setters check values against it, the trainer takes its
  * defaults from it, and subsae_option_* (options.c) publishes it, so that
  * the command-line program and the bindings read ranges and defaults from
@@ -57,5 +58,18 @@ const struct subsae__option *subsae__option_settable_int(const char *fn, int obj
 const struct subsae__option *subsae__option_settable_double(const char *fn, int object,
                                                             int option, double value,
                                                             const char *use, int *rc);
+
+/* The same for the objects' typed accessors, checking first that `self`
+ * (the object; the error names it as the public prototypes do: t, s,
+ * sae) and a getter's `value` are not NULL. */
+const struct subsae__option *subsae__option_get(const char *fn, int object, const void *self,
+                                                const void *value, int option, int type,
+                                                const char *use, int *rc);
+const struct subsae__option *subsae__option_set_int(const char *fn, int object, const void *self,
+                                                    int option, int64_t value, const char *use,
+                                                    int *rc);
+const struct subsae__option *subsae__option_set_double(const char *fn, int object,
+                                                       const void *self, int option,
+                                                       double value, const char *use, int *rc);
 
 #endif

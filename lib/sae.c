@@ -71,8 +71,7 @@ int subsae_sae_create(int64_t d_in, int64_t d_out, int64_t d_sae, int activation
                       subsae_sae **out)
 {
     static const char *fn = "subsae_sae_create";
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, out);
     if (d_in < 1 || d_in > INT32_MAX || d_out < 1 || d_out > INT32_MAX || d_sae < 1 ||
         d_sae > INT32_MAX)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
@@ -99,10 +98,8 @@ void subsae_sae_free(subsae_sae *sae)
 
 int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
 {
-    if (!sae)
-        return subsae__fail_null("subsae_sae_clone", "sae");
-    if (!out)
-        return subsae__fail_null("subsae_sae_clone", "out");
+    SUBSAE__NOT_NULL("subsae_sae_clone", sae);
+    SUBSAE__NOT_NULL("subsae_sae_clone", out);
     subsae_sae *copy;
     int rc = subsae__sae_new(sae->d_in, sae->d_out, sae->d_sae, sae->activation, &copy);
     if (rc)
@@ -128,50 +125,24 @@ int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
     return SUBSAE_OK;
 }
 
-/* ---- options ------------------------------------------------------------ */
-
-/* The model's options (published by subsae_option_*). */
-enum { RO = SUBSAE_OPTION_READ_ONLY };
-static const struct subsae__option sae_options[] = {
-    SUBSAE__INT_OPTION(SUBSAE_SAE_D_IN, "d_in", 1, INT32_MAX, 0, RO, 0, "input width"),
-    SUBSAE__INT_OPTION(SUBSAE_SAE_D_OUT, "d_out", 1, INT32_MAX, 0, RO, 0,
-                       "output width (d_in for an SAE)"),
-    SUBSAE__INT_OPTION(SUBSAE_SAE_D_SAE, "d_sae", 1, INT32_MAX, 0, RO, 0, "features"),
-    SUBSAE__INT_OPTION(SUBSAE_SAE_ACTIVATION, "activation", 0, 3, 0, RO | SUBSAE_OPTION_CHOICE,
-                       0, "SUBSAE_ACT_*: topk, batchtopk, jumprelu or relu"),
-    SUBSAE__INT_OPTION(SUBSAE_SAE_K, "k", 1, INT32_MAX, 32, 0, 0,
-                       "TopK / BatchTopK k, at most d_sae (a new model: min(32, d_sae))"),
-    SUBSAE__INT_OPTION(SUBSAE_SAE_APPLY_B_DEC_TO_INPUT, "apply_b_dec_to_input", 0, 1, 1, 0, 0,
-                       "1 = the encoder sees x - b_dec (d_in == d_out only; a new model: 1 "
-                       "when d_in == d_out)"),
-    SUBSAE__INT_OPTION(SUBSAE_SAE_RANK_BY_DECODER_NORM, "rank_by_decoder_norm", 0, 1, 0, 0, 0,
-                       "1 = the activation sees pre * |W_dec row| (lm-saes)"),
-    /* Scales are floats of the model: positive and finite in float. */
-    SUBSAE__DOUBLE_OPTION(SUBSAE_SAE_INPUT_SCALE, "input_scale", FLT_TRUE_MIN, FLT_MAX, 1.0, 0, 0,
-                          "factor applied to raw inputs (folded into the weights on save)"),
-    SUBSAE__DOUBLE_OPTION(SUBSAE_SAE_OUTPUT_SCALE, "output_scale", FLT_TRUE_MIN, FLT_MAX, 1.0,
-                          0, 0,
-                          "factor of the target the decoder reconstructs"),
-    SUBSAE__INT_OPTION(SUBSAE_SAE_TRANSCODER, "transcoder", 0, 1, 0, 0, 0,
-                       "1 = a transcoder: its target is another site than its input (always 1 "
-                       "when d_in != d_out)"),
-};
-
-const struct subsae__option *subsae__sae_option_table(int64_t *n)
+int subsae__sae_replace_metadata(subsae_sae *sae, const char *text)
 {
-    *n = (int64_t)(sizeof sae_options / sizeof sae_options[0]);
-    return sae_options;
+    char *copy = NULL;
+    if (text && !(copy = subsae__strdup(text)))
+        return subsae__fail_nomem("metadata", strlen(text) + 1);
+    subsae__free(sae->metadata);
+    sae->metadata = copy;
+    return SUBSAE_OK;
 }
+
+/* ---- options ------------------------------------------------------------ */
 
 int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
 {
     static const char *fn = "subsae_sae_set_int";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
     int rc;
-    subsae__option_settable_int(fn, SUBSAE_OBJECT_SAE, option, value, "subsae_sae_set_double",
-                                &rc);
-    if (rc)
+    if (!subsae__option_set_int(fn, SUBSAE_OBJECT_SAE, sae, option, value,
+                                "subsae_sae_set_double", &rc))
         return rc;
     switch (option) {
     case SUBSAE_SAE_K:
@@ -203,15 +174,9 @@ int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
 
 int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
 {
-    static const char *fn = "subsae_sae_get_int";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
-    subsae__option_entry(fn, SUBSAE_OBJECT_SAE, option, SUBSAE_OPTION_INT, "subsae_sae_get_double",
-                         &rc);
-    if (rc)
+    if (!subsae__option_get("subsae_sae_get_int", SUBSAE_OBJECT_SAE, sae, value, option,
+                            SUBSAE_OPTION_INT, "subsae_sae_get_double", &rc))
         return rc;
     switch (option) {
     case SUBSAE_SAE_D_IN: *value = sae->d_in; break;
@@ -228,13 +193,9 @@ int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
 
 int subsae_sae_set_double(subsae_sae *sae, int option, double value)
 {
-    static const char *fn = "subsae_sae_set_double";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
     int rc;
-    subsae__option_settable_double(fn, SUBSAE_OBJECT_SAE, option, value, "subsae_sae_set_int",
-                                   &rc);
-    if (rc)
+    if (!subsae__option_set_double("subsae_sae_set_double", SUBSAE_OBJECT_SAE, sae, option, value,
+                                   "subsae_sae_set_int", &rc))
         return rc;
     if (option == SUBSAE_SAE_INPUT_SCALE)
         sae->input_scale = value;
@@ -245,18 +206,11 @@ int subsae_sae_set_double(subsae_sae *sae, int option, double value)
 
 int subsae_sae_get_double(const subsae_sae *sae, int option, double *value)
 {
-    static const char *fn = "subsae_sae_get_double";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
-    subsae__option_entry(fn, SUBSAE_OBJECT_SAE, option, SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int",
-                         &rc);
-    if (rc)
-        return rc;
-    *value = option == SUBSAE_SAE_INPUT_SCALE ? sae->input_scale : sae->output_scale;
-    return SUBSAE_OK;
+    if (subsae__option_get("subsae_sae_get_double", SUBSAE_OBJECT_SAE, sae, value, option,
+                           SUBSAE_OPTION_DOUBLE, "subsae_sae_get_int", &rc))
+        *value = option == SUBSAE_SAE_INPUT_SCALE ? sae->input_scale : sae->output_scale;
+    return rc;
 }
 
 /* ---- parameters ---------------------------------------------------------- */
@@ -291,10 +245,8 @@ int64_t subsae_sae_param_size(const subsae_sae *sae, int param)
 static int check_param(const char *fn, const subsae_sae *sae, int param, const void *data,
                        int64_t count, float **where)
 {
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!data)
-        return subsae__fail_null(fn, "data");
+    SUBSAE__NOT_NULL(fn, sae);
+    SUBSAE__NOT_NULL(fn, data);
     int64_t expected;
     *where = param_data(sae, param, &expected);
     if (!*where)
@@ -449,8 +401,7 @@ int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
 
 int subsae_sae_fold_scales(subsae_sae *sae)
 {
-    if (!sae)
-        return subsae__fail_null("subsae_sae_fold_scales", "sae");
+    SUBSAE__NOT_NULL("subsae_sae_fold_scales", sae);
     int rc = subsae__sae_fold_check(sae, "subsae_sae_fold_scales");
     if (rc)
         return rc;
@@ -463,17 +414,6 @@ int subsae_sae_fold_scales(subsae_sae *sae)
 int64_t subsae__sae_slots(const subsae_sae *sae)
 {
     return sae->activation == SUBSAE_ACT_TOPK ? sae->k : sae->d_sae;
-}
-
-int64_t subsae__encode_block_rows(int64_t d_sae, int64_t n_rows)
-{
-    /* About 8 MB of pre-activations per block, at least 16 rows. */
-    int64_t rows = ((int64_t)1 << 21) / (d_sae > 0 ? d_sae : 1);
-    if (rows < 16)
-        rows = 16;
-    if (rows > n_rows)
-        rows = n_rows;
-    return rows > 0 ? rows : 1;
 }
 
 void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_stride, int64_t n,
@@ -664,18 +604,50 @@ static int check_rows(const char *fn, const float *x, int64_t n, int64_t stride,
     return SUBSAE_OK;
 }
 
+/* The model not NULL and, when there are rows, none of the `count` arrays
+ * (arrays[i], the argument names[i]). */
+static int check_pointers(const char *fn, const subsae_sae *sae, int64_t n, int count,
+                          const void *const arrays[], const char *const names[])
+{
+    SUBSAE__NOT_NULL(fn, sae);
+    for (int i = 0; n > 0 && i < count; i++)
+        if (!arrays[i])
+            return subsae__fail_null(fn, names[i]);
+    return SUBSAE_OK;
+}
+
+/* The argument checks of the dense transforms, input rows finite
+ * included: encode (x, d_in wide, into z, d_sae wide) or decode (z into
+ * out, d_out wide). */
+static int check_dense(const char *fn, const subsae_sae *sae, int64_t n, const float *in,
+                       int64_t in_stride, const float *out, int64_t out_stride, bool decode)
+{
+    const char *in_name = decode ? "z" : "x", *out_name = decode ? "out" : "z";
+    int rc = check_pointers(fn, sae, n, 2, (const void *[]){in, out},
+                            (const char *[]){in_name, out_name});
+    if (rc)
+        return rc;
+    const int64_t in_dim = decode ? sae->d_sae : sae->d_in;
+    const int64_t out_dim = decode ? sae->d_out : sae->d_sae;
+    if (n < 0 || in_stride < in_dim || out_stride < out_dim)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: n %lld, %s_stride %lld (%s %lld), %s_stride %lld (%s %lld)", fn,
+                            (long long)n, in_name, (long long)in_stride,
+                            decode ? "d_sae" : "d_in", (long long)in_dim, out_name,
+                            (long long)out_stride, decode ? "d_out" : "d_sae",
+                            (long long)out_dim);
+    return check_rows(fn, in, n, in_stride, in_dim, decode ? "code" : "input");
+}
+
+
 int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
                              int64_t slots, int32_t *indices, float *values)
 {
     static const char *fn = "subsae_sae_encode_sparse";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (n > 0 && !x)
-        return subsae__fail_null(fn, "x");
-    if (n > 0 && !indices)
-        return subsae__fail_null(fn, "indices");
-    if (n > 0 && !values)
-        return subsae__fail_null(fn, "values");
+    int rc = check_pointers(fn, sae, n, 3, (const void *[]){x, indices, values},
+                            (const char *[]){"x", "indices", "values"});
+    if (rc)
+        return rc;
     if (n < 0 || x_stride < sae->d_in || slots < 1 || slots > INT32_MAX)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, x_stride %lld (d_in %lld), slots %lld", fn,
@@ -683,38 +655,25 @@ int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, i
                             (long long)slots);
     if (n == 0)
         return SUBSAE_OK;
-    int rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
+    rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
     if (rc)
         return rc;
     int threads = subsae__threads();
     struct encode_scratch s;
     rc = scratch_init(sae, n, &s, threads);
-    if (rc)
-        return rc;
-    encode_raw(sae, x, x_stride, n, slots, indices, values, &s, threads);
-    scratch_free(&s);
-    return SUBSAE_OK;
+    if (!rc) {
+        encode_raw(sae, x, x_stride, n, slots, indices, values, &s, threads);
+        scratch_free(&s);
+    }
+    return rc;
 }
 
 int subsae_sae_encode(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
                       float *z, int64_t z_stride)
 {
     static const char *fn = "subsae_sae_encode";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (n > 0 && !x)
-        return subsae__fail_null(fn, "x");
-    if (n > 0 && !z)
-        return subsae__fail_null(fn, "z");
-    if (n < 0 || x_stride < sae->d_in || z_stride < sae->d_sae)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: n %lld, x_stride %lld (d_in %lld), z_stride %lld (d_sae %lld)",
-                            fn, (long long)n, (long long)x_stride, (long long)sae->d_in,
-                            (long long)z_stride, (long long)sae->d_sae);
-    if (n == 0)
-        return SUBSAE_OK;
-    int rc = check_rows(fn, x, n, x_stride, sae->d_in, "input");
-    if (rc)
+    int rc = check_dense(fn, sae, n, x, x_stride, z, z_stride, false);
+    if (rc || n == 0)
         return rc;
     int threads = subsae__threads();
     struct encode_scratch s;
@@ -767,21 +726,8 @@ int subsae_sae_decode(const subsae_sae *sae, const float *z, int64_t n, int64_t 
                       float *out, int64_t out_stride)
 {
     static const char *fn = "subsae_sae_decode";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (n > 0 && !z)
-        return subsae__fail_null(fn, "z");
-    if (n > 0 && !out)
-        return subsae__fail_null(fn, "out");
-    if (n < 0 || z_stride < sae->d_sae || out_stride < sae->d_out)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: n %lld, z_stride %lld (d_sae %lld), out_stride %lld (d_out %lld)",
-                            fn, (long long)n, (long long)z_stride, (long long)sae->d_sae,
-                            (long long)out_stride, (long long)sae->d_out);
-    if (n == 0)
-        return SUBSAE_OK;
-    int rc = check_rows(fn, z, n, z_stride, sae->d_sae, "code");
-    if (rc)
+    int rc = check_dense(fn, sae, n, z, z_stride, out, out_stride, true);
+    if (rc || n == 0)
         return rc;
     int threads = subsae__threads();
     for (int64_t i = 0; i < n; i++)
@@ -797,14 +743,10 @@ int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *indices, cons
                              int64_t n, int64_t slots, float *out, int64_t out_stride)
 {
     static const char *fn = "subsae_sae_decode_sparse";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (n > 0 && !indices)
-        return subsae__fail_null(fn, "indices");
-    if (n > 0 && !values)
-        return subsae__fail_null(fn, "values");
-    if (n > 0 && !out)
-        return subsae__fail_null(fn, "out");
+    int rc = check_pointers(fn, sae, n, 3, (const void *[]){indices, values, out},
+                            (const char *[]){"indices", "values", "out"});
+    if (rc)
+        return rc;
     if (n < 0 || slots < 1 || out_stride < sae->d_out)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, slots %lld, out_stride %lld (d_out %lld)", fn,
@@ -840,15 +782,12 @@ int subsae_sae_evaluate(const subsae_sae *sae, const subsae_buffer *input,
     return subsae_sae_evaluate_density(sae, input, target, metrics, n_metrics, NULL, 0);
 }
 
-int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *input,
-                                const subsae_buffer *target, double *metrics, int64_t n_metrics,
-                                double *density, int64_t n_density)
+static int check_evaluate(const char *fn, const subsae_sae *sae, const subsae_buffer *input,
+                          const subsae_buffer *target, const double *metrics, int64_t n_metrics,
+                          const double *density, int64_t n_density)
 {
-    static const char *fn = "subsae_sae_evaluate";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!input)
-        return subsae__fail_null(fn, "input");
+    SUBSAE__NOT_NULL(fn, sae);
+    SUBSAE__NOT_NULL(fn, input);
     if (n_metrics > 0 && !metrics)
         return subsae__fail_null(fn, "metrics");
     if (n_metrics < 0)
@@ -878,113 +817,174 @@ int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *inpu
                             (long long)subsae_buffer_rows(tgt));
     if (n < 1)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: empty buffer", fn);
+    return SUBSAE_OK;
+}
 
-    const int threads = subsae__threads();
-    const int64_t d_in = sae->d_in, d_out = sae->d_out, m = sae->d_sae;
-    const int64_t slots = subsae__sae_slots(sae);
+/* One evaluation pass: the scratch of a block of rows and the sums over
+ * all rows (added in row order, so the same bits for any thread count). */
+struct evaluation {
+    const subsae_sae *sae;
+    int threads;
+    int64_t slots;
     struct encode_scratch s;
-    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
-    int rc = scratch_init(sae, n, &s, threads);
+    subsae__row_reader *reader_in, *reader_t; /* reader_t NULL: the target is the input */
+    float *x, *t, *xhat;                       /* t == x without a target */
+    int32_t *idx;
+    float *val;
+    double *row_sse;
+    double *sum_t;      /* d_out: column sums of the scaled target */
+    int64_t *fires;     /* d_sae: rows in which each feature fired */
+    double sse, sum_t2; /* squared error, sum of squared scaled targets */
+    int64_t active;     /* features fired over all rows */
+};
+
+static void evaluation_close(struct evaluation *ev)
+{
+    if (ev->t != ev->x)
+        subsae__free(ev->t);
+    subsae__free(ev->x);
+    subsae__free(ev->xhat);
+    subsae__free(ev->idx);
+    subsae__free(ev->val);
+    subsae__free(ev->row_sse);
+    subsae__free(ev->sum_t);
+    subsae__free(ev->fires);
+    scratch_free(&ev->s);
+    subsae__row_reader_close(ev->reader_in);
+    subsae__row_reader_close(ev->reader_t);
+}
+
+/* On failure everything is released. */
+static int evaluation_open(struct evaluation *ev, const subsae_sae *sae,
+                           const subsae_buffer *input, const subsae_buffer *target)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->sae = sae;
+    ev->threads = subsae__threads();
+    ev->slots = subsae__sae_slots(sae);
+    const int64_t d_in = sae->d_in, d_out = sae->d_out, m = sae->d_sae, slots = ev->slots;
+    int rc = scratch_init(sae, subsae_buffer_rows(input), &ev->s, ev->threads);
     if (rc)
         return rc;
-    const int64_t block = s.block;
-    float *x = subsae__malloc((size_t)block * (size_t)d_in * sizeof *x);
-    float *t = target ? subsae__malloc((size_t)block * (size_t)d_out * sizeof *t) : NULL;
-    float *xhat = subsae__malloc((size_t)block * (size_t)d_out * sizeof *xhat);
-    int32_t *idx = subsae__malloc((size_t)block * (size_t)slots * sizeof *idx);
-    float *val = subsae__malloc((size_t)block * (size_t)slots * sizeof *val);
-    double *row_sse = subsae__malloc((size_t)block * sizeof *row_sse);
-    double *sum_t = subsae__calloc((size_t)d_out, sizeof *sum_t);
-    int64_t *fires = subsae__calloc((size_t)m, sizeof *fires);
-    if (!x || (target && !t) || !xhat || !idx || !val || !row_sse || !sum_t || !fires) {
-        rc = subsae__fail_nomem("evaluation scratch", (size_t)block * (size_t)(d_in + d_out) * 4);
-        goto done;
-    }
+    const size_t block = (size_t)ev->s.block;
+    ev->x = subsae__malloc(block * (size_t)d_in * sizeof *ev->x);
+    ev->t = target ? subsae__malloc(block * (size_t)d_out * sizeof *ev->t) : NULL;
+    ev->xhat = subsae__malloc(block * (size_t)d_out * sizeof *ev->xhat);
+    ev->idx = subsae__malloc(block * (size_t)slots * sizeof *ev->idx);
+    ev->val = subsae__malloc(block * (size_t)slots * sizeof *ev->val);
+    ev->row_sse = subsae__malloc(block * sizeof *ev->row_sse);
+    ev->sum_t = subsae__calloc((size_t)d_out, sizeof *ev->sum_t);
+    ev->fires = subsae__calloc((size_t)m, sizeof *ev->fires);
+    if (!ev->x || (target && !ev->t) || !ev->xhat || !ev->idx || !ev->val || !ev->row_sse ||
+        !ev->sum_t || !ev->fires)
+        rc = subsae__fail_nomem("evaluation scratch", block * (size_t)(d_in + d_out) * 4);
     /* Rows by pread, so that the file's pages do not stay resident (see
      * buffer.h). */
-    rc = subsae__row_reader_open(input, &reader_in);
+    if (!rc)
+        rc = subsae__row_reader_open(input, &ev->reader_in);
     if (!rc && target)
-        rc = subsae__row_reader_open(target, &reader_t);
+        rc = subsae__row_reader_open(target, &ev->reader_t);
+    if (!rc && !target)
+        ev->t = ev->x; /* aliased: freed once */
     if (rc)
-        goto done;
-    if (!target)
-        t = x; /* aliased: freed once below */
-    double sse = 0.0, sum_t2 = 0.0;
-    int64_t active = 0;
+        evaluation_close(ev);
+    return rc;
+}
+
+/* Read, encode and decode rows [r0, r0 + rows) and add them to the sums. */
+static int evaluation_block(struct evaluation *ev, int64_t r0, int64_t rows)
+{
+    const subsae_sae *sae = ev->sae;
+    const int64_t d_in = sae->d_in, d_out = sae->d_out, slots = ev->slots;
+    const int threads = ev->threads;
     const float s_out = (float)sae->output_scale;
-    for (int64_t r0 = 0; r0 < n; r0 += block) {
-        int64_t rows = n - r0 < block ? n - r0 : block;
-        rc = subsae__row_reader_gather(reader_in, NULL, r0, rows, x, d_in);
-        if (!rc && target)
-            rc = subsae__row_reader_gather(reader_t, NULL, r0, rows, t, d_out);
-        if (rc)
-            goto done;
-        encode_raw(sae, x, d_in, rows, slots, idx, val, &s, threads);
-        subsae__sae_decode_rows(sae, idx, val, rows, slots, xhat, d_out, threads);
+    float *x = ev->x, *t = ev->t, *xhat = ev->xhat;
+    double *row_sse = ev->row_sse;
+    int rc = subsae__row_reader_gather(ev->reader_in, NULL, r0, rows, x, d_in);
+    if (!rc && ev->reader_t)
+        rc = subsae__row_reader_gather(ev->reader_t, NULL, r0, rows, t, d_out);
+    if (rc)
+        return rc;
+    encode_raw(sae, x, d_in, rows, slots, ev->idx, ev->val, &ev->s, threads);
+    subsae__sae_decode_rows(sae, ev->idx, ev->val, rows, slots, xhat, d_out, threads);
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(threads, (double)rows * (double)d_out))
-        for (int64_t i = 0; i < rows; i++) {
-            double e = 0.0;
-            for (int64_t j = 0; j < d_out; j++) {
-                double diff = (double)xhat[i * d_out + j] - (double)t[i * d_out + j] * s_out;
-                e += diff * diff;
-            }
-            row_sse[i] = e;
+    for (int64_t i = 0; i < rows; i++) {
+        double e = 0.0;
+        for (int64_t j = 0; j < d_out; j++) {
+            double diff = (double)xhat[i * d_out + j] - (double)t[i * d_out + j] * s_out;
+            e += diff * diff;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            sse += row_sse[i];
-            const float *tr = t + i * d_out;
-            for (int64_t j = 0; j < d_out; j++) {
-                double v = (double)tr[j] * s_out;
-                sum_t[j] += v;
-                sum_t2 += v * v;
-            }
-            for (int64_t j = 0; j < slots; j++) {
-                int32_t f = idx[i * slots + j];
-                if (f >= 0) {
-                    fires[f]++;
-                    active++;
-                }
+        row_sse[i] = e;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        ev->sse += row_sse[i];
+        const float *tr = t + i * d_out;
+        for (int64_t j = 0; j < d_out; j++) {
+            double v = (double)tr[j] * s_out;
+            ev->sum_t[j] += v;
+            ev->sum_t2 += v * v;
+        }
+        for (int64_t j = 0; j < slots; j++) {
+            int32_t f = ev->idx[i * slots + j];
+            if (f >= 0) {
+                ev->fires[f]++;
+                ev->active++;
             }
         }
     }
+    return SUBSAE_OK;
+}
+
+/* The metrics and densities of the sums over n rows. */
+static void evaluation_report(const struct evaluation *ev, int64_t n, double *metrics,
+                              int64_t n_metrics, double *density, int64_t n_density)
+{
+    const subsae_sae *sae = ev->sae;
+    const int64_t d_out = sae->d_out, m = sae->d_sae;
     double mean_sq = 0.0;
     for (int64_t j = 0; j < d_out; j++)
-        mean_sq += sum_t[j] * sum_t[j];
-    double sst = sum_t2 - mean_sq / (double)n;
+        mean_sq += ev->sum_t[j] * ev->sum_t[j];
+    double sst = ev->sum_t2 - mean_sq / (double)n;
     int64_t zero = 0, dense = 0;
     for (int64_t f = 0; f < m; f++) {
-        zero += fires[f] == 0;
-        dense += (double)fires[f] > 0.1 * (double)n;
+        zero += ev->fires[f] == 0;
+        dense += (double)ev->fires[f] > 0.1 * (double)n;
     }
     double values[SUBSAE_METRIC_COUNT];
     for (int i = 0; i < SUBSAE_METRIC_COUNT; i++)
         values[i] = NAN;
     double so2 = sae->output_scale * sae->output_scale;
-    values[SUBSAE_METRIC_MSE] = sse / (double)n / so2;
-    values[SUBSAE_METRIC_FVU] = sst > 0.0 ? sse / sst : NAN;
+    values[SUBSAE_METRIC_MSE] = ev->sse / (double)n / so2;
+    values[SUBSAE_METRIC_FVU] = sst > 0.0 ? ev->sse / sst : NAN;
     values[SUBSAE_METRIC_EXPLAINED_VARIANCE] = 1.0 - values[SUBSAE_METRIC_FVU];
-    values[SUBSAE_METRIC_L0] = (double)active / (double)n;
+    values[SUBSAE_METRIC_L0] = (double)ev->active / (double)n;
     values[SUBSAE_METRIC_DENSE_FRACTION] = (double)dense / (double)m;
     values[SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION] = (double)zero / (double)m;
     values[SUBSAE_METRIC_TOKENS] = (double)n;
     for (int64_t i = 0; i < n_metrics; i++)
         metrics[i] = i < SUBSAE_METRIC_COUNT ? values[i] : NAN;
     for (int64_t f = 0; f < n_density; f++)
-        density[f] = (double)fires[f] / (double)n;
-    rc = SUBSAE_OK;
-done:
-    if (t != x)
-        subsae__free(t);
-    subsae__free(x);
-    subsae__free(xhat);
-    subsae__free(idx);
-    subsae__free(val);
-    subsae__free(row_sse);
-    subsae__free(sum_t);
-    subsae__free(fires);
-    scratch_free(&s);
-    subsae__row_reader_close(reader_in);
-    subsae__row_reader_close(reader_t);
+        density[f] = (double)ev->fires[f] / (double)n;
+}
+
+int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *input,
+                                const subsae_buffer *target, double *metrics, int64_t n_metrics,
+                                double *density, int64_t n_density)
+{
+    int rc = check_evaluate("subsae_sae_evaluate", sae, input, target, metrics, n_metrics,
+                            density, n_density);
+    if (rc)
+        return rc;
+    struct evaluation ev;
+    rc = evaluation_open(&ev, sae, input, target);
+    if (rc)
+        return rc;
+    const int64_t n = subsae_buffer_rows(input), block = ev.s.block;
+    for (int64_t r0 = 0; !rc && r0 < n; r0 += block)
+        rc = evaluation_block(&ev, r0, n - r0 < block ? n - r0 : block);
+    if (!rc)
+        evaluation_report(&ev, n, metrics, n_metrics, density, n_density);
+    evaluation_close(&ev);
     return rc;
 }

@@ -29,7 +29,7 @@ int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
  * for the threshold activations). */
 int64_t subsae__sae_slots(const subsae_sae *sae);
 
-/* Rows per block of the blocked encoder for d_sae features (at most
+/* Rows per block of the blocked encoder (encode.c) for d_sae features (at most
  * n_rows): a block of pre-activations stays a few MB so that the selection
  * reads it from cache right after the GEMM wrote it. */
 int64_t subsae__encode_block_rows(int64_t d_sae, int64_t n_rows);
@@ -88,7 +88,8 @@ bool subsae__sae_own_member(const char *key);
 struct json_t;
 char *subsae__json_compact(const struct json_t *object);
 
-/* Replace a model's metadata by a copy of `text` (compact JSON or NULL). */
+/* Replace a model's metadata by a copy of `text` (compact JSON or NULL)
+ * (sae.c, which clones; sae_io.c parses and prints metadata). */
 int subsae__sae_replace_metadata(subsae_sae *sae, const char *text);
 
 /* Check a model's parameters are finite; message names the parameter. */

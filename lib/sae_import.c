@@ -40,8 +40,12 @@
 /* ---- configuration files ------------------------------------------------- */
 
 /* Parse dir/name as a JSON object. A missing file is SUBSAE_E_IO. */
-static int read_json(const char *dir, const char *name, json_t **root)
+/* The configuration file `name` of the directory, and its path for the
+ * messages of the checks that follow in `where`. */
+enum { WHERE_MAX = 4200 };
+static int read_json(const char *dir, const char *name, json_t **root, char where[WHERE_MAX])
 {
+    snprintf(where, WHERE_MAX, "%s/%s", dir, name);
     *root = NULL;
     char *path = subsae__path_join(dir, name);
     if (!path)
@@ -356,54 +360,47 @@ static bool transcoder_architecture(const char *arch, int *activation)
     return true;
 }
 
-static int load_saelens(const char *dir, const char *path, const subsae__safetensors *st,
-                        subsae_sae **out)
+static int parse_saelens(const char *dir, const char *path, const subsae__safetensors *st,
+                         json_t *cfg, const char *where, struct parts *p)
 {
-    json_t *cfg;
-    int rc = read_json(dir, "cfg.json", &cfg);
-    if (rc)
-        return rc;
-    struct parts p = {0};
-    char where[4200];
-    snprintf(where, sizeof where, "%s/cfg.json", dir);
-    rc = find_parts(path, st, "W_enc", false, "b_enc", "W_dec", true, "b_dec", true, &p);
+    int rc = find_parts(path, st, "W_enc", false, "b_enc", "W_dec", true, "b_dec", true, p);
     if (!rc) {
-        rc = find_threshold(path, st, "threshold", false, &p);
-        if (!rc && !p.thr)
-            rc = find_threshold(path, st, "log_threshold", true, &p);
+        rc = find_threshold(path, st, "threshold", false, p);
+        if (!rc && !p->thr)
+            rc = find_threshold(path, st, "log_threshold", true, p);
     }
     if (rc)
-        goto done;
+        return rc;
     const int64_t c_in = json_int_or(cfg, "d_in", -1), c_sae = json_int_or(cfg, "d_sae", -1);
     const int64_t c_out = json_int_or(cfg, "d_out", -1);
-    if ((c_in >= 0 && c_in != p.d_in) || (c_sae >= 0 && c_sae != p.d_sae) ||
-        (c_out >= 0 && c_out != p.d_out)) {
+    if ((c_in >= 0 && c_in != p->d_in) || (c_sae >= 0 && c_sae != p->d_sae) ||
+        (c_out >= 0 && c_out != p->d_out)) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                           "%s: cfg.json says d_in %lld, d_sae %lld but the tensors give d_in "
                           "%lld, d_sae %lld, d_out %lld",
-                          dir, (long long)c_in, (long long)c_sae, (long long)p.d_in,
-                          (long long)p.d_sae, (long long)p.d_out);
-        goto done;
+                          dir, (long long)c_in, (long long)c_sae, (long long)p->d_in,
+                          (long long)p->d_sae, (long long)p->d_out);
+        return rc;
     }
     const char *arch = json_string_or(cfg, "architecture", NULL);
     const char *fn = json_string_or(cfg, "activation_fn_str", NULL);
     const bool fn_topk = fn && !strcmp(fn, "topk");
-    p.transcoder = json_bool_or(cfg, "transcoder", 0) > 0;
-    if (arch && transcoder_architecture(arch, &p.activation))
-        p.transcoder = 1;
+    p->transcoder = json_bool_or(cfg, "transcoder", 0) > 0;
+    if (arch && transcoder_architecture(arch, &p->activation))
+        p->transcoder = 1;
     else if (arch && strstr(arch, "skip_transcoder"))
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: architecture '%s': a skip connection (W_skip) is not part of "
                           "this library's model",
                           where, arch);
     else if (arch && !strcmp(arch, "topk"))
-        p.activation = SUBSAE_ACT_TOPK;
+        p->activation = SUBSAE_ACT_TOPK;
     else if (arch && !strcmp(arch, "batchtopk"))
-        p.activation = SUBSAE_ACT_BATCHTOPK;
+        p->activation = SUBSAE_ACT_BATCHTOPK;
     else if (arch && !strcmp(arch, "jumprelu"))
-        p.activation = SUBSAE_ACT_JUMPRELU;
+        p->activation = SUBSAE_ACT_JUMPRELU;
     else if (!arch || !strcmp(arch, "standard"))
-        p.activation = !arch && p.thr ? SUBSAE_ACT_JUMPRELU
+        p->activation = !arch && p->thr ? SUBSAE_ACT_JUMPRELU
                        : fn_topk       ? SUBSAE_ACT_TOPK
                                        : SUBSAE_ACT_RELU;
     else
@@ -412,12 +409,12 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
                           "standard, transcoder, jumprelu_transcoder)",
                           where, arch);
     if (rc)
-        goto done;
-    if (needs_threshold(p.activation) && !p.thr) {
+        return rc;
+    if (needs_threshold(p->activation) && !p->thr) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_MISSING_TENSOR,
                           "%s: tensor 'threshold' is missing (needed by %s)", path,
-                          subsae_activation_name(p.activation));
-        goto done;
+                          subsae_activation_name(p->activation));
+        return rc;
     }
     const char *norm = json_string_or(cfg, "normalize_activations", NULL);
     if (norm && strcmp(norm, "none") != 0) {
@@ -425,95 +422,80 @@ static int load_saelens(const char *dir, const char *path, const subsae__safeten
                           "%s: normalize_activations '%s' needs a run-time scale that the "
                           "directory does not store; only 'none' is supported",
                           where, norm);
-        goto done;
+        return rc;
     }
-    if (p.activation == SUBSAE_ACT_TOPK || p.activation == SUBSAE_ACT_BATCHTOPK) {
-        p.k = json_int_or(cfg, "k", -1);
+    if (p->activation == SUBSAE_ACT_TOPK || p->activation == SUBSAE_ACT_BATCHTOPK) {
+        p->k = json_int_or(cfg, "k", -1);
         const json_t *kw = json_object_get(cfg, "activation_fn_kwargs");
-        if (p.k < 0 && kw)
-            p.k = json_int_or(kw, "k", -1);
-        rc = check_k(where, &p, p.k);
+        if (p->k < 0 && kw)
+            p->k = json_int_or(kw, "k", -1);
+        rc = check_k(where, p, p->k);
         if (rc)
-            goto done;
+            return rc;
     }
     int apply = json_bool_or(cfg, "apply_b_dec_to_input", -1);
-    if (apply == 1 && p.d_in != p.d_out) {
+    if (apply == 1 && p->d_in != p->d_out) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                           "%s: apply_b_dec_to_input with d_in %lld != d_out %lld", where,
-                          (long long)p.d_in, (long long)p.d_out);
-        goto done;
+                          (long long)p->d_in, (long long)p->d_out);
+        return rc;
     }
-    p.apply_b_dec = apply >= 0 ? apply : p.d_in == p.d_out && !p.transcoder;
-    p.rank_by_norm = json_bool_or(cfg, "rank_by_decoder_norm", 0) > 0;
-    rc = keep_metadata(cfg, &p);
-    if (!rc)
-        rc = build(path, &p, out);
-done:
-    subsae__free(p.metadata); /* NULL once build took it */
-    json_decref(cfg);
-    return rc;
+    p->apply_b_dec = apply >= 0 ? apply : p->d_in == p->d_out && !p->transcoder;
+    p->rank_by_norm = json_bool_or(cfg, "rank_by_decoder_norm", 0) > 0;
+    return keep_metadata(cfg, p);
 }
 
 /* ---- EleutherAI sparsify ------------------------------------------------------ */
 
-static int load_sparsify(const char *dir, const char *path, const subsae__safetensors *st,
-                         subsae_sae **out)
+static int parse_sparsify(const char *dir, const char *path, const subsae__safetensors *st,
+                          json_t *cfg, const char *where, struct parts *p)
 {
-    json_t *cfg;
-    int rc = read_json(dir, "cfg.json", &cfg);
+    (void)dir; /* its messages name the files */
+    int rc = find_parts(path, st, "encoder.weight", true, "encoder.bias", "W_dec", true, "b_dec",
+                    true, p);
     if (rc)
         return rc;
-    char where[4200];
-    snprintf(where, sizeof where, "%s/cfg.json", dir);
-    struct parts p = {0};
-    rc = find_parts(path, st, "encoder.weight", true, "encoder.bias", "W_dec", true, "b_dec",
-                    true, &p);
-    if (rc)
-        goto done;
     if (subsae__safetensors_find(st, "W_skip")) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: a skip connection (W_skip) is not part of this library's model",
                           path);
-        goto done;
+        return rc;
     }
     const char *act = json_string_or(cfg, "activation", "topk");
     if (strcmp(act, "topk") != 0) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: sparsify activation '%s' is not supported (topk)", where, act);
-        goto done;
+        return rc;
     }
     const int64_t c_in = json_int_or(cfg, "d_in", -1);
     const int64_t latents = json_int_or(cfg, "num_latents", 0);
     const double expansion = json_number_or(cfg, "expansion_factor", 0.0);
     const int64_t want_sae = latents > 0                ? latents
                              : expansion > 0 && c_in > 0 ? expanded(c_in, expansion)
-                                                         : p.d_sae;
-    if ((c_in >= 0 && c_in != p.d_in) || want_sae != p.d_sae) {
+                                                         : p->d_sae;
+    if ((c_in >= 0 && c_in != p->d_in) || want_sae != p->d_sae) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                           "%s: d_in %lld and num_latents %lld (expansion_factor %g) disagree "
                           "with encoder.weight [%lld, %lld]",
                           where, (long long)c_in, (long long)latents, expansion,
-                          (long long)p.d_sae, (long long)p.d_in);
-        goto done;
+                          (long long)p->d_sae, (long long)p->d_in);
+        return rc;
     }
     const int transcode = json_bool_or(cfg, "transcode", 0) > 0;
-    if (!transcode && p.d_in != p.d_out) {
+    if (!transcode && p->d_in != p->d_out) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                           "%s: not a transcoder, but d_in %lld != d_out %lld", where,
-                          (long long)p.d_in, (long long)p.d_out);
-        goto done;
+                          (long long)p->d_in, (long long)p->d_out);
+        return rc;
     }
-    p.activation = SUBSAE_ACT_TOPK;
-    p.k = json_int_or(cfg, "k", -1);
-    rc = check_k(where, &p, p.k);
+    p->activation = SUBSAE_ACT_TOPK;
+    p->k = json_int_or(cfg, "k", -1);
+    rc = check_k(where, p, p->k);
     if (rc)
-        goto done;
-    p.apply_b_dec = !transcode; /* sparsify subtracts b_dec unless transcoding */
-    p.transcoder = transcode;
-    rc = build(path, &p, out);
-done:
-    json_decref(cfg);
-    return rc;
+        return rc;
+    p->apply_b_dec = !transcode; /* sparsify subtracts b_dec unless transcoding */
+    p->transcoder = transcode;
+    return SUBSAE_OK;
 }
 
 /* ---- OpenMOSS lm-saes ------------------------------------------------------------- */
@@ -572,54 +554,49 @@ static int hook_metadata(const char *in, const char *out, struct parts *p)
     return p->metadata ? SUBSAE_OK : subsae__fail_nomem("lm-saes hook names", 256);
 }
 
-static int load_lm_saes(const char *dir, const char *path, const subsae__safetensors *st,
-                        subsae_sae **out)
+static int parse_lm_saes(const char *dir, const char *path, const subsae__safetensors *st,
+                         json_t *cfg, const char *where, struct parts *p)
 {
-    json_t *cfg;
-    int rc = read_json(dir, "config.json", &cfg);
-    if (rc)
-        return rc;
-    char where[4200];
-    snprintf(where, sizeof where, "%s/config.json", dir);
+    (void)dir; /* its messages name the files */
+    int rc = SUBSAE_OK;
     const char *type = json_string_or(cfg, "sae_type", "sae");
     const int bias = json_bool_or(cfg, "use_decoder_bias", 1);
-    struct parts p = {0};
     if (strcmp(type, "sae") != 0) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: lm-saes sae_type '%s' is not supported (sae)", where, type);
-        goto done;
+        return rc;
     }
-    rc = find_parts(path, st, "W_E", false, "b_E", "W_D", true, "b_D", bias != 0, &p);
+    rc = find_parts(path, st, "W_E", false, "b_E", "W_D", true, "b_D", bias != 0, p);
     if (rc)
-        goto done;
+        return rc;
     if (json_bool_or(cfg, "use_glu_encoder", 0) > 0 || subsae__safetensors_find(st, "W_E_glu")) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: a GLU encoder is not part of this library's model", where);
-        goto done;
+        return rc;
     }
-    const int64_t d_model = json_int_or(cfg, "d_model", p.d_in);
+    const int64_t d_model = json_int_or(cfg, "d_model", p->d_in);
     const double expansion = json_number_or(cfg, "expansion_factor", 0.0);
-    if (d_model != p.d_in || (expansion > 0 && expanded(d_model, expansion) != p.d_sae)) {
+    if (d_model != p->d_in || (expansion > 0 && expanded(d_model, expansion) != p->d_sae)) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                           "%s: d_model %lld and expansion_factor %g disagree with W_E [%lld, "
                           "%lld]",
-                          where, (long long)d_model, expansion, (long long)p.d_in,
-                          (long long)p.d_sae);
-        goto done;
+                          where, (long long)d_model, expansion, (long long)p->d_in,
+                          (long long)p->d_sae);
+        return rc;
     }
     const char *act = json_string_or(cfg, "act_fn", "relu");
     if (!strcmp(act, "relu")) {
-        p.activation = SUBSAE_ACT_RELU;
+        p->activation = SUBSAE_ACT_RELU;
     } else if (!strcmp(act, "topk")) {
-        p.activation = SUBSAE_ACT_TOPK;
-        p.k = json_int_or(cfg, "top_k", 50);
-        rc = check_k(where, &p, p.k);
+        p->activation = SUBSAE_ACT_TOPK;
+        p->k = json_int_or(cfg, "top_k", 50);
+        rc = check_k(where, p, p->k);
     } else if (!strcmp(act, "jumprelu")) {
-        p.activation = SUBSAE_ACT_JUMPRELU;
-        rc = find_threshold(path, st, "activation_function.log_jumprelu_threshold", true, &p);
-        if (!rc && !p.thr)
-            rc = find_threshold(path, st, "log_jumprelu_threshold", true, &p);
-        if (!rc && !p.thr)
+        p->activation = SUBSAE_ACT_JUMPRELU;
+        rc = find_threshold(path, st, "activation_function.log_jumprelu_threshold", true, p);
+        if (!rc && !p->thr)
+            rc = find_threshold(path, st, "log_jumprelu_threshold", true, p);
+        if (!rc && !p->thr)
             rc = missing(path, "activation_function.log_jumprelu_threshold");
     } else if (!strcmp(act, "batchtopk")) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
@@ -631,19 +608,19 @@ static int load_lm_saes(const char *dir, const char *path, const subsae__safeten
                           "%s: act_fn '%s' is not supported (relu, topk, jumprelu)", where, act);
     }
     if (rc)
-        goto done;
+        return rc;
     const char *in = json_string_or(cfg, "hook_point_in", NULL);
     const char *out_hook = json_string_or(cfg, "hook_point_out", in);
-    p.transcoder = in && out_hook && strcmp(in, out_hook) != 0;
+    p->transcoder = in && out_hook && strcmp(in, out_hook) != 0;
     if (in)
-        rc = hook_metadata(in, out_hook, &p);
+        rc = hook_metadata(in, out_hook, p);
     if (rc)
-        goto done;
+        return rc;
     const char *norm = json_string_or(cfg, "norm_activation", "dataset-wise");
     if (!strcmp(norm, "dataset-wise")) {
-        rc = lm_saes_scale(path, st, in, d_model, &p.s_in);
+        rc = lm_saes_scale(path, st, in, d_model, &p->s_in);
         if (!rc)
-            rc = lm_saes_scale(path, st, out_hook, d_model, &p.s_out);
+            rc = lm_saes_scale(path, st, out_hook, d_model, &p->s_out);
     } else if (strcmp(norm, "inference") != 0) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: norm_activation '%s' scales each token or batch by its own "
@@ -651,11 +628,32 @@ static int load_lm_saes(const char *dir, const char *path, const subsae__safeten
                           where, norm);
     }
     if (rc)
-        goto done;
-    p.apply_b_dec = 0; /* lm-saes does not subtract b_D from the input */
-    p.rank_by_norm = json_bool_or(cfg, "sparsity_include_decoder_norm", 1) > 0;
-    rc = build(path, &p, out);
-done:
+        return rc;
+    p->apply_b_dec = 0; /* lm-saes does not subtract b_D from the input */
+    p->rank_by_norm = json_bool_or(cfg, "sparsity_include_decoder_norm", 1) > 0;
+    return SUBSAE_OK;
+}
+
+/* A layout's reading of its configuration `cfg` (the file `where` of
+ * `dir`) and of the tensors of `st` (the file `path`) into the parts of a
+ * model. */
+typedef int (*parse_config)(const char *dir, const char *path, const subsae__safetensors *st,
+                            json_t *cfg, const char *where, struct parts *p);
+
+/* Read the configuration file `config` of `dir`, parse it with `parse`
+ * and build the model. */
+static int load_with(parse_config parse, const char *config, const char *dir, const char *path,
+                     const subsae__safetensors *st, subsae_sae **out)
+{
+    json_t *cfg;
+    char where[WHERE_MAX];
+    int rc = read_json(dir, config, &cfg, where);
+    if (rc)
+        return rc;
+    struct parts p = {0};
+    rc = parse(dir, path, st, cfg, where, &p);
+    if (!rc)
+        rc = build(path, &p, out);
     subsae__free(p.metadata); /* NULL once build took it */
     json_decref(cfg);
     return rc;
@@ -668,10 +666,8 @@ static const char *const WEIGHT_FILES[] = {"sae_weights.safetensors", "sae.safet
 int subsae_sae_load(const char *dir, subsae_sae **out)
 {
     static const char *fn = "subsae_sae_load";
-    if (!dir)
-        return subsae__fail_null(fn, "dir");
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, dir);
+    SUBSAE__NOT_NULL(fn, out);
     subsae__safetensors *st = NULL;
     char *path = NULL;
     int rc = SUBSAE_OK;
@@ -694,11 +690,11 @@ int subsae_sae_load(const char *dir, subsae_sae **out)
                             dir);
     subsae_sae *sae = NULL;
     if (subsae__safetensors_find(st, "encoder.weight")) {
-        rc = load_sparsify(dir, path, st, &sae);
+        rc = load_with(parse_sparsify, "cfg.json", dir, path, st, &sae);
     } else if (subsae__safetensors_find(st, "W_E") || subsae__safetensors_find(st, "W_D")) {
-        rc = load_lm_saes(dir, path, st, &sae);
+        rc = load_with(parse_lm_saes, "config.json", dir, path, st, &sae);
     } else if (subsae__safetensors_find(st, "W_enc") || subsae__safetensors_find(st, "W_dec")) {
-        rc = load_saelens(dir, path, st, &sae);
+        rc = load_with(parse_saelens, "cfg.json", dir, path, st, &sae);
     } else {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_MISSING_TENSOR,
                           "%s: no weights of a known layout (W_enc/W_dec: SAELens; "

@@ -106,21 +106,10 @@ int subsae__metadata_normalize(const char *fn, const char *json, char **out)
     return rc;
 }
 
-int subsae__sae_replace_metadata(subsae_sae *sae, const char *text)
-{
-    char *copy = NULL;
-    if (text && !(copy = subsae__strdup(text)))
-        return subsae__fail_nomem("metadata", strlen(text) + 1);
-    subsae__free(sae->metadata);
-    sae->metadata = copy;
-    return SUBSAE_OK;
-}
-
 int subsae_sae_set_metadata(subsae_sae *sae, const char *json)
 {
     static const char *fn = "subsae_sae_set_metadata";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
+    SUBSAE__NOT_NULL(fn, sae);
     char *text;
     int rc = subsae__metadata_normalize(fn, json, &text);
     if (rc)
@@ -133,10 +122,8 @@ int subsae_sae_set_metadata(subsae_sae *sae, const char *json)
 int subsae_sae_get_metadata(const subsae_sae *sae, const char **json)
 {
     static const char *fn = "subsae_sae_get_metadata";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!json)
-        return subsae__fail_null(fn, "json");
+    SUBSAE__NOT_NULL(fn, sae);
+    SUBSAE__NOT_NULL(fn, json);
     *json = sae->metadata ? sae->metadata : "{}";
     return SUBSAE_OK;
 }
@@ -203,10 +190,8 @@ static int write_config(const subsae_sae *sae, const char *path)
 int subsae_sae_save(const subsae_sae *sae, const char *dir)
 {
     static const char *fn = "subsae_sae_save";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!dir)
-        return subsae__fail_null(fn, "dir");
+    SUBSAE__NOT_NULL(fn, sae);
+    SUBSAE__NOT_NULL(fn, dir);
     int rc = subsae__sae_check_finite(sae, fn);
     if (!rc)
         rc = subsae__sae_fold_check(sae, fn); /* a file that would not load again */
@@ -278,12 +263,9 @@ int subsae_sae_save_sparsity(const subsae_sae *sae, const char *path, const doub
                              int64_t n)
 {
     static const char *fn = "subsae_sae_save_sparsity";
-    if (!sae)
-        return subsae__fail_null(fn, "sae");
-    if (!path)
-        return subsae__fail_null(fn, "path");
-    if (!density)
-        return subsae__fail_null(fn, "density");
+    SUBSAE__NOT_NULL(fn, sae);
+    SUBSAE__NOT_NULL(fn, path);
+    SUBSAE__NOT_NULL(fn, density);
     if (n != sae->d_sae)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
                             "%s: %lld densities for a model of d_sae %lld", fn, (long long)n,

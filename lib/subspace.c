@@ -1,7 +1,8 @@
-/* subsae_subspace: options, fit dispatch (exact / randomized / auto), the
- * streaming reader both methods share, and everything computed from a fit
- * (variances, ranks, basis, projections). The methods themselves live in
- * subspace_exact.c and subspace_randomized.c. */
+/* subsae_subspace: options, fit dispatch (exact / randomized / auto) and
+ * everything computed from a fit (variances, ranks, basis, projections).
+ * The methods themselves live in subspace_exact.c and
+ * subspace_randomized.c, the streaming reader they share in
+ * subspace_stream.c. */
 #include "subspace.h"
 
 #include "options.h"
@@ -12,25 +13,11 @@
 #include <string.h>
 #include <time.h>
 
-enum {
-    DEFAULT_OVERSAMPLE = 10,
-    DEFAULT_POWER_ITERS = 3,
-    DEFAULT_BATCH_ROWS = 4096,
-    MAX_POWER_ITERS = 1000,
-    BLOCK_FLOATS = 1 << 16, /* values per block of a batch (256 KB) */
-    MAX_BLOCKS = 256,       /* blocks per batch at most */
-    /* Elements below which a loop stays on one thread: a parallel region
-     * costs a wake-up of every thread, and far more when other processes
-     * compete for the cores. */
-    PARALLEL_MIN = 1 << 18
-};
-
 /* ---- creation, options --------------------------------------------- */
 
 int subsae_subspace_create(subsae_subspace **out)
 {
-    if (!out)
-        return subsae__fail_null("subsae_subspace_create", "out");
+    SUBSAE__NOT_NULL("subsae_subspace_create", out);
     subsae_subspace *s = subsae__calloc(1, sizeof *s);
     if (!s)
         return subsae__fail_nomem("subspace", sizeof *s);
@@ -75,54 +62,11 @@ void subsae_subspace_free(subsae_subspace *s)
     subsae__free(s);
 }
 
-/* The estimator's options and results (published by subsae_option_*). */
-enum { RO = SUBSAE_OPTION_READ_ONLY };
-static const struct subsae__option subspace_options[] = {
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_METHOD, "method", 0, 2, SUBSAE_METHOD_AUTO,
-                       SUBSAE_OPTION_CHOICE, 0,
-                       "SUBSAE_METHOD_*: auto (the cheaper by flop count), exact or randomized"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_RANK, "rank", 0, INT64_MAX, 0,
-                       SUBSAE_OPTION_ZERO_MEANS_AUTO, 0,
-                       "directions wanted (k, at most d); 0 = all d"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_OVERSAMPLE, "oversample", 0, INT64_MAX, DEFAULT_OVERSAMPLE,
-                       0, 0, "randomized: extra directions p"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_POWER_ITERS, "power_iters", 0, MAX_POWER_ITERS,
-                       DEFAULT_POWER_ITERS, 0, 0, "randomized: power iterations q"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_SEED, "seed", INT64_MIN, INT64_MAX, 0, 0, 0,
-                       "randomized: seed of the test matrix"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_CENTER, "center", 0, 1, 1, 0, 0,
-                       "1 = subtract the mean row"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_BATCH_ROWS, "batch_rows", 1, INT32_MAX, DEFAULT_BATCH_ROWS,
-                       0, 0, "rows per streamed batch"),
-    SUBSAE__DOUBLE_OPTION(SUBSAE_SUBSPACE_THRESHOLD, "threshold", 0.0, 1.0, 0.99,
-                          SUBSAE_OPTION_MIN_EXCLUSIVE, 0,
-                          "variance fraction tau of the default rank queries"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_METHOD_USED, "method_used", 1, 2, 0, RO, 0,
-                       "result: SUBSAE_METHOD_EXACT or _RANDOMIZED"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_DIM, "dim", 1, INT32_MAX, 0, RO, 0, "result: d"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_ROWS, "rows", 0, INT64_MAX, 0, RO, 0,
-                       "result: rows fitted"),
-    SUBSAE__INT_OPTION(SUBSAE_SUBSPACE_RANK_FOUND, "rank_found", 0, INT32_MAX, 0, RO, 0,
-                       "result: directions available (d for exact)"),
-    SUBSAE__DOUBLE_OPTION(SUBSAE_SUBSPACE_SECONDS, "seconds", 0.0, DBL_MAX, 0.0, RO, 0,
-                          "result: wall time of the fit"),
-};
-
-const struct subsae__option *subsae__subspace_option_table(int64_t *n)
-{
-    *n = (int64_t)(sizeof subspace_options / sizeof subspace_options[0]);
-    return subspace_options;
-}
-
 int subsae_subspace_set_int(subsae_subspace *s, int option, int64_t value)
 {
-    static const char *fn = "subsae_subspace_set_int";
-    if (!s)
-        return subsae__fail_null(fn, "s");
     int rc;
-    subsae__option_settable_int(fn, SUBSAE_OBJECT_SUBSPACE, option, value,
-                                "subsae_subspace_set_double", &rc);
-    if (rc)
+    if (!subsae__option_set_int("subsae_subspace_set_int", SUBSAE_OBJECT_SUBSPACE, s, option,
+                                value, "subsae_subspace_set_double", &rc))
         return rc;
     switch (option) {
     case SUBSAE_SUBSPACE_METHOD: s->method = (int)value; break;
@@ -145,15 +89,11 @@ static int not_fitted(const char *fn)
 int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value)
 {
     static const char *fn = "subsae_subspace_get_int";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
     const struct subsae__option *o =
-        subsae__option_entry(fn, SUBSAE_OBJECT_SUBSPACE, option, SUBSAE_OPTION_INT,
-                             "subsae_subspace_get_double", &rc);
-    if (rc)
+        subsae__option_get(fn, SUBSAE_OBJECT_SUBSPACE, s, value, option, SUBSAE_OPTION_INT,
+                           "subsae_subspace_get_double", &rc);
+    if (!o)
         return rc;
     if ((o->flags & SUBSAE_OPTION_READ_ONLY) && !s->fitted)
         return not_fitted(fn);
@@ -177,13 +117,9 @@ int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value
 
 int subsae_subspace_set_double(subsae_subspace *s, int option, double value)
 {
-    static const char *fn = "subsae_subspace_set_double";
-    if (!s)
-        return subsae__fail_null(fn, "s");
     int rc;
-    subsae__option_settable_double(fn, SUBSAE_OBJECT_SUBSPACE, option, value,
-                                   "subsae_subspace_set_int", &rc);
-    if (rc)
+    if (!subsae__option_set_double("subsae_subspace_set_double", SUBSAE_OBJECT_SUBSPACE, s,
+                                   option, value, "subsae_subspace_set_int", &rc))
         return rc;
     s->threshold = value; /* the only writable double option */
     return SUBSAE_OK;
@@ -192,14 +128,9 @@ int subsae_subspace_set_double(subsae_subspace *s, int option, double value)
 int subsae_subspace_get_double(const subsae_subspace *s, int option, double *value)
 {
     static const char *fn = "subsae_subspace_get_double";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
-    subsae__option_entry(fn, SUBSAE_OBJECT_SUBSPACE, option, SUBSAE_OPTION_DOUBLE,
-                         "subsae_subspace_get_int", &rc);
-    if (rc)
+    if (!subsae__option_get(fn, SUBSAE_OBJECT_SUBSPACE, s, value, option, SUBSAE_OPTION_DOUBLE,
+                            "subsae_subspace_get_int", &rc))
         return rc;
     if (option == SUBSAE_SUBSPACE_SECONDS && !s->fitted)
         return not_fitted(fn);
@@ -209,8 +140,7 @@ int subsae_subspace_get_double(const subsae_subspace *s, int option, double *val
 
 int subsae_subspace_set_callback(subsae_subspace *s, subsae_callback callback, void *user)
 {
-    if (!s)
-        return subsae__fail_null("subsae_subspace_set_callback", "s");
+    SUBSAE__NOT_NULL("subsae_subspace_set_callback", s);
     s->callback = callback;
     s->user = callback ? user : NULL;
     return SUBSAE_OK;
@@ -220,275 +150,8 @@ int subsae_subspace_set_collective(subsae_subspace *s, subsae_allreduce_fn fn, i
                                    int64_t size, void *user)
 {
     static const char *fn_name = "subsae_subspace_set_collective";
-    if (!s)
-        return subsae__fail_null(fn_name, "s");
+    SUBSAE__NOT_NULL(fn_name, s);
     return subsae__collective_set(&s->coll, fn_name, fn, rank, size, user);
-}
-
-/* ---- streaming ------------------------------------------------------ */
-
-void *subsae__subspace_alloc(size_t count, size_t size, const char *what)
-{
-    size_t bytes;
-    if (!subsae__mul_size(count, size, &bytes)) {
-        subsae__fail(SUBSAE_E_NOMEM, SUBSAE_REASON_OUT_OF_MEMORY,
-                     "%s: %zu x %zu bytes overflow", what, count, size);
-        return NULL;
-    }
-    void *p = subsae__malloc(bytes ? bytes : 1);
-    if (!p)
-        subsae__fail_nomem(what, bytes);
-    return p;
-}
-
-/* With workers: the pilot of every worker is the first batch mean of the
- * lowest rank holding rows, which reads it and broadcasts it by a sum to
- * which the others add zeros. */
-static int collective_pilot(struct subsae__stream *st, int rc, int64_t root)
-{
-    const int64_t d = st->d;
-    double *mean = st->sum; /* zero here; cleared again below */
-    if (rc == SUBSAE_OK && st->coll->rank == root && st->center) {
-        const int64_t m = st->batch_rows;
-        rc = subsae_buffer_read(st->buf, 0, m, st->batch, d);
-        if (rc == SUBSAE_OK) {
-            for (int64_t i = 0; i < m; i++) {
-                const float *row = st->batch + i * d;
-                for (int64_t j = 0; j < d; j++)
-                    mean[j] += row[j];
-            }
-            for (int64_t j = 0; j < d; j++)
-                mean[j] /= (double)m;
-        }
-    }
-    rc = subsae__collective_agree(st->coll, rc, "subsae_subspace_fit: pilot shift");
-    if (rc == SUBSAE_OK && st->center)
-        rc = subsae__allreduce(st->coll, mean, d, SUBSAE_DTYPE_F64,
-                               "subsae_subspace_fit: pilot shift");
-    if (rc == SUBSAE_OK && st->center) {
-        for (int64_t j = 0; j < d; j++)
-            st->shift[j] = (float)mean[j];
-        st->have_shift = true;
-    }
-    return rc;
-}
-
-int subsae__stream_init(struct subsae__stream *st, subsae_subspace *s,
-                        const subsae_buffer *buf, const char *phase, int64_t passes)
-{
-    memset(st, 0, sizeof *st);
-    st->buf = buf;
-    st->n = subsae_buffer_rows(buf);
-    st->d = subsae_buffer_dim(buf);
-    st->n_total = subsae__collective_on(&s->coll) ? s->fit_rows : st->n;
-    st->coll = &s->coll;
-    st->batch_rows = s->batch_rows < st->n ? s->batch_rows : st->n;
-    st->center = s->center != 0;
-    st->callback = s->callback;
-    st->user = s->user;
-    st->phase = phase;
-    st->total = st->n * passes;
-    st->threads = subsae__threads();
-    /* Blocks of about BLOCK_FLOATS values (cache-resident while they are
-     * read, shifted and summed), at most MAX_BLOCKS per batch. */
-    st->block_rows = BLOCK_FLOATS / st->d > 1 ? BLOCK_FLOATS / st->d : 1;
-    if (st->block_rows < (st->batch_rows + MAX_BLOCKS - 1) / MAX_BLOCKS)
-        st->block_rows = (st->batch_rows + MAX_BLOCKS - 1) / MAX_BLOCKS;
-    st->max_blocks = (st->batch_rows + st->block_rows - 1) / st->block_rows;
-    size_t cells;
-    int rc = SUBSAE_OK;
-    if (!subsae__mul_size((size_t)st->batch_rows, (size_t)st->d, &cells))
-        rc = subsae__fail(SUBSAE_E_NOMEM, SUBSAE_REASON_OUT_OF_MEMORY,
-                          "subspace: a batch of %lld x %lld floats overflows",
-                          (long long)st->batch_rows, (long long)st->d);
-    else if (!(st->batch = subsae__subspace_alloc(cells, sizeof(float), "subspace batch")) ||
-             !(st->shift = subsae__subspace_alloc((size_t)st->d, sizeof(float),
-                                                  "subspace shift")) ||
-             !(st->sum = subsae__subspace_alloc(2 * (size_t)st->d, sizeof(double),
-                                                "subspace sums")) ||
-             !(st->partial = subsae__subspace_alloc((size_t)st->max_blocks * 2 * (size_t)st->d,
-                                                    sizeof(double), "subspace partial sums")) ||
-             !(st->status = subsae__subspace_alloc((size_t)st->max_blocks, sizeof(int),
-                                                   "subspace block status")))
-        rc = SUBSAE_E_NOMEM;
-    if (rc == SUBSAE_OK) {
-        st->sumsq = st->sum + st->d;
-        memset(st->shift, 0, (size_t)st->d * sizeof *st->shift);
-        subsae__stream_begin_pass(st);
-    }
-    if (subsae__collective_on(st->coll)) {
-        rc = collective_pilot(st, rc, s->fit_root);
-        if (rc == SUBSAE_OK)
-            subsae__stream_begin_pass(st);
-    }
-    if (rc != SUBSAE_OK)
-        subsae__stream_release(st);
-    return rc;
-}
-
-void subsae__stream_release(struct subsae__stream *st)
-{
-    subsae__free(st->batch);
-    subsae__free(st->shift);
-    subsae__free(st->sum); /* sumsq lives in the same block */
-    subsae__free(st->partial);
-    subsae__free(st->status);
-    st->batch = NULL;
-    st->shift = NULL;
-    st->sum = NULL;
-    st->sumsq = NULL;
-    st->partial = NULL;
-    st->status = NULL;
-}
-
-void subsae__stream_begin_pass(struct subsae__stream *st)
-{
-    memset(st->sum, 0, (size_t)st->d * sizeof(double));
-    memset(st->sumsq, 0, (size_t)st->d * sizeof(double));
-}
-
-/* target_clones makes an ifunc whose resolver the dynamic loader runs
- * before ThreadSanitizer is initialised; instrumented, it crashes the
- * program at load. The TSan build (make tsan) takes the default clone. */
-#if defined(__SANITIZE_THREAD__)
-#define SUBSAE_AVX2_CLONES
-#else
-#define SUBSAE_AVX2_CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-
-/* Read (when `read`), shift and sum rows [a, e) of the batch into the
- * block's partial sums. */
-SUBSAE_AVX2_CLONES static int
-process_block(struct subsae__stream *st, int64_t first, int64_t a, int64_t e,
-                         bool read, double *p1)
-{
-    const int64_t d = st->d;
-    float *x = st->batch + a * d;
-    if (read) {
-        int rc = subsae_buffer_read(st->buf, first + a, e - a, x, d);
-        if (rc != SUBSAE_OK)
-            return rc;
-    }
-    double *p2 = p1 + d;
-    memset(p1, 0, 2 * (size_t)d * sizeof *p1);
-    const float *shift = st->shift;
-    if (st->center) {
-        for (int64_t i = 0; i < e - a; i++) {
-            float *row = x + i * d;
-#pragma omp simd
-            for (int64_t j = 0; j < d; j++) {
-                float v = row[j] - shift[j];
-                row[j] = v;
-                p1[j] += v;
-                p2[j] += (double)v * v;
-            }
-        }
-    } else {
-        for (int64_t i = 0; i < e - a; i++) {
-            const float *row = x + i * d;
-#pragma omp simd
-            for (int64_t j = 0; j < d; j++) {
-                double v = row[j];
-                p1[j] += v;
-                p2[j] += v * v;
-            }
-        }
-    }
-    return SUBSAE_OK;
-}
-
-int subsae__stream_read(struct subsae__stream *st, int64_t first, int64_t m)
-{
-    const int64_t d = st->d;
-    const int64_t blocks = (m + st->block_rows - 1) / st->block_rows;
-    const bool parallel = m * d >= PARALLEL_MIN && blocks > 1;
-    bool read = true;
-    if (st->center && !st->have_shift) {
-        /* Pilot shift: the first batch's mean. Shifting every row by it
-         * before the Gram matrix is formed keeps the final centring
-         * correction small, so no precision is lost to cancellation when
-         * the mean is large compared with the spread. */
-        int rc = subsae_buffer_read(st->buf, first, m, st->batch, d);
-        if (rc != SUBSAE_OK)
-            return rc;
-        double *acc = st->sum; /* zero at the start of a pass; reset below */
-        for (int64_t i = 0; i < m; i++) {
-            const float *row = st->batch + i * d;
-#pragma omp simd
-            for (int64_t j = 0; j < d; j++)
-                acc[j] += row[j];
-        }
-        for (int64_t j = 0; j < d; j++) {
-            st->shift[j] = (float)(acc[j] / (double)m);
-            acc[j] = 0.0;
-        }
-        st->have_shift = true;
-        read = false;
-    }
-    /* Fixed blocks whatever the thread count, partial sums added in block
-     * order: the same bits with any number of threads. Reads of one buffer
-     * may run concurrently; a block that fails is read again on the
-     * calling thread so that its error is recorded where the caller sees
-     * it, and the first failing block (the first bad row) wins. */
-#pragma omp parallel for if (parallel) num_threads(st->threads) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        int64_t a = b * st->block_rows;
-        int64_t e = a + st->block_rows < m ? a + st->block_rows : m;
-        st->status[b] = process_block(st, first, a, e, read, st->partial + b * 2 * d);
-    }
-    for (int64_t b = 0; b < blocks; b++) {
-        if (st->status[b] != SUBSAE_OK) {
-            int64_t a = b * st->block_rows;
-            int64_t e = a + st->block_rows < m ? a + st->block_rows : m;
-            int again = subsae_buffer_read(st->buf, first + a, e - a, st->batch + a * d, d);
-            return again != SUBSAE_OK ? again : st->status[b];
-        }
-    }
-    for (int64_t b = 0; b < blocks; b++) {
-        const double *p1 = st->partial + b * 2 * d, *p2 = p1 + d;
-        for (int64_t j = 0; j < d; j++) {
-            st->sum[j] += p1[j];
-            st->sumsq[j] += p2[j];
-        }
-    }
-    return SUBSAE_OK;
-}
-
-int subsae__stream_reduce(struct subsae__stream *st, int rc)
-{
-    if (!subsae__collective_on(st->coll))
-        return rc;
-    rc = subsae__collective_agree(st->coll, rc, "subsae_subspace_fit");
-    if (rc == SUBSAE_OK)
-        rc = subsae__allreduce(st->coll, st->sum, 2 * st->d, SUBSAE_DTYPE_F64,
-                               "subsae_subspace_fit: column sums");
-    return rc;
-}
-
-int subsae__stream_progress(struct subsae__stream *st, int64_t m)
-{
-    st->done += m;
-    if (st->callback &&
-        st->callback(SUBSAE_EVENT_PROGRESS, st->phase, st->done, st->total, NULL, st->user) != 0)
-        return subsae__fail(SUBSAE_E_CANCELLED, SUBSAE_REASON_CANCELLED,
-                            "subsae_subspace_fit: cancelled by the callback in phase '%s' "
-                            "after %lld of %lld rows",
-                            st->phase, (long long)st->done, (long long)st->total);
-    return SUBSAE_OK;
-}
-
-void subsae__subspace_fix_signs(float *b, int64_t k, int64_t d)
-{
-    for (int64_t r = 0; r < k; r++) {
-        float *row = b + r * d;
-        int64_t best = 0;
-        for (int64_t j = 1; j < d; j++)
-            if (fabsf(row[j]) > fabsf(row[best]))
-                best = j;
-        if (row[best] < 0.0f)
-            for (int64_t j = 0; j < d; j++)
-                row[j] = -row[j];
-    }
 }
 
 /* ---- fit ------------------------------------------------------------ */
@@ -542,10 +205,8 @@ static uint64_t options_hash(const subsae_subspace *s)
 int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
 {
     static const char *fn = "subsae_subspace_fit";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!buf)
-        return subsae__fail_null(fn, "buf");
+    SUBSAE__NOT_NULL(fn, s);
+    SUBSAE__NOT_NULL(fn, buf);
     int64_t n = subsae_buffer_rows(buf), d = subsae_buffer_dim(buf);
     int64_t root = 0;
     if (subsae__collective_on(&s->coll)) {
@@ -607,11 +268,23 @@ int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
 
 /* ---- results -------------------------------------------------------- */
 
+/* The checks of a result query: the estimator and the result pointer
+ * `out` (named `out_name`) not NULL, a fit done. */
+static int check_result(const char *fn, const subsae_subspace *s, const void *out,
+                        const char *out_name)
+{
+    SUBSAE__NOT_NULL(fn, s);
+    if (!out)
+        return subsae__fail_null(fn, out_name);
+    if (!s->fitted)
+        return not_fitted(fn);
+    return SUBSAE_OK;
+}
+
 static int check_fitted_array(const char *fn, const subsae_subspace *s, const void *out,
                               int64_t count)
 {
-    if (!s)
-        return subsae__fail_null(fn, "s");
+    SUBSAE__NOT_NULL(fn, s);
     if (!s->fitted)
         return not_fitted(fn);
     if (count < 0)
@@ -626,58 +299,53 @@ static int check_fitted_array(const char *fn, const subsae_subspace *s, const vo
     return SUBSAE_OK;
 }
 
+/* The spectrum queries: each of the first `count` variances as itself, as
+ * a singular value of the centred data, or as a fraction of the total. */
+enum variance_form { VARIANCES, SINGULAR_VALUES, EXPLAINED_RATIOS };
+
+static int variances_as(const char *fn, const subsae_subspace *s, double *out, int64_t count,
+                        enum variance_form as)
+{
+    int rc = check_fitted_array(fn, s, out, count);
+    for (int64_t i = 0; !rc && i < count; i++) {
+        const double v = s->variances[i];
+        out[i] = as == VARIANCES         ? v
+                 : as == SINGULAR_VALUES ? sqrt((double)(s->rows - 1) * v)
+                 : s->total > 0.0        ? v / s->total
+                                         : 0.0;
+    }
+    return rc;
+}
+
 int subsae_subspace_variances(const subsae_subspace *s, double *out, int64_t count)
 {
-    int rc = check_fitted_array("subsae_subspace_variances", s, out, count);
-    if (rc)
-        return rc;
-    if (count > 0)
-        memcpy(out, s->variances, (size_t)count * sizeof *out);
-    return SUBSAE_OK;
+    return variances_as("subsae_subspace_variances", s, out, count, VARIANCES);
 }
 
 int subsae_subspace_singular_values(const subsae_subspace *s, double *out, int64_t count)
 {
-    int rc = check_fitted_array("subsae_subspace_singular_values", s, out, count);
-    if (rc)
-        return rc;
-    for (int64_t i = 0; i < count; i++)
-        out[i] = sqrt((double)(s->rows - 1) * s->variances[i]);
-    return SUBSAE_OK;
+    return variances_as("subsae_subspace_singular_values", s, out, count, SINGULAR_VALUES);
 }
 
 int subsae_subspace_explained_ratios(const subsae_subspace *s, double *out, int64_t count)
 {
-    int rc = check_fitted_array("subsae_subspace_explained_ratios", s, out, count);
-    if (rc)
-        return rc;
-    for (int64_t i = 0; i < count; i++)
-        out[i] = s->total > 0.0 ? s->variances[i] / s->total : 0.0;
-    return SUBSAE_OK;
+    return variances_as("subsae_subspace_explained_ratios", s, out, count, EXPLAINED_RATIOS);
 }
 
 int subsae_subspace_total_variance(const subsae_subspace *s, double *out)
 {
-    static const char *fn = "subsae_subspace_total_variance";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!out)
-        return subsae__fail_null(fn, "out");
-    if (!s->fitted)
-        return not_fitted(fn);
+    int rc = check_result("subsae_subspace_total_variance", s, out, "out");
+    if (rc)
+        return rc;
     *out = s->total;
     return SUBSAE_OK;
 }
 
 int subsae_subspace_mean(const subsae_subspace *s, float *out)
 {
-    static const char *fn = "subsae_subspace_mean";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!out)
-        return subsae__fail_null(fn, "out");
-    if (!s->fitted)
-        return not_fitted(fn);
+    int rc = check_result("subsae_subspace_mean", s, out, "out");
+    if (rc)
+        return rc;
     memcpy(out, s->mean, (size_t)s->dim * sizeof *out);
     return SUBSAE_OK;
 }
@@ -707,10 +375,8 @@ static bool complete(const subsae_subspace *s)
 int subsae_subspace_effective_rank(const subsae_subspace *s, double tau, int64_t *r, int *exact)
 {
     static const char *fn = "subsae_subspace_effective_rank";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!r)
-        return subsae__fail_null(fn, "r");
+    SUBSAE__NOT_NULL(fn, s);
+    SUBSAE__NOT_NULL(fn, r);
     if (!(tau > 0.0 && tau <= 1.0))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: tau = %g is out of range (0, 1]", fn, tau);
@@ -756,13 +422,9 @@ int subsae_subspace_effective_rank(const subsae_subspace *s, double tau, int64_t
 
 int subsae_subspace_entropy_rank(const subsae_subspace *s, double *rank, int *exact)
 {
-    static const char *fn = "subsae_subspace_entropy_rank";
-    if (!s)
-        return subsae__fail_null(fn, "s");
-    if (!rank)
-        return subsae__fail_null(fn, "rank");
-    if (!s->fitted)
-        return not_fitted(fn);
+    int rc = check_result("subsae_subspace_entropy_rank", s, rank, "rank");
+    if (rc)
+        return rc;
     /* p_i = sigma_i / sum sigma_j; sigma_i is proportional to
      * sqrt(variance_i) and the factor cancels. */
     double total = 0.0;
@@ -789,8 +451,7 @@ static int check_projection(const char *fn, const subsae_subspace *s, const floa
                             int64_t k, const float *b, const char *b_name, int64_t b_stride,
                             int64_t b_cols)
 {
-    if (!s)
-        return subsae__fail_null(fn, "s");
+    SUBSAE__NOT_NULL(fn, s);
     if (n > 0 && !a)
         return subsae__fail_null(fn, a_name);
     if (n > 0 && !b)

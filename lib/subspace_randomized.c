@@ -66,16 +66,16 @@ static int orthonormalise(double *w, int64_t d, int64_t l, double *tau, float *q
 
 /* One pass over this worker's rows: w = Y^T Y q (d x l, double), with the
  * pass's column sums in st. */
-static int gram_pass(struct subsae__stream *st, const float *q_float, int64_t l, float *z,
+static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l, float *z,
                      float *w_batch, double *w)
 {
     const int64_t n = st->n, d = st->d;
     const size_t dl = (size_t)d * (size_t)l;
     memset(w, 0, dl * sizeof *w);
-    subsae__stream_begin_pass(st);
+    subsae__subspace_stream_begin_pass(st);
     for (int64_t first = 0; first < n; first += st->batch_rows) {
         int64_t m = n - first < st->batch_rows ? n - first : st->batch_rows;
-        int rc = subsae__stream_read(st, first, m);
+        int rc = subsae__subspace_stream_read(st, first, m);
         if (rc != SUBSAE_OK)
             return rc;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)l, (int)d, 1.0f,
@@ -86,7 +86,7 @@ static int gram_pass(struct subsae__stream *st, const float *q_float, int64_t l,
         for (int64_t i = 0; i < d; i++)
             for (int64_t j = 0; j < l; j++)
                 w[i * l + j] += w_batch[i * l + j];
-        rc = subsae__stream_progress(st, m);
+        rc = subsae__subspace_stream_progress(st, m);
         if (rc != SUBSAE_OK)
             return rc;
     }
@@ -96,8 +96,8 @@ static int gram_pass(struct subsae__stream *st, const float *q_float, int64_t l,
 /* The centring correction of a pass over all rows: w -= n delta (delta^T
  * q), delta the mean of the shifted rows, with proj (l doubles) as scratch
  * for delta^T q. */
-static void center_product(const struct subsae__stream *st, const double *q_double, int64_t l,
-                           double *w, double *proj)
+static void center_product(const struct subsae__subspace_stream *st, const double *q_double,
+                           int64_t l, double *w, double *proj)
 {
     if (!st->center)
         return;
@@ -117,72 +117,102 @@ static void center_product(const struct subsae__stream *st, const double *q_doub
     }
 }
 
-int subsae__subspace_randomized(subsae_subspace *s, const subsae_buffer *buf, int64_t k,
-                                struct subsae__subspace_fit *out)
+/* The arrays of a randomized fit: Q, the passes' products, the
+ * Rayleigh-Ritz problem and the results. */
+struct randomized {
+    int64_t d, l, found;
+    float *q_float, *z, *w_batch, *mean, *basis;
+    double *q_double, *w, *tau, *t, *theta, *u, *variances;
+};
+
+static void randomized_free(struct randomized *r)
 {
-    const int64_t d = subsae_buffer_dim(buf);
-    const int64_t l = s->oversample >= d - k ? d : k + s->oversample;
-    const bool whole = l == d;
-    const int64_t q = whole ? 0 : s->power_iters;
-    const int64_t found = whole ? d : k;
-    struct subsae__stream st;
-    int rc = subsae__stream_init(&st, s, buf, "power", q + 2);
-    if (rc != SUBSAE_OK)
-        return rc;
-    const size_t dl = (size_t)d * (size_t)l, ll = (size_t)l * (size_t)l;
-    float *q_float = NULL, *z = NULL, *w_batch = NULL, *mean = NULL, *basis = NULL;
-    double *q_double = NULL, *w = NULL, *tau = NULL, *t = NULL, *theta = NULL, *u = NULL,
-           *variances = NULL;
-    if (!(q_float = subsae__subspace_alloc(dl, sizeof(float), "subspace Q (float)")) ||
-        !(z = subsae__subspace_alloc((size_t)st.batch_rows * (size_t)l, sizeof(float),
-                                     "subspace batch projection")) ||
-        !(w_batch = subsae__subspace_alloc(dl, sizeof(float), "subspace batch product")) ||
-        !(q_double = subsae__subspace_alloc(dl, sizeof(double), "subspace Q (double)")) ||
-        !(w = subsae__subspace_alloc(dl, sizeof(double), "subspace product")) ||
-        !(tau = subsae__subspace_alloc((size_t)l, sizeof(double), "subspace QR factors")) ||
-        !(t = subsae__subspace_alloc(ll, sizeof(double), "subspace Rayleigh-Ritz matrix")) ||
-        !(theta = subsae__subspace_alloc((size_t)l, sizeof(double), "subspace Ritz values")) ||
-        !(u = subsae__subspace_alloc(dl, sizeof(double), "subspace Ritz vectors")) ||
-        !(variances = subsae__subspace_alloc((size_t)found, sizeof(double),
-                                             "subspace variances")) ||
-        !(mean = subsae__subspace_alloc((size_t)d, sizeof(float), "subspace mean")) ||
-        !(basis = subsae__subspace_alloc((size_t)found * (size_t)d, sizeof(float),
-                                         "subspace basis")))
-        rc = SUBSAE_E_NOMEM; /* still agreed with the other workers in the first pass */
+    subsae__free(r->q_float);
+    subsae__free(r->z);
+    subsae__free(r->w_batch);
+    subsae__free(r->q_double);
+    subsae__free(r->w);
+    subsae__free(r->tau);
+    subsae__free(r->t);
+    subsae__free(r->theta);
+    subsae__free(r->u);
+    subsae__free(r->variances);
+    subsae__free(r->mean);
+    subsae__free(r->basis);
+}
 
-    /* Gaussian start from the seeded RNG: the same seed gives the same
-     * start on every machine (and every worker). */
-    if (rc == SUBSAE_OK) {
-        subsae__rng rng;
-        subsae__rng_seed(&rng, (uint64_t)s->seed, OMEGA_STREAM);
-        for (size_t i = 0; i < dl; i++) {
-            q_float[i] = (float)subsae__rng_normal(&rng);
-            q_double[i] = (double)q_float[i];
-        }
+/* SUBSAE_E_NOMEM (recorded) when an array does not fit; r is freed by
+ * randomized_free either way. */
+static int randomized_alloc(struct randomized *r, int64_t batch_rows)
+{
+    const size_t d = (size_t)r->d, l = (size_t)r->l, found = (size_t)r->found;
+    const size_t dl = d * l, ll = l * l;
+    if (!(r->q_float = subsae__subspace_alloc(dl, sizeof(float), "subspace Q (float)")) ||
+        !(r->z = subsae__subspace_alloc((size_t)batch_rows * l, sizeof(float),
+                                        "subspace batch projection")) ||
+        !(r->w_batch = subsae__subspace_alloc(dl, sizeof(float), "subspace batch product")) ||
+        !(r->q_double = subsae__subspace_alloc(dl, sizeof(double), "subspace Q (double)")) ||
+        !(r->w = subsae__subspace_alloc(dl, sizeof(double), "subspace product")) ||
+        !(r->tau = subsae__subspace_alloc(l, sizeof(double), "subspace QR factors")) ||
+        !(r->t = subsae__subspace_alloc(ll, sizeof(double), "subspace Rayleigh-Ritz matrix")) ||
+        !(r->theta = subsae__subspace_alloc(l, sizeof(double), "subspace Ritz values")) ||
+        !(r->u = subsae__subspace_alloc(dl, sizeof(double), "subspace Ritz vectors")) ||
+        !(r->variances = subsae__subspace_alloc(found, sizeof(double), "subspace variances")) ||
+        !(r->mean = subsae__subspace_alloc(d, sizeof(float), "subspace mean")) ||
+        !(r->basis = subsae__subspace_alloc(found * d, sizeof(float), "subspace basis")))
+        return SUBSAE_E_NOMEM;
+    return SUBSAE_OK;
+}
+
+/* Gaussian start from the seeded RNG: the same seed gives the same start
+ * on every machine (and every worker). */
+static void gaussian_start(struct randomized *r, int64_t seed)
+{
+    subsae__rng rng;
+    subsae__rng_seed(&rng, (uint64_t)seed, OMEGA_STREAM);
+    for (size_t i = 0; i < (size_t)r->d * (size_t)r->l; i++) {
+        r->q_float[i] = (float)subsae__rng_normal(&rng);
+        r->q_double[i] = (double)r->q_float[i];
     }
+}
 
+/* q + 2 passes: w = C Q (n - 1) over the rows of all workers, Q
+ * orthonormalised after every pass but the last. rc is this worker's
+ * status so far, agreed with the others in the first pass. */
+static int power_passes(struct subsae__subspace_stream *st, struct randomized *r, int64_t q,
+                        int rc)
+{
+    const int64_t d = r->d, l = r->l;
     for (int64_t pass = 0; pass < q + 2; pass++) {
         if (rc == SUBSAE_OK)
-            rc = gram_pass(&st, q_float, l, z, w_batch, w);
-        rc = subsae__stream_reduce(&st, rc);
+            rc = gram_pass(st, r->q_float, l, r->z, r->w_batch, r->w);
+        rc = subsae__subspace_stream_reduce(st, rc);
         if (rc == SUBSAE_OK)
-            rc = subsae__allreduce(st.coll, w, (int64_t)dl, SUBSAE_DTYPE_F64,
+            rc = subsae__allreduce(st->coll, r->w, d * l, SUBSAE_DTYPE_F64,
                                    "subsae_subspace_fit: power-iteration product");
         if (rc != SUBSAE_OK)
-            goto done;
-        center_product(&st, q_double, l, w, theta);
+            return rc;
+        center_product(st, r->q_double, l, r->w, r->theta);
         if (pass < q + 1) {
-            rc = orthonormalise(w, d, l, tau, q_float, q_double);
+            rc = orthonormalise(r->w, d, l, r->tau, r->q_float, r->q_double);
             if (rc != SUBSAE_OK)
-                goto done;
+                return rc;
         }
     }
+    return SUBSAE_OK;
+}
 
-    /* Rayleigh-Ritz: T = Q^T C Q with C Q = w / (n - 1), n the rows of all
-     * workers. */
-    const double dn = (double)st.n_total, inv = 1.0 / (double)(st.n_total - 1);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l, (int)l, (int)d, inv, q_double,
-                (int)l, w, (int)l, 0.0, t, (int)l);
+/* Rayleigh-Ritz: T = Q^T C Q with C Q = w / (n - 1), n the rows of all
+ * workers; the top `found` Ritz values and vectors are the variances and
+ * the basis. */
+static int rayleigh_ritz(const struct subsae__subspace_stream *st, struct randomized *r)
+{
+    const int64_t d = r->d, l = r->l;
+    const size_t ll = (size_t)l * (size_t)l;
+    double *t = r->t;
+    const double inv = 1.0 / (double)(st->n_total - 1);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l, (int)l, (int)d, inv,
+                r->q_double, (int)l, r->w, (int)l, 0.0, t, (int)l);
     for (int64_t i = 0; i < l; i++)
         for (int64_t j = i + 1; j < l; j++) {
             double avg = 0.5 * (t[i * l + j] + t[j * l + i]);
@@ -190,65 +220,70 @@ int subsae__subspace_randomized(subsae_subspace *s, const subsae_buffer *buf, in
             t[j * l + i] = avg;
         }
     for (size_t i = 0; i < ll; i++)
-        if (!isfinite(t[i])) {
-            rc = subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
-                              "subsae_subspace_fit: the projected covariance is not finite "
-                              "(values too large for float32 products?)");
-            goto done;
-        }
+        if (!isfinite(t[i]))
+            return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                                "subsae_subspace_fit: the projected covariance is not finite "
+                                "(values too large for float32 products?)");
     lapack_int info =
-        LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, t, (lapack_int)l, theta);
-    if (info != 0) {
-        rc = lapack_failure("LAPACKE_dsyevd", info, l, l);
-        goto done;
-    }
+        LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, t, (lapack_int)l, r->theta);
+    if (info != 0)
+        return lapack_failure("LAPACKE_dsyevd", info, l, l);
     /* Ritz vectors U = Q V (d x l); theta ascending, so the r-th largest is
      * column l - 1 - r. */
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)l, (int)l, 1.0,
-                q_double, (int)l, t, (int)l, 0.0, u, (int)l);
-    for (int64_t r = 0; r < found; r++) {
-        double v = theta[l - 1 - r];
-        variances[r] = v > 0.0 ? v : 0.0;
+                r->q_double, (int)l, t, (int)l, 0.0, r->u, (int)l);
+    for (int64_t k = 0; k < r->found; k++) {
+        double v = r->theta[l - 1 - k];
+        r->variances[k] = v > 0.0 ? v : 0.0;
         for (int64_t i = 0; i < d; i++)
-            basis[r * d + i] = (float)u[i * l + (l - 1 - r)];
+            r->basis[k * d + i] = (float)r->u[i * l + (l - 1 - k)];
     }
-    subsae__subspace_fix_signs(basis, found, d);
+    subsae__subspace_fix_signs(r->basis, r->found, d);
+    return SUBSAE_OK;
+}
 
-    double total = 0.0;
-    for (int64_t i = 0; i < d; i++) {
-        double delta = st.center ? st.sum[i] / dn : 0.0;
-        double column = (st.sumsq[i] - dn * delta * delta) * inv;
-        total += column;
-        mean[i] = st.center ? (float)((double)st.shift[i] + delta) : 0.0f;
+/* The trace of the covariance from the last pass's column sums. */
+static int total_variance(const struct subsae__subspace_stream *st, double *total)
+{
+    const double dn = (double)st->n_total, inv = 1.0 / (double)(st->n_total - 1);
+    *total = 0.0;
+    for (int64_t i = 0; i < st->d; i++) {
+        double delta = st->center ? st->sum[i] / dn : 0.0;
+        double column = (st->sumsq[i] - dn * delta * delta) * inv;
+        *total += column;
     }
-    if (!isfinite(total)) {
-        rc = subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
-                          "subsae_subspace_fit: the total variance is not finite");
-        goto done;
-    }
+    if (!isfinite(*total))
+        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                            "subsae_subspace_fit: the total variance is not finite");
+    return SUBSAE_OK;
+}
 
-    out->found = found;
-    out->total = total;
-    out->variances = variances;
-    out->basis = basis;
-    out->mean = mean;
-    variances = NULL;
-    basis = NULL;
-    mean = NULL;
-    rc = SUBSAE_OK;
-done:
-    subsae__free(q_float);
-    subsae__free(z);
-    subsae__free(w_batch);
-    subsae__free(q_double);
-    subsae__free(w);
-    subsae__free(tau);
-    subsae__free(t);
-    subsae__free(theta);
-    subsae__free(u);
-    subsae__free(variances);
-    subsae__free(mean);
-    subsae__free(basis);
-    subsae__stream_release(&st);
+int subsae__subspace_randomized(subsae_subspace *s, const subsae_buffer *buf, int64_t k,
+                                struct subsae__subspace_fit *out)
+{
+    struct randomized r = {.d = subsae_buffer_dim(buf)};
+    r.l = s->oversample >= r.d - k ? r.d : k + s->oversample;
+    const bool whole = r.l == r.d;
+    const int64_t q = whole ? 0 : s->power_iters;
+    r.found = whole ? r.d : k;
+    struct subsae__subspace_stream st;
+    int rc = subsae__subspace_stream_init(&st, s, buf, "power", q + 2);
+    if (rc != SUBSAE_OK)
+        return rc;
+    rc = randomized_alloc(&r, st.batch_rows); /* still agreed in the first pass */
+    if (rc == SUBSAE_OK)
+        gaussian_start(&r, s->seed);
+    rc = power_passes(&st, &r, q, rc);
+    if (rc == SUBSAE_OK)
+        rc = rayleigh_ritz(&st, &r);
+    double total;
+    if (rc == SUBSAE_OK)
+        rc = total_variance(&st, &total);
+    if (rc == SUBSAE_OK) {
+        subsae__subspace_stream_mean(&st, r.mean);
+        subsae__subspace_fit_hand_over(out, r.found, total, &r.variances, &r.basis, &r.mean);
+    }
+    randomized_free(&r);
+    subsae__subspace_stream_release(&st);
     return rc;
 }

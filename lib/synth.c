@@ -14,10 +14,8 @@
 int subsae__synth(const struct subsae__synth_spec *spec, float *x, float *atoms)
 {
     static const char *fn = "subsae__synth";
-    if (!spec)
-        return subsae__fail_null(fn, "spec");
-    if (!x)
-        return subsae__fail_null(fn, "x");
+    SUBSAE__NOT_NULL(fn, spec);
+    SUBSAE__NOT_NULL(fn, x);
     const int64_t n = spec->rows, d = spec->dim, m = spec->atoms, r = spec->subspace_dim;
     const int64_t a = spec->active;
     if (n < 1 || d < 1 || r < 1 || r > d || m < 1 || a < 1 || a > m || !(spec->noise >= 0.0) ||
@@ -123,8 +121,7 @@ int subsae_synth(int64_t dim, int64_t subspace_dim, int64_t features, int64_t k,
                  uint64_t seed, subsae_buffer **out, float *dictionary)
 {
     static const char *fn = "subsae_synth";
-    if (!out)
-        return subsae__fail_null(fn, "out");
+    SUBSAE__NOT_NULL(fn, out);
     if (dim < 1 || dim > INT32_MAX || tokens < 1 || features < 1 || features > INT32_MAX)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: dim %lld, features %lld, tokens %lld", fn, (long long)dim,

@@ -321,7 +321,7 @@ int bench_train(int argc, char **argv, json_t *reports, bool print)
             c.speedup = true;
         } else if (!strcmp(a, "--threads") && v) {
             int64_t th;
-            if (!cli_parse_int64(a, v, 1, 4096, &th))
+            if (!cli_parse_int64(a, v, 1, cli_max_threads(), &th))
                 return 2;
             c.threads = (int)th;
             i++;

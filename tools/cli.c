@@ -188,6 +188,13 @@ void cli_option_range(int object, int option, const char *const *choices, char *
         snprintf(out, size, "default %lld%s; %s to %s", (long long)def, automatic, a, b);
 }
 
+int64_t cli_max_threads(void)
+{
+    int64_t hi = 1;
+    subsae_option_int_bounds(SUBSAE_OBJECT_TRAINER, SUBSAE_TRAIN_THREADS, NULL, &hi, NULL);
+    return hi;
+}
+
 /* ---- messages ------------------------------------------------------- */
 
 int cli_fail(const char *fmt, ...)

@@ -54,11 +54,14 @@ void cli_help_line(FILE *out, const char *flag, const char *explanation);
 void cli_help_end(FILE *out, bool json);
 
 /* The default and range of a library option (subsae_option_*), in words,
- * e.g. "default 4096; 1 to 16777216", "default 0 = automatic; at least
- * 0"; choices (may be NULL) name the values of a SUBSAE_OPTION_CHOICE
+ * e.g. "default D; MIN to MAX", "default 0 = automatic; at least 0";
+ * choices (may be NULL) name the values of a SUBSAE_OPTION_CHOICE
  * option. */
 void cli_option_range(int object, int option, const char *const *choices, char *out,
                       size_t size);
+
+/* The most threads the library takes (the bound of SUBSAE_TRAIN_THREADS). */
+int64_t cli_max_threads(void);
 
 /* Name of the program and of the running subcommand (for messages). */
 extern const char *cli_program_name;

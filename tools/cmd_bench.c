@@ -283,7 +283,7 @@ static int bench_rank(int argc, char **argv, json_t *reports, bool print)
                 return 2;
             i++;
         } else if (!strcmp(a, "--threads") && value) {
-            if (!cli_parse_int64(a, value, 1, 4096, &threads))
+            if (!cli_parse_int64(a, value, 1, cli_max_threads(), &threads))
                 return 2;
             i++;
         } else {

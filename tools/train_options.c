@@ -28,6 +28,8 @@ struct flag {
     bool is_double, open;
     double min, max;
     bool required;       /* a new run needs it: its default is not shown */
+    int max_of;          /* the program's own number whose upper bound is this
+                          * trainer option's (the library's), or -1 */
     const char *help;
 };
 
@@ -47,7 +49,13 @@ struct flag {
      .given_at = NONE, .help = text}
 #define OWN_NUMBER(flag_name, metavar_, field, given, dbl, lo, hi, open_, text)            \
     {.name = flag_name, .metavar = metavar_, .kind = NUMBER, .option = -1, .at = AT(field),\
-     .given_at = given, .is_double = dbl, .open = open_, .min = lo, .max = hi, .help = text}
+     .given_at = given, .is_double = dbl, .open = open_, .min = lo, .max = hi, .max_of = -1,  \
+     .help = text}
+/* The program's own whole number from `lo` up to the library's bound of
+ * trainer option `option`. */
+#define OWN_UP_TO_LIB(flag_name, metavar_, field, lo, option_, text)                       \
+    {.name = flag_name, .metavar = metavar_, .kind = NUMBER, .option = -1, .at = AT(field),\
+     .given_at = NONE, .min = lo, .max_of = option_, .help = text}
 #define SECTION(title) {.name = title, .kind = HEADING, .option = -1}
 
 static const char *const activations[] = {"topk", "batchtopk", "jumprelu", "relu", NULL};
@@ -77,10 +85,9 @@ static const struct flag flags[] = {
     {.name = "--features", .metavar = "M", .kind = NUMBER, .option = SUBSAE_TRAIN_FEATURES,
      .at = NONE, .given_at = NONE, .required = true,
      .help = "dictionary size; required for a new run"},
-    {.name = "--k", .metavar = "K", .kind = NUMBER, .option = SUBSAE_TRAIN_K, .at = NONE,
-     .given_at = NONE, .required = true,
-     .help = "active features per token, required for a new topk or batchtopk run; the "
-             "initial L0 of jumprelu and relu (default 32)"},
+    LIB("--k", "K", NUMBER, SUBSAE_TRAIN_K, NULL,
+        "active features per token, required for a new topk or batchtopk run; the initial L0 "
+        "of jumprelu and relu"),
     LIB("--activation", "NAME", CHOICE, SUBSAE_TRAIN_ACTIVATION, activations,
         "the sparse coding"),
     LIB("--init", "NAME", CHOICE, SUBSAE_TRAIN_INIT, inits,
@@ -130,8 +137,8 @@ static const struct flag flags[] = {
     LIB("--adam-eps", "X", NUMBER, SUBSAE_TRAIN_ADAM_EPS, NULL, "Adam's epsilon"),
     LIB_SWITCH("--sparse-adam", SUBSAE_TRAIN_SPARSE_ADAM, 1,
                "update only the features with gradient in the step"),
-    OWN_NUMBER("--threads", "T", threads, NONE, false, 1, 4096, false,
-               "threads (default: the cores of the machine)"),
+    OWN_UP_TO_LIB("--threads", "T", threads, 1, SUBSAE_TRAIN_THREADS,
+                  "threads (default: the cores of the machine)"),
     SECTION("evaluation"),
     OWN("--eval", "FILE", TEXT, eval_file, "evaluate the trained model on FILE"),
     OWN("--eval-target", "FILE", TEXT, eval_target,
@@ -226,6 +233,16 @@ static bool parse_library_value(const struct flag *f, const char *text, struct t
     return true;
 }
 
+static int64_t own_int_max(const struct flag *f)
+{
+    int64_t hi = INT64_MAX;
+    if (f->max_of >= 0)
+        subsae_option_int_bounds(SUBSAE_OBJECT_TRAINER, f->max_of, NULL, &hi, NULL);
+    else if (f->max < 9.2e18)
+        hi = (int64_t)f->max;
+    return hi;
+}
+
 static bool parse_own_number(const struct flag *f, const char *text, struct train_options *o)
 {
     char *base = (char *)o;
@@ -238,8 +255,7 @@ static bool parse_own_number(const struct flag *f, const char *text, struct trai
                      f->max);
             return false;
         }
-    } else if (!cli_parse_int64(f->name, text, (int64_t)f->min,
-                                f->max >= 9.2e18 ? INT64_MAX : (int64_t)f->max,
+    } else if (!cli_parse_int64(f->name, text, (int64_t)f->min, own_int_max(f),
                                 (int64_t *)(base + f->at))) {
         return false;
     }
@@ -467,6 +483,9 @@ void train_options_help(FILE *out)
                  f->metavar ? f->metavar : "");
         if (f->option >= 0 && f->kind != SWITCH)
             cli_option_range(SUBSAE_OBJECT_TRAINER, f->option, f->choices, range, sizeof range);
+        if (f->max_of >= 0 && f->kind == NUMBER && f->option < 0)
+            snprintf(range, sizeof range, "%lld to %lld", (long long)f->min,
+                     (long long)own_int_max(f));
         if (f->required && strchr(range, ';')) /* "default D; RANGE": the range only */
             memmove(range, strchr(range, ';') + 2, strlen(strchr(range, ';') + 2) + 1);
         if (f->option >= 0 && (option_flags(f->option) & SUBSAE_OPTION_STRUCTURAL)) {

@@ -93,19 +93,6 @@ const METRIC_COUNT = length(METRIC_NAMES)
 const INIT_RANDOM = 0
 const INIT_ACTIVE_SUBSPACE = 1
 
-# Trainer options by name; the Symbol => (enum value, is a double).
-const TRAIN_OPTIONS = Dict{Symbol,Tuple{Cint,Bool}}(
-    :features => (0, false), :activation => (1, false), :k => (2, false),
-    :lr => (3, true), :batch => (4, false), :warmup_steps => (5, false),
-    :cooldown_steps => (6, false), :clip_norm => (7, true), :seed => (8, false),
-    :dead_window => (9, false), :init => (10, false), :subspace_dim => (11, false),
-    :scale_search => (12, false), :decoder_norm => (13, false), :sparse_adam => (14, false),
-    :threads => (15, false), :init_sample => (16, false), :adam_beta1 => (17, true),
-    :adam_beta2 => (18, true), :adam_eps => (19, true), :auxk_coef => (20, true),
-    :auxk_k => (21, false), :l1_coef => (22, true), :l0_coef => (23, true),
-    :jumprelu_bandwidth => (24, true), :init_threshold => (25, true),
-    :subspace_coefficients => (26, false))
-
 const COEF_UNIFORM = 0
 const COEF_GAUSSIAN = 1
 
@@ -929,8 +916,13 @@ end
 
 """Set a trainer option by name (:features, :k, :lr, ...)."""
 function set!(t::Trainer, name::Symbol, value)
-    option, isdouble = TRAIN_OPTIONS[name]
-    isdouble ? set_double!(t, option, Float64(value)) : set_int!(t, option, Int64(value))
+    # The option's number and type are the library's word (subsae_option_*).
+    option = find_option(OBJECT_TRAINER, String(name))
+    if option_info(OBJECT_TRAINER, option).type === :double
+        set_double!(t, option, Float64(value))
+    else
+        set_int!(t, option, Int64(value))
+    end
     return t
 end
 
@@ -997,7 +989,7 @@ end
 
 """Each feature's share of the metrics window's tokens it fired on."""
 function feature_density(t::Trainer)
-    n = Int(get_int(t, TRAIN_OPTIONS[:features][1]))
+    n = Int(get_int(t, find_option(OBJECT_TRAINER, "features")))
     out = Vector{Float64}(undef, n)
     check(ccall((:subsae_trainer_feature_density, libsubsae), Cint,
                 (Ptr{Cvoid}, Ptr{Float64}, Int64), handle(t), out, n))

@@ -81,13 +81,6 @@ TRAIN_AUXK_COEF, TRAIN_AUXK_K, TRAIN_L1_COEF, TRAIN_L0_COEF = 20, 21, 22, 23
 TRAIN_JUMPRELU_BANDWIDTH, TRAIN_INIT_THRESHOLD, TRAIN_SUBSPACE_COEFFICIENTS = 24, 25, 26
 COEF_UNIFORM, COEF_GAUSSIAN = 0, 1
 
-# Options whose value is a double (the others are integers).
-_TRAIN_DOUBLE = {TRAIN_LR, TRAIN_CLIP_NORM, TRAIN_ADAM_BETA1, TRAIN_ADAM_BETA2,
-                 TRAIN_ADAM_EPS, TRAIN_AUXK_COEF, TRAIN_L1_COEF, TRAIN_L0_COEF,
-                 TRAIN_JUMPRELU_BANDWIDTH, TRAIN_INIT_THRESHOLD}
-_SUBSPACE_DOUBLE = {SUBSPACE_THRESHOLD, SUBSPACE_SECONDS}
-_SAE_DOUBLE = {SAE_INPUT_SCALE, SAE_OUTPUT_SCALE}
-
 VERSION_MAJOR = 0  # the ABI this binding was written for
 
 # ---- loading the library -------------------------------------------------
@@ -667,27 +660,43 @@ class Batches(_Handle):
         _check(lib.subsae_batches_seek(self.ptr, epoch, position))
 
 
-def _option(prefix, name):
+def _option(obj, name):
+    """The option of obj (OBJECT_*) called name, as the library names it; an
+    unknown name is a TypeError, as for any unknown keyword."""
     try:
-        return globals()[prefix + name.upper()]
-    except KeyError:
-        raise TypeError("unknown option %r (no %s%s)" % (name, prefix, name.upper())) from None
+        return find_option(obj, name)
+    except Error as e:
+        raise TypeError(e.message) from None
+
+
+_option_is_double = {}
+
+
+def _is_double(obj, option):
+    """Whether option takes a double: the library's word (subsae_option_info)."""
+    key = (obj, option)
+    if key not in _option_is_double:
+        kind = _c.c_int()
+        _check(lib.subsae_option_info(obj, option, None, _c.byref(kind), None, None))
+        _option_is_double[key] = kind.value == OPTION_DOUBLE
+    return _option_is_double[key]
 
 
 class _Options:
-    """get/set of typed options keyed by enum values."""
+    """get/set of typed options keyed by enum values; which setter an option
+    takes is the library's word, not this binding's."""
 
-    _doubles = frozenset()
+    _object = None
     _set_int = _get_int = _set_double = _get_double = None
 
     def set(self, option, value):
-        if option in self._doubles:
+        if _is_double(self._object, option):
             _check(type(self)._set_double(self.ptr, option, float(value)))
         else:
             _check(type(self)._set_int(self.ptr, option, int(value)))
 
     def get(self, option):
-        if option in self._doubles:
+        if _is_double(self._object, option):
             v = _c.c_double()
             _check(type(self)._get_double(self.ptr, option, _c.byref(v)))
         else:
@@ -700,7 +709,7 @@ class Subspace(_Handle, _Options):
     """Spectrum, effective rank and principal directions of a buffer."""
 
     _free = lib.subsae_subspace_free
-    _doubles = _SUBSPACE_DOUBLE
+    _object = OBJECT_SUBSPACE
     _set_int, _get_int = lib.subsae_subspace_set_int, lib.subsae_subspace_get_int
     _set_double, _get_double = lib.subsae_subspace_set_double, lib.subsae_subspace_get_double
 
@@ -710,7 +719,7 @@ class Subspace(_Handle, _Options):
         self._callback = None
         self._allreduce = None
         for name, value in options.items():
-            self.set(_option("SUBSPACE_", name), value)
+            self.set(_option(OBJECT_SUBSPACE, name), value)
 
     def set_callback(self, fn):
         """fn(event, phase, done, total, message) -> False to cancel; None
@@ -809,7 +818,7 @@ class Metrics(dict):
 class _SaeOps(_Options):
     """Operations on a model, owned (Sae) or the one a trainer trains."""
 
-    _doubles = _SAE_DOUBLE
+    _object = OBJECT_SAE
     _set_int, _get_int = lib.subsae_sae_set_int, lib.subsae_sae_get_int
     _set_double, _get_double = lib.subsae_sae_set_double, lib.subsae_sae_get_double
 
@@ -954,7 +963,7 @@ class Trainer(_Handle, _Options):
     """Trains a TopK SAE (or transcoder) with active-subspace initialisation."""
 
     _free = lib.subsae_trainer_free
-    _doubles = _TRAIN_DOUBLE
+    _object = OBJECT_TRAINER
     _set_int, _get_int = lib.subsae_trainer_set_int, lib.subsae_trainer_get_int
     _set_double, _get_double = lib.subsae_trainer_set_double, lib.subsae_trainer_get_double
 
@@ -964,7 +973,7 @@ class Trainer(_Handle, _Options):
         self._callback = None
         self._allreduce = None
         for name, value in options.items():
-            self.set(_option("TRAIN_", name), value)
+            self.set(_option(OBJECT_TRAINER, name), value)
 
     @classmethod
     def load_checkpoint(cls, directory):
