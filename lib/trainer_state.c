@@ -149,13 +149,12 @@ void *subsae__trainer_option_field(subsae_trainer *t, int option)
     return o ? (char *)t + o->offset : NULL;
 }
 
-/* Store a value the table's checks (rc) let through, unless the option is
+/* Store a value the table's checks let through, unless the option is
  * structural and the trainer initialised; every option is 8 bytes. */
-static int store(const char *fn, subsae_trainer *t, const struct subsae__option *o, int rc,
+static int store(const char *fn, subsae_trainer *t, const struct subsae__option *o,
                  const void *value)
 {
-    if (!rc)
-        rc = structural(fn, t, o);
+    int rc = structural(fn, t, o);
     if (rc)
         return rc;
     memcpy((char *)t + o->offset, value, 8);
@@ -168,14 +167,10 @@ static int store(const char *fn, subsae_trainer *t, const struct subsae__option 
 static int get_value(const char *fn, const subsae_trainer *t, int option, int type,
                      void *value, const char *use)
 {
-    if (!t)
-        return subsae__fail_null(fn, "t");
-    if (!value)
-        return subsae__fail_null(fn, "value");
     int rc;
     const struct subsae__option *o =
-        subsae__option_entry(fn, SUBSAE_OBJECT_TRAINER, option, type, use, &rc);
-    if (rc)
+        subsae__option_get(fn, SUBSAE_OBJECT_TRAINER, t, value, option, type, use, &rc);
+    if (!o)
         return rc;
     const double lr = subsae__trainer_lr(t);
     const void *from = (const char *)t + o->offset;
@@ -190,12 +185,10 @@ static int get_value(const char *fn, const subsae_trainer *t, int option, int ty
 int subsae_trainer_set_int(subsae_trainer *t, int option, int64_t value)
 {
     static const char *fn = "subsae_trainer_set_int";
-    if (!t)
-        return subsae__fail_null(fn, "t");
     int rc;
-    const struct subsae__option *o = subsae__option_settable_int(
-        fn, SUBSAE_OBJECT_TRAINER, option, value, "subsae_trainer_set_double", &rc);
-    return store(fn, t, o, rc, &value);
+    const struct subsae__option *o = subsae__option_set_int(
+        fn, SUBSAE_OBJECT_TRAINER, t, option, value, "subsae_trainer_set_double", &rc);
+    return o ? store(fn, t, o, &value) : rc;
 }
 
 int subsae_trainer_get_int(const subsae_trainer *t, int option, int64_t *value)
@@ -217,12 +210,10 @@ double subsae__trainer_lr(const subsae_trainer *t)
 int subsae_trainer_set_double(subsae_trainer *t, int option, double value)
 {
     static const char *fn = "subsae_trainer_set_double";
-    if (!t)
-        return subsae__fail_null(fn, "t");
     int rc;
-    const struct subsae__option *o = subsae__option_settable_double(
-        fn, SUBSAE_OBJECT_TRAINER, option, value, "subsae_trainer_set_int", &rc);
-    return store(fn, t, o, rc, &value);
+    const struct subsae__option *o = subsae__option_set_double(
+        fn, SUBSAE_OBJECT_TRAINER, t, option, value, "subsae_trainer_set_int", &rc);
+    return o ? store(fn, t, o, &value) : rc;
 }
 
 int subsae_trainer_get_double(const subsae_trainer *t, int option, double *value)
