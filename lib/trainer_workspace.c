@@ -89,40 +89,14 @@ static int aux_workspace(subsae_trainer *t, int64_t room)
     return SUBSAE_OK;
 }
 
-int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
+/* The workspace's blocks per row of the batch: the rows, the scaled
+ * input and target, the encoder input and scratch, the first pairs, the
+ * output gradient. */
+static bool alloc_row_buffers(subsae_trainer *t, int64_t batch, int threads, size_t pairs)
 {
     struct subsae__workspace *ws = &t->ws;
-    /* The first workspace (after init, after loading a checkpoint, which
-     * leaves it to the first step, or after a failed allocation) has room
-     * for the configured batch at least, so that its encode blocks, and
-     * hence the bits, do not depend on which call came first. */
-    if (ws->batch == 0 && batch < t->batch)
-        batch = t->batch;
-    if (ws->batch >= batch && ws->threads >= threads)
-        return SUBSAE_OK;
-    /* Grow only: room for the larger batch and thread count seen. */
-    if (batch < ws->batch)
-        batch = ws->batch;
-    if (threads < ws->threads)
-        threads = (int)ws->threads;
-    workspace_free(ws);
     const subsae_sae *s = t->sae;
-    const int act = s->activation;
-    const bool dense = act == SUBSAE_ACT_RELU || act == SUBSAE_ACT_JUMPRELU;
-    const bool jump = act == SUBSAE_ACT_JUMPRELU;
     const size_t B = (size_t)batch, d_in = (size_t)s->d_in, d_out = (size_t)s->d_out;
-    const size_t m = (size_t)s->d_sae, k = (size_t)s->k, T = (size_t)threads;
-    size_t pairs;
-    if (!subsae__mul_size(B, k, &pairs) || pairs > INT32_MAX)
-        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
-                            "batch %zu x k %zu exceeds 2^31 (feature, token) pairs", B, k);
-    ws->block = subsae__encode_block_rows(s->d_sae, batch);
-    /* Dense activations start with room for k pairs per row and grow. */
-    ws->pair_cap = (int64_t)pairs;
-    ws->aux_k = 0;
-    int64_t touch = (int64_t)pairs + (int64_t)B * aux_slots(t);
-    ws->max_touched = touch < (int64_t)m ? touch : (int64_t)m;
-    const size_t mt = (size_t)ws->max_touched;
     ws->rows = subsae__malloc(B * sizeof(int64_t));
     ws->xs = subsae__malloc(B * d_in * sizeof(float));
     ws->ts = t->transcoder ? subsae__malloc(B * d_out * sizeof(float)) : ws->xs;
@@ -133,6 +107,18 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->val = subsae__malloc(pairs * sizeof(float));
     ws->g = subsae__malloc(B * d_out * sizeof(float));
     ws->row_sse = subsae__malloc(B * sizeof(double));
+    return (!t->transcoder || ws->ts) && ws->rows && ws->xs && ws->xin && ws->pre && ws->idx &&
+           ws->val && ws->g && ws->row_sse;
+}
+
+/* The blocks per feature: the histograms, the bucketed pairs, the touched
+ * list, the compact gradient rows (ws->max_touched), the parts' sums. */
+static bool alloc_feature_buffers(subsae_trainer *t, int64_t batch, int threads, size_t pairs)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const subsae_sae *s = t->sae;
+    const size_t B = (size_t)batch, d_in = (size_t)s->d_in, d_out = (size_t)s->d_out;
+    const size_t m = (size_t)s->d_sae, T = (size_t)threads, mt = (size_t)ws->max_touched;
     ws->counts = subsae__malloc(T * m * sizeof(int32_t));
     ws->offsets = subsae__malloc((m + 1) * sizeof(int32_t));
     ws->fired = subsae__malloc(m * sizeof(int32_t));
@@ -153,17 +139,26 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
     ws->aux_offsets = subsae__malloc((m + 1) * sizeof(int32_t));
     ws->aux_fired = subsae__calloc(m, sizeof(int32_t));
     ws->dead_list = subsae__malloc(m * sizeof(int32_t));
-    bool ok = (!t->transcoder || ws->ts) && ws->rows && ws->xs && ws->xin && ws->pre &&
-              ws->idx && ws->val && ws->g && ws->row_sse && ws->counts && ws->offsets &&
-              ws->fired && ws->pair_row && ws->pair_z && ws->touched && ws->slot_of &&
-              ws->g_W_enc && ws->g_W_dec && ws->g_b_enc && ws->g_b_dec && ws->part &&
-              ws->split && ws->row_ptr && ws->active && ws->g_thr && ws->extra &&
-              ws->aux_offsets && ws->aux_fired && ws->dead_list;
-    if (ok && (dense || act == SUBSAE_ACT_BATCHTOPK)) {
-        ws->row_count = subsae__malloc(B * sizeof(int64_t));
+    return ws->counts && ws->offsets && ws->fired && ws->pair_row && ws->pair_z &&
+           ws->touched && ws->slot_of && ws->g_W_enc && ws->g_W_dec && ws->g_b_enc &&
+           ws->g_b_dec && ws->part && ws->split && ws->row_ptr && ws->active && ws->g_thr &&
+           ws->extra && ws->aux_offsets && ws->aux_fired && ws->dead_list;
+}
+
+/* What only some activations use: the rows' pair counts (the dense
+ * activations and BatchTopK), JumpReLU's pre-activations and cuts,
+ * BatchTopK's radix histogram. */
+static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pairs)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const int act = t->sae->activation;
+    const size_t m = (size_t)t->sae->d_sae;
+    bool ok = true;
+    if (act != SUBSAE_ACT_TOPK) {
+        ws->row_count = subsae__malloc((size_t)batch * sizeof(int64_t));
         ok = ws->row_count != NULL;
     }
-    if (ok && jump) {
+    if (ok && act == SUBSAE_ACT_JUMPRELU) {
         ws->pre_val = subsae__malloc(pairs * sizeof(float));
         ws->pair_pre = subsae__malloc(pairs * sizeof(float));
         ws->cut = subsae__malloc(m * sizeof(float));
@@ -173,6 +168,45 @@ int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
         ws->hist = subsae__malloc(65536 * sizeof(uint32_t));
         ok = ws->hist != NULL;
     }
+    return ok;
+}
+
+int subsae__trainer_workspace(subsae_trainer *t, int64_t batch, int threads)
+{
+    struct subsae__workspace *ws = &t->ws;
+    /* The first workspace (after init, after loading a checkpoint, which
+     * leaves it to the first step, or after a failed allocation) has room
+     * for the configured batch at least, so that its encode blocks, and
+     * hence the bits, do not depend on which call came first. */
+    if (ws->batch == 0 && batch < t->batch)
+        batch = t->batch;
+    if (ws->batch >= batch && ws->threads >= threads)
+        return SUBSAE_OK;
+    /* Grow only: room for the larger batch and thread count seen. */
+    if (batch < ws->batch)
+        batch = ws->batch;
+    if (threads < ws->threads)
+        threads = (int)ws->threads;
+    workspace_free(ws);
+    const subsae_sae *s = t->sae;
+    const size_t B = (size_t)batch, d_in = (size_t)s->d_in, d_out = (size_t)s->d_out;
+    const size_t m = (size_t)s->d_sae, k = (size_t)s->k;
+    size_t pairs;
+    if (!subsae__mul_size(B, k, &pairs) || pairs > INT32_MAX)
+        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
+                            "batch %zu x k %zu exceeds 2^31 (feature, token) pairs", B, k);
+    ws->block = subsae__encode_block_rows(s->d_sae, batch);
+    /* Dense activations start with room for k pairs per row and grow. */
+    ws->pair_cap = (int64_t)pairs;
+    ws->aux_k = 0;
+    int64_t touch = (int64_t)pairs + (int64_t)B * aux_slots(t);
+    ws->max_touched = touch < (int64_t)m ? touch : (int64_t)m;
+    const size_t mt = (size_t)ws->max_touched;
+    /* Every block is tried before the check, in one fixed order. */
+    bool ok = alloc_row_buffers(t, batch, threads, pairs);
+    ok = alloc_feature_buffers(t, batch, threads, pairs) && ok;
+    if (ok)
+        ok = alloc_activation_buffers(t, batch, pairs);
     if (!ok) {
         workspace_free(ws);
         return subsae__fail_nomem("training workspace",
