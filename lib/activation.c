@@ -25,7 +25,9 @@
  * The result is a CSR list of pairs; every loop over rows writes
  * positions fixed by a serial prefix sum, so the bits do not depend on the
  * thread count. */
-#include "trainer.h"
+#include "activation.h"
+
+#include "trainer_workspace.h"
 
 #include "kernels.h"
 
@@ -149,97 +151,6 @@ static void fill_row(const float *pre_row, const float *b_enc, const float *cut,
     }
 }
 
-int subsae__trainer_grow_pairs(subsae_trainer *t, int64_t need)
-{
-    struct subsae__workspace *ws = &t->ws;
-    if (need <= ws->pair_cap)
-        return SUBSAE_OK;
-    if (need > INT32_MAX)
-        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
-                            "subsae_trainer_step: %lld active (token, feature) pairs in one "
-                            "batch exceed 2^31; use a smaller batch",
-                            (long long)need);
-    int64_t cap = ws->pair_cap + ws->pair_cap / 2;
-    if (cap < need)
-        cap = need;
-    if (cap > INT32_MAX)
-        cap = INT32_MAX;
-    const size_t c = (size_t)cap;
-    const bool jump = t->sae->activation == SUBSAE_ACT_JUMPRELU;
-    /* Contents kept: the pairs of the rows encoded so far. */
-    int32_t *idx = subsae__realloc(ws->idx, c * sizeof *idx);
-    if (idx)
-        ws->idx = idx;
-    float *val = idx ? subsae__realloc(ws->val, c * sizeof *val) : NULL;
-    if (val)
-        ws->val = val;
-    float *pre = val && jump ? subsae__realloc(ws->pre_val, c * sizeof *pre) : NULL;
-    if (pre)
-        ws->pre_val = pre;
-    /* Rebuilt after the encoder: no contents to keep. */
-    subsae__free(ws->pair_row);
-    subsae__free(ws->pair_z);
-    subsae__free(ws->pair_pre);
-    ws->pair_row = idx && val ? subsae__malloc(c * sizeof *ws->pair_row) : NULL;
-    ws->pair_z = ws->pair_row ? subsae__malloc(c * sizeof *ws->pair_z) : NULL;
-    ws->pair_pre = ws->pair_z && jump ? subsae__malloc(c * sizeof *ws->pair_pre) : NULL;
-    if (!idx || !val || (jump && !pre) || !ws->pair_row || !ws->pair_z ||
-        (jump && !ws->pair_pre)) {
-        /* The workspace is rebuilt by the next step (batch 0 forces it). */
-        ws->batch = 0;
-        return subsae__fail_nomem("training pairs", c * 16);
-    }
-    ws->pair_cap = cap;
-    /* Compact gradient rows for every feature that can be touched. */
-    const int64_t m = t->sae->d_sae;
-    int64_t touch = cap + (int64_t)ws->batch * ws->aux_k;
-    if (touch > m)
-        touch = m;
-    if (touch > ws->max_touched) {
-        const size_t mt = (size_t)touch;
-        subsae__free(ws->g_W_enc);
-        subsae__free(ws->g_W_dec);
-        subsae__free(ws->g_b_enc);
-        subsae__free(ws->g_thr);
-        ws->g_W_enc = subsae__malloc(mt * (size_t)t->sae->d_in * sizeof(float));
-        ws->g_W_dec = subsae__malloc(mt * (size_t)t->sae->d_out * sizeof(float));
-        ws->g_b_enc = subsae__malloc(mt * sizeof(float));
-        ws->g_thr = subsae__malloc(mt * sizeof(float));
-        if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
-            ws->max_touched = 0;
-            ws->batch = 0;
-            return subsae__fail_nomem("gradient rows",
-                                      mt * (size_t)(t->sae->d_in + t->sae->d_out) * 4);
-        }
-        ws->max_touched = touch;
-    }
-    return SUBSAE_OK;
-}
-
-int subsae__trainer_room_all_features(subsae_trainer *t)
-{
-    struct subsae__workspace *ws = &t->ws;
-    const subsae_sae *s = t->sae;
-    if (ws->max_touched >= s->d_sae)
-        return SUBSAE_OK;
-    const size_t m = (size_t)s->d_sae;
-    subsae__free(ws->g_W_enc);
-    subsae__free(ws->g_W_dec);
-    subsae__free(ws->g_b_enc);
-    subsae__free(ws->g_thr);
-    ws->g_W_enc = subsae__malloc(m * (size_t)s->d_in * sizeof(float));
-    ws->g_W_dec = subsae__malloc(m * (size_t)s->d_out * sizeof(float));
-    ws->g_b_enc = subsae__malloc(m * sizeof(float));
-    ws->g_thr = subsae__malloc(m * sizeof(float));
-    if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
-        ws->max_touched = 0;
-        ws->batch = 0; /* rebuilt by the next step */
-        return subsae__fail_nomem("gradient rows", m * (size_t)(s->d_in + s->d_out) * 4);
-    }
-    ws->max_touched = s->d_sae;
-    return SUBSAE_OK;
-}
-
 /* One block of rows: the GEMM into ws->pre (timed into seconds[0]). */
 static void block_gemm(const subsae_sae *s, const float *xin, int64_t rows, float *pre,
                        double *seconds)
@@ -306,50 +217,98 @@ static void aux_row(subsae_trainer *t, int64_t row, const float *pre_row)
                    ws->aux_idx + row * ka, ws->aux_val + row * ka);
 }
 
-/* The dense collection of a step: per block the GEMM, AuxK, the pairs
- * above cut[f] (JumpReLU) or above `low` into the CSR, growing it. */
-static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, const float *thr,
-                   double *seconds)
+/* A selection of the blocked encoder: TopK (k slots per row, with AuxK),
+ * or a dense activation's pairs above cut[f] (JumpReLU) or above `low`,
+ * valued by thr (JumpReLU; NULL: every kept pair is active). */
+struct selection {
+    bool topk;
+    const float *cut, *thr;
+    float low;
+};
+
+/* One row's selection from its pre-activations, AuxK's first (it reads
+ * the row before any selection touched it); a dense activation only
+ * counts its pairs here. In a parallel region. */
+static void select_row(subsae_trainer *t, const struct selection *sel, int64_t row, float *pr)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t m = s->d_sae, k = s->k;
+    if (ws->aux_k > 0)
+        aux_row(t, row, pr);
+    if (sel->topk) {
+        subsae__topk_row(pr, s->b_enc, NULL, m, k, ws->idx + row * k, ws->val + row * k);
+        relu_slots(ws->idx + row * k, ws->val + row * k, k);
+    } else {
+        ws->row_count[row] = count_row(pr, s->b_enc, sel->cut, sel->low, m);
+    }
+}
+
+/* A dense block's pairs into the CSR after the rows counted them (*total:
+ * the pairs so far), growing it. */
+static int fill_block(subsae_trainer *t, const struct selection *sel, int64_t r0,
+                      int64_t rows, int64_t *total)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t m = s->d_sae;
+    for (int64_t i = 0; i < rows; i++) {
+        ws->row_ptr[r0 + i] = *total;
+        *total += ws->row_count[r0 + i];
+    }
+    ws->row_ptr[r0 + rows] = *total;
+    if (*total > ws->pair_cap) {
+        int rc = subsae__trainer_grow_pairs(t, *total);
+        if (rc)
+            return rc;
+    }
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(subsae__trainer_threads(t), (double)rows * (double)m))
+    for (int64_t i = 0; i < rows; i++) {
+        const int64_t at = ws->row_ptr[r0 + i];
+        fill_row(ws->pre + i * m, s->b_enc, sel->cut, sel->low, sel->thr, m, ws->idx + at,
+                 ws->val + at, sel->thr ? ws->pre_val + at : NULL);
+    }
+    return SUBSAE_OK;
+}
+
+/* The blocked encoder of a step: per block of rows the GEMM, then each
+ * row's selection in parallel while the block is in cache, and for a
+ * dense activation the block's pairs into the CSR. */
+static int encode_blocks(subsae_trainer *t, int64_t n, const struct selection *sel,
+                         double *seconds)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
     const int T = subsae__trainer_threads(t);
-    const int64_t m = s->d_sae, d_in = s->d_in, ka = ws->aux_k;
+    const int64_t m = s->d_sae, d_in = s->d_in;
     const int64_t block = subsae__encode_block_rows(m, n);
-    const bool jump = thr != NULL;
     int64_t total = 0;
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = n - r0 < block ? n - r0 : block;
         block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, seconds);
         double t1 = omp_get_wtime();
 #pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
-        for (int64_t i = 0; i < rows; i++) {
-            const int64_t row = r0 + i;
-            float *pr = ws->pre + i * m;
-            if (ka > 0)
-                aux_row(t, row, pr);
-            ws->row_count[row] = count_row(pr, s->b_enc, cut, low, m);
-        }
-        for (int64_t i = 0; i < rows; i++) {
-            ws->row_ptr[r0 + i] = total;
-            total += ws->row_count[r0 + i];
-        }
-        ws->row_ptr[r0 + rows] = total;
-        if (total > ws->pair_cap) {
-            int rc = subsae__trainer_grow_pairs(t, total);
+        for (int64_t i = 0; i < rows; i++)
+            select_row(t, sel, r0 + i, ws->pre + i * m);
+        if (!sel->topk) {
+            int rc = fill_block(t, sel, r0, rows, &total);
             if (rc)
                 return rc;
-        }
-#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
-        for (int64_t i = 0; i < rows; i++) {
-            const int64_t at = ws->row_ptr[r0 + i];
-            fill_row(ws->pre + i * m, s->b_enc, cut, low, thr, m, ws->idx + at, ws->val + at,
-                     jump ? ws->pre_val + at : NULL);
         }
         if (seconds)
             seconds[1] += omp_get_wtime() - t1;
     }
     return SUBSAE_OK;
+}
+
+/* The dense collection of a step: the pairs above cut[f] (JumpReLU) or
+ * above `low` into the CSR, growing it. */
+static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, const float *thr,
+                   double *seconds)
+{
+    const struct selection sel = {.topk = false, .cut = cut, .thr = thr, .low = low};
+    return encode_blocks(t, n, &sel, seconds);
 }
 
 /* BatchTopK of the step: collect above a lower bound of the cut, select
@@ -402,7 +361,7 @@ static int encode_batchtopk(subsae_trainer *t, int64_t n, double *seconds)
     return SUBSAE_OK;
 }
 
-int subsae__train_encode(subsae_trainer *t, int64_t n, double *seconds)
+int subsae__trainer_encode(subsae_trainer *t, int64_t n, double *seconds)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
@@ -414,7 +373,7 @@ int subsae__train_encode(subsae_trainer *t, int64_t n, double *seconds)
     if (act == SUBSAE_ACT_JUMPRELU)
         return collect(t, n, ws->cut, 0.0f, s->threshold, seconds);
     const int T = subsae__trainer_threads(t);
-    const int64_t m = s->d_sae, d_in = s->d_in, k = s->k, ka = ws->aux_k;
+    const int64_t d_in = s->d_in, k = s->k, ka = ws->aux_k;
     for (int64_t i = 0; i <= n; i++)
         ws->row_ptr[i] = i * k;
     if (ka == 0) { /* the fused encoder, as inference runs it */
@@ -422,21 +381,6 @@ int subsae__train_encode(subsae_trainer *t, int64_t n, double *seconds)
                                seconds);
         return SUBSAE_OK;
     }
-    const int64_t block = subsae__encode_block_rows(m, n);
-    for (int64_t r0 = 0; r0 < n; r0 += block) {
-        const int64_t rows = n - r0 < block ? n - r0 : block;
-        block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, seconds);
-        double t1 = omp_get_wtime();
-#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
-        for (int64_t i = 0; i < rows; i++) {
-            const int64_t row = r0 + i;
-            float *pr = ws->pre + i * m;
-            aux_row(t, row, pr); /* ka > 0 here */
-            subsae__topk_row(pr, s->b_enc, NULL, m, k, ws->idx + row * k, ws->val + row * k);
-            relu_slots(ws->idx + row * k, ws->val + row * k, k);
-        }
-        if (seconds)
-            seconds[1] += omp_get_wtime() - t1;
-    }
-    return SUBSAE_OK;
+    const struct selection sel = {.topk = true};
+    return encode_blocks(t, n, &sel, seconds);
 }

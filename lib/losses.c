@@ -22,7 +22,7 @@
  * Sums run in pair order, so the result does not depend on the thread
  * count. x86-64 builds run AVX-512 / AVX2 variants chosen at run time, as
  * kernels.c does. */
-#include "trainer.h"
+#include "losses.h"
 
 #include <string.h>
 

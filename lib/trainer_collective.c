@@ -1,6 +1,7 @@
 /* Data-parallel training (subsae_trainer_set_collective): the exchange of
- * a step, fit over the global permutation, the collective step, and the
- * hashes the workers compare.
+ * a step and the hashes the workers compare. Fit over the global
+ * permutation and the collective step are trainer.c's, which calls the
+ * exchange between a step's backward and its update.
  *
  * Batches. Every worker builds the iterator a single process would build
  * over all N = sum of the workers' rows (the same seed, so the same
@@ -8,9 +9,9 @@
  * global batch, keeps the rows that fall in its own range [offset, offset
  * + rows) (the workers' rows in rank order), in batch order. The global
  * batches are the single process's, split between the workers; the loss
- * is the mean over the whole global batch (forward_backward scales
- * dL/dx_hat by 2 / loss_rows), so the summed gradient is the single
- * process's gradient up to the order of the sums.
+ * is the mean over the whole global batch (the step's decode_residual,
+ * trainer_step.c, scales dL/dx_hat by 2 / loss_rows), so the summed
+ * gradient is the single process's gradient up to the order of the sums.
  *
  * The exchange of a step is sparse: a TopK feature that fired on no row of
  * the global batch has exactly zero gradient in W_enc, W_dec and b_enc, so
@@ -40,10 +41,11 @@
  * F32 call (|U| values), and the workspace holds gradient rows for every
  * feature. BatchTopK selects over the whole global batch, which would need
  * a distributed selection: it is refused with workers. */
-#include "trainer.h"
+#include "trainer_collective.h"
 
-#include "buffer.h"
 #include "kernels.h"
+#include "trainer_state.h"
+#include "trainer_workspace.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -121,7 +123,7 @@ int subsae__trainer_collective_supported(const subsae_trainer *t, const char *fn
 
 /* The first exchange's buffer: status slots, exchange_values(), then room
  * for the partial sums of the gradient norm. */
-static int ensure_exchange(subsae_trainer *t)
+int subsae__trainer_exchange_buffer(subsae_trainer *t)
 {
     const int64_t chunks = (t->sae->d_sae + NORM_CHUNK - 1) / NORM_CHUNK;
     const int64_t size = t->coll.size + exchange_values(t) + chunks;
@@ -164,112 +166,122 @@ static double gradient_norm2(const subsae_trainer *t, int64_t nU, double *partia
     return total;
 }
 
-int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss, double *sq)
+/* The first exchange's values in t->coll_buf, after the status slots. */
+struct exchange_view {
+    double *head;                    /* rows, sum of squared errors, sum of |t|^2 */
+    double *sum_t, *g_b_dec, *fired; /* d_out, d_out, d_sae */
+    double *flags, *losses;          /* extended: d_sae touched flags; penalty, AuxK */
+    double *partial;                 /* the gradient norm's partial sums */
+};
+
+static struct exchange_view exchange_view(const subsae_trainer *t)
 {
-    static const char *fn = "subsae_trainer_step";
+    const int64_t d_out = t->sae->d_out, m = t->sae->d_sae;
+    const bool extended = subsae__trainer_extended(t);
+    struct exchange_view v;
+    v.head = t->coll_buf + t->coll.size;
+    v.sum_t = v.head + 3;
+    v.g_b_dec = v.sum_t + d_out;
+    v.fired = v.g_b_dec + d_out;
+    v.flags = extended ? v.fired + m : NULL;
+    v.losses = extended ? v.flags + m : NULL;
+    v.partial = v.head + exchange_values(t);
+    return v;
+}
+
+/* 1. This worker's share of the step's sums, from its workspace. */
+static void pack_share(const subsae_trainer *t, int64_t n, const struct exchange_view *v)
+{
+    const struct subsae__workspace *ws = &t->ws;
+    const int64_t d_out = t->sae->d_out;
+    const size_t stride = SUBSAE__PART_STRIDE(d_out);
+    double sse = 0.0, t2 = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sse += ws->row_sse[i];
+    for (int p = 0; p < SUBSAE__PARTS; p++) {
+        const double *part = ws->part + (size_t)p * stride;
+        t2 += part[SUBSAE__PART_T2(d_out)];
+        for (int64_t j = 0; j < d_out; j++)
+            v->sum_t[j] += part[SUBSAE__PART_SUM_T(d_out) + j];
+    }
+    v->head[0] = (double)n;
+    v->head[1] = sse;
+    v->head[2] = t2;
+    for (int64_t j = 0; j < d_out; j++)
+        v->g_b_dec[j] = ws->g_b_dec[j];
+    if (!v->flags) {
+        for (int64_t i = 0; i < subsae__touched_count(ws); i++)
+            v->fired[ws->touched[i]] = ws->fired[ws->touched[i]];
+    } else {
+        /* Active pairs for the clock; touched flags for U. */
+        for (int64_t i = 0; i < subsae__touched_count(ws); i++) {
+            v->fired[ws->touched[i]] = ws->active[ws->touched[i]];
+            v->flags[ws->touched[i]] = 1.0;
+        }
+        v->losses[0] = ws->step_penalty; /* already over the global batch */
+        v->losses[1] = ws->step_aux;
+    }
+}
+
+/* A gradient row of the workspace's compact arrays moved from slot i to
+ * slot j, or (i < 0) zeroed. */
+static void move_row(struct subsae__workspace *ws, int64_t d_in, int64_t d_out, bool jump,
+                     int64_t i, int64_t j)
+{
+    if (i < 0) {
+        memset(ws->g_W_enc + j * d_in, 0, (size_t)d_in * sizeof(float));
+        memset(ws->g_W_dec + j * d_out, 0, (size_t)d_out * sizeof(float));
+        ws->g_b_enc[j] = 0.0f;
+        if (jump)
+            ws->g_thr[j] = 0.0f;
+    } else if (i != j) {
+        memcpy(ws->g_W_enc + j * d_in, ws->g_W_enc + i * d_in, (size_t)d_in * sizeof(float));
+        memcpy(ws->g_W_dec + j * d_out, ws->g_W_dec + i * d_out,
+               (size_t)d_out * sizeof(float));
+        ws->g_b_enc[j] = ws->g_b_enc[i];
+        if (jump)
+            ws->g_thr[j] = ws->g_thr[i];
+    }
+}
+
+/* 2. This worker's compact gradient rows moved to the slots of U, the nU
+ *    features in_u marks (descending, so that a row never lands on one not
+ *    yet moved: the slot in U of a touched feature is at least its local
+ *    slot); `mine`: this worker has rows of its own. */
+static void expand_to_union(subsae_trainer *t, const double *in_u, int64_t nU, bool mine)
+{
     const subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int64_t W = t->coll.size, d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
-    const int P = SUBSAE__PARTS;
-    const size_t stride = SUBSAE__PART_STRIDE(d_out);
-    if (!t->coll_buf) /* sized before every collective step (fit, step) */
-        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                            "%s: no exchange buffer", fn);
-    double *buf = t->coll_buf, *head = buf + W;
-    double *sum_t = head + 3, *g_b_dec = sum_t + d_out, *fired = g_b_dec + d_out;
-    const bool extended = subsae__trainer_extended(t);
     const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
-    double *flags = extended ? fired + m : NULL, *losses = extended ? flags + m : NULL;
-    const int64_t count = exchange_values(t);
-    double *partial = head + count;
-    memset(head, 0, (size_t)count * sizeof *head);
-
-    /* 1. This worker's share, then the sum and the agreement. */
-    const bool mine = rc == SUBSAE_OK && *n > 0;
-    if (mine) {
-        double sse = 0.0, t2 = 0.0;
-        for (int64_t i = 0; i < *n; i++)
-            sse += ws->row_sse[i];
-        for (int p = 0; p < P; p++) {
-            const double *part = ws->part + (size_t)p * stride;
-            t2 += part[SUBSAE__PART_T2(d_out)];
-            for (int64_t j = 0; j < d_out; j++)
-                sum_t[j] += part[SUBSAE__PART_SUM_T(d_out) + j];
-        }
-        head[0] = (double)*n;
-        head[1] = sse;
-        head[2] = t2;
-        for (int64_t j = 0; j < d_out; j++)
-            g_b_dec[j] = ws->g_b_dec[j];
-        if (!extended) {
-            for (int64_t i = 0; i < subsae__touched_count(ws); i++)
-                fired[ws->touched[i]] = ws->fired[ws->touched[i]];
-        } else {
-            /* Active pairs for the clock; touched flags for U. */
-            for (int64_t i = 0; i < subsae__touched_count(ws); i++) {
-                fired[ws->touched[i]] = ws->active[ws->touched[i]];
-                flags[ws->touched[i]] = 1.0;
-            }
-            losses[0] = ws->step_penalty; /* already over the global batch */
-            losses[1] = ws->step_aux;
-        }
-    }
-    rc = subsae__collective_agree_buf(&t->coll, rc, buf, count, fn);
-    if (rc)
-        return rc;
-    const int64_t n_all = (int64_t)head[0];
-    if (n_all < 1)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: the workers passed no rows", fn);
-
-    /* 2. U, and this worker's compact gradient rows moved to U's slots
-     *    (descending, so that a row never lands on one not yet moved: the
-     *    slot in U of a touched feature is at least its local slot). */
-    const double *in_u = extended ? flags : fired;
-    int64_t nU = 0;
-    for (int64_t f = 0; f < m; f++)
-        nU += in_u[f] > 0.0;
-    if (nU > ws->max_touched)
-        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                            "%s: %lld features fired on the workers but the workspace holds "
-                            "%lld gradient rows",
-                            fn, (long long)nU, (long long)ws->max_touched);
     int64_t i = mine ? subsae__touched_count(ws) - 1 : -1, j = nU - 1;
-    for (int64_t f = m - 1; f >= 0 && j >= 0; f--) {
+    for (int64_t f = s->d_sae - 1; f >= 0 && j >= 0; f--) {
         if (!(in_u[f] > 0.0))
             continue;
-        if (i >= 0 && ws->touched[i] == f) {
-            if (i != j) {
-                memcpy(ws->g_W_enc + j * d_in, ws->g_W_enc + i * d_in,
-                       (size_t)d_in * sizeof(float));
-                memcpy(ws->g_W_dec + j * d_out, ws->g_W_dec + i * d_out,
-                       (size_t)d_out * sizeof(float));
-                ws->g_b_enc[j] = ws->g_b_enc[i];
-                if (jump)
-                    ws->g_thr[j] = ws->g_thr[i];
-            }
-            i--;
-        } else {
-            memset(ws->g_W_enc + j * d_in, 0, (size_t)d_in * sizeof(float));
-            memset(ws->g_W_dec + j * d_out, 0, (size_t)d_out * sizeof(float));
-            ws->g_b_enc[j] = 0.0f;
-            if (jump)
-                ws->g_thr[j] = 0.0f;
-        }
+        const bool own = i >= 0 && ws->touched[i] == f;
+        move_row(ws, s->d_in, s->d_out, jump, own ? i : -1, j);
+        i -= own;
         j--;
     }
+}
 
-    /* 3. The workspace as the optimiser and the counters read it, for the
-     *    global step: touched features and their counts, pairs, partition
-     *    sums (all in partition 0), the b_dec gradient. */
+/* 3. The workspace as the optimiser and the counters read it, for the
+ *    global step: touched features and their counts, pairs, partition sums
+ *    (all in partition 0), the b_dec gradient. */
+static void global_workspace(subsae_trainer *t, const double *in_u, int64_t nU,
+                             const struct exchange_view *v)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_out = t->sae->d_out, m = t->sae->d_sae;
+    const size_t stride = SUBSAE__PART_STRIDE(d_out);
+    const int P = SUBSAE__PARTS;
     int64_t pairs = 0, slot = 0;
     for (int64_t f = 0; f < m; f++) {
         if (in_u[f] > 0.0) {
             ws->slot_of[f] = (int32_t)slot;
             ws->touched[slot++] = (int32_t)f;
-            ws->fired[f] = (int32_t)fired[f];
-            ws->active[f] = (int32_t)fired[f];
-            pairs += (int64_t)fired[f];
+            ws->fired[f] = (int32_t)v->fired[f];
+            ws->active[f] = (int32_t)v->fired[f];
+            pairs += (int64_t)v->fired[f];
         } else {
             ws->slot_of[f] = -1;
             ws->fired[f] = 0;
@@ -281,177 +293,87 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
     ws->split[P] = nU;
     for (int p = 0; p < P; p++) {
         double *part = ws->part + (size_t)p * stride;
-        for (int64_t jj = 0; jj < d_out; jj++)
-            part[SUBSAE__PART_SUM_T(d_out) + jj] = p == 0 ? sum_t[jj] : 0.0;
-        part[SUBSAE__PART_T2(d_out)] = p == 0 ? head[2] : 0.0;
+        for (int64_t j = 0; j < d_out; j++)
+            part[SUBSAE__PART_SUM_T(d_out) + j] = p == 0 ? v->sum_t[j] : 0.0;
+        part[SUBSAE__PART_T2(d_out)] = p == 0 ? v->head[2] : 0.0;
     }
-    for (int64_t jj = 0; jj < d_out; jj++)
-        ws->g_b_dec[jj] = (float)g_b_dec[jj];
+    for (int64_t j = 0; j < d_out; j++)
+        ws->g_b_dec[j] = (float)v->g_b_dec[j];
+}
 
-    /* 4. The gradient rows of U. */
-    rc = subsae__allreduce(&t->coll, ws->g_W_enc, nU * d_in, SUBSAE_DTYPE_F32,
-                           "subsae_trainer_step: W_enc gradient rows");
+/* 4. The gradient rows of U, summed over the workers. */
+static int reduce_rows(subsae_trainer *t, int64_t nU)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const subsae_sae *s = t->sae;
+    int rc = subsae__allreduce(&t->coll, ws->g_W_enc, nU * s->d_in, SUBSAE_DTYPE_F32,
+                               "subsae_trainer_step: W_enc gradient rows");
     if (!rc)
-        rc = subsae__allreduce(&t->coll, ws->g_W_dec, nU * d_out, SUBSAE_DTYPE_F32,
+        rc = subsae__allreduce(&t->coll, ws->g_W_dec, nU * s->d_out, SUBSAE_DTYPE_F32,
                                "subsae_trainer_step: W_dec gradient rows");
     if (!rc)
         rc = subsae__allreduce(&t->coll, ws->g_b_enc, nU, SUBSAE_DTYPE_F32,
                                "subsae_trainer_step: b_enc gradient");
-    if (!rc && jump)
+    if (!rc && s->activation == SUBSAE_ACT_JUMPRELU)
         rc = subsae__allreduce(&t->coll, ws->g_thr, nU, SUBSAE_DTYPE_F32,
                                "subsae_trainer_step: log-threshold gradient");
+    return rc;
+}
+
+int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss, double *sq)
+{
+    static const char *fn = "subsae_trainer_step";
+    struct subsae__workspace *ws = &t->ws;
+    if (!t->coll_buf) /* sized before every collective step (fit, step) */
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: no exchange buffer", fn);
+    const struct exchange_view v = exchange_view(t);
+    const int64_t count = exchange_values(t);
+    memset(v.head, 0, (size_t)count * sizeof *v.head);
+
+    /* 1. This worker's share, then the sum and the agreement. */
+    const bool mine = rc == SUBSAE_OK && *n > 0;
+    if (mine)
+        pack_share(t, *n, &v);
+    rc = subsae__collective_agree_buf(&t->coll, rc, t->coll_buf, count, fn);
+    if (rc)
+        return rc;
+    const int64_t n_all = (int64_t)v.head[0];
+    if (n_all < 1)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the workers passed no rows", fn);
+
+    /* 2. U, the features touched on some worker, in the workspace's slots. */
+    const double *in_u = v.flags ? v.flags : v.fired;
+    int64_t nU = 0;
+    for (int64_t f = 0; f < t->sae->d_sae; f++)
+        nU += in_u[f] > 0.0;
+    if (nU > ws->max_touched)
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: %lld features fired on the workers but the workspace holds "
+                            "%lld gradient rows",
+                            fn, (long long)nU, (long long)ws->max_touched);
+    expand_to_union(t, in_u, nU, mine);
+    /* 3., 4. */
+    global_workspace(t, in_u, nU, &v);
+    rc = reduce_rows(t, nU);
     if (rc)
         return rc;
     t->coll_steps++;
 
     *n = n_all;
-    *loss = head[1] / (double)n_all;
+    *loss = v.head[1] / (double)n_all;
     ws->step_mse = *loss;
-    ws->step_penalty = extended ? losses[0] : 0.0;
-    ws->step_aux = extended ? losses[1] : 0.0;
+    ws->step_penalty = v.losses ? v.losses[0] : 0.0;
+    ws->step_aux = v.losses ? v.losses[1] : 0.0;
     *loss += ws->step_penalty + ws->step_aux;
     /* The norm only matters for clipping; otherwise each worker checked
      * its own share was finite. */
-    *sq = t->clip_norm > 0.0 ? gradient_norm2(t, nU, partial) : 0.0;
+    *sq = t->clip_norm > 0.0 ? gradient_norm2(t, nU, v.partial) : 0.0;
     if (!isfinite(*loss) || !isfinite(*sq))
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
                             "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
                             "left as before the step: lower the learning rate",
                             fn, (long long)t->step + 1, *loss, *sq);
     return SUBSAE_OK;
-}
-
-/* ---- step -------------------------------------------------------------------- */
-
-int subsae__trainer_step_collective(subsae_trainer *t, int rc, const float *input,
-                                    int64_t input_stride, const float *target,
-                                    int64_t target_stride, int64_t n)
-{
-    static const char *fn = "subsae_trainer_step";
-    if (!rc)
-        rc = subsae__trainer_collective_supported(t, fn);
-    if (!rc)
-        rc = ensure_exchange(t);
-    double rows = rc ? 0.0 : (double)n;
-    rc = subsae__collective_sum_small(&t->coll, rc, &rows, 1, fn);
-    if (rc)
-        return rc;
-    const int64_t n_all = (int64_t)rows;
-    if (n_all < 1 || n_all > ((int64_t)1 << 24))
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: the workers passed %lld rows together (1 to 2^24)", fn,
-                            (long long)n_all);
-    /* Room for the gradient rows of every feature that can fire in the
-     * global batch. */
-    rc = subsae__trainer_workspace(t, n_all > n ? n_all : n, subsae__trainer_threads(t));
-    if (!rc && subsae__trainer_extended(t))
-        rc = subsae__trainer_room_all_features(t);
-    t->loss_rows = n_all;
-    rc = subsae__trainer_step_rows(t, rc, input, input_stride, target, target_stride, n);
-    t->loss_rows = 0;
-    return rc;
-}
-
-/* ---- fit --------------------------------------------------------------------- */
-
-int subsae__trainer_fit_collective(subsae_trainer *t, int rc, const subsae_buffer *input,
-                                   const subsae_buffer *target, int64_t tokens)
-{
-    static const char *fn = "subsae_trainer_fit";
-    const subsae_sae *s = t->sae;
-    const int64_t local = rc ? 0 : subsae_buffer_rows(input);
-    int64_t offset = 0, N = 0;
-    rc = subsae__collective_rows(&t->coll, rc, local, s->d_in, &offset, &N, NULL, fn);
-    /* The same run on every worker: options, length, and where it stands. */
-    uint64_t h = subsae__trainer_options_hash(t);
-    int64_t run[] = {tokens, t->step, t->tokens, t->it_epoch, t->it_position};
-    if (t->batches && !rc)
-        subsae_batches_tell(t->batches, &run[3], &run[4]);
-    h = subsae__hash_bytes(h, run, sizeof run);
-    rc = subsae__collective_same(&t->coll, rc, h,
-                                 "subsae_trainer_fit: the run (options, tokens, step, position)");
-    if (rc)
-        return rc;
-    if (N < 1)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: the workers hold no rows", fn);
-    /* Rows by pread, as in the single-process fit (see buffer.h). */
-    subsae__row_reader *reader_in = NULL, *reader_t = NULL;
-    rc = subsae__trainer_collective_supported(t, fn);
-    if (!rc)
-        rc = subsae__trainer_batches(t, NULL, N); /* over the global rows */
-    if (!rc)
-        rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
-    if (!rc && subsae__trainer_extended(t))
-        rc = subsae__trainer_room_all_features(t);
-    if (!rc)
-        rc = ensure_exchange(t);
-    if (!rc)
-        rc = subsae__row_reader_open(input, &reader_in);
-    if (!rc && target)
-        rc = subsae__row_reader_open(target, &reader_t);
-    rc = subsae__collective_agree(&t->coll, rc, "subsae_trainer_fit: setup");
-    if (rc) {
-        subsae__row_reader_close(reader_in);
-        subsae__row_reader_close(reader_t);
-        return rc;
-    }
-
-    struct subsae__workspace *ws = &t->ws;
-    const int64_t per_step = t->batch < N ? t->batch : N;
-    const int64_t bytes_before = t->coll.bytes, steps_before = t->coll_steps;
-    t->fit_end_step = t->step + (tokens + per_step - 1) / per_step;
-    int64_t done = 0;
-    int stop = SUBSAE_OK; /* this worker's callback asked to stop: agreed at the next step */
-    while (done < tokens) {
-        int64_t epoch, position, nb = 0, nl = 0;
-        subsae_batches_tell(t->batches, &epoch, &position);
-        rc = stop;
-        if (!rc)
-            rc = subsae_batches_next_indices(t->batches, ws->rows, &nb, NULL);
-        if (!rc) {
-            /* This worker's rows of the global batch, in batch order. */
-            for (int64_t i = 0; i < nb; i++)
-                if (ws->rows[i] >= offset && ws->rows[i] - offset < local)
-                    ws->rows[nl++] = ws->rows[i] - offset;
-        }
-        if (!rc && nl > 0)
-            rc = subsae__row_reader_gather(reader_in, ws->rows, 0, nl, ws->xs, s->d_in);
-        if (!rc && nl > 0 && target)
-            rc = subsae__row_reader_gather(reader_t, ws->rows, 0, nl, ws->ts, s->d_out);
-        t->loss_rows = nb;
-        rc = subsae__trainer_step_rows(t, rc, ws->xs, s->d_in, target ? ws->ts : NULL,
-                                       s->d_out, nl);
-        t->loss_rows = 0;
-        if (rc) {
-            subsae_batches_seek(t->batches, epoch, position);
-            break;
-        }
-        subsae_batches_tell(t->batches, &t->it_epoch, &t->it_position);
-        done += nb;
-        if (t->callback &&
-            t->callback(SUBSAE_EVENT_PROGRESS, "fit", done, tokens, NULL, t->user) != 0)
-            stop = subsae__fail(SUBSAE_E_CANCELLED, SUBSAE_REASON_CANCELLED,
-                                "%s: cancelled by the callback after %lld of %lld tokens", fn,
-                                (long long)done, (long long)tokens);
-    }
-    t->fit_end_step = -1;
-    subsae__row_reader_close(reader_in);
-    subsae__row_reader_close(reader_t);
-    subsae__trainer_workspace_release(t); /* as the single-process fit */
-    if (!rc)
-        rc = stop; /* a stop after the last step */
-    /* Every worker ends here after the same steps: agree on the outcome
-     * and check the weights are still the same everywhere. */
-    rc = subsae__collective_same(&t->coll, rc, subsae__trainer_weights_hash(t),
-                                 "subsae_trainer_fit: the weights");
-    const int64_t steps = t->coll_steps - steps_before;
-    if (steps > 0)
-        subsae__trainer_log(t, "fit",
-                            "collective: %lld steps on %lld workers, %.0f bytes all-reduced "
-                            "per step (%lld in all)",
-                            (long long)steps, (long long)t->coll.size,
-                            (double)(t->coll.bytes - bytes_before) / (double)steps,
-                            (long long)(t->coll.bytes - bytes_before));
-    return rc;
 }

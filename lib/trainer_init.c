@@ -4,7 +4,10 @@
  * input's own subspace (a transcoder), the init-scale search and the
  * thresholds' starting cut; with workers the same model bits as one
  * process from a gathered sample. */
-#include "trainer.h"
+#include "activation.h"
+#include "trainer_collective.h"
+#include "trainer_state.h"
+#include "trainer_workspace.h"
 
 #include "buffer.h"
 #include "kernels.h"
@@ -143,9 +146,12 @@ static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, i
     if (!rc)
         rc = subsae_subspace_basis(s, r, out, d);
     if (!rc) {
-        subsae__trainer_log(t, "init", "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
-                 (long long)r, (long long)d, want ? " (set)" : " hold 99% of the variance",
-                 method == SUBSAE_METHOD_EXACT ? "exact" : "randomized", (long long)n);
+        subsae__trainer_log(t, "init",
+                            "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
+                            (long long)r, (long long)d,
+                            want ? " (set)" : " hold 99% of the variance",
+                            method == SUBSAE_METHOD_EXACT ? "exact" : "randomized",
+                            (long long)n);
         (void)exact; /* all directions were computed: r is exact */
         *basis = out;
         *r_out = r;
@@ -274,8 +280,9 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
         }
     }
     *chosen = best;
-    subsae__trainer_log(t, "init", "init-scale search: scale %.4f, reconstruction MSE %.4f (scaled)", best,
-             best_err);
+    subsae__trainer_log(t, "init",
+                        "init-scale search: scale %.4f, reconstruction MSE %.4f (scaled)", best,
+                        best_err);
 done:
     subsae__free(xin);
     subsae__free(pre);
@@ -380,6 +387,170 @@ static int gather_sample(subsae_trainer *t, int rc, const subsae_buffer *input,
     return rc;
 }
 
+/* Workers: the rows of all workers together (*rows) and where this
+ * worker's sit among them (*offset), with the same options everywhere;
+ * rc (this worker's argument checks) is agreed. */
+static int init_workers(subsae_trainer *t, int rc, int64_t local_rows, int64_t d_in,
+                        int64_t d_out, int64_t *offset, int64_t *rows)
+{
+    static const char *fn = "subsae_trainer_init";
+    if (!rc)
+        rc = subsae__trainer_collective_supported(t, fn);
+    rc = subsae__collective_rows(&t->coll, rc, local_rows, d_in, offset, rows, NULL, fn);
+    uint64_t h = subsae__hash_bytes(subsae__trainer_options_hash(t), &d_out, sizeof d_out);
+    rc = subsae__collective_same(&t->coll, rc, h,
+                                 "subsae_trainer_init: the options (or target widths)");
+    if (rc)
+        return rc;
+    if (*rows < 2)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the workers hold %lld rows together; at least 2 are needed",
+                            fn, (long long)*rows);
+    return SUBSAE_OK;
+}
+
+/* Decoder directions; the encoder starts tied (an SAE, ts == xs) or with
+ * directions of its own input (a transcoder). *r gets ASI's subspace
+ * dimension (0 for random directions). */
+static int init_directions(const subsae_trainer *t, subsae_sae *sae, const float *xs,
+                           const float *ts, int64_t n, int64_t *r)
+{
+    const int64_t m = sae->d_sae, d_in = sae->d_in, d_out = sae->d_out;
+    const bool transcoder = ts != xs;
+    float *basis = NULL, *basis_in = NULL;
+    int64_t r_in = 0;
+    int rc = SUBSAE_OK;
+    *r = 0;
+    if (t->init == SUBSAE_INIT_ACTIVE_SUBSPACE) {
+        rc = active_subspace(t, ts, n, d_out, t->subspace_dim, &basis, r);
+        if (!rc && transcoder)
+            rc = active_subspace(t, xs, n, d_in, 0, &basis_in, &r_in);
+    }
+    subsae__rng rng;
+    if (!rc) {
+        subsae__rng_seed(&rng, (uint64_t)t->seed, SUBSAE__STREAM_DECODER);
+        rc = draw_directions(&rng, t->subspace_coefficients, sae->W_dec, m, d_out, basis, *r);
+    }
+    if (!rc && transcoder) {
+        subsae__rng_seed(&rng, (uint64_t)t->seed, SUBSAE__STREAM_ENCODER);
+        rc = draw_directions(&rng, t->subspace_coefficients, sae->W_enc, m, d_in, basis_in,
+                             r_in);
+    } else if (!rc) {
+        memcpy(sae->W_enc, sae->W_dec, (size_t)(m * d_in) * sizeof(float));
+    }
+    subsae__free(basis);
+    subsae__free(basis_in);
+    return rc;
+}
+
+/* The model of the sample (n rows xs, targets ts; ts == xs for an SAE):
+ * the scales, b_dec = the mean of the scaled target, the directions. */
+static int init_model(const subsae_trainer *t, float *xs, float *ts, int64_t n, int64_t d_in,
+                      int64_t d_out, subsae_sae **out, int64_t *r)
+{
+    const bool transcoder = ts != xs;
+    double s_in, s_out;
+    int rc = scale_rows(xs, n, d_in, &s_in, "input");
+    if (!rc && transcoder)
+        rc = scale_rows(ts, n, d_out, &s_out, "target");
+    if (rc)
+        return rc;
+    if (!transcoder)
+        s_out = s_in;
+    subsae_sae *sae;
+    rc = subsae__sae_new(d_in, d_out, t->features, (int)t->activation, &sae);
+    if (rc)
+        return rc;
+    sae->k = t->k;
+    sae->apply_b_dec_to_input = !transcoder;
+    sae->transcoder = transcoder;
+    sae->input_scale = s_in;
+    sae->output_scale = s_out;
+    for (int64_t j = 0; j < d_out; j++) {
+        double acc = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            acc += ts[i * d_out + j];
+        sae->b_dec[j] = (float)(acc / (double)n);
+    }
+    rc = init_directions(t, sae, xs, ts, n, r);
+    if (rc) {
+        subsae_sae_free(sae);
+        return rc;
+    }
+    *out = sae;
+    return SUBSAE_OK;
+}
+
+/* The common scale of the initial weights (the grid search's choice, 1
+ * when off), applied to the encoder and to a free decoder. */
+static int init_scale(subsae_trainer *t, const float *xs, const float *ts, int64_t n,
+                      double *chosen)
+{
+    subsae_sae *sae = t->sae;
+    *chosen = 1.0;
+    if (!t->scale_search)
+        return SUBSAE_OK;
+    int rc = scale_search(t, xs, ts, n, chosen);
+    if (rc)
+        return rc;
+    const float c = (float)*chosen;
+    for (int64_t i = 0; i < sae->d_sae * sae->d_in; i++)
+        sae->W_enc[i] *= c;
+    if (t->decoder_norm != SUBSAE_DECODER_UNIT)
+        for (int64_t i = 0; i < sae->d_sae * sae->d_out; i++)
+            sae->W_dec[i] *= c;
+    return SUBSAE_OK;
+}
+
+/* Thresholds: BatchTopK's starts at the batch-top-k cut of the sample;
+ * JumpReLU's is INIT_THRESHOLD, or that same cut (initial L0 = k); ReLU's
+ * encoder bias starts at minus the same value. *theta0 gets it. */
+static int init_threshold(subsae_trainer *t, const float *xs, int64_t n, double *theta0)
+{
+    *theta0 = 0.0;
+    const bool thresholded = t->activation == SUBSAE_ACT_JUMPRELU ||
+                             t->activation == SUBSAE_ACT_RELU;
+    if (t->activation == SUBSAE_ACT_BATCHTOPK || (thresholded && t->init_threshold == 0.0)) {
+        int rc = init_cut(t, xs, n, theta0);
+        if (rc)
+            return rc;
+        subsae__trainer_log(t, "init", "batch top-k cut of the sample: %.6g", *theta0);
+    }
+    if (thresholded)
+        *theta0 = t->init_threshold > 0.0 ? t->init_threshold
+                  : *theta0 > 0.0         ? *theta0
+                                          : FALLBACK_THRESHOLD;
+    if (t->activation == SUBSAE_ACT_RELU)
+        for (int64_t f = 0; f < t->sae->d_sae; f++)
+            t->sae->b_enc[f] = -(float)*theta0;
+    return SUBSAE_OK;
+}
+
+/* The trained thresholds from theta0, and the counters of a trainer that
+ * has not stepped yet. */
+static void init_training(subsae_trainer *t, double theta0)
+{
+    subsae_sae *sae = t->sae;
+    const int64_t m = sae->d_sae;
+    if (t->activation == SUBSAE_ACT_JUMPRELU) {
+        for (int64_t f = 0; f < m; f++) {
+            t->log_threshold[f] = logf((float)theta0);
+            sae->threshold[f] = expf(t->log_threshold[f]);
+        }
+    } else if (t->activation == SUBSAE_ACT_BATCHTOPK) {
+        t->batch_threshold = theta0;
+        for (int64_t f = 0; f < m; f++)
+            sae->threshold[f] = (float)theta0;
+    }
+    t->step = t->tokens = 0;
+    t->fit_end_step = -1;
+    subsae__trainer_forget_last_step(t, NAN);
+    t->prev_valid = false;
+    t->window_tokens = 0;
+    t->it_epoch = t->it_position = 0;
+    subsae__rng_seed(&t->rng, (uint64_t)t->seed, SUBSAE__STREAM_TRAIN);
+}
+
 int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
                         const subsae_buffer *target)
 {
@@ -393,31 +564,16 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
     const int64_t d_out = target ? subsae_buffer_dim(target) : d_in;
     int64_t offset = 0, rows = local_rows;
     if (workers) {
-        if (!rc)
-            rc = subsae__trainer_collective_supported(t, fn);
-        /* Where this worker's rows sit among all, and the same options. */
-        rc = subsae__collective_rows(&t->coll, rc, local_rows, d_in, &offset, &rows, NULL, fn);
-        uint64_t h = subsae__hash_bytes(subsae__trainer_options_hash(t), &d_out, sizeof d_out);
-        rc = subsae__collective_same(&t->coll, rc, h,
-                                     "subsae_trainer_init: the options (or target widths)");
+        rc = init_workers(t, rc, local_rows, d_in, d_out, &offset, &rows);
         if (rc)
             return rc;
-        if (rows < 2)
-            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                                "%s: the workers hold %lld rows together; at least 2 are "
-                                "needed",
-                                fn, (long long)rows);
     }
     bool gathered = false; /* with workers: every failure from here meets the check at the end */
-    const int64_t m = t->features;
     const int64_t n = rows < t->init_sample ? rows : t->init_sample;
-    const bool asi = t->init == SUBSAE_INIT_ACTIVE_SUBSPACE;
-    const uint64_t seed = (uint64_t)t->seed;
 
     int64_t *sample = subsae__malloc((size_t)(workers ? 2 * n : n) * sizeof *sample);
     float *xs = subsae__malloc((size_t)(n * d_in) * sizeof *xs);
     float *ts = target ? subsae__malloc((size_t)(n * d_out) * sizeof *ts) : xs;
-    float *basis = NULL, *basis_in = NULL;
     subsae_sae *sae = NULL;
     if (!sample || !xs || !ts) {
         rc = subsae__fail_nomem("initialisation sample", (size_t)(n * (d_in + d_out)) * 4);
@@ -428,7 +584,7 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
         goto fail;
     }
     subsae__rng rng;
-    subsae__rng_seed(&rng, seed, SUBSAE__STREAM_SAMPLE);
+    subsae__rng_seed(&rng, (uint64_t)t->seed, SUBSAE__STREAM_SAMPLE);
     rc = draw_sample(&rng, rows, n, sample);
     if (workers) {
         rc = gather_sample(t, rc, input, target, sample, n, offset, local_rows, xs, ts);
@@ -438,103 +594,29 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
         if (!rc && target)
             rc = gather_unmapped(target, sample, n, ts);
     }
+    int64_t r = 0;
+    if (!rc)
+        rc = init_model(t, xs, ts, n, d_in, d_out, &sae, &r);
     if (rc)
         goto fail;
-
-    /* Scales, model, b_dec = mean of the scaled target. */
-    double s_in, s_out;
-    rc = scale_rows(xs, n, d_in, &s_in, "input");
-    if (!rc && target)
-        rc = scale_rows(ts, n, d_out, &s_out, "target");
-    if (rc)
-        goto fail;
-    if (!target)
-        s_out = s_in;
-    rc = subsae__sae_new(d_in, d_out, m, (int)t->activation, &sae);
-    if (rc)
-        goto fail;
-    sae->k = t->k;
-    sae->apply_b_dec_to_input = target == NULL;
-    sae->transcoder = target != NULL;
-    sae->input_scale = s_in;
-    sae->output_scale = s_out;
-    for (int64_t j = 0; j < d_out; j++) {
-        double acc = 0.0;
-        for (int64_t i = 0; i < n; i++)
-            acc += ts[i * d_out + j];
-        sae->b_dec[j] = (float)(acc / (double)n);
-    }
-
-    /* Decoder directions; the encoder starts tied (an SAE) or with
-     * directions of its own input (a transcoder). */
-    int64_t r = 0, r_in = 0;
-    if (asi) {
-        rc = active_subspace(t, ts, n, d_out, t->subspace_dim, &basis, &r);
-        if (!rc && target)
-            rc = active_subspace(t, xs, n, d_in, 0, &basis_in, &r_in);
-        if (rc)
-            goto fail;
-    }
-    subsae__rng_seed(&rng, seed, SUBSAE__STREAM_DECODER);
-    rc = draw_directions(&rng, t->subspace_coefficients, sae->W_dec, m, d_out, basis, r);
-    if (rc)
-        goto fail;
-    if (target) {
-        subsae__rng_seed(&rng, seed, SUBSAE__STREAM_ENCODER);
-        rc = draw_directions(&rng, t->subspace_coefficients, sae->W_enc, m, d_in, basis_in, r_in);
-        if (rc)
-            goto fail;
-    } else {
-        memcpy(sae->W_enc, sae->W_dec, (size_t)(m * d_in) * sizeof(float));
-    }
-
     t->sae = sae;
     t->transcoder = target != NULL;
-    double chosen = 1.0;
-    if (t->scale_search) {
-        rc = scale_search(t, xs, ts, n, &chosen);
-        if (rc) {
-            t->sae = NULL;
-            goto fail;
-        }
-        const float c = (float)chosen;
-        for (int64_t i = 0; i < m * d_in; i++)
-            sae->W_enc[i] *= c;
-        if (t->decoder_norm != SUBSAE_DECODER_UNIT)
-            for (int64_t i = 0; i < m * d_out; i++)
-                sae->W_dec[i] *= c;
+    double chosen, theta0;
+    rc = init_scale(t, xs, ts, n, &chosen);
+    if (!rc)
+        rc = init_threshold(t, xs, n, &theta0);
+    if (rc) {
+        t->sae = NULL;
+        goto fail;
     }
-    /* Thresholds: BatchTopK's starts at the batch-top-k cut of the sample;
-     * JumpReLU's is INIT_THRESHOLD, or that same cut (initial L0 = k);
-     * ReLU's encoder bias starts at minus the same value. */
-    double theta0 = 0.0;
-    const bool thresholded = t->activation == SUBSAE_ACT_JUMPRELU ||
-                             t->activation == SUBSAE_ACT_RELU;
-    if (t->activation == SUBSAE_ACT_BATCHTOPK || (thresholded && t->init_threshold == 0.0)) {
-        rc = init_cut(t, xs, n, &theta0);
-        if (rc) {
-            t->sae = NULL;
-            goto fail;
-        }
-        subsae__trainer_log(t, "init", "batch top-k cut of the sample: %.6g", theta0);
-    }
-    if (thresholded)
-        theta0 = t->init_threshold > 0.0 ? t->init_threshold
-                 : theta0 > 0.0          ? theta0
-                                         : FALLBACK_THRESHOLD;
-    if (t->activation == SUBSAE_ACT_RELU)
-        for (int64_t f = 0; f < m; f++)
-            sae->b_enc[f] = -(float)theta0;
     /* Release the sample before the optimiser state exists, so that the
      * peak memory of a run is the training state, not state + sample. */
     subsae__free(sample);
     subsae__free(xs);
     if (ts != xs)
         subsae__free(ts);
-    subsae__free(basis);
-    subsae__free(basis_in);
     sample = NULL;
-    xs = ts = basis = basis_in = NULL;
+    xs = ts = NULL;
     rc = subsae__trainer_alloc_state(t);
     if (!rc)
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
@@ -549,29 +631,16 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
         t->sae = NULL;
         goto fail;
     }
-    if (t->activation == SUBSAE_ACT_JUMPRELU) {
-        for (int64_t f = 0; f < m; f++) {
-            t->log_threshold[f] = logf((float)theta0);
-            sae->threshold[f] = expf(t->log_threshold[f]);
-        }
-    } else if (t->activation == SUBSAE_ACT_BATCHTOPK) {
-        t->batch_threshold = theta0;
-        for (int64_t f = 0; f < m; f++)
-            sae->threshold[f] = (float)theta0;
-    }
+    init_training(t, theta0);
+    const bool asi = t->init == SUBSAE_INIT_ACTIVE_SUBSPACE;
     t->subspace_dim_used = asi ? r : 0;
     t->init_scale = chosen;
-    t->step = t->tokens = 0;
-    t->fit_end_step = -1;
-    subsae__trainer_forget_last_step(t, NAN);
-    t->prev_valid = false;
-    t->window_tokens = 0;
-    t->it_epoch = t->it_position = 0;
-    subsae__rng_seed(&t->rng, seed, SUBSAE__STREAM_TRAIN);
     t->initialised = true;
-    subsae__trainer_log(t, "init", "%s init: %lld features, d_in %lld, d_out %lld, scale %.6g%s%lld",
-             asi ? "active-subspace" : "random", (long long)m, (long long)d_in,
-             (long long)d_out, s_in, asi ? ", subspace dim " : "", asi ? (long long)r : 0LL);
+    subsae__trainer_log(t, "init",
+                        "%s init: %lld features, d_in %lld, d_out %lld, scale %.6g%s%lld",
+                        asi ? "active-subspace" : "random", (long long)sae->d_sae,
+                        (long long)d_in, (long long)d_out, sae->input_scale,
+                        asi ? ", subspace dim " : "", asi ? (long long)r : 0LL);
     return SUBSAE_OK;
 
 fail:
@@ -587,8 +656,5 @@ fail:
     subsae__free(xs);
     if (ts != xs)
         subsae__free(ts);
-    subsae__free(basis);
-    subsae__free(basis_in);
     return rc;
 }
-

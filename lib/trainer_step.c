@@ -14,7 +14,12 @@
  *   7. Adam (dense, or sparse over the touched rows), all or nothing,
  *      unit-norm projection.
  * Nothing is allocated inside the step once the workspace is sized. */
-#include "trainer.h"
+#include "trainer_step.h"
+
+#include "activation.h"
+#include "losses.h"
+#include "trainer_state.h"
+#include "trainer_workspace.h"
 
 #include "buffer.h"
 #include "kernels.h"
@@ -39,25 +44,16 @@ static inline int64_t part_begin(int64_t n, int p, int T)
  * the same bits for every thread count. */
 enum { PARTS = SUBSAE__PARTS };
 
-/* Forward and backward on n raw rows into the workspace: loss, compact
- * gradients of the touched features and the b_dec gradient; *sq gets the
- * squared global gradient norm. Changes nothing outside the workspace. */
-static int forward_backward(subsae_trainer *t, const float *input, int64_t input_stride,
-                            const float *target, int64_t target_stride, int64_t n, double *loss,
-                            double *sq)
+/* 1. Validate the rows and scale them: xs = x s_in, the encoder input xin
+ *    = xs - b_dec (or xs), ts = t s_out for a transcoder. */
+static int scale_inputs(subsae_trainer *t, const float *input, int64_t input_stride,
+                        const float *target, int64_t target_stride, int64_t n)
 {
     static const char *fn = "subsae_trainer_step";
-    subsae_sae *s = t->sae;
+    const subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
-    const int T = subsae__trainer_threads(t); /* <= ws->threads */
-    const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae, k = s->k;
-    const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
     const bool apply = s->apply_b_dec_to_input;
-    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
-
-    const double t_start = omp_get_wtime();
-
-    /* 1. Validate and scale. */
     for (int64_t i = 0; i < n; i++) {
         int64_t bad = subsae__find_nonfinite(input + i * input_stride, d_in);
         if (bad < d_in)
@@ -74,7 +70,7 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     }
     const float s_in = (float)s->input_scale, s_out = (float)s->output_scale;
 #pragma omp parallel for schedule(static) \
-    num_threads(subsae__team(T, (double)n * (double)(d_in + d_out)))
+    num_threads(subsae__team(subsae__trainer_threads(t), (double)n * (double)(d_in + d_out)))
     for (int64_t i = 0; i < n; i++) {
         const float *xr = input + i * input_stride;
         float *xs = ws->xs + i * d_in, *xin = ws->xin + i * d_in;
@@ -89,38 +85,43 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
                 ts[j] = tr[j] * s_out;
         }
     }
+    return SUBSAE_OK;
+}
 
-    /* 2. Encoder GEMM and the activation's selection (AuxK: also the top
-     *    dead pre-activations of each row). */
-    double *phase = t->phase_seconds;
-    double clock = omp_get_wtime();
-    phase[SUBSAE_PHASE_PREPARE] += clock - t_start;
-    const int act = s->activation;
-    const bool jump = act == SUBSAE_ACT_JUMPRELU;
-    const float bw = (float)t->bandwidth, inv_bw = (float)(1.0 / t->bandwidth);
-    if (jump)
-        for (int64_t f = 0; f < m; f++)
+/* 2. Encoder GEMM and the activation's selection (AuxK: also the top dead
+ *    pre-activations of each row). */
+static int encode(subsae_trainer *t, int64_t n)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    if (s->activation == SUBSAE_ACT_JUMPRELU) {
+        const float bw = (float)t->bandwidth;
+        for (int64_t f = 0; f < s->d_sae; f++)
             ws->cut[f] = s->threshold[f] - 0.5f * bw;
+    }
     int rc = subsae__trainer_prepare_aux(t);
     if (!rc)
-        rc = subsae__train_encode(t, n, phase + SUBSAE_PHASE_ENCODE_GEMM);
-    if (rc)
-        return rc;
-    const int64_t *rp = ws->row_ptr;
-    const int64_t ka = ws->aux_k;
-    const bool aux = ka > 0;
-    clock = omp_get_wtime();
+        rc = subsae__trainer_encode(t, n, t->phase_seconds + SUBSAE_PHASE_ENCODE_GEMM);
+    return rc;
+}
 
-    /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial
-     *    sums of the gradient and of the target per part of the rows. With
-     *    workers n is the global batch (loss_rows), of which these rows are
-     *    a part. AuxK: e_hat = the dead pairs' decode (no bias) against the
-     *    residual e = t - x_hat (held fixed), g_aux = 2 c s (e_hat - e) / n. */
-    const double n_loss = (double)(t->loss_rows > 0 ? t->loss_rows : n);
+/* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial sums
+ *    of the gradient and of the target per part of the rows. With workers
+ *    n is the global batch (loss_rows), of which these rows are a part.
+ *    AuxK: e_hat = the dead pairs' decode (no bias) against the residual e
+ *    = t - x_hat (held fixed), g_aux = 2 c s (e_hat - e) / n. */
+static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_out = s->d_out, k = s->k, ka = ws->aux_k;
+    const int64_t *rp = ws->row_ptr;
+    const bool aux = ka > 0;
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
     const float ascale = aux ? (float)(2.0 * t->auxk_coef * ws->aux_scale / n_loss) : 0.0f;
-#pragma omp parallel for schedule(dynamic, 1) \
-    num_threads(subsae__team(T, (double)n * (double)(k + ka + 2) * (double)d_out))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(subsae__team( \
+    subsae__trainer_threads(t), (double)n * (double)(k + ka + 2) * (double)d_out))
     for (int p = 0; p < PARTS; p++) {
         double *part = ws->part + (size_t)p * part_stride;
         double *sum_g = part, *sum_t = part + d_out;
@@ -154,15 +155,16 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
             part[3 * d_out] += t2;
         }
     }
+}
 
-    double now = omp_get_wtime();
-    phase[SUBSAE_PHASE_DECODE] += now - clock;
-    clock = now;
-
-    /* 4. Counting sort of the pairs by feature (per-partition histograms,
-     *    so that the pairs of a feature stay in row order); the same for
-     *    the AuxK pairs. */
-    int64_t n_touched = 0;
+/* 4. Counting sort of the pairs by feature (per-partition histograms, so
+ *    that the pairs of a feature stay in row order). The number of pairs. */
+static int64_t bucket_pairs(subsae_trainer *t, int64_t n)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const int T = subsae__trainer_threads(t); /* <= ws->threads */
+    const int64_t m = t->sae->d_sae, *rp = ws->row_ptr;
+    const bool jump = t->sae->activation == SUBSAE_ACT_JUMPRELU;
     int32_t running = 0;
 #pragma omp parallel num_threads(subsae__team(T, (double)rp[n] + (double)m))
     {
@@ -186,7 +188,6 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
         ws->fired[f] = running - start;
     }
     ws->offsets[m] = running;
-    const int64_t n_pairs = running;
 #pragma omp parallel num_threads(subsae__team(T, (double)rp[n]))
     {
         for (int p = omp_get_thread_num(); p < T; p += omp_get_num_threads()) {
@@ -204,31 +205,47 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
                 }
         }
     }
-    int64_t n_aux_pairs = 0;
-    if (aux) {
-        int32_t *counts = ws->counts;
-        memset(counts, 0, (size_t)m * sizeof *counts);
-        for (int64_t q = 0; q < n * ka; q++)
-            if (ws->aux_idx[q] >= 0)
-                counts[ws->aux_idx[q]]++;
-        int32_t at = 0;
-        for (int64_t f = 0; f < m; f++) {
-            ws->aux_offsets[f] = at;
-            ws->aux_fired[f] = counts[f];
-            counts[f] = at;
-            at += ws->aux_fired[f];
-        }
-        ws->aux_offsets[m] = at;
-        n_aux_pairs = at;
-        for (int64_t q = 0; q < n * ka; q++) {
-            int32_t f = ws->aux_idx[q];
-            if (f < 0)
-                continue;
-            int32_t pos = counts[f]++;
-            ws->aux_pair_row[pos] = (int32_t)(q / ka);
-            ws->aux_pair_z[pos] = ws->aux_val[q];
-        }
+    return running;
+}
+
+/* 4. (AuxK) The same for the dead pairs, serially (k_aux per row). The
+ *    number of AuxK pairs (0 when AuxK is off this step). */
+static int64_t bucket_aux_pairs(subsae_trainer *t, int64_t n)
+{
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t m = t->sae->d_sae, ka = ws->aux_k;
+    if (ka == 0)
+        return 0;
+    int32_t *counts = ws->counts;
+    memset(counts, 0, (size_t)m * sizeof *counts);
+    for (int64_t q = 0; q < n * ka; q++)
+        if (ws->aux_idx[q] >= 0)
+            counts[ws->aux_idx[q]]++;
+    int32_t at = 0;
+    for (int64_t f = 0; f < m; f++) {
+        ws->aux_offsets[f] = at;
+        ws->aux_fired[f] = counts[f];
+        counts[f] = at;
+        at += ws->aux_fired[f];
     }
+    ws->aux_offsets[m] = at;
+    for (int64_t q = 0; q < n * ka; q++) {
+        int32_t f = ws->aux_idx[q];
+        if (f < 0)
+            continue;
+        int32_t pos = counts[f]++;
+        ws->aux_pair_row[pos] = (int32_t)(q / ka);
+        ws->aux_pair_z[pos] = ws->aux_val[q];
+    }
+    return at;
+}
+
+/* The features with pairs, ascending, and each one's slot; then their
+ * ranges per part, balanced by pair count (`pairs`: of both kinds). */
+static void list_touched(struct subsae__workspace *ws, int64_t m, int64_t pairs)
+{
+    const bool aux = ws->aux_k > 0;
+    int64_t n_touched = 0;
     for (int64_t f = 0; f < m; f++) {
         if (ws->fired[f] > 0 || (aux && ws->aux_fired[f] > 0)) {
             ws->slot_of[f] = (int32_t)n_touched;
@@ -237,104 +254,161 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
             ws->slot_of[f] = -1;
         }
     }
-
-    /* 5. Per-feature backward over contiguous ranges of touched features,
-     *    balanced by pair count. */
     ws->split[0] = 0;
-    {
-        int64_t at = 0, acc = 0;
-        for (int p = 1; p < PARTS; p++) {
-            int64_t goal = (n_pairs + n_aux_pairs + n_touched) * p / PARTS;
-            while (at < n_touched && acc < goal) {
-                int32_t f = ws->touched[at];
-                acc += ws->fired[f] + (aux ? ws->aux_fired[f] : 0) + 1;
-                at++;
-            }
-            ws->split[p] = at;
+    int64_t at = 0, acc = 0;
+    for (int p = 1; p < PARTS; p++) {
+        int64_t goal = (pairs + n_touched) * p / PARTS;
+        while (at < n_touched && acc < goal) {
+            int32_t f = ws->touched[at];
+            acc += ws->fired[f] + (aux ? ws->aux_fired[f] : 0) + 1;
+            at++;
         }
-        ws->split[PARTS] = n_touched;
+        ws->split[p] = at;
     }
-    const bool relu_l1 = act == SUBSAE_ACT_RELU && t->l1_coef > 0.0;
-    const double lam_n = (jump ? t->l0_coef : relu_l1 ? t->l1_coef : 0.0) / n_loss;
-#pragma omp parallel for schedule(dynamic, 1) \
-    num_threads(subsae__team(T, (double)(n_pairs + n_aux_pairs) * (double)(2 * d_out + d_in)))
+    ws->split[PARTS] = n_touched;
+}
+
+/* What the per-feature backward reads besides the model and the
+ * workspace. */
+struct backward_terms {
+    bool jump, relu_l1, aux, unit, apply;
+    double lam_n; /* weight of the sparsity penalty over the loss rows */
+    float inv_bw; /* JumpReLU: 1 / bandwidth */
+};
+
+/* A part's running sums over its features. */
+struct part_sums {
+    double sumsq, penalty;
+};
+
+/* 5. (losses) The gradients of feature f in slot i with the extra terms
+ *    of losses.c: the L1 penalty weighted by the decoder-row norm (ReLU),
+ *    the JumpReLU threshold and L0 penalty, AuxK's dead pairs. */
+static void backward_losses(subsae_trainer *t, const struct backward_terms *bt, int64_t i,
+                            int32_t f, struct part_sums *acc)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const float *wdec = s->W_dec + (int64_t)f * d_out;
+    float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
+    const int32_t off = ws->offsets[f], cnt = ws->fired[f];
+    const double lam_n = bt->lam_n;
+    float norm = 0.0f, dz_add = 0.0f;
+    if (bt->relu_l1) {
+        norm = (float)sqrt(subsae__sumsq(wdec, d_out));
+        dz_add = (float)(lam_n * norm);
+    }
+    const float thr = bt->jump ? s->threshold[f] : 0.0f;
+    double gthr = 0.0, zsum = 0.0;
+    subsae__feature_backward_ex(ws->pair_row + off, ws->pair_z + off,
+                                bt->jump ? ws->pair_pre + off : NULL, cnt, ws->g, d_out, d_out,
+                                ws->xin, d_in, d_in, wdec, dz_add, thr, bt->inv_bw,
+                                (float)lam_n, false, gdec, genc, &ws->g_b_enc[i], &gthr, &zsum);
+    int32_t active = cnt;
+    if (bt->jump) {
+        active = 0;
+        for (int32_t q = off; q < off + cnt; q++)
+            active += ws->pair_z[q] > 0.0f;
+        ws->g_thr[i] = (float)(gthr * thr); /* d loss / d log t */
+        acc->penalty += lam_n * active;
+    }
+    if (bt->relu_l1 && norm > 0.0f) {
+        const float c = (float)(lam_n * zsum / norm);
+        for (int64_t j = 0; j < d_out; j++)
+            gdec[j] += c * wdec[j];
+        acc->penalty += lam_n * norm * zsum;
+    }
+    ws->active[f] = active;
+    if (bt->aux && ws->aux_fired[f] > 0) {
+        double g2 = 0.0, z2 = 0.0;
+        const int32_t ao = ws->aux_offsets[f];
+        subsae__feature_backward_ex(ws->aux_pair_row + ao, ws->aux_pair_z + ao, NULL,
+                                    ws->aux_fired[f], ws->g_aux, d_out, d_out, ws->xin, d_in,
+                                    d_in, wdec, 0.0f, 0.0f, 0.0f, 0.0f, true, gdec, genc,
+                                    &ws->g_b_enc[i], &g2, &z2);
+    }
+}
+
+/* 5. The gradients of feature f in slot i from its pairs, projected for a
+ *    unit-norm decoder; its squared norm, and its b_enc gradient's path
+ *    into the b_dec gradient (xin = x - b_dec) added to benc_path. */
+static void backward_feature(subsae_trainer *t, const struct backward_terms *bt, int64_t i,
+                             double *benc_path, struct part_sums *acc)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const int32_t f = ws->touched[i];
+    const float *wdec = s->W_dec + (int64_t)f * d_out;
+    float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
+    const int32_t off = ws->offsets[f], cnt = ws->fired[f];
+    if (!bt->jump && !bt->relu_l1 && !(bt->aux && ws->aux_fired[f] > 0)) {
+        subsae__feature_backward(ws->pair_row + off, ws->pair_z + off, cnt, ws->g, d_out, d_out,
+                                 ws->xin, d_in, d_in, wdec, gdec, genc, &ws->g_b_enc[i]);
+        ws->active[f] = cnt;
+    } else {
+        backward_losses(t, bt, i, f, acc);
+    }
+    if (bt->unit) {
+        double ww = subsae__sumsq(wdec, d_out);
+        if (ww > 0.0) {
+            float c = (float)(subsae__dot(gdec, wdec, d_out) / ww);
+            for (int64_t j = 0; j < d_out; j++)
+                gdec[j] -= c * wdec[j];
+        }
+    }
+    acc->sumsq += subsae__sumsq(gdec, d_out) + subsae__sumsq(genc, d_in) +
+                  (double)ws->g_b_enc[i] * ws->g_b_enc[i];
+    if (bt->jump)
+        acc->sumsq += (double)ws->g_thr[i] * ws->g_thr[i];
+    if (bt->apply) {
+        /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
+        const float *wenc = s->W_enc + (int64_t)f * d_in;
+        const double gb = ws->g_b_enc[i];
+        for (int64_t j = 0; j < d_in; j++)
+            benc_path[j] -= gb * wenc[j];
+    }
+}
+
+/* 5. Per-feature backward over the parts' contiguous ranges of touched
+ *    features (`pairs` of both kinds weigh the team). */
+static void backward_features(subsae_trainer *t, double n_loss, int64_t pairs)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
+    const int act = s->activation;
+    struct backward_terms bt = {
+        .jump = act == SUBSAE_ACT_JUMPRELU,
+        .relu_l1 = act == SUBSAE_ACT_RELU && t->l1_coef > 0.0,
+        .aux = ws->aux_k > 0,
+        .unit = t->decoder_norm == SUBSAE_DECODER_UNIT,
+        .apply = s->apply_b_dec_to_input,
+        .inv_bw = (float)(1.0 / t->bandwidth),
+    };
+    bt.lam_n = (bt.jump ? t->l0_coef : bt.relu_l1 ? t->l1_coef : 0.0) / n_loss;
+#pragma omp parallel for schedule(dynamic, 1) num_threads( \
+    subsae__team(subsae__trainer_threads(t), (double)pairs * (double)(2 * d_out + d_in)))
     for (int p = 0; p < PARTS; p++) {
         double *part = ws->part + (size_t)p * part_stride;
-        double *benc_path = part + 2 * d_out;
-        double sumsq = 0.0, penalty = 0.0;
-        for (int64_t i = ws->split[p]; i < ws->split[p + 1]; i++) {
-            int32_t f = ws->touched[i];
-            const float *wdec = s->W_dec + (int64_t)f * d_out;
-            float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
-            const int32_t off = ws->offsets[f], cnt = ws->fired[f];
-            const bool has_aux = aux && ws->aux_fired[f] > 0;
-            if (!jump && !relu_l1 && !has_aux) {
-                subsae__feature_backward(ws->pair_row + off, ws->pair_z + off, cnt, ws->g,
-                                         d_out, d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
-                                         &ws->g_b_enc[i]);
-                ws->active[f] = cnt;
-            } else {
-                float norm = 0.0f, dz_add = 0.0f;
-                if (relu_l1) {
-                    norm = (float)sqrt(subsae__sumsq(wdec, d_out));
-                    dz_add = (float)(lam_n * norm);
-                }
-                const float thr = jump ? s->threshold[f] : 0.0f;
-                double gthr = 0.0, zsum = 0.0;
-                subsae__feature_backward_ex(
-                    ws->pair_row + off, ws->pair_z + off, jump ? ws->pair_pre + off : NULL,
-                    cnt, ws->g, d_out, d_out, ws->xin, d_in, d_in, wdec, dz_add, thr,
-                    inv_bw, (float)lam_n, false, gdec, genc, &ws->g_b_enc[i], &gthr, &zsum);
-                int32_t active = cnt;
-                if (jump) {
-                    active = 0;
-                    for (int32_t q = off; q < off + cnt; q++)
-                        active += ws->pair_z[q] > 0.0f;
-                    ws->g_thr[i] = (float)(gthr * thr); /* d loss / d log t */
-                    penalty += lam_n * active;
-                }
-                if (relu_l1 && norm > 0.0f) {
-                    const float c = (float)(lam_n * zsum / norm);
-                    for (int64_t j = 0; j < d_out; j++)
-                        gdec[j] += c * wdec[j];
-                    penalty += lam_n * norm * zsum;
-                }
-                ws->active[f] = active;
-                if (has_aux) {
-                    double g2 = 0.0, z2 = 0.0;
-                    const int32_t ao = ws->aux_offsets[f];
-                    subsae__feature_backward_ex(ws->aux_pair_row + ao, ws->aux_pair_z + ao,
-                                                NULL, ws->aux_fired[f], ws->g_aux, d_out,
-                                                d_out, ws->xin, d_in, d_in, wdec, 0.0f, 0.0f,
-                                                0.0f, 0.0f, true, gdec, genc,
-                                                &ws->g_b_enc[i], &g2, &z2);
-                }
-            }
-            if (unit) {
-                double ww = subsae__sumsq(wdec, d_out);
-                if (ww > 0.0) {
-                    float c = (float)(subsae__dot(gdec, wdec, d_out) / ww);
-                    for (int64_t j = 0; j < d_out; j++)
-                        gdec[j] -= c * wdec[j];
-                }
-            }
-            sumsq += subsae__sumsq(gdec, d_out) + subsae__sumsq(genc, d_in) +
-                     (double)ws->g_b_enc[i] * ws->g_b_enc[i];
-            if (jump)
-                sumsq += (double)ws->g_thr[i] * ws->g_thr[i];
-            if (apply) {
-                /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
-                const float *wenc = s->W_enc + (int64_t)f * d_in;
-                const double gb = ws->g_b_enc[i];
-                for (int64_t j = 0; j < d_in; j++)
-                    benc_path[j] -= gb * wenc[j];
-            }
-        }
-        part[3 * d_out + 1] = sumsq;
-        ws->extra[(size_t)p * 4] = penalty;
+        struct part_sums acc = {0.0, 0.0};
+        for (int64_t i = ws->split[p]; i < ws->split[p + 1]; i++)
+            backward_feature(t, &bt, i, part + 2 * d_out, &acc);
+        part[3 * d_out + 1] = acc.sumsq;
+        ws->extra[(size_t)p * 4] = acc.penalty;
     }
+}
 
-    /* 6. b_dec gradient and the totals, reduced in partition order. */
+/* 6. b_dec gradient and the totals, reduced in partition order. */
+static int reduce(subsae_trainer *t, int64_t n, double n_loss, double *loss, double *sq)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_out = s->d_out;
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
+    const bool apply = s->apply_b_dec_to_input, aux = ws->aux_k > 0;
     double total_sq = 0.0, sse = 0.0, penalty = 0.0, aux_sse = 0.0;
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
@@ -359,13 +433,43 @@ static int forward_backward(subsae_trainer *t, const float *input, int64_t input
     ws->step_aux = aux ? t->auxk_coef * ws->aux_scale * aux_sse / n_loss : 0.0;
     *loss = ws->step_mse + ws->step_penalty + ws->step_aux;
     *sq = total_sq;
-    phase[SUBSAE_PHASE_BACKWARD] += omp_get_wtime() - clock;
     if (!isfinite(*loss) || !isfinite(total_sq))
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
-                            "%s: step %lld diverged (loss %g, gradient norm^2 %g); weights "
-                            "left as before the step: lower the learning rate",
-                            fn, (long long)t->step + 1, *loss, total_sq);
+                            "subsae_trainer_step: step %lld diverged (loss %g, gradient norm^2 "
+                            "%g); weights left as before the step: lower the learning rate",
+                            (long long)t->step + 1, *loss, total_sq);
     return SUBSAE_OK;
+}
+
+/* Forward and backward on n raw rows into the workspace, stage by stage
+ * (the numbers of the comment at the top). */
+int subsae__trainer_forward_backward(subsae_trainer *t, const float *input,
+                                     int64_t input_stride, const float *target,
+                                     int64_t target_stride, int64_t n, double *loss,
+                                     double *sq)
+{
+    double *phase = t->phase_seconds;
+    double clock = omp_get_wtime();
+    int rc = scale_inputs(t, input, input_stride, target, target_stride, n);
+    if (rc)
+        return rc;
+    phase[SUBSAE_PHASE_PREPARE] += omp_get_wtime() - clock;
+    rc = encode(t, n);
+    if (rc)
+        return rc;
+    clock = omp_get_wtime();
+    const double n_loss = (double)(t->loss_rows > 0 ? t->loss_rows : n);
+    decode_residual(t, n, n_loss);
+    double now = omp_get_wtime();
+    phase[SUBSAE_PHASE_DECODE] += now - clock;
+    clock = now;
+    int64_t pairs = bucket_pairs(t, n);
+    pairs += bucket_aux_pairs(t, n);
+    list_touched(&t->ws, t->sae->d_sae, pairs);
+    backward_features(t, n_loss, pairs);
+    rc = reduce(t, n, n_loss, loss, sq);
+    phase[SUBSAE_PHASE_BACKWARD] += omp_get_wtime() - clock;
+    return rc;
 }
 
 static double learning_rate(const subsae_trainer *t)
@@ -381,82 +485,108 @@ static double learning_rate(const subsae_trainer *t)
     return lr;
 }
 
+/* The constants of one Adam step: the clip factor and Adam's. */
+struct adam_step {
+    float gs, b1, b2, size, ib2, eps;
+};
+
+/* JumpReLU's log threshold of feature f after the update, computed on
+ * copies by the update's own function: it, its moments and the model's
+ * threshold exp(log threshold) must all be finite. */
+static bool log_threshold_finite(const subsae_trainer *t, const struct adam_step *a, int64_t f,
+                                 const float *g)
+{
+    float w = t->log_threshold[f], m = t->m_log_threshold[f], v = t->v_log_threshold[f];
+    subsae__adam(&w, &m, &v, g, 1, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps);
+    return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
+}
+
+/* Whether feature f's update from the gradient rows of `slot` (-1: no
+ * gradient, the moments decay) keeps its weights and moments finite. */
+static bool feature_finite(const subsae_trainer *t, const struct adam_step *a, int64_t f,
+                           int64_t slot)
+{
+    const subsae_sae *s = t->sae;
+    const struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const bool g = slot >= 0;
+    return subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
+                               g ? ws->g_W_enc + slot * d_in : NULL, d_in, a->gs, a->b1, a->b2,
+                               a->size, a->ib2, a->eps) &&
+           subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
+                               t->v_W_dec + f * d_out, g ? ws->g_W_dec + slot * d_out : NULL,
+                               d_out, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps) &&
+           subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
+                               g ? ws->g_b_enc + slot : NULL, 1, a->gs, a->b1, a->b2, a->size,
+                               a->ib2, a->eps) &&
+           (s->activation != SUBSAE_ACT_JUMPRELU ||
+            log_threshold_finite(t, a, f, g ? ws->g_thr + slot : NULL));
+}
+
+/* Feature f's update from the gradient rows of `slot` (-1: none), and
+ * the unit-norm projection of its decoder row. */
+static void feature_update(subsae_trainer *t, const struct adam_step *a, int64_t f,
+                           int64_t slot)
+{
+    subsae_sae *s = t->sae;
+    const struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const bool g = slot >= 0;
+    subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
+                 g ? ws->g_W_enc + slot * d_in : NULL, d_in, a->gs, a->b1, a->b2, a->size,
+                 a->ib2, a->eps);
+    subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
+                 g ? ws->g_W_dec + slot * d_out : NULL, d_out, a->gs, a->b1, a->b2, a->size,
+                 a->ib2, a->eps);
+    subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f, g ? ws->g_b_enc + slot : NULL, 1,
+                 a->gs, a->b1, a->b2, a->size, a->ib2, a->eps);
+    if (s->activation == SUBSAE_ACT_JUMPRELU) {
+        subsae__adam(t->log_threshold + f, t->m_log_threshold + f, t->v_log_threshold + f,
+                     g ? ws->g_thr + slot : NULL, 1, a->gs, a->b1, a->b2, a->size, a->ib2,
+                     a->eps);
+        s->threshold[f] = expf(t->log_threshold[f]);
+    }
+    if (t->decoder_norm == SUBSAE_DECODER_UNIT)
+        subsae__normalize_row(s->W_dec + f * d_out, d_out);
+}
+
 /* Adam on every parameter from the workspace gradients, all or nothing:
  * a first pass computes the update without storing it, and if any new
  * weight or moment would not be finite (a learning rate far too large,
  * moments from a damaged checkpoint) the step fails with
  * SUBSAE_E_NONFINITE and nothing changes. The pass reads what the update
  * reads, O(parameters) per step against the encoder's O(batch x
- * parameters). */
-/* JumpReLU's log threshold of feature f after the update, computed on
- * copies by the update's own function: it, its moments and the model's
- * threshold exp(log threshold) must all be finite. */
-static bool log_threshold_finite(const subsae_trainer *t, int64_t f, const float *g, float gs,
-                                 float b1, float b2, float size, float ib2, float eps)
-{
-    float w = t->log_threshold[f], m = t->m_log_threshold[f], v = t->v_log_threshold[f];
-    subsae__adam(&w, &m, &v, g, 1, gs, b1, b2, size, ib2, eps);
-    return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
-}
-
-static int apply_update(subsae_trainer *t, double sq)
+ * parameters). Sparse Adam visits the touched features only (slot i of
+ * feature touched[i]); dense Adam every feature. */
+int subsae__trainer_apply_update(subsae_trainer *t, double sq)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
     const int T = subsae__trainer_threads(t); /* <= ws->threads */
-    const int64_t d_in = s->d_in, d_out = s->d_out, m = s->d_sae;
-    const bool unit = t->decoder_norm == SUBSAE_DECODER_UNIT;
-    const bool jump = s->activation == SUBSAE_ACT_JUMPRELU;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
     const double clock = omp_get_wtime();
     const int64_t step = t->step + 1;
     const double lr = learning_rate(t);
-    const float b1 = (float)t->beta1, b2 = (float)t->beta2, eps = (float)t->eps;
-    const float size = (float)(lr / (1.0 - pow(t->beta1, (double)step)));
-    const float ib2 = (float)(1.0 / sqrt(1.0 - pow(t->beta2, (double)step)));
-    float gs = 1.0f;
+    struct adam_step a = {
+        .gs = 1.0f,
+        .b1 = (float)t->beta1,
+        .b2 = (float)t->beta2,
+        .size = (float)(lr / (1.0 - pow(t->beta1, (double)step))),
+        .ib2 = (float)(1.0 / sqrt(1.0 - pow(t->beta2, (double)step))),
+        .eps = (float)t->eps,
+    };
     if (t->clip_norm > 0.0 && sqrt(sq) > t->clip_norm)
-        gs = (float)(t->clip_norm / sqrt(sq));
+        a.gs = (float)(t->clip_norm / sqrt(sq));
+    const bool sparse = t->sparse_adam;
+    const int64_t count = sparse ? subsae__touched_count(ws) : s->d_sae;
 
-    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs,
-                                      b1, b2, size, ib2, eps);
-    if (t->sparse_adam) {
-        const int64_t nt = subsae__touched_count(ws);
+    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, a.gs,
+                                      a.b1, a.b2, a.size, a.ib2, a.eps);
 #pragma omp parallel for schedule(static) reduction(&& : finite) \
-    num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
-        for (int64_t i = 0; i < nt; i++) {
-            const int64_t f = ws->touched[i];
-            finite = finite &&
-                     subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
-                                         t->v_W_enc + f * d_in, ws->g_W_enc + i * d_in, d_in, gs,
-                                         b1, b2, size, ib2, eps) &&
-                     subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
-                                         t->v_W_dec + f * d_out, ws->g_W_dec + i * d_out, d_out,
-                                         gs, b1, b2, size, ib2, eps) &&
-                     subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                                         ws->g_b_enc + i, 1, gs, b1, b2, size, ib2, eps) &&
-                     (!jump || log_threshold_finite(t, f, ws->g_thr + i, gs, b1, b2, size, ib2,
-                                                    eps));
-        }
-    } else {
-#pragma omp parallel for schedule(static) reduction(&& : finite) \
-    num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
-        for (int64_t f = 0; f < m; f++) {
-            const int64_t slot = ws->slot_of[f];
-            finite = finite &&
-                     subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
-                                         t->v_W_enc + f * d_in,
-                                         slot >= 0 ? ws->g_W_enc + slot * d_in : NULL, d_in, gs,
-                                         b1, b2, size, ib2, eps) &&
-                     subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
-                                         t->v_W_dec + f * d_out,
-                                         slot >= 0 ? ws->g_W_dec + slot * d_out : NULL, d_out,
-                                         gs, b1, b2, size, ib2, eps) &&
-                     subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                                         slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2,
-                                         size, ib2, eps) &&
-                     (!jump || log_threshold_finite(t, f, slot >= 0 ? ws->g_thr + slot : NULL,
-                                                    gs, b1, b2, size, ib2, eps));
-        }
+    num_threads(subsae__team(T, (double)count * (double)(d_in + d_out)))
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t f = sparse ? ws->touched[i] : i;
+        finite = finite && feature_finite(t, &a, f, sparse ? i : ws->slot_of[f]);
     }
     if (!finite) {
         t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
@@ -467,50 +597,13 @@ static int apply_update(subsae_trainer *t, double sq)
                             (long long)step, lr);
     }
 
-    subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, gs, b1, b2, size, ib2, eps);
-    if (t->sparse_adam) {
-        const int64_t nt = subsae__touched_count(ws);
+    subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, a.gs, a.b1, a.b2, a.size,
+                 a.ib2, a.eps);
 #pragma omp parallel for schedule(dynamic, 64) \
-    num_threads(subsae__team(T, (double)nt * (double)(d_in + d_out)))
-        for (int64_t i = 0; i < nt; i++) {
-            const int64_t f = ws->touched[i];
-            subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
-                         ws->g_W_enc + i * d_in, d_in, gs, b1, b2, size, ib2, eps);
-            subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
-                         ws->g_W_dec + i * d_out, d_out, gs, b1, b2, size, ib2, eps);
-            subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f, ws->g_b_enc + i, 1, gs,
-                         b1, b2, size, ib2, eps);
-            if (jump) {
-                subsae__adam(t->log_threshold + f, t->m_log_threshold + f,
-                             t->v_log_threshold + f, ws->g_thr + i, 1, gs, b1, b2, size, ib2,
-                             eps);
-                s->threshold[f] = expf(t->log_threshold[f]);
-            }
-            if (unit)
-                subsae__normalize_row(s->W_dec + f * d_out, d_out);
-        }
-    } else {
-#pragma omp parallel for schedule(dynamic, 64) \
-    num_threads(subsae__team(T, (double)m * (double)(d_in + d_out)))
-        for (int64_t f = 0; f < m; f++) {
-            const int64_t slot = ws->slot_of[f];
-            subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
-                         slot >= 0 ? ws->g_W_enc + slot * d_in : NULL, d_in, gs, b1, b2, size,
-                         ib2, eps);
-            subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
-                         slot >= 0 ? ws->g_W_dec + slot * d_out : NULL, d_out, gs, b1, b2, size,
-                         ib2, eps);
-            subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                         slot >= 0 ? ws->g_b_enc + slot : NULL, 1, gs, b1, b2, size, ib2, eps);
-            if (jump) {
-                subsae__adam(t->log_threshold + f, t->m_log_threshold + f,
-                             t->v_log_threshold + f, slot >= 0 ? ws->g_thr + slot : NULL, 1, gs,
-                             b1, b2, size, ib2, eps);
-                s->threshold[f] = expf(t->log_threshold[f]);
-            }
-            if (unit)
-                subsae__normalize_row(s->W_dec + f * d_out, d_out);
-        }
+    num_threads(subsae__team(T, (double)count * (double)(d_in + d_out)))
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t f = sparse ? ws->touched[i] : i;
+        feature_update(t, &a, f, sparse ? i : ws->slot_of[f]);
     }
     t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
     t->last_lr = lr;
@@ -518,7 +611,7 @@ static int apply_update(subsae_trainer *t, double sq)
 }
 
 /* Counters, dead-feature clock and metrics window after a step of n rows. */
-static void account(subsae_trainer *t, int64_t n, double loss)
+void subsae__trainer_account(subsae_trainer *t, int64_t n, double loss)
 {
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
@@ -569,9 +662,9 @@ static void account(subsae_trainer *t, int64_t n, double loss)
     }
 }
 
-static int check_step_args(const char *fn, const subsae_trainer *t, const float *input,
-                           int64_t input_stride, const float *target, int64_t target_stride,
-                           int64_t n)
+int subsae__trainer_check_step_args(const char *fn, const subsae_trainer *t, const float *input,
+                                    int64_t input_stride, const float *target,
+                                    int64_t target_stride, int64_t n)
 {
     if (!t)
         return subsae__fail_null(fn, "t");
@@ -587,7 +680,7 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: a target was given but the trainer was initialised without one",
                             fn);
-    if (n < (workers ? 0 : 1) || n > ((int64_t)1 << 24) || input_stride < t->sae->d_in ||
+    if (n < (workers ? 0 : 1) || n > SUBSAE__MAX_BATCH || input_stride < t->sae->d_in ||
         (target && target_stride < t->sae->d_out))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n %lld, input_stride %lld (d_in %lld), target_stride %lld "
@@ -597,72 +690,21 @@ static int check_step_args(const char *fn, const subsae_trainer *t, const float 
     return SUBSAE_OK;
 }
 
-int subsae__trainer_step_timed(subsae_trainer *t, int rc, const float *input,
-                               int64_t input_stride, const float *target, int64_t target_stride,
-                               int64_t n, double read_seconds)
-{
-    const double start = omp_get_wtime();
-    memset(t->phase_seconds, 0, sizeof t->phase_seconds);
-    double loss = 0.0, sq = 0.0;
-    if (rc == SUBSAE_OK && n > 0)
-        rc = forward_backward(t, input, input_stride, target, target_stride, n, &loss, &sq);
-    if (subsae__collective_on(&t->coll))
-        rc = subsae__trainer_exchange(t, rc, &n, &loss, &sq);
-    if (rc)
-        return rc;
-    rc = apply_update(t, sq);
-    if (rc)
-        return rc;
-    const double clock = omp_get_wtime();
-    account(t, n, loss);
-    const double end = omp_get_wtime();
-    /* Only completed steps count in the timings. */
-    t->phase_seconds[SUBSAE_PHASE_PREPARE] += end - clock;
-    t->phase_seconds[SUBSAE_PHASE_READ] = read_seconds;
-    t->phase_seconds[SUBSAE_PHASE_STEP] = read_seconds + (end - start);
-    for (int i = 0; i < SUBSAE_PHASE_COUNT; i++)
-        t->phase_total[i] += t->phase_seconds[i];
-    t->timed_steps++;
-    return SUBSAE_OK;
-}
-
-int subsae__trainer_step_rows(subsae_trainer *t, int rc, const float *input,
-                              int64_t input_stride, const float *target, int64_t target_stride,
-                              int64_t n)
-{
-    return subsae__trainer_step_timed(t, rc, input, input_stride, target, target_stride, n, 0.0);
-}
-
-int subsae_trainer_step(subsae_trainer *t, const float *input, int64_t input_stride,
-                        const float *target, int64_t target_stride, int64_t n)
-{
-    int rc = check_step_args("subsae_trainer_step", t, input, input_stride, target,
-                             target_stride, n);
-    if (t && t->initialised && subsae__collective_on(&t->coll))
-        return subsae__trainer_step_collective(t, rc, input, input_stride, target,
-                                               target_stride, n);
-    if (rc)
-        return rc;
-    rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
-    if (rc)
-        return rc;
-    return subsae__trainer_step_timed(t, SUBSAE_OK, input, input_stride, target, target_stride, n, 0.0);
-}
-
 int subsae__trainer_gradients(subsae_trainer *t, const float *input, int64_t input_stride,
                               const float *target, int64_t target_stride, int64_t n,
                               float *g_W_enc, float *g_b_enc, float *g_W_dec, float *g_b_dec,
                               double *loss, int32_t *indices)
 {
-    int rc = check_step_args("subsae__trainer_gradients", t, input, input_stride, target,
-                             target_stride, n);
+    int rc = subsae__trainer_check_step_args("subsae__trainer_gradients", t, input,
+                                             input_stride, target, target_stride, n);
     if (rc)
         return rc;
     rc = subsae__trainer_workspace(t, n, subsae__trainer_threads(t));
     if (rc)
         return rc;
     double l, sq;
-    rc = forward_backward(t, input, input_stride, target, target_stride, n, &l, &sq);
+    rc = subsae__trainer_forward_backward(t, input, input_stride, target, target_stride, n, &l,
+                                          &sq);
     if (rc)
         return rc;
     const subsae_sae *s = t->sae;
