@@ -96,3 +96,17 @@ void *subsae__param_data(const struct subsae__param *p, const subsae_trainer *t,
     memcpy(&data, (const char *)owner + p->offset, sizeof data);
     return data;
 }
+
+void subsae__param_set_data(const struct subsae__param *p, subsae_trainer *t, subsae_sae *s,
+                            void *data)
+{
+    void *owner = p->owner == SUBSAE__IN_SAE ? (void *)s : (void *)t;
+    memcpy((char *)owner + p->offset, &data, sizeof data);
+}
+
+size_t subsae__param_element_bytes(const struct subsae__param *p)
+{
+    return p->role == SUBSAE__ROLE_COUNT ? sizeof(int64_t)
+                                         : p->dtype == SUBSAE_DTYPE_F64 ? sizeof(double)
+                                                                        : sizeof(float);
+}

@@ -9,7 +9,7 @@
 #ifndef SUBSAE_PARAMS_H
 #define SUBSAE_PARAMS_H
 
-#include "trainer.h"
+#include "trainer_types.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -75,5 +75,12 @@ int64_t subsae__param_elements(const struct subsae__param *p, const subsae_sae *
  * element type is float (F32), double (F64), or int64_t (ROLE_COUNT). */
 void *subsae__param_data(const struct subsae__param *p, const subsae_trainer *t,
                          const subsae_sae *s);
+
+/* Points the tensor's pointer in t or s at `data` (allocation and free). */
+void subsae__param_set_data(const struct subsae__param *p, subsae_trainer *t, subsae_sae *s,
+                            void *data);
+
+/* Bytes of one element in memory: float, double, or int64_t (ROLE_COUNT). */
+size_t subsae__param_element_bytes(const struct subsae__param *p);
 
 #endif

@@ -44,6 +44,7 @@
 #include "trainer_collective.h"
 
 #include "kernels.h"
+#include "params.h"
 #include "trainer_state.h"
 #include "trainer_workspace.h"
 
@@ -67,18 +68,20 @@ int subsae_trainer_set_collective(subsae_trainer *t, subsae_allreduce_fn fn, int
 
 /* ---- hashes ------------------------------------------------------------------ */
 
+/* The model's tensors (params.h) and scales: what every worker must hold
+ * the same after a step. */
 uint64_t subsae__trainer_weights_hash(const subsae_trainer *t)
 {
     const subsae_sae *s = t->sae;
     uint64_t h = SUBSAE__HASH_START;
     if (!s)
         return h;
-    h = subsae__hash_bytes(h, s->W_enc, (size_t)(s->d_sae * s->d_in) * sizeof(float));
-    h = subsae__hash_bytes(h, s->W_dec, (size_t)(s->d_sae * s->d_out) * sizeof(float));
-    h = subsae__hash_bytes(h, s->b_enc, (size_t)s->d_sae * sizeof(float));
-    h = subsae__hash_bytes(h, s->b_dec, (size_t)s->d_out * sizeof(float));
-    if (s->activation == SUBSAE_ACT_JUMPRELU || s->activation == SUBSAE_ACT_BATCHTOPK)
-        h = subsae__hash_bytes(h, s->threshold, (size_t)s->d_sae * sizeof(float));
+    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    {
+        if (p->owner == SUBSAE__IN_SAE)
+            h = subsae__hash_bytes(h, subsae__param_data(p, t, s),
+                                   (size_t)subsae__param_elements(p, s) * sizeof(float));
+    }
     h = subsae__hash_bytes(h, &s->input_scale, sizeof s->input_scale);
     return subsae__hash_bytes(h, &s->output_scale, sizeof s->output_scale);
 }

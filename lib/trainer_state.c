@@ -6,6 +6,7 @@
 #include "trainer_state.h"
 
 #include "options.h"
+#include "params.h"
 #include "trainer_workspace.h"
 
 #include <math.h>
@@ -32,26 +33,18 @@ int subsae_trainer_create(subsae_trainer **out)
     return SUBSAE_OK;
 }
 
-static void window_free(struct subsae__window *w)
-{
-    subsae__free(w->sum_t);
-    subsae__free(w->fires);
-    memset(w, 0, sizeof *w);
-}
-
+/* Every tensor the trainer holds (params.h), present or not. */
 void subsae__trainer_free_state(subsae_trainer *t)
 {
-    float **state[] = {&t->m_W_enc, &t->v_W_enc, &t->m_b_enc, &t->v_b_enc,
-                       &t->m_W_dec, &t->v_W_dec, &t->m_b_dec, &t->v_b_dec,
-                       &t->log_threshold, &t->m_log_threshold, &t->v_log_threshold};
-    for (size_t i = 0; i < sizeof state / sizeof state[0]; i++) {
-        subsae__free(*state[i]);
-        *state[i] = NULL;
+    for (int i = 0; i < subsae__n_params; i++) {
+        const struct subsae__param *p = &subsae__params[i];
+        if (p->owner == SUBSAE__IN_TRAINER) {
+            subsae__free(subsae__param_data(p, t, NULL));
+            subsae__param_set_data(p, t, NULL, NULL);
+        }
     }
-    subsae__free(t->last_fired);
-    t->last_fired = NULL;
-    window_free(&t->cur);
-    window_free(&t->prev);
+    memset(&t->cur, 0, sizeof t->cur);
+    memset(&t->prev, 0, sizeof t->prev);
     subsae__trainer_workspace_release(t);
     t->transcoder = false;
 }
@@ -251,15 +244,6 @@ void subsae__trainer_log(const subsae_trainer *t, const char *phase, const char 
 
 /* ---- state and workspace ------------------------------------------------- */
 
-static int window_alloc(struct subsae__window *w, int64_t d_out, int64_t d_sae)
-{
-    w->sum_t = subsae__calloc((size_t)d_out, sizeof *w->sum_t);
-    w->fires = subsae__calloc((size_t)d_sae, sizeof *w->fires);
-    if (!w->sum_t || !w->fires)
-        return subsae__fail_nomem("metrics window", (size_t)(d_out + d_sae) * 8);
-    return SUBSAE_OK;
-}
-
 void subsae__trainer_window_clear(struct subsae__window *w, int64_t d_out, int64_t d_sae)
 {
     w->tokens = 0;
@@ -272,30 +256,17 @@ void subsae__trainer_window_clear(struct subsae__window *w, int64_t d_out, int64
 int subsae__trainer_alloc_state(subsae_trainer *t)
 {
     const subsae_sae *s = t->sae;
-    size_t enc = (size_t)s->d_sae * (size_t)s->d_in, dec = (size_t)s->d_sae * (size_t)s->d_out;
-    t->m_W_enc = subsae__calloc(enc, sizeof(float));
-    t->v_W_enc = subsae__calloc(enc, sizeof(float));
-    t->m_W_dec = subsae__calloc(dec, sizeof(float));
-    t->v_W_dec = subsae__calloc(dec, sizeof(float));
-    t->m_b_enc = subsae__calloc((size_t)s->d_sae, sizeof(float));
-    t->v_b_enc = subsae__calloc((size_t)s->d_sae, sizeof(float));
-    t->m_b_dec = subsae__calloc((size_t)s->d_out, sizeof(float));
-    t->v_b_dec = subsae__calloc((size_t)s->d_out, sizeof(float));
-    t->last_fired = subsae__calloc((size_t)s->d_sae, sizeof *t->last_fired);
-    if (!t->m_W_enc || !t->v_W_enc || !t->m_W_dec || !t->v_W_dec || !t->m_b_enc ||
-        !t->v_b_enc || !t->m_b_dec || !t->v_b_dec || !t->last_fired)
-        return subsae__fail_nomem("Adam state", 2 * (enc + dec) * sizeof(float));
-    if (s->activation == SUBSAE_ACT_JUMPRELU) {
-        t->log_threshold = subsae__calloc((size_t)s->d_sae, sizeof(float));
-        t->m_log_threshold = subsae__calloc((size_t)s->d_sae, sizeof(float));
-        t->v_log_threshold = subsae__calloc((size_t)s->d_sae, sizeof(float));
-        if (!t->log_threshold || !t->m_log_threshold || !t->v_log_threshold)
-            return subsae__fail_nomem("JumpReLU threshold state", (size_t)s->d_sae * 12);
+    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    {
+        if (p->owner != SUBSAE__IN_TRAINER)
+            continue;
+        size_t n = (size_t)subsae__param_elements(p, s), size = subsae__param_element_bytes(p);
+        void *data = subsae__calloc(n, size);
+        if (!data)
+            return subsae__fail_nomem(p->name, n * size);
+        subsae__param_set_data(p, t, NULL, data);
     }
-    int rc = window_alloc(&t->cur, s->d_out, s->d_sae);
-    if (!rc)
-        rc = window_alloc(&t->prev, s->d_out, s->d_sae);
-    return rc;
+    return SUBSAE_OK;
 }
 
 /* ---- metrics --------------------------------------------------------------------- */
