@@ -246,8 +246,8 @@ static void select_row(subsae_trainer *t, const struct selection *sel, int64_t r
 
 /* A dense block's pairs into the CSR after the rows counted them (*total:
  * the pairs so far), growing it. */
-static int fill_block(subsae_trainer *t, const struct selection *sel, int64_t r0,
-                      int64_t rows, int64_t *total)
+static int fill_block(subsae_trainer *t, const struct selection *sel, int64_t r0, int64_t rows,
+                      int64_t *total)
 {
     const subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;

@@ -11,8 +11,8 @@ struct subsae_batches {
     uint64_t seed;
     int flags;
     int64_t epoch;
-    int64_t position;      /* rows of this epoch already handed out */
-    int64_t *permutation;  /* NULL when not shuffling */
+    int64_t position;     /* rows of this epoch already handed out */
+    int64_t *permutation; /* NULL when not shuffling */
     int64_t permuted_epoch;
 };
 
@@ -38,8 +38,12 @@ int subsae__batches_create_rows(const subsae_buffer *buf, int64_t rows, int64_t 
     subsae_batches *it = subsae__calloc(1, sizeof *it);
     if (!it)
         return subsae__fail_nomem("batch iterator", sizeof *it);
-    *it = (subsae_batches){.buf = buf, .rows = rows, .batch_size = batch_size, .seed = seed,
-                           .flags = flags, .permuted_epoch = -1};
+    *it = (subsae_batches){.buf = buf,
+                           .rows = rows,
+                           .batch_size = batch_size,
+                           .seed = seed,
+                           .flags = flags,
+                           .permuted_epoch = -1};
     if (flags & SUBSAE_BATCH_SHUFFLE) {
         it->permutation = subsae__malloc((size_t)rows * sizeof *it->permutation);
         if (!it->permutation) {
@@ -51,8 +55,8 @@ int subsae__batches_create_rows(const subsae_buffer *buf, int64_t rows, int64_t 
     return SUBSAE_OK;
 }
 
-int subsae_batches_create(const subsae_buffer *buf, int64_t batch_size, uint64_t seed, int flags,
-                          subsae_batches **out)
+int subsae_batches_create(const subsae_buffer *buf, int64_t batch_size, uint64_t seed,
+                          int flags, subsae_batches **out)
 {
     static const char *fn = "subsae_batches_create";
     SUBSAE__NOT_NULL(fn, buf);
@@ -131,7 +135,8 @@ int subsae_batches_next(subsae_batches *it, float *out, int64_t out_stride, int6
         int64_t piece = count - done < PIECE ? count - done : PIECE;
         for (int64_t i = 0; i < piece; i++)
             index[i] = row_at(it, it->position + done + i);
-        int rc = subsae_buffer_gather(it->buf, index, piece, out + done * out_stride, out_stride);
+        int rc = subsae_buffer_gather(it->buf, index, piece, out + done * out_stride,
+                                      out_stride);
         if (rc) {
             it->epoch = saved_epoch;
             it->position = saved_position;
@@ -160,9 +165,10 @@ int subsae_batches_seek(subsae_batches *it, int64_t epoch, int64_t position)
 {
     SUBSAE__NOT_NULL("subsae_batches_seek", it);
     if (epoch < 0 || position < 0 || position > epoch_end(it))
-        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_INDEX_OUT_OF_RANGE,
-                            "subsae_batches_seek: epoch %lld, position %lld (epoch has %lld rows)",
-                            (long long)epoch, (long long)position, (long long)epoch_end(it));
+        return subsae__fail(
+            SUBSAE_E_RANGE, SUBSAE_REASON_INDEX_OUT_OF_RANGE,
+            "subsae_batches_seek: epoch %lld, position %lld (epoch has %lld rows)",
+            (long long)epoch, (long long)position, (long long)epoch_end(it));
     it->epoch = epoch;
     it->position = position;
     return SUBSAE_OK;

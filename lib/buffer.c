@@ -57,8 +57,8 @@ void subsae_buffer_free(subsae_buffer *buf)
 
 /* Rows given to a buffer: `data` (the argument `name`) not NULL when
  * there are rows, in a dtype a buffer reads. */
-static int check_input(const char *function, const void *data, const char *name,
-                       int64_t n_rows, int dtype)
+static int check_input(const char *function, const void *data, const char *name, int64_t n_rows,
+                       int dtype)
 {
     if (!data && n_rows > 0)
         return subsae__fail_null(function, name);
@@ -124,7 +124,8 @@ int subsae_buffer_append(subsae_buffer *buf, const void *rows, int dtype, int64_
         return rc;
     if (!buf->growable)
         return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                            "%s: buffer is not growable (it reads files or borrows memory)", fn);
+                            "%s: buffer is not growable (it reads files or borrows memory)",
+                            fn);
     if (n_rows < 0 || row_stride < buf->dim)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: n_rows %lld, row_stride %lld (must be >= dim %lld)", fn,
@@ -132,7 +133,8 @@ int subsae_buffer_append(subsae_buffer *buf, const void *rows, int dtype, int64_
     struct subsae__source *src = &buf->sources[0];
     int64_t first = src->rows;
     if (n_rows > INT64_MAX - first)
-        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW, "%s: too many rows", fn);
+        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW, "%s: too many rows",
+                            fn);
     rc = grow(buf, first + n_rows);
     if (rc)
         return rc;
@@ -258,8 +260,7 @@ int64_t subsae__buffer_load_row(const subsae_buffer *buf, int64_t stored, float 
 {
     int64_t s = subsae__buffer_source_of(buf, stored);
     const struct subsae__source *src = &buf->sources[s];
-    const unsigned char *row =
-        src->data + (stored - buf->first_row[s]) * src->row_stride_bytes;
+    const unsigned char *row = src->data + (stored - buf->first_row[s]) * src->row_stride_bytes;
     return (int64_t)subsae__widen(row, src->dtype, (size_t)buf->dim, out);
 }
 
@@ -343,9 +344,10 @@ static void release_rows(const subsae_buffer *buf, int64_t s, int64_t first, int
     if (!src->file_base || end <= first)
         return;
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t from = (uintptr_t)(src->data + (first - buf->first_row[s]) *
-                                                       src->row_stride_bytes);
-    const uintptr_t to = (uintptr_t)(src->data + (end - buf->first_row[s]) * src->row_stride_bytes);
+    const uintptr_t from = (uintptr_t)(src->data +
+                                       (first - buf->first_row[s]) * src->row_stride_bytes);
+    const uintptr_t to = (uintptr_t)(src->data +
+                                     (end - buf->first_row[s]) * src->row_stride_bytes);
     const uintptr_t a = from / page * page, b = to / page * page;
     if (b > a)
         madvise((void *)a, b - a, MADV_DONTNEED); /* advice: a failure changes nothing */
@@ -465,9 +467,9 @@ int subsae_buffer_stats(const subsae_buffer *buf, float *mean, double *mean_norm
          * tiny file may declare a huge width for zero rows. */
         float *row = subsae__malloc(dim * sizeof *row);
         t.sum = subsae__calloc(dim, sizeof *t.sum);
-        int rc = row && t.sum ? scan_rows(buf, row, add_row, &t)
-                              : subsae__fail_nomem("statistics",
-                                                   dim * (sizeof *row + sizeof *t.sum));
+        int rc = row && t.sum
+                     ? scan_rows(buf, row, add_row, &t)
+                     : subsae__fail_nomem("statistics", dim * (sizeof *row + sizeof *t.sum));
         subsae__free(row);
         if (rc) {
             subsae__free(t.sum);

@@ -11,29 +11,29 @@
 enum { SUBSAE__MAX_DIMS = 8 };
 
 struct subsae__source {
-    int format;                 /* SUBSAE_FORMAT_* */
-    int dtype;                  /* stored element type */
-    char *path;                 /* owned; NULL for memory */
-    int ndim;                   /* shape as stored */
+    int format; /* SUBSAE_FORMAT_* */
+    int dtype;  /* stored element type */
+    char *path; /* owned; NULL for memory */
+    int ndim;   /* shape as stored */
     int64_t shape[SUBSAE__MAX_DIMS];
-    int64_t rows;               /* rows this source contributes */
-    const unsigned char *data;  /* first element of row 0 */
+    int64_t rows;              /* rows this source contributes */
+    const unsigned char *data; /* first element of row 0 */
     int64_t row_stride_bytes;
-    void *owned;                /* heap block to free, or NULL */
-    void *map;                  /* mapping to munmap, or NULL */
+    void *owned; /* heap block to free, or NULL */
+    void *map;   /* mapping to munmap, or NULL */
     size_t map_size;
-    const void *file_base;      /* start of the mapped file `path` (views too), or NULL */
+    const void *file_base; /* start of the mapped file `path` (views too), or NULL */
 };
 
 struct subsae_buffer {
     int64_t dim;
     int64_t n_sources;
     struct subsae__source *sources;
-    int64_t *first_row;         /* first stored row of each source, n_sources + 1 */
-    bool growable;              /* one owned float32 source, appendable */
+    int64_t *first_row; /* first stored row of each source, n_sources + 1 */
+    bool growable;      /* one owned float32 source, appendable */
     int64_t capacity_rows;
     bool skip_nonfinite;
-    int64_t *skipped;           /* sorted stored-row indices left out */
+    int64_t *skipped; /* sorted stored-row indices left out */
     int64_t n_skipped;
 };
 

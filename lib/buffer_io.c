@@ -21,8 +21,8 @@ static int open_source(const char *path, const char *tensor, struct subsae__sour
         return rc;
     const unsigned char *bytes = map;
     size_t magic = sizeof subsae__npy_magic;
-    bool npy_prefix =
-        size > 0 && memcmp(bytes, subsae__npy_magic, size < magic ? size : magic) == 0;
+    bool npy_prefix = size > 0 &&
+                      memcmp(bytes, subsae__npy_magic, size < magic ? size : magic) == 0;
     if (size == 0)
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_MAGIC,
                           "%s: the file is empty (neither .npy nor safetensors)", path);
@@ -32,7 +32,8 @@ static int open_source(const char *path, const char *tensor, struct subsae__sour
     else if (!npy_prefix && (size < 8 || (size > 8 && bytes[8] != '{')))
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_MAGIC,
                           "%s: neither a .npy file (no \\x93NUMPY magic) nor a safetensors "
-                          "file (no JSON header after the 8-byte length)", path);
+                          "file (no JSON header after the 8-byte length)",
+                          path);
     else {
         src->path = subsae__strdup(path);
         if (!src->path)
@@ -68,7 +69,8 @@ int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths, const c
     SUBSAE__NOT_NULL(fn, out);
     if (n_paths < 1)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: n_paths %lld (need at least one file)", fn, (long long)n_paths);
+                            "%s: n_paths %lld (need at least one file)", fn,
+                            (long long)n_paths);
     for (int64_t i = 0; i < n_paths; i++)
         if (!paths[i])
             return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_NULL_ARGUMENT,
@@ -82,8 +84,8 @@ int subsae_buffer_open_shards(const char *const *paths, int64_t n_paths, const c
         if (!rc && i > 0 && source_dim(&buf->sources[i]) != source_dim(&buf->sources[0]))
             rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
                               "%s has dim %lld but %s has dim %lld: shards must share the "
-                              "last dimension", paths[i],
-                              (long long)source_dim(&buf->sources[i]), paths[0],
+                              "last dimension",
+                              paths[i], (long long)source_dim(&buf->sources[i]), paths[0],
                               (long long)source_dim(&buf->sources[0]));
     }
     if (rc) {

@@ -115,7 +115,8 @@ int subsae__row_reader_load_stored(subsae__row_reader *r, int64_t stored, float 
     }
     const int64_t local = stored - buf->first_row[s];
     const size_t bytes = (size_t)buf->dim * subsae__dtype_size(src->dtype);
-    int code = read_at(r->fd[s], r->bounce, bytes, r->offset[s] + local * src->row_stride_bytes);
+    int code = read_at(r->fd[s], r->bounce, bytes,
+                       r->offset[s] + local * src->row_stride_bytes);
     if (code)
         return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM, "%s: cannot read row %lld: %s",
                             src->path, (long long)local, strerror(code));

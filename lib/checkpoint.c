@@ -98,11 +98,10 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
         s->input_scale, "output_scale", s->output_scale, "transcoder", t->transcoder,
         "subspace_dim_used", (json_int_t)t->subspace_dim_used, "init_scale", t->init_scale,
         "step", (json_int_t)t->step, "tokens", (json_int_t)t->tokens, "fit_end_step",
-        (json_int_t)t->fit_end_step, "last_loss",
-        finite_or_null(t->last_loss), "rng", rng[0], rng[1],
-        rng[2], rng[3], "batches", "epoch", (json_int_t)epoch, "position", (json_int_t)position,
-        "window_tokens", (json_int_t)t->window_tokens, "prev_valid", t->prev_valid, "windows",
-        "cur", window_json(&t->cur), "prev", window_json(&t->prev));
+        (json_int_t)t->fit_end_step, "last_loss", finite_or_null(t->last_loss), "rng", rng[0],
+        rng[1], rng[2], rng[3], "batches", "epoch", (json_int_t)epoch, "position",
+        (json_int_t)position, "window_tokens", (json_int_t)t->window_tokens, "prev_valid",
+        t->prev_valid, "windows", "cur", window_json(&t->cur), "prev", window_json(&t->prev));
     /* BatchTopK: the running threshold in double (the model holds it as
      * float). */
     if (root && s->activation == SUBSAE_ACT_BATCHTOPK &&
@@ -154,7 +153,8 @@ static int write_bytes(const char *path, const char *text, size_t size)
 static bool stale_temporary(const char *name)
 {
     const char *t = strstr(name, ".tmp-");
-    if (!t || (strncmp(name, "state-", 6) != 0 && strncmp(name, MANIFEST, strlen(MANIFEST)) != 0))
+    if (!t ||
+        (strncmp(name, "state-", 6) != 0 && strncmp(name, MANIFEST, strlen(MANIFEST)) != 0))
         return false;
     char *end;
     long pid = strtol(t + 5, &end, 10);
@@ -204,7 +204,8 @@ static int state_views(const subsae_trainer *t, struct subsae__tensor_view *view
 {
     const subsae_sae *s = t->sae;
     int64_t i = 0;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation) {
+    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    {
         const int64_t count = subsae__param_elements(p, s);
         const void *data = subsae__param_data(p, t, s);
         if (p->role == SUBSAE__ROLE_COUNT) {
@@ -290,8 +291,8 @@ static const json_t *field(struct reader *r, const json_t *obj, const char *key)
 {
     const json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (!v && r->rc == SUBSAE_OK)
-        r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER, "%s: field '%s' is missing",
-                             r->path, key);
+        r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
+                             "%s: field '%s' is missing", r->path, key);
     return v;
 }
 
@@ -304,8 +305,8 @@ static int64_t get_int(struct reader *r, const json_t *obj, const char *key, int
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
         if (r->rc == SUBSAE_OK)
             r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                                 "%s: field '%s' is not a whole number in [%lld, %lld]", r->path,
-                                 key, (long long)lo, (long long)hi);
+                                 "%s: field '%s' is not a whole number in [%lld, %lld]",
+                                 r->path, key, (long long)lo, (long long)hi);
         return 0;
     }
     return json_integer_value(v);
@@ -395,8 +396,8 @@ static void read_options(subsae_trainer *t, struct reader *r, const json_t *root
              * so in the status too, keeping the setter's explanation. */
             char why[512];
             snprintf(why, sizeof why, "%s", subsae_last_error());
-            r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE, "%s: option '%s': %s",
-                                 r->path, name, why);
+            r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                 "%s: option '%s': %s", r->path, name, why);
         }
     }
 }
@@ -482,8 +483,9 @@ static void read_progress(struct reader *r, const json_t *root, int activation,
     read_window(r, field(r, windows, "cur"), &t->cur);
     read_window(r, field(r, windows, "prev"), &t->prev);
     read_rng(r, root, t->rng.s);
-    t->batch_threshold =
-        activation == SUBSAE_ACT_BATCHTOPK ? get_real(r, root, "batch_threshold", false) : 0.0;
+    t->batch_threshold = activation == SUBSAE_ACT_BATCHTOPK
+                             ? get_real(r, root, "batch_threshold", false)
+                             : 0.0;
 }
 
 /* The manifest's run metadata given to the trainer, and the manifest
@@ -503,16 +505,17 @@ static int check_manifest(subsae_trainer *t, struct reader *r, const struct mani
         return r->rc;
     const char *state_file = mf->state_file;
     if (!state_file[0] || strchr(state_file, '/') || state_file[0] == '.')
-        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                            "%s: bad state_file '%s'", r->path, state_file);
+        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE, "%s: bad state_file '%s'",
+                            r->path, state_file);
     if (t->features != mf->d_sae || t->k != mf->k || t->activation != mf->activation ||
         mf->k > mf->d_sae || (mf->apply && mf->d_in != mf->d_out) || !(mf->s_in > 0) ||
         !(mf->s_out > 0))
-        return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
-                            "%s: model and options disagree (d_sae %lld / features %lld, k %lld "
-                            "/ %lld, scales %g %g)",
-                            r->path, (long long)mf->d_sae, (long long)t->features,
-                            (long long)mf->k, (long long)t->k, mf->s_in, mf->s_out);
+        return subsae__fail(
+            SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
+            "%s: model and options disagree (d_sae %lld / features %lld, k %lld "
+            "/ %lld, scales %g %g)",
+            r->path, (long long)mf->d_sae, (long long)t->features, (long long)mf->k,
+            (long long)t->k, mf->s_in, mf->s_out);
     return SUBSAE_OK;
 }
 
@@ -563,7 +566,8 @@ static int check_state_file(const subsae__safetensors *st, const char *path,
                             path, meta ? meta : "(none)", (long long)step);
     const struct subsae_sae dims = {.d_in = mf->d_in, .d_out = mf->d_out, .d_sae = mf->d_sae};
     int rc = SUBSAE_OK;
-    SUBSAE__FOR_EACH_PARAM(p, mf->activation) {
+    SUBSAE__FOR_EACH_PARAM(p, mf->activation)
+    {
         if (!rc)
             rc = check_tensor(st, path, p, &dims);
     }
@@ -608,7 +612,8 @@ static int copy_counts(const struct subsae__tensor_view *v, const char *path, in
 static int copy_state(subsae_trainer *t, const subsae__safetensors *st, const char *path)
 {
     int rc = SUBSAE_OK;
-    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation) {
+    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation)
+    {
         if (rc)
             break;
         const struct subsae__tensor_view *v = subsae__safetensors_find(st, p->name);
@@ -625,7 +630,8 @@ static int copy_state(subsae_trainer *t, const subsae__safetensors *st, const ch
  * would make every later step NaN). */
 static int check_moments(const subsae_trainer *t, const char *path)
 {
-    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation) {
+    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation)
+    {
         if (p->role != SUBSAE__ROLE_ADAM_M && p->role != SUBSAE__ROLE_ADAM_V)
             continue;
         const float *x = subsae__param_data(p, t, t->sae);
@@ -689,8 +695,7 @@ static int load_tensors(subsae_trainer *t, const char *dir, const struct manifes
     return rc;
 }
 
-static int load_state(subsae_trainer *t, const char *dir, const json_t *root,
-                      struct reader *r)
+static int load_state(subsae_trainer *t, const char *dir, const json_t *root, struct reader *r)
 {
     struct manifest mf = {0};
     read_options(t, r, root);

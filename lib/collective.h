@@ -20,7 +20,7 @@ struct subsae__collective {
     subsae_allreduce_fn fn; /* NULL: a single process */
     void *user;
     int64_t rank, size;
-    double *status;         /* size slots, owned (allocated when attached) */
+    double *status;               /* size slots, owned (allocated when attached) */
     int64_t calls, values, bytes; /* traffic since attached (statistics) */
 };
 

@@ -142,9 +142,7 @@ size_t subsae__widen(const void *src, int dtype, size_t n, float *dst)
 {
     const unsigned char *bytes = src;
     switch (dtype) {
-    case SUBSAE_DTYPE_F32:
-        memmove(dst, src, n * sizeof(float));
-        break;
+    case SUBSAE_DTYPE_F32: memmove(dst, src, n * sizeof(float)); break;
     case SUBSAE_DTYPE_F16:
         for (size_t i = 0; i < n; i++)
             dst[i] = subsae__f16_to_f32(load_u16(bytes, i));
@@ -160,8 +158,7 @@ size_t subsae__widen(const void *src, int dtype, size_t n, float *dst)
             dst[i] = (float)d; /* out-of-range values become inf: caught below */
         }
         break;
-    default:
-        return 0;
+    default: return 0;
     }
     return subsae__first_nonfinite(dst, n);
 }

@@ -58,7 +58,8 @@ bool subsae__encode_fused(const subsae_sae *sae, const float *rank_weight)
     return sae->activation == SUBSAE_ACT_TOPK && !rank_weight;
 }
 
-int64_t subsae__encode_scratch_floats(const subsae_sae *sae, int64_t n, int threads, bool ranked)
+int64_t subsae__encode_scratch_floats(const subsae_sae *sae, int64_t n, int threads,
+                                      bool ranked)
 {
     if (sae->activation == SUBSAE_ACT_TOPK && !ranked) {
         int64_t rows = block_rows(n);
@@ -104,9 +105,9 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
             for (int64_t f0 = 0; f0 < m; f0 += cols) {
                 const int64_t c = m - f0 < cols ? m - f0 : cols;
                 double t0 = seconds ? omp_get_wtime() : 0.0;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)c, (int)d_in,
-                            1.0f, xin + r0 * xin_stride, (int)xin_stride, sae->W_enc + f0 * d_in,
-                            (int)d_in, 0.0f, tile, (int)c);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)c,
+                            (int)d_in, 1.0f, xin + r0 * xin_stride, (int)xin_stride,
+                            sae->W_enc + f0 * d_in, (int)d_in, 0.0f, tile, (int)c);
                 double t1 = seconds ? omp_get_wtime() : 0.0;
                 for (int64_t i = 0; i < rows; i++)
                     subsae__topk_chunk(tile + i * c, sae->b_enc + f0, f0, c, k, &len[i],

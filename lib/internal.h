@@ -29,10 +29,10 @@ int subsae__fail_nomem(const char *what, size_t bytes);
 
 /* The argument check that opens most public functions: return
  * subsae__fail_null(function, "arg") when `arg` is NULL. */
-#define SUBSAE__NOT_NULL(function, arg)                                                 \
-    do {                                                                                \
-        if (!(arg))                                                                     \
-            return subsae__fail_null((function), #arg);                                 \
+#define SUBSAE__NOT_NULL(function, arg)                 \
+    do {                                                \
+        if (!(arg))                                     \
+            return subsae__fail_null((function), #arg); \
     } while (0)
 
 /* An option that `function` cannot take, or a value outside its bounds

@@ -57,10 +57,10 @@ const char *subsae__safetensors_dtype_name(int dtype);
 
 struct subsae__tensor_view {
     const char *name;
-    int dtype;                  /* SUBSAE_DTYPE_* or an opaque code (above) */
+    int dtype; /* SUBSAE_DTYPE_* or an opaque code (above) */
     int ndim;
     int64_t shape[8];
-    const void *data;           /* little-endian elements, any alignment */
+    const void *data; /* little-endian elements, any alignment */
     size_t bytes;
 };
 

@@ -49,13 +49,13 @@ int subsae__map_file(const char *path, void **map, size_t *size)
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM, "%s: not a regular file%s",
-                            path, S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
+        return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM, "%s: not a regular file%s", path,
+                            S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
     }
     if (st.st_size < 0 || (uint64_t)st.st_size > SIZE_MAX) {
         close(fd);
-        return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM,
-                            "%s: size %lld cannot be mapped", path, (long long)st.st_size);
+        return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM, "%s: size %lld cannot be mapped",
+                            path, (long long)st.st_size);
     }
     size_t bytes = (size_t)st.st_size;
     void *mapped = NULL;
@@ -82,7 +82,7 @@ struct subsae__atomic_file {
                         front: a commit that renamed must not then fail for
                         want of memory) */
     int fd;
-    bool failed;     /* a write failed: commit refuses */
+    bool failed; /* a write failed: commit refuses */
 };
 
 static _Atomic unsigned long temporary_counter;
@@ -169,8 +169,8 @@ int subsae__atomic_write(subsae__atomic_file *f, const void *data, size_t n)
     if (!data && n > 0)
         return subsae__fail_null("subsae__atomic_write", "data");
     if (f->failed)
-        return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM,
-                            "%s: an earlier write failed", f->path);
+        return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM, "%s: an earlier write failed",
+                            f->path);
     const unsigned char *bytes = data;
     while (n > 0) {
         size_t piece = n > ((size_t)1 << 30) ? (size_t)1 << 30 : n;

@@ -14,8 +14,8 @@ json_t *subsae__json_parse(const char *text, size_t size, json_error_t *error,
     json_t *root = json_loadb(text, size, JSON_REJECT_DUPLICATES, error);
     /* Jansson does not always say it ran out of memory (a string it could
      * not grow reads as a syntax error); malloc's ENOMEM does. */
-    *out_of_memory =
-        !root && (errno == ENOMEM || json_error_code(error) == json_error_out_of_memory);
+    *out_of_memory = !root &&
+                     (errno == ENOMEM || json_error_code(error) == json_error_out_of_memory);
     return root;
 }
 

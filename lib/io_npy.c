@@ -207,7 +207,8 @@ static int npy_dtype(const char *path, const struct npy_header *h, int *dtype)
     if (h->descr_is_list)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
                             "%s: structured dtype (a 'descr' list) is not supported; "
-                            "need '<f4', '<f2' or '<f8'", path);
+                            "need '<f4', '<f2' or '<f8'",
+                            path);
     const char *d = h->descr;
     int found = -1;
     if (strlen(d) == 3 && d[1] == 'f') {
@@ -220,18 +221,20 @@ static int npy_dtype(const char *path, const struct npy_header *h, int *dtype)
     }
     if (found < 0 || (d[0] != '<' && d[0] != '>' && d[0] != '|' && d[0] != '='))
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
-                            "%s: dtype '%s' is not supported; need '<f4', '<f2' or '<f8'",
-                            path, d);
+                            "%s: dtype '%s' is not supported; need '<f4', '<f2' or '<f8'", path,
+                            d);
     bool little_host = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
     if (d[0] == '>' || (d[0] == '=' && !little_host))
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BIG_ENDIAN,
                             "%s: dtype '%s' is big-endian; convert it with "
-                            "a.astype('<%s') before saving", path, d, d + 1);
+                            "a.astype('<%s') before saving",
+                            path, d, d + 1);
     if (d[0] == '|')
         /* '|' means "byte order not applicable": only 1-byte types. */
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
                             "%s: dtype '%s' has no byte order ('|') but %zu-byte "
-                            "elements; need '<%s'", path, d, subsae__dtype_size(found), d + 1);
+                            "elements; need '<%s'",
+                            path, d, subsae__dtype_size(found), d + 1);
     *dtype = found;
     return SUBSAE_OK;
 }
@@ -264,7 +267,8 @@ int subsae__npy_source(const char *path, const void *map, size_t size,
     if (header_length > size - start)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_HEADER_PAST_EOF,
                             "%s: .npy header length %zu goes past the end of the file "
-                            "(%zu bytes)", path, header_length, size);
+                            "(%zu bytes)",
+                            path, header_length, size);
     struct npy_header h;
     const char *problem = "";
     if (!parse_header((const char *)bytes + start, header_length, &h, &problem))
@@ -284,8 +288,8 @@ int subsae__npy_source(const char *path, const void *map, size_t size,
     if (h.ndim < 2)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_SHAPE,
                             "%s: array is %d-D; activations need 2 or more dimensions "
-                            "(rows x dim), e.g. reshape a vector to (n, 1) or (1, n)", path,
-                            h.ndim);
+                            "(rows x dim), e.g. reshape a vector to (n, 1) or (1, n)",
+                            path, h.ndim);
     size_t elements = 1, data_bytes;
     int big_dims = 0;
     for (int i = 0; i < h.ndim; i++) {
@@ -303,7 +307,8 @@ int subsae__npy_source(const char *path, const void *map, size_t size,
     if (h.fortran && big_dims > 1)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_FORTRAN_ORDER,
                             "%s: array is in Fortran (column-major) order; save it with "
-                            "np.save(path, np.ascontiguousarray(a))", path);
+                            "np.save(path, np.ascontiguousarray(a))",
+                            path);
     int64_t dim = h.shape[h.ndim - 1];
     if (dim < 1 || dim > INT32_MAX)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_SHAPE,
@@ -313,7 +318,8 @@ int subsae__npy_source(const char *path, const void *map, size_t size,
     if (size - offset != data_bytes)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_SIZE_MISMATCH,
                             "%s: shape needs %zu bytes of data but the file holds %zu after "
-                            "the header", path, data_bytes, size - offset);
+                            "the header",
+                            path, data_bytes, size - offset);
     src->format = SUBSAE_FORMAT_NPY;
     src->dtype = dtype;
     src->ndim = h.ndim;
@@ -341,7 +347,8 @@ static int npy_header(const char *fn, const char *path, int dtype, int64_t rows,
     case SUBSAE_DTYPE_BF16:
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
                             "%s: %s: .npy has no bfloat16 type; use f32 or f16, or "
-                            "safetensors", fn, path);
+                            "safetensors",
+                            fn, path);
     default:
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_UNSUPPORTED_DTYPE,
                             "%s: %s: dtype %d cannot be saved (f32, f16 or f64)", fn, path,

@@ -28,9 +28,9 @@ struct subsae__safetensors {
     char *path;
     void *map;
     size_t map_size;
-    json_t *root;                         /* names and metadata point into it */
+    json_t *root; /* names and metadata point into it */
     int64_t n_tensors;
-    struct subsae__tensor_view *tensors;  /* sorted by offset (file order) */
+    struct subsae__tensor_view *tensors; /* sorted by offset (file order) */
     int64_t n_metadata;
     const char **metadata_keys;
     const char **metadata_values;
@@ -47,16 +47,26 @@ static const struct {
     int dtype; /* public code, or -1 for an opaque type */
     int bits;
 } dtype_names[] = {
-    {"F32", SUBSAE_DTYPE_F32, 32}, {"F16", SUBSAE_DTYPE_F16, 16},
-    {"BF16", SUBSAE_DTYPE_BF16, 16}, {"F64", SUBSAE_DTYPE_F64, 64},
-    {"I32", SUBSAE_DTYPE_I32, 32},  {"BOOL", -1, 8},
-    {"U8", -1, 8},                  {"I8", -1, 8},
-    {"I16", -1, 16},                {"U16", -1, 16},
-    {"U32", -1, 32},                {"I64", -1, 64},
-    {"U64", -1, 64},                {"C64", -1, 64},
-    {"F8_E5M2", -1, 8},             {"F8_E4M3", -1, 8},
-    {"F8_E8M0", -1, 8},             {"F6_E2M3", -1, 6},
-    {"F6_E3M2", -1, 6},             {"F4", -1, 4},
+    {"F32", SUBSAE_DTYPE_F32, 32},
+    {"F16", SUBSAE_DTYPE_F16, 16},
+    {"BF16", SUBSAE_DTYPE_BF16, 16},
+    {"F64", SUBSAE_DTYPE_F64, 64},
+    {"I32", SUBSAE_DTYPE_I32, 32},
+    {"BOOL", -1, 8},
+    {"U8", -1, 8},
+    {"I8", -1, 8},
+    {"I16", -1, 16},
+    {"U16", -1, 16},
+    {"U32", -1, 32},
+    {"I64", -1, 64},
+    {"U64", -1, 64},
+    {"C64", -1, 64},
+    {"F8_E5M2", -1, 8},
+    {"F8_E4M3", -1, 8},
+    {"F8_E8M0", -1, 8},
+    {"F6_E2M3", -1, 6},
+    {"F6_E3M2", -1, 6},
+    {"F4", -1, 4},
 };
 enum { N_DTYPE_NAMES = sizeof dtype_names / sizeof dtype_names[0] };
 
@@ -164,12 +174,14 @@ static int parse_tensor(const char *path, const char *name, json_t *entry,
     if (!json_is_string(jdtype) || !json_is_array(jshape) || !json_is_array(joffsets))
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
                             "%s: tensor '%s' needs \"dtype\" (string), \"shape\" (array) and "
-                            "\"data_offsets\" (array)", path, name);
+                            "\"data_offsets\" (array)",
+                            path, name);
     int dtype = dtype_from_name(json_string_value(jdtype));
     if (dtype < 0)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
                             "%s: tensor '%s' has dtype \"%s\", which is not a safetensors "
-                            "dtype", path, name, json_string_value(jdtype));
+                            "dtype",
+                            path, name, json_string_value(jdtype));
     size_t ndim = json_array_size(jshape);
     if (ndim > SUBSAE__MAX_DIMS)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_SHAPE,
@@ -198,23 +210,27 @@ static int parse_tensor(const char *path, const char *name, json_t *entry,
         !is_count(json_array_get(joffsets, 1)))
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
                             "%s: tensor '%s': data_offsets is not [begin, end] of "
-                            "non-negative integers", path, name);
+                            "non-negative integers",
+                            path, name);
     uint64_t begin = (uint64_t)json_integer_value(json_array_get(joffsets, 0));
     uint64_t end = (uint64_t)json_integer_value(json_array_get(joffsets, 1));
     if (begin > end || end > section_bytes)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_OFFSETS_OUT_OF_RANGE,
                             "%s: tensor '%s': data_offsets [%llu, %llu] are outside the data "
-                            "section of %zu bytes", path, name, (unsigned long long)begin,
-                            (unsigned long long)end, section_bytes);
+                            "section of %zu bytes",
+                            path, name, (unsigned long long)begin, (unsigned long long)end,
+                            section_bytes);
     if (end - begin != bytes)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_DTYPE_SHAPE_MISMATCH,
                             "%s: tensor '%s': dtype %s and its shape need %zu bytes but "
-                            "data_offsets span %llu", path, name, json_string_value(jdtype),
-                            bytes, (unsigned long long)(end - begin));
+                            "data_offsets span %llu",
+                            path, name, json_string_value(jdtype), bytes,
+                            (unsigned long long)(end - begin));
     if (begin % element != 0)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_OFFSETS_MISALIGNED,
                             "%s: tensor '%s': offset %llu is not a multiple of its element "
-                            "size %zu", path, name, (unsigned long long)begin, element);
+                            "size %zu",
+                            path, name, (unsigned long long)begin, element);
     view->name = name;
     view->dtype = dtype;
     view->ndim = (int)ndim;
@@ -237,7 +253,8 @@ static int parse(const char *path, const unsigned char *map, size_t size,
     if (n > size - 8)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_HEADER_PAST_EOF,
                             "%s: safetensors header length %llu goes past the end of the "
-                            "file (%zu bytes)", path, (unsigned long long)n, size);
+                            "file (%zu bytes)",
+                            path, (unsigned long long)n, size);
     if (n == 0 || map[8] != '{')
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_MAGIC,
                             "%s: not a safetensors file: the header does not start with '{'",
@@ -257,7 +274,8 @@ static int parse(const char *path, const unsigned char *map, size_t size,
     if (!st->root)
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
                             "%s: safetensors header is not valid JSON: %s (line %d, column "
-                            "%d)", path, error.text, error.line, error.column);
+                            "%d)",
+                            path, error.text, error.line, error.column);
     if (!json_is_object(st->root))
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
                             "%s: safetensors header is not a JSON object", path);
@@ -278,7 +296,8 @@ static int parse(const char *path, const unsigned char *map, size_t size,
     const char *key;
     json_t *value;
     if (metadata) {
-        json_object_foreach(metadata, key, value) {
+        json_object_foreach(metadata, key, value)
+        {
             if (!json_is_string(value))
                 return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_HEADER,
                                     "%s: \"__metadata__\" value of \"%s\" is not a string",
@@ -289,7 +308,8 @@ static int parse(const char *path, const unsigned char *map, size_t size,
     }
     const unsigned char *section = map + 8 + n;
     size_t section_bytes = size - 8 - (size_t)n;
-    json_object_foreach(st->root, key, value) {
+    json_object_foreach(st->root, key, value)
+    {
         if (!strcmp(key, metadata_key))
             continue;
         int rc = parse_tensor(path, key, value, section, section_bytes,
@@ -310,7 +330,8 @@ static int parse(const char *path, const unsigned char *map, size_t size,
         if (begin < expected)
             return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_OFFSETS_OVERLAP,
                                 "%s: tensors '%s' and '%s' overlap in the data section "
-                                "(offset %zu < %zu)", path, previous, v->name, begin, expected);
+                                "(offset %zu < %zu)",
+                                path, previous, v->name, begin, expected);
         if (begin > expected)
             return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_SIZE_MISMATCH,
                                 "%s: bytes [%zu, %zu) of the data section belong to no tensor",
@@ -438,11 +459,13 @@ int subsae__safetensors_source(const char *path, const void *map, size_t size,
         v->dtype != SUBSAE_DTYPE_BF16 && v->dtype != SUBSAE_DTYPE_F64)
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
                           "%s: tensor '%s' has dtype %s; activations must be F32, F16, BF16 "
-                          "or F64", path, v->name, dtype_to_name(v->dtype));
+                          "or F64",
+                          path, v->name, dtype_to_name(v->dtype));
     else if (!rc && v->ndim < 2)
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_SHAPE,
                           "%s: tensor '%s' is %d-D; activations need 2 or more dimensions "
-                          "(rows x dim)", path, v->name, v->ndim);
+                          "(rows x dim)",
+                          path, v->name, v->ndim);
     else if (!rc && (v->shape[v->ndim - 1] < 1 || v->shape[v->ndim - 1] > INT32_MAX))
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_SHAPE,
                           "%s: tensor '%s': last dimension %lld is not in [1, 2^31)", path,
@@ -544,10 +567,11 @@ static int build_header(const char *path, const struct subsae__tensor_view *tens
                 json_decref(shape);
                 shape = NULL;
             }
-        json_t *entry = shape ? json_pack("{s:s, s:o, s:[I, I]}", "dtype", dtype_to_name(t->dtype),
-                                          "shape", shape, "data_offsets", (json_int_t)offset,
-                                          (json_int_t)(offset + t->bytes))
-                              : NULL;
+        json_t *entry = shape
+                            ? json_pack("{s:s, s:o, s:[I, I]}", "dtype",
+                                        dtype_to_name(t->dtype), "shape", shape, "data_offsets",
+                                        (json_int_t)offset, (json_int_t)(offset + t->bytes))
+                            : NULL;
         if (!entry || json_object_set_new(root, t->name, entry))
             rc = subsae__fail_nomem("safetensors header entry", 0);
         offset += t->bytes;

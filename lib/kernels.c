@@ -34,26 +34,26 @@ static inline int cpu_level(void)
  * they keep the symbols hidden). */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #if SUBSAE_X86
-#define VARIANTS(ret, name, params, args)                                            \
-    __attribute__((target("avx512f"))) static ret name##_avx512 params              \
-    {                                                                                \
-        return name##_body args;                                                     \
-    }                                                                                \
-    __attribute__((target("avx2"))) static ret name##_avx2 params                   \
-    {                                                                                \
-        return name##_body args;                                                     \
-    }                                                                                \
-    static ret name##_generic params                                                 \
-    {                                                                                \
-        return name##_body args;                                                     \
-    }                                                                                \
-    ret subsae__##name params                                                        \
-    {                                                                                \
-        switch (cpu_level()) {                                                       \
-        case 2: return name##_avx512 args;                                           \
-        case 1: return name##_avx2 args;                                             \
-        default: return name##_generic args;                                         \
-        }                                                                            \
+#define VARIANTS(ret, name, params, args)                              \
+    __attribute__((target("avx512f"))) static ret name##_avx512 params \
+    {                                                                  \
+        return name##_body args;                                       \
+    }                                                                  \
+    __attribute__((target("avx2"))) static ret name##_avx2 params      \
+    {                                                                  \
+        return name##_body args;                                       \
+    }                                                                  \
+    static ret name##_generic params                                   \
+    {                                                                  \
+        return name##_body args;                                       \
+    }                                                                  \
+    ret subsae__##name params                                          \
+    {                                                                  \
+        switch (cpu_level()) {                                         \
+        case 2: return name##_avx512 args;                             \
+        case 1: return name##_avx2 args;                               \
+        default: return name##_generic args;                           \
+        }                                                              \
     }
 #else
 #define VARIANTS(ret, name, params, args) \
@@ -88,26 +88,26 @@ static int64_t next_above_scalar(const float *row, const float *bias, int64_t j,
 #define LOAD_ROW(P, k) P##_loadu_ps(row + (k))
 #define LOAD_BIASED(P, k) P##_add_ps(P##_loadu_ps(row + (k)), P##_loadu_ps(bias + (k)))
 
-#define NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD)                                         \
-    for (; j + 2 * LANES <= m; j += 2 * LANES) {                                        \
-        V a = LOAD(P, j);                                                               \
-        V b = LOAD(P, j + LANES);                                                       \
-        uint32_t mask = GT(a, t) | (GT(b, t) << LANES);                                 \
-        if (mask)                                                                       \
-            return j + __builtin_ctz(mask);                                             \
+#define NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD)         \
+    for (; j + 2 * LANES <= m; j += 2 * LANES) {        \
+        V a = LOAD(P, j);                               \
+        V b = LOAD(P, j + LANES);                       \
+        uint32_t mask = GT(a, t) | (GT(b, t) << LANES); \
+        if (mask)                                       \
+            return j + __builtin_ctz(mask);             \
     }
 
-#define NEXT_ABOVE(TARGET, NAME, V, P, LANES, GT)                                       \
-    __attribute__((target(TARGET))) static int64_t NAME(                                \
-        const float *row, const float *bias, int64_t j, int64_t m, float thr)           \
-    {                                                                                   \
-        const V t = P##_set1_ps(thr);                                                   \
-        if (bias) {                                                                     \
-            NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD_BIASED)                              \
-        } else {                                                                        \
-            NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD_ROW)                                 \
-        }                                                                               \
-        return next_above_scalar(row, bias, j, m, thr);                                 \
+#define NEXT_ABOVE(TARGET, NAME, V, P, LANES, GT)                                            \
+    __attribute__((target(TARGET))) static int64_t NAME(const float *row, const float *bias, \
+                                                        int64_t j, int64_t m, float thr)     \
+    {                                                                                        \
+        const V t = P##_set1_ps(thr);                                                        \
+        if (bias) {                                                                          \
+            NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD_BIASED)                                   \
+        } else {                                                                             \
+            NEXT_ABOVE_STEPS(V, P, LANES, GT, LOAD_ROW)                                      \
+        }                                                                                    \
+        return next_above_scalar(row, bias, j, m, thr);                                      \
     }
 
 #define GT_MASK512(x, t) ((uint32_t)_mm512_cmp_ps_mask((x), (t), _CMP_GT_OQ))
@@ -289,9 +289,9 @@ ALWAYS_INLINE void prefetch_rows(const float *a, int64_t na, const float *b, int
         __builtin_prefetch(b + t, 0, 3);
 }
 
-ALWAYS_INLINE void sparse_decode_row_body(float *out, const float *b, const float *W, int64_t ld,
-                                          const int32_t *idx, const float *val, int64_t k,
-                                          int64_t d)
+ALWAYS_INLINE void sparse_decode_row_body(float *out, const float *b, const float *W,
+                                          int64_t ld, const int32_t *idx, const float *val,
+                                          int64_t k, int64_t d)
 {
     if (b)
         memcpy(out, b, (size_t)d * sizeof *out);
@@ -322,8 +322,8 @@ ALWAYS_INLINE void feature_backward_body(const int32_t *rows, const float *z, in
     memset(genc, 0, (size_t)d_in * sizeof *genc);
     float gb = 0.0f;
     if (count > 0)
-        prefetch_rows(g + (int64_t)rows[0] * g_stride, d_out, xin + (int64_t)rows[0] * xin_stride,
-                      d_in);
+        prefetch_rows(g + (int64_t)rows[0] * g_stride, d_out,
+                      xin + (int64_t)rows[0] * xin_stride, d_in);
     for (int64_t p = 0; p < count; p++) {
         /* The rows are scattered over the batch: fetch the next pair's
          * while this one is summed. */
@@ -381,38 +381,37 @@ static void adam_scalar(float *w, float *m, float *v, const float *g, int64_t n,
  * _mm256, 8 lanes). ADAM_MOMENTS and ADAM_WEIGHTS are adam_scalar's
  * arithmetic, operation for operation, on the lanes at i: the new moments
  * mi, vi, then the new weights wi. */
-#define ADAM_CONSTANTS(V, P)                                                            \
-    const V vb1 = P##_set1_ps(b1), vb2 = P##_set1_ps(b2);                               \
-    const V vc1 = P##_set1_ps(1.0f - b1), vc2 = P##_set1_ps(1.0f - b2);                 \
-    const V vgs = P##_set1_ps(gs), vstep = P##_set1_ps(step);                           \
+#define ADAM_CONSTANTS(V, P)                                            \
+    const V vb1 = P##_set1_ps(b1), vb2 = P##_set1_ps(b2);               \
+    const V vc1 = P##_set1_ps(1.0f - b1), vc2 = P##_set1_ps(1.0f - b2); \
+    const V vgs = P##_set1_ps(gs), vstep = P##_set1_ps(step);           \
     const V vib2 = P##_set1_ps(inv_bias2), veps = P##_set1_ps(eps)
 
-#define ADAM_MOMENTS(V, P)                                                              \
-    V gi = g ? P##_mul_ps(vgs, P##_loadu_ps(g + i)) : P##_setzero_ps();                 \
-    V mi = P##_add_ps(P##_mul_ps(vb1, P##_loadu_ps(m + i)), P##_mul_ps(vc1, gi));       \
-    V vi = P##_add_ps(P##_mul_ps(vb2, P##_loadu_ps(v + i)),                             \
-                      P##_mul_ps(P##_mul_ps(vc2, gi), gi))
+#define ADAM_MOMENTS(V, P)                                                        \
+    V gi = g ? P##_mul_ps(vgs, P##_loadu_ps(g + i)) : P##_setzero_ps();           \
+    V mi = P##_add_ps(P##_mul_ps(vb1, P##_loadu_ps(m + i)), P##_mul_ps(vc1, gi)); \
+    V vi = P##_add_ps(P##_mul_ps(vb2, P##_loadu_ps(v + i)), P##_mul_ps(P##_mul_ps(vc2, gi), gi))
 
-#define ADAM_WEIGHTS(V, P)                                                              \
-    V den = P##_add_ps(P##_mul_ps(P##_sqrt_ps(vi), vib2), veps);                        \
+#define ADAM_WEIGHTS(V, P)                                       \
+    V den = P##_add_ps(P##_mul_ps(P##_sqrt_ps(vi), vib2), veps); \
     V wi = P##_sub_ps(P##_loadu_ps(w + i), P##_div_ps(P##_mul_ps(vstep, mi), den))
 
-#define ADAM_UPDATE(TARGET, NAME, V, P, LANES)                                          \
-    __attribute__((target(TARGET))) static void NAME(                                   \
-        float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1,    \
-        float b2, float step, float inv_bias2, float eps)                               \
-    {                                                                                   \
-        ADAM_CONSTANTS(V, P);                                                           \
-        int64_t i = 0;                                                                  \
-        for (; i + LANES <= n; i += LANES) {                                            \
-            ADAM_MOMENTS(V, P);                                                         \
-            P##_storeu_ps(m + i, mi);                                                   \
-            P##_storeu_ps(v + i, vi);                                                   \
-            ADAM_WEIGHTS(V, P);                                                         \
-            P##_storeu_ps(w + i, wi);                                                   \
-        }                                                                               \
-        adam_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step,     \
-                    inv_bias2, eps);                                                    \
+#define ADAM_UPDATE(TARGET, NAME, V, P, LANES)                                                 \
+    __attribute__((target(TARGET))) static void NAME(                                          \
+        float *w, float *m, float *v, const float *g, int64_t n, float gs, float b1, float b2, \
+        float step, float inv_bias2, float eps)                                                \
+    {                                                                                          \
+        ADAM_CONSTANTS(V, P);                                                                  \
+        int64_t i = 0;                                                                         \
+        for (; i + LANES <= n; i += LANES) {                                                   \
+            ADAM_MOMENTS(V, P);                                                                \
+            P##_storeu_ps(m + i, mi);                                                          \
+            P##_storeu_ps(v + i, vi);                                                          \
+            ADAM_WEIGHTS(V, P);                                                                \
+            P##_storeu_ps(w + i, wi);                                                          \
+        }                                                                                      \
+        adam_scalar(w + i, m + i, v + i, g ? g + i : NULL, n - i, gs, b1, b2, step, inv_bias2, \
+                    eps);                                                                      \
     }
 
 ADAM_UPDATE("avx512f", adam_avx512, __m512, _mm512, 16)
@@ -452,31 +451,30 @@ static bool adam_finite_scalar(const float *w, const float *m, const float *v, c
  * infinities and NaN, so a lane of `probe` that is not 0 marks a
  * non-finite result. BAD is how a width keeps the marks: its type, its
  * empty value, adding the lanes of `probe` and testing for none. */
-#define ADAM_FINITE(TARGET, NAME, V, P, LANES, BAD_T, BAD_NONE, BAD_ADD, BAD_EMPTY)     \
-    __attribute__((target(TARGET))) static bool NAME(                                   \
-        const float *w, const float *m, const float *v, const float *g, int64_t n,      \
-        float gs, float b1, float b2, float step, float inv_bias2, float eps)           \
-    {                                                                                   \
-        ADAM_CONSTANTS(V, P);                                                           \
-        const V zero = P##_setzero_ps();                                                \
-        BAD_T bad = BAD_NONE;                                                           \
-        int64_t i = 0;                                                                  \
-        for (; i + LANES <= n; i += LANES) {                                            \
-            ADAM_MOMENTS(V, P);                                                         \
-            ADAM_WEIGHTS(V, P);                                                         \
-            V probe = P##_add_ps(P##_add_ps(P##_mul_ps(mi, zero), P##_mul_ps(vi, zero)), \
-                                 P##_mul_ps(wi, zero));                                 \
-            bad = BAD_ADD(bad, probe, zero);                                            \
-        }                                                                               \
-        return BAD_EMPTY(bad) && adam_finite_scalar(w + i, m + i, v + i,                \
-                                                    g ? g + i : NULL, n - i, gs, b1,    \
-                                                    b2, step, inv_bias2, eps);          \
+#define ADAM_FINITE(TARGET, NAME, V, P, LANES, BAD_T, BAD_NONE, BAD_ADD, BAD_EMPTY)           \
+    __attribute__((target(TARGET))) static bool NAME(                                         \
+        const float *w, const float *m, const float *v, const float *g, int64_t n, float gs,  \
+        float b1, float b2, float step, float inv_bias2, float eps)                           \
+    {                                                                                         \
+        ADAM_CONSTANTS(V, P);                                                                 \
+        const V zero = P##_setzero_ps();                                                      \
+        BAD_T bad = BAD_NONE;                                                                 \
+        int64_t i = 0;                                                                        \
+        for (; i + LANES <= n; i += LANES) {                                                  \
+            ADAM_MOMENTS(V, P);                                                               \
+            ADAM_WEIGHTS(V, P);                                                               \
+            V probe = P##_add_ps(P##_add_ps(P##_mul_ps(mi, zero), P##_mul_ps(vi, zero)),      \
+                                 P##_mul_ps(wi, zero));                                       \
+            bad = BAD_ADD(bad, probe, zero);                                                  \
+        }                                                                                     \
+        return BAD_EMPTY(bad) && adam_finite_scalar(w + i, m + i, v + i, g ? g + i : NULL,    \
+                                                    n - i, gs, b1, b2, step, inv_bias2, eps); \
     }
 
-#define BAD512_ADD(bad, probe, zero)                                                    \
+#define BAD512_ADD(bad, probe, zero) \
     (__mmask16)((bad) | _mm512_cmp_ps_mask((probe), (zero), _CMP_NEQ_UQ))
 #define BAD512_EMPTY(bad) ((bad) == 0)
-#define BAD256_ADD(bad, probe, zero)                                                    \
+#define BAD256_ADD(bad, probe, zero) \
     _mm256_or_ps((bad), _mm256_cmp_ps((probe), (zero), _CMP_NEQ_UQ))
 #define BAD256_EMPTY(bad) (_mm256_movemask_ps(bad) == 0)
 

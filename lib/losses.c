@@ -81,13 +81,13 @@ ALWAYS_INLINE void backward_ex_body(const int32_t *rows, const float *z, const f
     *zsum = zs;
 }
 
-#define BACKWARD_EX_PARAMS                                                                   \
-    (const int32_t *rows, const float *z, const float *pre, int64_t count, const float *g,   \
-     int64_t g_stride, int64_t d_out, const float *xin, int64_t xin_stride, int64_t d_in,    \
-     const float *wdec, float dz_add, float thr, float inv_bw, float l0_w, bool accumulate,  \
+#define BACKWARD_EX_PARAMS                                                                  \
+    (const int32_t *rows, const float *z, const float *pre, int64_t count, const float *g,  \
+     int64_t g_stride, int64_t d_out, const float *xin, int64_t xin_stride, int64_t d_in,   \
+     const float *wdec, float dz_add, float thr, float inv_bw, float l0_w, bool accumulate, \
      float *gdec, float *genc, float *gbenc, double *gthr, double *zsum)
-#define BACKWARD_EX_ARGS                                                                     \
-    (rows, z, pre, count, g, g_stride, d_out, xin, xin_stride, d_in, wdec, dz_add, thr,      \
+#define BACKWARD_EX_ARGS                                                                \
+    (rows, z, pre, count, g, g_stride, d_out, xin, xin_stride, d_in, wdec, dz_add, thr, \
      inv_bw, l0_w, accumulate, gdec, genc, gbenc, gthr, zsum)
 
 #if LOSSES_X86

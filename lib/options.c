@@ -38,8 +38,8 @@ static const char *object_name(int object)
 
 static int bad_object(const char *fn, int object)
 {
-    return subsae__fail_option(fn, "object %d is none of SUBSAE_OBJECT_TRAINER, _SUBSPACE, _SAE",
-                               object);
+    return subsae__fail_option(
+        fn, "object %d is none of SUBSAE_OBJECT_TRAINER, _SUBSPACE, _SAE", object);
 }
 
 /* The entry, or NULL with an error naming the function. */
@@ -113,9 +113,9 @@ int subsae_option_int_bounds(int object, int option, int64_t *min, int64_t *max,
                              int64_t *default_value)
 {
     int rc;
-    const struct subsae__option *o =
-        subsae__option_entry("subsae_option_int_bounds", object, option, SUBSAE_OPTION_INT,
-                             "subsae_option_double_bounds", &rc);
+    const struct subsae__option *o = subsae__option_entry("subsae_option_int_bounds", object,
+                                                          option, SUBSAE_OPTION_INT,
+                                                          "subsae_option_double_bounds", &rc);
     if (!o)
         return rc;
     if (min)
@@ -131,9 +131,9 @@ int subsae_option_double_bounds(int object, int option, double *min, double *max
                                 double *default_value)
 {
     int rc;
-    const struct subsae__option *o =
-        subsae__option_entry("subsae_option_double_bounds", object, option,
-                             SUBSAE_OPTION_DOUBLE, "subsae_option_int_bounds", &rc);
+    const struct subsae__option *o = subsae__option_entry("subsae_option_double_bounds", object,
+                                                          option, SUBSAE_OPTION_DOUBLE,
+                                                          "subsae_option_int_bounds", &rc);
     if (!o)
         return rc;
     if (min)
@@ -190,10 +190,11 @@ static const struct subsae__option *settable(const struct subsae__option *o, con
 }
 
 const struct subsae__option *subsae__option_settable_int(const char *fn, int object, int option,
-                                                         int64_t value, const char *use, int *rc)
+                                                         int64_t value, const char *use,
+                                                         int *rc)
 {
-    const struct subsae__option *o =
-        settable(subsae__option_entry(fn, object, option, SUBSAE_OPTION_INT, use, rc), fn, rc);
+    const struct subsae__option *o = settable(
+        subsae__option_entry(fn, object, option, SUBSAE_OPTION_INT, use, rc), fn, rc);
     if (o)
         *rc = check_int(fn, o, value);
     return *rc ? NULL : o;
@@ -203,9 +204,8 @@ const struct subsae__option *subsae__option_settable_double(const char *fn, int 
                                                             int option, double value,
                                                             const char *use, int *rc)
 {
-    const struct subsae__option *o =
-        settable(subsae__option_entry(fn, object, option, SUBSAE_OPTION_DOUBLE, use, rc), fn,
-                 rc);
+    const struct subsae__option *o = settable(
+        subsae__option_entry(fn, object, option, SUBSAE_OPTION_DOUBLE, use, rc), fn, rc);
     if (o)
         *rc = check_double(fn, o, value);
     return *rc ? NULL : o;
@@ -234,9 +234,9 @@ const struct subsae__option *subsae__option_get(const char *fn, int object, cons
     return NULL;
 }
 
-const struct subsae__option *subsae__option_set_int(const char *fn, int object, const void *self,
-                                                    int option, int64_t value, const char *use,
-                                                    int *rc)
+const struct subsae__option *subsae__option_set_int(const char *fn, int object,
+                                                    const void *self, int option, int64_t value,
+                                                    const char *use, int *rc)
 {
     if (self)
         return subsae__option_settable_int(fn, object, option, value, use, rc);

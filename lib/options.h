@@ -11,27 +11,27 @@
 #include "internal.h"
 
 struct subsae__option {
-    int option;              /* the enum value */
-    const char *name;        /* lower case, as in checkpoint.json */
-    int type;                /* SUBSAE_OPTION_INT or SUBSAE_OPTION_DOUBLE */
-    int flags;               /* SUBSAE_OPTION_* flags */
+    int option;       /* the enum value */
+    const char *name; /* lower case, as in checkpoint.json */
+    int type;         /* SUBSAE_OPTION_INT or SUBSAE_OPTION_DOUBLE */
+    int flags;        /* SUBSAE_OPTION_* flags */
     int64_t int_min, int_max, int_default;
     double min, max, default_value;
-    size_t offset;           /* of the value in the object's struct (trainer) */
+    size_t offset; /* of the value in the object's struct (trainer) */
     const char *description;
 };
 
-#define SUBSAE__INT_OPTION(opt, nm, lo, hi, def, fl, off, doc)                          \
-    {                                                                                   \
-        .option = (opt), .name = (nm), .type = SUBSAE_OPTION_INT, .flags = (fl),        \
-        .int_min = (lo), .int_max = (hi), .int_default = (def), .offset = (off),        \
-        .description = (doc)                                                            \
+#define SUBSAE__INT_OPTION(opt, nm, lo, hi, def, fl, off, doc)                   \
+    {                                                                            \
+        .option = (opt), .name = (nm), .type = SUBSAE_OPTION_INT, .flags = (fl), \
+        .int_min = (lo), .int_max = (hi), .int_default = (def), .offset = (off), \
+        .description = (doc)                                                     \
     }
-#define SUBSAE__DOUBLE_OPTION(opt, nm, lo, hi, def, fl, off, doc)                       \
-    {                                                                                   \
-        .option = (opt), .name = (nm), .type = SUBSAE_OPTION_DOUBLE, .flags = (fl),     \
-        .min = (lo), .max = (hi), .default_value = (def), .offset = (off),              \
-        .description = (doc)                                                            \
+#define SUBSAE__DOUBLE_OPTION(opt, nm, lo, hi, def, fl, off, doc)                   \
+    {                                                                               \
+        .option = (opt), .name = (nm), .type = SUBSAE_OPTION_DOUBLE, .flags = (fl), \
+        .min = (lo), .max = (hi), .default_value = (def), .offset = (off),          \
+        .description = (doc)                                                        \
     }
 
 /* The tables (n gets the number of entries). */
@@ -65,9 +65,9 @@ const struct subsae__option *subsae__option_settable_double(const char *fn, int 
 const struct subsae__option *subsae__option_get(const char *fn, int object, const void *self,
                                                 const void *value, int option, int type,
                                                 const char *use, int *rc);
-const struct subsae__option *subsae__option_set_int(const char *fn, int object, const void *self,
-                                                    int option, int64_t value, const char *use,
-                                                    int *rc);
+const struct subsae__option *subsae__option_set_int(const char *fn, int object,
+                                                    const void *self, int option, int64_t value,
+                                                    const char *use, int *rc);
 const struct subsae__option *subsae__option_set_double(const char *fn, int object,
                                                        const void *self, int option,
                                                        double value, const char *use, int *rc);

@@ -4,16 +4,19 @@
 #include <string.h>
 
 #define IN_SAE(field) .owner = SUBSAE__IN_SAE, .offset = offsetof(struct subsae_sae, field)
-#define IN_TRAINER(field) .owner = SUBSAE__IN_TRAINER, .offset = offsetof(struct subsae_trainer, field)
+#define IN_TRAINER(field) \
+    .owner = SUBSAE__IN_TRAINER, .offset = offsetof(struct subsae_trainer, field)
 #define MATRIX(d0, d1) .ndim = 2, .dims = {SUBSAE__DIM_##d0, SUBSAE__DIM_##d1}
 #define VECTOR(d0) .ndim = 1, .dims = {SUBSAE__DIM_##d0, 0}
 #define F32(name_, role_) .name = name_, .dtype = SUBSAE_DTYPE_F32, .role = SUBSAE__ROLE_##role_
 #define F64(name_, role_) .name = name_, .dtype = SUBSAE_DTYPE_F64, .role = SUBSAE__ROLE_##role_
 #define PLAIN .moment_of = -1
 /* Adam's two moments of the parameter at table index `of`. */
-#define MOMENTS(of, field, shape)                                                              \
-    {F32("adam_m." #field, ADAM_M), shape, .moment_of = (of), IN_TRAINER(m_##field)},         \
-    {F32("adam_v." #field, ADAM_V), shape, .moment_of = (of), IN_TRAINER(v_##field)}
+#define MOMENTS(of, field, shape)                                                      \
+    {F32("adam_m." #field, ADAM_M), shape, .moment_of = (of), IN_TRAINER(m_##field)},  \
+    {                                                                                  \
+        F32("adam_v." #field, ADAM_V), shape, .moment_of = (of), IN_TRAINER(v_##field) \
+    }
 
 /* Indices of the trained parameters, for their moments. */
 enum { W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD, LOG_THRESHOLD = 18 };
@@ -106,7 +109,7 @@ void subsae__param_set_data(const struct subsae__param *p, subsae_trainer *t, su
 
 size_t subsae__param_element_bytes(const struct subsae__param *p)
 {
-    return p->role == SUBSAE__ROLE_COUNT ? sizeof(int64_t)
-                                         : p->dtype == SUBSAE_DTYPE_F64 ? sizeof(double)
-                                                                        : sizeof(float);
+    return p->role == SUBSAE__ROLE_COUNT  ? sizeof(int64_t)
+           : p->dtype == SUBSAE_DTYPE_F64 ? sizeof(double)
+                                          : sizeof(float);
 }

@@ -42,8 +42,8 @@ struct subsae__param {
     int dims[2];      /* enum subsae__param_dim of each axis */
     int moment_of;    /* ADAM_M / ADAM_V: index (in the table) of the parameter; else -1 */
     bool jumprelu_only;
-    int owner;        /* enum subsae__param_owner */
-    size_t offset;    /* of the data pointer in struct subsae_sae / subsae_trainer */
+    int owner;     /* enum subsae__param_owner */
+    size_t offset; /* of the data pointer in struct subsae_sae / subsae_trainer */
 };
 
 /* The table, in state-file order (within an element size); it has at most SUBSAE__MAX_PARAMS
@@ -60,8 +60,8 @@ bool subsae__param_present(const struct subsae__param *p, int activation);
 const struct subsae__param *subsae__param_next(const struct subsae__param *p, int activation);
 
 /* Every present tensor of a model of `activation`, in table order. */
-#define SUBSAE__FOR_EACH_PARAM(p, activation)                                                 \
-    for (const struct subsae__param *p = subsae__param_next(NULL, (activation)); p;           \
+#define SUBSAE__FOR_EACH_PARAM(p, activation)                                       \
+    for (const struct subsae__param *p = subsae__param_next(NULL, (activation)); p; \
          p = subsae__param_next(p, (activation)))
 
 /* The shape of p for model s into shape[0..ndim); returns ndim. */

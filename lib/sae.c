@@ -154,9 +154,10 @@ int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
         return SUBSAE_OK;
     case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT:
         if (value && sae->d_in != sae->d_out)
-            return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
-                                "%s: cannot subtract b_dec (d_out %lld) from inputs of d_in %lld",
-                                fn, (long long)sae->d_out, (long long)sae->d_in);
+            return subsae__fail(
+                SUBSAE_E_INVALID, SUBSAE_REASON_DIM_MISMATCH,
+                "%s: cannot subtract b_dec (d_out %lld) from inputs of d_in %lld", fn,
+                (long long)sae->d_out, (long long)sae->d_in);
         sae->apply_b_dec_to_input = (int)value;
         return SUBSAE_OK;
     case SUBSAE_SAE_TRANSCODER:
@@ -194,8 +195,8 @@ int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
 int subsae_sae_set_double(subsae_sae *sae, int option, double value)
 {
     int rc;
-    if (!subsae__option_set_double("subsae_sae_set_double", SUBSAE_OBJECT_SAE, sae, option, value,
-                                   "subsae_sae_set_int", &rc))
+    if (!subsae__option_set_double("subsae_sae_set_double", SUBSAE_OBJECT_SAE, sae, option,
+                                   value, "subsae_sae_set_int", &rc))
         return rc;
     if (option == SUBSAE_SAE_INPUT_SCALE)
         sae->input_scale = value;
@@ -348,8 +349,8 @@ void subsae__sae_fold(const subsae_sae *sae, subsae_sae *out)
         out->b_dec[j] = (float)folded_out(sae, sae->b_dec[j]);
     const bool scale_threshold = fold_scales_threshold(sae);
     for (int64_t f = 0; f < d_sae; f++)
-        out->threshold[f] =
-            scale_threshold ? (float)folded_out(sae, sae->threshold[f]) : sae->threshold[f];
+        out->threshold[f] = scale_threshold ? (float)folded_out(sae, sae->threshold[f])
+                                            : sae->threshold[f];
     out->input_scale = out->output_scale = 1.0;
 }
 
@@ -416,13 +417,15 @@ int64_t subsae__sae_slots(const subsae_sae *sae)
     return sae->activation == SUBSAE_ACT_TOPK ? sae->k : sae->d_sae;
 }
 
-void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_stride, int64_t n,
-                               double in_scale, float *xin, int64_t xin_stride, int threads)
+void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_stride,
+                               int64_t n, double in_scale, float *xin, int64_t xin_stride,
+                               int threads)
 {
     const int64_t d = sae->d_in;
     const float s = (float)in_scale;
     const float *b = sae->apply_b_dec_to_input ? sae->b_dec : NULL;
-#pragma omp parallel for num_threads(subsae__team(threads, (double)n * (double)d)) schedule(static)
+#pragma omp parallel for num_threads(subsae__team(threads, (double)n * (double)d)) \
+    schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const float *xr = x + i * x_stride;
         float *o = xin + i * xin_stride;
@@ -487,8 +490,8 @@ static void select_row(const subsae_sae *sae, float *pre_row, int64_t slots, int
 }
 
 void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin_stride,
-                            int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
-                            const float *rank_weight, int threads, double *seconds)
+                            int64_t n, int64_t slots, int32_t *indices, float *values,
+                            float *pre, const float *rank_weight, int threads, double *seconds)
 {
     if (subsae__encode_fused(sae, rank_weight)) {
         subsae__encode_topk_fused(sae, xin, xin_stride, n, slots, indices, values, pre, threads,
@@ -630,15 +633,13 @@ static int check_dense(const char *fn, const subsae_sae *sae, int64_t n, const f
     const int64_t in_dim = decode ? sae->d_sae : sae->d_in;
     const int64_t out_dim = decode ? sae->d_out : sae->d_sae;
     if (n < 0 || in_stride < in_dim || out_stride < out_dim)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: n %lld, %s_stride %lld (%s %lld), %s_stride %lld (%s %lld)", fn,
-                            (long long)n, in_name, (long long)in_stride,
-                            decode ? "d_sae" : "d_in", (long long)in_dim, out_name,
-                            (long long)out_stride, decode ? "d_out" : "d_sae",
-                            (long long)out_dim);
+        return subsae__fail(
+            SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+            "%s: n %lld, %s_stride %lld (%s %lld), %s_stride %lld (%s %lld)", fn, (long long)n,
+            in_name, (long long)in_stride, decode ? "d_sae" : "d_in", (long long)in_dim,
+            out_name, (long long)out_stride, decode ? "d_out" : "d_sae", (long long)out_dim);
     return check_rows(fn, in, n, in_stride, in_dim, decode ? "code" : "input");
 }
-
 
 int subsae_sae_encode_sparse(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
                              int64_t slots, int32_t *indices, float *values)
@@ -760,8 +761,9 @@ int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *indices, cons
                                 (long long)sae->d_sae);
         if (!isfinite(values[i]))
             return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
-                                "%s: row %lld slot %lld has value %g", fn, (long long)(i / slots),
-                                (long long)(i % slots), (double)values[i]);
+                                "%s: row %lld slot %lld has value %g", fn,
+                                (long long)(i / slots), (long long)(i % slots),
+                                (double)values[i]);
     }
     int threads = subsae__threads();
     subsae__sae_decode_rows(sae, indices, values, n, slots, out, out_stride, threads);
@@ -791,8 +793,8 @@ static int check_evaluate(const char *fn, const subsae_sae *sae, const subsae_bu
     if (n_metrics > 0 && !metrics)
         return subsae__fail_null(fn, "metrics");
     if (n_metrics < 0)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n_metrics %lld",
-                            fn, (long long)n_metrics);
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n_metrics %lld", fn,
+                            (long long)n_metrics);
     if (n_density != 0 && n_density != sae->d_sae)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_SIZE_MISMATCH,
                             "%s: room for %lld densities, the model has d_sae %lld features",
@@ -828,7 +830,7 @@ struct evaluation {
     int64_t slots;
     struct encode_scratch s;
     subsae__row_reader *reader_in, *reader_t; /* reader_t NULL: the target is the input */
-    float *x, *t, *xhat;                       /* t == x without a target */
+    float *x, *t, *xhat;                      /* t == x without a target */
     int32_t *idx;
     float *val;
     double *row_sse;

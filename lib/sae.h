@@ -7,18 +7,18 @@
 
 struct subsae_sae {
     int64_t d_in, d_out, d_sae;
-    int activation;             /* SUBSAE_ACT_* */
-    int64_t k;                  /* TopK / BatchTopK */
-    int apply_b_dec_to_input;   /* pre = (x - b_dec) W_enc^T + b_enc (d_in == d_out only) */
-    int rank_by_decoder_norm;   /* TopK ranks pre * |W_dec row| (lm-saes) */
+    int activation;           /* SUBSAE_ACT_* */
+    int64_t k;                /* TopK / BatchTopK */
+    int apply_b_dec_to_input; /* pre = (x - b_dec) W_enc^T + b_enc (d_in == d_out only) */
+    int rank_by_decoder_norm; /* TopK ranks pre * |W_dec row| (lm-saes) */
     double input_scale, output_scale;
-    int transcoder;             /* SUBSAE_SAE_TRANSCODER */
-    char *metadata;             /* caller metadata: compact JSON object text, or NULL */
-    float *W_enc;               /* d_sae x d_in, row-major */
-    float *b_enc;               /* d_sae */
-    float *W_dec;               /* d_sae x d_out, row-major */
-    float *b_dec;               /* d_out */
-    float *threshold;           /* d_sae (JumpReLU, BatchTopK at inference) */
+    int transcoder;   /* SUBSAE_SAE_TRANSCODER */
+    char *metadata;   /* caller metadata: compact JSON object text, or NULL */
+    float *W_enc;     /* d_sae x d_in, row-major */
+    float *b_enc;     /* d_sae */
+    float *W_dec;     /* d_sae x d_out, row-major */
+    float *b_dec;     /* d_out */
+    float *threshold; /* d_sae (JumpReLU, BatchTopK at inference) */
 };
 
 /* Allocate a model with zero weights and default options. */
@@ -36,8 +36,9 @@ int64_t subsae__encode_block_rows(int64_t d_sae, int64_t n_rows);
 
 /* Encoder input of n raw rows: xin = x * in_scale - b_dec (when the model
  * subtracts b_dec) or x * in_scale. */
-void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_stride, int64_t n,
-                               double in_scale, float *xin, int64_t xin_stride, int threads);
+void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_stride,
+                               int64_t n, double in_scale, float *xin, int64_t xin_stride,
+                               int threads);
 
 /* Sparse codes of n rows from their encoder input xin (see above): per row
  * `slots` (feature, value) pairs with value > 0 in descending order of
@@ -48,8 +49,8 @@ void subsae__sae_encoder_input(const subsae_sae *sae, const float *x, int64_t x_
  * NULL) gets the wall time of the GEMMs added to seconds[0] and of the
  * selection to seconds[1]. */
 void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin_stride,
-                            int64_t n, int64_t slots, int32_t *indices, float *values, float *pre,
-                            const float *rank_weight, int threads, double *seconds);
+                            int64_t n, int64_t slots, int32_t *indices, float *values,
+                            float *pre, const float *rank_weight, int threads, double *seconds);
 
 /* Whether subsae__sae_encode_pre takes the fused TopK path (encode.c):
  * TopK ranked by value (no rank weight). */
@@ -57,7 +58,8 @@ bool subsae__encode_fused(const subsae_sae *sae, const float *rank_weight);
 
 /* Floats of the `pre` scratch that subsae__sae_encode_pre needs for up to
  * n rows on `threads` threads (`ranked`: a rank weight will be passed). */
-int64_t subsae__encode_scratch_floats(const subsae_sae *sae, int64_t n, int threads, bool ranked);
+int64_t subsae__encode_scratch_floats(const subsae_sae *sae, int64_t n, int threads,
+                                      bool ranked);
 
 /* The fused TopK encoder (encode.c): per block of rows and chunk of
  * features one single-threaded GEMM tile, selected from cache at once.

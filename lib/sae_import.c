@@ -109,8 +109,8 @@ static int check_float(const char *path, const struct subsae__tensor_view *t)
     if (t->dtype != SUBSAE_DTYPE_F32 && t->dtype != SUBSAE_DTYPE_F16 &&
         t->dtype != SUBSAE_DTYPE_BF16 && t->dtype != SUBSAE_DTYPE_F64)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_UNSUPPORTED_DTYPE,
-                            "%s: tensor '%s' has dtype %s; weights must be floating point", path,
-                            t->name, subsae__safetensors_dtype_name(t->dtype));
+                            "%s: tensor '%s' has dtype %s; weights must be floating point",
+                            path, t->name, subsae__safetensors_dtype_name(t->dtype));
     return SUBSAE_OK;
 }
 
@@ -179,8 +179,8 @@ static int read_tensor(const struct subsae__tensor_view *t, const char *path, fl
         const size_t element = subsae__dtype_size(t->dtype);
         bad = count;
         for (int64_t r = 0; r < rows; r++) {
-            const unsigned char *src =
-                (const unsigned char *)t->data + (size_t)(r * cols) * element;
+            const unsigned char *src = (const unsigned char *)t->data +
+                                       (size_t)(r * cols) * element;
             size_t b = subsae__widen(src, t->dtype, (size_t)cols, row);
             if (b < (size_t)cols && bad == count)
                 bad = (size_t)(r * cols) + b;
@@ -203,9 +203,9 @@ struct parts {
     int activation;
     int64_t k;
     int apply_b_dec, rank_by_norm;
-    int transcoder;         /* the config says so (d_in != d_out always is one) */
+    int transcoder; /* the config says so (d_in != d_out always is one) */
     double s_in, s_out;
-    char *metadata;         /* the config's members the model keeps (compact JSON) */
+    char *metadata; /* the config's members the model keeps (compact JSON) */
 };
 
 /* d_sae from the encoder bias, then both matrices oriented by it. */
@@ -337,7 +337,8 @@ static int keep_metadata(const json_t *cfg, struct parts *p)
     const char *key;
     json_t *value;
     void *tmp;
-    json_object_foreach_safe(rest, tmp, key, value) {
+    json_object_foreach_safe(rest, tmp, key, value)
+    {
         if (subsae__sae_own_member(key))
             json_object_del(rest, key);
     }
@@ -401,8 +402,8 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
         p->activation = SUBSAE_ACT_JUMPRELU;
     else if (!arch || !strcmp(arch, "standard"))
         p->activation = !arch && p->thr ? SUBSAE_ACT_JUMPRELU
-                       : fn_topk       ? SUBSAE_ACT_TOPK
-                                       : SUBSAE_ACT_RELU;
+                        : fn_topk       ? SUBSAE_ACT_TOPK
+                                        : SUBSAE_ACT_RELU;
     else
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: architecture '%s' is not supported (topk, batchtopk, jumprelu, "
@@ -451,8 +452,8 @@ static int parse_sparsify(const char *dir, const char *path, const subsae__safet
                           json_t *cfg, const char *where, struct parts *p)
 {
     (void)dir; /* its messages name the files */
-    int rc = find_parts(path, st, "encoder.weight", true, "encoder.bias", "W_dec", true, "b_dec",
-                    true, p);
+    int rc = find_parts(path, st, "encoder.weight", true, "encoder.bias", "W_dec", true,
+                        "b_dec", true, p);
     if (rc)
         return rc;
     if (subsae__safetensors_find(st, "W_skip")) {
@@ -470,7 +471,7 @@ static int parse_sparsify(const char *dir, const char *path, const subsae__safet
     const int64_t c_in = json_int_or(cfg, "d_in", -1);
     const int64_t latents = json_int_or(cfg, "num_latents", 0);
     const double expansion = json_number_or(cfg, "expansion_factor", 0.0);
-    const int64_t want_sae = latents > 0                ? latents
+    const int64_t want_sae = latents > 0                 ? latents
                              : expansion > 0 && c_in > 0 ? expanded(c_in, expansion)
                                                          : p->d_sae;
     if ((c_in >= 0 && c_in != p->d_in) || want_sae != p->d_sae) {
@@ -569,7 +570,8 @@ static int parse_lm_saes(const char *dir, const char *path, const subsae__safete
     rc = find_parts(path, st, "W_E", false, "b_E", "W_D", true, "b_D", bias != 0, p);
     if (rc)
         return rc;
-    if (json_bool_or(cfg, "use_glu_encoder", 0) > 0 || subsae__safetensors_find(st, "W_E_glu")) {
+    if (json_bool_or(cfg, "use_glu_encoder", 0) > 0 ||
+        subsae__safetensors_find(st, "W_E_glu")) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: a GLU encoder is not part of this library's model", where);
         return rc;
@@ -605,7 +607,8 @@ static int parse_lm_saes(const char *dir, const char *path, const subsae__safete
                           where);
     } else {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
-                          "%s: act_fn '%s' is not supported (relu, topk, jumprelu)", where, act);
+                          "%s: act_fn '%s' is not supported (relu, topk, jumprelu)", where,
+                          act);
     }
     if (rc)
         return rc;

@@ -36,10 +36,20 @@ static const char *architecture_name(const subsae_sae *sae)
 /* The members of cfg.json the library writes (and reads) itself: caller
  * metadata may not hold them, and subsae_sae_load keeps every other
  * member as the model's metadata. */
-static const char *const OWN_MEMBERS[] = {
-    "architecture", "d_in", "d_sae", "d_out", "k", "dtype", "apply_b_dec_to_input",
-    "normalize_activations", "activation_fn_str", "activation_fn_kwargs", "rank_by_decoder_norm",
-    "library", "library_version", "transcoder"};
+static const char *const OWN_MEMBERS[] = {"architecture",
+                                          "d_in",
+                                          "d_sae",
+                                          "d_out",
+                                          "k",
+                                          "dtype",
+                                          "apply_b_dec_to_input",
+                                          "normalize_activations",
+                                          "activation_fn_str",
+                                          "activation_fn_kwargs",
+                                          "rank_by_decoder_norm",
+                                          "library",
+                                          "library_version",
+                                          "transcoder"};
 
 bool subsae__sae_own_member(const char *key)
 {
@@ -80,12 +90,13 @@ int subsae__metadata_normalize(const char *fn, const char *json, char **out)
     if (!json_is_object(root)) {
         json_decref(root);
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: the metadata is not a JSON object%s%s", fn,
-                            root ? "" : ": ", root ? "" : error.text);
+                            "%s: the metadata is not a JSON object%s%s", fn, root ? "" : ": ",
+                            root ? "" : error.text);
     }
     const char *key;
     json_t *value;
-    json_object_foreach(root, key, value) {
+    json_object_foreach(root, key, value)
+    {
         if (subsae__sae_own_member(key)) {
             /* The message first: `key` lives in `root`. */
             int rc = subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
@@ -156,8 +167,9 @@ static int write_config(const subsae_sae *sae, const char *path)
     bad |= json_object_set_new(root, "apply_b_dec_to_input",
                                json_boolean(sae->apply_b_dec_to_input));
     bad |= json_object_set_new(root, "normalize_activations", json_string("none"));
-    bad |= json_object_set_new(root, "activation_fn_str",
-                               json_string(sae->activation == SUBSAE_ACT_TOPK ? "topk" : "relu"));
+    bad |= json_object_set_new(
+        root, "activation_fn_str",
+        json_string(sae->activation == SUBSAE_ACT_TOPK ? "topk" : "relu"));
     if (kwargs && sae->activation == SUBSAE_ACT_TOPK)
         bad |= json_object_set_new(kwargs, "k", json_integer(sae->k));
     bad |= json_object_set(root, "activation_fn_kwargs", kwargs);
@@ -213,8 +225,8 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
     float *w_enc_t = subsae__malloc((size_t)(m * d_in) * sizeof *w_enc_t);
     char *weights = subsae__path_join(dir, WEIGHTS_FILE);
     char *config = subsae__path_join(dir, CONFIG_FILE);
-    if (!weights || !config || (scale_dec && !folded.W_dec) || !folded.b_enc ||
-        !folded.b_dec || !folded.threshold || !w_enc_t) {
+    if (!weights || !config || (scale_dec && !folded.W_dec) || !folded.b_enc || !folded.b_dec ||
+        !folded.threshold || !w_enc_t) {
         rc = subsae__fail_nomem("folded model", (size_t)(m * (d_in + d_out)) * 4);
         goto done;
     }
@@ -230,16 +242,36 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
     if (!scale_dec)
         folded.W_dec = sae->W_dec;
     struct subsae__tensor_view views[5] = {
-        {.name = "W_enc", .dtype = SUBSAE_DTYPE_F32, .ndim = 2, .shape = {d_in, m},
-         .data = w_enc_t, .bytes = (size_t)(m * d_in) * 4},
-        {.name = "b_enc", .dtype = SUBSAE_DTYPE_F32, .ndim = 1, .shape = {m},
-         .data = folded.b_enc, .bytes = (size_t)m * 4},
-        {.name = "W_dec", .dtype = SUBSAE_DTYPE_F32, .ndim = 2, .shape = {m, d_out},
-         .data = folded.W_dec, .bytes = (size_t)(m * d_out) * 4},
-        {.name = "b_dec", .dtype = SUBSAE_DTYPE_F32, .ndim = 1, .shape = {d_out},
-         .data = folded.b_dec, .bytes = (size_t)d_out * 4},
-        {.name = "threshold", .dtype = SUBSAE_DTYPE_F32, .ndim = 1, .shape = {m},
-         .data = folded.threshold, .bytes = (size_t)m * 4},
+        {.name = "W_enc",
+         .dtype = SUBSAE_DTYPE_F32,
+         .ndim = 2,
+         .shape = {d_in, m},
+         .data = w_enc_t,
+         .bytes = (size_t)(m * d_in) * 4},
+        {.name = "b_enc",
+         .dtype = SUBSAE_DTYPE_F32,
+         .ndim = 1,
+         .shape = {m},
+         .data = folded.b_enc,
+         .bytes = (size_t)m * 4},
+        {.name = "W_dec",
+         .dtype = SUBSAE_DTYPE_F32,
+         .ndim = 2,
+         .shape = {m, d_out},
+         .data = folded.W_dec,
+         .bytes = (size_t)(m * d_out) * 4},
+        {.name = "b_dec",
+         .dtype = SUBSAE_DTYPE_F32,
+         .ndim = 1,
+         .shape = {d_out},
+         .data = folded.b_dec,
+         .bytes = (size_t)d_out * 4},
+        {.name = "threshold",
+         .dtype = SUBSAE_DTYPE_F32,
+         .ndim = 1,
+         .shape = {m},
+         .data = folded.threshold,
+         .bytes = (size_t)m * 4},
     };
     rc = subsae__safetensors_write(weights, views, has_threshold(folded.activation) ? 5 : 4,
                                    NULL, NULL, 0);
@@ -281,8 +313,11 @@ int subsae_sae_save_sparsity(const subsae_sae *sae, const char *path, const doub
     /* SAELens: torch.log10(feature_sparsity + 1e-10), in float32. */
     for (int64_t f = 0; f < n; f++)
         log_density[f] = (float)log10(density[f] + 1e-10);
-    const struct subsae__tensor_view view = {.name = "sparsity", .dtype = SUBSAE_DTYPE_F32,
-                                             .ndim = 1, .shape = {n}, .data = log_density,
+    const struct subsae__tensor_view view = {.name = "sparsity",
+                                             .dtype = SUBSAE_DTYPE_F32,
+                                             .ndim = 1,
+                                             .shape = {n},
+                                             .data = log_density,
                                              .bytes = (size_t)n * sizeof *log_density};
     int rc = subsae__safetensors_write(path, &view, 1, NULL, NULL, 0);
     subsae__free(log_density);

@@ -22,11 +22,10 @@ static const struct subsae__option sae_options[] = {
     SUBSAE__INT_OPTION(SUBSAE_SAE_RANK_BY_DECODER_NORM, "rank_by_decoder_norm", 0, 1, 0, 0, 0,
                        "1 = the activation sees pre * |W_dec row| (lm-saes)"),
     /* Scales are floats of the model: positive and finite in float. */
-    SUBSAE__DOUBLE_OPTION(SUBSAE_SAE_INPUT_SCALE, "input_scale", FLT_TRUE_MIN, FLT_MAX, 1.0, 0, 0,
-                          "factor applied to raw inputs (folded into the weights on save)"),
+    SUBSAE__DOUBLE_OPTION(SUBSAE_SAE_INPUT_SCALE, "input_scale", FLT_TRUE_MIN, FLT_MAX, 1.0, 0,
+                          0, "factor applied to raw inputs (folded into the weights on save)"),
     SUBSAE__DOUBLE_OPTION(SUBSAE_SAE_OUTPUT_SCALE, "output_scale", FLT_TRUE_MIN, FLT_MAX, 1.0,
-                          0, 0,
-                          "factor of the target the decoder reconstructs"),
+                          0, 0, "factor of the target the decoder reconstructs"),
     SUBSAE__INT_OPTION(SUBSAE_SAE_TRANSCODER, "transcoder", 0, 1, 0, 0, 0,
                        "1 = a transcoder: its target is another site than its input (always 1 "
                        "when d_in != d_out)"),

@@ -90,9 +90,9 @@ int subsae_subspace_get_int(const subsae_subspace *s, int option, int64_t *value
 {
     static const char *fn = "subsae_subspace_get_int";
     int rc;
-    const struct subsae__option *o =
-        subsae__option_get(fn, SUBSAE_OBJECT_SUBSPACE, s, value, option, SUBSAE_OPTION_INT,
-                           "subsae_subspace_get_double", &rc);
+    const struct subsae__option *o = subsae__option_get(fn, SUBSAE_OBJECT_SUBSPACE, s, value,
+                                                        option, SUBSAE_OPTION_INT,
+                                                        "subsae_subspace_get_double", &rc);
     if (!o)
         return rc;
     if ((o->flags & SUBSAE_OPTION_READ_ONLY) && !s->fitted)
@@ -231,7 +231,8 @@ int subsae_subspace_fit(subsae_subspace *s, const subsae_buffer *buf)
                             (long long)s->rank, (long long)d);
     if (d > INT32_MAX)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
-                            "%s: dimension %lld exceeds the BLAS index range", fn, (long long)d);
+                            "%s: dimension %lld exceeds the BLAS index range", fn,
+                            (long long)d);
     clear_fit(s);
     s->fit_rows = n;
     s->fit_root = root;
@@ -469,10 +470,11 @@ static int check_projection(const char *fn, const subsae_subspace *s, const floa
     a_cols = a_cols < 0 ? k : a_cols;
     b_cols = b_cols < 0 ? k : b_cols;
     if (a_stride < a_cols || b_stride < b_cols)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: strides %lld (%s) and %lld (%s) must be at least %lld and %lld",
-                            fn, (long long)a_stride, a_name, (long long)b_stride, b_name,
-                            (long long)a_cols, (long long)b_cols);
+        return subsae__fail(
+            SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+            "%s: strides %lld (%s) and %lld (%s) must be at least %lld and %lld", fn,
+            (long long)a_stride, a_name, (long long)b_stride, b_name, (long long)a_cols,
+            (long long)b_cols);
     if (a_stride > INT32_MAX || b_stride > INT32_MAX)
         return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                             "%s: strides above 2^31 - 1 exceed the BLAS index range", fn);

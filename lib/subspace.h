@@ -11,12 +11,12 @@
 
 struct subsae_subspace {
     /* options */
-    int method;              /* SUBSAE_METHOD_* */
-    int64_t rank;            /* k wanted; 0 = all d */
-    int64_t oversample;      /* p */
-    int64_t power_iters;     /* q */
+    int method;          /* SUBSAE_METHOD_* */
+    int64_t rank;        /* k wanted; 0 = all d */
+    int64_t oversample;  /* p */
+    int64_t power_iters; /* q */
     int64_t seed;
-    int center;              /* 0/1 */
+    int center; /* 0/1 */
     int64_t batch_rows;
     double threshold;
     subsae_callback callback;
@@ -32,12 +32,12 @@ struct subsae_subspace {
     int method_used;
     int64_t dim;
     int64_t rows;
-    int64_t found;           /* directions available (rows of basis) */
+    int64_t found; /* directions available (rows of basis) */
     double seconds;
-    double total;            /* trace of the covariance */
-    double *variances;       /* found, descending, >= 0 */
-    float *basis;            /* found x dim, orthonormal rows */
-    float *mean;             /* dim (zeros when not centring) */
+    double total;      /* trace of the covariance */
+    double *variances; /* found, descending, >= 0 */
+    float *basis;      /* found x dim, orthonormal rows */
+    float *mean;       /* dim (zeros when not centring) */
 };
 
 /* What one method hands back to the dispatcher (subspace.c owns the
@@ -45,9 +45,9 @@ struct subsae_subspace {
 struct subsae__subspace_fit {
     int64_t found;
     double total;
-    double *variances;       /* found */
-    float *basis;            /* found x dim */
-    float *mean;             /* dim */
+    double *variances; /* found */
+    float *basis;      /* found x dim */
+    float *mean;       /* dim */
 };
 
 #include "subspace_stream.h"

@@ -113,9 +113,8 @@ static int eigenbasis(double *gram, int64_t d, double *eigenvalues, float *basis
 {
     /* The row-major upper triangle is the column-major lower one; in
      * column-major output, eigenvector j is the contiguous row j. */
-    lapack_int info =
-        LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)d, gram, (lapack_int)d,
-                       eigenvalues);
+    lapack_int info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)d, gram,
+                                     (lapack_int)d, eigenvalues);
     if (info != 0)
         return info == LAPACK_WORK_MEMORY_ERROR
                    ? subsae__fail(SUBSAE_E_NOMEM, SUBSAE_REASON_OUT_OF_MEMORY,
@@ -162,8 +161,9 @@ int subsae__subspace_exact(subsae_subspace *s, const subsae_buffer *buf,
     double *eigenvalues = batch_gram ? subsae__subspace_alloc((size_t)d, sizeof(double),
                                                               "subspace eigenvalues")
                                      : NULL;
-    float *mean = eigenvalues ? subsae__subspace_alloc((size_t)d, sizeof(float), "subspace mean")
-                              : NULL;
+    float *mean = eigenvalues
+                      ? subsae__subspace_alloc((size_t)d, sizeof(float), "subspace mean")
+                      : NULL;
     float *basis = mean ? subsae__subspace_alloc(dd, sizeof(float), "subspace basis") : NULL;
     if (!basis)
         rc = SUBSAE_E_NOMEM; /* still agreed with the other workers in the pass */

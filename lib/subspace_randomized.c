@@ -39,8 +39,8 @@ static int lapack_failure(const char *what, lapack_int info, int64_t rows, int64
                             "(%lld x %lld)",
                             what, (long long)rows, (long long)cols);
     return subsae__fail(info < 0 ? SUBSAE_E_NONFINITE : SUBSAE_E_RANGE, SUBSAE_REASON_BAD_VALUE,
-                        "subsae_subspace_fit: %s failed (info %d) on a %lld x %lld matrix", what,
-                        (int)info, (long long)rows, (long long)cols);
+                        "subsae_subspace_fit: %s failed (info %d) on a %lld x %lld matrix",
+                        what, (int)info, (long long)rows, (long long)cols);
 }
 
 /* Q (d x l, row-major) = orthonormal basis of the columns of w; q_float gets
@@ -66,8 +66,8 @@ static int orthonormalise(double *w, int64_t d, int64_t l, double *tau, float *q
 
 /* One pass over this worker's rows: w = Y^T Y q (d x l, double), with the
  * pass's column sums in st. */
-static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l, float *z,
-                     float *w_batch, double *w)
+static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l,
+                     float *z, float *w_batch, double *w)
 {
     const int64_t n = st->n, d = st->d;
     const size_t dl = (size_t)d * (size_t)l;
@@ -224,8 +224,8 @@ static int rayleigh_ritz(const struct subsae__subspace_stream *st, struct random
             return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
                                 "subsae_subspace_fit: the projected covariance is not finite "
                                 "(values too large for float32 products?)");
-    lapack_int info =
-        LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, t, (lapack_int)l, r->theta);
+    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, t,
+                                     (lapack_int)l, r->theta);
     if (info != 0)
         return lapack_failure("LAPACKE_dsyevd", info, l, l);
     /* Ritz vectors U = Q V (d x l); theta ascending, so the r-th largest is

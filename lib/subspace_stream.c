@@ -49,8 +49,11 @@ void subsae__subspace_fit_hand_over(struct subsae__subspace_fit *out, int64_t fo
                                     double total, double **variances, float **basis,
                                     float **mean)
 {
-    *out = (struct subsae__subspace_fit){
-        .found = found, .total = total, .variances = *variances, .basis = *basis, .mean = *mean};
+    *out = (struct subsae__subspace_fit){.found = found,
+                                         .total = total,
+                                         .variances = *variances,
+                                         .basis = *basis,
+                                         .mean = *mean};
     *variances = NULL;
     *basis = NULL;
     *mean = NULL;
@@ -91,7 +94,7 @@ static int collective_pilot(struct subsae__subspace_stream *st, int rc, int64_t 
 }
 
 int subsae__subspace_stream_init(struct subsae__subspace_stream *st, subsae_subspace *s,
-                        const subsae_buffer *buf, const char *phase, int64_t passes)
+                                 const subsae_buffer *buf, const char *phase, int64_t passes)
 {
     memset(st, 0, sizeof *st);
     st->buf = buf;
@@ -172,9 +175,8 @@ void subsae__subspace_stream_begin_pass(struct subsae__subspace_stream *st)
 
 /* Read (when `read`), shift and sum rows [a, e) of the batch into the
  * block's partial sums. */
-SUBSAE_AVX2_CLONES static int
-process_block(struct subsae__subspace_stream *st, int64_t first, int64_t a, int64_t e, bool read,
-              double *p1)
+SUBSAE_AVX2_CLONES static int process_block(struct subsae__subspace_stream *st, int64_t first,
+                                            int64_t a, int64_t e, bool read, double *p1)
 {
     const int64_t d = st->d;
     float *x = st->batch + a * d;
@@ -282,8 +284,8 @@ int subsae__subspace_stream_reduce(struct subsae__subspace_stream *st, int rc)
 int subsae__subspace_stream_progress(struct subsae__subspace_stream *st, int64_t m)
 {
     st->done += m;
-    if (st->callback &&
-        st->callback(SUBSAE_EVENT_PROGRESS, st->phase, st->done, st->total, NULL, st->user) != 0)
+    if (st->callback && st->callback(SUBSAE_EVENT_PROGRESS, st->phase, st->done, st->total,
+                                     NULL, st->user) != 0)
         return subsae__fail(SUBSAE_E_CANCELLED, SUBSAE_REASON_CANCELLED,
                             "subsae_subspace_fit: cancelled by the callback in phase '%s' "
                             "after %lld of %lld rows",

@@ -16,21 +16,21 @@
  * block order, so that the result does not depend on the thread count. */
 struct subsae__subspace_stream {
     const subsae_buffer *buf;
-    int64_t n, d;            /* this worker's rows, width */
-    int64_t n_total;         /* rows of all workers (n for a single process) */
+    int64_t n, d;    /* this worker's rows, width */
+    int64_t n_total; /* rows of all workers (n for a single process) */
     struct subsae__collective *coll;
-    int64_t batch_rows;      /* capacity of `batch` in rows */
-    float *batch;            /* batch_rows x d, stride d */
-    float *shift;            /* d; the pilot (zeros when not centring) */
+    int64_t batch_rows; /* capacity of `batch` in rows */
+    float *batch;       /* batch_rows x d, stride d */
+    float *shift;       /* d; the pilot (zeros when not centring) */
     bool center;
     bool have_shift;
-    double *sum;             /* d: sum of shifted rows over the pass */
-    double *sumsq;           /* d: sum of squared shifted values (sum + d: one
+    double *sum;        /* d: sum of shifted rows over the pass */
+    double *sumsq;      /* d: sum of squared shifted values (sum + d: one
                                 block, all-reduced in one call) */
-    int64_t block_rows;      /* rows per block of a batch */
-    int64_t max_blocks;      /* blocks per batch at most */
-    double *partial;         /* max_blocks x 2d: a block's sums, sums of squares */
-    int *status;             /* max_blocks: a block's read status */
+    int64_t block_rows; /* rows per block of a batch */
+    int64_t max_blocks; /* blocks per batch at most */
+    double *partial;    /* max_blocks x 2d: a block's sums, sums of squares */
+    int *status;        /* max_blocks: a block's read status */
     /* progress */
     subsae_callback callback;
     void *user;
@@ -43,7 +43,7 @@ struct subsae__subspace_stream {
  * the pilot shift of every worker to the first batch mean of the lowest
  * rank holding rows (s->fit_root). */
 int subsae__subspace_stream_init(struct subsae__subspace_stream *st, subsae_subspace *s,
-                        const subsae_buffer *buf, const char *phase, int64_t passes);
+                                 const subsae_buffer *buf, const char *phase, int64_t passes);
 void subsae__subspace_stream_release(struct subsae__subspace_stream *st);
 /* Start a pass: zero the sums. */
 void subsae__subspace_stream_begin_pass(struct subsae__subspace_stream *st);

@@ -104,8 +104,8 @@ int subsae__synth(const struct subsae__synth_spec *spec, float *x, float *atoms)
                     repeat |= chosen[p] == atom;
             } while (repeat);
             chosen[c] = atom;
-            double coef = spec->coef_min + (spec->coef_max - spec->coef_min) *
-                                               subsae__rng_uniform(&rng);
+            double coef = spec->coef_min +
+                          (spec->coef_max - spec->coef_min) * subsae__rng_uniform(&rng);
             for (int64_t j = 0; j < d; j++)
                 row[j] += (float)(coef * dict[atom * d + j]);
         }
@@ -131,10 +131,16 @@ int subsae_synth(int64_t dim, int64_t subspace_dim, int64_t features, int64_t k,
         return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
                             "%s: %lld tokens x %lld overflow", fn, (long long)tokens,
                             (long long)dim);
-    const struct subsae__synth_spec spec = {
-        .rows = tokens, .dim = dim, .atoms = features, .subspace_dim = subspace_dim,
-        .active = k, .coef_min = 0.5, .coef_max = 1.5, .noise = 0.01, .offset = 1.0,
-        .seed = seed};
+    const struct subsae__synth_spec spec = {.rows = tokens,
+                                            .dim = dim,
+                                            .atoms = features,
+                                            .subspace_dim = subspace_dim,
+                                            .active = k,
+                                            .coef_min = 0.5,
+                                            .coef_max = 1.5,
+                                            .noise = 0.01,
+                                            .offset = 1.0,
+                                            .seed = seed};
     float *rows = subsae__malloc(bytes);
     if (!rows)
         return subsae__fail_nomem("synthetic rows", bytes);

@@ -7,12 +7,12 @@
 
 struct subsae__synth_spec {
     int64_t rows, dim;
-    int64_t atoms;          /* dictionary size */
-    int64_t subspace_dim;   /* atoms lie in a random subspace of this dimension */
-    int64_t active;         /* atoms per row (distinct) */
+    int64_t atoms;             /* dictionary size */
+    int64_t subspace_dim;      /* atoms lie in a random subspace of this dimension */
+    int64_t active;            /* atoms per row (distinct) */
     double coef_min, coef_max; /* coefficients uniform in [coef_min, coef_max] */
-    double noise;           /* isotropic Gaussian noise, standard deviation per dim */
-    double offset;          /* norm (in expectation) of a constant offset added to every row */
+    double noise;              /* isotropic Gaussian noise, standard deviation per dim */
+    double offset; /* norm (in expectation) of a constant offset added to every row */
     uint64_t seed;
 };
 

@@ -24,8 +24,7 @@
  * update, the counters; `read_seconds` (fit's time to read the rows)
  * counts in the phase timings. */
 static int step_rows(subsae_trainer *t, int rc, const float *input, int64_t input_stride,
-                     const float *target, int64_t target_stride, int64_t n,
-                     double read_seconds)
+                     const float *target, int64_t target_stride, int64_t n, double read_seconds)
 {
     const double start = omp_get_wtime();
     memset(t->phase_seconds, 0, sizeof t->phase_seconds);
@@ -122,9 +121,8 @@ static int batches(subsae_trainer *t, const subsae_buffer *input, int64_t rows)
     }
     int flags = SUBSAE_BATCH_SHUFFLE | (rows >= t->batch ? SUBSAE_BATCH_DROP_LAST : 0);
     subsae_batches *it;
-    int rc = subsae__batches_create_rows(input, rows, t->batch,
-                                         batch_seed((uint64_t)t->seed), flags,
-                                         &it);
+    int rc = subsae__batches_create_rows(input, rows, t->batch, batch_seed((uint64_t)t->seed),
+                                         flags, &it);
     if (rc)
         return rc;
     /* Continue where the trainer stands when the position fits these
@@ -242,8 +240,8 @@ static int fit_prepare_workers(subsae_trainer *t, int rc, const subsae_buffer *i
     if (t->batches && !rc)
         subsae_batches_tell(t->batches, &run[3], &run[4]);
     h = subsae__hash_bytes(h, run, sizeof run);
-    rc = subsae__collective_same(&t->coll, rc, h,
-                                 "subsae_trainer_fit: the run (options, tokens, step, position)");
+    rc = subsae__collective_same(
+        &t->coll, rc, h, "subsae_trainer_fit: the run (options, tokens, step, position)");
     if (rc)
         return rc;
     if (N < 1)

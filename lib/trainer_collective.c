@@ -239,8 +239,7 @@ static void move_row(struct subsae__workspace *ws, int64_t d_in, int64_t d_out, 
             ws->g_thr[j] = 0.0f;
     } else if (i != j) {
         memcpy(ws->g_W_enc + j * d_in, ws->g_W_enc + i * d_in, (size_t)d_in * sizeof(float));
-        memcpy(ws->g_W_dec + j * d_out, ws->g_W_dec + i * d_out,
-               (size_t)d_out * sizeof(float));
+        memcpy(ws->g_W_dec + j * d_out, ws->g_W_dec + i * d_out, (size_t)d_out * sizeof(float));
         ws->g_b_enc[j] = ws->g_b_enc[i];
         if (jump)
             ws->g_thr[j] = ws->g_thr[i];
@@ -328,8 +327,8 @@ int subsae__trainer_exchange(subsae_trainer *t, int rc, int64_t *n, double *loss
     static const char *fn = "subsae_trainer_step";
     struct subsae__workspace *ws = &t->ws;
     if (!t->coll_buf) /* sized before every collective step (fit, step) */
-        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
-                            "%s: no exchange buffer", fn);
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE, "%s: no exchange buffer",
+                            fn);
     const struct exchange_view v = exchange_view(t);
     const int64_t count = exchange_values(t);
     memset(v.head, 0, (size_t)count * sizeof *v.head);

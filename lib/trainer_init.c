@@ -146,12 +146,10 @@ static int active_subspace(const subsae_trainer *t, const float *x, int64_t n, i
     if (!rc)
         rc = subsae_subspace_basis(s, r, out, d);
     if (!rc) {
-        subsae__trainer_log(t, "init",
-                            "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
-                            (long long)r, (long long)d,
-                            want ? " (set)" : " hold 99% of the variance",
-                            method == SUBSAE_METHOD_EXACT ? "exact" : "randomized",
-                            (long long)n);
+        subsae__trainer_log(
+            t, "init", "active subspace: %lld of %lld dimensions%s (%s method, %lld rows)",
+            (long long)r, (long long)d, want ? " (set)" : " hold 99% of the variance",
+            method == SUBSAE_METHOD_EXACT ? "exact" : "randomized", (long long)n);
         (void)exact; /* all directions were computed: r is exact */
         *basis = out;
         *r_out = r;
@@ -228,7 +226,8 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
             const int64_t nb = rows - r0 < block ? rows - r0 : block;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)m, (int)d_in,
-                        1.0f, xin + r0 * d_in, (int)d_in, s->W_enc, (int)d_in, 0.0f, pre, (int)m);
+                        1.0f, xin + r0 * d_in, (int)d_in, s->W_enc, (int)d_in, 0.0f, pre,
+                        (int)m);
 #pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)nb * (double)m))
             for (int64_t i = 0; i < nb; i++) {
                 float *yr = y + (r0 + i) * d_out;
@@ -246,7 +245,8 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
             }
         }
     }
-#pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)d_out))
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(T, (double)rows * (double)d_out))
     for (int64_t i = 0; i < rows; i++) {
         const float *yr = y + i * d_out;
         double rr = 0.0, ry = 0.0, yy = 0.0;
@@ -344,8 +344,8 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
  * that: see README "Scale-out".) When xs is NULL (this worker could not
  * allocate it), it joins the agreement with rc and returns. */
 static int gather_sample(subsae_trainer *t, int rc, const subsae_buffer *input,
-                         const subsae_buffer *target, int64_t *sample, int64_t n, int64_t offset,
-                         int64_t local_rows, float *xs, float *ts)
+                         const subsae_buffer *target, int64_t *sample, int64_t n,
+                         int64_t offset, int64_t local_rows, float *xs, float *ts)
 {
     static const char *fn = "subsae_trainer_init: sample";
     const int64_t d_in = xs ? subsae_buffer_dim(input) : 0;
@@ -568,7 +568,8 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
         if (rc)
             return rc;
     }
-    bool gathered = false; /* with workers: every failure from here meets the check at the end */
+    bool gathered =
+        false; /* with workers: every failure from here meets the check at the end */
     const int64_t n = rows < t->init_sample ? rows : t->init_sample;
 
     int64_t *sample = subsae__malloc((size_t)(workers ? 2 * n : n) * sizeof *sample);
@@ -647,7 +648,8 @@ fail:
     /* A worker that fails after the sample was gathered still meets the
      * others at their final check, so that they fail too. */
     if (gathered)
-        rc = subsae__collective_same(&t->coll, rc, 0, "subsae_trainer_init: the initial weights");
+        rc = subsae__collective_same(&t->coll, rc, 0,
+                                     "subsae_trainer_init: the initial weights");
     /* Leave the trainer as it was: uninitialised with its options. */
     subsae_sae_free(sae);
     t->sae = NULL;

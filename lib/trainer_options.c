@@ -8,20 +8,25 @@
 /* The trainer's options: bounds, defaults and descriptions (published by
  * subsae_option_*, see options.h); subsae_trainer_create sets every field
  * to its default from here. */
-#define TRAIN_INT(opt, name, lo, hi, def, flags, field, doc) \
-    SUBSAE__INT_OPTION(opt, name, lo, hi, def, flags, offsetof(struct subsae_trainer, field), doc)
-#define TRAIN_DOUBLE(opt, name, lo, hi, def, flags, field, doc)                          \
-    SUBSAE__DOUBLE_OPTION(opt, name, lo, hi, def, flags, offsetof(struct subsae_trainer, field), \
-                          doc)
-enum { STRUCTURAL = SUBSAE_OPTION_STRUCTURAL, AUTO = SUBSAE_OPTION_ZERO_MEANS_AUTO,
-       CHOICE = SUBSAE_OPTION_CHOICE };
+#define TRAIN_INT(opt, name, lo, hi, def, flags, field, doc)                                  \
+    SUBSAE__INT_OPTION(opt, name, lo, hi, def, flags, offsetof(struct subsae_trainer, field), \
+                       doc)
+#define TRAIN_DOUBLE(opt, name, lo, hi, def, flags, field, doc) \
+    SUBSAE__DOUBLE_OPTION(opt, name, lo, hi, def, flags,        \
+                          offsetof(struct subsae_trainer, field), doc)
+enum {
+    STRUCTURAL = SUBSAE_OPTION_STRUCTURAL,
+    AUTO = SUBSAE_OPTION_ZERO_MEANS_AUTO,
+    CHOICE = SUBSAE_OPTION_CHOICE
+};
 static const struct subsae__option trainer_options[] = {
     TRAIN_INT(SUBSAE_TRAIN_FEATURES, "features", 1, INT32_MAX, 16384, STRUCTURAL, features,
               "dictionary size d_sae"),
     TRAIN_INT(SUBSAE_TRAIN_ACTIVATION, "activation", 0, 3, SUBSAE_ACT_TOPK, STRUCTURAL | CHOICE,
               activation, "SUBSAE_ACT_*: topk, batchtopk, jumprelu or relu"),
-    TRAIN_INT(SUBSAE_TRAIN_K, "k", 1, INT32_MAX, 32, STRUCTURAL, k,
-              "active features per token (TopK, BatchTopK); the initial L0 of JumpReLU and ReLU"),
+    TRAIN_INT(
+        SUBSAE_TRAIN_K, "k", 1, INT32_MAX, 32, STRUCTURAL, k,
+        "active features per token (TopK, BatchTopK); the initial L0 of JumpReLU and ReLU"),
     TRAIN_DOUBLE(SUBSAE_TRAIN_LR, "lr", 0.0, 1e6, 0.0, AUTO, lr,
                  "Adam learning rate; 0 = 2e-4 / sqrt(d_sae / 16384)"),
     TRAIN_INT(SUBSAE_TRAIN_BATCH, "batch", 1, SUBSAE__MAX_BATCH, 4096, 0, batch,
@@ -50,8 +55,8 @@ static const struct subsae__option trainer_options[] = {
               "threads of the step; 0 = subsae_get_num_threads()"),
     TRAIN_INT(SUBSAE_TRAIN_INIT_SAMPLE, "init_sample", 2, INT64_MAX, 65536, STRUCTURAL,
               init_sample, "rows of the initialisation sample"),
-    TRAIN_DOUBLE(SUBSAE_TRAIN_ADAM_BETA1, "adam_beta1", 0.0, 1.0, 0.9, SUBSAE_OPTION_MAX_EXCLUSIVE,
-                 beta1, "Adam beta1"),
+    TRAIN_DOUBLE(SUBSAE_TRAIN_ADAM_BETA1, "adam_beta1", 0.0, 1.0, 0.9,
+                 SUBSAE_OPTION_MAX_EXCLUSIVE, beta1, "Adam beta1"),
     TRAIN_DOUBLE(SUBSAE_TRAIN_ADAM_BETA2, "adam_beta2", 0.0, 1.0, 0.999,
                  SUBSAE_OPTION_MAX_EXCLUSIVE, beta2, "Adam beta2"),
     TRAIN_DOUBLE(SUBSAE_TRAIN_ADAM_EPS, "adam_eps", 0.0, 1.0, 1e-8, SUBSAE_OPTION_MIN_EXCLUSIVE,
@@ -67,8 +72,8 @@ static const struct subsae__option trainer_options[] = {
     TRAIN_DOUBLE(SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, "jumprelu_bandwidth", 0.0, 1e6, 0.001,
                  SUBSAE_OPTION_MIN_EXCLUSIVE, bandwidth,
                  "JumpReLU: width of the straight-through estimator's kernel"),
-    TRAIN_DOUBLE(SUBSAE_TRAIN_INIT_THRESHOLD, "init_threshold", 0.0, 1e6, 0.0, STRUCTURAL | AUTO,
-                 init_threshold,
+    TRAIN_DOUBLE(SUBSAE_TRAIN_INIT_THRESHOLD, "init_threshold", 0.0, 1e6, 0.0,
+                 STRUCTURAL | AUTO, init_threshold,
                  "initial JumpReLU threshold (ReLU: minus the initial encoder bias); 0 = the "
                  "batch-top-k cut of the init sample (initial L0 about k)"),
     TRAIN_INT(SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS, "subspace_coefficients", 0, 1,

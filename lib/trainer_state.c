@@ -157,12 +157,12 @@ static int store(const char *fn, subsae_trainer *t, const struct subsae__option 
 /* A getter: the value of `option` of `type` as configured, except the
  * subspace dimension ASI used once initialised and the learning rate in
  * effect; every option is 8 bytes. `use` names the other type's getter. */
-static int get_value(const char *fn, const subsae_trainer *t, int option, int type,
-                     void *value, const char *use)
+static int get_value(const char *fn, const subsae_trainer *t, int option, int type, void *value,
+                     const char *use)
 {
     int rc;
-    const struct subsae__option *o =
-        subsae__option_get(fn, SUBSAE_OBJECT_TRAINER, t, value, option, type, use, &rc);
+    const struct subsae__option *o = subsae__option_get(fn, SUBSAE_OBJECT_TRAINER, t, value,
+                                                        option, type, use, &rc);
     if (!o)
         return rc;
     const double lr = subsae__trainer_lr(t);
@@ -279,8 +279,8 @@ int subsae_trainer_metrics(const subsae_trainer *t, double *metrics, int64_t n_m
     if (n_metrics > 0 && !metrics)
         return subsae__fail_null(fn, "metrics");
     if (n_metrics < 0)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n_metrics %lld",
-                            fn, (long long)n_metrics);
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE, "%s: n_metrics %lld", fn,
+                            (long long)n_metrics);
     if (!t->initialised)
         return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
                             "%s: call subsae_trainer_init first", fn);

@@ -120,8 +120,8 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
     const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
     const float ascale = aux ? (float)(2.0 * t->auxk_coef * ws->aux_scale / n_loss) : 0.0f;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(subsae__team( \
-    subsae__trainer_threads(t), (double)n * (double)(k + ka + 2) * (double)d_out))
+#pragma omp parallel for schedule(dynamic, 1) num_threads( \
+    subsae__team(subsae__trainer_threads(t), (double)n *(double)(k + ka + 2) * (double)d_out))
     for (int p = 0; p < PARTS; p++) {
         double *part = ws->part + (size_t)p * part_stride;
         double *sum_g = part, *sum_t = part + d_out;
@@ -390,7 +390,7 @@ static void backward_features(subsae_trainer *t, double n_loss, int64_t pairs)
     };
     bt.lam_n = (bt.jump ? t->l0_coef : bt.relu_l1 ? t->l1_coef : 0.0) / n_loss;
 #pragma omp parallel for schedule(dynamic, 1) num_threads( \
-    subsae__team(subsae__trainer_threads(t), (double)pairs * (double)(2 * d_out + d_in)))
+    subsae__team(subsae__trainer_threads(t), (double)pairs *(double)(2 * d_out + d_in)))
     for (int p = 0; p < PARTS; p++) {
         double *part = ws->part + (size_t)p * part_stride;
         struct part_sums acc = {0.0, 0.0};
@@ -445,8 +445,7 @@ static int reduce(subsae_trainer *t, int64_t n, double n_loss, double *loss, dou
  * (the numbers of the comment at the top). */
 int subsae__trainer_forward_backward(subsae_trainer *t, const float *input,
                                      int64_t input_stride, const float *target,
-                                     int64_t target_stride, int64_t n, double *loss,
-                                     double *sq)
+                                     int64_t target_stride, int64_t n, double *loss, double *sq)
 {
     double *phase = t->phase_seconds;
     double clock = omp_get_wtime();
@@ -510,9 +509,9 @@ static bool feature_finite(const subsae_trainer *t, const struct adam_step *a, i
     const struct subsae__workspace *ws = &t->ws;
     const int64_t d_in = s->d_in, d_out = s->d_out;
     const bool g = slot >= 0;
-    return subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
-                               g ? ws->g_W_enc + slot * d_in : NULL, d_in, a->gs, a->b1, a->b2,
-                               a->size, a->ib2, a->eps) &&
+    return subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
+                               t->v_W_enc + f * d_in, g ? ws->g_W_enc + slot * d_in : NULL,
+                               d_in, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps) &&
            subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
                                t->v_W_dec + f * d_out, g ? ws->g_W_dec + slot * d_out : NULL,
                                d_out, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps) &&
@@ -580,8 +579,8 @@ int subsae__trainer_apply_update(subsae_trainer *t, double sq)
     const bool sparse = t->sparse_adam;
     const int64_t count = sparse ? subsae__touched_count(ws) : s->d_sae;
 
-    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, a.gs,
-                                      a.b1, a.b2, a.size, a.ib2, a.eps);
+    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out,
+                                      a.gs, a.b1, a.b2, a.size, a.ib2, a.eps);
 #pragma omp parallel for schedule(static) reduction(&& : finite) \
     num_threads(subsae__team(T, (double)count * (double)(d_in + d_out)))
     for (int64_t i = 0; i < count; i++) {
@@ -590,11 +589,12 @@ int subsae__trainer_apply_update(subsae_trainer *t, double sq)
     }
     if (!finite) {
         t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
-        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
-                            "subsae_trainer_step: step %lld diverged: the update (learning rate "
-                            "%g) would make weights or Adam moments infinite or NaN; weights left "
-                            "as before the step: lower the learning rate",
-                            (long long)step, lr);
+        return subsae__fail(
+            SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
+            "subsae_trainer_step: step %lld diverged: the update (learning rate "
+            "%g) would make weights or Adam moments infinite or NaN; weights left "
+            "as before the step: lower the learning rate",
+            (long long)step, lr);
     }
 
     subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, a.gs, a.b1, a.b2, a.size,
@@ -677,9 +677,9 @@ int subsae__trainer_check_step_args(const char *fn, const subsae_trainer *t, con
     if (t->transcoder && !target && !(workers && n == 0))
         return subsae__fail_null(fn, "target (the trainer was initialised as a transcoder)");
     if (!t->transcoder && target)
-        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
-                            "%s: a target was given but the trainer was initialised without one",
-                            fn);
+        return subsae__fail(
+            SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+            "%s: a target was given but the trainer was initialised without one", fn);
     if (n < (workers ? 0 : 1) || n > SUBSAE__MAX_BATCH || input_stride < t->sae->d_in ||
         (target && target_stride < t->sae->d_out))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
@@ -760,4 +760,3 @@ void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *pe
     *penalty = t->ws.step_penalty;
     *aux = t->ws.step_aux;
 }
-

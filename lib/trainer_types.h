@@ -22,11 +22,11 @@ enum {
 /* Accumulated training statistics over a run of steps (scaled space). */
 struct subsae__window {
     int64_t tokens;
-    double sse;      /* sum over tokens of |t - t_hat|^2 */
-    double sum_t2;   /* sum over tokens of |t|^2 */
-    double *sum_t;   /* d_out: sum over tokens of t */
-    int64_t active;  /* sum over tokens of the number of firing features */
-    int64_t *fires;  /* d_sae: tokens on which each feature fired */
+    double sse;     /* sum over tokens of |t - t_hat|^2 */
+    double sum_t2;  /* sum over tokens of |t|^2 */
+    double *sum_t;  /* d_out: sum over tokens of t */
+    int64_t active; /* sum over tokens of the number of firing features */
+    int64_t *fires; /* d_sae: tokens on which each feature fired */
 };
 
 /* Most rows of one step (the batch option's bound, and the rows the
@@ -41,62 +41,62 @@ enum { SUBSAE__PARTS = 64 };
  * before the hot loop (subsae__trainer_workspace, trainer_workspace.c). */
 struct subsae__workspace {
     int64_t batch, threads, block; /* room: rows, threads (the step may use fewer) */
-    int64_t *rows;            /* fit: row indices of the batch */
-    float *xs, *ts;           /* scaled input / target (ts == xs for an SAE); fit
+    int64_t *rows;                 /* fit: row indices of the batch */
+    float *xs, *ts;                /* scaled input / target (ts == xs for an SAE); fit
                                  gathers the raw rows into them */
-    float *xin;               /* encoder input */
-    float *pre;               /* encoder scratch: the fused TopK encoder's tiles, or
+    float *xin;                    /* encoder input */
+    float *pre;                    /* encoder scratch: the fused TopK encoder's tiles, or
                                  block x d_sae pre-activations (other activations, AuxK) */
-    int64_t pre_floats;       /* room of pre */
-    int32_t *idx;             /* batch x k */
+    int64_t pre_floats;            /* room of pre */
+    int32_t *idx;                  /* batch x k */
     float *val;
-    float *g;                 /* batch x d_out: reconstruction, then dL/dx_hat */
-    double *row_sse;          /* batch */
-    int32_t *counts;          /* threads x d_sae histograms / scatter cursors */
-    int32_t *offsets;         /* d_sae + 1 */
-    int32_t *fired;           /* d_sae: pairs per feature this step */
-    int32_t *pair_row;        /* the step's pairs, bucketed by feature */
+    float *g;          /* batch x d_out: reconstruction, then dL/dx_hat */
+    double *row_sse;   /* batch */
+    int32_t *counts;   /* threads x d_sae histograms / scatter cursors */
+    int32_t *offsets;  /* d_sae + 1 */
+    int32_t *fired;    /* d_sae: pairs per feature this step */
+    int32_t *pair_row; /* the step's pairs, bucketed by feature */
     float *pair_z;
-    int32_t *touched;         /* features with gradient, ascending */
-    int32_t *slot_of;         /* d_sae: slot of a touched feature or -1 */
+    int32_t *touched; /* features with gradient, ascending */
+    int32_t *slot_of; /* d_sae: slot of a touched feature or -1 */
     int64_t max_touched;
     float *g_W_enc, *g_W_dec, *g_b_enc, *g_b_dec; /* compact gradient rows per slot */
-    double *part;             /* SUBSAE__PARTS x SUBSAE__PART_STRIDE(d_out): partial
+    double *part;   /* SUBSAE__PARTS x SUBSAE__PART_STRIDE(d_out): partial
                                  sums per part, laid out as below */
-    int64_t *split;           /* SUBSAE__PARTS + 1: touched-list ranges per part */
+    int64_t *split; /* SUBSAE__PARTS + 1: touched-list ranges per part */
 
     /* Activations other than TopK and the extra losses (activation.c,
      * losses.c). The step's (row, feature) pairs are a CSR list: row i
      * owns idx/val[row_ptr[i] .. row_ptr[i + 1]); TopK keeps k slots per
      * row (-1 for an inactive slot). */
-    int64_t *row_ptr;         /* batch + 1 */
-    int64_t pair_cap;         /* room of idx, val, pre_val, pair_row, pair_z, pair_pre */
-    float *pre_val;           /* JumpReLU: pre-activation of each pair (pairs in the
+    int64_t *row_ptr;   /* batch + 1 */
+    int64_t pair_cap;   /* room of idx, val, pre_val, pair_row, pair_z, pair_pre */
+    float *pre_val;     /* JumpReLU: pre-activation of each pair (pairs in the
                                  threshold's band are kept even when inactive) */
-    float *pair_pre;          /* JumpReLU: pre_val bucketed by feature */
-    int64_t *row_count;       /* batch: pairs per row while encoding */
-    float *cut;               /* d_sae: JumpReLU lower edge of the kept pairs */
-    uint32_t *hist;           /* BatchTopK: 65536-bin radix histogram */
-    float step_theta;         /* BatchTopK: smallest selected value of the step */
-    int32_t *active;          /* d_sae: active (z > 0) pairs per feature */
-    int64_t n_active;         /* active pairs of the step */
-    float *g_thr;             /* max_touched: JumpReLU log-threshold gradient per slot */
-    double *extra;            /* SUBSAE__PARTS x 4: penalty and AuxK partial sums */
+    float *pair_pre;    /* JumpReLU: pre_val bucketed by feature */
+    int64_t *row_count; /* batch: pairs per row while encoding */
+    float *cut;         /* d_sae: JumpReLU lower edge of the kept pairs */
+    uint32_t *hist;     /* BatchTopK: 65536-bin radix histogram */
+    float step_theta;   /* BatchTopK: smallest selected value of the step */
+    int32_t *active;    /* d_sae: active (z > 0) pairs per feature */
+    int64_t n_active;   /* active pairs of the step */
+    float *g_thr;       /* max_touched: JumpReLU log-threshold gradient per slot */
+    double *extra;      /* SUBSAE__PARTS x 4: penalty and AuxK partial sums */
     double step_mse, step_penalty, step_aux; /* parts of the step's loss */
     /* AuxK */
-    int64_t aux_k;            /* slots per row (0: AuxK off this step) */
-    int64_t aux_cap;          /* room of aux_idx, aux_val, aux_pair_* */
-    double aux_scale;         /* min(dead / k_aux, 1) */
-    int32_t *dead_list;       /* d_sae: dead features of the step, ascending */
+    int64_t aux_k;      /* slots per row (0: AuxK off this step) */
+    int64_t aux_cap;    /* room of aux_idx, aux_val, aux_pair_* */
+    double aux_scale;   /* min(dead / k_aux, 1) */
+    int32_t *dead_list; /* d_sae: dead features of the step, ascending */
     int64_t n_dead;
-    float *aux_tmp;           /* threads x d_sae: a row's dead pre-activations */
-    int32_t *aux_idx;         /* batch x aux_k */
+    float *aux_tmp;   /* threads x d_sae: a row's dead pre-activations */
+    int32_t *aux_idx; /* batch x aux_k */
     float *aux_val;
-    float *g_aux;             /* batch x d_out: AuxK output gradient */
-    double *aux_sse;          /* batch */
-    int32_t *aux_offsets;     /* d_sae + 1 */
-    int32_t *aux_fired;       /* d_sae */
-    int32_t *aux_pair_row;    /* batch x aux_k, bucketed */
+    float *g_aux;          /* batch x d_out: AuxK output gradient */
+    double *aux_sse;       /* batch */
+    int32_t *aux_offsets;  /* d_sae + 1 */
+    int32_t *aux_fired;    /* d_sae */
+    int32_t *aux_pair_row; /* batch x aux_k, bucketed */
     float *aux_pair_z;
 };
 
@@ -127,7 +127,7 @@ struct subsae_trainer {
     double init_scale;         /* the grid search's choice (1 when off) */
     float *m_W_enc, *v_W_enc, *m_b_enc, *v_b_enc, *m_W_dec, *v_W_dec, *m_b_dec, *v_b_dec;
     int64_t step, tokens;
-    int64_t fit_end_step;      /* step at which the running fit ends (cool-down); -1 */
+    int64_t fit_end_step; /* step at which the running fit ends (cool-down); -1 */
     double last_loss;
     double last_loss_parts[3]; /* MSE, sparsity penalty, AuxK of the last step (NaN: none) */
     double last_lr;            /* learning rate of the last step (NaN: none) */
@@ -136,10 +136,10 @@ struct subsae_trainer {
     float *log_threshold;      /* JumpReLU: d_sae log-thresholds (the trained parameter;
                                   sae->threshold holds exp of it) and their Adam moments */
     float *m_log_threshold, *v_log_threshold;
-    double batch_threshold;    /* BatchTopK: running inference threshold (EMA) */
+    double batch_threshold; /* BatchTopK: running inference threshold (EMA) */
     struct subsae__window cur, prev;
     bool prev_valid;
-    int64_t window_tokens;     /* metrics window (epoch length); 0 = since init */
+    int64_t window_tokens; /* metrics window (epoch length); 0 = since init */
     subsae__rng rng;
 
     /* batch iterator of fit (position kept across calls and checkpoints) */
@@ -157,11 +157,11 @@ struct subsae_trainer {
 
     /* data-parallel workers (trainer_collective.c, trainer_fit.c) */
     struct subsae__collective coll;
-    int64_t loss_rows;         /* rows the running step's loss is averaged over (the
+    int64_t loss_rows; /* rows the running step's loss is averaged over (the
                                   global batch); 0: the step's own rows */
-    double *coll_buf;          /* the step's first exchange (see exchange_size) */
+    double *coll_buf;  /* the step's first exchange (see exchange_size) */
     int64_t coll_buf_size;
-    int64_t coll_steps;        /* steps exchanged since attached (statistics) */
+    int64_t coll_steps; /* steps exchanged since attached (statistics) */
 };
 
 /* Features with gradient in the step (the touched list's length). */

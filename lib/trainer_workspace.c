@@ -10,15 +10,20 @@
 
 static void workspace_free(struct subsae__workspace *ws)
 {
-    void *blocks[] = {ws->rows, ws->xs, ws->ts == ws->xs ? NULL : ws->ts,
-                      ws->xin, ws->pre, ws->idx, ws->val, ws->g, ws->row_sse, ws->counts,
-                      ws->offsets, ws->fired, ws->pair_row, ws->pair_z, ws->touched,
-                      ws->slot_of, ws->g_W_enc, ws->g_W_dec, ws->g_b_enc, ws->g_b_dec, ws->part,
-                      ws->split, ws->row_ptr, ws->pre_val, ws->pair_pre, ws->row_count,
-                      ws->cut, ws->hist, ws->active, ws->g_thr,
-                      ws->extra, ws->dead_list, ws->aux_tmp, ws->aux_idx, ws->aux_val,
-                      ws->g_aux, ws->aux_sse, ws->aux_offsets, ws->aux_fired, ws->aux_pair_row,
-                      ws->aux_pair_z};
+    void *blocks[] = {ws->rows,         ws->xs,          ws->ts == ws->xs ? NULL : ws->ts,
+                      ws->xin,          ws->pre,         ws->idx,
+                      ws->val,          ws->g,           ws->row_sse,
+                      ws->counts,       ws->offsets,     ws->fired,
+                      ws->pair_row,     ws->pair_z,      ws->touched,
+                      ws->slot_of,      ws->g_W_enc,     ws->g_W_dec,
+                      ws->g_b_enc,      ws->g_b_dec,     ws->part,
+                      ws->split,        ws->row_ptr,     ws->pre_val,
+                      ws->pair_pre,     ws->row_count,   ws->cut,
+                      ws->hist,         ws->active,      ws->g_thr,
+                      ws->extra,        ws->dead_list,   ws->aux_tmp,
+                      ws->aux_idx,      ws->aux_val,     ws->g_aux,
+                      ws->aux_sse,      ws->aux_offsets, ws->aux_fired,
+                      ws->aux_pair_row, ws->aux_pair_z};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         subsae__free(blocks[i]);
     memset(ws, 0, sizeof *ws);
