@@ -11,6 +11,7 @@
 #define F32(name_, role_) .name = name_, .dtype = SUBSAE_DTYPE_F32, .role = SUBSAE__ROLE_##role_
 #define F64(name_, role_) .name = name_, .dtype = SUBSAE_DTYPE_F64, .role = SUBSAE__ROLE_##role_
 #define PLAIN .moment_of = -1
+#define GRAD(field) .has_grad = true, .grad = offsetof(struct subsae__workspace, field)
 /* Adam's two moments of the parameter at table index `of`. */
 #define MOMENTS(of, field, shape)                                                      \
     {F32("adam_m." #field, ADAM_M), shape, .moment_of = (of), IN_TRAINER(m_##field)},  \
@@ -22,10 +23,10 @@
 enum { W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD, LOG_THRESHOLD = 18 };
 
 const struct subsae__param subsae__params[] = {
-    [W_ENC] = {F32("W_enc", WEIGHT), MATRIX(D_SAE, D_IN), PLAIN, IN_SAE(W_enc)},
-    [B_ENC] = {F32("b_enc", WEIGHT), VECTOR(D_SAE), PLAIN, IN_SAE(b_enc)},
-    [W_DEC] = {F32("W_dec", WEIGHT), MATRIX(D_SAE, D_OUT), PLAIN, IN_SAE(W_dec)},
-    [B_DEC] = {F32("b_dec", WEIGHT), VECTOR(D_OUT), PLAIN, IN_SAE(b_dec)},
+    [W_ENC] = {F32("W_enc", WEIGHT), MATRIX(D_SAE, D_IN), PLAIN, IN_SAE(W_enc), GRAD(g_W_enc)},
+    [B_ENC] = {F32("b_enc", WEIGHT), VECTOR(D_SAE), PLAIN, IN_SAE(b_enc), GRAD(g_b_enc)},
+    [W_DEC] = {F32("W_dec", WEIGHT), MATRIX(D_SAE, D_OUT), PLAIN, IN_SAE(W_dec), GRAD(g_W_dec)},
+    [B_DEC] = {F32("b_dec", WEIGHT), VECTOR(D_OUT), PLAIN, IN_SAE(b_dec), GRAD(g_b_dec)},
     [THRESHOLD] = {F32("threshold", THRESHOLD), VECTOR(D_SAE), PLAIN, IN_SAE(threshold)},
     MOMENTS(W_ENC, W_enc, MATRIX(D_SAE, D_IN)),
     MOMENTS(B_ENC, b_enc, VECTOR(D_SAE)),
@@ -39,7 +40,7 @@ const struct subsae__param subsae__params[] = {
     /* JumpReLU only, kept last so that the other models' files end before
      * them. */
     [LOG_THRESHOLD] = {F32("log_threshold", TRAINED), VECTOR(D_SAE), PLAIN,
-                       .jumprelu_only = true, IN_TRAINER(log_threshold)},
+                       .jumprelu_only = true, IN_TRAINER(log_threshold), GRAD(g_thr)},
     {F32("adam_m.log_threshold", ADAM_M), VECTOR(D_SAE), .moment_of = LOG_THRESHOLD,
      .jumprelu_only = true, IN_TRAINER(m_log_threshold)},
     {F32("adam_v.log_threshold", ADAM_V), VECTOR(D_SAE), .moment_of = LOG_THRESHOLD,
@@ -112,4 +113,22 @@ size_t subsae__param_element_bytes(const struct subsae__param *p)
     return p->role == SUBSAE__ROLE_COUNT  ? sizeof(int64_t)
            : p->dtype == SUBSAE_DTYPE_F64 ? sizeof(double)
                                           : sizeof(float);
+}
+
+float *subsae__param_grad(const struct subsae__param *p, const struct subsae__workspace *ws)
+{
+    if (!p->has_grad)
+        return NULL;
+    float *grad;
+    memcpy(&grad, (const char *)ws + p->grad, sizeof grad);
+    return grad;
+}
+
+const struct subsae__param *subsae__param_moment(const struct subsae__param *p, int role)
+{
+    const int index = (int)(p - subsae__params);
+    for (int i = 0; i < subsae__n_params; i++)
+        if (subsae__params[i].moment_of == index && subsae__params[i].role == role)
+            return &subsae__params[i];
+    return NULL;
 }

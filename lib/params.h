@@ -44,6 +44,8 @@ struct subsae__param {
     bool jumprelu_only;
     int owner;     /* enum subsae__param_owner */
     size_t offset; /* of the data pointer in struct subsae_sae / subsae_trainer */
+    bool has_grad; /* trained by Adam: its gradient is in the step's workspace */
+    size_t grad;   /* of the gradient pointer in struct subsae__workspace */
 };
 
 /* The table, in state-file order (within an element size); it has at most SUBSAE__MAX_PARAMS
@@ -79,6 +81,14 @@ void *subsae__param_data(const struct subsae__param *p, const subsae_trainer *t,
 /* Points the tensor's pointer in t or s at `data` (allocation and free). */
 void subsae__param_set_data(const struct subsae__param *p, subsae_trainer *t, subsae_sae *s,
                             void *data);
+
+/* The step's gradient of p in ws (compact rows per touched slot for the
+ * tensors whose rows are features', whole otherwise), or NULL when p is
+ * not trained by Adam. */
+float *subsae__param_grad(const struct subsae__param *p, const struct subsae__workspace *ws);
+
+/* Adam's moment (SUBSAE__ROLE_ADAM_M or _ADAM_V) of the trained p. */
+const struct subsae__param *subsae__param_moment(const struct subsae__param *p, int role);
 
 /* Bytes of one element in memory: float, double, or int64_t (ROLE_COUNT). */
 size_t subsae__param_element_bytes(const struct subsae__param *p);

@@ -18,6 +18,7 @@
 
 #include "activation.h"
 #include "losses.h"
+#include "params.h"
 #include "trainer_state.h"
 #include "trainer_workspace.h"
 
@@ -484,69 +485,95 @@ static double learning_rate(const subsae_trainer *t)
     return lr;
 }
 
-/* The constants of one Adam step: the clip factor and Adam's. */
-struct adam_step {
-    float gs, b1, b2, size, ib2, eps;
+/* A tensor Adam trains (params.h), with its moments and the step's
+ * gradient. `width` elements per feature for the tensors whose rows are
+ * features' (the gradient holds compact rows per touched slot), all of it
+ * otherwise (b_dec). */
+struct adam_tensor {
+    float *w, *m, *v;
+    const float *g;
+    int64_t width;
+    bool log_threshold; /* the model keeps exp of it, which must be finite too */
 };
 
-/* JumpReLU's log threshold of feature f after the update, computed on
- * copies by the update's own function: it, its moments and the model's
- * threshold exp(log threshold) must all be finite. */
-static bool log_threshold_finite(const subsae_trainer *t, const struct adam_step *a, int64_t f,
-                                 const float *g)
+/* The constants of one Adam step (the clip factor and Adam's) and the
+ * tensors it trains, feature rows apart from whole tensors. */
+struct adam_step {
+    float gs, b1, b2, size, ib2, eps;
+    int n_rows, n_whole;
+    struct adam_tensor rows[SUBSAE__MAX_PARAMS], whole[SUBSAE__MAX_PARAMS];
+};
+
+static void adam_tensors(subsae_trainer *t, struct adam_step *a)
 {
-    float w = t->log_threshold[f], m = t->m_log_threshold[f], v = t->v_log_threshold[f];
+    const subsae_sae *s = t->sae;
+    a->n_rows = a->n_whole = 0;
+    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    {
+        const float *g = subsae__param_grad(p, &t->ws);
+        if (!g)
+            continue;
+        const bool rows = p->dims[0] == SUBSAE__DIM_D_SAE;
+        struct adam_tensor *x = rows ? &a->rows[a->n_rows++] : &a->whole[a->n_whole++];
+        *x = (struct adam_tensor){
+            .w = subsae__param_data(p, t, s),
+            .m = subsae__param_data(subsae__param_moment(p, SUBSAE__ROLE_ADAM_M), t, s),
+            .v = subsae__param_data(subsae__param_moment(p, SUBSAE__ROLE_ADAM_V), t, s),
+            .g = g,
+            .width = subsae__param_elements(p, s) / (rows ? s->d_sae : 1),
+            .log_threshold = p->role == SUBSAE__ROLE_TRAINED,
+        };
+    }
+}
+
+/* Whether the update of x's row `row` from gradient row `slot` (-1: no
+ * gradient, the moments decay) keeps it and its moments finite. The log
+ * threshold (width 1) is updated on copies by the update's own function,
+ * since exp of it must be finite as well. */
+static bool row_finite(const struct adam_tensor *x, const struct adam_step *a, int64_t row,
+                       int64_t slot)
+{
+    const int64_t o = row * x->width;
+    const float *g = slot >= 0 ? x->g + slot * x->width : NULL;
+    if (!x->log_threshold)
+        return subsae__adam_finite(x->w + o, x->m + o, x->v + o, g, x->width, a->gs, a->b1,
+                                   a->b2, a->size, a->ib2, a->eps);
+    float w = x->w[o], m = x->m[o], v = x->v[o];
     subsae__adam(&w, &m, &v, g, 1, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps);
     return isfinite(w) && isfinite(m) && isfinite(v) && isfinite(expf(w));
 }
 
-/* Whether feature f's update from the gradient rows of `slot` (-1: no
- * gradient, the moments decay) keeps its weights and moments finite. */
-static bool feature_finite(const subsae_trainer *t, const struct adam_step *a, int64_t f,
-                           int64_t slot)
+static void row_update(const struct adam_tensor *x, const struct adam_step *a, int64_t row,
+                       int64_t slot)
 {
-    const subsae_sae *s = t->sae;
-    const struct subsae__workspace *ws = &t->ws;
-    const int64_t d_in = s->d_in, d_out = s->d_out;
-    const bool g = slot >= 0;
-    return subsae__adam_finite(s->W_enc + f * d_in, t->m_W_enc + f * d_in,
-                               t->v_W_enc + f * d_in, g ? ws->g_W_enc + slot * d_in : NULL,
-                               d_in, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps) &&
-           subsae__adam_finite(s->W_dec + f * d_out, t->m_W_dec + f * d_out,
-                               t->v_W_dec + f * d_out, g ? ws->g_W_dec + slot * d_out : NULL,
-                               d_out, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps) &&
-           subsae__adam_finite(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f,
-                               g ? ws->g_b_enc + slot : NULL, 1, a->gs, a->b1, a->b2, a->size,
-                               a->ib2, a->eps) &&
-           (s->activation != SUBSAE_ACT_JUMPRELU ||
-            log_threshold_finite(t, a, f, g ? ws->g_thr + slot : NULL));
+    const int64_t o = row * x->width;
+    subsae__adam(x->w + o, x->m + o, x->v + o, slot >= 0 ? x->g + slot * x->width : NULL,
+                 x->width, a->gs, a->b1, a->b2, a->size, a->ib2, a->eps);
 }
 
-/* Feature f's update from the gradient rows of `slot` (-1: none), and
- * the unit-norm projection of its decoder row. */
+/* Whether feature f's update from the gradient rows of `slot` keeps its
+ * weights and moments finite. */
+static bool feature_finite(const struct adam_step *a, int64_t f, int64_t slot)
+{
+    bool finite = true;
+    for (int i = 0; i < a->n_rows && finite; i++)
+        finite = row_finite(&a->rows[i], a, f, slot);
+    return finite;
+}
+
+/* Feature f's update from the gradient rows of `slot` (-1: none), the
+ * model's threshold from the log threshold, and the unit-norm projection
+ * of its decoder row. */
 static void feature_update(subsae_trainer *t, const struct adam_step *a, int64_t f,
                            int64_t slot)
 {
     subsae_sae *s = t->sae;
-    const struct subsae__workspace *ws = &t->ws;
-    const int64_t d_in = s->d_in, d_out = s->d_out;
-    const bool g = slot >= 0;
-    subsae__adam(s->W_enc + f * d_in, t->m_W_enc + f * d_in, t->v_W_enc + f * d_in,
-                 g ? ws->g_W_enc + slot * d_in : NULL, d_in, a->gs, a->b1, a->b2, a->size,
-                 a->ib2, a->eps);
-    subsae__adam(s->W_dec + f * d_out, t->m_W_dec + f * d_out, t->v_W_dec + f * d_out,
-                 g ? ws->g_W_dec + slot * d_out : NULL, d_out, a->gs, a->b1, a->b2, a->size,
-                 a->ib2, a->eps);
-    subsae__adam(s->b_enc + f, t->m_b_enc + f, t->v_b_enc + f, g ? ws->g_b_enc + slot : NULL, 1,
-                 a->gs, a->b1, a->b2, a->size, a->ib2, a->eps);
-    if (s->activation == SUBSAE_ACT_JUMPRELU) {
-        subsae__adam(t->log_threshold + f, t->m_log_threshold + f, t->v_log_threshold + f,
-                     g ? ws->g_thr + slot : NULL, 1, a->gs, a->b1, a->b2, a->size, a->ib2,
-                     a->eps);
+    for (int i = 0; i < a->n_rows; i++)
+        row_update(&a->rows[i], a, f, slot);
+    if (s->activation == SUBSAE_ACT_JUMPRELU)
         s->threshold[f] = expf(t->log_threshold[f]);
-    }
     if (t->decoder_norm == SUBSAE_DECODER_UNIT)
-        subsae__normalize_row(s->W_dec + f * d_out, d_out);
+        subsae__normalize_row(s->W_dec + f * s->d_out, s->d_out);
 }
 
 /* Adam on every parameter from the workspace gradients, all or nothing:
@@ -579,13 +606,15 @@ int subsae__trainer_apply_update(subsae_trainer *t, double sq)
     const bool sparse = t->sparse_adam;
     const int64_t count = sparse ? subsae__touched_count(ws) : s->d_sae;
 
-    bool finite = subsae__adam_finite(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out,
-                                      a.gs, a.b1, a.b2, a.size, a.ib2, a.eps);
+    adam_tensors(t, &a);
+    bool finite = true;
+    for (int i = 0; i < a.n_whole && finite; i++)
+        finite = row_finite(&a.whole[i], &a, 0, 0);
 #pragma omp parallel for schedule(static) reduction(&& : finite) \
     num_threads(subsae__team(T, (double)count * (double)(d_in + d_out)))
     for (int64_t i = 0; i < count; i++) {
         const int64_t f = sparse ? ws->touched[i] : i;
-        finite = finite && feature_finite(t, &a, f, sparse ? i : ws->slot_of[f]);
+        finite = finite && feature_finite(&a, f, sparse ? i : ws->slot_of[f]);
     }
     if (!finite) {
         t->phase_seconds[SUBSAE_PHASE_OPTIMIZER] += omp_get_wtime() - clock;
@@ -597,8 +626,8 @@ int subsae__trainer_apply_update(subsae_trainer *t, double sq)
             (long long)step, lr);
     }
 
-    subsae__adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws->g_b_dec, d_out, a.gs, a.b1, a.b2, a.size,
-                 a.ib2, a.eps);
+    for (int i = 0; i < a.n_whole; i++)
+        row_update(&a.whole[i], &a, 0, 0);
 #pragma omp parallel for schedule(dynamic, 64) \
     num_threads(subsae__team(T, (double)count * (double)(d_in + d_out)))
     for (int64_t i = 0; i < count; i++) {
