@@ -7,8 +7,11 @@
  *
  * Fit draws the single process's shuffled batches; a worker draws the
  * batches of all the workers' rows and keeps its own rows of each (see
- * trainer_collective.c), so that one loop serves both. Nothing below
- * calls back up into this file. */
+ * trainer_collective.c), so that one loop serves both. A single process
+ * reads the rows of step t + 1 in the background while step t computes
+ * (prefetch.c); workers read their rows of each batch when its step
+ * starts (their steps wait on the exchange anyway). Nothing below calls
+ * back up into this file. */
 #include "trainer.h"
 
 #include "buffer.h"
