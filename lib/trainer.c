@@ -7,11 +7,15 @@
  *
  * Fit draws the single process's shuffled batches; a worker draws the
  * batches of all the workers' rows and keeps its own rows of each (see
- * trainer_collective.c), so that one loop serves both. Nothing below
- * calls back up into this file. */
+ * trainer_collective.c), so that one loop serves both. A single process
+ * reads the rows of step t + 1 in the background while step t computes
+ * (prefetch.c); workers read their rows of each batch when its step
+ * starts (their steps wait on the exchange anyway). Nothing below calls
+ * back up into this file. */
 #include "trainer.h"
 
 #include "buffer.h"
+#include "prefetch.h"
 
 #include <omp.h>
 #include <string.h>
@@ -185,14 +189,18 @@ static int check_fit_args(const char *fn, const subsae_trainer *t, const subsae_
  * from: [offset, offset + local) of them (one process: all), and the
  * readers of its input and target rows (by pread, see buffer.h: a
  * shuffled pass over a mapped file would otherwise keep all of it
- * resident). */
+ * resident); one process reads the next batch ahead (prefetch.h). */
 struct fit_rows {
     int64_t offset, local;
     subsae__row_reader *input, *target;
+    subsae__prefetch *ahead;
 };
 
 static void close_rows(struct fit_rows *r)
 {
+    /* The reader thread first: it reads through the readers. */
+    subsae__prefetch_free(r->ahead);
+    r->ahead = NULL;
     subsae__row_reader_close(r->input);
     subsae__row_reader_close(r->target);
     r->input = r->target = NULL;
@@ -220,6 +228,11 @@ static int fit_prepare(subsae_trainer *t, const subsae_buffer *input,
         rc = subsae__trainer_workspace(t, t->batch, subsae__trainer_threads(t));
     if (!rc)
         rc = open_rows(r, input, target);
+    if (!rc && subsae__prefetch_enabled())
+        rc = subsae__prefetch_create(r->input, r->target, t->batch, t->sae->d_in, t->sae->d_out,
+                                     &r->ahead);
+    if (rc)
+        close_rows(r);
     return rc;
 }
 
@@ -286,6 +299,18 @@ static int read_batch(subsae_trainer *t, const struct fit_rows *r, int64_t *nb, 
     return rc;
 }
 
+/* The next batch: read ahead (one process) or read now into the
+ * workspace (workers, or the pipeline off); *x and *tg get its rows. */
+static int next_batch(subsae_trainer *t, const struct fit_rows *r, const float **x,
+                      const float **tg, int64_t *nb, int64_t *nl)
+{
+    if (!r->ahead)
+        return read_batch(t, r, nb, nl);
+    int rc = subsae__prefetch_take(r->ahead, t->batches, x, tg, nb);
+    *nl = *nb;
+    return rc;
+}
+
 /* The steps of a fit of `tokens` tokens. A worker's callback that asks
  * to stop fails its next step, where the workers agree on it (or the
  * outcome after the last step); a single process stops at once. */
@@ -303,15 +328,18 @@ static int fit_loop(subsae_trainer *t, const struct fit_rows *r, bool transcoder
         int64_t epoch, position, nb = 0, nl = 0;
         subsae_batches_tell(t->batches, &epoch, &position);
         const double read_start = omp_get_wtime();
+        const float *x = ws->xs, *tg = transcoder ? ws->ts : NULL;
         rc = stop;
         if (!rc)
-            rc = read_batch(t, r, &nb, &nl);
-        /* The raw rows go straight into the step's buffers, which it
+            rc = next_batch(t, r, &x, &tg, &nb, &nl);
+        /* The rows of the step after this one are read while it computes. */
+        if (!rc && r->ahead && done + nb < tokens)
+            subsae__prefetch_submit(r->ahead, t->batches);
+        /* Rows read now go straight into the step's buffers, which it
          * scales in place; with workers the loss is over the whole
          * batch. */
         t->loss_rows = workers ? nb : 0;
-        rc = step_rows(t, rc, ws->xs, s->d_in, transcoder ? ws->ts : NULL, s->d_out, nl,
-                       omp_get_wtime() - read_start);
+        rc = step_rows(t, rc, x, s->d_in, tg, s->d_out, nl, omp_get_wtime() - read_start);
         t->loss_rows = 0;
         if (rc) {
             subsae_batches_seek(t->batches, epoch, position);
