@@ -277,6 +277,133 @@ void subsae__topk_done(int64_t k, int32_t *idx, float *val)
     topk_finish(k, idx, val);
 }
 
+/* ---- small tiles of dot products -------------------------------------- */
+
+/* Sixteen floats, one AVX-512 register (two AVX2 ones): GCC's vector
+ * extension lowers the same code to each target of the variants. */
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+
+/* Rows and features of a register tile: 16 accumulators; each load of a
+ * weight row serves 4 products, and each load of x too. */
+enum { DOT_ROWS = 4, DOT_FEATS = 4, DOT_LANES = 16 };
+
+/* An unaligned load; v16 is never passed by value (the ABI of a 64-byte
+ * vector argument differs between the variants' targets). */
+#define LOAD16(v, p) memcpy(&(v), (p), sizeof(v))
+
+/* The lanes of `acc`, then the tail terms t >= d16, summed in a fixed
+ * order. */
+ALWAYS_INLINE float dot_finish(const v16 *acc, const float *x, const float *w, int64_t d16,
+                               int64_t d)
+{
+    /* A tree: a chain of 16 dependent additions per entry costs more than
+     * the products of a few rows. */
+    v8 h8 = __builtin_shufflevector(*acc, *acc, 0, 1, 2, 3, 4, 5, 6, 7) +
+            __builtin_shufflevector(*acc, *acc, 8, 9, 10, 11, 12, 13, 14, 15);
+    v4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3) +
+            __builtin_shufflevector(h8, h8, 4, 5, 6, 7);
+    float s = (h4[0] + h4[2]) + (h4[1] + h4[3]);
+    for (int64_t t = d16; t < d; t++)
+        s += x[t] * w[t];
+    return s;
+}
+
+/* One tile: features past the end repeat the last feature, so that every
+ * entry takes the same arithmetic; rows past the end are skipped (one row
+ * costs one row's products); only the real entries are stored. */
+ALWAYS_INLINE void dot_block(const float *x, int64_t x_stride, int64_t rows, const float *w,
+                             int64_t w_stride, int64_t feats, int64_t d, float *out,
+                             int64_t out_stride)
+{
+    const float *xr[DOT_ROWS], *wf[DOT_FEATS];
+    for (int i = 0; i < DOT_ROWS; i++)
+        xr[i] = x + (i < rows ? i : rows - 1) * x_stride;
+    for (int f = 0; f < DOT_FEATS; f++)
+        wf[f] = w + (f < feats ? f : feats - 1) * w_stride;
+    /* Named accumulators, unrolled by hand: GCC keeps arrays of vectors in
+     * memory. */
+    v16 a00 = {0.0f}, a01 = {0.0f}, a02 = {0.0f}, a03 = {0.0f};
+    v16 a10 = {0.0f}, a11 = {0.0f}, a12 = {0.0f}, a13 = {0.0f};
+    v16 a20 = {0.0f}, a21 = {0.0f}, a22 = {0.0f}, a23 = {0.0f};
+    v16 a30 = {0.0f}, a31 = {0.0f}, a32 = {0.0f}, a33 = {0.0f};
+    const int64_t d16 = d / DOT_LANES * DOT_LANES;
+    const int64_t nr = rows < DOT_ROWS ? rows : DOT_ROWS;
+    for (int64_t t = 0; t < d16; t += DOT_LANES) {
+        v16 w0, w1, w2, w3, xv;
+        LOAD16(w0, wf[0] + t);
+        LOAD16(w1, wf[1] + t);
+        LOAD16(w2, wf[2] + t);
+        LOAD16(w3, wf[3] + t);
+#define DOT_ROW(i)             \
+    if (i < nr) {              \
+        LOAD16(xv, xr[i] + t); \
+        a##i##0 += xv * w0;    \
+        a##i##1 += xv * w1;    \
+        a##i##2 += xv * w2;    \
+        a##i##3 += xv * w3;    \
+    }
+        DOT_ROW(0)
+        DOT_ROW(1)
+        DOT_ROW(2)
+        DOT_ROW(3)
+#undef DOT_ROW
+    }
+    const v16 *acc[DOT_ROWS][DOT_FEATS] = {{&a00, &a01, &a02, &a03},
+                                           {&a10, &a11, &a12, &a13},
+                                           {&a20, &a21, &a22, &a23},
+                                           {&a30, &a31, &a32, &a33}};
+    for (int64_t i = 0; i < rows && i < DOT_ROWS; i++)
+        for (int64_t f = 0; f < feats && f < DOT_FEATS; f++)
+            out[i * out_stride + f] = dot_finish(acc[i][f], xr[i], wf[f], d16, d);
+}
+
+ALWAYS_INLINE void dot_tile_body(const float *x, int64_t x_stride, int64_t rows, const float *w,
+                                 int64_t w_stride, int64_t feats, int64_t d, float *out,
+                                 int64_t out_stride)
+{
+    /* Features outside, rows inside: the weight rows of a block stay in
+     * L1 while every row of x passes them, and are read from memory once. */
+    for (int64_t f0 = 0; f0 < feats; f0 += DOT_FEATS)
+        for (int64_t i0 = 0; i0 < rows; i0 += DOT_ROWS)
+            dot_block(x + i0 * x_stride, x_stride, rows - i0, w + f0 * w_stride, w_stride,
+                      feats - f0, d, out + i0 * out_stride + f0, out_stride);
+}
+
+#define DOT_TILE_PARAMS                                                                \
+    (const float *x, int64_t x_stride, int64_t rows, const float *w, int64_t w_stride, \
+     int64_t feats, int64_t d, float *out, int64_t out_stride)
+#define DOT_TILE_ARGS (x, x_stride, rows, w, w_stride, feats, d, out, out_stride)
+
+/* The products are compute-bound for a few rows unless each multiply-add is
+ * one fused instruction: the vector variants contract them (each element
+ * still takes the same operations in the same order in a variant). */
+#if SUBSAE_X86
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+__attribute__((target("avx512f,fma"))) static void dot_tile_avx512 DOT_TILE_PARAMS
+{
+    dot_tile_body DOT_TILE_ARGS;
+}
+__attribute__((target("avx2,fma"))) static void dot_tile_avx2 DOT_TILE_PARAMS
+{
+    dot_tile_body DOT_TILE_ARGS;
+}
+#pragma GCC pop_options
+#endif
+
+void subsae__dot_tile DOT_TILE_PARAMS
+{
+#if SUBSAE_X86
+    if (cpu_level() == 2 && __builtin_cpu_supports("fma"))
+        return dot_tile_avx512 DOT_TILE_ARGS;
+    if (cpu_level() == 1 && __builtin_cpu_supports("fma"))
+        return dot_tile_avx2 DOT_TILE_ARGS;
+#endif
+    dot_tile_body DOT_TILE_ARGS;
+}
+
 /* ---- sparse decode and backward -------------------------------------- */
 
 /* Ask for two rows (a and b, of na and nb floats) to be brought into the
