@@ -310,53 +310,76 @@ ALWAYS_INLINE float dot_finish(const v16 *acc, const float *x, const float *w, i
     return s;
 }
 
-/* One tile: features past the end repeat the last feature, so that every
- * entry takes the same arithmetic; rows past the end are skipped (one row
- * costs one row's products); only the real entries are stored. */
-ALWAYS_INLINE void dot_block(const float *x, int64_t x_stride, int64_t rows, const float *w,
-                             int64_t w_stride, int64_t feats, int64_t d, float *out,
-                             int64_t out_stride)
+/* The weight rows of a tile: features past the end repeat the last one,
+ * so that every entry takes the same arithmetic; only the real entries are
+ * stored. */
+ALWAYS_INLINE void dot_weights(const float *w, int64_t w_stride, int64_t feats,
+                               const float *wf[DOT_FEATS])
 {
-    const float *xr[DOT_ROWS], *wf[DOT_FEATS];
-    for (int i = 0; i < DOT_ROWS; i++)
-        xr[i] = x + (i < rows ? i : rows - 1) * x_stride;
     for (int f = 0; f < DOT_FEATS; f++)
         wf[f] = w + (f < feats ? f : feats - 1) * w_stride;
-    /* Named accumulators, unrolled by hand: GCC keeps arrays of vectors in
-     * memory. */
-    v16 a00 = {0.0f}, a01 = {0.0f}, a02 = {0.0f}, a03 = {0.0f};
-    v16 a10 = {0.0f}, a11 = {0.0f}, a12 = {0.0f}, a13 = {0.0f};
-    v16 a20 = {0.0f}, a21 = {0.0f}, a22 = {0.0f}, a23 = {0.0f};
-    v16 a30 = {0.0f}, a31 = {0.0f}, a32 = {0.0f}, a33 = {0.0f};
-    const int64_t d16 = d / DOT_LANES * DOT_LANES;
-    const int64_t nr = rows < DOT_ROWS ? rows : DOT_ROWS;
-    for (int64_t t = 0; t < d16; t += DOT_LANES) {
-        v16 w0, w1, w2, w3, xv;
-        LOAD16(w0, wf[0] + t);
-        LOAD16(w1, wf[1] + t);
-        LOAD16(w2, wf[2] + t);
-        LOAD16(w3, wf[3] + t);
-#define DOT_ROW(i)             \
-    if (i < nr) {              \
-        LOAD16(xv, xr[i] + t); \
-        a##i##0 += xv * w0;    \
-        a##i##1 += xv * w1;    \
-        a##i##2 += xv * w2;    \
-        a##i##3 += xv * w3;    \
+}
+
+#define DOT_ZERO(i) v16 a##i##0 = {0.0f}, a##i##1 = {0.0f}, a##i##2 = {0.0f}, a##i##3 = {0.0f};
+#define DOT_LOAD_W          \
+    v16 w0, w1, w2, w3, xv; \
+    LOAD16(w0, wf[0] + t);  \
+    LOAD16(w1, wf[1] + t);  \
+    LOAD16(w2, wf[2] + t);  \
+    LOAD16(w3, wf[3] + t);
+#define DOT_ROW(i)         \
+    LOAD16(xv, xr[i] + t); \
+    a##i##0 += xv * w0;    \
+    a##i##1 += xv * w1;    \
+    a##i##2 += xv * w2;    \
+    a##i##3 += xv * w3;
+#define DOT_STORE(i)                                                            \
+    {                                                                           \
+        const v16 *acc[DOT_FEATS] = {&a##i##0, &a##i##1, &a##i##2, &a##i##3};   \
+        for (int64_t f = 0; f < feats && f < DOT_FEATS; f++)                    \
+            out[i * out_stride + f] = dot_finish(acc[f], xr[i], wf[f], d16, d); \
     }
+
+/* A tile of 4 rows (named accumulators, unrolled by hand: GCC keeps arrays
+ * of vectors in memory, and branches in the loop cost registers). */
+ALWAYS_INLINE void dot_block4(const float *x, int64_t x_stride, const float *w,
+                              int64_t w_stride, int64_t feats, int64_t d, float *out,
+                              int64_t out_stride)
+{
+    const float *wf[DOT_FEATS], *xr[4] = {x, x + x_stride, x + 2 * x_stride, x + 3 * x_stride};
+    dot_weights(w, w_stride, feats, wf);
+    DOT_ZERO(0)
+    DOT_ZERO(1)
+    DOT_ZERO(2)
+    DOT_ZERO(3)
+    const int64_t d16 = d / DOT_LANES * DOT_LANES;
+    for (int64_t t = 0; t < d16; t += DOT_LANES) {
+        DOT_LOAD_W
         DOT_ROW(0)
         DOT_ROW(1)
         DOT_ROW(2)
         DOT_ROW(3)
-#undef DOT_ROW
     }
-    const v16 *acc[DOT_ROWS][DOT_FEATS] = {{&a00, &a01, &a02, &a03},
-                                           {&a10, &a11, &a12, &a13},
-                                           {&a20, &a21, &a22, &a23},
-                                           {&a30, &a31, &a32, &a33}};
-    for (int64_t i = 0; i < rows && i < DOT_ROWS; i++)
-        for (int64_t f = 0; f < feats && f < DOT_FEATS; f++)
-            out[i * out_stride + f] = dot_finish(acc[i][f], xr[i], wf[f], d16, d);
+    DOT_STORE(0)
+    DOT_STORE(1)
+    DOT_STORE(2)
+    DOT_STORE(3)
+}
+
+/* A tile of one row: the same operations per entry as dot_block4. */
+ALWAYS_INLINE void dot_block1(const float *x, const float *w, int64_t w_stride, int64_t feats,
+                              int64_t d, float *out)
+{
+    const float *wf[DOT_FEATS], *xr[1] = {x};
+    const int64_t out_stride = 0;
+    dot_weights(w, w_stride, feats, wf);
+    DOT_ZERO(0)
+    const int64_t d16 = d / DOT_LANES * DOT_LANES;
+    for (int64_t t = 0; t < d16; t += DOT_LANES) {
+        DOT_LOAD_W
+        DOT_ROW(0)
+    }
+    DOT_STORE(0)
 }
 
 ALWAYS_INLINE void dot_tile_body(const float *x, int64_t x_stride, int64_t rows, const float *w,
@@ -365,10 +388,15 @@ ALWAYS_INLINE void dot_tile_body(const float *x, int64_t x_stride, int64_t rows,
 {
     /* Features outside, rows inside: the weight rows of a block stay in
      * L1 while every row of x passes them, and are read from memory once. */
-    for (int64_t f0 = 0; f0 < feats; f0 += DOT_FEATS)
-        for (int64_t i0 = 0; i0 < rows; i0 += DOT_ROWS)
-            dot_block(x + i0 * x_stride, x_stride, rows - i0, w + f0 * w_stride, w_stride,
-                      feats - f0, d, out + i0 * out_stride + f0, out_stride);
+    for (int64_t f0 = 0; f0 < feats; f0 += DOT_FEATS) {
+        int64_t i = 0;
+        for (; i + DOT_ROWS <= rows; i += DOT_ROWS)
+            dot_block4(x + i * x_stride, x_stride, w + f0 * w_stride, w_stride, feats - f0, d,
+                       out + i * out_stride + f0, out_stride);
+        for (; i < rows; i++)
+            dot_block1(x + i * x_stride, w + f0 * w_stride, w_stride, feats - f0, d,
+                       out + i * out_stride + f0);
+    }
 }
 
 #define DOT_TILE_PARAMS                                                                \
