@@ -148,16 +148,17 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
 /* ---- the small-batch encoder -------------------------------------------
  *
  * A few rows (a host program encoding one token at a time) make the product
- * memory-bound: its cost is reading W_enc. So the features are cut into
- * slices of SLICE, the threads take slices, and each streams its slice of
- * W_enc once, computing the products of every row with each weight row as
- * it passes (subsae__dot_tile) and keeping each row's top k of the slice.
- * Then each row's top k is merged from the slices' lists. The order of
- * selection (value, ties to the lower index) is total, so the result is
- * the top k of the whole row whichever way the slices fall to threads; the
- * products depend on d_in only, so the bits are the same for every thread
- * count. */
-enum { SMALL_ROWS = 64, SLICE = 1024, SMALL_COLS = 64 };
+ * memory-bound: its cost is reading W_enc. The fused encoder gives a block
+ * of up to 64 rows to one thread, which then reads all of W_enc alone. So
+ * here the features are cut into the fused encoder's chunks (slices), the
+ * threads take slices, each reads its slices of W_enc once and keeps each
+ * row's top k of the slice; then each row's top k is merged from the
+ * slices' lists. The order of selection (value, ties to the lower index) is
+ * total, so the result is the top k of the whole row whichever way the
+ * slices fall to threads; and the pre-activations are the fused encoder's
+ * bits, so the codes are the fused encoder's, for every thread count. */
+/* Slices are the fused encoder's chunks. */
+enum { SMALL_ROWS = 64, SLICE = TILE_COLS };
 
 bool subsae__encode_small(const subsae_sae *sae, const float *rank_weight, int64_t n)
 {
@@ -187,28 +188,26 @@ int64_t subsae__encode_small_scratch_floats(const subsae_sae *sae, int64_t n, in
     const int64_t k = sae->k < sae->d_sae ? sae->k : sae->d_sae;
     const struct small_lists l = small_lists(sae->d_sae, k, n);
     /* values and indices of the lists, a merge cursor per row and slice,
-     * a tile per thread. */
-    return 2 * l.total + n * l.slices + (int64_t)(threads > 0 ? threads : 1) * n * SMALL_COLS;
+     * a tile of pre-activations per thread. */
+    return 2 * l.total + n * l.slices + (int64_t)(threads > 0 ? threads : 1) * n * SLICE;
 }
 
-/* One slice's top `cap` per row into (lidx, lval), rows after one another. */
+/* One slice's top `cap` per row into (lidx, lval), rows after one another.
+ * The slice's pre-activations are the fused encoder's chunk, computed by
+ * the same single-threaded cblas_sgemm call, so they are the same bits. */
 static void small_slice(const subsae_sae *sae, const float *xin, int64_t xin_stride, int64_t n,
                         int64_t lo, int64_t hi, int64_t cap, int32_t *lidx, float *lval,
                         float *tile)
 {
-    const int64_t d = sae->d_in;
-    int64_t len[SMALL_ROWS];
-    for (int64_t i = 0; i < n; i++)
-        len[i] = 0;
-    for (int64_t f0 = lo; f0 < hi; f0 += SMALL_COLS) {
-        const int64_t c = hi - f0 < SMALL_COLS ? hi - f0 : SMALL_COLS;
-        subsae__dot_tile(xin, xin_stride, n, sae->W_enc + f0 * d, d, c, d, tile, SMALL_COLS);
-        for (int64_t i = 0; i < n; i++)
-            subsae__topk_chunk(tile + i * SMALL_COLS, sae->b_enc + f0, f0, c, cap, &len[i],
-                               lidx + i * cap, lval + i * cap);
-    }
-    for (int64_t i = 0; i < n; i++)
+    const int64_t d = sae->d_in, c = hi - lo;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)c, (int)d, 1.0f, xin,
+                (int)xin_stride, sae->W_enc + lo * d, (int)d, 0.0f, tile, (int)c);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t len = 0;
+        subsae__topk_chunk(tile + i * c, sae->b_enc + lo, lo, c, cap, &len, lidx + i * cap,
+                           lval + i * cap);
         subsae__topk_done(cap, lidx + i * cap, lval + i * cap);
+    }
 }
 
 /* Row i's top k from the slices' sorted lists: each step takes the best
@@ -247,20 +246,30 @@ void subsae__encode_topk_small(const subsae_sae *sae, const float *xin, int64_t 
     const int64_t k = sae->k < slots ? sae->k : slots;
     const struct small_lists l = small_lists(m, k, n);
     const int workers = threads > 0 ? threads : 1;
+    /* As in the fused encoder: OpenBLAS runs one thread inside an active
+     * parallel region, and a second, idle member makes a team of one
+     * active. */
+    const int team = workers == 1 && openblas_get_num_threads() > 1 ? 2 : workers;
     float *lval = scratch;
     int32_t *lidx = (void *)(scratch + l.total); /* 4-byte slots of the scratch */
     int32_t *pos = (void *)(scratch + 2 * l.total);
     float *tiles = scratch + 2 * l.total + n * l.slices;
-#pragma omp parallel num_threads(workers)
+    int64_t next = workers; /* first slice not yet taken */
+#pragma omp parallel num_threads(team)
     {
-        float *tile = tiles + (size_t)omp_get_thread_num() * (size_t)(n * SMALL_COLS);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t s = 0; s < l.slices; s++) {
+        const int me = omp_get_thread_num();
+        float *tile = me < workers ? tiles + (size_t)me * (size_t)(n * SLICE) : NULL;
+        /* Slices go to the first `workers` members only. */
+        const int64_t first = me < workers ? me : l.slices;
+        for (int64_t s = first; s < l.slices;) {
             const int64_t lo = s * SLICE, hi = m < lo + SLICE ? m : lo + SLICE;
             const int64_t cap = l.full_cap < hi - lo ? l.full_cap : hi - lo;
             const int64_t at = n * s * l.full_cap;
             small_slice(sae, xin, xin_stride, n, lo, hi, cap, lidx + at, lval + at, tile);
+#pragma omp atomic capture
+            s = next++;
         }
+#pragma omp barrier
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < n; i++) {
             small_merge(&l, m, n, i, k, lidx, lval, pos + i * l.slices, indices + i * slots,

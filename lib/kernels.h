@@ -27,16 +27,6 @@ void subsae__topk_chunk(const float *row, const float *bias, int64_t j0, int64_t
                         int64_t k, int64_t *len, int32_t *idx, float *val);
 void subsae__topk_done(int64_t k, int32_t *idx, float *val);
 
-/* out[i * out_stride + f] = x_i . w_f for rows i < rows (x_i = x + i *
- * x_stride) and features f < feats (w_f = w + f * w_stride), each of d
- * terms: the tile of pre-activations of a few rows, reading each w_f once
- * (the small-batch encoder streams W_enc through it). Every entry is
- * summed in an order that depends on d only, never on its place in the
- * tile nor on rows or feats. */
-void subsae__dot_tile(const float *x, int64_t x_stride, int64_t rows, const float *w,
-                      int64_t w_stride, int64_t feats, int64_t d, float *out,
-                      int64_t out_stride);
-
 /* out[0..d) = b[0..d) (or 0 when b is NULL) + sum_j val[j] * W[idx[j] * ld ..];
  * entries with idx < 0 or val == 0 are skipped. */
 void subsae__sparse_decode_row(float *out, const float *b, const float *W, int64_t ld,
