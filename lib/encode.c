@@ -53,6 +53,18 @@ int64_t subsae__encode_block_rows(int64_t d_sae, int64_t n_rows)
     return rows > 0 ? rows : 1;
 }
 
+/* Unused slots, and ReLU: selected entries that are not positive are
+ * inactive. */
+static void clear_inactive(int64_t k, int64_t slots, int32_t *idx, float *val)
+{
+    for (int64_t j = 0; j < slots; j++) {
+        if (j >= k || !(val[j] > 0.0f)) {
+            idx[j] = -1;
+            val[j] = 0.0f;
+        }
+    }
+}
+
 bool subsae__encode_fused(const subsae_sae *sae, const float *rank_weight)
 {
     return sae->activation == SUBSAE_ACT_TOPK && !rank_weight;
@@ -118,17 +130,8 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
                 }
             }
             for (int64_t i = 0; i < rows; i++) {
-                int32_t *idx = indices + (r0 + i) * slots;
-                float *val = values + (r0 + i) * slots;
-                subsae__topk_done(k, idx, val);
-                /* Unused slots, and ReLU: selected entries that are not
-                 * positive are inactive. */
-                for (int64_t j = 0; j < slots; j++) {
-                    if (j >= k || !(val[j] > 0.0f)) {
-                        idx[j] = -1;
-                        val[j] = 0.0f;
-                    }
-                }
+                subsae__topk_done(k, indices + (r0 + i) * slots, values + (r0 + i) * slots);
+                clear_inactive(k, slots, indices + (r0 + i) * slots, values + (r0 + i) * slots);
             }
         }
     }
@@ -139,5 +142,139 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
         double share = busy > 0.0 ? gemm_s / busy : 1.0;
         seconds[0] += wall * share;
         seconds[1] += wall * (1.0 - share);
+    }
+}
+
+/* ---- the small-batch encoder -------------------------------------------
+ *
+ * A few rows (a host program encoding one token at a time) make the product
+ * memory-bound: its cost is reading W_enc. The fused encoder gives a block
+ * of up to 64 rows to one thread, which then reads all of W_enc alone. So
+ * here the features are cut into the fused encoder's chunks (slices), the
+ * threads take slices, each reads its slices of W_enc once and keeps each
+ * row's top k of the slice; then each row's top k is merged from the
+ * slices' lists. The order of selection (value, ties to the lower index) is
+ * total, so the result is the top k of the whole row whichever way the
+ * slices fall to threads; and the pre-activations are the fused encoder's
+ * bits, so the codes are the fused encoder's, for every thread count. */
+/* Slices are the fused encoder's chunks. */
+enum { SMALL_ROWS = 64, SLICE = TILE_COLS };
+
+bool subsae__encode_small(const subsae_sae *sae, const float *rank_weight, int64_t n)
+{
+    return subsae__encode_fused(sae, rank_weight) && n > 0 && n <= SMALL_ROWS;
+}
+
+/* The slices' lists: slice s holds min(k, its features) entries per row,
+ * from n * s * min(k, SLICE) on. */
+struct small_lists {
+    int64_t slices, full_cap, total;
+};
+
+static struct small_lists small_lists(int64_t m, int64_t k, int64_t n)
+{
+    struct small_lists l;
+    l.slices = (m + SLICE - 1) / SLICE;
+    l.full_cap = k < SLICE ? k : SLICE;
+    const int64_t last = m - (l.slices - 1) * SLICE;
+    l.total = n * ((l.slices - 1) * l.full_cap + (k < last ? k : last));
+    return l;
+}
+
+int64_t subsae__encode_small_scratch_floats(const subsae_sae *sae, int64_t n, int threads)
+{
+    if (n > SMALL_ROWS)
+        n = SMALL_ROWS;
+    const int64_t k = sae->k < sae->d_sae ? sae->k : sae->d_sae;
+    const struct small_lists l = small_lists(sae->d_sae, k, n);
+    /* values and indices of the lists, a merge cursor per row and slice,
+     * a tile of pre-activations per thread. */
+    return 2 * l.total + n * l.slices + (int64_t)(threads > 0 ? threads : 1) * n * SLICE;
+}
+
+/* One slice's top `cap` per row into (lidx, lval), rows after one another.
+ * The slice's pre-activations are the fused encoder's chunk, computed by
+ * the same single-threaded cblas_sgemm call, so they are the same bits. */
+static void small_slice(const subsae_sae *sae, const float *xin, int64_t xin_stride, int64_t n,
+                        int64_t lo, int64_t hi, int64_t cap, int32_t *lidx, float *lval,
+                        float *tile)
+{
+    const int64_t d = sae->d_in, c = hi - lo;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)c, (int)d, 1.0f, xin,
+                (int)xin_stride, sae->W_enc + lo * d, (int)d, 0.0f, tile, (int)c);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t len = 0;
+        subsae__topk_chunk(tile + i * c, sae->b_enc + lo, lo, c, cap, &len, lidx + i * cap,
+                           lval + i * cap);
+        subsae__topk_done(cap, lidx + i * cap, lval + i * cap);
+    }
+}
+
+/* Row i's top k from the slices' sorted lists: each step takes the best
+ * head (larger value, ties to the lower index). */
+static void small_merge(const struct small_lists *l, int64_t m, int64_t n, int64_t i, int64_t k,
+                        const int32_t *lidx, const float *lval, int32_t *pos, int32_t *idx,
+                        float *val)
+{
+    for (int64_t s = 0; s < l->slices; s++)
+        pos[s] = 0;
+    for (int64_t j = 0; j < k; j++) {
+        int64_t best = -1, best_at = 0;
+        for (int64_t s = 0; s < l->slices; s++) {
+            const int64_t len = m - s * SLICE;
+            const int64_t cap = l->full_cap < len ? l->full_cap : len;
+            if (pos[s] >= cap)
+                continue;
+            const int64_t at = n * s * l->full_cap + i * cap + pos[s];
+            if (best < 0 || lval[at] > lval[best_at] ||
+                (lval[at] == lval[best_at] && lidx[at] < lidx[best_at])) {
+                best = s;
+                best_at = at;
+            }
+        }
+        idx[j] = lidx[best_at];
+        val[j] = lval[best_at];
+        pos[best]++;
+    }
+}
+
+void subsae__encode_topk_small(const subsae_sae *sae, const float *xin, int64_t xin_stride,
+                               int64_t n, int64_t slots, int32_t *indices, float *values,
+                               float *scratch, int threads)
+{
+    const int64_t m = sae->d_sae;
+    const int64_t k = sae->k < slots ? sae->k : slots;
+    const struct small_lists l = small_lists(m, k, n);
+    const int workers = threads > 0 ? threads : 1;
+    /* As in the fused encoder: OpenBLAS runs one thread inside an active
+     * parallel region, and a second, idle member makes a team of one
+     * active. */
+    const int team = workers == 1 && openblas_get_num_threads() > 1 ? 2 : workers;
+    float *lval = scratch;
+    int32_t *lidx = (void *)(scratch + l.total); /* 4-byte slots of the scratch */
+    int32_t *pos = (void *)(scratch + 2 * l.total);
+    float *tiles = scratch + 2 * l.total + n * l.slices;
+    int64_t next = workers; /* first slice not yet taken */
+#pragma omp parallel num_threads(team)
+    {
+        const int me = omp_get_thread_num();
+        float *tile = me < workers ? tiles + (size_t)me * (size_t)(n * SLICE) : NULL;
+        /* Slices go to the first `workers` members only. */
+        const int64_t first = me < workers ? me : l.slices;
+        for (int64_t s = first; s < l.slices;) {
+            const int64_t lo = s * SLICE, hi = m < lo + SLICE ? m : lo + SLICE;
+            const int64_t cap = l.full_cap < hi - lo ? l.full_cap : hi - lo;
+            const int64_t at = n * s * l.full_cap;
+            small_slice(sae, xin, xin_stride, n, lo, hi, cap, lidx + at, lval + at, tile);
+#pragma omp atomic capture
+            s = next++;
+        }
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            small_merge(&l, m, n, i, k, lidx, lval, pos + i * l.slices, indices + i * slots,
+                        values + i * slots);
+            clear_inactive(k, slots, indices + i * slots, values + i * slots);
+        }
     }
 }

@@ -565,8 +565,13 @@ static int scratch_init(const subsae_sae *sae, int64_t n, struct encode_scratch 
         s->block = rows < n ? rows : n;
     }
     size_t xin = (size_t)s->block * (size_t)sae->d_in * sizeof(float);
-    size_t pre = (size_t)subsae__encode_scratch_floats(sae, s->block, threads, ranked) *
-                 sizeof(float);
+    int64_t pre_floats = subsae__encode_scratch_floats(sae, s->block, threads, ranked);
+    if (!ranked && sae->activation == SUBSAE_ACT_TOPK) {
+        /* The last rows of a long input may go through the small-batch encoder. */
+        int64_t small = subsae__encode_small_scratch_floats(sae, s->block, threads);
+        pre_floats = small > pre_floats ? small : pre_floats;
+    }
+    size_t pre = (size_t)pre_floats * sizeof(float);
     s->xin = subsae__malloc(xin);
     s->pre = subsae__malloc(pre);
     if (sae->rank_by_decoder_norm)
@@ -589,8 +594,12 @@ static void encode_raw(const subsae_sae *sae, const float *x, int64_t x_stride, 
         int64_t rows = n - r0 < s->block ? n - r0 : s->block;
         subsae__sae_encoder_input(sae, x + r0 * x_stride, x_stride, rows, sae->input_scale,
                                   s->xin, sae->d_in, threads);
-        subsae__sae_encode_pre(sae, s->xin, sae->d_in, rows, slots, indices + r0 * slots,
-                               values + r0 * slots, s->pre, s->norms, threads, NULL);
+        if (subsae__encode_small(sae, s->norms, rows))
+            subsae__encode_topk_small(sae, s->xin, sae->d_in, rows, slots, indices + r0 * slots,
+                                      values + r0 * slots, s->pre, threads);
+        else
+            subsae__sae_encode_pre(sae, s->xin, sae->d_in, rows, slots, indices + r0 * slots,
+                                   values + r0 * slots, s->pre, s->norms, threads, NULL);
     }
 }
 

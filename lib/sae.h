@@ -61,6 +61,19 @@ bool subsae__encode_fused(const subsae_sae *sae, const float *rank_weight);
 int64_t subsae__encode_scratch_floats(const subsae_sae *sae, int64_t n, int threads,
                                       bool ranked);
 
+/* The small-batch TopK encoder (encode.c): whether it takes n rows (TopK
+ * without ranking weights, 1 to 64 rows), the floats of its scratch for up
+ * to n rows (at most 64 counted), and the encoder. Arguments as
+ * subsae__encode_topk_fused, and the same codes, bit for bit, for every
+ * thread count; it spreads the reading of W_enc over the threads where the
+ * fused encoder gives a block of up to 64 rows to one thread. The public
+ * encoders take it; the trainer keeps the fused encoder. */
+bool subsae__encode_small(const subsae_sae *sae, const float *rank_weight, int64_t n);
+int64_t subsae__encode_small_scratch_floats(const subsae_sae *sae, int64_t n, int threads);
+void subsae__encode_topk_small(const subsae_sae *sae, const float *xin, int64_t xin_stride,
+                               int64_t n, int64_t slots, int32_t *indices, float *values,
+                               float *scratch, int threads);
+
 /* The fused TopK encoder (encode.c): per block of rows and chunk of
  * features one single-threaded GEMM tile, selected from cache at once.
  * Arguments as subsae__sae_encode_pre; `scratch` holds

@@ -16,5 +16,6 @@ float bench_uniform(uint64_t *state);
  * `reports` and, when `print`, print a short table on stdout. Returns an
  * exit code. */
 int bench_train(int argc, char **argv, json_t *reports, bool print);
+int bench_encode(int argc, char **argv, json_t *reports, bool print);
 
 #endif

@@ -316,6 +316,9 @@ static const char *const train_all[] = {
     "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 1",
     "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 2 --speedup",
     "--d-in 64 --features 32768 --k 8 --batch 4096 --threads 2", NULL};
+static const char *const encode_all[] = {
+    "--d-in 768 --features 24576 --k 32 --batch 16 --versus 1",
+    "--d-in 512 --features 16384 --k 32 --batch 4096", NULL};
 
 static const struct benchmark {
     const char *name;
@@ -323,6 +326,7 @@ static const struct benchmark {
     const char *const *all;
 } benchmarks[] = {
     {"train", bench_train, train_all},
+    {"encode", bench_encode, encode_all},
     {"rank", bench_rank, rank_all},
 };
 enum { BENCHMARK_COUNT = sizeof benchmarks / sizeof benchmarks[0] };
@@ -375,6 +379,18 @@ static void summary(const json_t *reports)
             snprintf(what, sizeof what, "encode (inference) %lld/%lld/%lld", d, m, k);
             printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline\n", what, threads,
                    number(r, "encode_tokens_per_second"), number(r, "encode_roofline_fraction"));
+        } else if (name && !strcmp(name, "encode")) {
+            snprintf(what, sizeof what, "encode %lld/%lld/%lld, %lld rows",
+                     (long long)number(r, "d_in"), (long long)number(r, "features"),
+                     (long long)number(r, "k"), (long long)number(r, "batch"));
+            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the roofline (%s)", what,
+                   (int)number(r, "threads"), number(r, "tokens_per_second"),
+                   number(r, "roofline_fraction"),
+                   json_string_value(json_object_get(r, "roofline_bound")));
+            if (json_object_get(r, "cost_ratio"))
+                printf(", %.2fx the cost of %lld rows", number(r, "cost_ratio"),
+                       (long long)number(r, "versus_batch"));
+            printf("\n");
         } else if (name && !strcmp(name, "rank")) {
             snprintf(what, sizeof what, "rank exact %lld x %lld",
                      (long long)number(r, "rows"), (long long)number(r, "dim"));
@@ -396,7 +412,9 @@ static void summary(const json_t *reports)
 }
 
 CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps S] "
-                   "[--rounds R] [--warmup W] [--threads T] [--speedup] | rank [--rows N] "
+                   "[--rounds R] [--warmup W] [--threads T] [--speedup] | encode [--d-in D] "
+                   "[--features M] [--k K] [--batch B] [--versus B0] [--calls C] [--rounds R] "
+                   "[--threads T] | rank [--rows N] "
                    "[--dim D] [--rank K] [--repeat R] [--threads T] | all; [--json]")
 {
     if (argc < 2)
@@ -443,7 +461,7 @@ CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps
     free(options);
     if (!matched) {
         json_decref(reports);
-        return cli_fail("unknown benchmark '%s' (train, rank, all)", name);
+        return cli_fail("unknown benchmark '%s' (train, encode, rank, all)", name);
     }
     if (status != 0 || (!json && !all)) {
         json_decref(reports);
@@ -476,6 +494,19 @@ CLI_HELP(bench)
     cli_help_line(out, "--warmup W", "untimed steps first (default 2)");
     cli_help_line(out, "--threads T", "threads (default: all)");
     cli_help_line(out, "--speedup", "also time one-thread steps, interleaved, for the speed-up");
+    fprintf(out, "\nbench encode: tokens/s of TopK encoding (subsae_sae_encode_sparse) of B\n"
+                 "rows through a random model, against the roofline of the shape measured in\n"
+                 "the same run: the lower of the sgemm bound and, for small B, the bound of\n"
+                 "reading W_enc once per call at the measured streaming rate.\n");
+    cli_help_line(out, "--d-in D", "input width (default 768)");
+    cli_help_line(out, "--features M", "dictionary size (default 24576)");
+    cli_help_line(out, "--k K", "active features per token (default 32)");
+    cli_help_line(out, "--batch B", "rows per call (default 16)");
+    cli_help_line(out, "--versus B0",
+                  "also time calls of B0 rows, interleaved, and report the cost ratio");
+    cli_help_line(out, "--calls C", "timed calls per round (default: about 64k rows, 3 to 20)");
+    cli_help_line(out, "--rounds R", "rounds, of which the median is reported (default 5)");
+    cli_help_line(out, "--threads T", "threads (default: all)");
     fprintf(out, "\nbench rank: the exact and randomized spectrum against ssyrk + dsyevd.\n");
     cli_help_line(out, "--rows N", "rows (default 65536)");
     cli_help_line(out, "--dim D", "width (default 1024)");

@@ -1,0 +1,326 @@
+/* `subsae bench encode`: TopK encoding speed (subsae_sae_encode_sparse, the
+ * path of `subsae encode`) of a random model, against the roofline of the
+ * same shape measured in the same run.
+ *
+ * Encoding B rows needs 2 B d_in d_sae flops and reads W_enc (4 d_in d_sae
+ * bytes) at least once. So tokens/s is bounded both by the machine's
+ * cblas_sgemm rate on the shape (B x d_in times d_in x d_sae) and, for small
+ * B, by B / (W_enc bytes / streaming read rate). The roofline is the lower
+ * of the two. Each round times `calls` encodes, then as many sgemms of the
+ * shape, then streaming reads of a copy of W_enc, so that the noise of a
+ * shared machine falls on all alike; medians over rounds are reported.
+ * With --versus B0 each round also times encodes of B0 rows, interleaved
+ * with the B-row ones, for the cost ratio of the two batch sizes. */
+#include "bench.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct encode_config {
+    int64_t d_in, features, k, batch, versus, calls, rounds;
+    int threads;
+};
+
+struct encode_round {
+    double seconds_per_call, versus_seconds_per_call, sgemm_gflops, stream_gb_per_second;
+};
+
+struct encode_data {
+    subsae_sae *sae;
+    float *x, *w, *pre, *values;
+    int32_t *indices;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median, min and max of field `offset` (a double) over the rounds. */
+static void stats(const struct encode_round *r, int64_t n, size_t offset, double out[3])
+{
+    double *v = malloc((size_t)n * sizeof *v);
+    if (!v) {
+        out[0] = out[1] = out[2] = NAN;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        memcpy(&v[i], (const char *)&r[i] + offset, sizeof(double));
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    out[0] = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    out[1] = v[0];
+    out[2] = v[n - 1];
+    free(v);
+}
+
+static void data_free(struct encode_data *e)
+{
+    subsae_sae_free(e->sae);
+    free(e->x);
+    free(e->w);
+    free(e->pre);
+    free(e->indices);
+    free(e->values);
+}
+
+/* A TopK model with random encoder weights (rows of norm about 1) and
+ * biases, and rows to encode. */
+static int data_init(const struct encode_config *c, struct encode_data *e)
+{
+    memset(e, 0, sizeof *e);
+    const int64_t d = c->d_in, m = c->features;
+    const int64_t rows = c->batch > c->versus ? c->batch : c->versus;
+    e->x = malloc((size_t)(rows * d) * sizeof *e->x);
+    e->w = malloc((size_t)(m * d) * sizeof *e->w);
+    e->pre = calloc((size_t)(rows * m), sizeof *e->pre); /* page faults are not BLAS time */
+    e->indices = malloc((size_t)(rows * c->k) * sizeof *e->indices);
+    e->values = malloc((size_t)(rows * c->k) * sizeof *e->values);
+    if (!e->x || !e->w || !e->pre || !e->indices || !e->values)
+        return cli_fail("bench encode: cannot allocate %.0f MB",
+                        ((double)m * (double)(d + rows) + (double)rows * (double)d) * 4e-6);
+    uint64_t state = 1234;
+    const float scale = 1.0f / sqrtf((float)d) * sqrtf(3.0f);
+    for (int64_t i = 0; i < m * d; i++)
+        e->w[i] = scale * bench_uniform(&state);
+    for (int64_t i = 0; i < rows * d; i++)
+        e->x[i] = bench_uniform(&state);
+    float *b = malloc((size_t)m * sizeof *b);
+    if (!b)
+        return cli_fail("out of memory");
+    for (int64_t f = 0; f < m; f++)
+        b[f] = 0.1f * bench_uniform(&state);
+    int rc = subsae_sae_create(d, d, m, SUBSAE_ACT_TOPK, &e->sae);
+    if (!rc)
+        rc = subsae_sae_set_int(e->sae, SUBSAE_SAE_K, c->k);
+    if (!rc)
+        rc = subsae_sae_set_param(e->sae, SUBSAE_PARAM_W_ENC, e->w, m * d);
+    if (!rc)
+        rc = subsae_sae_set_param(e->sae, SUBSAE_PARAM_B_ENC, b, m);
+    free(b);
+    return cli_check(rc, "bench encode: make the model");
+}
+
+/* Seconds per call of `calls` encodes of n rows. */
+static int time_encode(const struct encode_config *c, struct encode_data *e, int64_t n,
+                       double *seconds)
+{
+    double t0 = bench_now();
+    for (int64_t i = 0; i < c->calls; i++) {
+        int rc = subsae_sae_encode_sparse(e->sae, e->x, n, c->d_in, c->k, e->indices, e->values);
+        if (cli_check(rc, "bench encode: encode"))
+            return 1;
+    }
+    *seconds = (bench_now() - t0) / (double)c->calls;
+    return 0;
+}
+
+/* One thread's share of a streaming read. */
+struct stream_part {
+    const float *w;
+    int64_t n;
+    float sum;
+};
+
+static void *stream_part_run(void *arg)
+{
+    struct stream_part *p = arg;
+    float acc[16] = {0.0f};
+    int64_t i = 0;
+    for (; i + 16 <= p->n; i += 16)
+        for (int l = 0; l < 16; l++)
+            acc[l] += p->w[i + l];
+    for (; i < p->n; i++)
+        acc[0] += p->w[i];
+    for (int l = 0; l < 16; l++)
+        p->sum += acc[l];
+    return NULL;
+}
+
+/* Bytes per second of a read of the whole of W_enc's copy by the threads
+ * (each its share, on threads of their own: the program does not link
+ * OpenMP), the best of a few passes. */
+static double stream_rate(const struct encode_config *c, const float *w)
+{
+    enum { MAX_PARTS = 256 };
+    const int64_t n = c->d_in * c->features;
+    const int parts = c->threads < MAX_PARTS ? c->threads : MAX_PARTS;
+    struct stream_part part[MAX_PARTS];
+    pthread_t tid[MAX_PARTS];
+    double best = 0.0;
+    for (int pass = 0; pass < 3; pass++) {
+        double t0 = bench_now();
+        bool started[MAX_PARTS] = {false};
+        for (int p = 0; p < parts; p++) {
+            int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
+            part[p] = (struct stream_part){.w = w + lo, .n = hi - lo};
+            started[p] = p > 0 && pthread_create(&tid[p], NULL, stream_part_run, &part[p]) == 0;
+        }
+        stream_part_run(&part[0]);
+        for (int p = 1; p < parts; p++) {
+            if (started[p])
+                pthread_join(tid[p], NULL);
+            else /* no thread to spare: read the share here */
+                stream_part_run(&part[p]);
+        }
+        double s = bench_now() - t0;
+        if (s > 0.0 && (double)n * 4.0 / s > best)
+            best = (double)n * 4.0 / s;
+    }
+    return best;
+}
+
+static int run_round(const struct encode_config *c, struct encode_data *e, struct encode_round *o)
+{
+    const int64_t B = c->batch, d = c->d_in, m = c->features;
+    o->versus_seconds_per_call = NAN;
+    if (c->versus > 0 && time_encode(c, e, c->versus, &o->versus_seconds_per_call))
+        return 1;
+    if (time_encode(c, e, B, &o->seconds_per_call))
+        return 1;
+    double t0 = bench_now();
+    for (int64_t i = 0; i < c->calls; i++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)m, (int)d, 1.0f, e->x,
+                    (int)d, e->w, (int)d, 0.0f, e->pre, (int)m);
+    const double gemm_s = (bench_now() - t0) / (double)c->calls;
+    o->sgemm_gflops = 2.0 * (double)B * (double)d * (double)m / gemm_s * 1e-9;
+    o->stream_gb_per_second = stream_rate(c, e->w) * 1e-9;
+    return 0;
+}
+
+static int run_encode(const struct encode_config *c, struct encode_round *rounds)
+{
+    struct encode_data e;
+    int status = data_init(c, &e);
+    if (!status) /* warm-up: first touches, thread teams, code paths */
+        status = time_encode(c, &e, c->batch, &rounds[0].seconds_per_call);
+    for (int64_t r = 0; r < c->rounds && !status; r++)
+        status = run_round(c, &e, &rounds[r]);
+    data_free(&e);
+    return status;
+}
+
+#define FIELD(name) offsetof(struct encode_round, name)
+
+static json_t *range_json(const double s[3])
+{
+    return json_pack("[f, f]", s[1], s[2]);
+}
+
+static json_t *encode_json(const struct encode_config *c, const struct encode_round *r)
+{
+    double spc[3], gf[3], gb[3];
+    stats(r, c->rounds, FIELD(seconds_per_call), spc);
+    stats(r, c->rounds, FIELD(sgemm_gflops), gf);
+    stats(r, c->rounds, FIELD(stream_gb_per_second), gb);
+    const double B = (double)c->batch, dm = (double)c->d_in * (double)c->features;
+    const double tps = B / spc[0], gemm_bound = gf[0] * 1e9 / (2.0 * dm);
+    const double memory_bound = B * gb[0] * 1e9 / (4.0 * dm);
+    const double roofline = gemm_bound < memory_bound ? gemm_bound : memory_bound;
+    json_t *j = json_pack(
+        "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:s, s:f, s:f, s:o, s:f, s:o, s:f, s:f,"
+        " s:o, s:f, s:f, s:s, s:f}",
+        "name", "encode", "d_in", (json_int_t)c->d_in, "features", (json_int_t)c->features, "k",
+        (json_int_t)c->k, "batch", (json_int_t)c->batch, "calls", (json_int_t)c->calls,
+        "rounds", (json_int_t)c->rounds, "threads", c->threads, "statistic",
+        "median over rounds; *_range: [min, max] over rounds", "tokens_per_second", tps,
+        "seconds_per_call", spc[0], "seconds_per_call_range", range_json(spc), "sgemm_gflops",
+        gf[0], "sgemm_gflops_range", range_json(gf), "sgemm_tokens_per_second", gemm_bound,
+        "stream_gb_per_second", gb[0], "stream_gb_per_second_range", range_json(gb),
+        "memory_bound_tokens_per_second", memory_bound, "roofline_tokens_per_second", roofline,
+        "roofline_bound", gemm_bound < memory_bound ? "sgemm" : "memory", "roofline_fraction",
+        tps / roofline);
+    if (j && c->versus > 0) {
+        double vs[3];
+        stats(r, c->rounds, FIELD(versus_seconds_per_call), vs);
+        json_object_set_new(j, "versus_batch", json_integer((json_int_t)c->versus));
+        json_object_set_new(j, "versus_seconds_per_call", json_real(vs[0]));
+        json_object_set_new(j, "cost_ratio", json_real(spc[0] / vs[0]));
+    }
+    return j;
+}
+
+static double num(const json_t *j, const char *key)
+{
+    return json_number_value(json_object_get(j, key));
+}
+
+static void encode_table(const json_t *j)
+{
+    printf("bench encode: d_in %lld, d_sae %lld, k %lld, batch %lld, %lld threads, median of "
+           "%lld rounds of %lld calls\n",
+           (long long)num(j, "d_in"), (long long)num(j, "features"), (long long)num(j, "k"),
+           (long long)num(j, "batch"), (long long)num(j, "threads"), (long long)num(j, "rounds"),
+           (long long)num(j, "calls"));
+    printf("  %-30s %8.1f GFLOPS  %8.0f tokens/s\n", "cblas_sgemm (encoder shape)",
+           num(j, "sgemm_gflops"), num(j, "sgemm_tokens_per_second"));
+    printf("  %-30s %8.1f GB/s    %8.0f tokens/s\n", "streaming read of W_enc",
+           num(j, "stream_gb_per_second"), num(j, "memory_bound_tokens_per_second"));
+    printf("  %-30s %8.0f tokens/s  %.3f ms per call, %.3f of the roofline (%s)\n", "encode",
+           num(j, "tokens_per_second"), 1e3 * num(j, "seconds_per_call"),
+           num(j, "roofline_fraction"), json_string_value(json_object_get(j, "roofline_bound")));
+    if (json_object_get(j, "cost_ratio"))
+        printf("  %-30s %.3f ms per call; %lld rows cost %.2fx %lld\n", "encode, versus batch",
+               1e3 * num(j, "versus_seconds_per_call"), (long long)num(j, "batch"),
+               num(j, "cost_ratio"), (long long)num(j, "versus_batch"));
+}
+
+static int parse_encode(int argc, char **argv, struct encode_config *c)
+{
+    const struct cli_int_option opts[] = {
+        {"--d-in", &c->d_in, 1, INT32_MAX},       {"--features", &c->features, 1, INT32_MAX},
+        {"--k", &c->k, 1, INT32_MAX},             {"--batch", &c->batch, 1, INT32_MAX},
+        {"--versus", &c->versus, 1, INT32_MAX},   {"--calls", &c->calls, 1, INT32_MAX},
+        {"--rounds", &c->rounds, 1, INT32_MAX}};
+    for (int i = 0; i < argc; i++) {
+        int matched = cli_match_int(opts, sizeof opts / sizeof opts[0], argc, argv, &i);
+        if (matched < 0)
+            return 2;
+        if (matched)
+            continue;
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            int64_t th;
+            if (!cli_parse_int64(argv[i], argv[i + 1], 1, cli_max_threads(), &th))
+                return 2;
+            c->threads = (int)th;
+            i++;
+        } else {
+            return cli_usage();
+        }
+    }
+    if (c->k > c->features)
+        return cli_fail("--k %lld exceeds --features %lld", (long long)c->k,
+                        (long long)c->features);
+    if (c->calls == 0) { /* about 64k rows a round, 3 to 20 calls */
+        int64_t rows = c->batch > c->versus ? c->batch : c->versus;
+        c->calls = 65536 / rows < 3 ? 3 : 65536 / rows > 20 ? 20 : 65536 / rows;
+    }
+    return 0;
+}
+
+int bench_encode(int argc, char **argv, json_t *reports, bool print)
+{
+    struct encode_config c = {.d_in = 768, .features = 24576, .k = 32, .batch = 16,
+                              .rounds = 5, .threads = subsae_get_num_threads()};
+    int status = parse_encode(argc, argv, &c);
+    if (status)
+        return status;
+    const int saved = subsae_get_num_threads();
+    subsae_set_num_threads(c.threads);
+    struct encode_round *rounds = calloc((size_t)c.rounds, sizeof *rounds);
+    status = rounds ? run_encode(&c, rounds) : cli_fail("out of memory");
+    subsae_set_num_threads(saved);
+    json_t *j = status ? NULL : encode_json(&c, rounds);
+    free(rounds);
+    if (status)
+        return status;
+    if (!j || json_array_append_new(reports, j) != 0)
+        return cli_fail("out of memory building the JSON output");
+    if (print)
+        encode_table(j);
+    return 0;
+}
