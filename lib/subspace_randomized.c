@@ -13,7 +13,7 @@
  * computes Z = Y_b Q and Y_b^T Z per batch in float32 GEMMs (the last
  * pass Z^T Z instead: the Rayleigh-Ritz matrix needs no d x l product) and
  * adds them into a double accumulator; the rank-one centring correction uses delta,
- * the mean of the shifted rows, which the passes also accumulate (with the
+ * the mean of the shifted rows, which the first pass also accumulates (with the
  * sums of squares that give the exact trace). When l reaches d, Q spans
  * the whole space after the first pass, the Rayleigh-Ritz step is exact
  * and the power iterations are skipped.
@@ -250,6 +250,7 @@ static int power_passes(struct subsae__subspace_stream *st, struct randomized *r
                                         : "subsae_subspace_fit: power-iteration product");
         if (rc != SUBSAE_OK)
             return rc;
+        subsae__subspace_stream_keep_sums(st); /* every pass has the same */
         if (ritz) {
             center_ritz(st, r->q_double, l, r->t, r->theta);
         } else {
