@@ -66,14 +66,16 @@ static int orthonormalise(double *w, int64_t d, int64_t l, double *tau, float *q
     return SUBSAE_OK;
 }
 
-/* One pass over this worker's rows: w = Y^T Y q (d x l, double), with the
- * pass's column sums in st. */
-static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l,
-                     float *z, float *w_batch, double *w)
+/* One pass over this worker's rows, Z = Y_b Q per batch: a power pass adds
+ * Y_b^T Z into acc (d x l, double); the Ritz pass, half of one, adds
+ * Z^T Z into the upper triangle of acc (l x l) instead, so the
+ * Rayleigh-Ritz matrix Q^T Y^T Y Q costs an l x l rank-m update per batch
+ * rather than the d x l product Y_b^T Z and Q^T W after the pass. */
+static int stream_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l,
+                       float *z, float *part, double *acc, bool ritz)
 {
-    const int64_t n = st->n, d = st->d;
-    const size_t dl = (size_t)d * (size_t)l;
-    memset(w, 0, dl * sizeof *w);
+    const int64_t n = st->n, d = st->d, rows = ritz ? l : d;
+    memset(acc, 0, (size_t)rows * (size_t)l * sizeof *acc);
     subsae__subspace_stream_begin_pass(st);
     for (int64_t first = 0; first < n; first += st->batch_rows) {
         int64_t m = n - first < st->batch_rows ? n - first : st->batch_rows;
@@ -82,41 +84,16 @@ static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, i
             return rc;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)l, (int)d, 1.0f,
                     st->batch, (int)d, q_float, (int)l, 0.0f, z, (int)l);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)l, (int)m, 1.0f,
-                    st->batch, (int)d, z, (int)l, 0.0f, w_batch, (int)l);
-#pragma omp parallel for if (d * l >= (1 << 18)) num_threads(st->threads) schedule(static)
-        for (int64_t i = 0; i < d; i++)
-            for (int64_t j = 0; j < l; j++)
-                w[i * l + j] += w_batch[i * l + j];
-        rc = subsae__subspace_stream_progress(st, m);
-        if (rc != SUBSAE_OK)
-            return rc;
-    }
-    return SUBSAE_OK;
-}
-
-/* The last pass, half of one: t = Q^T Y^T Y Q = Z^T Z (l x l, double, the
- * upper triangle) from Z = Y_b Q alone, so the Rayleigh-Ritz matrix costs
- * an l x l rank-m update per batch instead of the d x l product Y_b^T Z
- * and the d x l x l product Q^T W after the pass. */
-static int ritz_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l,
-                     float *z, float *t_batch, double *t)
-{
-    const int64_t n = st->n, d = st->d;
-    memset(t, 0, (size_t)l * (size_t)l * sizeof *t);
-    subsae__subspace_stream_begin_pass(st);
-    for (int64_t first = 0; first < n; first += st->batch_rows) {
-        int64_t m = n - first < st->batch_rows ? n - first : st->batch_rows;
-        int rc = subsae__subspace_stream_read(st, first, m);
-        if (rc != SUBSAE_OK)
-            return rc;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)l, (int)d, 1.0f,
-                    st->batch, (int)d, q_float, (int)l, 0.0f, z, (int)l);
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)l, (int)m, 1.0f, z, (int)l,
-                    0.0f, t_batch, (int)l);
-        for (int64_t i = 0; i < l; i++)
-            for (int64_t j = i; j < l; j++)
-                t[i * l + j] += t_batch[i * l + j];
+        if (ritz)
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)l, (int)m, 1.0f, z, (int)l,
+                        0.0f, part, (int)l);
+        else
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)l, (int)m, 1.0f,
+                        st->batch, (int)d, z, (int)l, 0.0f, part, (int)l);
+#pragma omp parallel for if (rows * l >= (1 << 18)) num_threads(st->threads) schedule(static)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = ritz ? i : 0; j < l; j++)
+                acc[i * l + j] += part[i * l + j];
         rc = subsae__subspace_stream_progress(st, m);
         if (rc != SUBSAE_OK)
             return rc;
@@ -240,8 +217,7 @@ static int power_passes(struct subsae__subspace_stream *st, struct randomized *r
     for (int64_t pass = 0; pass < q + 2; pass++) {
         const bool ritz = pass == q + 1;
         if (rc == SUBSAE_OK)
-            rc = ritz ? ritz_pass(st, r->q_float, l, r->z, r->w_batch, r->t)
-                      : gram_pass(st, r->q_float, l, r->z, r->w_batch, r->w);
+            rc = stream_pass(st, r->q_float, l, r->z, r->w_batch, ritz ? r->t : r->w, ritz);
         rc = subsae__subspace_stream_reduce(st, rc);
         if (rc == SUBSAE_OK)
             rc = subsae__allreduce(st->coll, ritz ? r->t : r->w, ritz ? l * l : d * l,
