@@ -4,22 +4,24 @@
  *   Omega ~ N(0, 1)^{d x l}, l = min(k + p, d)
  *   W = C Omega,                Q = orth(W)       (pass 1)
  *   repeat q times: W = C Q,    Q = orth(W)       (passes 2 .. q + 1)
- *   W = C Q, T = Q^T W, T = V diag(theta) V^T     (pass q + 2)
+ *   Z = Y Q, T = Z^T Z / (n - 1) (centred),
+ *   T = V diag(theta) V^T                          (pass q + 2, half of one)
  *   variances = top k of theta, basis = top k columns of Q V
  *
  * C = (Y^T Y - n delta delta^T) / (n - 1) is never formed: each pass
  * streams the rows y = x - c (c the pilot shift, the first batch's mean),
- * computes Z = Y_b Q and Y_b^T Z per batch in float32 GEMMs and adds them
- * into a double accumulator; the rank-one centring correction uses delta,
- * the mean of the shifted rows, which the passes also accumulate (with the
+ * computes Z = Y_b Q and Y_b^T Z per batch in float32 GEMMs (the last
+ * pass Z^T Z instead: the Rayleigh-Ritz matrix needs no d x l product) and
+ * adds them into a double accumulator; the rank-one centring correction uses delta,
+ * the mean of the shifted rows, which the first pass also accumulates (with the
  * sums of squares that give the exact trace). When l reaches d, Q spans
  * the whole space after the first pass, the Rayleigh-Ritz step is exact
  * and the power iterations are skipped.
  *
  * With workers (subsae_subspace_set_collective) every worker draws the
  * same Omega, streams its own rows in each pass, and the workers agree on
- * success and sum the pass's d x l product and column sums (d l + 2 d
- * doubles per pass); the centring correction, the QR and the Rayleigh-Ritz
+ * success and sum the pass's d x l product (l x l in the last pass) and
+ * column sums (d l + 2 d doubles per pass); the centring correction, the QR and the Rayleigh-Ritz
  * step then run on the same numbers on every worker. */
 #include "rng.h"
 #include "subspace.h"
@@ -64,14 +66,16 @@ static int orthonormalise(double *w, int64_t d, int64_t l, double *tau, float *q
     return SUBSAE_OK;
 }
 
-/* One pass over this worker's rows: w = Y^T Y q (d x l, double), with the
- * pass's column sums in st. */
-static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l,
-                     float *z, float *w_batch, double *w)
+/* One pass over this worker's rows, Z = Y_b Q per batch: a power pass adds
+ * Y_b^T Z into acc (d x l, double); the Ritz pass, half of one, adds
+ * Z^T Z into the upper triangle of acc (l x l) instead, so the
+ * Rayleigh-Ritz matrix Q^T Y^T Y Q costs an l x l rank-m update per batch
+ * rather than the d x l product Y_b^T Z and Q^T W after the pass. */
+static int stream_pass(struct subsae__subspace_stream *st, const float *q_float, int64_t l,
+                       float *z, float *part, double *acc, bool ritz)
 {
-    const int64_t n = st->n, d = st->d;
-    const size_t dl = (size_t)d * (size_t)l;
-    memset(w, 0, dl * sizeof *w);
+    const int64_t n = st->n, d = st->d, rows = ritz ? l : d;
+    memset(acc, 0, (size_t)rows * (size_t)l * sizeof *acc);
     subsae__subspace_stream_begin_pass(st);
     for (int64_t first = 0; first < n; first += st->batch_rows) {
         int64_t m = n - first < st->batch_rows ? n - first : st->batch_rows;
@@ -80,12 +84,16 @@ static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, i
             return rc;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)l, (int)d, 1.0f,
                     st->batch, (int)d, q_float, (int)l, 0.0f, z, (int)l);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)l, (int)m, 1.0f,
-                    st->batch, (int)d, z, (int)l, 0.0f, w_batch, (int)l);
-#pragma omp parallel for if (d * l >= (1 << 18)) num_threads(st->threads) schedule(static)
-        for (int64_t i = 0; i < d; i++)
-            for (int64_t j = 0; j < l; j++)
-                w[i * l + j] += w_batch[i * l + j];
+        if (ritz)
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)l, (int)m, 1.0f, z, (int)l,
+                        0.0f, part, (int)l);
+        else
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)l, (int)m, 1.0f,
+                        st->batch, (int)d, z, (int)l, 0.0f, part, (int)l);
+#pragma omp parallel for if (rows * l >= (1 << 18)) num_threads(st->threads) schedule(static)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = ritz ? i : 0; j < l; j++)
+                acc[i * l + j] += part[i * l + j];
         rc = subsae__subspace_stream_progress(st, m);
         if (rc != SUBSAE_OK)
             return rc;
@@ -93,28 +101,50 @@ static int gram_pass(struct subsae__subspace_stream *st, const float *q_float, i
     return SUBSAE_OK;
 }
 
-/* The centring correction of a pass over all rows: w -= n delta (delta^T
- * q), delta the mean of the shifted rows, with proj (l doubles) as scratch
- * for delta^T q. */
-static void center_product(const struct subsae__subspace_stream *st, const double *q_double,
-                           int64_t l, double *w, double *proj)
+/* proj = Q^T delta (l doubles), delta the mean of the shifted rows of all
+ * workers; false (proj untouched) when not centring. */
+static bool project_mean(const struct subsae__subspace_stream *st, const double *q_double,
+                         int64_t l, double *proj)
 {
     if (!st->center)
-        return;
-    const int64_t d = st->d;
+        return false;
     const double dn = (double)st->n_total;
     for (int64_t j = 0; j < l; j++)
         proj[j] = 0.0;
-    for (int64_t i = 0; i < d; i++) {
+    for (int64_t i = 0; i < st->d; i++) {
         double delta = st->sum[i] / dn;
         for (int64_t j = 0; j < l; j++)
             proj[j] += delta * q_double[i * l + j];
     }
-    for (int64_t i = 0; i < d; i++) {
+    return true;
+}
+
+/* The centring correction of a power pass: w -= n delta (delta^T Q), with
+ * proj (l doubles) as scratch. */
+static void center_product(const struct subsae__subspace_stream *st, const double *q_double,
+                           int64_t l, double *w, double *proj)
+{
+    if (!project_mean(st, q_double, l, proj))
+        return;
+    const double dn = (double)st->n_total;
+    for (int64_t i = 0; i < st->d; i++) {
         double delta = st->sum[i] / dn;
         for (int64_t j = 0; j < l; j++)
             w[i * l + j] -= dn * delta * proj[j];
     }
+}
+
+/* The centring correction of the Ritz pass: t -= n (Q^T delta) (Q^T
+ * delta)^T on the upper triangle. */
+static void center_ritz(const struct subsae__subspace_stream *st, const double *q_double,
+                        int64_t l, double *t, double *proj)
+{
+    if (!project_mean(st, q_double, l, proj))
+        return;
+    const double dn = (double)st->n_total;
+    for (int64_t i = 0; i < l; i++)
+        for (int64_t j = i; j < l; j++)
+            t[i * l + j] -= dn * proj[i] * proj[j];
 }
 
 /* The arrays of a randomized fit: Q, the passes' products, the
@@ -176,24 +206,31 @@ static void gaussian_start(struct randomized *r, int64_t seed)
     }
 }
 
-/* q + 2 passes: w = C Q (n - 1) over the rows of all workers, Q
- * orthonormalised after every pass but the last. rc is this worker's
- * status so far, agreed with the others in the first pass. */
+/* q + 1 power passes, w = C Q (n - 1) over the rows of all workers and Q
+ * orthonormalised after each, then the Ritz pass: t = Q^T C Q (n - 1).
+ * rc is this worker's status so far, agreed with the others in the first
+ * pass. */
 static int power_passes(struct subsae__subspace_stream *st, struct randomized *r, int64_t q,
                         int rc)
 {
     const int64_t d = r->d, l = r->l;
     for (int64_t pass = 0; pass < q + 2; pass++) {
+        const bool ritz = pass == q + 1;
         if (rc == SUBSAE_OK)
-            rc = gram_pass(st, r->q_float, l, r->z, r->w_batch, r->w);
+            rc = stream_pass(st, r->q_float, l, r->z, r->w_batch, ritz ? r->t : r->w, ritz);
         rc = subsae__subspace_stream_reduce(st, rc);
         if (rc == SUBSAE_OK)
-            rc = subsae__allreduce(st->coll, r->w, d * l, SUBSAE_DTYPE_F64,
-                                   "subsae_subspace_fit: power-iteration product");
+            rc = subsae__allreduce(st->coll, ritz ? r->t : r->w, ritz ? l * l : d * l,
+                                   SUBSAE_DTYPE_F64,
+                                   ritz ? "subsae_subspace_fit: Rayleigh-Ritz matrix"
+                                        : "subsae_subspace_fit: power-iteration product");
         if (rc != SUBSAE_OK)
             return rc;
-        center_product(st, r->q_double, l, r->w, r->theta);
-        if (pass < q + 1) {
+        subsae__subspace_stream_keep_sums(st); /* every pass has the same */
+        if (ritz) {
+            center_ritz(st, r->q_double, l, r->t, r->theta);
+        } else {
+            center_product(st, r->q_double, l, r->w, r->theta);
             rc = orthonormalise(r->w, d, l, r->tau, r->q_float, r->q_double);
             if (rc != SUBSAE_OK)
                 return rc;
@@ -202,22 +239,19 @@ static int power_passes(struct subsae__subspace_stream *st, struct randomized *r
     return SUBSAE_OK;
 }
 
-/* Rayleigh-Ritz: T = Q^T C Q with C Q = w / (n - 1), n the rows of all
- * workers; the top `found` Ritz values and vectors are the variances and
- * the basis. */
-static int rayleigh_ritz(const struct subsae__subspace_stream *st, struct randomized *r)
+/* Rayleigh-Ritz: T = Q^T C Q from the Ritz pass's upper triangle (t, times
+ * n - 1, n the rows of all workers); the top `found` Ritz values and
+ * vectors are the variances and the basis. */
+static int rayleigh_ritz(struct randomized *r, int64_t n_total)
 {
     const int64_t d = r->d, l = r->l;
     const size_t ll = (size_t)l * (size_t)l;
     double *t = r->t;
-    const double inv = 1.0 / (double)(st->n_total - 1);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l, (int)l, (int)d, inv,
-                r->q_double, (int)l, r->w, (int)l, 0.0, t, (int)l);
+    const double inv = 1.0 / (double)(n_total - 1);
     for (int64_t i = 0; i < l; i++)
-        for (int64_t j = i + 1; j < l; j++) {
-            double avg = 0.5 * (t[i * l + j] + t[j * l + i]);
-            t[i * l + j] = avg;
-            t[j * l + i] = avg;
+        for (int64_t j = i; j < l; j++) {
+            t[i * l + j] *= inv;
+            t[j * l + i] = t[i * l + j];
         }
     for (size_t i = 0; i < ll; i++)
         if (!isfinite(t[i]))
@@ -275,7 +309,7 @@ int subsae__subspace_randomized(subsae_subspace *s, const subsae_buffer *buf, in
         gaussian_start(&r, s->seed);
     rc = power_passes(&st, &r, q, rc);
     if (rc == SUBSAE_OK)
-        rc = rayleigh_ritz(&st, &r);
+        rc = rayleigh_ritz(&r, st.n_total);
     double total;
     if (rc == SUBSAE_OK)
         rc = total_variance(&st, &total);

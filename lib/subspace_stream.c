@@ -160,6 +160,8 @@ void subsae__subspace_stream_release(struct subsae__subspace_stream *st)
 
 void subsae__subspace_stream_begin_pass(struct subsae__subspace_stream *st)
 {
+    if (st->sums_kept)
+        return;
     memset(st->sum, 0, (size_t)st->d * sizeof(double));
     memset(st->sumsq, 0, (size_t)st->d * sizeof(double));
 }
@@ -185,9 +187,19 @@ SUBSAE_AVX2_CLONES static int process_block(struct subsae__subspace_stream *st, 
         if (rc != SUBSAE_OK)
             return rc;
     }
+    const float *shift = st->shift;
+    if (st->sums_kept) {
+        if (st->center)
+            for (int64_t i = 0; i < e - a; i++) {
+                float *row = x + i * d;
+#pragma omp simd
+                for (int64_t j = 0; j < d; j++)
+                    row[j] -= shift[j];
+            }
+        return SUBSAE_OK;
+    }
     double *p2 = p1 + d;
     memset(p1, 0, 2 * (size_t)d * sizeof *p1);
-    const float *shift = st->shift;
     if (st->center) {
         for (int64_t i = 0; i < e - a; i++) {
             float *row = x + i * d;
@@ -260,7 +272,7 @@ int subsae__subspace_stream_read(struct subsae__subspace_stream *st, int64_t fir
             return again != SUBSAE_OK ? again : st->status[b];
         }
     }
-    for (int64_t b = 0; b < blocks; b++) {
+    for (int64_t b = 0; b < blocks && !st->sums_kept; b++) {
         const double *p1 = st->partial + b * 2 * d, *p2 = p1 + d;
         for (int64_t j = 0; j < d; j++) {
             st->sum[j] += p1[j];
@@ -270,12 +282,17 @@ int subsae__subspace_stream_read(struct subsae__subspace_stream *st, int64_t fir
     return SUBSAE_OK;
 }
 
+void subsae__subspace_stream_keep_sums(struct subsae__subspace_stream *st)
+{
+    st->sums_kept = true;
+}
+
 int subsae__subspace_stream_reduce(struct subsae__subspace_stream *st, int rc)
 {
     if (!subsae__collective_on(st->coll))
         return rc;
     rc = subsae__collective_agree(st->coll, rc, "subsae_subspace_fit");
-    if (rc == SUBSAE_OK)
+    if (rc == SUBSAE_OK && !st->sums_kept)
         rc = subsae__allreduce(st->coll, st->sum, 2 * st->d, SUBSAE_DTYPE_F64,
                                "subsae_subspace_fit: column sums");
     return rc;

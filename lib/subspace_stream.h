@@ -27,6 +27,8 @@ struct subsae__subspace_stream {
     double *sum;        /* d: sum of shifted rows over the pass */
     double *sumsq;      /* d: sum of squared shifted values (sum + d: one
                                 block, all-reduced in one call) */
+    bool sums_kept;     /* the sums of the pass done stand for every later
+                           pass (same rows, same bits): not accumulated again */
     int64_t block_rows; /* rows per block of a batch */
     int64_t max_blocks; /* blocks per batch at most */
     double *partial;    /* max_blocks x 2d: a block's sums, sums of squares */
@@ -58,6 +60,9 @@ int subsae__subspace_stream_progress(struct subsae__subspace_stream *st, int64_t
  * column sums and sums of squares over the workers. Returns rc for a
  * single process. */
 int subsae__subspace_stream_reduce(struct subsae__subspace_stream *st, int rc);
+/* From now on, keep the sums (and sums of squares) of the pass just done
+ * and reduced: later passes over the same rows only read and shift. */
+void subsae__subspace_stream_keep_sums(struct subsae__subspace_stream *st);
 /* The mean row of the fit (d floats; zeros when not centring): the pilot
  * plus the mean of the shifted rows of the last pass (reduced). */
 void subsae__subspace_stream_mean(const struct subsae__subspace_stream *st, float *mean);

@@ -469,6 +469,35 @@ START_TEST(randomized_top_k_on_decaying_spectra)
 }
 END_TEST
 
+/* The Rayleigh-Ritz matrix comes from the last pass's Z = Y Q alone (Z^T Z
+ * with the rank-one centring correction on l x l): with a mean 1,000 times
+ * the spread and a partial last batch, the top-k variances stay within
+ * 1e-3 relative of LAPACK's, both when Q is a subspace (k + p < d) and
+ * when it spans everything (k + p >= d, no power iterations). */
+START_TEST(randomized_ritz_pass_on_a_large_mean)
+{
+    const int64_t n = 2500;
+    const int64_t shapes[][2] = {{128, 16}, {32, 24}}; /* d, k */
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        const int64_t d = shapes[c][0], k = shapes[c][1];
+        double sigma[128];
+        make_sigma(POLYNOMIAL, d, sigma);
+        float *x = make_matrix(n, d, sigma, 1000.0, 41 + (uint64_t)c);
+        struct reference ref = reference_spectrum(x, n, d, true);
+        subsae_subspace *s = fit(x, n, d, SUBSAE_METHOD_RANDOMIZED, k, 700);
+        double var[128];
+        ck_assert_ok(subsae_subspace_variances(s, var, k));
+        for (int64_t i = 0; i < k; i++)
+            ck_assert_msg(fabs(var[i] - ref.values[i]) <= 1e-3 * ref.values[i],
+                          "d %lld k %lld: variance %lld %.9g vs LAPACK %.9g", (long long)d,
+                          (long long)k, (long long)i, var[i], ref.values[i]);
+        subsae_subspace_free(s);
+        reference_free(&ref);
+        free(x);
+    }
+}
+END_TEST
+
 /* Rank cut-off at 20: k = 24 covers the 99 % rank, k = 10 does not and
  * must say so. */
 START_TEST(randomized_flags_ranks_beyond_k)
@@ -1343,6 +1372,7 @@ static Suite *make_suite(void)
     tc = harness_case(s, "randomized", 60);
     tcase_add_test(tc, randomized_top_k_on_decaying_spectra);
     tcase_add_test(tc, randomized_flags_ranks_beyond_k);
+    tcase_add_test(tc, randomized_ritz_pass_on_a_large_mean);
     tc = harness_case(s, "api", 60);
     tcase_add_test(tc, auto_picks_the_cheaper_method);
     tcase_add_test(tc, uncentred_spectrum_is_the_second_moment);
