@@ -35,27 +35,9 @@ struct encode_data {
     int32_t *indices;
 };
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median, min and max of field `offset` (a double) over the rounds. */
 static void stats(const struct encode_round *r, int64_t n, size_t offset, double out[3])
 {
-    double *v = malloc((size_t)n * sizeof *v);
-    if (!v) {
-        out[0] = out[1] = out[2] = NAN;
-        return;
-    }
-    for (int64_t i = 0; i < n; i++)
-        memcpy(&v[i], (const char *)&r[i] + offset, sizeof(double));
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    out[0] = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-    out[1] = v[0];
-    out[2] = v[n - 1];
-    free(v);
+    bench_stats(r, sizeof *r, n, offset, out);
 }
 
 static void data_free(struct encode_data *e)
@@ -206,11 +188,6 @@ static int run_encode(const struct encode_config *c, struct encode_round *rounds
 
 #define FIELD(name) offsetof(struct encode_round, name)
 
-static json_t *range_json(const double s[3])
-{
-    return json_pack("[f, f]", s[1], s[2]);
-}
-
 static json_t *encode_json(const struct encode_config *c, const struct encode_round *r)
 {
     double spc[3], gf[3], gb[3];
@@ -228,9 +205,9 @@ static json_t *encode_json(const struct encode_config *c, const struct encode_ro
         (json_int_t)c->k, "batch", (json_int_t)c->batch, "calls", (json_int_t)c->calls,
         "rounds", (json_int_t)c->rounds, "threads", c->threads, "statistic",
         "median over rounds; *_range: [min, max] over rounds", "tokens_per_second", tps,
-        "seconds_per_call", spc[0], "seconds_per_call_range", range_json(spc), "sgemm_gflops",
-        gf[0], "sgemm_gflops_range", range_json(gf), "sgemm_tokens_per_second", gemm_bound,
-        "stream_gb_per_second", gb[0], "stream_gb_per_second_range", range_json(gb),
+        "seconds_per_call", spc[0], "seconds_per_call_range", bench_range_json(spc), "sgemm_gflops",
+        gf[0], "sgemm_gflops_range", bench_range_json(gf), "sgemm_tokens_per_second", gemm_bound,
+        "stream_gb_per_second", gb[0], "stream_gb_per_second_range", bench_range_json(gb),
         "memory_bound_tokens_per_second", memory_bound, "roofline_tokens_per_second", roofline,
         "roofline_bound", gemm_bound < memory_bound ? "sgemm" : "memory", "roofline_fraction",
         tps / roofline);

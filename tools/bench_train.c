@@ -37,27 +37,9 @@ struct train_round {
     double phases[REPORTED_PHASES];
 };
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median, min and max of field `offset` (a double) over the rounds. */
 static void stats(const struct train_round *r, int64_t n, size_t offset, double out[3])
 {
-    double *v = malloc((size_t)n * sizeof *v);
-    if (!v) {
-        out[0] = out[1] = out[2] = NAN;
-        return;
-    }
-    for (int64_t i = 0; i < n; i++)
-        memcpy(&v[i], (const char *)&r[i] + offset, sizeof(double));
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    out[0] = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-    out[1] = v[0];
-    out[2] = v[n - 1];
-    free(v);
+    bench_stats(r, sizeof *r, n, offset, out);
 }
 
 /* Rows with a decaying spectrum around a non-zero mean (activations-like),
@@ -207,11 +189,6 @@ done:
 
 #define FIELD(name) offsetof(struct train_round, name)
 
-static json_t *range_json(const double s[3])
-{
-    return json_pack("[f, f]", s[1], s[2]);
-}
-
 static json_t *train_json(const struct train_config *c, const struct train_round *r)
 {
     double tps[3], gf[3], fr[3], etps[3], efr[3], gpf[3];
@@ -234,12 +211,13 @@ static json_t *train_json(const struct train_config *c, const struct train_round
         (json_int_t)c->k, "batch", (json_int_t)c->batch, "steps", (json_int_t)c->steps,
         "rounds", (json_int_t)c->rounds, "warmup_steps", (json_int_t)c->warmup, "threads",
         c->threads, "statistic", "median over rounds; *_range: [min, max] over rounds",
-        "tokens_per_second", tps[0], "tokens_per_second_range", range_json(tps),
-        "sgemm_gflops", gf[0], "sgemm_gflops_range", range_json(gf),
+        "tokens_per_second", tps[0], "tokens_per_second_range", bench_range_json(tps),
+        "sgemm_gflops", gf[0], "sgemm_gflops_range", bench_range_json(gf),
         "roofline_tokens_per_second", gf[0] * 1e9 / (2.0 * (double)c->d_in * (double)c->features),
-        "roofline_fraction", fr[0], "roofline_fraction_range", range_json(fr),
-        "encode_tokens_per_second", etps[0], "encode_tokens_per_second_range", range_json(etps),
-        "encode_roofline_fraction", efr[0], "encode_roofline_fraction_range", range_json(efr),
+        "roofline_fraction", fr[0], "roofline_fraction_range", bench_range_json(fr),
+        "encode_tokens_per_second", etps[0], "encode_tokens_per_second_range",
+        bench_range_json(etps),
+        "encode_roofline_fraction", efr[0], "encode_roofline_fraction_range", bench_range_json(efr),
         "step_gemm_efficiency", gpf[0], "phases", phases);
     if (j && c->speedup) {
         double one[3], sp[3];
@@ -247,7 +225,7 @@ static json_t *train_json(const struct train_config *c, const struct train_round
         stats(r, c->rounds, FIELD(speedup), sp);
         json_object_set_new(j, "one_thread_tokens_per_second", json_real(one[0]));
         json_object_set_new(j, "speedup", json_real(sp[0]));
-        json_object_set_new(j, "speedup_range", range_json(sp));
+        json_object_set_new(j, "speedup_range", bench_range_json(sp));
     }
     return j;
 }

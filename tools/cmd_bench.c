@@ -41,6 +41,34 @@ float bench_uniform(uint64_t *state)
     return (float)((double)(next_u64(state) >> 40) * 0x1.0p-23 - 1.0);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void bench_stats(const void *rounds, size_t round_size, int64_t n, size_t offset,
+                 double out[3])
+{
+    double *v = malloc((size_t)n * sizeof *v);
+    if (!v) {
+        out[0] = out[1] = out[2] = NAN;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        memcpy(&v[i], (const char *)rounds + (size_t)i * round_size + offset, sizeof(double));
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    out[0] = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    out[1] = v[0];
+    out[2] = v[n - 1];
+    free(v);
+}
+
+json_t *bench_range_json(const double s[3])
+{
+    return json_pack("[f, f]", s[1], s[2]);
+}
+
 /* ---- bench rank ----------------------------------------------------- */
 
 enum { MAX_ROUNDS = 100 };
