@@ -73,12 +73,15 @@ static void *run(void *arg)
 }
 
 /* The next batch's indices into s, the iterator left where it stands. */
-static void draw(struct slot *s, subsae_batches *it)
+static int draw(struct slot *s, subsae_batches *it)
 {
-    subsae_batches_tell(it, &s->epoch, &s->position);
-    subsae_batches_next_indices(it, s->rows, &s->n, NULL);
-    subsae_batches_tell(it, &s->next_epoch, &s->next_position);
-    subsae_batches_seek(it, s->epoch, s->position);
+    int rc = subsae_batches_tell(it, &s->epoch, &s->position);
+    if (!rc)
+        rc = subsae_batches_next_indices(it, s->rows, &s->n, NULL);
+    if (!rc)
+        rc = subsae_batches_tell(it, &s->next_epoch, &s->next_position);
+    int back = subsae_batches_seek(it, s->epoch, s->position);
+    return rc ? rc : back;
 }
 
 static bool stands_at(subsae_batches *it, const struct slot *s)
@@ -118,9 +121,12 @@ void subsae__prefetch_submit(subsae__prefetch *p, subsae_batches *it)
 {
     if (p->pending >= 0)
         return;
-    p->pending = 1 - p->current;
-    draw(&p->slot[p->pending], it);
-    /* Without a thread the rows are read by take, as without the pipeline. */
+    const int next = 1 - p->current;
+    /* A batch that cannot be drawn, or a thread that cannot start, is left
+     * to take, which draws and reads as without the pipeline. */
+    if (draw(&p->slot[next], it))
+        return;
+    p->pending = next;
     p->running = pthread_create(&p->thread, NULL, run, p) == 0;
 }
 
@@ -141,13 +147,16 @@ int subsae__prefetch_take(subsae__prefetch *p, subsae_batches *it, const float *
 {
     bool ran = false;
     int i = join(p, &ran);
+    int rc = SUBSAE_OK;
     if (i < 0 || !stands_at(it, &p->slot[i])) {
         i = 1 - p->current;
-        draw(&p->slot[i], it);
+        rc = draw(&p->slot[i], it);
         ran = false;
     }
+    if (rc)
+        return rc;
     struct slot *s = &p->slot[i];
-    int rc = ran ? s->rc : read_slot(p, s);
+    rc = ran ? s->rc : read_slot(p, s);
     if (rc && ran)
         return subsae__fail(s->status, s->reason, "%s", s->message);
     if (rc)
