@@ -157,7 +157,6 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
  * total, so the result is the top k of the whole row whichever way the
  * slices fall to threads; and the pre-activations are the fused encoder's
  * bits, so the codes are the fused encoder's, for every thread count. */
-/* Slices are the fused encoder's chunks. */
 enum { SMALL_ROWS = 64, SLICE = TILE_COLS };
 
 bool subsae__encode_small(const subsae_sae *sae, const float *rank_weight, int64_t n)
