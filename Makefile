@@ -55,11 +55,13 @@ VERSION := $(MAJOR).$(MINOR).$(PATCH)
 LIB_PKGS  := openblas lapacke jansson
 TEST_PKGS := check
 DEBIAN_PACKAGES := pkg-config libopenblas-openmp-dev liblapacke-dev \
-                   libjansson-dev check python3-numpy abigail-tools gnuplot-nox \
+                   libjansson-dev libdnnl-dev check python3-numpy abigail-tools gnuplot-nox \
                    openmpi-bin libopenmpi-dev
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(LIB_PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null)
+# oneDNN (libdnnl-dev) ships no pkg-config file.
+DNNL_LIBS  := -ldnnl
+PKG_LIBS   := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null) $(DNNL_LIBS)
 JSON_LIBS    := $(shell pkg-config --libs jansson 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags $(TEST_PKGS) 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)

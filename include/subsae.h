@@ -65,6 +65,35 @@ SUBSAE_API unsigned subsae_version_number(void);
  *  Never fails; thread-safe; the caller must not free it. */
 SUBSAE_API const char *subsae_version_string(void);
 
+/** Precisions of the encoder's product x W_enc^T (options
+ *  SUBSAE_TRAIN_PRECISION, SUBSAE_SAE_PRECISION). FP32: float operands;
+ *  BF16: bf16 copies of W_enc and of the rows with fp32 accumulation
+ *  (oneDNN), everything else in fp32; AUTO: BF16 where the CPU computes
+ *  bf16 products natively (AVX512_BF16 or AMX, as oneDNN reports), FP32
+ *  elsewhere. */
+enum subsae_precision {
+    SUBSAE_PRECISION_FP32 = 0,
+    SUBSAE_PRECISION_BF16 = 1,
+    SUBSAE_PRECISION_AUTO = 2
+};
+
+/** The instruction set oneDNN runs the encoder's product with, as a
+ *  lower-case name ("avx512_core_bf16", "avx512_core_amx", "avx2", ...;
+ *  "none" if oneDNN cannot start). Honours oneDNN's ONEDNN_MAX_CPU_ISA
+ *  environment variable. Never fails; thread-safe; static string. */
+SUBSAE_API const char *subsae_encoder_isa(void);
+
+/** The kernel that computes the encoder's product at `precision`
+ *  (SUBSAE_PRECISION_*; AUTO is resolved first): "onednn <implementation>"
+ *  (e.g. "onednn brg:avx512_core_bf16") or "openblas sgemm". Never fails;
+ *  thread-safe; static string. */
+SUBSAE_API const char *subsae_encoder_kernel(int precision);
+
+/** What SUBSAE_PRECISION_AUTO means on this machine: SUBSAE_PRECISION_BF16
+ *  or SUBSAE_PRECISION_FP32 (FP32 and BF16 are returned unchanged; any
+ *  other value gives FP32). Never fails; thread-safe. */
+SUBSAE_API int subsae_precision_resolve(int precision);
+
 /* ===================================================================== */
 /* Status codes and errors                                                */
 /* ===================================================================== */

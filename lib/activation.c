@@ -1,5 +1,5 @@
 /* The training step's encoder for every activation: one blocked
- * cblas_sgemm writes the pre-activations of a block of rows, then each
+ * the encoder's product (encoder_gemm.c) writes the pre-activations of a block of rows, then each
  * row's selection runs in parallel while the block is in cache.
  *
  *  - TopK: the k largest pre-activations of the row, ReLU (k slots); when
@@ -27,11 +27,12 @@
  * thread count. */
 #include "activation.h"
 
+#include "encoder_gemm.h"
+
 #include "trainer_workspace.h"
 
 #include "kernels.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -153,11 +154,11 @@ static void fill_row(const float *pre_row, const float *b_enc, const float *cut,
 
 /* One block of rows: the GEMM into ws->pre (timed into seconds[0]). */
 static void block_gemm(const subsae_sae *s, const float *xin, int64_t rows, float *pre,
-                       double *seconds)
+                       int threads, double *seconds)
 {
     double t0 = omp_get_wtime();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)s->d_sae, (int)s->d_in,
-                1.0f, xin, (int)s->d_in, s->W_enc, (int)s->d_in, 0.0f, pre, (int)s->d_sae);
+    subsae__gemm_rows(SUBSAE__FP32, rows, s->d_sae, s->d_in, xin, s->d_in, s->W_enc, s->d_in,
+                      pre, s->d_sae, threads);
     if (seconds)
         seconds[0] += omp_get_wtime() - t0;
 }
@@ -170,7 +171,7 @@ static void candidates(const subsae_sae *s, const float *xin, int64_t n, int64_t
     const int64_t m = s->d_sae, d_in = s->d_in;
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = n - r0 < block ? n - r0 : block;
-        block_gemm(s, xin + r0 * d_in, rows, pre, NULL);
+        block_gemm(s, xin + r0 * d_in, rows, pre, threads, NULL);
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(threads, (double)rows * (double)m))
         for (int64_t i = 0; i < rows; i++)
@@ -286,7 +287,7 @@ static int encode_blocks(subsae_trainer *t, int64_t n, const struct selection *s
     int64_t total = 0;
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = n - r0 < block ? n - r0 : block;
-        block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, seconds);
+        block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, T, seconds);
         double t1 = omp_get_wtime();
 #pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
         for (int64_t i = 0; i < rows; i++)

@@ -2,10 +2,9 @@
  *
  * The rows are cut into blocks, the features into chunks. A thread takes
  * the next block of rows and, chunk by chunk, computes the tile of
- * pre-activations with a single-threaded cblas_sgemm (OpenBLAS runs one
- * thread inside a parallel region) and feeds it straight to the rows'
- * running top-k selection, so that the tile is read back from the core's
- * own cache. There is one
+ * pre-activations on its own (subsae__gemm_tile, at fp32 or bf16) and
+ * feeds it straight to the rows' running top-k selection, so that the tile
+ * is read back from the core's own cache. There is one
  * parallel region per encode and no barrier between the GEMM and the
  * selection: a thread that the scheduler of a shared machine preempts
  * delays only the blocks it holds, and the other threads take the rest.
@@ -15,15 +14,15 @@
  * them) are the same bits for every thread count. */
 #include "sae.h"
 
+#include "encoder_gemm.h"
 #include "kernels.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 /* Blocks of up to TILE_ROWS rows (large GEMMs run faster), shrinking to
  * MIN_ROWS towards the end of the batch so that the threads finish
  * together; chunks of TILE_COLS features. A 512 x 1024 tile is 2 MB. */
-enum { TILE_ROWS = 512, MIN_ROWS = 64, TILE_COLS = 1024 };
+enum { TILE_ROWS = 512, MIN_ROWS = 64, TILE_COLS = SUBSAE__GEMM_TILE_COLS };
 
 static int64_t tile_cols(int64_t d_sae)
 {
@@ -81,22 +80,47 @@ int64_t subsae__encode_scratch_floats(const subsae_sae *sae, int64_t n, int thre
     return subsae__encode_block_rows(sae->d_sae, n) * sae->d_sae;
 }
 
+/* The fp32 operands of the model: its W_enc and the rows as given, the
+ * model's k (at most the slots). */
+static struct subsae__encoder_in fp32_in(const subsae_sae *sae, const float *xin,
+                                         int64_t xin_stride, int64_t slots)
+{
+    const struct subsae__encoder_in in = {SUBSAE__FP32, xin, xin_stride, sae->W_enc,
+                                          sae->k < slots ? sae->k : slots};
+    return in;
+}
+
+static const void *at_row(const struct subsae__encoder_in *in, const void *base, int64_t row,
+                          int64_t stride)
+{
+    const size_t es = in->precision == SUBSAE__BF16 ? sizeof(uint16_t) : sizeof(float);
+    return (const char *)base + (size_t)(row * stride) * es;
+}
+
 void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t xin_stride,
                                int64_t n, int64_t slots, int32_t *indices, float *values,
                                float *scratch, int threads, double *seconds)
 {
+    const struct subsae__encoder_in in = fp32_in(sae, xin, xin_stride, slots);
+    subsae__encode_topk_fused_in(sae, &in, n, slots, indices, values, scratch, threads,
+                                 seconds);
+}
+
+void subsae__encode_topk_fused_in(const subsae_sae *sae, const struct subsae__encoder_in *in,
+                                  int64_t n, int64_t slots, int32_t *indices, float *values,
+                                  float *scratch, int threads, double *seconds)
+{
     const int64_t m = sae->d_sae, d_in = sae->d_in, cols = tile_cols(m);
-    const int64_t k = sae->k < slots ? sae->k : slots;
+    const int64_t k = in->k < slots ? in->k : slots;
     const size_t tile_floats = (size_t)block_rows(n) * (size_t)cols;
     const double start = seconds ? omp_get_wtime() : 0.0;
     double gemm_s = 0.0, select_s = 0.0;
     int64_t next = 0; /* first row not yet taken */
-    /* OpenBLAS runs one thread inside an active parallel region, so every
-     * tile is computed the same way. A team of one is not active: then a
-     * second, idle member makes it so when OpenBLAS would use more
-     * threads. */
+    /* The tile products run on one thread only inside an active parallel
+     * region, so every tile is computed the same way; a team of one is not
+     * active, so then a second, idle member makes it so. */
     const int workers = threads > 0 ? threads : 1;
-    const int team = workers == 1 && openblas_get_num_threads() > 1 ? 2 : workers;
+    const int team = workers == 1 ? 2 : workers;
 #pragma omp parallel num_threads(team) reduction(+ : gemm_s, select_s)
     {
         const int me = omp_get_thread_num();
@@ -117,9 +141,9 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
             for (int64_t f0 = 0; f0 < m; f0 += cols) {
                 const int64_t c = m - f0 < cols ? m - f0 : cols;
                 double t0 = seconds ? omp_get_wtime() : 0.0;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)c,
-                            (int)d_in, 1.0f, xin + r0 * xin_stride, (int)xin_stride,
-                            sae->W_enc + f0 * d_in, (int)d_in, 0.0f, tile, (int)c);
+                subsae__gemm_tile(in->precision, rows, c, d_in,
+                                  at_row(in, in->x, r0, in->x_stride), in->x_stride,
+                                  at_row(in, in->W, f0, d_in), d_in, tile, c);
                 double t1 = seconds ? omp_get_wtime() : 0.0;
                 for (int64_t i = 0; i < rows; i++)
                     subsae__topk_chunk(tile + i * c, sae->b_enc + f0, f0, c, k, &len[i],
@@ -193,14 +217,14 @@ int64_t subsae__encode_small_scratch_floats(const subsae_sae *sae, int64_t n, in
 
 /* One slice's top `cap` per row into (lidx, lval), rows after one another.
  * The slice's pre-activations are the fused encoder's chunk, computed by
- * the same single-threaded cblas_sgemm call, so they are the same bits. */
-static void small_slice(const subsae_sae *sae, const float *xin, int64_t xin_stride, int64_t n,
+ * the same tile product, so they are the same bits. */
+static void small_slice(const subsae_sae *sae, const struct subsae__encoder_in *in, int64_t n,
                         int64_t lo, int64_t hi, int64_t cap, int32_t *lidx, float *lval,
                         float *tile)
 {
     const int64_t d = sae->d_in, c = hi - lo;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)c, (int)d, 1.0f, xin,
-                (int)xin_stride, sae->W_enc + lo * d, (int)d, 0.0f, tile, (int)c);
+    subsae__gemm_tile(in->precision, n, c, d, in->x, in->x_stride, at_row(in, in->W, lo, d), d,
+                      tile, c);
     for (int64_t i = 0; i < n; i++) {
         int64_t len = 0;
         subsae__topk_chunk(tile + i * c, sae->b_enc + lo, lo, c, cap, &len, lidx + i * cap,
@@ -241,14 +265,21 @@ void subsae__encode_topk_small(const subsae_sae *sae, const float *xin, int64_t 
                                int64_t n, int64_t slots, int32_t *indices, float *values,
                                float *scratch, int threads)
 {
+    const struct subsae__encoder_in in = fp32_in(sae, xin, xin_stride, slots);
+    subsae__encode_topk_small_in(sae, &in, n, slots, indices, values, scratch, threads);
+}
+
+void subsae__encode_topk_small_in(const subsae_sae *sae, const struct subsae__encoder_in *in,
+                                  int64_t n, int64_t slots, int32_t *indices, float *values,
+                                  float *scratch, int threads)
+{
     const int64_t m = sae->d_sae;
-    const int64_t k = sae->k < slots ? sae->k : slots;
+    const int64_t k = in->k < slots ? in->k : slots;
     const struct small_lists l = small_lists(m, k, n);
     const int workers = threads > 0 ? threads : 1;
-    /* As in the fused encoder: OpenBLAS runs one thread inside an active
-     * parallel region, and a second, idle member makes a team of one
+    /* As in the fused encoder: a second, idle member makes a team of one
      * active. */
-    const int team = workers == 1 && openblas_get_num_threads() > 1 ? 2 : workers;
+    const int team = workers == 1 ? 2 : workers;
     float *lval = scratch;
     int32_t *lidx = (void *)(scratch + l.total); /* 4-byte slots of the scratch */
     int32_t *pos = (void *)(scratch + 2 * l.total);
@@ -264,7 +295,7 @@ void subsae__encode_topk_small(const subsae_sae *sae, const float *xin, int64_t 
             const int64_t lo = s * SLICE, hi = m < lo + SLICE ? m : lo + SLICE;
             const int64_t cap = l.full_cap < hi - lo ? l.full_cap : hi - lo;
             const int64_t at = n * s * l.full_cap;
-            small_slice(sae, xin, xin_stride, n, lo, hi, cap, lidx + at, lval + at, tile);
+            small_slice(sae, in, n, lo, hi, cap, lidx + at, lval + at, tile);
 #pragma omp atomic capture
             s = next++;
         }

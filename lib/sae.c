@@ -1,12 +1,13 @@
 /* subsae_sae: the sparse dictionary model. Options and parameters, scale
  * folding, dense and sparse encode/decode and evaluation on a buffer.
  * TopK encoding fuses each GEMM tile with the selection (encode.c); the
- * other activations are blocked: one cblas_sgemm per block of rows writes
+ * other activations are blocked: one product (encoder_gemm.c) per block of rows writes
  * the pre-activations, then every row's selection runs in parallel while
  * the block is still in cache. */
 #include "sae.h"
 
 #include "buffer.h"
+#include "encoder_gemm.h"
 #include "kernels.h"
 #include "options.h"
 
@@ -502,9 +503,8 @@ void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
         double t0 = seconds ? omp_get_wtime() : 0.0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)m, (int)sae->d_in,
-                    1.0f, xin + r0 * xin_stride, (int)xin_stride, sae->W_enc, (int)sae->d_in,
-                    0.0f, pre, (int)m);
+        subsae__gemm_rows(SUBSAE__FP32, rows, m, sae->d_in, xin + r0 * xin_stride, xin_stride,
+                          sae->W_enc, sae->d_in, pre, m, threads);
         double t1 = seconds ? omp_get_wtime() : 0.0;
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(threads, (double)rows * (double)m))

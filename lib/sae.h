@@ -74,6 +74,27 @@ void subsae__encode_topk_small(const subsae_sae *sae, const float *xin, int64_t 
                                int64_t n, int64_t slots, int32_t *indices, float *values,
                                float *scratch, int threads);
 
+/* The operands of an encoder's product at one precision: the rows (float,
+ * or bf16 as uint16_t, `x_stride` elements apart), W_enc at the same
+ * precision (d_sae rows of d_in), and how many entries to select per row
+ * (at most the slots). */
+struct subsae__encoder_in {
+    int precision; /* SUBSAE__FP32 or SUBSAE__BF16 (encoder_gemm.h) */
+    const void *x;
+    int64_t x_stride;
+    const void *W;
+    int64_t k;
+};
+
+/* The fused and small-batch TopK encoders on given operands; the plain
+ * forms below are these on the model's fp32 W_enc with its k. */
+void subsae__encode_topk_fused_in(const subsae_sae *sae, const struct subsae__encoder_in *in,
+                                  int64_t n, int64_t slots, int32_t *indices, float *values,
+                                  float *scratch, int threads, double *seconds);
+void subsae__encode_topk_small_in(const subsae_sae *sae, const struct subsae__encoder_in *in,
+                                  int64_t n, int64_t slots, int32_t *indices, float *values,
+                                  float *scratch, int threads);
+
 /* The fused TopK encoder (encode.c): per block of rows and chunk of
  * features one single-threaded GEMM tile, selected from cache at once.
  * Arguments as subsae__sae_encode_pre; `scratch` holds

@@ -10,6 +10,7 @@
 #include "trainer_workspace.h"
 
 #include "buffer.h"
+#include "encoder_gemm.h"
 #include "kernels.h"
 
 #include <cblas.h>
@@ -225,9 +226,8 @@ static int scale_search(subsae_trainer *t, const float *xs, const float *ts, int
         const int64_t m = s->d_sae, block = subsae__encode_block_rows(m, rows);
         for (int64_t r0 = 0; r0 < rows; r0 += block) {
             const int64_t nb = rows - r0 < block ? rows - r0 : block;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)m, (int)d_in,
-                        1.0f, xin + r0 * d_in, (int)d_in, s->W_enc, (int)d_in, 0.0f, pre,
-                        (int)m);
+            subsae__gemm_rows(SUBSAE__FP32, nb, m, d_in, xin + r0 * d_in, d_in, s->W_enc, d_in,
+                              pre, m, T);
 #pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)nb * (double)m))
             for (int64_t i = 0; i < nb; i++) {
                 float *yr = y + (r0 + i) * d_out;
