@@ -123,6 +123,12 @@ end
 
 version() = unsafe_string(ccall((:subsae_version_string, libsubsae), Cstring, ()))
 version_number() = ccall((:subsae_version_number, libsubsae), Cuint, ())
+const PRECISION_FP32, PRECISION_BF16, PRECISION_AUTO = 0, 1, 2
+encoder_isa() = unsafe_string(ccall((:subsae_encoder_isa, libsubsae), Cstring, ()))
+encoder_kernel(precision::Integer = PRECISION_AUTO) =
+    unsafe_string(ccall((:subsae_encoder_kernel, libsubsae), Cstring, (Cint,), precision))
+precision_resolve(precision::Integer = PRECISION_AUTO) =
+    ccall((:subsae_precision_resolve, libsubsae), Cint, (Cint,), precision)
 last_error() = unsafe_string(ccall((:subsae_last_error, libsubsae), Cstring, ()))
 last_error_status() = ccall((:subsae_last_error_status, libsubsae), Cint, ())
 last_error_reason() = ccall((:subsae_last_error_reason, libsubsae), Cint, ())

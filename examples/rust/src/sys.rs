@@ -100,6 +100,9 @@ pub const SUBSAE_ACT_TOPK: c_int = 0;
 pub const SUBSAE_ACT_BATCHTOPK: c_int = 1;
 pub const SUBSAE_ACT_JUMPRELU: c_int = 2;
 pub const SUBSAE_ACT_RELU: c_int = 3;
+pub const SUBSAE_PRECISION_FP32: c_int = 0;
+pub const SUBSAE_PRECISION_BF16: c_int = 1;
+pub const SUBSAE_PRECISION_AUTO: c_int = 2;
 
 pub const SUBSAE_PARAM_W_ENC: c_int = 0;
 pub const SUBSAE_PARAM_B_ENC: c_int = 1;
@@ -196,6 +199,9 @@ extern "C" {
     // ---- version, errors, threads --------------------------------------
     pub fn subsae_version_number() -> c_uint;
     pub fn subsae_version_string() -> *const c_char;
+    pub fn subsae_encoder_isa() -> *const c_char;
+    pub fn subsae_encoder_kernel(precision: c_int) -> *const c_char;
+    pub fn subsae_precision_resolve(precision: c_int) -> c_int;
     pub fn subsae_status_string(status: c_int) -> *const c_char;
     pub fn subsae_reason_string(reason: c_int) -> *const c_char;
     pub fn subsae_last_error() -> *const c_char;
