@@ -226,10 +226,450 @@ START_TEST(gradients_against_finite_differences)
 }
 END_TEST
 
+/* ---- thread counts, resume ----------------------------------------------- */
+
+static void expect_same_model(const subsae_sae *a, const subsae_sae *b)
+{
+    for (int p = SUBSAE_PARAM_W_ENC; p <= SUBSAE_PARAM_B_MAG; p++) {
+        const int64_t count = subsae_sae_param_size(a, p);
+        ck_assert_int_eq(count, subsae_sae_param_size(b, p));
+        float *x = malloc((size_t)count * 4), *y = malloc((size_t)count * 4);
+        ck_assert_ok(subsae_sae_get_param(a, p, x, count));
+        ck_assert_ok(subsae_sae_get_param(b, p, y, count));
+        ck_assert_msg(!memcmp(x, y, (size_t)count * 4), "parameter %d differs", p);
+        free(x);
+        free(y);
+    }
+}
+
+/* Training data: offset normal rows, a transcoder's target from them. */
+struct data {
+    int64_t n, d, d_out;
+    float *x, *y;
+    subsae_buffer *bx, *by;
+};
+
+static void data_open(struct data *u, int64_t n, int64_t d, bool transcoder)
+{
+    u->n = n;
+    u->d = d;
+    u->d_out = transcoder ? d - 2 : d;
+    u->x = harness_normal_rows(4, n, d, -0.1);
+    u->bx = harness_wrap_copy(u->x, n, d);
+    u->y = transcoder ? harness_normal_rows(7, n, u->d_out, 0.2) : NULL;
+    u->by = transcoder ? harness_wrap_copy(u->y, n, u->d_out) : NULL;
+}
+
+static void data_close(struct data *u)
+{
+    subsae_buffer_free(u->bx);
+    subsae_buffer_free(u->by);
+    free(u->x);
+    free(u->y);
+}
+
+static subsae_trainer *fit_trainer(const struct data *u, int threads, bool sparse_adam,
+                                   int64_t tokens)
+{
+    subsae_trainer *t = gated_trainer(48, 64, threads, 0.5);
+    ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_LR, 3e-3));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_WARMUP_STEPS, 3));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SPARSE_ADAM, sparse_adam));
+    ck_assert_ok(subsae_trainer_init(t, u->bx, u->by));
+    if (tokens > 0)
+        ck_assert_ok(subsae_trainer_fit(t, u->bx, u->by, tokens));
+    return t;
+}
+
+START_TEST(same_bits_for_1_and_2_threads)
+{
+    for (int transcoder = 0; transcoder < 2; transcoder++) {
+        struct data u;
+        data_open(&u, 1000, 12, transcoder);
+        subsae_trainer *one = fit_trainer(&u, 1, false, 12 * 64);
+        subsae_trainer *two = fit_trainer(&u, 2, false, 12 * 64);
+        expect_same_model(subsae_trainer_sae(one), subsae_trainer_sae(two));
+        double ma[SUBSAE_METRIC_COUNT], mb[SUBSAE_METRIC_COUNT];
+        ck_assert_ok(subsae_trainer_metrics(one, ma, SUBSAE_METRIC_COUNT));
+        ck_assert_ok(subsae_trainer_metrics(two, mb, SUBSAE_METRIC_COUNT));
+        for (int i = 0; i < SUBSAE_METRIC_COUNT; i++)
+            ck_assert_msg((isnan(ma[i]) && isnan(mb[i])) || ma[i] == mb[i],
+                          "metric %d: %.17g vs %.17g", i, ma[i], mb[i]);
+        ck_assert_double_gt(ma[SUBSAE_METRIC_L0], 0.0);
+        subsae_trainer_free(one);
+        subsae_trainer_free(two);
+        data_close(&u);
+    }
+}
+END_TEST
+
+/* Checkpoints carry r_mag, b_mag and their Adam moments: a resumed run
+ * continues bit for bit (dense and sparse Adam, SAE and transcoder). */
+START_TEST(resume_is_bit_exact)
+{
+    const int64_t half = 9 * 64;
+    for (int variant = 0; variant < 2; variant++) {
+        const bool transcoder = variant == 1;
+        struct data u;
+        data_open(&u, 1000, 12, transcoder);
+        subsae_trainer *straight = fit_trainer(&u, 2, transcoder, 2 * half);
+        subsae_trainer *first = fit_trainer(&u, 2, transcoder, half);
+        char dir[512];
+        harness_tmp_path(transcoder ? "ck-gated-tc" : "ck-gated", dir, sizeof dir);
+        ck_assert_ok(subsae_trainer_save_checkpoint(first, dir));
+        subsae_trainer_free(first);
+        subsae_trainer *resumed;
+        ck_assert_ok(subsae_trainer_load_checkpoint(dir, &resumed));
+        int64_t act;
+        ck_assert_ok(subsae_trainer_get_int(resumed, SUBSAE_TRAIN_ACTIVATION, &act));
+        ck_assert_int_eq(act, SUBSAE_ACT_GATED);
+        ck_assert_ok(subsae_trainer_fit(resumed, u.bx, u.by, half));
+        expect_same_model(subsae_trainer_sae(straight), subsae_trainer_sae(resumed));
+        ck_assert_mem_eq(straight->m_r_mag, resumed->m_r_mag, 48 * 4);
+        ck_assert_mem_eq(straight->v_b_mag, resumed->v_b_mag, 48 * 4);
+        double ma[SUBSAE_METRIC_COUNT], mb[SUBSAE_METRIC_COUNT];
+        ck_assert_ok(subsae_trainer_metrics(straight, ma, SUBSAE_METRIC_COUNT));
+        ck_assert_ok(subsae_trainer_metrics(resumed, mb, SUBSAE_METRIC_COUNT));
+        for (int i = 0; i < SUBSAE_METRIC_COUNT; i++)
+            ck_assert_msg((isnan(ma[i]) && isnan(mb[i])) || ma[i] == mb[i],
+                          "metric %d: %.17g vs %.17g", i, ma[i], mb[i]);
+        subsae_trainer_free(straight);
+        subsae_trainer_free(resumed);
+        data_close(&u);
+    }
+}
+END_TEST
+
+/* ---- the model and its files ----------------------------------------------- */
+
+/* The codes of raw rows by the formula, in double: pre = (x s - b_dec)
+ * W_enc^T, gate pre + b_gate > 0, z = relu(exp(r_mag) pre + b_mag). */
+static void reference_codes(const subsae_sae *s, const float *x, int64_t n, double *z)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t f = 0; f < s->d_sae; f++) {
+            double p = 0.0;
+            for (int64_t j = 0; j < s->d_in; j++)
+                p += ((double)x[i * s->d_in + j] * s->input_scale -
+                      (s->apply_b_dec_to_input ? s->b_dec[j] : 0.0)) *
+                     s->W_enc[f * s->d_in + j];
+            const double mag = exp(s->r_mag[f]) * p + s->b_mag[f];
+            z[i * s->d_sae + f] = p + s->b_enc[f] > 0.0 && mag > 0.0 ? mag : 0.0;
+        }
+}
+
+static void expect_codes(const subsae_sae *s, const float *x, int64_t n, const double *want)
+{
+    const int64_t m = s->d_sae;
+    float *z = malloc((size_t)(n * m) * 4);
+    ck_assert_ok(subsae_sae_encode(s, x, n, s->d_in, z, m));
+    for (int64_t i = 0; i < n * m; i++)
+        ck_assert_msg(fabs(z[i] - want[i]) <= 1e-4 * (1.0 + fabs(want[i])),
+                      "code %lld: %g, want %g", (long long)i, (double)z[i], want[i]);
+    free(z);
+}
+
+START_TEST(saved_in_the_saelens_gated_layout)
+{
+    struct data u;
+    data_open(&u, 1000, 12, false);
+    subsae_trainer *t = fit_trainer(&u, 2, false, 6 * 64);
+    subsae_sae *s = t->sae;
+    ck_assert_int_eq(subsae_sae_param_size(s, SUBSAE_PARAM_R_MAG), 48);
+    /* Scales that differ move b_dec into b_gate and b_mag on the way out. */
+    ck_assert_ok(subsae_sae_set_double(s, SUBSAE_SAE_OUTPUT_SCALE, 1.7));
+    const int64_t n = 40;
+    double *want = malloc((size_t)(n * 48) * sizeof *want);
+    reference_codes(s, u.x, n, want);
+    int64_t active = 0;
+    for (int64_t i = 0; i < n * 48; i++)
+        active += want[i] > 0.0;
+    ck_assert_int_gt(active, n);
+    expect_codes(s, u.x, n, want);
+    char dir[512];
+    harness_tmp_path("gated-sae", dir, sizeof dir);
+    ck_assert_ok(subsae_sae_save(s, dir));
+    json_t *cfg = harness_json_at(dir, "cfg.json");
+    ck_assert_str_eq(json_string_value(json_object_get(cfg, "architecture")), "gated");
+    json_decref(cfg);
+    subsae_sae *back;
+    ck_assert_ok(subsae_sae_load(dir, &back));
+    int64_t act, apply;
+    ck_assert_ok(subsae_sae_get_int(back, SUBSAE_SAE_ACTIVATION, &act));
+    ck_assert_ok(subsae_sae_get_int(back, SUBSAE_SAE_APPLY_B_DEC_TO_INPUT, &apply));
+    ck_assert_int_eq(act, SUBSAE_ACT_GATED);
+    ck_assert_int_eq(apply, 0); /* folded into the biases */
+    expect_codes(back, u.x, n, want);
+    /* The model's reconstruction, raw space, before and after. */
+    float *a = malloc((size_t)(n * 12) * 4), *b = malloc((size_t)(n * 12) * 4);
+    float *z = malloc((size_t)(n * 48) * 4);
+    ck_assert_ok(subsae_sae_encode(s, u.x, n, 12, z, 48));
+    ck_assert_ok(subsae_sae_decode(s, z, n, 48, a, 12));
+    ck_assert_ok(subsae_sae_encode(back, u.x, n, 12, z, 48));
+    ck_assert_ok(subsae_sae_decode(back, z, n, 48, b, 12));
+    for (int64_t i = 0; i < n * 12; i++)
+        ck_assert_float_eq_tol(a[i], b[i], 1e-4f * (1.0f + fabsf(a[i])));
+    /* A model of another activation has no r_mag; a gated cfg needs b_gate. */
+    subsae_sae *relu;
+    ck_assert_ok(subsae_sae_create(12, 12, 48, SUBSAE_ACT_RELU, &relu));
+    ck_assert_int_eq(subsae_sae_param_size(relu, SUBSAE_PARAM_B_MAG), -1);
+    ck_assert_status(subsae_sae_get_param(relu, SUBSAE_PARAM_B_MAG, z, 48), SUBSAE_E_INVALID);
+    ck_assert_ok(subsae_sae_save(relu, dir));
+    char path[600];
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"architecture\": \"gated\", \"d_in\": 12, \"d_sae\": 48}", f);
+    fclose(f);
+    subsae_sae *bad = NULL;
+    ck_assert_status(subsae_sae_load(dir, &bad), SUBSAE_E_FORMAT);
+    ck_assert_ptr_null(bad);
+    subsae_sae_free(relu);
+    subsae_sae_free(back);
+    free(a);
+    free(b);
+    free(z);
+    free(want);
+    subsae_trainer_free(t);
+    data_close(&u);
+}
+END_TEST
+
+/* Options gated models refuse: AuxK (they have their own auxiliary loss). */
+START_TEST(gated_refuses_auxk)
+{
+    struct data u;
+    data_open(&u, 200, 8, false);
+    subsae_trainer *t = gated_trainer(16, 32, 1, 1.0);
+    ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_AUXK_COEF, 1.0 / 32));
+    ck_assert_status(subsae_trainer_init(t, u.bx, NULL), SUBSAE_E_INVALID);
+    subsae_trainer_free(t);
+    ck_assert_str_eq(subsae_activation_name(SUBSAE_ACT_GATED), "gated");
+    data_close(&u);
+}
+END_TEST
+
+/* ---- allocation failure -------------------------------------------------- */
+
+/* Each allocation in turn fails: the call returns SUBSAE_E_NOMEM, frees
+ * what it made, and succeeds when nothing fails. */
+static void every_allocation_fails(const char *what, int (*call)(void *), void (*undo)(void *),
+                                   void *ctx)
+{
+    const int64_t live = subsae__alloc_live();
+    for (int64_t n = 0; n < 100000; n++) {
+        subsae_clear_error();
+        subsae__alloc_fail_after(n);
+        const int rc = call(ctx);
+        const int64_t made = subsae__alloc_count();
+        subsae__alloc_fail_after(-1);
+        if (made <= n) {
+            ck_assert_msg(rc == SUBSAE_OK, "%s: %s", what, subsae_last_error());
+            undo(ctx);
+            ck_assert_int_eq(subsae__alloc_live(), live);
+            fprintf(stderr, "gated alloc failure: %-24s %3lld allocations, each failure clean\n",
+                    what, (long long)made);
+            return;
+        }
+        ck_assert_msg(rc == SUBSAE_E_NOMEM, "%s: allocation %lld failed, call -> %d: %s", what,
+                      (long long)n, rc, subsae_last_error());
+        ck_assert(subsae_last_error()[0] != '\0');
+        undo(ctx);
+        ck_assert_msg(subsae__alloc_live() == live, "%s: allocation %lld: %lld blocks leaked",
+                      what, (long long)n, (long long)(subsae__alloc_live() - live));
+    }
+    ck_abort_msg("%s: never succeeded", what);
+}
+
+struct fault_ctx {
+    struct data u;
+    char dir[512];
+    subsae_trainer *t;
+    subsae_sae *sae;
+};
+
+static int train_two_steps(void *p)
+{
+    struct fault_ctx *c = p;
+    int rc = subsae_trainer_create(&c->t);
+    if (!rc) {
+        subsae_trainer_set_int(c->t, SUBSAE_TRAIN_ACTIVATION, SUBSAE_ACT_GATED);
+        subsae_trainer_set_int(c->t, SUBSAE_TRAIN_FEATURES, 16);
+        subsae_trainer_set_int(c->t, SUBSAE_TRAIN_K, 3);
+        subsae_trainer_set_int(c->t, SUBSAE_TRAIN_BATCH, 16);
+        subsae_trainer_set_int(c->t, SUBSAE_TRAIN_INIT_SAMPLE, 64);
+        subsae_trainer_set_int(c->t, SUBSAE_TRAIN_THREADS, 1);
+        rc = subsae_trainer_init(c->t, c->u.bx, NULL);
+    }
+    for (int i = 0; !rc && i < 2; i++)
+        rc = subsae_trainer_step(c->t, c->u.x + i * 16 * c->u.d, c->u.d, NULL, 0, 16);
+    return rc;
+}
+
+static void free_trainer(void *p)
+{
+    struct fault_ctx *c = p;
+    subsae_trainer_free(c->t);
+    c->t = NULL;
+}
+
+static int save_checkpoint(void *p)
+{
+    struct fault_ctx *c = p;
+    return subsae_trainer_save_checkpoint(c->t, c->dir);
+}
+
+static int load_checkpoint(void *p)
+{
+    struct fault_ctx *c = p;
+    subsae_trainer *t = NULL;
+    int rc = subsae_trainer_load_checkpoint(c->dir, &t);
+    if (!rc)
+        rc = subsae_trainer_step(t, c->u.x, c->u.d, NULL, 0, 16);
+    subsae_trainer_free(t);
+    return rc;
+}
+
+static int save_model(void *p)
+{
+    struct fault_ctx *c = p;
+    return subsae_sae_save(subsae_trainer_sae(c->t), c->dir);
+}
+
+static int load_model(void *p)
+{
+    struct fault_ctx *c = p;
+    int rc = subsae_sae_load(c->dir, &c->sae);
+    if (!rc) {
+        double m[SUBSAE_METRIC_COUNT];
+        rc = subsae_sae_evaluate(c->sae, c->u.bx, NULL, m, SUBSAE_METRIC_COUNT);
+    }
+    return rc;
+}
+
+static void free_model(void *p)
+{
+    struct fault_ctx *c = p;
+    subsae_sae_free(c->sae);
+    c->sae = NULL;
+}
+
+static void nothing(void *p)
+{
+    (void)p;
+}
+
+START_TEST(allocation_failures_are_clean)
+{
+    struct fault_ctx c = {0};
+    data_open(&c.u, 64, 6, false);
+    every_allocation_fails("init and two steps", train_two_steps, free_trainer, &c);
+    ck_assert_ok(train_two_steps(&c));
+    harness_tmp_path("gated-fault-ck", c.dir, sizeof c.dir);
+    every_allocation_fails("checkpoint save", save_checkpoint, nothing, &c);
+    every_allocation_fails("checkpoint load, step", load_checkpoint, nothing, &c);
+    harness_tmp_path("gated-fault-sae", c.dir, sizeof c.dir);
+    every_allocation_fails("model save", save_model, nothing, &c);
+    every_allocation_fails("model load, evaluate", load_model, free_model, &c);
+    free_trainer(&c);
+    data_close(&c.u);
+}
+END_TEST
+
+/* ---- against numpy, and on real data --------------------------------------- */
+
+/* `subsae train --activation gated` on a file, then the numpy forward of
+ * SAELens' GatedSAE on the saved files against `subsae eval`. */
+START_TEST(numpy_forward_reproduces_eval)
+{
+    const char *py = getenv("SUBSAE_PYTHON");
+    if (!py || !*py) {
+        harness_skip("numpy_forward_reproduces_eval", "no python (SUBSAE_PYTHON)");
+        return;
+    }
+    struct data u;
+    data_open(&u, 4096, 16, false);
+    char data[600], dir[600], args[2048], command[4096];
+    harness_tmp_path("gated-data.npy", data, sizeof data);
+    harness_tmp_path("gated-run", dir, sizeof dir);
+    ck_assert_ok(subsae_buffer_save_npy(u.bx, data, SUBSAE_DTYPE_F32));
+    snprintf(args, sizeof args,
+             "train '%s' --features 128 --activation gated --l1 2 --epochs 2 --batch 256 "
+             "--lr 3e-3 --out '%s' --json",
+             data, dir);
+    ck_assert_int_eq(harness_cli(args, "train.json"), 0);
+    snprintf(command, sizeof command, "'%s' '%s/tests/gated_numpy_check.py' '%s/bin/subsae' '%s' "
+             "'%s'", py, harness_source_dir(), harness_build_dir(), dir, data);
+    const int rc = harness_run(command);
+    data_close(&u);
+    if (rc == 77) {
+        harness_skip("numpy_forward_reproduces_eval", "no numpy");
+        return;
+    }
+    ck_assert_msg(rc == 0, "gated_numpy_check.py failed (%d)", rc);
+}
+END_TEST
+
+/* The recipe of the README's methods table: d_sae 4096, two epochs of the
+ * first 7/8 of L2_attn_out_131k.npy, batch 1024, lr 1e-3, l1 8; evaluated
+ * on the last 1/8. */
+START_TEST(real_attention_outputs)
+{
+    char path[1024];
+    if (!harness_shared_file("L2_attn_out_131k.npy", path, sizeof path)) {
+        harness_skip("real_attention_outputs", "no shared data");
+        return;
+    }
+    if (harness_slow()) {
+        harness_skip("real_attention_outputs", "too long under sanitizers or valgrind");
+        return;
+    }
+    subsae_buffer *all, *train, *eval;
+    ck_assert_ok(subsae_buffer_open(path, NULL, &all));
+    const int64_t rows = subsae_buffer_rows(all), n_train = rows * 7 / 8;
+    ck_assert_ok(subsae_buffer_view(all, 0, n_train, &train));
+    ck_assert_ok(subsae_buffer_view(all, n_train, rows - n_train, &eval));
+    subsae_trainer *t;
+    ck_assert_ok(subsae_trainer_create(&t));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, SUBSAE_ACT_GATED));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, 4096));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, 1024));
+    ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_LR, 1e-3));
+    ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_L1_COEF, 8.0));
+    const double started = omp_get_wtime();
+    ck_assert_ok(subsae_trainer_init(t, train, NULL));
+    ck_assert_ok(subsae_trainer_fit(t, train, NULL, 2 * n_train));
+    const double seconds = omp_get_wtime() - started;
+    double e[SUBSAE_METRIC_COUNT], m[SUBSAE_METRIC_COUNT];
+    ck_assert_ok(subsae_trainer_metrics(t, m, SUBSAE_METRIC_COUNT));
+    ck_assert_ok(subsae_sae_evaluate(subsae_trainer_sae(t), eval, NULL, e, SUBSAE_METRIC_COUNT));
+    fprintf(stderr,
+            "gated on %s (d_sae 4096, 2 epochs of %lld rows, batch 1024, lr 1e-3, l1 8): eval "
+            "L0 %.1f, explained variance %.3f, never fired %.1f %%, train dead %.1f %%, %.1f s\n",
+            path, (long long)n_train, e[SUBSAE_METRIC_L0], e[SUBSAE_METRIC_EXPLAINED_VARIANCE],
+            100 * e[SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION], 100 * m[SUBSAE_METRIC_DEAD_FRACTION],
+            seconds);
+    ck_assert_double_lt(e[SUBSAE_METRIC_L0], 64.0);
+    ck_assert_double_gt(e[SUBSAE_METRIC_L0], 1.0);
+    ck_assert_double_ge(e[SUBSAE_METRIC_EXPLAINED_VARIANCE], 0.6);
+    subsae_trainer_free(t);
+    subsae_buffer_free(train);
+    subsae_buffer_free(eval);
+    subsae_buffer_free(all);
+}
+END_TEST
+
 SUBSAE_SUITE(gated)
 {
     Suite *s = suite_create("gated");
     TCase *tc = harness_case(s, "gated", 60);
     tcase_add_test(tc, gradients_against_finite_differences);
+    tcase_add_test(tc, same_bits_for_1_and_2_threads);
+    tcase_add_test(tc, resume_is_bit_exact);
+    tcase_add_test(tc, saved_in_the_saelens_gated_layout);
+    tcase_add_test(tc, gated_refuses_auxk);
+    tcase_add_test(tc, allocation_failures_are_clean);
+    tcase_add_test(tc, numpy_forward_reproduces_eval);
+    TCase *real = harness_case(s, "gated_real", 120);
+    tcase_add_test(real, real_attention_outputs);
     return s;
 }
