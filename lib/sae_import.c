@@ -367,9 +367,18 @@ static bool transcoder_architecture(const char *arch, int *activation)
     return true;
 }
 
-/* A gated model's r_mag and b_mag, vectors of d_sae. */
-static int find_gated(const char *path, const subsae__safetensors *st, struct parts *p)
+/* A gated model's r_mag and b_mag, vectors of d_sae, when the weights
+ * have b_gate (`gate`); b_gate and the architecture `arch` must agree. */
+static int find_gated(const char *path, const char *where, const char *arch, bool gate,
+                      const subsae__safetensors *st, struct parts *p)
 {
+    if ((p->activation == SUBSAE_ACT_GATED) != gate)
+        return gate ? subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                   "%s: tensor 'b_gate' but architecture '%s' (not gated)",
+                                   where, arch ? arch : "(none)")
+                    : missing(path, "b_gate");
+    if (!gate)
+        return SUBSAE_OK;
     const struct subsae__tensor_view *v[2] = {subsae__safetensors_find(st, "r_mag"),
                                               subsae__safetensors_find(st, "b_mag")};
     static const char *const names[2] = {"r_mag", "b_mag"};
@@ -440,16 +449,9 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
                           where, arch);
     if (rc)
         return rc;
-    if ((p->activation == SUBSAE_ACT_GATED) != gate)
-        return gate ? subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
-                                   "%s: tensor 'b_gate' but architecture '%s' (not gated)",
-                                   where, arch ? arch : "(none)")
-                    : missing(path, "b_gate");
-    if (gate) {
-        rc = find_gated(path, st, p);
-        if (rc)
-            return rc;
-    }
+    rc = find_gated(path, where, arch, gate, st, p);
+    if (rc)
+        return rc;
     if (needs_threshold(p->activation) && !p->thr) {
         rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_MISSING_TENSOR,
                           "%s: tensor 'threshold' is missing (needed by %s)", path,

@@ -14,6 +14,7 @@
  *    at L0 below 64. */
 #include "harness.h"
 #include "internal.h"
+#include "io.h"
 #include "rng.h"
 #include "sae.h"
 #include "trainer.h"
@@ -434,6 +435,85 @@ START_TEST(saved_in_the_saelens_gated_layout)
 }
 END_TEST
 
+/* A directory as SAELens writes a gated SAE (its cfg.json members, W_enc
+ * [d_in, d_sae], b_gate, r_mag, b_mag): it loads, with SAELens' forward. */
+static struct subsae__tensor_view view_of(const char *name, const float *data, int64_t d0,
+                                          int64_t d1)
+{
+    struct subsae__tensor_view v = {.name = name, .dtype = SUBSAE_DTYPE_F32,
+                                    .ndim = d1 ? 2 : 1, .shape = {d0, d1}, .data = data,
+                                    .bytes = (size_t)(d0 * (d1 ? d1 : 1)) * 4};
+    return v;
+}
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+START_TEST(imports_a_saelens_gated_directory)
+{
+    enum { D = 5, M = 9, N = 11 };
+    float *w_enc = harness_normal_rows(31, D, M, 0.0), *w_dec = harness_normal_rows(32, M, D, 0.0);
+    float *vec = harness_normal_rows(33, 4, M, 0.0), *x = harness_normal_rows(34, N, D, 0.3);
+    const float *b_gate = vec, *r_mag = vec + M, *b_mag = vec + 2 * M, *b_dec = vec + 3 * M;
+    char dir[512];
+    harness_tmp_path("saelens-gated", dir, sizeof dir);
+    ck_assert_ok(subsae__make_dir(dir));
+    const struct subsae__tensor_view views[] = {
+        view_of("W_enc", w_enc, D, M), view_of("b_gate", b_gate, M, 0),
+        view_of("r_mag", r_mag, M, 0), view_of("b_mag", b_mag, M, 0),
+        view_of("W_dec", w_dec, M, D), view_of("b_dec", b_dec, D, 0)};
+    char path[700];
+    snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+    ck_assert_ok(subsae__safetensors_write(path, views, 6, NULL, NULL, 0));
+    write_text(dir, "cfg.json",
+               "{\"architecture\": \"gated\", \"d_in\": 5, \"d_sae\": 9, \"dtype\": "
+               "\"float32\", \"device\": \"cpu\", \"apply_b_dec_to_input\": true, "
+               "\"normalize_activations\": \"none\", \"reshape_activations\": \"none\", "
+               "\"metadata\": {\"model_name\": \"tiny\", \"hook_name\": "
+               "\"blocks.0.hook_resid_pre\"}}");
+    subsae_sae *sae;
+    ck_assert_ok(subsae_sae_load(dir, &sae));
+    float z[N * M];
+    ck_assert_ok(subsae_sae_encode(sae, x, N, D, z, M));
+    int64_t active = 0;
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t f = 0; f < M; f++) {
+            double p = 0.0;
+            for (int64_t j = 0; j < D; j++)
+                p += ((double)x[i * D + j] - b_dec[j]) * w_enc[j * M + f];
+            const double mag = exp(r_mag[f]) * p + b_mag[f];
+            const double want = p + b_gate[f] > 0.0 && mag > 0.0 ? mag : 0.0;
+            active += want > 0.0;
+            ck_assert_double_eq_tol(z[i * M + f], want, 1e-5 * (1.0 + fabs(want)));
+        }
+    ck_assert_int_gt(active, N);
+    const char *meta;
+    ck_assert_ok(subsae_sae_get_metadata(sae, &meta));
+    ck_assert_ptr_nonnull(strstr(meta, "hook_resid_pre"));
+    subsae_sae_free(sae);
+    /* b_gate in another architecture, and gated without r_mag, are refused. */
+    write_text(dir, "cfg.json", "{\"architecture\": \"standard\", \"d_in\": 5, \"d_sae\": 9}");
+    sae = NULL;
+    ck_assert_status(subsae_sae_load(dir, &sae), SUBSAE_E_FORMAT);
+    write_text(dir, "cfg.json", "{\"architecture\": \"gated\", \"d_in\": 5, \"d_sae\": 9}");
+    ck_assert_ok(subsae__safetensors_write(path, views, 3, NULL, NULL, 0));
+    ck_assert_status(subsae_sae_load(dir, &sae), SUBSAE_E_FORMAT);
+    ck_assert_ptr_null(sae);
+    free(w_enc);
+    free(w_dec);
+    free(vec);
+    free(x);
+}
+END_TEST
+
+
 /* Options gated models refuse: AuxK (they have their own auxiliary loss). */
 START_TEST(gated_refuses_auxk)
 {
@@ -666,6 +746,7 @@ SUBSAE_SUITE(gated)
     tcase_add_test(tc, same_bits_for_1_and_2_threads);
     tcase_add_test(tc, resume_is_bit_exact);
     tcase_add_test(tc, saved_in_the_saelens_gated_layout);
+    tcase_add_test(tc, imports_a_saelens_gated_directory);
     tcase_add_test(tc, gated_refuses_auxk);
     tcase_add_test(tc, allocation_failures_are_clean);
     tcase_add_test(tc, numpy_forward_reproduces_eval);
