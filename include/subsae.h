@@ -674,7 +674,7 @@ enum subsae_sae_option {
                                             still pre; default 0 */
     SUBSAE_SAE_INPUT_SCALE = 7,    /* double, default 1 */
     SUBSAE_SAE_OUTPUT_SCALE = 8,   /* double, default 1 */
-    SUBSAE_SAE_TRANSCODER = 9      /* int 0/1: the model maps one site to another (its
+    SUBSAE_SAE_TRANSCODER = 9,     /* int 0/1: the model maps one site to another (its
                                       target is not its input), so evaluating it needs
                                       the target site's rows. Default 1 when d_in !=
                                       d_out (then it cannot be 0), else 0; the trainer
@@ -682,6 +682,14 @@ enum subsae_sae_option {
                                       restored by subsae_sae_load (also from SAELens'
                                       transcoder architectures, sparsify's transcode and
                                       lm-saes' distinct hook points) */
+    SUBSAE_SAE_SKIP = 11           /* int 0/1, read-only: a skip transcoder (Paulo, Shabalin
+                                      & Belrose 2025): the output adds x W_skip^T, W_skip
+                                      d_out x d_in (SAELens' layout). Set by a trainer with
+                                      SUBSAE_TRAIN_SKIP and by subsae_sae_load for a
+                                      directory with a W_skip tensor. subsae_sae_decode /
+                                      _decode_sparse see codes only: add the skip path
+                                      with subsae_sae_add_skip; subsae_sae_evaluate
+                                      includes it */
 };
 
 /** Create a model with zero weights (k defaults to 32, scales to 1).
@@ -906,7 +914,13 @@ enum subsae_train_option {
                                        the initial encoder bias); 0 (default) = the
                                        batch-top-k cut of the init sample, so that the
                                        initial L0 is about K */
-    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26 /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26, /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_SKIP = 29          /* int 0/1, default 0: a skip transcoder (transcoders
+                                       only: init with a target; one process, no workers):
+                                       output = decoder(latents) + b_dec + x W_skip^T,
+                                       W_skip (d_out x d_in) starting at zero and trained by
+                                       Adam with the rest; in the checkpoint and the saved
+                                       model (tensor W_skip) */
 };
 
 /** Create a trainer with default options. */

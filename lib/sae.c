@@ -187,6 +187,7 @@ int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
     case SUBSAE_SAE_K: *value = sae->k; break;
     case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT: *value = sae->apply_b_dec_to_input; break;
     case SUBSAE_SAE_TRANSCODER: *value = sae->transcoder; break;
+    case SUBSAE_SAE_SKIP: *value = sae->skip; break;
     default: *value = sae->rank_by_decoder_norm; break; /* SUBSAE_SAE_RANK_BY_DECODER_NORM */
     }
     return SUBSAE_OK;

@@ -19,7 +19,14 @@ struct subsae_sae {
     float *W_dec;     /* d_sae x d_out, row-major */
     float *b_dec;     /* d_out */
     float *threshold; /* d_sae (JumpReLU, BatchTopK at inference) */
+    int skip;         /* SUBSAE_SAE_SKIP: a skip transcoder */
+    float *W_skip;    /* skip: d_out x d_in, row-major (SAELens' layout), from the scaled
+                         input to the scaled target: the output adds (x s_in) W_skip^T
+                         before the division by s_out; NULL without skip */
 };
+
+/* Give a model a skip path (W_skip at zero). */
+int subsae__sae_enable_skip(subsae_sae *sae);
 
 /* Allocate a model with zero weights and default options. */
 int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
