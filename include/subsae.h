@@ -760,6 +760,17 @@ SUBSAE_API int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *in
                                         const float *values, int64_t n, int64_t slots,
                                         float *out, int64_t out_stride);
 
+/** The skip path of a skip transcoder (SUBSAE_SAE_SKIP): adds x W_skip^T
+ *  (raw spaces: the model's scales applied) of n raw input rows x (stride
+ *  x_stride >= d_in) to out (n x d_out, stride out_stride), so that
+ *  decode + add_skip is the model's output. Adds nothing for a model
+ *  without a skip path. The same bits for every thread count. The caller
+ *  owns both arrays; thread-safe on a model nobody modifies.
+ *  Errors: SUBSAE_E_INVALID (NULL pointer, n < 0, strides too small),
+ *  SUBSAE_E_NONFINITE (an input value). */
+SUBSAE_API int subsae_sae_add_skip(const subsae_sae *sae, const float *x, int64_t n,
+                                   int64_t x_stride, float *out, int64_t out_stride);
+
 /** Metrics, indices into the arrays filled by the evaluate and metric
  *  functions. */
 enum subsae_metric {

@@ -20,7 +20,7 @@
     }
 
 /* Indices of the trained parameters, for their moments. */
-enum { W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD, LOG_THRESHOLD = 18 };
+enum { W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD, LOG_THRESHOLD = 18, W_SKIP = 21 };
 
 const struct subsae__param subsae__params[] = {
     [W_ENC] = {F32("W_enc", WEIGHT), MATRIX(D_SAE, D_IN), PLAIN, IN_SAE(W_enc), GRAD(g_W_enc)},
@@ -45,16 +45,27 @@ const struct subsae__param subsae__params[] = {
      .jumprelu_only = true, IN_TRAINER(m_log_threshold)},
     {F32("adam_v.log_threshold", ADAM_V), VECTOR(D_SAE), .moment_of = LOG_THRESHOLD,
      .jumprelu_only = true, IN_TRAINER(v_log_threshold)},
+    /* Skip transcoders only, after the rest for the same reason. W_skip
+     * is d_out x d_in (SAELens' layout), one whole tensor for Adam. */
+    [W_SKIP] = {F32("W_skip", WEIGHT), MATRIX(D_OUT, D_IN), PLAIN, .skip_only = true,
+                IN_SAE(W_skip), GRAD(g_W_skip)},
+    {F32("adam_m.W_skip", ADAM_M), MATRIX(D_OUT, D_IN), .moment_of = W_SKIP, .skip_only = true,
+     IN_TRAINER(m_W_skip)},
+    {F32("adam_v.W_skip", ADAM_V), MATRIX(D_OUT, D_IN), .moment_of = W_SKIP, .skip_only = true,
+     IN_TRAINER(v_W_skip)},
 };
-_Static_assert(sizeof subsae__params / sizeof subsae__params[0] == LOG_THRESHOLD + 3,
-               "LOG_THRESHOLD is the index of log_threshold");
+_Static_assert(LOG_THRESHOLD + 3 == W_SKIP, "LOG_THRESHOLD is the index of log_threshold");
+_Static_assert(sizeof subsae__params / sizeof subsae__params[0] == W_SKIP + 3,
+               "W_SKIP is the index of W_skip");
 _Static_assert(sizeof subsae__params / sizeof subsae__params[0] <= SUBSAE__MAX_PARAMS,
                "SUBSAE__MAX_PARAMS bounds the table");
 const int subsae__n_params = (int)(sizeof subsae__params / sizeof subsae__params[0]);
 
 bool subsae__param_present(const struct subsae__param *p, int activation)
 {
-    return !p->jumprelu_only || activation == SUBSAE_ACT_JUMPRELU;
+    if (p->skip_only && !(activation & SUBSAE__PARAM_SKIP))
+        return false;
+    return !p->jumprelu_only || (activation & ~SUBSAE__PARAM_SKIP) == SUBSAE_ACT_JUMPRELU;
 }
 
 const struct subsae__param *subsae__param_next(const struct subsae__param *p, int activation)

@@ -1,7 +1,8 @@
 /* Save SAEs as directories that SAE tools read: cfg.json plus
  * sae_weights.safetensors in the SAELens layout (W_enc [d_in, d_sae],
  * b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], threshold [d_sae]
- * for JumpReLU and BatchTopK), float32, activation scales folded in.
+ * for JumpReLU and BatchTopK, W_skip [d_out, d_in] for skip transcoders),
+ * float32, activation scales folded in.
  * Loading, of this layout and of the other trainers', is in
  * sae_import.c. */
 #include "io.h"
@@ -21,7 +22,9 @@ static const char CONFIG_FILE[] = "cfg.json";
 /* SAELens names of the architectures. A transcoder that SAELens can hold
  * (ReLU or JumpReLU, b_dec not subtracted from the input) gets SAELens'
  * transcoder architecture; the others keep their activation's name with
- * "transcoder": true (SAELens has no TopK transcoder). */
+ * "transcoder": true (SAELens has no TopK transcoder). A ReLU skip
+ * transcoder is SAELens' skip_transcoder; the others with a skip path are
+ * told by their W_skip tensor. */
 static const char *architecture_name(const subsae_sae *sae)
 {
     const bool transcoder = sae->transcoder && !sae->apply_b_dec_to_input;
@@ -29,7 +32,7 @@ static const char *architecture_name(const subsae_sae *sae)
     case SUBSAE_ACT_TOPK: return "topk";
     case SUBSAE_ACT_BATCHTOPK: return "batchtopk";
     case SUBSAE_ACT_JUMPRELU: return transcoder ? "jumprelu_transcoder" : "jumprelu";
-    default: return transcoder ? "transcoder" : "standard";
+    default: return !transcoder ? "standard" : sae->skip ? "skip_transcoder" : "transcoder";
     }
 }
 
@@ -222,11 +225,12 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
     folded.b_enc = subsae__malloc((size_t)m * sizeof(float));
     folded.b_dec = subsae__malloc((size_t)d_out * sizeof(float));
     folded.threshold = subsae__malloc((size_t)m * sizeof(float));
+    folded.W_skip = sae->skip ? subsae__malloc((size_t)(d_out * d_in) * sizeof(float)) : NULL;
     float *w_enc_t = subsae__malloc((size_t)(m * d_in) * sizeof *w_enc_t);
     char *weights = subsae__path_join(dir, WEIGHTS_FILE);
     char *config = subsae__path_join(dir, CONFIG_FILE);
     if (!weights || !config || (scale_dec && !folded.W_dec) || !folded.b_enc || !folded.b_dec ||
-        !folded.threshold || !w_enc_t) {
+        !folded.threshold || (sae->skip && !folded.W_skip) || !w_enc_t) {
         rc = subsae__fail_nomem("folded model", (size_t)(m * (d_in + d_out)) * 4);
         goto done;
     }
@@ -241,7 +245,7 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
                     w_enc_t[j * m + f] = sae->W_enc[f * d_in + j] * fin;
     if (!scale_dec)
         folded.W_dec = sae->W_dec;
-    struct subsae__tensor_view views[5] = {
+    struct subsae__tensor_view views[6] = {
         {.name = "W_enc",
          .dtype = SUBSAE_DTYPE_F32,
          .ndim = 2,
@@ -273,8 +277,15 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
          .data = folded.threshold,
          .bytes = (size_t)m * 4},
     };
-    rc = subsae__safetensors_write(weights, views, has_threshold(folded.activation) ? 5 : 4,
-                                   NULL, NULL, 0);
+    int n_views = has_threshold(folded.activation) ? 5 : 4;
+    if (sae->skip)
+        views[n_views++] = (struct subsae__tensor_view){.name = "W_skip",
+                                                        .dtype = SUBSAE_DTYPE_F32,
+                                                        .ndim = 2,
+                                                        .shape = {d_out, d_in},
+                                                        .data = folded.W_skip,
+                                                        .bytes = (size_t)(d_out * d_in) * 4};
+    rc = subsae__safetensors_write(weights, views, n_views, NULL, NULL, 0);
     if (!rc)
         rc = write_config(&folded, config);
 done:
@@ -283,6 +294,7 @@ done:
     subsae__free(folded.b_enc);
     subsae__free(folded.b_dec);
     subsae__free(folded.threshold);
+    subsae__free(folded.W_skip);
     subsae__free(w_enc_t);
     subsae__free(weights);
     subsae__free(config);

@@ -320,6 +320,16 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: k %lld exceeds the number of features %lld", fn,
                             (long long)t->k, (long long)t->features);
+    if (t->skip && !target)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the skip path (SUBSAE_TRAIN_SKIP) is for transcoders: give a "
+                            "target",
+                            fn);
+    if (t->skip && subsae__collective_on(&t->coll))
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the skip path (SUBSAE_TRAIN_SKIP) trains in one process; the "
+                            "workers do not exchange its gradient",
+                            fn);
     int64_t rows = subsae_buffer_rows(input);
     /* With workers one may hold fewer rows: the union is checked later. */
     if (rows < 2 && !subsae__collective_on(&t->coll))
@@ -466,6 +476,13 @@ static int init_model(const subsae_trainer *t, float *xs, float *ts, int64_t n, 
     sae->transcoder = transcoder;
     sae->input_scale = s_in;
     sae->output_scale = s_out;
+    /* W_skip starts at zero (SAELens, sparsify): the decoder's initial
+     * directions and scale search see the target as without it. */
+    rc = t->skip ? subsae__sae_enable_skip(sae) : SUBSAE_OK;
+    if (rc) {
+        subsae_sae_free(sae);
+        return rc;
+    }
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
         for (int64_t i = 0; i < n; i++)

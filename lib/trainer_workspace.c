@@ -23,7 +23,8 @@ static void workspace_free(struct subsae__workspace *ws)
                       ws->extra,        ws->dead_list,   ws->aux_tmp,
                       ws->aux_idx,      ws->aux_val,     ws->g_aux,
                       ws->aux_sse,      ws->aux_offsets, ws->aux_fired,
-                      ws->aux_pair_row, ws->aux_pair_z};
+                      ws->aux_pair_row, ws->aux_pair_z,  ws->skip_out,
+                      ws->g_W_skip};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         subsae__free(blocks[i]);
     memset(ws, 0, sizeof *ws);
@@ -152,7 +153,7 @@ static bool alloc_feature_buffers(subsae_trainer *t, int64_t batch, int threads,
 
 /* What only some activations use: the rows' pair counts (the dense
  * activations and BatchTopK), JumpReLU's pre-activations and cuts,
- * BatchTopK's radix histogram. */
+ * BatchTopK's radix histogram; and the skip path's output and gradient. */
 static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pairs)
 {
     struct subsae__workspace *ws = &t->ws;
@@ -172,6 +173,12 @@ static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pa
     if (ok && act == SUBSAE_ACT_BATCHTOPK) {
         ws->hist = subsae__malloc(65536 * sizeof(uint32_t));
         ok = ws->hist != NULL;
+    }
+    if (ok && t->sae->skip) {
+        const size_t d_in = (size_t)t->sae->d_in, d_out = (size_t)t->sae->d_out;
+        ws->skip_out = subsae__malloc((size_t)batch * d_out * sizeof(float));
+        ws->g_W_skip = subsae__malloc(d_out * d_in * sizeof(float));
+        ok = ws->skip_out && ws->g_W_skip;
     }
     return ok;
 }
