@@ -929,9 +929,11 @@ enum subsae_train_option {
     SUBSAE_TRAIN_SKIP = 29          /* int 0/1, default 0: a skip transcoder (transcoders
                                        only: init with a target; one process, no workers):
                                        output = decoder(latents) + b_dec + x W_skip^T,
-                                       W_skip (d_out x d_in) starting at zero and trained by
-                                       Adam with the rest; in the checkpoint and the saved
-                                       model (tensor W_skip) */
+                                       W_skip (d_out x d_in) starting at the least-squares
+                                       map of the init sample (the dictionary is initialised
+                                       on the residual it leaves) and trained by Adam with
+                                       the rest; in the checkpoint and the saved model
+                                       (tensor W_skip) */
 };
 
 /** Create a trainer with default options. */

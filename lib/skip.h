@@ -18,4 +18,11 @@ void subsae__skip_forward(const float *W, int64_t d_in, int64_t d_out, const flo
 void subsae__skip_gradient(const float *g, const float *x, int64_t n, int64_t d_in,
                            int64_t d_out, float *gW, int threads);
 
+/* W (d_out x d_in) = the least-squares map of the centred n rows of x
+ * (n x d_in) to those of t (n x d_out), with a tiny ridge; zero when the
+ * input's Gram matrix is not positive definite. The same bits for every
+ * thread count. SUBSAE_E_NOMEM. */
+int subsae__skip_least_squares(const float *x, const float *t, int64_t n, int64_t d_in,
+                               int64_t d_out, float *W, int threads);
+
 #endif

@@ -1,4 +1,5 @@
 /* Skip transcoders (Paulo, Shabalin & Belrose 2025; SUBSAE_TRAIN_SKIP):
+ *  - W_skip starts at the least-squares map of the init sample;
  *  - every gradient, W_skip's included, against central finite
  *    differences of the loss in double with the step's active set;
  *  - the same bits for 1 and 2 threads, and a resumed run the same bits
@@ -11,7 +12,8 @@
  *    skip path's calls fails cleanly;
  *  - on the shared real data (L2 mlp_in -> mlp_out), the skip path raises
  *    the held-out explained variance by at least 0.02 over the plain
- *    transcoder of the same recipe. */
+ *    transcoder of the same recipe, and subsae-llama splice with a skip
+ *    transcoder agrees with an independent numpy forward. */
 #include "harness.h"
 #include "internal.h"
 #include "kernels.h"
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static subsae_trainer *skip_trainer(int64_t features, int64_t k, int64_t batch, int threads,
                                     int activation)
@@ -99,8 +102,6 @@ START_TEST(gradients_match_finite_differences)
     ck_assert_ok(subsae_trainer_init(t, bx, by));
     subsae_sae *s = t->sae;
     ck_assert_int_eq(s->skip, 1);
-    for (int64_t i = 0; i < d_out * d_in; i++)
-        ck_assert(s->W_skip[i] == 0.0f); /* starts at zero */
     subsae__rng rng;
     subsae__rng_seed(&rng, 11, 0);
     for (int64_t i = 0; i < m * d_in; i++)
@@ -184,6 +185,29 @@ static void assert_same_model(const subsae_sae *a, const subsae_sae *b, const ch
                   "%s: W_enc differs", what);
     ck_assert_msg(!memcmp(a->b_dec, b->b_dec, (size_t)a->d_out * 4), "%s: b_dec differs", what);
 }
+
+/* W_skip starts at the sample's least-squares map: in raw spaces the
+ * linear part of make_pair's target, x_o - 0.5 x_(o+3). */
+START_TEST(starts_at_the_least_squares_map)
+{
+    struct pair_data d;
+    make_pair(&d);
+    subsae_trainer *t = skip_trainer(FEATURES, K, BATCH, 2, SUBSAE_ACT_TOPK);
+    ck_assert_ok(subsae_trainer_init(t, d.bx, d.by));
+    const subsae_sae *s = t->sae;
+    const double ratio = s->input_scale / s->output_scale;
+    double worst = 0.0;
+    for (int64_t o = 0; o < D_OUT; o++)
+        for (int64_t j = 0; j < D_IN; j++) {
+            const double want = j == o ? 1.0 : j == (o + 3) % D_IN ? -0.5 : 0.0;
+            const double err = fabs(s->W_skip[o * D_IN + j] * ratio - want);
+            worst = err > worst ? err : worst;
+        }
+    ck_assert_msg(worst < 0.05, "W_skip off the least-squares map by %g", worst);
+    subsae_trainer_free(t);
+    free_pair(&d);
+}
+END_TEST
 
 START_TEST(same_bits_for_one_and_two_threads)
 {
@@ -449,6 +473,13 @@ END_TEST
 
 /* ---- real data ------------------------------------------------------------ */
 
+/* The shared file `name` into buf, or NULL when it is not there. */
+static const char *shared(const char *name, char *buf, size_t size)
+{
+    const char *path = harness_shared_file(name, buf, size);
+    return path && access(path, R_OK) == 0 ? path : NULL;
+}
+
 struct real_run {
     double ev, l0, seconds;
 };
@@ -479,8 +510,8 @@ static void train_real(bool skip, const subsae_buffer *xt, const subsae_buffer *
 START_TEST(skip_beats_the_plain_transcoder_on_real_data)
 {
     char in_path[1024], out_path[1024];
-    if (!harness_shared_file("L2_mlp_in_131k.npy", in_path, sizeof in_path) ||
-        !harness_shared_file("L2_mlp_out_131k.npy", out_path, sizeof out_path)) {
+    if (!shared("L2_mlp_in_131k.npy", in_path, sizeof in_path) ||
+        !shared("L2_mlp_out_131k.npy", out_path, sizeof out_path)) {
         harness_skip("skip_beats_the_plain_transcoder_on_real_data",
                      "no shared data (stories260K L2_mlp_in_131k.npy / L2_mlp_out_131k.npy)");
         return;
@@ -517,11 +548,51 @@ START_TEST(skip_beats_the_plain_transcoder_on_real_data)
 }
 END_TEST
 
+/* subsae-llama splice replaces L2's MLP with a skip transcoder (its skip
+ * path included) and agrees with the numpy forward of
+ * tests/llama_numpy_check.py, which reads W_skip from the saved files. */
+START_TEST(splice_matches_numpy)
+{
+    char model[600], data[600], target[600], sae[600], work[600], cmd[4096];
+    const char *py = getenv("SUBSAE_PYTHON");
+    if (!shared("stories260K.bin", model, sizeof model) ||
+        !shared("L2_mlp_in.npy", data, sizeof data) ||
+        !shared("L2_mlp_out.npy", target, sizeof target)) {
+        harness_skip("splice_matches_numpy", "no shared data (stories260K.bin, L2_mlp_*.npy)");
+        return;
+    }
+    if (!py || !*py) {
+        harness_skip("splice_matches_numpy", "no python (SUBSAE_PYTHON)");
+        return;
+    }
+    harness_tmp_path("splice_sae", sae, sizeof sae);
+    harness_tmp_path("splice_numpy", work, sizeof work);
+    snprintf(cmd, sizeof cmd,
+             "train '%s' --target '%s' --skip --features 512 --k 8 --epochs 1 --batch 1024 "
+             "--out '%s' --quiet",
+             data, target, sae);
+    ck_assert_int_eq(harness_cli(cmd, "splice_train.out"), 0);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", work);
+    ck_assert_int_eq(harness_run(cmd), 0);
+    snprintf(cmd, sizeof cmd,
+             "'%s' '%s/tests/llama_numpy_check.py' '%s/bin/subsae-llama' '%s' '%s' '%s' "
+             "L2_mlp_out",
+             py, harness_source_dir(), harness_build_dir(), model, work, sae);
+    const int rc = harness_run(cmd);
+    if (rc == 77) {
+        harness_skip("splice_matches_numpy", "no numpy in SUBSAE_PYTHON");
+        return;
+    }
+    ck_assert_msg(rc == 0, "llama_numpy_check.py failed on the skip transcoder (%d)", rc);
+}
+END_TEST
+
 SUBSAE_SUITE(skip)
 {
     Suite *s = suite_create("skip");
     TCase *tc = harness_case(s, "skip", 300);
     tcase_add_test(tc, gradients_match_finite_differences);
+    tcase_add_test(tc, starts_at_the_least_squares_map);
     tcase_add_test(tc, same_bits_for_one_and_two_threads);
     tcase_add_test(tc, resume_gives_the_same_bits);
     tcase_add_test(tc, saved_and_loaded_in_the_saelens_layout);
@@ -529,5 +600,6 @@ SUBSAE_SUITE(skip)
     tcase_add_test(tc, allocation_failures_are_clean);
     TCase *real = harness_case(s, "real_data", 600);
     tcase_add_test(real, skip_beats_the_plain_transcoder_on_real_data);
+    tcase_add_test(real, splice_matches_numpy);
     return s;
 }
