@@ -420,9 +420,7 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
     if (arch && transcoder_architecture(arch, &p->activation))
         p->transcoder = 1;
     else if (arch && !strcmp(arch, "skip_transcoder") && !p->w_skip)
-        rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
-                          "%s: architecture '%s' without its skip connection (tensor W_skip)",
-                          where, arch);
+        rc = missing(path, "W_skip");
     else if (arch && !strcmp(arch, "skip_transcoder")) {
         p->activation = SUBSAE_ACT_RELU;
         p->transcoder = 1;
