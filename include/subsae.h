@@ -711,7 +711,7 @@ enum subsae_sae_option {
                                             still pre; default 0 */
     SUBSAE_SAE_INPUT_SCALE = 7,    /* double, default 1 */
     SUBSAE_SAE_OUTPUT_SCALE = 8,   /* double, default 1 */
-    SUBSAE_SAE_TRANSCODER = 9      /* int 0/1: the model maps one site to another (its
+    SUBSAE_SAE_TRANSCODER = 9,     /* int 0/1: the model maps one site to another (its
                                       target is not its input), so evaluating it needs
                                       the target site's rows. Default 1 when d_in !=
                                       d_out (then it cannot be 0), else 0; the trainer
@@ -719,6 +719,14 @@ enum subsae_sae_option {
                                       restored by subsae_sae_load (also from SAELens'
                                       transcoder architectures, sparsify's transcode and
                                       lm-saes' distinct hook points) */
+    SUBSAE_SAE_SKIP = 11           /* int 0/1, read-only: a skip transcoder (Paulo, Shabalin
+                                      & Belrose 2025): the output adds x W_skip^T, W_skip
+                                      d_out x d_in (SAELens' layout). Set by a trainer with
+                                      SUBSAE_TRAIN_SKIP and by subsae_sae_load for a
+                                      directory with a W_skip tensor. subsae_sae_decode /
+                                      _decode_sparse see codes only: add the skip path
+                                      with subsae_sae_add_skip; subsae_sae_evaluate
+                                      includes it */
 };
 
 /** Create a model with zero weights (k defaults to 32, scales to 1).
@@ -788,6 +796,17 @@ SUBSAE_API int subsae_sae_decode(const subsae_sae *sae, const float *z, int64_t 
 SUBSAE_API int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *indices,
                                         const float *values, int64_t n, int64_t slots,
                                         float *out, int64_t out_stride);
+
+/** The skip path of a skip transcoder (SUBSAE_SAE_SKIP): adds x W_skip^T
+ *  (raw spaces: the model's scales applied) of n raw input rows x (stride
+ *  x_stride >= d_in) to out (n x d_out, stride out_stride), so that
+ *  decode + add_skip is the model's output. Adds nothing for a model
+ *  without a skip path. The same bits for every thread count. The caller
+ *  owns both arrays; thread-safe on a model nobody modifies.
+ *  Errors: SUBSAE_E_INVALID (NULL pointer, n < 0, strides too small),
+ *  SUBSAE_E_NONFINITE (an input value). */
+SUBSAE_API int subsae_sae_add_skip(const subsae_sae *sae, const float *x, int64_t n,
+                                   int64_t x_stride, float *out, int64_t out_stride);
 
 /** Metrics, indices into the arrays filled by the evaluate and metric
  *  functions. */
@@ -944,7 +963,15 @@ enum subsae_train_option {
                                        the initial encoder bias); 0 (default) = the
                                        batch-top-k cut of the init sample, so that the
                                        initial L0 is about K */
-    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26 /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26, /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_SKIP = 29          /* int 0/1, default 0: a skip transcoder (transcoders
+                                       only: init with a target; one process, no workers):
+                                       output = decoder(latents) + b_dec + x W_skip^T,
+                                       W_skip (d_out x d_in) starting at the least-squares
+                                       map of the init sample (the dictionary is initialised
+                                       on the residual it leaves) and trained by Adam with
+                                       the rest; in the checkpoint and the saved model
+                                       (tensor W_skip) */
 };
 
 /** Create a trainer with default options. */

@@ -204,7 +204,7 @@ static int state_views(const subsae_trainer *t, struct subsae__tensor_view *view
 {
     const subsae_sae *s = t->sae;
     int64_t i = 0;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(s))
     {
         const int64_t count = subsae__param_elements(p, s);
         const void *data = subsae__param_data(p, t, s);
@@ -370,7 +370,7 @@ static void read_window(struct reader *r, const json_t *obj, struct subsae__wind
 struct manifest {
     int64_t d_in, d_out, d_sae, k;
     int activation;
-    bool apply, by_norm, transcoder;
+    bool apply, by_norm, transcoder, skip;
     double s_in, s_out;
     char *metadata; /* compact JSON text or NULL; the reader of the manifest frees it */
     const char *state_file;
@@ -383,7 +383,8 @@ static void read_options(subsae_trainer *t, struct reader *r, const json_t *root
     for (int o = 0; r->rc == SUBSAE_OK && o <= SUBSAE__TRAIN_OPTION_LAST; o++) {
         bool is_double;
         const char *name = subsae__trainer_option_name(o, &is_double);
-        if (!name)
+        /* The skip option came later: a checkpoint without it has none. */
+        if (!name || (o == SUBSAE_TRAIN_SKIP && !json_object_get(options, name)))
             continue;
         double real = is_double ? get_real(r, options, name, false) : 0.0;
         int64_t whole = is_double ? 0 : get_int(r, options, name, INT64_MIN, INT64_MAX);
@@ -508,8 +509,8 @@ static int check_manifest(subsae_trainer *t, struct reader *r, const struct mani
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE, "%s: bad state_file '%s'",
                             r->path, state_file);
     if (t->features != mf->d_sae || t->k != mf->k || t->activation != mf->activation ||
-        mf->k > mf->d_sae || (mf->apply && mf->d_in != mf->d_out) || !(mf->s_in > 0) ||
-        !(mf->s_out > 0))
+        mf->k > mf->d_sae || (mf->apply && mf->d_in != mf->d_out) ||
+        (mf->skip && !mf->transcoder) || !(mf->s_in > 0) || !(mf->s_out > 0))
         return subsae__fail(
             SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
             "%s: model and options disagree (d_sae %lld / features %lld, k %lld "
@@ -566,7 +567,7 @@ static int check_state_file(const subsae__safetensors *st, const char *path,
                             path, meta ? meta : "(none)", (long long)step);
     const struct subsae_sae dims = {.d_in = mf->d_in, .d_out = mf->d_out, .d_sae = mf->d_sae};
     int rc = SUBSAE_OK;
-    SUBSAE__FOR_EACH_PARAM(p, mf->activation)
+    SUBSAE__FOR_EACH_PARAM(p, subsae__param_key(mf->activation, mf->skip))
     {
         if (!rc)
             rc = check_tensor(st, path, p, &dims);
@@ -588,7 +589,9 @@ static int make_model(subsae_trainer *t, const struct manifest *mf)
     s->output_scale = mf->s_out;
     s->transcoder = mf->transcoder || mf->d_in != mf->d_out;
     t->transcoder = mf->transcoder;
-    rc = subsae__trainer_alloc_state(t);
+    rc = mf->skip ? subsae__sae_enable_skip(s) : SUBSAE_OK;
+    if (!rc)
+        rc = subsae__trainer_alloc_state(t);
     return rc ? rc : subsae__sae_replace_metadata(s, t->metadata);
 }
 
@@ -612,7 +615,7 @@ static int copy_counts(const struct subsae__tensor_view *v, const char *path, in
 static int copy_state(subsae_trainer *t, const subsae__safetensors *st, const char *path)
 {
     int rc = SUBSAE_OK;
-    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(t->sae))
     {
         if (rc)
             break;
@@ -630,7 +633,7 @@ static int copy_state(subsae_trainer *t, const subsae__safetensors *st, const ch
  * would make every later step NaN). */
 static int check_moments(const subsae_trainer *t, const char *path)
 {
-    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(t->sae))
     {
         if (p->role != SUBSAE__ROLE_ADAM_M && p->role != SUBSAE__ROLE_ADAM_V)
             continue;
@@ -699,6 +702,7 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root, st
 {
     struct manifest mf = {0};
     read_options(t, r, root);
+    mf.skip = t->skip != 0;
     read_model(r, root, &mf);
     read_progress(r, root, mf.activation, t);
     int rc = check_manifest(t, r, &mf);

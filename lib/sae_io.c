@@ -2,8 +2,8 @@
  * sae_weights.safetensors in the SAELens layout (W_enc [d_in, d_sae],
  * b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], threshold [d_sae]
  * for JumpReLU and BatchTopK; a gated model has b_gate, r_mag, b_mag
- * [d_sae] in place of b_enc, architecture "gated"), float32, activation
- * scales folded in.
+ * [d_sae] in place of b_enc, architecture "gated"; a skip transcoder adds
+ * W_skip [d_out, d_in]), float32, activation scales folded in.
  * Loading, of this layout and of the other trainers', is in
  * sae_import.c. */
 #include "io.h"
@@ -23,7 +23,9 @@ static const char CONFIG_FILE[] = "cfg.json";
 /* SAELens names of the architectures. A transcoder that SAELens can hold
  * (ReLU or JumpReLU, b_dec not subtracted from the input) gets SAELens'
  * transcoder architecture; the others keep their activation's name with
- * "transcoder": true (SAELens has no TopK transcoder). */
+ * "transcoder": true (SAELens has no TopK transcoder). A ReLU skip
+ * transcoder is SAELens' skip_transcoder; the others with a skip path are
+ * told by their W_skip tensor. */
 static const char *architecture_name(const subsae_sae *sae)
 {
     const bool transcoder = sae->transcoder && !sae->apply_b_dec_to_input;
@@ -32,7 +34,7 @@ static const char *architecture_name(const subsae_sae *sae)
     case SUBSAE_ACT_BATCHTOPK: return "batchtopk";
     case SUBSAE_ACT_JUMPRELU: return transcoder ? "jumprelu_transcoder" : "jumprelu";
     case SUBSAE_ACT_GATED: return "gated";
-    default: return transcoder ? "transcoder" : "standard";
+    default: return !transcoder ? "standard" : sae->skip ? "skip_transcoder" : "transcoder";
     }
 }
 
@@ -228,7 +230,7 @@ static struct subsae__tensor_view matrix_view(const char *name, const float *dat
 static int write_weights(const char *path, const subsae_sae *f, const float *w_enc_t)
 {
     const int64_t m = f->d_sae;
-    struct subsae__tensor_view views[7];
+    struct subsae__tensor_view views[8];
     int n = 0;
     views[n++] = matrix_view("W_enc", w_enc_t, f->d_in, m);
     if (f->activation == SUBSAE_ACT_GATED) {
@@ -242,6 +244,8 @@ static int write_weights(const char *path, const subsae_sae *f, const float *w_e
     views[n++] = vector_view("b_dec", f->b_dec, f->d_out);
     if (has_threshold(f->activation))
         views[n++] = vector_view("threshold", f->threshold, m);
+    if (f->skip)
+        views[n++] = matrix_view("W_skip", f->W_skip, f->d_out, f->d_in);
     return subsae__safetensors_write(path, views, n, NULL, NULL, 0);
 }
 
@@ -270,11 +274,13 @@ int subsae_sae_save(const subsae_sae *sae, const char *dir)
     folded.threshold = subsae__malloc((size_t)m * sizeof(float));
     const bool gated = sae->activation == SUBSAE_ACT_GATED;
     folded.b_mag = gated ? subsae__malloc((size_t)m * sizeof(float)) : NULL;
+    folded.W_skip = sae->skip ? subsae__malloc((size_t)(d_out * d_in) * sizeof(float)) : NULL;
     float *w_enc_t = subsae__malloc((size_t)(m * d_in) * sizeof *w_enc_t);
     char *weights = subsae__path_join(dir, WEIGHTS_FILE);
     char *config = subsae__path_join(dir, CONFIG_FILE);
     if (!weights || !config || (scale_dec && !folded.W_dec) || !folded.b_enc || !folded.b_dec ||
-        !folded.threshold || (gated && !folded.b_mag) || !w_enc_t) {
+        !folded.threshold || (gated && !folded.b_mag) || (sae->skip && !folded.W_skip) ||
+        !w_enc_t) {
         rc = subsae__fail_nomem("folded model", (size_t)(m * (d_in + d_out)) * 4);
         goto done;
     }
@@ -299,6 +305,7 @@ done:
     subsae__free(folded.b_dec);
     subsae__free(folded.threshold);
     subsae__free(folded.b_mag);
+    subsae__free(folded.W_skip);
     subsae__free(w_enc_t);
     subsae__free(weights);
     subsae__free(config);

@@ -29,6 +29,8 @@ static const struct subsae__option sae_options[] = {
     SUBSAE__INT_OPTION(SUBSAE_SAE_TRANSCODER, "transcoder", 0, 1, 0, 0, 0,
                        "1 = a transcoder: its target is another site than its input (always 1 "
                        "when d_in != d_out)"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_SKIP, "skip", 0, 1, 0, RO, 0,
+                       "1 = a skip transcoder: the output adds x W_skip^T (d_out x d_in)"),
 };
 
 const struct subsae__option *subsae__sae_option_table(int64_t *n)

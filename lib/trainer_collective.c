@@ -76,7 +76,7 @@ uint64_t subsae__trainer_weights_hash(const subsae_trainer *t)
     uint64_t h = SUBSAE__HASH_START;
     if (!s)
         return h;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(s))
     {
         if (p->owner == SUBSAE__IN_SAE)
             h = subsae__hash_bytes(h, subsae__param_data(p, t, s),

@@ -256,7 +256,7 @@ void subsae__trainer_window_clear(struct subsae__window *w, int64_t d_out, int64
 int subsae__trainer_alloc_state(subsae_trainer *t)
 {
     const subsae_sae *s = t->sae;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(s))
     {
         if (p->owner != SUBSAE__IN_TRAINER)
             continue;

@@ -16,6 +16,9 @@
  * A gated model's pairs are its open gates (activation.c); step 3 also
  * decodes the gate path relu(pi) through the decoder for the auxiliary
  * loss, and step 5 takes the gated backward (losses.c).
+ * A skip transcoder adds xs W_skip^T to x_hat (3.) and takes W_skip's
+ * gradient g^T xs (6.), each a GEMM cut into fixed parts of its output
+ * (skip.c), so these keep the same bits for any thread count too.
  * Nothing is allocated inside the step once the workspace is sized. */
 #include "trainer_step.h"
 
@@ -27,6 +30,7 @@
 
 #include "buffer.h"
 #include "kernels.h"
+#include "skip.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -137,6 +141,9 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
             const float *tr = ws->ts + i * d_out;
             subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + rp[i],
                                       ws->val + rp[i], rp[i + 1] - rp[i], d_out);
+            if (s->skip)
+                for (int64_t j = 0; j < d_out; j++)
+                    g[j] += ws->skip_out[i * d_out + j];
             float *ga = aux || gated ? ws->g_aux + i * d_out : NULL;
             if (aux)
                 subsae__sparse_decode_row(ga, NULL, s->W_dec, d_out, ws->aux_idx + i * ka,
@@ -168,6 +175,16 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
             part[3 * d_out] += t2;
         }
     }
+}
+
+/* 3. (skip) The skip path's output xs W_skip^T, added by the decode. */
+static void skip_forward(subsae_trainer *t, int64_t n)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    memset(ws->skip_out, 0, (size_t)(n * s->d_out) * sizeof *ws->skip_out);
+    subsae__skip_forward(s->W_skip, s->d_in, s->d_out, ws->xs, s->d_in, n, 1.0f, ws->skip_out,
+                         s->d_out, subsae__trainer_threads(t));
 }
 
 /* 4. Counting sort of the pairs by feature (per-partition histograms, so
@@ -488,6 +505,11 @@ static int reduce(subsae_trainer *t, int64_t n, double n_loss, double *loss, dou
         total_sq += ws->part[(size_t)p * part_stride + 3 * d_out + 1];
         penalty += ws->extra[(size_t)p * 4];
     }
+    if (s->skip) {
+        subsae__skip_gradient(ws->g, ws->xs, n, s->d_in, d_out, ws->g_W_skip,
+                              subsae__trainer_threads(t));
+        total_sq += subsae__sumsq(ws->g_W_skip, d_out * s->d_in);
+    }
     for (int64_t i = 0; i < n; i++)
         sse += ws->row_sse[i];
     if (aux || gated)
@@ -525,6 +547,8 @@ int subsae__trainer_forward_backward(subsae_trainer *t, const float *input,
         return rc;
     clock = omp_get_wtime();
     const double n_loss = (double)(t->loss_rows > 0 ? t->loss_rows : n);
+    if (t->sae->skip)
+        skip_forward(t, n);
     decode_residual(t, n, n_loss);
     double now = omp_get_wtime();
     phase[SUBSAE_PHASE_DECODE] += now - clock;
@@ -574,7 +598,7 @@ static void adam_tensors(subsae_trainer *t, struct adam_step *a)
 {
     const subsae_sae *s = t->sae;
     a->n_rows = a->n_whole = 0;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(s))
     {
         const float *g = subsae__param_grad(p, &t->ws);
         if (!g)
@@ -769,6 +793,9 @@ int subsae__trainer_check_step_args(const char *fn, const subsae_trainer *t, con
     const bool workers = subsae__collective_on(&t->coll);
     if (!input && !(workers && n == 0))
         return subsae__fail_null(fn, "input");
+    if (t->sae->skip && workers)
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the skip path trains in one process (no workers)", fn);
     if (t->transcoder && !target && !(workers && n == 0))
         return subsae__fail_null(fn, "target (the trainer was initialised as a transcoder)");
     if (!t->transcoder && target)

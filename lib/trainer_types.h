@@ -100,6 +100,9 @@ struct subsae__workspace {
     int32_t *aux_fired;    /* d_sae */
     int32_t *aux_pair_row; /* batch x aux_k, bucketed */
     float *aux_pair_z;
+    /* skip transcoder */
+    float *skip_out; /* batch x d_out: the skip path's output, x s_in W_skip^T */
+    float *g_W_skip; /* d_out x d_in: its gradient */
 };
 
 /* A part's partial sums in ws->part: dL/dx_hat summed over its rows
@@ -165,6 +168,10 @@ struct subsae_trainer {
     double *coll_buf;  /* the step's first exchange (see exchange_size) */
     int64_t coll_buf_size;
     int64_t coll_steps; /* steps exchanged since attached (statistics) */
+
+    /* skip transcoder: the option and W_skip's Adam moments */
+    int64_t skip;
+    float *m_W_skip, *v_W_skip;
 };
 
 /* Features with gradient in the step (the touched list's length). */

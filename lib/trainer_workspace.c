@@ -24,7 +24,7 @@ static void workspace_free(struct subsae__workspace *ws)
                       ws->aux_idx,      ws->aux_val,     ws->g_aux,
                       ws->aux_sse,      ws->aux_offsets, ws->aux_fired,
                       ws->aux_pair_row, ws->aux_pair_z,  ws->g_r_mag,
-                      ws->g_b_mag};
+                      ws->g_b_mag,      ws->skip_out,    ws->g_W_skip};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         subsae__free(blocks[i]);
     memset(ws, 0, sizeof *ws);
@@ -164,7 +164,8 @@ static bool keeps_pre(const subsae_trainer *t)
 /* What only some activations use: the rows' pair counts (the dense
  * activations and BatchTopK), JumpReLU's and the gated model's
  * pre-activations, JumpReLU's cuts, the gate path's reconstruction (output
- * gradient and squared errors), BatchTopK's radix histogram. */
+ * gradient and squared errors), BatchTopK's radix histogram; and the skip
+ * path's output and gradient. */
 static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pairs)
 {
     struct subsae__workspace *ws = &t->ws;
@@ -192,6 +193,12 @@ static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pa
     if (ok && act == SUBSAE_ACT_BATCHTOPK) {
         ws->hist = subsae__malloc(65536 * sizeof(uint32_t));
         ok = ws->hist != NULL;
+    }
+    if (ok && t->sae->skip) {
+        const size_t d_in = (size_t)t->sae->d_in, d_out = (size_t)t->sae->d_out;
+        ws->skip_out = subsae__malloc((size_t)batch * d_out * sizeof(float));
+        ws->g_W_skip = subsae__malloc(d_out * d_in * sizeof(float));
+        ok = ws->skip_out && ws->g_W_skip;
     }
     return ok;
 }

@@ -91,6 +91,9 @@ static const struct flag flags[] = {
         "of jumprelu and relu"),
     LIB("--activation", "NAME", CHOICE, SUBSAE_TRAIN_ACTIVATION, activations,
         "the sparse coding"),
+    LIB_SWITCH("--skip", SUBSAE_TRAIN_SKIP, 1,
+               "with --target: a skip transcoder, whose output adds a trained linear map of "
+               "the input (W_skip, from zero)"),
     LIB("--init", "NAME", CHOICE, SUBSAE_TRAIN_INIT, inits,
         "decoder directions: inside the active subspace of the data, or on the whole sphere"),
     LIB("--subspace-dim", "R|auto", NUMBER, SUBSAE_TRAIN_SUBSPACE_DIM, NULL,

@@ -593,6 +593,8 @@ public:
     int64_t d_sae() const { return get_int(SUBSAE_SAE_D_SAE); }
     // A transcoder reconstructs another site than its input.
     bool transcoder() const { return get_int(SUBSAE_SAE_TRANSCODER) != 0; }
+    // A skip transcoder: its output adds x W_skip^T (see add_skip).
+    bool skip() const { return get_int(SUBSAE_SAE_SKIP) != 0; }
     // The caller metadata saved in cfg.json (JSON text, "{}" when none).
     std::string metadata() const
     {
@@ -648,6 +650,13 @@ public:
         check(subsae_sae_decode_sparse(p_, c.indices.data(), c.values.data(), c.rows, c.slots,
                                        out.data(), d));
         return out;
+    }
+    // A skip transcoder's linear path: adds x W_skip^T of n input rows to
+    // out (a decode); nothing for other models.
+    void add_skip(const float *x, int64_t n, int64_t x_stride, float *out,
+                  int64_t out_stride) const
+    {
+        check(subsae_sae_add_skip(p_, x, n, x_stride, out, out_stride));
     }
     // Metrics on all rows of `input` (against `target`, or the input).
     metric_array evaluate(const Buffer &input, const Buffer *target = nullptr) const

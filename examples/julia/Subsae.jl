@@ -41,7 +41,7 @@ module Subsae
 export SubsaeError, Buffer, Subspace, Sae, Trainer,
        wrap, create_buffer, open_buffer, read_rows, fit!, effective_rank,
        entropy_rank, variances, explained_ratios, basis, encode, encode_sparse,
-       decode, evaluate, save, load_sae, init!, step!, train!, metrics, model, timings,
+       decode, add_skip!, evaluate, save, load_sae, init!, step!, train!, metrics, model, timings,
        reset_timings!
 
 const libsubsae = get(ENV, "SUBSAE_LIB",
@@ -81,6 +81,7 @@ const SAE_D_OUT = Cint(1)
 const SAE_D_SAE = Cint(2)
 const SAE_K = Cint(4)
 const SAE_TRANSCODER = Cint(9)
+const SAE_SKIP = Cint(11)
 
 const OBJECT_TRAINER = Cint(0)
 const OBJECT_SUBSPACE = Cint(1)
@@ -806,6 +807,20 @@ function decode_sparse(m::Sae, idx::AbstractMatrix{<:Integer}, val::AbstractMatr
     return out
 end
 
+"""A skip transcoder's linear path: adds x W_skip^T of the input columns `X`
+(d_in × n) to `out` (d_out × n, a decode); nothing for other models."""
+function add_skip!(m::Sae, X::AbstractMatrix, out::Matrix{Float32})
+    data, n, f, rs = row_layout(Matrix{Float32}(X))
+    d = d_out(m)
+    size(out) == (d, n) || throw(DimensionMismatch("out must be d_out × n"))
+    GC.@preserve data begin
+        check(ccall((:subsae_sae_add_skip, libsubsae), Cint,
+                    (Ptr{Cvoid}, Ptr{Float32}, Int64, Int64, Ptr{Float32}, Int64),
+                    handle(m), pointer(data), n, rs, out, d))
+    end
+    return out
+end
+
 metrics_tuple(v::Vector{Float64}) = NamedTuple{METRIC_NAMES}(Tuple(v))
 
 """Metrics (a NamedTuple) on all tokens of `input` (against `target`)."""
@@ -837,6 +852,9 @@ save_sparsity(m::Sae, path::AbstractString, density::Vector{Float64}) =
 
 """Whether the model is a transcoder (reconstructs another site)."""
 transcoder(m::Sae) = get_int(m, SAE_TRANSCODER) != 0
+
+"""Whether the model is a skip transcoder (its output adds x W_skip^T)."""
+skip(m::Sae) = get_int(m, SAE_SKIP) != 0
 
 """The caller metadata of cfg.json, as JSON text."""
 function metadata(m::Sae)

@@ -60,6 +60,7 @@ PARAM_R_MAG, PARAM_B_MAG = 5, 6  # gated models only (b_enc is the gate bias, b_
 SAE_D_IN, SAE_D_OUT, SAE_D_SAE, SAE_ACTIVATION, SAE_K = 0, 1, 2, 3, 4
 SAE_APPLY_B_DEC_TO_INPUT, SAE_RANK_BY_DECODER_NORM = 5, 6
 SAE_INPUT_SCALE, SAE_OUTPUT_SCALE, SAE_TRANSCODER = 7, 8, 9
+SAE_SKIP = 11
 
 OBJECT_TRAINER, OBJECT_SUBSPACE, OBJECT_SAE = 0, 1, 2
 OPTION_INT, OPTION_DOUBLE = 0, 1
@@ -81,6 +82,7 @@ TRAIN_DECODER_NORM, TRAIN_SPARSE_ADAM, TRAIN_THREADS, TRAIN_INIT_SAMPLE = 13, 14
 TRAIN_ADAM_BETA1, TRAIN_ADAM_BETA2, TRAIN_ADAM_EPS = 17, 18, 19
 TRAIN_AUXK_COEF, TRAIN_AUXK_K, TRAIN_L1_COEF, TRAIN_L0_COEF = 20, 21, 22, 23
 TRAIN_JUMPRELU_BANDWIDTH, TRAIN_INIT_THRESHOLD, TRAIN_SUBSPACE_COEFFICIENTS = 24, 25, 26
+TRAIN_SKIP = 29
 COEF_UNIFORM, COEF_GAUSSIAN = 0, 1
 
 VERSION_MAJOR = 0  # the ABI this binding was written for
@@ -206,6 +208,7 @@ _PROTOTYPES = {
     "subsae_sae_encode_sparse": (_i, [_p, _pf, _i64, _i64, _i64, _pi32, _pf]),
     "subsae_sae_decode": (_i, [_p, _pf, _i64, _i64, _pf, _i64]),
     "subsae_sae_decode_sparse": (_i, [_p, _pi32, _pf, _i64, _i64, _pf, _i64]),
+    "subsae_sae_add_skip": (_i, [_p, _pf, _i64, _i64, _pf, _i64]),
     "subsae_metric_count": (_i, []),
     "subsae_sae_evaluate": (_i, [_p, _p, _p, _pd, _i64]),
     "subsae_sae_evaluate_density": (_i, [_p, _p, _p, _pd, _i64, _pd, _i64]),
@@ -900,6 +903,17 @@ class _SaeOps(_Options):
                                             self.d_out))
         return out
 
+    def add_skip(self, x, out):
+        """A skip transcoder's linear path: out (n x d_out float32, e.g. a
+        decode) += x W_skip^T for the input rows x; nothing for other models."""
+        a, p, n, _, stride = _rows_f32(x)
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and
+                out.flags.c_contiguous and out.shape == (n, self.d_out)):
+            raise ValueError("out must be a C-contiguous float32 array of %d x %d"
+                             % (n, self.d_out))
+        _check(lib.subsae_sae_add_skip(self.ptr, p, n, stride, _fpointer(out), self.d_out))
+        return out
+
     def evaluate(self, input, target=None):
         """Metrics on all rows of a Buffer (or a 2-D array, borrowed)."""
         inp = input if isinstance(input, Buffer) else Buffer.wrap(input)
@@ -929,6 +943,11 @@ class _SaeOps(_Options):
     @property
     def transcoder(self):
         return bool(self.get(SAE_TRANSCODER))
+
+    @property
+    def skip(self):
+        """A skip transcoder (its output adds x W_skip^T: see add_skip)."""
+        return bool(self.get(SAE_SKIP))
 
     @property
     def metadata(self):

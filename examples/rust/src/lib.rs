@@ -1123,6 +1123,10 @@ pub trait Model {
     fn is_transcoder(&self) -> bool {
         self.get_int(sys::SUBSAE_SAE_TRANSCODER).unwrap_or(0) != 0
     }
+    /// A skip transcoder: its output adds x W_skip^T (see `add_skip`).
+    fn has_skip(&self) -> bool {
+        self.get_int(sys::SUBSAE_SAE_SKIP).unwrap_or(0) != 0
+    }
     /// The caller metadata saved in cfg.json (JSON text, "{}" when none).
     fn metadata(&self) -> String {
         let mut p: *const c_char = ptr::null();
@@ -1236,6 +1240,25 @@ pub trait Model {
             )
         })?;
         Ok(out)
+    }
+
+    /// A skip transcoder's linear path: adds x W_skip^T of the n input rows
+    /// `x` (n x d_in) to `out` (n x d_out, a decode); nothing for other models.
+    fn add_skip(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        let (d_in, d_out) = (self.d_in(), self.d_out());
+        check_matrix("add_skip", x.len(), n, d_in, d_in)?;
+        check_matrix("add_skip", out.len(), n, d_out, d_out)?;
+        // SAFETY: sizes checked above.
+        check(unsafe {
+            sys::subsae_sae_add_skip(
+                self.as_ptr(),
+                x.as_ptr(),
+                to_i64(n),
+                to_i64(d_in),
+                out.as_mut_ptr(),
+                to_i64(d_out),
+            )
+        })
     }
 
     /// Metrics on all rows of `input` (against `target`, or the input).

@@ -124,6 +124,7 @@ pub const SUBSAE_SAE_RANK_BY_DECODER_NORM: c_int = 6;
 pub const SUBSAE_SAE_INPUT_SCALE: c_int = 7;
 pub const SUBSAE_SAE_OUTPUT_SCALE: c_int = 8;
 pub const SUBSAE_SAE_TRANSCODER: c_int = 9;
+pub const SUBSAE_SAE_SKIP: c_int = 11;
 
 pub const SUBSAE_OBJECT_TRAINER: c_int = 0;
 pub const SUBSAE_OBJECT_SUBSPACE: c_int = 1;
@@ -198,6 +199,7 @@ pub const SUBSAE_TRAIN_L0_COEF: c_int = 23;
 pub const SUBSAE_TRAIN_JUMPRELU_BANDWIDTH: c_int = 24;
 pub const SUBSAE_TRAIN_INIT_THRESHOLD: c_int = 25;
 pub const SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS: c_int = 26;
+pub const SUBSAE_TRAIN_SKIP: c_int = 29;
 
 extern "C" {
     // ---- version, errors, threads --------------------------------------
@@ -477,6 +479,14 @@ extern "C" {
         values: *const f32,
         n: i64,
         slots: i64,
+        out: *mut f32,
+        out_stride: i64,
+    ) -> c_int;
+    pub fn subsae_sae_add_skip(
+        sae: *const subsae_sae,
+        x: *const f32,
+        n: i64,
+        x_stride: i64,
         out: *mut f32,
         out_stride: i64,
     ) -> c_int;
