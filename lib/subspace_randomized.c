@@ -213,6 +213,23 @@ static int project(struct randomized *r)
     return SUBSAE_OK;
 }
 
+/* The eigenvalues of t (upper triangle) into theta, ascending, and with
+ * jobz 'V' its eigenvectors into t. */
+static int eigen(struct randomized *r, char jobz)
+{
+    const int64_t l = r->l;
+    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, jobz, 'U', (lapack_int)l, r->t,
+                                     (lapack_int)l, r->theta);
+    return info != 0 ? lapack_failure("LAPACKE_dsyevd", info, l, l) : SUBSAE_OK;
+}
+
+/* t = Q^T W and its eigenvalues (and with jobz 'V' vectors). */
+static int project_eigen(struct randomized *r, char jobz)
+{
+    int rc = project(r);
+    return rc == SUBSAE_OK ? eigen(r, jobz) : rc;
+}
+
 /* The trace of the covariance times n - 1, from the first pass's column
  * sums and sums of squares. */
 static double gram_trace(const struct subsae__subspace_stream *st)
@@ -232,13 +249,9 @@ static double gram_trace(const struct subsae__subspace_stream *st)
 static int update_shift(struct randomized *r, double trace, double *sigma)
 {
     const int64_t d = r->d, l = r->l;
-    int rc = project(r);
+    int rc = project_eigen(r, 'N');
     if (rc != SUBSAE_OK)
         return rc;
-    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'N', 'U', (lapack_int)l, r->t,
-                                     (lapack_int)l, r->theta);
-    if (info != 0)
-        return lapack_failure("LAPACKE_dsyevd", info, l, l);
     double kept = 0.0;
     for (int64_t j = 0; j < l; j++)
         kept += r->theta[j];
@@ -296,10 +309,9 @@ static int ritz_pairs(struct randomized *r, const double *b, double *u, int64_t 
             t[i * l + j] *= inv;
             t[j * l + i] = t[i * l + j];
         }
-    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, t,
-                                     (lapack_int)l, r->theta);
-    if (info != 0)
-        return lapack_failure("LAPACKE_dsyevd", info, l, l);
+    int rc = eigen(r, 'V');
+    if (rc != SUBSAE_OK)
+        return rc;
     /* Ritz vectors U = B V (d x l); theta ascending, so the r-th largest is
      * column l - 1 - r. */
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)l, (int)l, 1.0, b,
@@ -322,13 +334,9 @@ static int ritz_pairs(struct randomized *r, const double *b, double *u, int64_t 
 static int nystrom(struct randomized *r, int64_t n_total)
 {
     const int64_t d = r->d, l = r->l;
-    int rc = project(r);
+    int rc = project_eigen(r, 'V');
     if (rc != SUBSAE_OK)
         return rc;
-    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)l, r->t,
-                                     (lapack_int)l, r->theta);
-    if (info != 0)
-        return lapack_failure("LAPACKE_dsyevd", info, l, l);
     double floor = (double)l * FLT_EPSILON * r->theta[l - 1];
     if (!(floor > DBL_MIN))
         floor = DBL_MIN;
@@ -339,8 +347,8 @@ static int nystrom(struct randomized *r, int64_t n_total)
         for (int64_t i = 0; i < d; i++)
             r->u[i * l + j] *= scale;
     }
-    info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)d, (lapack_int)l, r->u, (lapack_int)l,
-                          r->tau);
+    lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)d, (lapack_int)l, r->u,
+                                     (lapack_int)l, r->tau);
     if (info != 0)
         return lapack_failure("LAPACKE_dgeqrf", info, d, l);
     for (int64_t i = 0; i < l; i++)
