@@ -53,7 +53,9 @@ static inline int64_t part_begin(int64_t n, int p, int T)
 enum { PARTS = SUBSAE__PARTS };
 
 /* 1. Validate the rows and scale them: xs = x s_in, the encoder input xin
- *    = xs - b_dec (or xs), ts = t s_out for a transcoder. */
+ *    = xs - b_dec (or xs), ts = t s_out for a transcoder. Fit passes the
+ *    rows in xs and ts themselves (scaled in place, element by element:
+ *    no third batch buffer beside the input pipeline's). */
 static int scale_inputs(subsae_trainer *t, const float *input, int64_t input_stride,
                         const float *target, int64_t target_stride, int64_t n)
 {
