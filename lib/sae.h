@@ -19,6 +19,10 @@ struct subsae_sae {
     float *W_dec;     /* d_sae x d_out, row-major */
     float *b_dec;     /* d_out */
     float *threshold; /* d_sae (JumpReLU, BatchTopK at inference) */
+    /* Matryoshka: the nested prefixes' widths, ascending, the last d_sae
+     * (matryoshka.h); matryoshka_count 0 for a plain model. */
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
 /* Allocate a model with zero weights and default options. */

@@ -52,8 +52,12 @@ void subsae__trainer_pairs(const subsae_trainer *t, const int64_t **row_ptr,
  * dense (d_sae). For tests. */
 void subsae__trainer_threshold_gradient(const subsae_trainer *t, float *g);
 
-/* Parts of the last step's loss: reconstruction MSE, sparsity penalty
- * (L1 or L0), AuxK term. For tests. */
+/* The sparsity penalty's coefficient of the running step (L1 of ReLU,
+ * L0 of JumpReLU; 0 for the others). */
+double subsae__trainer_sparsity_coef(const subsae_trainer *t);
+
+/* Parts of the last step's loss: reconstruction MSE (Matryoshka: summed
+ * over the prefixes), sparsity penalty (L1 or L0), AuxK term. For tests. */
 void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *penalty,
                                 double *aux);
 

@@ -83,6 +83,14 @@ struct subsae__workspace {
     float *g_thr;       /* max_touched: JumpReLU log-threshold gradient per slot */
     double *extra;      /* SUBSAE__PARTS x 4: penalty and AuxK partial sums */
     double step_mse, step_penalty, step_aux; /* parts of the step's loss */
+    /* Matryoshka: the output gradient holds, per row, one block of d_out
+     * per prefix (g_levels of them; 1 for a plain model): block j is the
+     * sum of the gradients of prefixes j and above, which is what a
+     * feature first held by prefix j receives. step_prefix is the loss of
+     * the prefixes but the last (step_mse is the whole model's). */
+    int64_t g_levels;
+    double *prefix_sse; /* batch */
+    double step_prefix;
     /* AuxK */
     int64_t aux_k;      /* slots per row (0: AuxK off this step) */
     int64_t aux_cap;    /* room of aux_idx, aux_val, aux_pair_* */
@@ -162,6 +170,11 @@ struct subsae_trainer {
     double *coll_buf;  /* the step's first exchange (see exchange_size) */
     int64_t coll_buf_size;
     int64_t coll_steps; /* steps exchanged since attached (statistics) */
+
+    /* Matryoshka prefixes asked for before init (the model keeps them
+     * after). */
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
 /* Features with gradient in the step (the touched list's length). */
