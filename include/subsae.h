@@ -906,7 +906,11 @@ enum subsae_train_option {
                                        the initial encoder bias); 0 (default) = the
                                        batch-top-k cut of the init sample, so that the
                                        initial L0 is about K */
-    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26 /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26, /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_COEF_WARMUP_STEPS = 28 /* int, default 0: the sparsity coefficient
+                                       (L1 of ReLU, L0 of JumpReLU) ramps linearly
+                                       from 0 at step 0 to its value at step N
+                                       (SAELens' l1_warm_up_steps); 0 = off */
 };
 
 /** Create a trainer with default options. */

@@ -393,6 +393,10 @@ static void read_options(subsae_trainer *t, struct reader *r, const json_t *root
         const char *name = subsae__trainer_option_name(o, &is_double);
         if (!name)
             continue;
+        /* Options added after checkpoints were first written keep their
+         * defaults when an older file does not name them. */
+        if (o > SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS && !json_object_get(options, name))
+            continue;
         double real = is_double ? get_real(r, options, name, false) : 0.0;
         int64_t whole = is_double ? 0 : get_int(r, options, name, INT64_MIN, INT64_MAX);
         if (r->rc != SUBSAE_OK)

@@ -552,6 +552,9 @@ double subsae__trainer_sparsity_coef(const subsae_trainer *t)
     double coef = act == SUBSAE_ACT_JUMPRELU                   ? t->l0_coef
                   : act == SUBSAE_ACT_RELU && t->l1_coef > 0.0 ? t->l1_coef
                                                                : 0.0;
+    /* SAELens' l1_warm_up_steps: step s (from 0) takes s / N of it. */
+    if (t->coef_warmup_steps > 0 && t->step < t->coef_warmup_steps)
+        coef *= (double)t->step / (double)t->coef_warmup_steps;
     return coef;
 }
 

@@ -53,7 +53,7 @@ void subsae__trainer_pairs(const subsae_trainer *t, const int64_t **row_ptr,
 void subsae__trainer_threshold_gradient(const subsae_trainer *t, float *g);
 
 /* The sparsity penalty's coefficient of the running step (L1 of ReLU,
- * L0 of JumpReLU; 0 for the others). */
+ * L0 of JumpReLU; 0 for the others), warm-up included. */
 double subsae__trainer_sparsity_coef(const subsae_trainer *t);
 
 /* Parts of the last step's loss: reconstruction MSE (Matryoshka: summed

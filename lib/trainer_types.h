@@ -172,9 +172,10 @@ struct subsae_trainer {
     int64_t coll_steps; /* steps exchanged since attached (statistics) */
 
     /* Matryoshka prefixes asked for before init (the model keeps them
-     * after). */
+     * after), and the sparsity coefficient's warm-up (option). */
     int matryoshka_count;
     int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
+    int64_t coef_warmup_steps;
 };
 
 /* Features with gradient in the step (the touched list's length). */

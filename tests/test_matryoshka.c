@@ -1,4 +1,4 @@
-/* Matryoshka SAEs (issue 18):
+/* Matryoshka SAEs and the sparsity coefficient's warm-up (issue 18):
  *  - the Matryoshka loss (the sum over the nested prefixes of each one's
  *    squared error, each decoding its own features of the same selection
  *    with b_dec) and its gradients against central finite differences of
@@ -11,6 +11,8 @@
  *  - ASI puts the top principal directions in the first prefix;
  *  - the setters' checks, and allocation failure of every call that
  *    allocates for the prefixes;
+ *  - the coefficient warm-up: step 0 has no sparsity penalty, step N/2
+ *    half of it, with the reconstruction unchanged (ReLU and JumpReLU);
  *  - `subsae train --matryoshka` and `subsae eval --json` report the
  *    prefixes' explained variance; the CLI's checks of the flags;
  *  - on the shared stories260K data, Matryoshka BatchTopK 256,1024,4096:
@@ -531,6 +533,77 @@ START_TEST(allocation_failures_are_clean)
 }
 END_TEST
 
+/* ---- the coefficient warm-up ---------------------------------------------- */
+
+/* The loss parts of one gradient computation at step `step` of a trainer
+ * with warm-up over `warmup` steps (the same weights for every call). */
+static void parts_at(int activation, int64_t warmup, int64_t step, double parts[3])
+{
+    const int64_t n = 64, d = 8;
+    float *x = harness_normal_rows(10, n, d, 0.2);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
+    subsae_trainer *t = new_trainer(activation, 32, 4, n, 2, NULL, 0);
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_COEF_WARMUP_STEPS, warmup));
+    ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_L1_COEF, 0.5));
+    ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_L0_COEF, 0.5));
+    ck_assert_ok(subsae_trainer_init(t, b, NULL));
+    t->step = step;
+    double loss;
+    ck_assert_ok(
+        subsae__trainer_gradients(t, x, d, NULL, 0, n, NULL, NULL, NULL, NULL, &loss, NULL));
+    subsae__trainer_loss_parts(t, &parts[0], &parts[1], &parts[2]);
+    ck_assert_double_eq_tol(loss, parts[0] + parts[1] + parts[2], 1e-12 * fabs(loss));
+    subsae_trainer_free(t);
+    subsae_buffer_free(b);
+    free(x);
+}
+
+START_TEST(coefficient_warmup_ramps_the_penalty)
+{
+    const int acts[2] = {SUBSAE_ACT_RELU, SUBSAE_ACT_JUMPRELU};
+    for (int a = 0; a < 2; a++) {
+        double full[3], start[3], half[3], done[3];
+        parts_at(acts[a], 0, 0, full);
+        parts_at(acts[a], 8, 0, start);
+        parts_at(acts[a], 8, 4, half);
+        parts_at(acts[a], 8, 8, done);
+        ck_assert_double_gt(full[1], 0.0);
+        ck_assert(start[1] == 0.0);
+        ck_assert_double_eq_tol(half[1], 0.5 * full[1], 1e-12 * full[1]);
+        ck_assert(done[1] == full[1]);
+        /* The reconstruction does not depend on the coefficient. */
+        ck_assert(start[0] == full[0] && half[0] == full[0]);
+    }
+    /* Through the public step: the first step's sparsity loss is 0, and
+     * the option survives a checkpoint. */
+    const int64_t n = 64, d = 8;
+    float *x = harness_normal_rows(11, n, d, 0.2);
+    subsae_buffer *b = harness_wrap_copy(x, n, d);
+    subsae_trainer *t = new_trainer(SUBSAE_ACT_JUMPRELU, 32, 4, n, 2, NULL, 0);
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_COEF_WARMUP_STEPS, 5));
+    ck_assert_ok(subsae_trainer_init(t, b, NULL));
+    ck_assert_ok(subsae_trainer_step(t, x, d, NULL, 0, n));
+    double m[SUBSAE_METRIC_COUNT];
+    ck_assert_ok(subsae_trainer_metrics(t, m, SUBSAE_METRIC_COUNT));
+    ck_assert(m[SUBSAE_METRIC_LOSS_SPARSITY] == 0.0);
+    ck_assert_ok(subsae_trainer_step(t, x, d, NULL, 0, n));
+    ck_assert_ok(subsae_trainer_metrics(t, m, SUBSAE_METRIC_COUNT));
+    ck_assert_double_gt(m[SUBSAE_METRIC_LOSS_SPARSITY], 0.0);
+    char dir[512];
+    harness_tmp_path("ck-warmup", dir, sizeof dir);
+    ck_assert_ok(subsae_trainer_save_checkpoint(t, dir));
+    subsae_trainer *back;
+    ck_assert_ok(subsae_trainer_load_checkpoint(dir, &back));
+    int64_t v;
+    ck_assert_ok(subsae_trainer_get_int(back, SUBSAE_TRAIN_COEF_WARMUP_STEPS, &v));
+    ck_assert_int_eq(v, 5);
+    subsae_trainer_free(back);
+    subsae_trainer_free(t);
+    subsae_buffer_free(b);
+    free(x);
+}
+END_TEST
+
 /* ---- the CLI ------------------------------------------------------------------- */
 
 /* The eval object's prefix explained variance: two values, rising, the
@@ -578,6 +651,12 @@ START_TEST(cli_trains_and_evaluates_matryoshka)
     snprintf(args, sizeof args, "train '%s' --resume '%s' --matryoshka 16,64 --quiet", data,
              out);
     ck_assert_int_ne(harness_cli(args, "bad-resume.json"), 0);
+    /* The warm-up flag reaches the trainer (relu, jumprelu). */
+    snprintf(args, sizeof args,
+             "train '%s' --features 64 --activation jumprelu --batch 256 --coef-warmup-steps 4 "
+             "--json --quiet",
+             data);
+    ck_assert_int_eq(harness_cli(args, "warmup.json"), 0);
     subsae_buffer_free(b);
     free(x);
 }
@@ -667,6 +746,7 @@ SUBSAE_SUITE(matryoshka)
     tcase_add_test(tc, widths_saved_loaded_and_evaluated);
     tcase_add_test(tc, asi_puts_top_directions_first);
     tcase_add_test(tc, setter_checks);
+    tcase_add_test(tc, coefficient_warmup_ramps_the_penalty);
     tcase_add_test(tc, cli_trains_and_evaluates_matryoshka);
     tc = harness_case(s, "alloc", 240);
     tcase_add_test(tc, allocation_failures_are_clean);

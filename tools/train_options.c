@@ -134,6 +134,9 @@ static const struct flag flags[] = {
     LIB("--l1", "COEF", NUMBER, SUBSAE_TRAIN_L1_COEF, NULL, "relu: weight of the L1 penalty"),
     LIB("--l0", "COEF", NUMBER, SUBSAE_TRAIN_L0_COEF, NULL,
         "jumprelu: weight of the L0 penalty"),
+    LIB("--coef-warmup-steps", "N", NUMBER, SUBSAE_TRAIN_COEF_WARMUP_STEPS, NULL,
+        "relu, jumprelu: the sparsity coefficient ramps linearly from 0 over the first N "
+        "steps"),
     LIB("--jumprelu-bandwidth", "X", NUMBER, SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, NULL,
         "jumprelu: width of the straight-through estimator's kernel"),
     LIB("--adam-beta1", "X", NUMBER, SUBSAE_TRAIN_ADAM_BETA1, NULL, "Adam's beta1"),

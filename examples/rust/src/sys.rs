@@ -191,6 +191,7 @@ pub const SUBSAE_TRAIN_L0_COEF: c_int = 23;
 pub const SUBSAE_TRAIN_JUMPRELU_BANDWIDTH: c_int = 24;
 pub const SUBSAE_TRAIN_INIT_THRESHOLD: c_int = 25;
 pub const SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS: c_int = 26;
+pub const SUBSAE_TRAIN_COEF_WARMUP_STEPS: c_int = 28;
 pub const SUBSAE_MATRYOSHKA_MAX: usize = 64;
 
 extern "C" {
