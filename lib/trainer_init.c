@@ -422,7 +422,12 @@ static int init_workers(subsae_trainer *t, int rc, int64_t local_rows, int64_t d
  * prefixes draw in turn, prefix j (features [w_{j-1}, w_j)) from the top
  * ceil(r w_j / d_sae) principal directions of ASI, so that the earliest,
  * smallest prefixes start in the directions of most variance, which they
- * must reconstruct on their own; one prefix is the plain model. */
+ * must reconstruct on their own; one prefix is the plain model. (Every
+ * prefix in all r directions was measured too, BatchTopK 256, 1024, 4096
+ * on stories260K: on L2_attn_out the later prefixes then added nothing,
+ * 0.718 / 0.722 / 0.721, where these ranks give 0.446 / 0.679 / 0.705; on
+ * L2_mlp_in it explained more, 0.660 / 0.727 / 0.751 against 0.519 /
+ * 0.728 / 0.728.) */
 static int draw_decoder(subsae__rng *rng, int64_t distribution, subsae_sae *sae,
                         const float *basis, int64_t r)
 {
