@@ -12,6 +12,7 @@
  * checkpoint.json names a complete state file that matches it. */
 #include "dtype.h"
 #include "io.h"
+#include "matryoshka.h"
 #include "params.h"
 #include "trainer.h"
 
@@ -106,6 +107,11 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
      * float). */
     if (root && s->activation == SUBSAE_ACT_BATCHTOPK &&
         json_object_set_new(root, "batch_threshold", json_real(t->batch_threshold))) {
+        json_decref(root);
+        root = NULL;
+    }
+    if (root && s->matryoshka_count > 0 &&
+        json_object_set_new(root, "matryoshka_widths", subsae__matryoshka_json(s))) {
         json_decref(root);
         root = NULL;
     }
@@ -374,6 +380,8 @@ struct manifest {
     double s_in, s_out;
     char *metadata; /* compact JSON text or NULL; the reader of the manifest frees it */
     const char *state_file;
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
 /* Options, through the public setters (they validate every value). */
@@ -385,6 +393,10 @@ static void read_options(subsae_trainer *t, struct reader *r, const json_t *root
         const char *name = subsae__trainer_option_name(o, &is_double);
         /* The skip option came later: a checkpoint without it has none. */
         if (!name || (o == SUBSAE_TRAIN_SKIP && !json_object_get(options, name)))
+            continue;
+        /* Options added after checkpoints were first written keep their
+         * defaults when an older file does not name them. */
+        if (o > SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS && !json_object_get(options, name))
             continue;
         double real = is_double ? get_real(r, options, name, false) : 0.0;
         int64_t whole = is_double ? 0 : get_int(r, options, name, INT64_MIN, INT64_MAX);
@@ -428,6 +440,17 @@ static void read_model(struct reader *r, const json_t *root, struct manifest *mf
                  !(mf->metadata = subsae__json_compact(run_meta)))
             r->rc = subsae__fail_nomem("checkpoint metadata", 4096);
     }
+}
+
+/* The Matryoshka widths (absent for a plain model), checked as the
+ * trainer's setter checks them. */
+static void read_matryoshka(struct reader *r, const json_t *root, struct manifest *mf)
+{
+    const json_t *widths = json_object_get(root, "matryoshka_widths");
+    if (!widths || r->rc)
+        return;
+    r->rc = subsae__matryoshka_parse(widths, r->path, mf->activation, mf->d_sae, mf->matryoshka,
+                                     &mf->matryoshka_count);
 }
 
 /* The last step's loss, rate and loss parts (the last two absent from
@@ -589,6 +612,9 @@ static int make_model(subsae_trainer *t, const struct manifest *mf)
     s->output_scale = mf->s_out;
     s->transcoder = mf->transcoder || mf->d_in != mf->d_out;
     t->transcoder = mf->transcoder;
+    s->matryoshka_count = t->matryoshka_count = mf->matryoshka_count;
+    memcpy(s->matryoshka, mf->matryoshka, sizeof s->matryoshka);
+    memcpy(t->matryoshka, mf->matryoshka, sizeof t->matryoshka);
     rc = mf->skip ? subsae__sae_enable_skip(s) : SUBSAE_OK;
     if (!rc)
         rc = subsae__trainer_alloc_state(t);
@@ -704,6 +730,7 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root, st
     read_options(t, r, root);
     mf.skip = t->skip != 0;
     read_model(r, root, &mf);
+    read_matryoshka(r, root, &mf);
     read_progress(r, root, mf.activation, t);
     int rc = check_manifest(t, r, &mf);
     subsae__free(mf.metadata);

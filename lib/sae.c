@@ -9,6 +9,7 @@
 #include "buffer.h"
 #include "encoder_gemm.h"
 #include "kernels.h"
+#include "matryoshka.h"
 #include "options.h"
 #include "skip.h"
 
@@ -138,6 +139,7 @@ int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
     copy->input_scale = sae->input_scale;
     copy->output_scale = sae->output_scale;
     copy->transcoder = sae->transcoder;
+    subsae__matryoshka_copy(copy, sae);
     rc = subsae__sae_replace_metadata(copy, sae->metadata);
     if (!rc && sae->skip) {
         rc = subsae__sae_enable_skip(copy);
@@ -950,10 +952,12 @@ struct evaluation {
     int32_t *idx;
     float *val;
     double *row_sse;
-    double *sum_t;      /* d_out: column sums of the scaled target */
-    int64_t *fires;     /* d_sae: rows in which each feature fired */
-    double sse, sum_t2; /* squared error, sum of squared scaled targets */
-    int64_t active;     /* features fired over all rows */
+    double *sum_t;                            /* d_out: column sums of the scaled target */
+    int64_t *fires;                           /* d_sae: rows in which each feature fired */
+    double sse, sum_t2;                       /* squared error, sum of squared scaled targets */
+    int64_t active;                           /* features fired over all rows */
+    double prefix_sse[SUBSAE_MATRYOSHKA_MAX]; /* squared error of each Matryoshka prefix
+                                                 but the last */
 };
 
 static void evaluation_close(struct evaluation *ev)
@@ -1054,6 +1058,8 @@ static int evaluation_block(struct evaluation *ev, int64_t r0, int64_t rows)
             }
         }
     }
+    subsae__matryoshka_prefix_sse(sae, ev->idx, ev->val, rows, slots, t, s_out, xhat, row_sse,
+                                  ev->prefix_sse, threads);
     return SUBSAE_OK;
 }
 
@@ -1087,6 +1093,45 @@ static void evaluation_report(const struct evaluation *ev, int64_t n, double *me
         metrics[i] = i < SUBSAE_METRIC_COUNT ? values[i] : NAN;
     for (int64_t f = 0; f < n_density; f++)
         density[f] = (double)ev->fires[f] / (double)n;
+}
+
+/* The explained variance of squared error sse over n rows (the total
+ * variance from the evaluation's sums). */
+static double evaluation_ev(const struct evaluation *ev, int64_t n, double sse)
+{
+    double mean_sq = 0.0;
+    for (int64_t j = 0; j < ev->sae->d_out; j++)
+        mean_sq += ev->sum_t[j] * ev->sum_t[j];
+    const double sst = ev->sum_t2 - mean_sq / (double)n;
+    return sst > 0.0 ? 1.0 - sse / sst : NAN;
+}
+
+int subsae_sae_evaluate_prefixes(const subsae_sae *sae, const subsae_buffer *input,
+                                 const subsae_buffer *target, double *ev, int capacity,
+                                 int *count)
+{
+    static const char *fn = "subsae_sae_evaluate_prefixes";
+    int rc = check_evaluate(fn, sae, input, target, NULL, 0, NULL, 0);
+    if (rc)
+        return rc;
+    SUBSAE__NOT_NULL(fn, count);
+    if (capacity < 0 || (capacity > 0 && !ev))
+        return subsae__fail_option(fn, "ev %s with capacity %d", ev ? "given" : "NULL",
+                                   capacity);
+    struct evaluation e;
+    rc = evaluation_open(&e, sae, input, target);
+    if (rc)
+        return rc;
+    const int64_t n = subsae_buffer_rows(input), block = e.s.block;
+    for (int64_t r0 = 0; !rc && r0 < n; r0 += block)
+        rc = evaluation_block(&e, r0, n - r0 < block ? n - r0 : block);
+    const int levels = subsae__matryoshka_levels(sae);
+    for (int j = 0; !rc && j < levels && j < capacity; j++)
+        ev[j] = evaluation_ev(&e, n, j + 1 < levels ? e.prefix_sse[j] : e.sse);
+    if (!rc)
+        *count = levels;
+    evaluation_close(&e);
+    return rc;
 }
 
 int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *input,

@@ -27,6 +27,10 @@ struct subsae_sae {
     float *W_skip;    /* skip: d_out x d_in, row-major (SAELens' layout), from the scaled
                          input to the scaled target: the output adds (x s_in) W_skip^T
                          before the division by s_out; NULL without skip */
+    /* Matryoshka: the nested prefixes' widths, ascending, the last d_sae
+     * (matryoshka.h); matryoshka_count 0 for a plain model. */
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
 /* The gated activation of one feature from its raw product p = xin . W_enc

@@ -35,6 +35,7 @@
 #include "sae.h"
 
 #include "dtype.h"
+#include "matryoshka.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -212,6 +213,8 @@ struct parts {
     int transcoder; /* the config says so (d_in != d_out always is one) */
     double s_in, s_out;
     char *metadata; /* the config's members the model keeps (compact JSON) */
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
 /* d_sae from the encoder bias, then both matrices oriented by it. */
@@ -312,6 +315,8 @@ static int build(const char *path, struct parts *p, subsae_sae **out)
     sae->input_scale = p->s_in;
     sae->output_scale = p->s_out;
     sae->transcoder = p->transcoder || p->d_in != p->d_out;
+    sae->matryoshka_count = p->matryoshka_count;
+    memcpy(sae->matryoshka, p->matryoshka, sizeof sae->matryoshka);
     rc = read_tensor(p->w_enc, path, sae->W_enc, p->enc_rows ? 0 : p->d_sae);
     if (!rc)
         rc = read_tensor(p->w_dec, path, sae->W_dec, p->dec_rows ? 0 : p->d_sae);
@@ -381,6 +386,18 @@ static int keep_metadata(const json_t *cfg, struct parts *p)
         rc = subsae__fail_nomem("cfg.json metadata", 4096);
     json_decref(rest);
     return rc;
+}
+
+/* cfg.json's Matryoshka widths (ours, and SAELens' matryoshka_batchtopk
+ * training config's), when present: strictly increasing, the last d_sae,
+ * of a TopK or BatchTopK model. */
+static int read_matryoshka(const json_t *cfg, const char *where, struct parts *p)
+{
+    const json_t *widths = json_object_get(cfg, "matryoshka_widths");
+    if (!widths || json_is_null(widths))
+        return SUBSAE_OK;
+    return subsae__matryoshka_parse(widths, where, p->activation, p->d_sae, p->matryoshka,
+                                    &p->matryoshka_count);
 }
 
 /* SAELens' transcoder architectures: the activation they hold. */
@@ -514,7 +531,8 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
     }
     p->apply_b_dec = apply >= 0 ? apply : p->d_in == p->d_out && !p->transcoder;
     p->rank_by_norm = json_bool_or(cfg, "rank_by_decoder_norm", 0) > 0;
-    return keep_metadata(cfg, p);
+    rc = read_matryoshka(cfg, where, p);
+    return rc ? rc : keep_metadata(cfg, p);
 }
 
 /* ---- EleutherAI sparsify ------------------------------------------------------ */

@@ -11,6 +11,7 @@
 
 #include "dtype.h"
 #include "kernels.h"
+#include "matryoshka.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -54,7 +55,8 @@ static const char *const OWN_MEMBERS[] = {"architecture",
                                           "rank_by_decoder_norm",
                                           "library",
                                           "library_version",
-                                          "transcoder"};
+                                          "transcoder",
+                                          "matryoshka_widths"};
 
 bool subsae__sae_own_member(const char *key)
 {
@@ -180,6 +182,8 @@ static int write_config(const subsae_sae *sae, const char *path)
     bad |= json_object_set(root, "activation_fn_kwargs", kwargs);
     bad |= json_object_set_new(root, "rank_by_decoder_norm",
                                json_boolean(sae->rank_by_decoder_norm));
+    if (sae->matryoshka_count > 0)
+        bad |= json_object_set_new(root, "matryoshka_widths", subsae__matryoshka_json(sae));
     bad |= json_object_set_new(root, "library", json_string("libsubsae"));
     bad |= json_object_set_new(root, "library_version", json_string(subsae_version_string()));
     json_decref(kwargs);

@@ -121,6 +121,9 @@ int subsae__trainer_collective_supported(const subsae_trainer *t, const char *fn
                             "%s: BatchTopK selects over the whole batch, which is not "
                             "implemented across workers (TopK, JumpReLU and ReLU are)",
                             fn);
+    if (t->matryoshka_count > 0)
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the Matryoshka loss is not exchanged across workers", fn);
     return SUBSAE_OK;
 }
 

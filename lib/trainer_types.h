@@ -84,6 +84,14 @@ struct subsae__workspace {
     float *g_r_mag, *g_b_mag; /* max_touched: gated magnitude gradients per slot */
     double *extra;            /* SUBSAE__PARTS x 4: penalty and AuxK partial sums */
     double step_mse, step_penalty, step_aux; /* parts of the step's loss */
+    /* Matryoshka: the output gradient holds, per row, one block of d_out
+     * per prefix (g_levels of them; 1 for a plain model): block j is the
+     * sum of the gradients of prefixes j and above, which is what a
+     * feature first held by prefix j receives. step_prefix is the loss of
+     * the prefixes but the last (step_mse is the whole model's). */
+    int64_t g_levels;
+    double *prefix_sse; /* batch */
+    double step_prefix;
     /* AuxK */
     int64_t aux_k;      /* slots per row (0: AuxK off this step) */
     int64_t aux_cap;    /* room of aux_idx, aux_val, aux_pair_* */
@@ -172,6 +180,11 @@ struct subsae_trainer {
     /* skip transcoder: the option and W_skip's Adam moments */
     int64_t skip;
     float *m_W_skip, *v_W_skip;
+    /* Matryoshka prefixes asked for before init (the model keeps them
+     * after), and the sparsity coefficient's warm-up (option). */
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
+    int64_t coef_warmup_steps;
 };
 
 /* Features with gradient in the step (the touched list's length). */

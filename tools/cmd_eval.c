@@ -144,7 +144,12 @@ CLI_COMMAND(eval, "DIR INPUT... [--target FILE...] [--tensor NAME] [--skip-nonfi
         (o.plot && plot_density(o.plot, o.dir, density, features)))
         goto done;
     if (o.json) {
-        status = cli_print_json(sae_cli_eval_json(m));
+        json_t *eval = sae_cli_eval_json(m);
+        if (sae_cli_add_prefix_ev(eval, sae, buf, target)) {
+            json_decref(eval);
+            goto done;
+        }
+        status = cli_print_json(eval);
         goto done;
     }
     printf("%lld rows in %.2f s: MSE %.6g, FVU %.5f, explained variance %.5f, L0 %.3f, "

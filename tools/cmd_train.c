@@ -572,7 +572,7 @@ static int make_trainer(struct run *r)
     } else if (cli_check(subsae_trainer_create(&r->t), "cannot create the trainer")) {
         return 1;
     }
-    return train_options_apply(&r->o, r->t) ||
+    return train_options_apply(&r->o, r->t) || train_options_apply_matryoshka(&r->o, r->t) ||
            cli_check(subsae_trainer_set_callback(r->t, on_progress, r), "callback") ||
            cli_check(cli_dist_trainer(r->t), "cannot attach the workers");
 }
@@ -722,6 +722,11 @@ static int report_json(const struct run *r, const struct summary *s, const doubl
     const subsae_sae *sae = subsae_trainer_sae(r->t);
     const int64_t trained = (int64_t)m[SUBSAE_METRIC_TOKENS] - r->first_tokens;
     const double rate = r->fit_seconds > 0 ? (double)trained / r->fit_seconds : 0.0;
+    json_t *eval = em ? sae_cli_eval_json(em) : json_null();
+    if (em && sae_cli_add_prefix_ev(eval, sae, r->eval, r->teval)) {
+        json_decref(eval);
+        return 1;
+    }
     json_t *report = json_pack(
         "{s:I, s:I, s:s, s:b, s:I, s:I, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I, s:f, s:f, "
         "s:f, s:o, s:o}",
@@ -735,7 +740,7 @@ static int report_json(const struct run *r, const struct summary *s, const doubl
         s->init == SUBSAE_INIT_RANDOM ? json_null() : json_integer(s->subspace_dim), "tokens",
         (json_int_t)m[SUBSAE_METRIC_TOKENS], "steps", (json_int_t)m[SUBSAE_METRIC_STEPS],
         "seconds", r->fit_seconds, "tokens_per_second", rate, "init_seconds", r->init_seconds,
-        "final", sae_cli_final_json(m), "eval", em ? sae_cli_eval_json(em) : json_null());
+        "final", sae_cli_final_json(m), "eval", eval);
     /* What the run used, and where it is. */
     json_t *used = json_pack(
         "{s:f, s:I, s:I, s:o, s:I, s:I, s:s, s:s, s:s, s:s?, s:s?}", "lr", s->lr, "batch",

@@ -677,6 +677,27 @@ public:
                                           density.data(), d_sae()));
         return m;
     }
+    // The Matryoshka prefix widths (empty for a plain model).
+    std::vector<int64_t> matryoshka() const
+    {
+        std::vector<int64_t> widths(SUBSAE_MATRYOSHKA_MAX);
+        int count = 0;
+        check(subsae_sae_get_matryoshka(p_, widths.data(), SUBSAE_MATRYOSHKA_MAX, &count));
+        widths.resize(static_cast<size_t>(count));
+        return widths;
+    }
+    // Explained variance of each Matryoshka prefix (one value for a plain
+    // model), the last the model's.
+    std::vector<double> evaluate_prefixes(const Buffer &input,
+                                          const Buffer *target = nullptr) const
+    {
+        std::vector<double> ev(SUBSAE_MATRYOSHKA_MAX);
+        int count = 0;
+        check(subsae_sae_evaluate_prefixes(p_, input.get(), target ? target->get() : nullptr,
+                                           ev.data(), SUBSAE_MATRYOSHKA_MAX, &count));
+        ev.resize(static_cast<size_t>(count));
+        return ev;
+    }
     // SAELens' sparsity.safetensors (log10 densities) at `path`.
     void save_sparsity(const std::string &path, const std::vector<double> &density) const
     {
@@ -761,6 +782,14 @@ public:
         subsae_trainer *t = nullptr;
         check(subsae_trainer_create(&t));
         h_.reset(t);
+    }
+    // Train a Matryoshka SAE (topk, batchtopk): nested prefixes of these
+    // widths, strictly increasing, the last = features; empty for a plain
+    // one. Before init.
+    void set_matryoshka(const std::vector<int64_t> &widths)
+    {
+        check(subsae_trainer_set_matryoshka(get(), widths.data(),
+                                            static_cast<int>(widths.size())));
     }
     // Resume from a checkpoint directory.
     static Trainer load_checkpoint(const std::string &dir)

@@ -93,6 +93,7 @@ const METRIC_NAMES = (:mse, :fvu, :explained_variance, :l0, :dead_fraction, :dea
                       :dense_fraction, :zero_frequency_fraction, :tokens, :steps, :loss,
                       :lr, :loss_mse, :loss_sparsity, :loss_aux)
 const METRIC_COUNT = length(METRIC_NAMES)
+const MATRYOSHKA_MAX = 64  # most nested prefixes of a Matryoshka model
 
 const INIT_RANDOM = 0
 const INIT_ACTIVE_SUBSPACE = 1
@@ -844,6 +845,27 @@ function evaluate_density(m::Sae, input::Buffer, target::Union{Nothing,Buffer} =
     return metrics_tuple(out), density
 end
 
+"""The Matryoshka prefix widths (empty for a plain model)."""
+function matryoshka(m::Sae)
+    widths = Vector{Int64}(undef, MATRYOSHKA_MAX)
+    count = Ref{Cint}(0)
+    check(ccall((:subsae_sae_get_matryoshka, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Int64}, Cint, Ref{Cint}), handle(m), widths, MATRYOSHKA_MAX,
+                count))
+    return widths[1:count[]]
+end
+
+"""Explained variance of each Matryoshka prefix (one value for a plain model)."""
+function evaluate_prefixes(m::Sae, input::Buffer, target::Union{Nothing,Buffer} = nothing)
+    ev = Vector{Float64}(undef, MATRYOSHKA_MAX)
+    count = Ref{Cint}(0)
+    check(ccall((:subsae_sae_evaluate_prefixes, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Float64}, Cint, Ref{Cint}),
+                handle(m), handle(input), target === nothing ? C_NULL : handle(target), ev,
+                MATRYOSHKA_MAX, count))
+    return ev[1:count[]]
+end
+
 """SAELens' sparsity.safetensors (log10 densities) at `path`."""
 save_sparsity(m::Sae, path::AbstractString, density::Vector{Float64}) =
     check(ccall((:subsae_sae_save_sparsity, libsubsae), Cint,
@@ -903,6 +925,12 @@ function Base.close(t::Trainer)
     end
     return nothing
 end
+
+"""Train a Matryoshka SAE (topk, batchtopk): nested prefixes of these widths,
+strictly increasing, the last = features; empty for a plain one. Before init."""
+set_matryoshka!(t::Trainer, widths::Vector{Int64}) =
+    check(ccall((:subsae_trainer_set_matryoshka, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Int64}, Cint), handle(t), widths, length(widths)))
 
 function load_checkpoint(dir::AbstractString)
     out = Ref{Ptr{Cvoid}}(C_NULL)

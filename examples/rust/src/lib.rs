@@ -1277,6 +1277,38 @@ pub trait Model {
         Ok(m)
     }
 
+    /// The Matryoshka prefix widths (empty for a plain model).
+    fn matryoshka(&self) -> Result<Vec<i64>> {
+        let mut w = vec![0i64; sys::SUBSAE_MATRYOSHKA_MAX];
+        let mut count: c_int = 0;
+        // SAFETY: valid handle; `w` holds MATRYOSHKA_MAX widths.
+        check(unsafe {
+            sys::subsae_sae_get_matryoshka(self.as_ptr(), w.as_mut_ptr(), w.len() as c_int, &mut count)
+        })?;
+        w.truncate(count as usize);
+        Ok(w)
+    }
+
+    /// Explained variance of each Matryoshka prefix (one value for a plain
+    /// model), the last the model's.
+    fn evaluate_prefixes(&self, input: &Buffer<'_>, target: Option<&Buffer<'_>>) -> Result<Vec<f64>> {
+        let mut ev = vec![0f64; sys::SUBSAE_MATRYOSHKA_MAX];
+        let mut count: c_int = 0;
+        // SAFETY: valid handles; `ev` holds MATRYOSHKA_MAX doubles.
+        check(unsafe {
+            sys::subsae_sae_evaluate_prefixes(
+                self.as_ptr(),
+                input.as_ptr(),
+                target.map_or(ptr::null(), |t| t.as_ptr()),
+                ev.as_mut_ptr(),
+                ev.len() as c_int,
+                &mut count,
+            )
+        })?;
+        ev.truncate(count as usize);
+        Ok(ev)
+    }
+
     /// Save as an SAELens-layout directory (scales folded in).
     fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let c = c_path(dir.as_ref())?;
@@ -1412,6 +1444,16 @@ impl Trainer {
             ptr: NonNull::new(p).expect("NULL trainer"),
             callback: None,
         })
+    }
+
+    /// Train a Matryoshka SAE (topk, batchtopk): nested prefixes of these
+    /// widths, strictly increasing, the last = features; empty for a plain
+    /// one. Before `init`.
+    pub fn set_matryoshka(&mut self, widths: &[i64]) -> Result<()> {
+        let count = c_int::try_from(widths.len())
+            .map_err(|_| Error::invalid(String::from("too many Matryoshka widths")))?;
+        // SAFETY: valid handle; `widths` holds `count` values.
+        check(unsafe { sys::subsae_trainer_set_matryoshka(self.ptr.as_ptr(), widths.as_ptr(), count) })
     }
 
     /// Resume from a checkpoint directory.

@@ -199,6 +199,8 @@ pub const SUBSAE_TRAIN_L0_COEF: c_int = 23;
 pub const SUBSAE_TRAIN_JUMPRELU_BANDWIDTH: c_int = 24;
 pub const SUBSAE_TRAIN_INIT_THRESHOLD: c_int = 25;
 pub const SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS: c_int = 26;
+pub const SUBSAE_TRAIN_COEF_WARMUP_STEPS: c_int = 28;
+pub const SUBSAE_MATRYOSHKA_MAX: usize = 64;
 pub const SUBSAE_TRAIN_SKIP: c_int = 29;
 
 extern "C" {
@@ -517,6 +519,25 @@ extern "C" {
     pub fn subsae_sae_get_metadata(sae: *const subsae_sae, json: *mut *const c_char) -> c_int;
     pub fn subsae_sae_save(sae: *const subsae_sae, dir: *const c_char) -> c_int;
     pub fn subsae_sae_load(dir: *const c_char, out: *mut *mut subsae_sae) -> c_int;
+    pub fn subsae_sae_get_matryoshka(
+        sae: *const subsae_sae,
+        widths: *mut i64,
+        capacity: c_int,
+        count: *mut c_int,
+    ) -> c_int;
+    pub fn subsae_sae_evaluate_prefixes(
+        sae: *const subsae_sae,
+        input: *const subsae_buffer,
+        target: *const subsae_buffer,
+        ev: *mut f64,
+        capacity: c_int,
+        count: *mut c_int,
+    ) -> c_int;
+    pub fn subsae_trainer_set_matryoshka(
+        t: *mut subsae_trainer,
+        widths: *const i64,
+        count: c_int,
+    ) -> c_int;
 
     // ---- trainer -------------------------------------------------------
     pub fn subsae_trainer_create(out: *mut *mut subsae_trainer) -> c_int;
