@@ -560,8 +560,8 @@ static void parts_at(int activation, int64_t warmup, int64_t step, double parts[
 
 START_TEST(coefficient_warmup_ramps_the_penalty)
 {
-    const int acts[2] = {SUBSAE_ACT_RELU, SUBSAE_ACT_JUMPRELU};
-    for (int a = 0; a < 2; a++) {
+    const int acts[3] = {SUBSAE_ACT_RELU, SUBSAE_ACT_JUMPRELU, SUBSAE_ACT_GATED};
+    for (int a = 0; a < 3; a++) {
         double full[3], start[3], half[3], done[3];
         parts_at(acts[a], 0, 0, full);
         parts_at(acts[a], 8, 0, start);
