@@ -531,7 +531,25 @@ ALWAYS_INLINE double sumsq_body(const float *a, int64_t n)
     return s;
 }
 
+/* 16 running sums, lane l over the elements l mod 16, added in a fixed
+ * tree: the same bits whatever the vector width and the alignment. */
+ALWAYS_INLINE float dot_f32_body(const float *a, const float *b, int64_t n)
+{
+    float lane[16] = {0.0f};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++)
+            lane[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++)
+        lane[l] += a[i] * b[i];
+    for (int w = 8; w > 0; w /= 2)
+        for (int l = 0; l < w; l++)
+            lane[l] += lane[l + w];
+    return lane[0];
+}
+
 VARIANTS(double, dot, (const float *a, const float *b, int64_t n), (a, b, n))
+VARIANTS(float, dot_f32, (const float *a, const float *b, int64_t n), (a, b, n))
 VARIANTS(double, sumsq, (const float *a, int64_t n), (a, n))
 
 void subsae__normalize_row(float *row, int64_t d)

@@ -71,6 +71,9 @@ static inline int subsae__team(int threads, double work)
 
 /* Dot product and squared norm accumulated in double. */
 double subsae__dot(const float *a, const float *b, int64_t n);
+/* Dot product accumulated in float in a fixed order (16 interleaved sums
+ * added pairwise): the same bits on one machine for any alignment. */
+float subsae__dot_f32(const float *a, const float *b, int64_t n);
 double subsae__sumsq(const float *a, int64_t n);
 
 /* Scale a row to unit norm (a zero row stays zero). */
