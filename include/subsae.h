@@ -943,7 +943,7 @@ enum subsae_train_option {
     SUBSAE_TRAIN_PRECISION = 27     /* int SUBSAE_PRECISION_*, default FP32: the precision of
                                        the encoder's product. BF16: the product on bf16
                                        copies of W_enc and of the batch (fp32
-                                       accumulation); each row's k + max(8, k / 4) best
+                                       accumulation); each row's k + max(4, k / 4) best
                                        candidates are rescored in fp32 and the top k of
                                        those kept, so the values trained on are fp32;
                                        master weights, Adam, decoder and losses stay fp32.

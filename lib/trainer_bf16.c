@@ -15,13 +15,15 @@
  *
  * Near-ties: bf16 operands carry 8 bits of mantissa, so two
  * pre-activations closer than about 1 % can swap places. Each row's
- * k + margin best bf16 candidates are rescored in fp32 (the dot product of
- * the fp32 encoder input and the fp32 W_enc row, accumulated in double in
- * a fixed order, + b_enc), and the top k of the rescored values are kept:
- * the chosen set is the fp32 choice except for a feature that bf16
- * ranked below k + margin, and the values the decoder and the backward use
- * are the fp32 ones. The fraction of selected pairs that the rescoring
- * changed is the step's disagreement (SUBSAE_METRIC_BF16_DISAGREEMENT).
+ * k + margin best bf16 candidates (subsae__bf16_margin) are rescored in
+ * fp32 (the dot product of the fp32 encoder input and the fp32 W_enc row
+ * in a fixed order, + b_enc; bucketed by feature, so that each W_enc row
+ * is read once), and the top k of the rescored values are kept: the
+ * chosen set is the fp32 choice except for a feature that bf16 ranked
+ * below k + margin (or a near-tie between the two fp32 roundings), and the
+ * values the decoder and the backward use are fp32 ones. The fraction of
+ * selected pairs that the rescoring changed is the step's disagreement
+ * (SUBSAE_METRIC_BF16_DISAGREEMENT).
  *
  * bf16 trains TopK without AuxK; the other activations and AuxK (whose
  * dead-feature ranking reads every pre-activation) are refused at bf16,
@@ -87,7 +89,7 @@ void subsae__trainer_bf16_sync(subsae_trainer *t)
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(subsae__trainer_threads(t), (double)m * (double)d))
     for (int64_t f = 0; f < m; f++)
-        subsae__bf16_from_f32(ws->W_enc_bf16 + f * d, s->W_enc + f * d, d);
+        subsae__bf16_round(ws->W_enc_bf16 + f * d, s->W_enc + f * d, d);
     ws->bf16_valid = true;
 }
 
@@ -96,7 +98,7 @@ void subsae__trainer_bf16_row(subsae_trainer *t, int64_t f)
     struct subsae__workspace *ws = &t->ws;
     const int64_t d = t->sae->d_in;
     if (ws->W_enc_bf16 && ws->bf16_valid)
-        subsae__bf16_from_f32(ws->W_enc_bf16 + f * d, t->sae->W_enc + f * d, d);
+        subsae__bf16_round(ws->W_enc_bf16 + f * d, t->sae->W_enc + f * d, d);
 }
 
 void subsae__trainer_bf16_input(subsae_trainer *t, int64_t i)
@@ -104,7 +106,7 @@ void subsae__trainer_bf16_input(subsae_trainer *t, int64_t i)
     struct subsae__workspace *ws = &t->ws;
     const int64_t d = t->sae->d_in;
     if (ws->xin_bf16)
-        subsae__bf16_from_f32(ws->xin_bf16 + i * d, ws->xin + i * d, d);
+        subsae__bf16_round(ws->xin_bf16 + i * d, ws->xin + i * d, d);
 }
 
 /* The candidates of n rows bucketed by feature (a counting sort: each

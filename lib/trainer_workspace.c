@@ -100,7 +100,10 @@ static int aux_workspace(subsae_trainer *t, int64_t room)
 
 int64_t subsae__bf16_margin(int64_t k)
 {
-    return k / 4 > 8 ? k / 4 : 8;
+    /* Measured on L2_attn_out_131k at bf16 (margin 32): of the pairs the
+     * rescoring brought in, 96 % / 88 % were bf16's rank k + 1, none at
+     * k = 8 and 2 in 2M pairs at k = 32 lay beyond k + 4. */
+    return k / 4 > 4 ? k / 4 : 4;
 }
 
 /* The bf16 encoder's blocks (trainer_bf16.c): the copy of W_enc, the

@@ -13,6 +13,7 @@
 #include "harness.h"
 
 #include "encoder_gemm.h"
+#include "kernels.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -79,6 +80,33 @@ static void release(struct params *x)
     for (int p = 0; p < 4; p++)
         free(x->p[p]);
 }
+
+/* The step's vectorised rounding (kernels.c) gives encoder_gemm.c's bits:
+ * every sign, exponent and high mantissa with the low halves that decide
+ * the rounding (ties, NaN payloads, infinities, subnormals). */
+START_TEST(bf16_rounding_matches_the_conversion)
+{
+    static const uint32_t lows[] = {0x0000, 0x0001, 0x3fff, 0x7fff, 0x8000,
+                                    0x8001, 0xbfff, 0xc000, 0xffff, 0x1234};
+    enum { LOWS = sizeof lows / sizeof lows[0], N = 65536 * LOWS };
+    float *x = malloc(N * sizeof *x);
+    uint16_t *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    ck_assert(x && a && b);
+    for (uint32_t hi = 0; hi < 65536; hi++)
+        for (uint32_t l = 0; l < LOWS; l++) {
+            const uint32_t u = hi << 16 | lows[l];
+            memcpy(&x[hi * LOWS + l], &u, sizeof u);
+        }
+    for (int64_t off = 0; off < 3; off++) { /* unaligned starts and tails too */
+        subsae__bf16_from_f32(a, x + off, N - 2 * off);
+        subsae__bf16_round(b, x + off, N - 2 * off);
+        ck_assert(memcmp(a, b, (size_t)(N - 2 * off) * sizeof *a) == 0);
+    }
+    free(x);
+    free(a);
+    free(b);
+}
+END_TEST
 
 /* Init, then fit `tokens` on `threads` threads. */
 static void train(const subsae_buffer *in, bool sparse, int threads, int64_t tokens,
@@ -320,6 +348,7 @@ SUBSAE_SUITE(bf16_train)
 {
     Suite *s = suite_create("bf16_train");
     TCase *tc = harness_case(s, "bf16", 120);
+    tcase_add_test(tc, bf16_rounding_matches_the_conversion);
     tcase_add_test(tc, bf16_same_bits_for_threads_and_runs);
     tcase_add_test(tc, bf16_resume_bit_for_bit);
     tcase_add_test(tc, bf16_resolution);
