@@ -38,6 +38,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <string.h>
 
 /* Why bf16 training of activation `act` with t's options cannot run
@@ -148,33 +149,41 @@ static void rescore(const subsae_sae *s, struct subsae__workspace *ws, int64_t K
     }
 }
 
-/* A row's top k of its K rescored candidates (cidx/cval, in bf16 order),
- * larger value first, ties to the lower feature (the fp32 encoder's
- * order), ReLU; into idx/val (k slots). Taken candidates are marked by
- * their index (-2 - f). The number of active pairs that were not among
- * the bf16 top k. */
-static int64_t keep_row(int32_t *cidx, const float *cval, int64_t K, int64_t k, int32_t *idx,
-                        float *val)
+/* Whether candidate a goes before candidate b: the larger value first,
+ * ties to the lower feature (the fp32 encoder's order, a total one). */
+static inline bool before(const int32_t *cidx, const float *cval, int32_t a, int32_t b)
 {
+    return cval[a] > cval[b] || (cval[a] == cval[b] && cidx[a] < cidx[b]);
+}
+
+/* A row's top k of its K rescored candidates (cidx/cval, in bf16 order;
+ * -1: none), ReLU, into idx/val (k slots). The candidates' positions are
+ * sorted into `pos` (K entries of scratch) by insertion: the rescoring
+ * moves few of them, so this costs about K steps. The number of active
+ * pairs that were not among the bf16 top k. */
+static int64_t keep_row(const int32_t *cidx, const float *cval, int32_t *pos, int64_t K,
+                        int64_t k, int32_t *idx, float *val)
+{
+    int64_t count = 0;
+    for (int32_t j = 0; j < K; j++) {
+        if (cidx[j] < 0)
+            continue;
+        int64_t at = count++;
+        for (; at > 0 && before(cidx, cval, j, pos[at - 1]); at--)
+            pos[at] = pos[at - 1];
+        pos[at] = j;
+    }
     int64_t changed = 0;
     for (int64_t slot = 0; slot < k; slot++) {
-        int64_t best = -1;
-        for (int64_t j = 0; j < K; j++) {
-            if (cidx[j] < 0)
-                continue;
-            if (best < 0 || cval[j] > cval[best] ||
-                (cval[j] == cval[best] && cidx[j] < cidx[best]))
-                best = j;
-        }
-        if (best < 0 || !(cval[best] > 0.0f)) {
+        const int32_t j = slot < count ? pos[slot] : -1;
+        if (j < 0 || !(cval[j] > 0.0f)) {
             idx[slot] = -1;
             val[slot] = 0.0f;
             continue;
         }
-        idx[slot] = cidx[best];
-        val[slot] = cval[best];
-        changed += best >= k;
-        cidx[best] = -2 - cidx[best];
+        idx[slot] = cidx[j];
+        val[slot] = cval[j];
+        changed += j >= k;
     }
     return changed;
 }
@@ -193,11 +202,12 @@ void subsae__trainer_encode_bf16(subsae_trainer *t, int64_t n, double *seconds)
     bucket_candidates(ws, s->d_sae, n, K);
     rescore(s, ws, K, T);
     int64_t changed = 0;
-#pragma omp parallel for schedule(static) reduction(+ : changed) \
-    num_threads(subsae__team(T, (double)n * (double)K * (double)k))
+    /* The bucketing's positions are spent: each row sorts in its own K.
+     * About K steps per row: on one thread, where a parallel region would
+     * cost more (waking a team on a loaded machine takes milliseconds). */
     for (int64_t i = 0; i < n; i++)
-        changed += keep_row(ws->cand_idx + i * K, ws->cand_val + i * K, K, k, ws->idx + i * k,
-                            ws->val + i * k);
+        changed += keep_row(ws->cand_idx + i * K, ws->cand_val + i * K, ws->cand_order + i * K,
+                            K, k, ws->idx + i * k, ws->val + i * k);
     ws->cand_changed = changed;
     t->last_disagreement = (double)changed / ((double)n * (double)k);
     if (seconds)
