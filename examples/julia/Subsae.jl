@@ -73,6 +73,9 @@ const SUBSPACE_DIM = Cint(101)
 const SUBSPACE_RANK_FOUND = Cint(103)
 
 const ACT_TOPK = Cint(0)
+const ACT_GATED = Cint(4)
+const PARAM_R_MAG = Cint(5) # gated models only
+const PARAM_B_MAG = Cint(6)
 const SAE_D_IN = Cint(0)
 const SAE_D_OUT = Cint(1)
 const SAE_D_SAE = Cint(2)
@@ -123,6 +126,12 @@ end
 
 version() = unsafe_string(ccall((:subsae_version_string, libsubsae), Cstring, ()))
 version_number() = ccall((:subsae_version_number, libsubsae), Cuint, ())
+const PRECISION_FP32, PRECISION_BF16, PRECISION_AUTO = 0, 1, 2
+encoder_isa() = unsafe_string(ccall((:subsae_encoder_isa, libsubsae), Cstring, ()))
+encoder_kernel(precision::Integer = PRECISION_AUTO) =
+    unsafe_string(ccall((:subsae_encoder_kernel, libsubsae), Cstring, (Cint,), precision))
+precision_resolve(precision::Integer = PRECISION_AUTO) =
+    ccall((:subsae_precision_resolve, libsubsae), Cint, (Cint,), precision)
 last_error() = unsafe_string(ccall((:subsae_last_error, libsubsae), Cstring, ()))
 last_error_status() = ccall((:subsae_last_error_status, libsubsae), Cint, ())
 last_error_reason() = ccall((:subsae_last_error_reason, libsubsae), Cint, ())
@@ -722,7 +731,8 @@ d_in(m::Sae) = get_int(m, SAE_D_IN)
 d_out(m::Sae) = get_int(m, SAE_D_OUT)
 d_sae(m::Sae) = get_int(m, SAE_D_SAE)
 
-"""A parameter (PARAM_* value 0-4) as stored, flat in C (row-major) order."""
+"""A parameter (PARAM_* value 0-6; 5 and 6 in gated models only) as stored, flat in C
+(row-major) order."""
 function param(m::Sae, p::Integer)
     n = ccall((:subsae_sae_param_size, libsubsae), Int64, (Ptr{Cvoid}, Cint), handle(m), p)
     n < 0 && throw(ArgumentError("unknown parameter $p"))

@@ -42,7 +42,8 @@ fn library_dir() -> PathBuf {
 fn link_dependencies() {
     let flags = pkg_config(&["--libs", "openblas", "lapacke", "jansson"])
         .unwrap_or_else(|| String::from("-lopenblas -llapacke -ljansson"));
-    for flag in flags.split_whitespace().chain(["-lgomp", "-lm", "-lpthread"]) {
+    // oneDNN ships no pkg-config file.
+    for flag in flags.split_whitespace().chain(["-ldnnl", "-lgomp", "-lm", "-lpthread"]) {
         if let Some(dir) = flag.strip_prefix("-L") {
             println!("cargo:rustc-link-search=native={}", dir);
         } else if let Some(lib) = flag.strip_prefix("-l") {

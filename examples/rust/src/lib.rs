@@ -158,6 +158,24 @@ pub fn version_number() -> u32 {
     unsafe { sys::subsae_version_number() }
 }
 
+/// oneDNN's instruction set for the encoder's product ("avx512_core_bf16", ...).
+pub fn encoder_isa() -> &'static str {
+    // SAFETY: static string.
+    static_str(unsafe { sys::subsae_encoder_isa() })
+}
+
+/// The kernel of the encoder's product at a precision (`sys::SUBSAE_PRECISION_*`).
+pub fn encoder_kernel(precision: i32) -> &'static str {
+    // SAFETY: static string; any value is accepted.
+    static_str(unsafe { sys::subsae_encoder_kernel(precision) })
+}
+
+/// What `SUBSAE_PRECISION_AUTO` means here: BF16 or FP32.
+pub fn precision_resolve(precision: i32) -> i32 {
+    // SAFETY: any value is accepted.
+    unsafe { sys::subsae_precision_resolve(precision) }
+}
+
 /// Threads used by the library and OpenBLAS (n <= 0: all processors).
 pub fn set_num_threads(n: i32) -> Result<()> {
     // SAFETY: no pointers.

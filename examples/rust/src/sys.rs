@@ -100,12 +100,19 @@ pub const SUBSAE_ACT_TOPK: c_int = 0;
 pub const SUBSAE_ACT_BATCHTOPK: c_int = 1;
 pub const SUBSAE_ACT_JUMPRELU: c_int = 2;
 pub const SUBSAE_ACT_RELU: c_int = 3;
+pub const SUBSAE_PRECISION_FP32: c_int = 0;
+pub const SUBSAE_PRECISION_BF16: c_int = 1;
+pub const SUBSAE_PRECISION_AUTO: c_int = 2;
+pub const SUBSAE_ACT_GATED: c_int = 4;
 
 pub const SUBSAE_PARAM_W_ENC: c_int = 0;
 pub const SUBSAE_PARAM_B_ENC: c_int = 1;
 pub const SUBSAE_PARAM_W_DEC: c_int = 2;
 pub const SUBSAE_PARAM_B_DEC: c_int = 3;
 pub const SUBSAE_PARAM_THRESHOLD: c_int = 4;
+/// Gated models only (b_enc is the gate bias, SAELens' b_gate).
+pub const SUBSAE_PARAM_R_MAG: c_int = 5;
+pub const SUBSAE_PARAM_B_MAG: c_int = 6;
 
 pub const SUBSAE_SAE_D_IN: c_int = 0;
 pub const SUBSAE_SAE_D_OUT: c_int = 1;
@@ -198,6 +205,9 @@ extern "C" {
     // ---- version, errors, threads --------------------------------------
     pub fn subsae_version_number() -> c_uint;
     pub fn subsae_version_string() -> *const c_char;
+    pub fn subsae_encoder_isa() -> *const c_char;
+    pub fn subsae_encoder_kernel(precision: c_int) -> *const c_char;
+    pub fn subsae_precision_resolve(precision: c_int) -> c_int;
     pub fn subsae_status_string(status: c_int) -> *const c_char;
     pub fn subsae_reason_string(reason: c_int) -> *const c_char;
     pub fn subsae_last_error() -> *const c_char;
