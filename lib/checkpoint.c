@@ -11,6 +11,7 @@
  * then are older state files removed. Whatever the moment of a crash,
  * checkpoint.json names a complete state file that matches it. */
 #include "dtype.h"
+#include "encoder_gemm.h"
 #include "io.h"
 #include "matryoshka.h"
 #include "params.h"
@@ -115,13 +116,22 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
         json_decref(root);
         root = NULL;
     }
-    /* The last step's learning rate and loss parts (what the metrics
-     * report until the next step). */
+    /* The precision of the encoder's product in use (the option may say
+     * auto): a resumed run keeps it. */
+    if (root &&
+        json_object_set_new(root, "precision",
+                            json_string(t->precision_used == SUBSAE__BF16 ? "bf16" : "fp32"))) {
+        json_decref(root);
+        root = NULL;
+    }
+    /* The last step's learning rate, loss parts and bf16 disagreement
+     * (what the metrics report until the next step). */
     if (root) {
-        json_t *last = json_pack("{s:o, s:[o,o,o]}", "lr", finite_or_null(t->last_lr),
+        json_t *last = json_pack("{s:o, s:[o,o,o], s:o}", "lr", finite_or_null(t->last_lr),
                                  "loss_parts", finite_or_null(t->last_loss_parts[0]),
                                  finite_or_null(t->last_loss_parts[1]),
-                                 finite_or_null(t->last_loss_parts[2]));
+                                 finite_or_null(t->last_loss_parts[2]), "bf16_disagreement",
+                                 finite_or_null(t->last_disagreement));
         if (!last || json_object_set_new(root, "last_step", last)) {
             json_decref(root);
             root = NULL;
@@ -384,6 +394,13 @@ struct manifest {
     int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
+/* Options newer than the checkpoint format: absent from older files,
+ * where they keep their defaults. */
+static bool optional_option(int option)
+{
+    return option > SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS;
+}
+
 /* Options, through the public setters (they validate every value). */
 static void read_options(subsae_trainer *t, struct reader *r, const json_t *root)
 {
@@ -391,12 +408,9 @@ static void read_options(subsae_trainer *t, struct reader *r, const json_t *root
     for (int o = 0; r->rc == SUBSAE_OK && o <= SUBSAE__TRAIN_OPTION_LAST; o++) {
         bool is_double;
         const char *name = subsae__trainer_option_name(o, &is_double);
-        /* The skip option came later: a checkpoint without it has none. */
-        if (!name || (o == SUBSAE_TRAIN_SKIP && !json_object_get(options, name)))
-            continue;
         /* Options added after checkpoints were first written keep their
          * defaults when an older file does not name them. */
-        if (o > SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS && !json_object_get(options, name))
+        if (!name || (optional_option(o) && !json_object_get(options, name)))
             continue;
         double real = is_double ? get_real(r, options, name, false) : 0.0;
         int64_t whole = is_double ? 0 : get_int(r, options, name, INT64_MIN, INT64_MAX);
@@ -473,6 +487,22 @@ static void read_last_step(struct reader *r, const json_t *root, subsae_trainer 
         const json_t *v = json_array_get(parts, i);
         t->last_loss_parts[i] = json_is_number(v) ? json_number_value(v) : NAN;
     }
+    const json_t *dis = json_object_get(last_step, "bf16_disagreement");
+    t->last_disagreement = json_is_number(dis) ? json_number_value(dis) : NAN;
+}
+
+/* The precision in use: "fp32" or "bf16" (absent before bf16 training:
+ * fp32). */
+static void read_precision(struct reader *r, const json_t *root, subsae_trainer *t)
+{
+    const json_t *v = json_object_get(root, "precision");
+    const char *name = v ? json_string_value(v) : "fp32";
+    if (name && (!strcmp(name, "fp32") || !strcmp(name, "bf16"))) {
+        t->precision_used = !strcmp(name, "bf16") ? SUBSAE__BF16 : SUBSAE__FP32;
+    } else if (r->rc == SUBSAE_OK) {
+        r->rc = subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                             "%s: field 'precision' is not \"fp32\" or \"bf16\"", r->path);
+    }
 }
 
 static void read_rng(struct reader *r, const json_t *root, uint64_t words[4])
@@ -507,6 +537,7 @@ static void read_progress(struct reader *r, const json_t *root, int activation,
     read_window(r, field(r, windows, "cur"), &t->cur);
     read_window(r, field(r, windows, "prev"), &t->prev);
     read_rng(r, root, t->rng.s);
+    read_precision(r, root, t);
     t->batch_threshold = activation == SUBSAE_ACT_BATCHTOPK
                              ? get_real(r, root, "batch_threshold", false)
                              : 0.0;

@@ -511,6 +511,54 @@ void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float
     adam_scalar(w, m, v, g, n, gs, b1, b2, step, inv_bias2, eps);
 }
 
+/* ---- bf16 ---------------------------------------------------------------- */
+
+/* Round to nearest even, NaN kept a quiet NaN (encoder_gemm.c's
+ * conversion, bit for bit), without branches so that it vectorises. */
+ALWAYS_INLINE void bf16_round_body(uint16_t *dst, const float *src, int64_t n)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], sizeof u);
+        const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        const uint32_t quiet = (u >> 16) | 0x40u;
+        dst[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+    }
+}
+
+#if SUBSAE_X86
+__attribute__((target("avx512f,avx512bw"))) static void bf16_round_avx512(uint16_t *dst,
+                                                                          const float *src,
+                                                                          int64_t n)
+{
+    bf16_round_body(dst, src, n);
+}
+
+__attribute__((target("avx2"))) static void bf16_round_avx2(uint16_t *dst, const float *src,
+                                                            int64_t n)
+{
+    bf16_round_body(dst, src, n);
+}
+#endif
+
+void subsae__bf16_round(uint16_t *dst, const float *src, int64_t n)
+{
+#if SUBSAE_X86
+    switch (cpu_level()) {
+    case 2:
+        if (__builtin_cpu_supports("avx512bw")) {
+            bf16_round_avx512(dst, src, n);
+            return;
+        }
+        break;
+    case 1: bf16_round_avx2(dst, src, n); return;
+    default: break;
+    }
+#endif
+    bf16_round_body(dst, src, n);
+}
+
 /* ---- reductions -------------------------------------------------------- */
 
 ALWAYS_INLINE double dot_body(const float *a, const float *b, int64_t n)
@@ -531,7 +579,25 @@ ALWAYS_INLINE double sumsq_body(const float *a, int64_t n)
     return s;
 }
 
+/* 16 running sums, lane l over the elements l mod 16, added in a fixed
+ * tree: the same bits whatever the vector width and the alignment. */
+ALWAYS_INLINE float dot_f32_body(const float *a, const float *b, int64_t n)
+{
+    float lane[16] = {0.0f};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++)
+            lane[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++)
+        lane[l] += a[i] * b[i];
+    for (int w = 8; w > 0; w /= 2)
+        for (int l = 0; l < w; l++)
+            lane[l] += lane[l + w];
+    return lane[0];
+}
+
 VARIANTS(double, dot, (const float *a, const float *b, int64_t n), (a, b, n))
+VARIANTS(float, dot_f32, (const float *a, const float *b, int64_t n), (a, b, n))
 VARIANTS(double, sumsq, (const float *a, int64_t n), (a, n))
 
 void subsae__normalize_row(float *row, int64_t d)

@@ -69,8 +69,15 @@ static inline int subsae__team(int threads, double work)
     return work >= 131072.0 ? threads : 1;
 }
 
+/* bf16 <- fp32 of n values, round to nearest even, NaN kept a NaN: the
+ * bits of subsae__bf16_from_f32 (encoder_gemm.h), vectorised. */
+void subsae__bf16_round(uint16_t *dst, const float *src, int64_t n);
+
 /* Dot product and squared norm accumulated in double. */
 double subsae__dot(const float *a, const float *b, int64_t n);
+/* Dot product accumulated in float in a fixed order (16 interleaved sums
+ * added pairwise): the same bits on one machine for any alignment. */
+float subsae__dot_f32(const float *a, const float *b, int64_t n);
 double subsae__sumsq(const float *a, int64_t n);
 
 /* Scale a row to unit norm (a zero row stays zero). */

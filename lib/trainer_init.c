@@ -6,6 +6,7 @@
  * process from a gathered sample. */
 #include "activation.h"
 #include "matryoshka.h"
+#include "trainer_bf16.h"
 #include "trainer_collective.h"
 #include "trainer_state.h"
 #include "trainer_workspace.h"
@@ -643,6 +644,8 @@ int subsae_trainer_init(subsae_trainer *t, const subsae_buffer *input,
 {
     static const char *fn = "subsae_trainer_init";
     int rc = check_init_args(fn, t, input, target);
+    if (!rc)
+        rc = subsae__trainer_precision_init(t, fn);
     const bool workers = t && subsae__collective_on(&t->coll);
     if (rc && !workers)
         return rc;

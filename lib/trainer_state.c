@@ -67,6 +67,7 @@ void subsae__trainer_forget_last_step(subsae_trainer *t, double loss)
 {
     t->last_loss = loss;
     t->last_lr = NAN;
+    t->last_disagreement = NAN;
     for (int i = 0; i < 3; i++)
         t->last_loss_parts[i] = NAN;
 }
@@ -167,9 +168,12 @@ static int get_value(const char *fn, const subsae_trainer *t, int option, int ty
     if (!o)
         return rc;
     const double lr = subsae__trainer_lr(t);
+    const int64_t precision = t->precision_used;
     const void *from = (const char *)t + o->offset;
     if (option == SUBSAE_TRAIN_SUBSPACE_DIM && t->initialised)
         from = &t->subspace_dim_used;
+    else if (option == SUBSAE_TRAIN_PRECISION && t->initialised)
+        from = &precision;
     else if (option == SUBSAE_TRAIN_LR)
         from = &lr;
     memcpy(value, from, 8);
@@ -349,6 +353,7 @@ int subsae_trainer_metrics(const subsae_trainer *t, double *metrics, int64_t n_m
     v[SUBSAE_METRIC_LOSS_MSE] = t->last_loss_parts[0];
     v[SUBSAE_METRIC_LOSS_SPARSITY] = t->last_loss_parts[1];
     v[SUBSAE_METRIC_LOSS_AUX] = t->last_loss_parts[2];
+    v[SUBSAE_METRIC_BF16_DISAGREEMENT] = t->last_disagreement;
     for (int64_t i = 0; i < n_metrics; i++)
         metrics[i] = i < SUBSAE_METRIC_COUNT ? v[i] : NAN;
     return SUBSAE_OK;

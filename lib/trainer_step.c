@@ -23,9 +23,11 @@
 #include "trainer_step.h"
 
 #include "activation.h"
+#include "encoder_gemm.h"
 #include "losses.h"
 #include "matryoshka.h"
 #include "params.h"
+#include "trainer_bf16.h"
 #include "trainer_state.h"
 #include "trainer_workspace.h"
 
@@ -89,6 +91,7 @@ static int scale_inputs(subsae_trainer *t, const float *input, int64_t input_str
             xs[j] = xr[j] * s_in;
             xin[j] = apply ? xs[j] - s->b_dec[j] : xs[j];
         }
+        subsae__trainer_bf16_input(t, i);
         if (target) {
             const float *tr = target + i * target_stride;
             float *ts = ws->ts + i * d_out;
@@ -111,8 +114,11 @@ static int encode(subsae_trainer *t, int64_t n)
             ws->cut[f] = s->threshold[f] - 0.5f * bw;
     }
     int rc = subsae__trainer_prepare_aux(t);
-    if (!rc)
-        rc = subsae__trainer_encode(t, n, t->phase_seconds + SUBSAE_PHASE_ENCODE_GEMM);
+    double *seconds = t->phase_seconds + SUBSAE_PHASE_ENCODE_GEMM;
+    if (!rc && t->precision_used == SUBSAE__BF16)
+        subsae__trainer_encode_bf16(t, n, seconds);
+    else if (!rc)
+        rc = subsae__trainer_encode(t, n, seconds);
     return rc;
 }
 
@@ -614,7 +620,11 @@ int subsae__trainer_forward_backward(subsae_trainer *t, const float *input,
 {
     double *phase = t->phase_seconds;
     double clock = omp_get_wtime();
-    int rc = scale_inputs(t, input, input_stride, target, target_stride, n);
+    int rc = subsae__trainer_bf16_check(t, "subsae_trainer_step");
+    if (rc)
+        return rc;
+    subsae__trainer_bf16_sync(t);
+    rc = scale_inputs(t, input, input_stride, target, target_stride, n);
     if (rc)
         return rc;
     phase[SUBSAE_PHASE_PREPARE] += omp_get_wtime() - clock;
@@ -749,6 +759,7 @@ static void feature_update(subsae_trainer *t, const struct adam_step *a, int64_t
     subsae_sae *s = t->sae;
     for (int i = 0; i < a->n_rows; i++)
         row_update(&a->rows[i], a, f, slot);
+    subsae__trainer_bf16_row(t, f);
     if (s->activation == SUBSAE_ACT_JUMPRELU)
         s->threshold[f] = expf(t->log_threshold[f]);
     if (t->decoder_norm == SUBSAE_DECODER_UNIT)

@@ -111,6 +111,19 @@ struct subsae__workspace {
     /* skip transcoder */
     float *skip_out; /* batch x d_out: the skip path's output, x s_in W_skip^T */
     float *g_W_skip; /* d_out x d_in: its gradient */
+    /* bf16 encoder (trainer_bf16.c): the bf16 copy of W_enc, equal to
+     * bf16(W_enc) row for row once valid (made whole when the workspace is
+     * new, each row renewed when Adam writes it), the encoder input in
+     * bf16, and each row's candidates before the fp32 rescoring. */
+    uint16_t *W_enc_bf16; /* d_sae x d_in */
+    bool bf16_valid;
+    uint16_t *xin_bf16; /* batch x d_in */
+    int64_t cand_slots; /* k + margin */
+    int32_t *cand_idx;  /* batch x cand_slots */
+    float *cand_val;
+    int32_t *cand_offsets; /* d_sae + 1: the candidates bucketed by feature */
+    int32_t *cand_order;   /* batch x cand_slots: their positions, by feature */
+    int64_t cand_changed;  /* pairs of the step the rescoring changed */
 };
 
 /* A part's partial sums in ws->part: dL/dx_hat summed over its rows
@@ -126,7 +139,7 @@ struct subsae_trainer {
     /* options */
     int64_t features, activation, k, batch, warmup_steps, cooldown_steps, seed, dead_window,
         init, subspace_dim, scale_search, decoder_norm, sparse_adam, threads, init_sample,
-        auxk_k, subspace_coefficients;
+        auxk_k, subspace_coefficients, precision;
     double lr, clip_norm, beta1, beta2, eps, auxk_coef, l1_coef, l0_coef, bandwidth,
         init_threshold;
     subsae_callback callback;
@@ -151,6 +164,11 @@ struct subsae_trainer {
     float *m_log_threshold, *v_log_threshold;
     float *m_r_mag, *v_r_mag, *m_b_mag, *v_b_mag; /* gated: Adam moments of r_mag, b_mag */
     double batch_threshold; /* BatchTopK: running inference threshold (EMA) */
+    /* the precision of the encoder's product in use (SUBSAE__FP32 or
+     * SUBSAE__BF16, trainer_bf16.c): the option resolved at init, or the
+     * checkpoint's */
+    int precision_used;
+    double last_disagreement; /* the last step's changed fraction (NaN: none) */
     struct subsae__window cur, prev;
     bool prev_valid;
     int64_t window_tokens; /* metrics window (epoch length); 0 = since init */

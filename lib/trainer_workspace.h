@@ -6,6 +6,10 @@
 
 #include "trainer_types.h"
 
+/* Candidates per row beyond k that the bf16 encoder (trainer_bf16.c)
+ * rescores in fp32: max(4, k / 4). */
+int64_t subsae__bf16_margin(int64_t k);
+
 /* The thread count the step uses. */
 int subsae__trainer_threads(const subsae_trainer *t);
 

@@ -26,14 +26,15 @@ static const int reported_phase[REPORTED_PHASES] = {
     SUBSAE_PHASE_BACKWARD,    SUBSAE_PHASE_OPTIMIZER, SUBSAE_PHASE_PREPARE};
 
 struct train_config {
-    int64_t d_in, features, k, batch, steps, rounds, warmup;
+    int64_t d_in, features, k, batch, steps, rounds, warmup, precision;
     int threads;
     bool speedup; /* also time one-thread steps, interleaved */
 };
 
 struct train_round {
     double tokens_per_second, sgemm_gflops, fraction, encode_tokens_per_second,
-        encode_fraction, gemm_phase_fraction, one_thread_tokens_per_second, speedup;
+        encode_fraction, gemm_phase_fraction, one_thread_tokens_per_second, speedup,
+        disagreement;
     double phases[REPORTED_PHASES];
 };
 
@@ -68,6 +69,8 @@ static int make_trainer(const struct train_config *c, const subsae_buffer *buf,
         rc = subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT, SUBSAE_INIT_RANDOM);
     if (!rc)
         rc = subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT_SAMPLE, c->batch);
+    if (!rc)
+        rc = subsae_trainer_set_int(t, SUBSAE_TRAIN_PRECISION, c->precision);
     if (!rc)
         rc = subsae_trainer_init(t, buf, NULL);
     if (rc) {
@@ -119,7 +122,7 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)m, (int)d, 1.0f, x, (int)d,
                 w, (int)d, 0.0f, pre, (int)m);
     for (int64_t r = 0; r < c->rounds; r++) {
-        double train_s = 0.0, gemm_s = 0.0, one_s = 0.0;
+        double train_s = 0.0, gemm_s = 0.0, one_s = 0.0, disagreement = 0.0;
         double phases[SUBSAE_PHASE_COUNT] = {0.0}, one[SUBSAE_PHASE_COUNT];
         for (int64_t s = 0; s < c->steps; s++, next++) {
             const float *batch = x + (size_t)(next % POOL_BATCHES) * (size_t)(B * d);
@@ -135,6 +138,9 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
             train_s += t1 - t0;
             gemm_s += t2 - t1;
             subsae_trainer_timings(t, one, SUBSAE_PHASE_COUNT);
+            double metrics[SUBSAE_METRIC_COUNT];
+            subsae_trainer_metrics(t, metrics, SUBSAE_METRIC_COUNT);
+            disagreement += metrics[SUBSAE_METRIC_BF16_DISAGREEMENT] / (double)c->steps;
             for (int p = 0; p < SUBSAE_PHASE_COUNT; p++)
                 phases[p] += one[p] / (double)c->steps;
             if (c->speedup) {
@@ -172,6 +178,7 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
         o->gemm_phase_fraction = gemm_s / (double)c->steps / phases[SUBSAE_PHASE_ENCODE_GEMM];
         o->one_thread_tokens_per_second = c->speedup ? (double)(c->steps * B) / one_s : NAN;
         o->speedup = c->speedup ? one_s / train_s : NAN;
+        o->disagreement = disagreement;
         for (int p = 0; p < REPORTED_PHASES; p++)
             o->phases[p] = phases[reported_phase[p]];
     }
@@ -219,6 +226,16 @@ static json_t *train_json(const struct train_config *c, const struct train_round
         bench_range_json(etps),
         "encode_roofline_fraction", efr[0], "encode_roofline_fraction_range", bench_range_json(efr),
         "step_gemm_efficiency", gpf[0], "phases", phases);
+    if (j) {
+        /* The precision in use (auto resolved) and, at bf16, the mean
+         * fraction of the selected pairs the fp32 rescoring changed. */
+        double dis[3];
+        stats(r, c->rounds, FIELD(disagreement), dis);
+        const bool bf16 = c->precision == SUBSAE_PRECISION_BF16;
+        json_object_set_new(j, "precision", json_string(bf16 ? "bf16" : "fp32"));
+        json_object_set_new(j, "bf16_disagreement_rate",
+                            bf16 && isfinite(dis[0]) ? json_real(dis[0]) : json_null());
+    }
     if (j && c->speedup) {
         double one[3], sp[3];
         stats(r, c->rounds, FIELD(one_thread_tokens_per_second), one);
@@ -247,6 +264,11 @@ static void train_table(const json_t *j)
            (long long)json_integer_value(json_object_get(j, "rounds")),
            (long long)json_integer_value(json_object_get(j, "steps")));
     json_t *fr = json_object_get(j, "roofline_fraction_range");
+    const json_t *dis = json_object_get(j, "bf16_disagreement_rate");
+    printf("  %-30s %s", "precision", json_string_value(json_object_get(j, "precision")));
+    if (json_is_number(dis))
+        printf(" (rescoring changed %.4f %% of the selected pairs)", 100 * json_real_value(dis));
+    printf("\n");
     printf("  %-30s %8.1f GFLOPS\n", "cblas_sgemm (encoder shape)",
            json_real_value(json_object_get(j, "sgemm_gflops")));
     printf("  %-30s %8.0f tokens/s\n", "roofline (sgemm / 2 d_in d_sae)",
@@ -295,6 +317,15 @@ int bench_train(int argc, char **argv, json_t *reports, bool print)
             if (!cli_parse_int64(a, v, field == &c.warmup ? 0 : 1, INT32_MAX, field))
                 return 2;
             i++;
+        } else if (!strcmp(a, "--precision") && v) {
+            static const char *const names[] = {"fp32", "bf16", "auto"};
+            c.precision = -1;
+            for (int p = 0; p < 3; p++)
+                if (!strcmp(v, names[p]))
+                    c.precision = p;
+            if (c.precision < 0)
+                return cli_fail("--precision %s: expected fp32, bf16 or auto", v);
+            i++;
         } else if (!strcmp(a, "--speedup")) {
             c.speedup = true;
         } else if (!strcmp(a, "--threads") && v) {
@@ -307,6 +338,7 @@ int bench_train(int argc, char **argv, json_t *reports, bool print)
             return cli_usage();
         }
     }
+    c.precision = subsae_precision_resolve((int)c.precision);
     if (c.k > c.features)
         return cli_fail("--k %lld exceeds --features %lld", (long long)c.k,
                         (long long)c.features);

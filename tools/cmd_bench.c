@@ -440,7 +440,8 @@ static void summary(const json_t *reports)
 }
 
 CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps S] "
-                   "[--rounds R] [--warmup W] [--threads T] [--speedup] | encode [--d-in D] "
+                   "[--rounds R] [--warmup W] [--threads T] [--speedup] [--precision P] | "
+                   "encode [--d-in D] "
                    "[--features M] [--k K] [--batch B] [--versus B0] [--calls C] [--rounds R] "
                    "[--threads T] | rank [--rows N] "
                    "[--dim D] [--rank K] [--repeat R] [--threads T] | all; [--json]")
@@ -522,6 +523,9 @@ CLI_HELP(bench)
     cli_help_line(out, "--warmup W", "untimed steps first (default 2)");
     cli_help_line(out, "--threads T", "threads (default: all)");
     cli_help_line(out, "--speedup", "also time one-thread steps, interleaved, for the speed-up");
+    cli_help_line(out, "--precision P",
+                  "fp32 (default), bf16 or auto: the trainer's SUBSAE_TRAIN_PRECISION; bf16 "
+                  "reports the mean bf16_disagreement_rate of the timed steps");
     fprintf(out, "\nbench encode: tokens/s of TopK encoding (subsae_sae_encode_sparse) of B\n"
                  "rows through a random model, against the roofline of the shape measured in\n"
                  "the same run: the lower of the sgemm bound and, for small B, the bound of\n"

@@ -87,8 +87,10 @@ void run_record_new_id(char *out, size_t size)
 
 const char *run_record_precision(const subsae_trainer *t)
 {
-    (void)t; /* every step computes in float32 */
-    return "fp32";
+    int64_t precision = SUBSAE_PRECISION_FP32; /* the precision in use once initialised */
+    if (subsae_trainer_get_int(t, SUBSAE_TRAIN_PRECISION, &precision) != SUBSAE_OK)
+        return "fp32";
+    return precision == SUBSAE_PRECISION_BF16 ? "bf16" : "fp32";
 }
 
 void run_record_stem(const char *path, char *out, size_t size)

@@ -64,6 +64,7 @@ static const char *const activations[] = {"topk",  "batchtopk", "jumprelu",
 static const char *const inits[] = {"random", "active-subspace", NULL};
 static const char *const norms[] = {"free", "unit", NULL};
 static const char *const coefficients[] = {"uniform", "gaussian", NULL};
+static const char *const precisions[] = {"fp32", "bf16", "auto", NULL};
 
 static const struct flag flags[] = {
     SECTION("data"),
@@ -117,6 +118,10 @@ static const struct flag flags[] = {
     LIB("--lr", "X", NUMBER, SUBSAE_TRAIN_LR, NULL,
         "Adam learning rate; 0 or auto = 2e-4 / sqrt(features / 16384)"),
     LIB("--batch", "B", NUMBER, SUBSAE_TRAIN_BATCH, NULL, "tokens per step"),
+    LIB("--precision", "NAME", CHOICE, SUBSAE_TRAIN_PRECISION, precisions,
+        "the encoder's product: fp32, bf16 (bf16 copies of W_enc and of the batch, "
+        "candidates rescored in fp32; topk without auxk, CPUs with AVX512_BF16 or AMX) or "
+        "auto (bf16 where it can run)"),
     OWN_NUMBER("--epochs", "E", epochs, AT(have_epochs), true, 0, 1e9, true,
                "the run's length in passes over the inputs, counted from its start (default "
                "1; above 0)"),

@@ -69,7 +69,8 @@ OPTION_MAX_EXCLUSIVE, OPTION_ZERO_MEANS_AUTO, OPTION_CHOICE = 8, 16, 32
 
 METRIC_NAMES = ("mse", "fvu", "explained_variance", "l0", "dead_fraction",
                 "dead_features", "dense_fraction", "zero_frequency_fraction",
-                "tokens", "steps", "loss", "lr", "loss_mse", "loss_sparsity", "loss_aux")
+                "tokens", "steps", "loss", "lr", "loss_mse", "loss_sparsity", "loss_aux",
+                "bf16_disagreement")
 METRIC_COUNT = len(METRIC_NAMES)
 
 INIT_RANDOM, INIT_ACTIVE_SUBSPACE = 0, 1
@@ -82,6 +83,7 @@ TRAIN_DECODER_NORM, TRAIN_SPARSE_ADAM, TRAIN_THREADS, TRAIN_INIT_SAMPLE = 13, 14
 TRAIN_ADAM_BETA1, TRAIN_ADAM_BETA2, TRAIN_ADAM_EPS = 17, 18, 19
 TRAIN_AUXK_COEF, TRAIN_AUXK_K, TRAIN_L1_COEF, TRAIN_L0_COEF = 20, 21, 22, 23
 TRAIN_JUMPRELU_BANDWIDTH, TRAIN_INIT_THRESHOLD, TRAIN_SUBSPACE_COEFFICIENTS = 24, 25, 26
+TRAIN_PRECISION = 27  # SUBSAE_PRECISION_*: 0 fp32, 1 bf16, 2 auto
 TRAIN_COEF_WARMUP_STEPS = 28
 MATRYOSHKA_MAX = 64  # most nested prefixes of a Matryoshka model
 TRAIN_SKIP = 29

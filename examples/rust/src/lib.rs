@@ -308,6 +308,11 @@ impl Metrics {
     pub fn loss(&self) -> f64 {
         self.0[sys::SUBSAE_METRIC_LOSS]
     }
+    /// Training at bf16, last step: the fraction of the selected pairs the
+    /// fp32 rescoring changed (NaN at fp32).
+    pub fn bf16_disagreement(&self) -> f64 {
+        self.0[sys::SUBSAE_METRIC_BF16_DISAGREEMENT]
+    }
 }
 
 // ---- callbacks ----------------------------------------------------------

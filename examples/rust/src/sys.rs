@@ -153,7 +153,8 @@ pub const SUBSAE_METRIC_LR: usize = 11;
 pub const SUBSAE_METRIC_LOSS_MSE: usize = 12;
 pub const SUBSAE_METRIC_LOSS_SPARSITY: usize = 13;
 pub const SUBSAE_METRIC_LOSS_AUX: usize = 14;
-pub const SUBSAE_METRIC_COUNT: usize = 15;
+pub const SUBSAE_METRIC_BF16_DISAGREEMENT: usize = 15;
+pub const SUBSAE_METRIC_COUNT: usize = 16;
 
 pub const SUBSAE_PHASE_ENCODE_GEMM: usize = 0;
 pub const SUBSAE_PHASE_TOPK: usize = 1;
@@ -199,6 +200,7 @@ pub const SUBSAE_TRAIN_L0_COEF: c_int = 23;
 pub const SUBSAE_TRAIN_JUMPRELU_BANDWIDTH: c_int = 24;
 pub const SUBSAE_TRAIN_INIT_THRESHOLD: c_int = 25;
 pub const SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS: c_int = 26;
+pub const SUBSAE_TRAIN_PRECISION: c_int = 27;
 pub const SUBSAE_TRAIN_COEF_WARMUP_STEPS: c_int = 28;
 pub const SUBSAE_MATRYOSHKA_MAX: usize = 64;
 pub const SUBSAE_TRAIN_SKIP: c_int = 29;
