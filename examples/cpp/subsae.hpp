@@ -68,6 +68,11 @@ inline void check(int status)
 // ---- library-wide -------------------------------------------------------
 
 inline std::string version() { return subsae_version_string(); }
+// What computes the encoder's product: oneDNN's instruction set, the kernel
+// at a SUBSAE_PRECISION_* value, and what a precision means here.
+inline std::string encoder_isa() { return subsae_encoder_isa(); }
+inline std::string encoder_kernel(int precision) { return subsae_encoder_kernel(precision); }
+inline int precision_resolve(int precision) { return subsae_precision_resolve(precision); }
 
 // What the library says about an option (subsae_option_*).
 struct option_description {
@@ -583,6 +588,8 @@ public:
     int64_t d_sae() const { return get_int(SUBSAE_SAE_D_SAE); }
     // A transcoder reconstructs another site than its input.
     bool transcoder() const { return get_int(SUBSAE_SAE_TRANSCODER) != 0; }
+    // SUBSAE_PRECISION_FP32 or _BF16: the encoder's product.
+    int precision() const { return static_cast<int>(get_int(SUBSAE_SAE_PRECISION)); }
     // The caller metadata saved in cfg.json (JSON text, "{}" when none).
     std::string metadata() const
     {
@@ -724,6 +731,8 @@ public:
                                    static_cast<int64_t>(values.size())));
     }
     void fold_scales() { check(subsae_sae_fold_scales(get())); }
+    // SUBSAE_PRECISION_FP32, _BF16 (refused without native bf16) or _AUTO.
+    void set_precision(int precision) { set_int(SUBSAE_SAE_PRECISION, precision); }
 
     subsae_sae *get() const noexcept { return h_.get(); }
 

@@ -78,6 +78,10 @@ const SAE_D_OUT = Cint(1)
 const SAE_D_SAE = Cint(2)
 const SAE_K = Cint(4)
 const SAE_TRANSCODER = Cint(9)
+const SAE_PRECISION = Cint(10)
+const PRECISION_FP32 = Cint(0)
+const PRECISION_BF16 = Cint(1)
+const PRECISION_AUTO = Cint(2)
 
 const OBJECT_TRAINER = Cint(0)
 const OBJECT_SUBSPACE = Cint(1)
@@ -123,6 +127,13 @@ end
 
 version() = unsafe_string(ccall((:subsae_version_string, libsubsae), Cstring, ()))
 version_number() = ccall((:subsae_version_number, libsubsae), Cuint, ())
+"""The instruction set oneDNN runs the encoder's product with."""
+encoder_isa() = unsafe_string(ccall((:subsae_encoder_isa, libsubsae), Cstring, ()))
+"""The kernel of the encoder's product at a PRECISION_* value."""
+encoder_kernel(p::Integer) =
+    unsafe_string(ccall((:subsae_encoder_kernel, libsubsae), Cstring, (Cint,), p))
+"""PRECISION_BF16 or PRECISION_FP32: what a precision means on this machine."""
+precision_resolve(p::Integer) = ccall((:subsae_precision_resolve, libsubsae), Cint, (Cint,), p)
 last_error() = unsafe_string(ccall((:subsae_last_error, libsubsae), Cstring, ()))
 last_error_status() = ccall((:subsae_last_error_status, libsubsae), Cint, ())
 last_error_reason() = ccall((:subsae_last_error_reason, libsubsae), Cint, ())
@@ -827,6 +838,10 @@ save_sparsity(m::Sae, path::AbstractString, density::Vector{Float64}) =
 
 """Whether the model is a transcoder (reconstructs another site)."""
 transcoder(m::Sae) = get_int(m, SAE_TRANSCODER) != 0
+
+"""PRECISION_FP32 or PRECISION_BF16: the encoder's product (set it with
+`set_int!(m, SAE_PRECISION, p)`; BF16 is refused without native bf16)."""
+encoder_precision(m::Sae) = get_int(m, SAE_PRECISION)
 
 """The caller metadata of cfg.json, as JSON text."""
 function metadata(m::Sae)

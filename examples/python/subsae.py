@@ -58,6 +58,8 @@ PARAM_W_ENC, PARAM_B_ENC, PARAM_W_DEC, PARAM_B_DEC, PARAM_THRESHOLD = 0, 1, 2, 3
 SAE_D_IN, SAE_D_OUT, SAE_D_SAE, SAE_ACTIVATION, SAE_K = 0, 1, 2, 3, 4
 SAE_APPLY_B_DEC_TO_INPUT, SAE_RANK_BY_DECODER_NORM = 5, 6
 SAE_INPUT_SCALE, SAE_OUTPUT_SCALE, SAE_TRANSCODER = 7, 8, 9
+SAE_PRECISION = 10
+PRECISION_FP32, PRECISION_BF16, PRECISION_AUTO = 0, 1, 2
 
 OBJECT_TRAINER, OBJECT_SUBSPACE, OBJECT_SAE = 0, 1, 2
 OPTION_INT, OPTION_DOUBLE = 0, 1
@@ -186,6 +188,9 @@ _PROTOTYPES = {
     "subsae_subspace_reconstruct": (_i, [_p, _pf, _i64, _i64, _i64, _pf, _i64]),
     # models
     "subsae_activation_name": (_s, [_i]),
+    "subsae_encoder_isa": (_s, []),
+    "subsae_encoder_kernel": (_s, [_i]),
+    "subsae_precision_resolve": (_i, [_i]),
     "subsae_sae_create": (_i, [_i64, _i64, _i64, _i, _pp]),
     "subsae_sae_clone": (_i, [_p, _pp]),
     "subsae_sae_free": (None, [_p]),
@@ -297,6 +302,21 @@ def _bytes(s):
 
 def version():
     return lib.subsae_version_string().decode()
+
+
+def encoder_isa():
+    """The instruction set oneDNN runs the encoder's product with."""
+    return lib.subsae_encoder_isa().decode()
+
+
+def encoder_kernel(precision=PRECISION_FP32):
+    """The kernel of the encoder's product at a PRECISION_* value."""
+    return lib.subsae_encoder_kernel(precision).decode()
+
+
+def precision_resolve(precision=PRECISION_AUTO):
+    """PRECISION_BF16 or PRECISION_FP32: what a PRECISION_* value means here."""
+    return lib.subsae_precision_resolve(precision)
 
 
 def set_num_threads(n):
@@ -911,6 +931,12 @@ class _SaeOps(_Options):
         return bool(self.get(SAE_TRANSCODER))
 
     @property
+    def precision(self):
+        """PRECISION_FP32 or PRECISION_BF16: the encoder's product (a bf16
+        model holds only a bf16 W_enc)."""
+        return self.get(SAE_PRECISION)
+
+    @property
     def metadata(self):
         """The caller metadata saved in cfg.json, as a JSON text."""
         text = _c.c_char_p()
@@ -944,6 +970,12 @@ class Sae(_Handle, _SaeOps):
 
     def fold_scales(self):
         _check(lib.subsae_sae_fold_scales(self.ptr))
+
+    @_SaeOps.precision.setter
+    def precision(self, value):
+        """PRECISION_FP32, PRECISION_BF16 (refused without native bf16) or
+        PRECISION_AUTO."""
+        self.set(SAE_PRECISION, value)
 
 
 class _TrainerModel(_SaeOps):

@@ -152,6 +152,24 @@ pub fn version() -> &'static str {
     static_str(unsafe { sys::subsae_version_string() })
 }
 
+/// The instruction set oneDNN runs the encoder's product with.
+pub fn encoder_isa() -> &'static str {
+    // SAFETY: static string.
+    static_str(unsafe { sys::subsae_encoder_isa() })
+}
+
+/// The kernel of the encoder's product at a `SUBSAE_PRECISION_*` value.
+pub fn encoder_kernel(precision: i32) -> &'static str {
+    // SAFETY: static string; any value is accepted.
+    static_str(unsafe { sys::subsae_encoder_kernel(precision) })
+}
+
+/// `SUBSAE_PRECISION_BF16` or `_FP32`: what a precision means on this machine.
+pub fn precision_resolve(precision: i32) -> i32 {
+    // SAFETY: any value is accepted.
+    unsafe { sys::subsae_precision_resolve(precision) }
+}
+
 /// Version of the linked library as MAJOR*10000 + MINOR*100 + PATCH.
 pub fn version_number() -> u32 {
     // SAFETY: no arguments.
@@ -1105,6 +1123,12 @@ pub trait Model {
     fn is_transcoder(&self) -> bool {
         self.get_int(sys::SUBSAE_SAE_TRANSCODER).unwrap_or(0) != 0
     }
+    /// `SUBSAE_PRECISION_FP32` or `_BF16`: the encoder's product (a bf16
+    /// model holds only a bf16 W_enc).
+    fn precision(&self) -> i32 {
+        self.get_int(sys::SUBSAE_SAE_PRECISION)
+            .unwrap_or(sys::SUBSAE_PRECISION_FP32 as i64) as i32
+    }
     /// The caller metadata saved in cfg.json (JSON text, "{}" when none).
     fn metadata(&self) -> String {
         let mut p: *const c_char = ptr::null();
@@ -1328,6 +1352,11 @@ impl Sae {
     pub fn fold_scales(&mut self) -> Result<()> {
         // SAFETY: valid handle.
         check(unsafe { sys::subsae_sae_fold_scales(self.ptr.as_ptr()) })
+    }
+    /// Encode at `SUBSAE_PRECISION_FP32`, `_BF16` (refused without native
+    /// bf16) or `_AUTO`.
+    pub fn set_precision(&mut self, precision: i32) -> Result<()> {
+        self.set_int(sys::SUBSAE_SAE_PRECISION, precision as i64)
     }
 }
 

@@ -117,6 +117,11 @@ pub const SUBSAE_SAE_RANK_BY_DECODER_NORM: c_int = 6;
 pub const SUBSAE_SAE_INPUT_SCALE: c_int = 7;
 pub const SUBSAE_SAE_OUTPUT_SCALE: c_int = 8;
 pub const SUBSAE_SAE_TRANSCODER: c_int = 9;
+pub const SUBSAE_SAE_PRECISION: c_int = 10;
+
+pub const SUBSAE_PRECISION_FP32: c_int = 0;
+pub const SUBSAE_PRECISION_BF16: c_int = 1;
+pub const SUBSAE_PRECISION_AUTO: c_int = 2;
 
 pub const SUBSAE_OBJECT_TRAINER: c_int = 0;
 pub const SUBSAE_OBJECT_SUBSPACE: c_int = 1;
@@ -196,6 +201,9 @@ extern "C" {
     // ---- version, errors, threads --------------------------------------
     pub fn subsae_version_number() -> c_uint;
     pub fn subsae_version_string() -> *const c_char;
+    pub fn subsae_encoder_isa() -> *const c_char;
+    pub fn subsae_encoder_kernel(precision: c_int) -> *const c_char;
+    pub fn subsae_precision_resolve(precision: c_int) -> c_int;
     pub fn subsae_status_string(status: c_int) -> *const c_char;
     pub fn subsae_reason_string(reason: c_int) -> *const c_char;
     pub fn subsae_last_error() -> *const c_char;
