@@ -7,6 +7,7 @@
  * and the CLI's --precision works and refuses what it cannot do. Tests of
  * bf16 itself skip, saying why, on a CPU without native bf16. */
 #include "harness.h"
+#include "internal.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -404,6 +405,64 @@ done:
 }
 END_TEST
 
+/* Every allocation of the bf16 paths failing in turn: the call reports
+ * SUBSAE_E_NOMEM, leaks nothing and leaves the model as it was (the same
+ * precision, the same codes); once it succeeds, the result is right. */
+static int alloc_call(int what, subsae_sae *sae, subsae_sae **copy, const float *x, int64_t n,
+                      int64_t d, int64_t k, struct codes *out, const char *dir)
+{
+    switch (what) {
+    case 0: return subsae_sae_set_int(sae, SUBSAE_SAE_PRECISION, SUBSAE_PRECISION_FP32);
+    case 1: return subsae_sae_set_int(sae, SUBSAE_SAE_PRECISION, SUBSAE_PRECISION_BF16);
+    case 2: return subsae_sae_clone(sae, copy);
+    case 3: return subsae_sae_encode_sparse(sae, x, n, d, k, out->idx, out->val);
+    case 4: return subsae_sae_save(sae, dir);
+    default: return subsae_sae_fold_scales(sae);
+    }
+}
+
+START_TEST(bf16_allocation_failures)
+{
+    if (!bf16_native(__func__))
+        return;
+    const int64_t d = 24, m = 1100, k = 6, n = 70;
+    subsae_sae *sae = random_model(SUBSAE_ACT_TOPK, d, m, k, 61);
+    ck_assert_ok(subsae_sae_set_int(sae, SUBSAE_SAE_PRECISION, SUBSAE_PRECISION_BF16));
+    float *x = harness_normal_rows(62, n, d, 0.0);
+    struct codes want = encode(sae, x, n, d, k), got = encode(sae, x, n, d, k);
+    char dir[600];
+    harness_tmp_path("alloc-model", dir, sizeof dir);
+    for (int what = 0; what < 6; what++) {
+        const int64_t before = precision_of(sae);
+        int rc = SUBSAE_E_NOMEM;
+        for (int64_t at = 0; rc == SUBSAE_E_NOMEM; at++) {
+            ck_assert_int_lt(at, 1000);
+            subsae_sae *copy = NULL;
+            const int64_t live = subsae__alloc_live();
+            subsae__alloc_fail_after(at);
+            rc = alloc_call(what, sae, &copy, x, n, d, k, &got, dir);
+            subsae__alloc_fail_after(-1);
+            ck_assert_msg(rc == SUBSAE_OK || rc == SUBSAE_E_NOMEM, "call %d -> %d", what, rc);
+            if (rc == SUBSAE_E_NOMEM) {
+                ck_assert_ptr_null(copy);
+                ck_assert_int_eq(subsae__alloc_live(), live);
+                ck_assert_int_eq(precision_of(sae), before);
+            }
+            subsae_sae_free(copy);
+        }
+        if (what == 3)
+            ck_assert(same_bits(&want, &got, 0, 0, n));
+        if (what == 0) /* back to bf16 for the next calls: the same codes */
+            ck_assert_ok(subsae_sae_set_int(sae, SUBSAE_SAE_PRECISION, SUBSAE_PRECISION_BF16));
+        ck_assert_int_eq(precision_of(sae), SUBSAE_PRECISION_BF16);
+    }
+    codes_free(&want);
+    codes_free(&got);
+    free(x);
+    subsae_sae_free(sae);
+}
+END_TEST
+
 /* ---- the command line ---------------------------------------------------- */
 
 static char *slurp(const char *name)
@@ -579,6 +638,7 @@ SUBSAE_SUITE(bf16_encode)
     tcase_add_test(tc, bf16_same_bits_for_one_and_two_threads);
     tcase_add_test(tc, bf16_small_batch_equals_fused);
     tcase_add_test(tc, precision_back_and_forth);
+    tcase_add_test(tc, bf16_allocation_failures);
     tc = harness_case(s, "cli", 60);
     tcase_add_test(tc, version_names_the_kernels_and_auto_without_bf16_is_fp32);
     tcase_add_test(tc, cli_precision_options);
