@@ -43,13 +43,24 @@ static int to_bf16(subsae_sae *sae, const char *fn)
     return SUBSAE_OK;
 }
 
-static int to_fp32(subsae_sae *sae)
+/* A float copy of a bf16 model's W_enc into *out (subsae__free it). */
+static int widened(const subsae_sae *sae, const char *what, float **out)
 {
     const int64_t n = sae->d_sae * sae->d_in;
     float *w = subsae__malloc((size_t)n * sizeof *w);
     if (!w)
-        return subsae__fail_nomem("W_enc", (size_t)n * sizeof *w);
+        return subsae__fail_nomem(what, (size_t)n * sizeof *w);
     subsae__f32_from_bf16(w, sae->W_enc_bf16, n);
+    *out = w;
+    return SUBSAE_OK;
+}
+
+static int to_fp32(subsae_sae *sae)
+{
+    float *w = NULL;
+    int rc = widened(sae, "W_enc", &w);
+    if (rc)
+        return rc;
     subsae__free(sae->W_enc_bf16);
     sae->W_enc_bf16 = NULL;
     sae->W_enc = w;
@@ -78,11 +89,10 @@ int subsae__sae_float_view(const subsae_sae *sae, subsae_sae *view, float **owne
     *owned = NULL;
     if (sae->precision != SUBSAE__BF16)
         return SUBSAE_OK;
-    const int64_t n = sae->d_sae * sae->d_in;
-    float *w = subsae__malloc((size_t)n * sizeof *w);
-    if (!w)
-        return subsae__fail_nomem(what, (size_t)n * sizeof *w);
-    subsae__f32_from_bf16(w, sae->W_enc_bf16, n);
+    float *w = NULL;
+    int rc = widened(sae, what, &w);
+    if (rc)
+        return rc;
     view->W_enc = w;
     view->W_enc_bf16 = NULL;
     view->precision = SUBSAE__FP32;
