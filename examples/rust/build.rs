@@ -9,7 +9,7 @@
 //!
 //! How: statically when that directory holds libsubsae.a (the default), so
 //! that the programs built run anywhere without libsubsae.so on the loader's
-//! path; its own dependencies (OpenBLAS, LAPACKE, Jansson, oneDNN, libgomp, libm)
+//! path; its own dependencies (OpenBLAS, LAPACKE, Jansson, libgomp, libm)
 //! are linked as the system's shared libraries. SUBSAE_LINK=dylib links
 //! libsubsae.so instead: then the loader must find it at run time (an
 //! installed library, or LD_LIBRARY_PATH; this crate's own binaries also
@@ -42,6 +42,7 @@ fn library_dir() -> PathBuf {
 fn link_dependencies() {
     let flags = pkg_config(&["--libs", "openblas", "lapacke", "jansson"])
         .unwrap_or_else(|| String::from("-lopenblas -llapacke -ljansson"));
+    // oneDNN ships no pkg-config file.
     for flag in flags.split_whitespace().chain(["-ldnnl", "-lgomp", "-lm", "-lpthread"]) {
         if let Some(dir) = flag.strip_prefix("-L") {
             println!("cargo:rustc-link-search=native={}", dir);
