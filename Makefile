@@ -347,10 +347,16 @@ reproduce: ensure-deps
 $(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
 	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
 
+# The PyTorch peers of bench/peers.sh need python3-torch (large, so only
+# `make bench` installs it); /usr/bin/time measures the peak memory.
+BENCH_PACKAGES := python3-torch time
+
 bench: ensure-deps
+	+$(MAKE) --no-print-directory deps DEPS_PACKAGES="$(BENCH_PACKAGES)"
 	+$(MAKE) --no-print-directory all
 	$(CLI) bench all
 	bench/peak_memory.sh $(BUILD)
+	bench/peers.sh $(BUILD)
 
 # The C and C++ examples, linked against the shared library (found at run
 # time through an rpath to $(BUILD)); the C++ one only when $(CXX) exists.
@@ -379,9 +385,10 @@ $(EXAMPLE_DIR)/cpp_example: examples/cpp/example.cpp examples/cpp/subsae.hpp inc
 # ---- dependencies ---------------------------------------------------
 # Installs the missing Debian packages: apt-get as root, sudo otherwise;
 # when neither is possible it prints the exact command and fails.
+DEPS_PACKAGES ?= $(DEBIAN_PACKAGES)
 deps:
 	@missing=""; \
-	for p in $(DEBIAN_PACKAGES); do \
+	for p in $(DEPS_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed' \
 	        || missing="$$missing $$p"; \
 	done; \

@@ -672,10 +672,15 @@ enum subsae_activation {
     SUBSAE_ACT_TOPK = 0,      /* keep the k largest pre-activations, ReLU */
     SUBSAE_ACT_BATCHTOPK = 1, /* top k*batch over a batch; threshold at inference */
     SUBSAE_ACT_JUMPRELU = 2,  /* z = pre * (pre > threshold) */
-    SUBSAE_ACT_RELU = 3       /* z = max(pre, 0) */
+    SUBSAE_ACT_RELU = 3,      /* z = max(pre, 0) */
+    SUBSAE_ACT_GATED = 4      /* gated SAE (Rajamanoharan et al. 2024; SAELens "gated"):
+                                 z = [pre > 0] * max(exp(r_mag) * (pre - b_enc) + b_mag, 0)
+                                 where pre = (x - b_dec) W_enc^T + b_enc; b_enc is the gate
+                                 bias (SAELens b_gate), r_mag and b_mag are per feature
+                                 (SUBSAE_PARAM_R_MAG, SUBSAE_PARAM_B_MAG) */
 };
 
-/** Static name of an activation ("topk", "batchtopk", "jumprelu", "relu"). */
+/** Static name of an activation ("topk", "batchtopk", "jumprelu", "relu", "gated"). */
 SUBSAE_API const char *subsae_activation_name(int activation);
 
 /** Model parameters, for get/set and sizes. */
@@ -684,7 +689,10 @@ enum subsae_param {
     SUBSAE_PARAM_B_ENC = 1,     /* d_sae */
     SUBSAE_PARAM_W_DEC = 2,     /* d_sae x d_out */
     SUBSAE_PARAM_B_DEC = 3,     /* d_out */
-    SUBSAE_PARAM_THRESHOLD = 4  /* d_sae */
+    SUBSAE_PARAM_THRESHOLD = 4, /* d_sae */
+    SUBSAE_PARAM_R_MAG = 5,     /* d_sae, gated models only (else size -1): log-scale of the
+                                   magnitude path's encoder rows */
+    SUBSAE_PARAM_B_MAG = 6      /* d_sae, gated models only (else size -1): magnitude bias */
 };
 
 /** Model options. */
@@ -953,7 +961,8 @@ enum subsae_train_option {
                                        0 = off (default); 1/32 typical */
     SUBSAE_TRAIN_AUXK_K = 21,       /* int, 0 (default) = d_out / 2 (d_in / 2 for an SAE) */
     SUBSAE_TRAIN_L1_COEF = 22,      /* double, ReLU: lambda of the L1 penalty
-                                       lambda sum_f z_f |W_dec row f|, default 2.0 */
+                                       lambda sum_f z_f |W_dec row f|, default 2.0; gated:
+                                       lambda sum_f relu(pre_gate_f) |W_dec row f| */
     SUBSAE_TRAIN_L0_COEF = 23,      /* double, JumpReLU: lambda of the L0 penalty, default 1.0 */
     SUBSAE_TRAIN_JUMPRELU_BANDWIDTH = 24, /* double, width of the rectangle kernel of the
                                        straight-through estimator, default 0.001 */

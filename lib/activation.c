@@ -20,6 +20,10 @@
  *    batch needs more room; JumpReLU also keeps the pairs in the band of
  *    half-width bandwidth / 2 below its threshold (inactive, value 0),
  *    which carry the threshold's straight-through gradient.
+ *  - Gated: every (row, feature) whose gate pre-activation pre + b_enc is
+ *    positive, a dense activation's pairs; the value is the magnitude
+ *    path's (sae.h), which may be 0, and the pair keeps the gate
+ *    pre-activation for the gate path's losses.
  *  - AuxK (any activation): the top k_aux ReLU'd pre-activations of the
  *    dead features of each row.
  * The result is a CSR list of pairs; every loop over rows writes
@@ -152,6 +156,22 @@ static void fill_row(const float *pre_row, const float *b_enc, const float *cut,
     }
 }
 
+/* A gated row's pairs: the open gates, valued by the magnitude path. */
+static void fill_row_gated(const subsae_sae *s, const float *pre_row, int32_t *idx, float *val,
+                           float *pre_out)
+{
+    int64_t p = 0;
+    for (int64_t f = 0; f < s->d_sae; f++) {
+        const float v = pre_row[f] + s->b_enc[f];
+        if (v > 0.0f) {
+            idx[p] = (int32_t)f;
+            val[p] = subsae__gated_value(s, f, pre_row[f]);
+            pre_out[p] = v;
+            p++;
+        }
+    }
+}
+
 /* One block of rows: the GEMM into ws->pre (timed into seconds[0]). */
 static void block_gemm(const subsae_sae *s, const float *xin, int64_t rows, float *pre,
                        int threads, double *seconds)
@@ -222,7 +242,7 @@ static void aux_row(subsae_trainer *t, int64_t row, const float *pre_row)
  * or a dense activation's pairs above cut[f] (JumpReLU) or above `low`,
  * valued by thr (JumpReLU; NULL: every kept pair is active). */
 struct selection {
-    bool topk;
+    bool topk, gated;
     const float *cut, *thr;
     float low;
 };
@@ -267,8 +287,11 @@ static int fill_block(subsae_trainer *t, const struct selection *sel, int64_t r0
     num_threads(subsae__team(subsae__trainer_threads(t), (double)rows * (double)m))
     for (int64_t i = 0; i < rows; i++) {
         const int64_t at = ws->row_ptr[r0 + i];
-        fill_row(ws->pre + i * m, s->b_enc, sel->cut, sel->low, sel->thr, m, ws->idx + at,
-                 ws->val + at, sel->thr ? ws->pre_val + at : NULL);
+        if (sel->gated)
+            fill_row_gated(s, ws->pre + i * m, ws->idx + at, ws->val + at, ws->pre_val + at);
+        else
+            fill_row(ws->pre + i * m, s->b_enc, sel->cut, sel->low, sel->thr, m, ws->idx + at,
+                     ws->val + at, sel->thr ? ws->pre_val + at : NULL);
     }
     return SUBSAE_OK;
 }
@@ -373,6 +396,10 @@ int subsae__trainer_encode(subsae_trainer *t, int64_t n, double *seconds)
         return collect(t, n, NULL, 0.0f, NULL, seconds);
     if (act == SUBSAE_ACT_JUMPRELU)
         return collect(t, n, ws->cut, 0.0f, s->threshold, seconds);
+    if (act == SUBSAE_ACT_GATED) {
+        const struct selection sel = {.gated = true};
+        return encode_blocks(t, n, &sel, seconds);
+    }
     const int T = subsae__trainer_threads(t);
     const int64_t d_in = s->d_in, k = s->k, ka = ws->aux_k;
     for (int64_t i = 0; i <= n; i++)

@@ -408,7 +408,7 @@ static void read_model(struct reader *r, const json_t *root, struct manifest *mf
     mf->d_in = get_int(r, model, "d_in", 1, INT32_MAX);
     mf->d_out = get_int(r, model, "d_out", 1, INT32_MAX);
     mf->d_sae = get_int(r, model, "d_sae", 1, INT32_MAX);
-    mf->activation = (int)get_int(r, model, "activation", 0, 3);
+    mf->activation = (int)get_int(r, model, "activation", 0, SUBSAE_ACT_GATED);
     mf->k = get_int(r, model, "k", 1, INT32_MAX);
     mf->apply = get_bool(r, model, "apply_b_dec_to_input");
     mf->by_norm = get_bool(r, model, "rank_by_decoder_norm");

@@ -18,7 +18,15 @@
  *    the band, inactive ones included (the caller multiplies by t for the
  *    log-threshold);
  *  - AuxK (Gao et al. 2024): the dead features' pairs with their own
- *    output gradient g_aux, accumulated into the same rows.
+ *    output gradient g_aux, accumulated into the same rows;
+ *  - gated (Rajamanoharan et al. 2024; SAELens' GatedTrainingSAE): z =
+ *    [pi > 0] relu(exp(r) p + b_mag) with pi = p + b_gate, p = x_in . w_enc.
+ *    An open gate with z > 0 sends dz = g . w_dec to b_mag, to r as dz (z -
+ *    b_mag) and to w_enc as dz exp(r) x_in; every open gate sends dpi =
+ *    g_gate . w_dec (the auxiliary reconstruction relu(pi) W_dec + b_dec
+ *    with the decoder frozen) + lambda |w_dec| / n (the L1 term lambda / n
+ *    sum relu(pi) |w_dec|) to b_gate and dpi x_in to w_enc. The gate itself
+ *    passes no gradient (a step function).
  * Sums run in pair order, so the result does not depend on the thread
  * count. x86-64 builds run AVX-512 / AVX2 variants chosen at run time, as
  * kernels.c does. */
@@ -105,6 +113,84 @@ __attribute__((target("avx2"))) static void backward_ex_avx2 BACKWARD_EX_PARAMS
 static void backward_ex_generic BACKWARD_EX_PARAMS
 {
     backward_ex_body BACKWARD_EX_ARGS;
+}
+
+ALWAYS_INLINE void backward_gated_body(struct subsae__gated_feature *f)
+{
+    const int64_t d_out = f->d_out, d_in = f->d_in;
+    const float *wdec = f->wdec;
+    float *gdec = f->gdec, *genc = f->genc;
+    memset(gdec, 0, (size_t)d_out * sizeof *gdec);
+    memset(genc, 0, (size_t)d_in * sizeof *genc);
+    float gb_gate = 0.0f, gr_mag = 0.0f, gb_mag = 0.0f;
+    double pi_sum = 0.0;
+    int32_t active = 0;
+    for (int64_t p = 0; p < f->count; p++) {
+        const float *gr = f->g + (int64_t)f->rows[p] * d_out;
+        const float *ga = f->g_gate + (int64_t)f->rows[p] * d_out;
+        float dp = 0.0f, da = 0.0f;
+#pragma omp simd reduction(+ : dp, da)
+        for (int64_t j = 0; j < d_out; j++) {
+            dp += gr[j] * wdec[j];
+            da += ga[j] * wdec[j];
+        }
+        const float zp = f->z[p], dgate = da + f->l1_dz;
+        float dmag = 0.0f;
+        if (zp > 0.0f) {
+            dmag = dp;
+#pragma omp simd
+            for (int64_t j = 0; j < d_out; j++)
+                gdec[j] += zp * gr[j];
+            gb_mag += dmag;
+            gr_mag += dmag * (zp - f->b_mag);
+            active++;
+        }
+        const float c = dgate + dmag * f->scale;
+        const float *xr = f->xin + (int64_t)f->rows[p] * d_in;
+#pragma omp simd
+        for (int64_t j = 0; j < d_in; j++)
+            genc[j] += c * xr[j];
+        gb_gate += dgate;
+        pi_sum += f->pi[p];
+    }
+    f->gb_gate = gb_gate;
+    f->gr_mag = gr_mag;
+    f->gb_mag = gb_mag;
+    f->pi_sum = pi_sum;
+    f->active = active;
+}
+
+#if LOSSES_X86
+__attribute__((target("avx512f"))) static void backward_gated_avx512(
+    struct subsae__gated_feature *f)
+{
+    backward_gated_body(f);
+}
+
+__attribute__((target("avx2"))) static void backward_gated_avx2(struct subsae__gated_feature *f)
+{
+    backward_gated_body(f);
+}
+#endif
+
+static void backward_gated_generic(struct subsae__gated_feature *f)
+{
+    backward_gated_body(f);
+}
+
+void subsae__feature_backward_gated(struct subsae__gated_feature *f)
+{
+#if LOSSES_X86
+    if (__builtin_cpu_supports("avx512f")) {
+        backward_gated_avx512(f);
+        return;
+    }
+    if (__builtin_cpu_supports("avx2")) {
+        backward_gated_avx2(f);
+        return;
+    }
+#endif
+    backward_gated_generic(f);
 }
 
 void subsae__feature_backward_ex BACKWARD_EX_PARAMS

@@ -20,7 +20,18 @@
     }
 
 /* Indices of the trained parameters, for their moments. */
-enum { W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD, LOG_THRESHOLD = 18 };
+enum { W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD, LOG_THRESHOLD = 18, R_MAG = 21, B_MAG = 24 };
+
+/* A gated model's per-feature vector (in the model) and its moments. */
+#define GATED_VECTOR(index, field)                                                           \
+    [index] = {F32(#field, WEIGHT), VECTOR(D_SAE), PLAIN,                                    \
+               .gated_only = true,  IN_SAE(field), GRAD(g_##field)},                         \
+    {F32("adam_m." #field, ADAM_M), VECTOR(D_SAE), .moment_of = (index), .gated_only = true, \
+     IN_TRAINER(m_##field)},                                                                 \
+    {                                                                                        \
+        F32("adam_v." #field, ADAM_V), VECTOR(D_SAE),                                        \
+            .moment_of = (index), .gated_only = true, IN_TRAINER(v_##field)                  \
+    }
 
 const struct subsae__param subsae__params[] = {
     [W_ENC] = {F32("W_enc", WEIGHT), MATRIX(D_SAE, D_IN), PLAIN, IN_SAE(W_enc), GRAD(g_W_enc)},
@@ -45,16 +56,22 @@ const struct subsae__param subsae__params[] = {
      .jumprelu_only = true, IN_TRAINER(m_log_threshold)},
     {F32("adam_v.log_threshold", ADAM_V), VECTOR(D_SAE), .moment_of = LOG_THRESHOLD,
      .jumprelu_only = true, IN_TRAINER(v_log_threshold)},
+    /* Gated only (the gate's bias is b_enc), after the others for the same
+     * reason. */
+    GATED_VECTOR(R_MAG, r_mag),
+    GATED_VECTOR(B_MAG, b_mag),
 };
-_Static_assert(sizeof subsae__params / sizeof subsae__params[0] == LOG_THRESHOLD + 3,
-               "LOG_THRESHOLD is the index of log_threshold");
+_Static_assert(sizeof subsae__params / sizeof subsae__params[0] == B_MAG + 3,
+               "R_MAG and B_MAG are the indices of r_mag and b_mag, LOG_THRESHOLD + 3 = R_MAG");
+_Static_assert(LOG_THRESHOLD + 3 == R_MAG && R_MAG + 3 == B_MAG, "table indices");
 _Static_assert(sizeof subsae__params / sizeof subsae__params[0] <= SUBSAE__MAX_PARAMS,
                "SUBSAE__MAX_PARAMS bounds the table");
 const int subsae__n_params = (int)(sizeof subsae__params / sizeof subsae__params[0]);
 
 bool subsae__param_present(const struct subsae__param *p, int activation)
 {
-    return !p->jumprelu_only || activation == SUBSAE_ACT_JUMPRELU;
+    return (!p->jumprelu_only || activation == SUBSAE_ACT_JUMPRELU) &&
+           (!p->gated_only || activation == SUBSAE_ACT_GATED);
 }
 
 const struct subsae__param *subsae__param_next(const struct subsae__param *p, int activation)

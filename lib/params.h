@@ -17,7 +17,8 @@
 
 /* What a tensor is for. */
 enum subsae__param_role {
-    SUBSAE__ROLE_WEIGHT,    /* a model parameter Adam trains (W_enc, b_enc, W_dec, b_dec) */
+    SUBSAE__ROLE_WEIGHT,    /* a model parameter Adam trains (W_enc, b_enc, W_dec, b_dec;
+                             * gated: r_mag, b_mag) */
     SUBSAE__ROLE_THRESHOLD, /* the model's threshold (derived from training state) */
     SUBSAE__ROLE_TRAINED,   /* a trained parameter the trainer holds (JumpReLU's
                              * log-thresholds; the model keeps exp of it) */
@@ -42,6 +43,7 @@ struct subsae__param {
     int dims[2];      /* enum subsae__param_dim of each axis */
     int moment_of;    /* ADAM_M / ADAM_V: index (in the table) of the parameter; else -1 */
     bool jumprelu_only;
+    bool gated_only;
     int owner;     /* enum subsae__param_owner */
     size_t offset; /* of the data pointer in struct subsae_sae / subsae_trainer */
     bool has_grad; /* trained by Adam: its gradient is in the step's workspace */

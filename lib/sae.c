@@ -26,13 +26,14 @@ const char *subsae_activation_name(int activation)
     case SUBSAE_ACT_BATCHTOPK: return "batchtopk";
     case SUBSAE_ACT_JUMPRELU: return "jumprelu";
     case SUBSAE_ACT_RELU: return "relu";
+    case SUBSAE_ACT_GATED: return "gated";
     default: return "unknown";
     }
 }
 
 static bool valid_activation(int activation)
 {
-    return activation >= SUBSAE_ACT_TOPK && activation <= SUBSAE_ACT_RELU;
+    return activation >= SUBSAE_ACT_TOPK && activation <= SUBSAE_ACT_GATED;
 }
 
 int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
@@ -60,7 +61,13 @@ int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
     sae->b_enc = subsae__calloc((size_t)d_sae, sizeof(float));
     sae->b_dec = subsae__calloc((size_t)d_out, sizeof(float));
     sae->threshold = subsae__calloc((size_t)d_sae, sizeof(float));
-    if (!sae->W_enc || !sae->W_dec || !sae->b_enc || !sae->b_dec || !sae->threshold) {
+    const bool gated = activation == SUBSAE_ACT_GATED;
+    if (gated) {
+        sae->r_mag = subsae__calloc((size_t)d_sae, sizeof(float));
+        sae->b_mag = subsae__calloc((size_t)d_sae, sizeof(float));
+    }
+    if (!sae->W_enc || !sae->W_dec || !sae->b_enc || !sae->b_dec || !sae->threshold ||
+        (gated && (!sae->r_mag || !sae->b_mag))) {
         subsae_sae_free(sae);
         return subsae__fail_nomem("model weights", enc + dec);
     }
@@ -94,6 +101,8 @@ void subsae_sae_free(subsae_sae *sae)
     subsae__free(sae->b_enc);
     subsae__free(sae->b_dec);
     subsae__free(sae->threshold);
+    subsae__free(sae->r_mag);
+    subsae__free(sae->b_mag);
     subsae__free(sae->metadata);
     subsae__free(sae);
 }
@@ -147,6 +156,10 @@ int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
     memcpy(copy->b_enc, sae->b_enc, d_sae * sizeof(float));
     memcpy(copy->b_dec, sae->b_dec, (size_t)sae->d_out * sizeof(float));
     memcpy(copy->threshold, sae->threshold, d_sae * sizeof(float));
+    if (sae->r_mag) {
+        memcpy(copy->r_mag, sae->r_mag, d_sae * sizeof(float));
+        memcpy(copy->b_mag, sae->b_mag, d_sae * sizeof(float));
+    }
     *out = copy;
     return SUBSAE_OK;
 }
@@ -252,14 +265,17 @@ static float *param_data(const subsae_sae *sae, int param, int64_t *count)
     case SUBSAE_PARAM_W_DEC: *count = sae->d_sae * sae->d_out; return sae->W_dec;
     case SUBSAE_PARAM_B_DEC: *count = sae->d_out; return sae->b_dec;
     case SUBSAE_PARAM_THRESHOLD: *count = sae->d_sae; return sae->threshold;
+    case SUBSAE_PARAM_R_MAG: *count = sae->r_mag ? sae->d_sae : -1; return sae->r_mag;
+    case SUBSAE_PARAM_B_MAG: *count = sae->b_mag ? sae->d_sae : -1; return sae->b_mag;
     default: *count = -1; return NULL;
     }
 }
 
 static const char *param_name(int param)
 {
-    static const char *names[] = {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"};
-    return param >= 0 && param <= SUBSAE_PARAM_THRESHOLD ? names[param] : "unknown";
+    static const char *names[] = {"W_enc",     "b_enc", "W_dec", "b_dec",
+                                  "threshold", "r_mag", "b_mag"};
+    return param >= 0 && param <= SUBSAE_PARAM_B_MAG ? names[param] : "unknown";
 }
 
 int64_t subsae_sae_param_size(const subsae_sae *sae, int param)
@@ -279,6 +295,9 @@ static int check_param(const char *fn, const subsae_sae *sae, int param, const v
     SUBSAE__NOT_NULL(fn, data);
     int64_t expected;
     *where = param_data(sae, param, &expected);
+    if (!*where && (param == SUBSAE_PARAM_R_MAG || param == SUBSAE_PARAM_B_MAG))
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: %s belongs to gated models only", fn, param_name(param));
     if (expected < 0)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: unknown parameter %d", fn, param);
@@ -330,11 +349,11 @@ int subsae_sae_set_param(subsae_sae *sae, int param, const float *in, int64_t co
 
 int subsae__sae_check_finite(const subsae_sae *sae, const char *what)
 {
-    for (int p = SUBSAE_PARAM_W_ENC; p <= SUBSAE_PARAM_THRESHOLD; p++) {
+    for (int p = SUBSAE_PARAM_W_ENC; p <= SUBSAE_PARAM_B_MAG; p++) {
         int64_t count;
         const float *data = param_data(sae, p, &count);
-        if (!data) /* a bf16 W_enc: every way in refuses what is not finite */
-            continue;
+        if (!data)    /* a gated model's tensor in another model, or a bf16 W_enc (whose */
+            continue; /* every way in refuses what is not finite) */
         int64_t bad = subsae__find_nonfinite(data, count);
         if (bad < count)
             return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
@@ -362,6 +381,17 @@ static double folded_b_enc(const subsae_sae *sae, int64_t f)
     return b;
 }
 
+/* A gated model's magnitude path sees the same input: when the fold stops
+ * subtracting b_dec, exp(r_mag) times the b_dec term moves into b_mag. */
+static double folded_b_mag(const subsae_sae *sae, int64_t f)
+{
+    double b = sae->b_mag[f];
+    if (fold_moves_b_dec(sae))
+        b -= (double)expf(sae->r_mag[f]) *
+             subsae__dot(sae->W_enc + f * sae->d_in, sae->b_dec, sae->d_in);
+    return b;
+}
+
 /* W_dec, b_dec and, for a threshold compared with pre * |W_dec row|, the
  * threshold follow the output scale. */
 static double folded_out(const subsae_sae *sae, float x)
@@ -378,9 +408,13 @@ static bool fold_scales_threshold(const subsae_sae *sae)
 void subsae__sae_fold(const subsae_sae *sae, subsae_sae *out)
 {
     const int64_t d_sae = sae->d_sae, d_in = sae->d_in, d_out = sae->d_out;
-    /* b_enc first: it reads the unscaled W_enc and b_dec (out may be sae). */
-    for (int64_t f = 0; f < d_sae; f++)
+    /* b_enc and b_mag first: they read the unscaled W_enc and b_dec (out may
+     * be sae). */
+    for (int64_t f = 0; f < d_sae; f++) {
+        if (sae->b_mag)
+            out->b_mag[f] = (float)folded_b_mag(sae, f);
         out->b_enc[f] = (float)folded_b_enc(sae, f);
+    }
     out->apply_b_dec_to_input = fold_moves_b_dec(sae) ? 0 : sae->apply_b_dec_to_input;
     const float fin = (float)sae->input_scale;
     if (out->W_enc)
@@ -424,6 +458,9 @@ int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
         double b = folded_b_enc(sae, f);
         if (!isfinite((float)b))
             return fold_overflows(what, "b_enc", f, b);
+        b = sae->b_mag ? folded_b_mag(sae, f) : 0.0;
+        if (!isfinite((float)b))
+            return fold_overflows(what, "b_mag", f, b);
     }
     const float fin = (float)s_in;
     const bool bf16 = sae->precision == SUBSAE__BF16; /* the fold is rounded to bf16 */
@@ -527,7 +564,9 @@ static void select_row(const subsae_sae *sae, float *pre_row, int64_t slots, int
         /* Threshold activations: z = pre where pre > threshold (0 for ReLU),
          * then the `slots` largest of z. With decoder-norm weights (lm-saes)
          * the gate sees pre * |W_dec row| and the code is pre. */
-        for (int64_t f = 0; f < m; f++) {
+        for (int64_t f = 0; sae->activation == SUBSAE_ACT_GATED && f < m; f++)
+            pre_row[f] = subsae__gated_value(sae, f, pre_row[f]);
+        for (int64_t f = 0; sae->activation != SUBSAE_ACT_GATED && f < m; f++) {
             float v = pre_row[f] + sae->b_enc[f];
             float gate = rank_weight ? v * rank_weight[f] : v;
             float t = sae->activation == SUBSAE_ACT_RELU ? 0.0f : sae->threshold[f];

@@ -5,6 +5,8 @@
 
 #include "internal.h"
 
+#include <math.h>
+
 struct subsae_sae {
     int64_t d_in, d_out, d_sae;
     int activation;           /* SUBSAE_ACT_* */
@@ -19,11 +21,25 @@ struct subsae_sae {
     float *W_dec;     /* d_sae x d_out, row-major */
     float *b_dec;     /* d_out */
     float *threshold; /* d_sae (JumpReLU, BatchTopK at inference) */
+    float *r_mag;     /* d_sae, gated only (else NULL): magnitude rows W_enc exp(r_mag) */
+    float *b_mag;     /* d_sae, gated only (else NULL): magnitude bias (b_enc gates) */
     /* SUBSAE_SAE_PRECISION (sae_precision.c): FP32 holds W_enc; BF16 holds
      * W_enc_bf16 (same layout) and W_enc is NULL. */
     int precision;
     uint16_t *W_enc_bf16;
 };
+
+/* The gated activation of one feature from its raw product p = xin . W_enc
+ * row (no bias): the gate opens when p + b_enc > 0, the value is then
+ * max(exp(r_mag) p + b_mag, 0), else 0. Training and inference share it,
+ * so both give the same bits. */
+static inline float subsae__gated_value(const subsae_sae *sae, int64_t f, float p)
+{
+    if (!(p + sae->b_enc[f] > 0.0f))
+        return 0.0f;
+    const float v = expf(sae->r_mag[f]) * p + sae->b_mag[f];
+    return v > 0.0f ? v : 0.0f;
+}
 
 /* Allocate a model with zero weights and default options. */
 int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,

@@ -12,7 +12,8 @@
  * Each tool's encoding convention is kept:
  *  - SAELens: cfg.json's architecture / activation_fn_str / k /
  *    apply_b_dec_to_input / rank_by_decoder_norm; threshold or
- *    log_threshold for JumpReLU and BatchTopK.
+ *    log_threshold for JumpReLU and BatchTopK; architecture "gated" has
+ *    b_gate (the encoder bias, which gates), r_mag and b_mag.
  *  - sparsify (sae.safetensors + cfg.json: d_in, k, num_latents,
  *    expansion_factor, activation, transcode): pre = (x - b_dec) W^T + b
  *    (x W^T + b for a transcoder), ReLU, top k.
@@ -198,6 +199,7 @@ static int read_tensor(const struct subsae__tensor_view *t, const char *path, fl
 /* The tensors of a model, oriented, and how it encodes. */
 struct parts {
     const struct subsae__tensor_view *w_enc, *b_enc, *w_dec, *b_dec, *thr;
+    const struct subsae__tensor_view *r_mag, *b_mag; /* gated */
     bool enc_rows, dec_rows, log_thr;
     int64_t d_in, d_out, d_sae;
     int activation;
@@ -293,6 +295,10 @@ static int build(const char *path, struct parts *p, subsae_sae **out)
         rc = read_tensor(p->b_enc, path, sae->b_enc, 0);
     if (!rc && p->b_dec)
         rc = read_tensor(p->b_dec, path, sae->b_dec, 0);
+    if (!rc && p->r_mag)
+        rc = read_tensor(p->r_mag, path, sae->r_mag, 0);
+    if (!rc && p->b_mag)
+        rc = read_tensor(p->b_mag, path, sae->b_mag, 0);
     if (!rc && p->thr) {
         rc = read_tensor(p->thr, path, sae->threshold, 0);
         for (int64_t f = 0; !rc && p->log_thr && f < p->d_sae; f++) {
@@ -361,10 +367,40 @@ static bool transcoder_architecture(const char *arch, int *activation)
     return true;
 }
 
+/* A gated model's r_mag and b_mag, vectors of d_sae, when the weights
+ * have b_gate (`gate`); b_gate and the architecture `arch` must agree. */
+static int find_gated(const char *path, const char *where, const char *arch, bool gate,
+                      const subsae__safetensors *st, struct parts *p)
+{
+    if ((p->activation == SUBSAE_ACT_GATED) != gate)
+        return gate ? subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE,
+                                   "%s: tensor 'b_gate' but architecture '%s' (not gated)",
+                                   where, arch ? arch : "(none)")
+                    : missing(path, "b_gate");
+    if (!gate)
+        return SUBSAE_OK;
+    const struct subsae__tensor_view *v[2] = {subsae__safetensors_find(st, "r_mag"),
+                                              subsae__safetensors_find(st, "b_mag")};
+    static const char *const names[2] = {"r_mag", "b_mag"};
+    for (int i = 0; i < 2; i++) {
+        if (!v[i])
+            return missing(path, names[i]);
+        int rc = vector(path, v[i], p->d_sae, "d_sae, the length of 'b_gate'");
+        if (rc)
+            return rc;
+    }
+    p->r_mag = v[0];
+    p->b_mag = v[1];
+    return SUBSAE_OK;
+}
+
 static int parse_saelens(const char *dir, const char *path, const subsae__safetensors *st,
                          json_t *cfg, const char *where, struct parts *p)
 {
-    int rc = find_parts(path, st, "W_enc", false, "b_enc", "W_dec", true, "b_dec", true, p);
+    const bool gate = subsae__safetensors_find(st, "b_gate") &&
+                      !subsae__safetensors_find(st, "b_enc");
+    int rc = find_parts(path, st, "W_enc", false, gate ? "b_gate" : "b_enc", "W_dec", true,
+                        "b_dec", true, p);
     if (!rc) {
         rc = find_threshold(path, st, "threshold", false, p);
         if (!rc && !p->thr)
@@ -400,6 +436,8 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
         p->activation = SUBSAE_ACT_BATCHTOPK;
     else if (arch && !strcmp(arch, "jumprelu"))
         p->activation = SUBSAE_ACT_JUMPRELU;
+    else if ((arch && !strcmp(arch, "gated")) || (!arch && gate))
+        p->activation = SUBSAE_ACT_GATED;
     else if (!arch || !strcmp(arch, "standard"))
         p->activation = !arch && p->thr ? SUBSAE_ACT_JUMPRELU
                         : fn_topk       ? SUBSAE_ACT_TOPK
@@ -407,8 +445,11 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
     else
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: architecture '%s' is not supported (topk, batchtopk, jumprelu, "
-                          "standard, transcoder, jumprelu_transcoder)",
+                          "gated, standard, transcoder, jumprelu_transcoder)",
                           where, arch);
+    if (rc)
+        return rc;
+    rc = find_gated(path, where, arch, gate, st, p);
     if (rc)
         return rc;
     if (needs_threshold(p->activation) && !p->thr) {

@@ -1,7 +1,9 @@
 /* Save SAEs as directories that SAE tools read: cfg.json plus
  * sae_weights.safetensors in the SAELens layout (W_enc [d_in, d_sae],
  * b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], threshold [d_sae]
- * for JumpReLU and BatchTopK), float32, activation scales folded in.
+ * for JumpReLU and BatchTopK; a gated model has b_gate, r_mag, b_mag
+ * [d_sae] in place of b_enc, architecture "gated"), float32, activation
+ * scales folded in.
  * Loading, of this layout and of the other trainers', is in
  * sae_import.c. */
 #include "io.h"
@@ -29,6 +31,7 @@ static const char *architecture_name(const subsae_sae *sae)
     case SUBSAE_ACT_TOPK: return "topk";
     case SUBSAE_ACT_BATCHTOPK: return "batchtopk";
     case SUBSAE_ACT_JUMPRELU: return transcoder ? "jumprelu_transcoder" : "jumprelu";
+    case SUBSAE_ACT_GATED: return "gated";
     default: return transcoder ? "transcoder" : "standard";
     }
 }
@@ -199,6 +202,49 @@ static int write_config(const subsae_sae *sae, const char *path)
     return rc;
 }
 
+static struct subsae__tensor_view vector_view(const char *name, const float *data, int64_t n)
+{
+    return (struct subsae__tensor_view){.name = name,
+                                        .dtype = SUBSAE_DTYPE_F32,
+                                        .ndim = 1,
+                                        .shape = {n},
+                                        .data = data,
+                                        .bytes = (size_t)n * 4};
+}
+
+static struct subsae__tensor_view matrix_view(const char *name, const float *data, int64_t rows,
+                                              int64_t cols)
+{
+    return (struct subsae__tensor_view){.name = name,
+                                        .dtype = SUBSAE_DTYPE_F32,
+                                        .ndim = 2,
+                                        .shape = {rows, cols},
+                                        .data = data,
+                                        .bytes = (size_t)(rows * cols) * 4};
+}
+
+/* The weights file of the folded model f (W_enc given transposed): the
+ * SAELens tensors of its architecture. */
+static int write_weights(const char *path, const subsae_sae *f, const float *w_enc_t)
+{
+    const int64_t m = f->d_sae;
+    struct subsae__tensor_view views[7];
+    int n = 0;
+    views[n++] = matrix_view("W_enc", w_enc_t, f->d_in, m);
+    if (f->activation == SUBSAE_ACT_GATED) {
+        views[n++] = vector_view("b_gate", f->b_enc, m);
+        views[n++] = vector_view("r_mag", f->r_mag, m);
+        views[n++] = vector_view("b_mag", f->b_mag, m);
+    } else {
+        views[n++] = vector_view("b_enc", f->b_enc, m);
+    }
+    views[n++] = matrix_view("W_dec", f->W_dec, m, f->d_out);
+    views[n++] = vector_view("b_dec", f->b_dec, f->d_out);
+    if (has_threshold(f->activation))
+        views[n++] = vector_view("threshold", f->threshold, m);
+    return subsae__safetensors_write(path, views, n, NULL, NULL, 0);
+}
+
 /* The model's float weights into dir (a bf16 model's W_enc widened by
  * the caller). */
 static int save_float(const subsae_sae *sae, const char *dir);
@@ -240,11 +286,13 @@ static int save_float(const subsae_sae *sae, const char *dir)
     folded.b_enc = subsae__malloc((size_t)m * sizeof(float));
     folded.b_dec = subsae__malloc((size_t)d_out * sizeof(float));
     folded.threshold = subsae__malloc((size_t)m * sizeof(float));
+    const bool gated = sae->activation == SUBSAE_ACT_GATED;
+    folded.b_mag = gated ? subsae__malloc((size_t)m * sizeof(float)) : NULL;
     float *w_enc_t = subsae__malloc((size_t)(m * d_in) * sizeof *w_enc_t);
     char *weights = subsae__path_join(dir, WEIGHTS_FILE);
     char *config = subsae__path_join(dir, CONFIG_FILE);
     if (!weights || !config || (scale_dec && !folded.W_dec) || !folded.b_enc || !folded.b_dec ||
-        !folded.threshold || !w_enc_t) {
+        !folded.threshold || (gated && !folded.b_mag) || !w_enc_t) {
         rc = subsae__fail_nomem("folded model", (size_t)(m * (d_in + d_out)) * 4);
         goto done;
     }
@@ -259,40 +307,7 @@ static int save_float(const subsae_sae *sae, const char *dir)
                     w_enc_t[j * m + f] = sae->W_enc[f * d_in + j] * fin;
     if (!scale_dec)
         folded.W_dec = sae->W_dec;
-    struct subsae__tensor_view views[5] = {
-        {.name = "W_enc",
-         .dtype = SUBSAE_DTYPE_F32,
-         .ndim = 2,
-         .shape = {d_in, m},
-         .data = w_enc_t,
-         .bytes = (size_t)(m * d_in) * 4},
-        {.name = "b_enc",
-         .dtype = SUBSAE_DTYPE_F32,
-         .ndim = 1,
-         .shape = {m},
-         .data = folded.b_enc,
-         .bytes = (size_t)m * 4},
-        {.name = "W_dec",
-         .dtype = SUBSAE_DTYPE_F32,
-         .ndim = 2,
-         .shape = {m, d_out},
-         .data = folded.W_dec,
-         .bytes = (size_t)(m * d_out) * 4},
-        {.name = "b_dec",
-         .dtype = SUBSAE_DTYPE_F32,
-         .ndim = 1,
-         .shape = {d_out},
-         .data = folded.b_dec,
-         .bytes = (size_t)d_out * 4},
-        {.name = "threshold",
-         .dtype = SUBSAE_DTYPE_F32,
-         .ndim = 1,
-         .shape = {m},
-         .data = folded.threshold,
-         .bytes = (size_t)m * 4},
-    };
-    rc = subsae__safetensors_write(weights, views, has_threshold(folded.activation) ? 5 : 4,
-                                   NULL, NULL, 0);
+    rc = write_weights(weights, &folded, w_enc_t);
     if (!rc)
         rc = write_config(&folded, config);
 done:
@@ -301,6 +316,7 @@ done:
     subsae__free(folded.b_enc);
     subsae__free(folded.b_dec);
     subsae__free(folded.threshold);
+    subsae__free(folded.b_mag);
     subsae__free(w_enc_t);
     subsae__free(weights);
     subsae__free(config);

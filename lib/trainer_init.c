@@ -320,6 +320,14 @@ static int check_init_args(const char *fn, const subsae_trainer *t, const subsae
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: k %lld exceeds the number of features %lld", fn,
                             (long long)t->k, (long long)t->features);
+    if (t->activation == SUBSAE_ACT_GATED && t->auxk_coef > 0.0)
+        return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+                            "%s: AuxK is not for gated models, which revive features with "
+                            "their own auxiliary loss; set auxk_coef 0",
+                            fn);
+    if (t->activation == SUBSAE_ACT_GATED && subsae__collective_on(&t->coll))
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: gated models do not train with workers yet", fn);
     int64_t rows = subsae_buffer_rows(input);
     /* With workers one may hold fewer rows: the union is checked later. */
     if (rows < 2 && !subsae__collective_on(&t->coll))
@@ -504,12 +512,14 @@ static int init_scale(subsae_trainer *t, const float *xs, const float *ts, int64
 
 /* Thresholds: BatchTopK's starts at the batch-top-k cut of the sample;
  * JumpReLU's is INIT_THRESHOLD, or that same cut (initial L0 = k); ReLU's
- * encoder bias starts at minus the same value. *theta0 gets it. */
+ * encoder bias starts at minus the same value, and so does a gated model's
+ * gate bias (SAELens starts it at 0): with r_mag = b_mag = 0 the gated
+ * model then starts as the JumpReLU of that threshold. *theta0 gets it. */
 static int init_threshold(subsae_trainer *t, const float *xs, int64_t n, double *theta0)
 {
     *theta0 = 0.0;
-    const bool thresholded = t->activation == SUBSAE_ACT_JUMPRELU ||
-                             t->activation == SUBSAE_ACT_RELU;
+    const bool biased = t->activation == SUBSAE_ACT_RELU || t->activation == SUBSAE_ACT_GATED;
+    const bool thresholded = t->activation == SUBSAE_ACT_JUMPRELU || biased;
     if (t->activation == SUBSAE_ACT_BATCHTOPK || (thresholded && t->init_threshold == 0.0)) {
         int rc = init_cut(t, xs, n, theta0);
         if (rc)
@@ -520,7 +530,7 @@ static int init_threshold(subsae_trainer *t, const float *xs, int64_t n, double 
         *theta0 = t->init_threshold > 0.0 ? t->init_threshold
                   : *theta0 > 0.0         ? *theta0
                                           : FALLBACK_THRESHOLD;
-    if (t->activation == SUBSAE_ACT_RELU)
+    if (biased)
         for (int64_t f = 0; f < t->sae->d_sae; f++)
             t->sae->b_enc[f] = -(float)*theta0;
     return SUBSAE_OK;

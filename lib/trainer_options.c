@@ -22,8 +22,8 @@ enum {
 static const struct subsae__option trainer_options[] = {
     TRAIN_INT(SUBSAE_TRAIN_FEATURES, "features", 1, INT32_MAX, 16384, STRUCTURAL, features,
               "dictionary size d_sae"),
-    TRAIN_INT(SUBSAE_TRAIN_ACTIVATION, "activation", 0, 3, SUBSAE_ACT_TOPK, STRUCTURAL | CHOICE,
-              activation, "SUBSAE_ACT_*: topk, batchtopk, jumprelu or relu"),
+    TRAIN_INT(SUBSAE_TRAIN_ACTIVATION, "activation", 0, 4, SUBSAE_ACT_TOPK, STRUCTURAL | CHOICE,
+              activation, "SUBSAE_ACT_*: topk, batchtopk, jumprelu, relu or gated"),
     TRAIN_INT(
         SUBSAE_TRAIN_K, "k", 1, INT32_MAX, 32, STRUCTURAL, k,
         "active features per token (TopK, BatchTopK); the initial L0 of JumpReLU and ReLU"),
@@ -66,7 +66,8 @@ static const struct subsae__option trainer_options[] = {
     TRAIN_INT(SUBSAE_TRAIN_AUXK_K, "auxk_k", 0, INT32_MAX, 0, AUTO, auxk_k,
               "dead features AuxK uses per token; 0 = d_out / 2"),
     TRAIN_DOUBLE(SUBSAE_TRAIN_L1_COEF, "l1_coef", 0.0, 1e6, 2.0, 0, l1_coef,
-                 "ReLU: weight of the L1 penalty sum z_f |W_dec row f|"),
+                 "ReLU: weight of the L1 penalty sum z_f |W_dec row f|; gated: sum "
+                 "relu(pre_gate_f) |W_dec row f|"),
     TRAIN_DOUBLE(SUBSAE_TRAIN_L0_COEF, "l0_coef", 0.0, 1e6, 1.0, 0, l0_coef,
                  "JumpReLU: weight of the L0 penalty"),
     TRAIN_DOUBLE(SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, "jumprelu_bandwidth", 0.0, 1e6, 0.001,

@@ -13,6 +13,9 @@
  *   6. b_dec gradient: decoder path plus the path through xin;
  *   7. Adam (dense, or sparse over the touched rows), all or nothing,
  *      unit-norm projection.
+ * A gated model's pairs are its open gates (activation.c); step 3 also
+ * decodes the gate path relu(pi) through the decoder for the auxiliary
+ * loss, and step 5 takes the gated backward (losses.c).
  * Nothing is allocated inside the step once the workspace is sized. */
 #include "trainer_step.h"
 
@@ -110,14 +113,16 @@ static int encode(subsae_trainer *t, int64_t n)
  *    of the gradient and of the target per part of the rows. With workers
  *    n is the global batch (loss_rows), of which these rows are a part.
  *    AuxK: e_hat = the dead pairs' decode (no bias) against the residual e
- *    = t - x_hat (held fixed), g_aux = 2 c s (e_hat - e) / n. */
+ *    = t - x_hat (held fixed), g_aux = 2 c s (e_hat - e) / n. Gated: the
+ *    gate path's reconstruction v = relu(pi) W_dec + b_dec (SAELens'
+ *    auxiliary_reconstruction_loss |v - t|^2), g_aux = 2 (v - t) / n. */
 static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
 {
     const subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
     const int64_t d_out = s->d_out, k = s->k, ka = ws->aux_k;
     const int64_t *rp = ws->row_ptr;
-    const bool aux = ka > 0;
+    const bool aux = ka > 0, gated = s->activation == SUBSAE_ACT_GATED;
     const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
     const float ascale = aux ? (float)(2.0 * t->auxk_coef * ws->aux_scale / n_loss) : 0.0f;
@@ -132,10 +137,13 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
             const float *tr = ws->ts + i * d_out;
             subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + rp[i],
                                       ws->val + rp[i], rp[i + 1] - rp[i], d_out);
-            float *ga = aux ? ws->g_aux + i * d_out : NULL;
+            float *ga = aux || gated ? ws->g_aux + i * d_out : NULL;
             if (aux)
                 subsae__sparse_decode_row(ga, NULL, s->W_dec, d_out, ws->aux_idx + i * ka,
                                           ws->aux_val + i * ka, ka, d_out);
+            if (gated)
+                subsae__sparse_decode_row(ga, s->b_dec, s->W_dec, d_out, ws->idx + rp[i],
+                                          ws->pre_val + rp[i], rp[i + 1] - rp[i], d_out);
             double e2 = 0.0, t2 = 0.0, a2 = 0.0;
             for (int64_t j = 0; j < d_out; j++) {
                 float e = g[j] - tr[j];
@@ -148,10 +156,14 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
                     float r = ga[j] + e; /* e_hat - (t - x_hat) */
                     a2 += (double)r * r;
                     ga[j] = ascale * r;
+                } else if (gated) {
+                    float r = ga[j] - tr[j];
+                    a2 += (double)r * r;
+                    ga[j] = gscale * r;
                 }
             }
             ws->row_sse[i] = e2;
-            if (aux)
+            if (aux || gated)
                 ws->aux_sse[i] = a2;
             part[3 * d_out] += t2;
         }
@@ -165,7 +177,8 @@ static int64_t bucket_pairs(subsae_trainer *t, int64_t n)
     struct subsae__workspace *ws = &t->ws;
     const int T = subsae__trainer_threads(t); /* <= ws->threads */
     const int64_t m = t->sae->d_sae, *rp = ws->row_ptr;
-    const bool jump = t->sae->activation == SUBSAE_ACT_JUMPRELU;
+    const bool jump = t->sae->activation == SUBSAE_ACT_JUMPRELU ||
+                      t->sae->activation == SUBSAE_ACT_GATED; /* pairs keep pre */
     int32_t running = 0;
 #pragma omp parallel num_threads(subsae__team(T, (double)rp[n] + (double)m))
     {
@@ -272,7 +285,7 @@ static void list_touched(struct subsae__workspace *ws, int64_t m, int64_t pairs)
 /* What the per-feature backward reads besides the model and the
  * workspace. */
 struct backward_terms {
-    bool jump, relu_l1, aux, unit, apply;
+    bool jump, relu_l1, gated, aux, unit, apply;
     double lam_n; /* weight of the sparsity penalty over the loss rows */
     float inv_bw; /* JumpReLU: 1 / bandwidth */
 };
@@ -331,6 +344,47 @@ static void backward_losses(subsae_trainer *t, const struct backward_terms *bt, 
     }
 }
 
+/* 5. (gated) The gradients of feature f in slot i (losses.c), with the
+ *    decoder row's part of the L1 term lambda / n sum relu(pi) |w_dec|. */
+static void backward_gated(subsae_trainer *t, const struct backward_terms *bt, int64_t i,
+                           int32_t f, struct part_sums *acc)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d_in = s->d_in, d_out = s->d_out;
+    const float *wdec = s->W_dec + (int64_t)f * d_out;
+    const int32_t off = ws->offsets[f];
+    const float norm = (float)sqrt(subsae__sumsq(wdec, d_out));
+    struct subsae__gated_feature gf = {
+        .rows = ws->pair_row + off,
+        .z = ws->pair_z + off,
+        .pi = ws->pair_pre + off,
+        .count = ws->fired[f],
+        .g = ws->g,
+        .g_gate = ws->g_aux,
+        .d_out = d_out,
+        .d_in = d_in,
+        .xin = ws->xin,
+        .wdec = wdec,
+        .scale = expf(s->r_mag[f]),
+        .b_mag = s->b_mag[f],
+        .l1_dz = (float)(bt->lam_n * norm),
+        .gdec = ws->g_W_dec + i * d_out,
+        .genc = ws->g_W_enc + i * d_in,
+    };
+    subsae__feature_backward_gated(&gf);
+    ws->g_b_enc[i] = gf.gb_gate;
+    ws->g_r_mag[i] = gf.gr_mag;
+    ws->g_b_mag[i] = gf.gb_mag;
+    if (norm > 0.0f) {
+        const float c = (float)(bt->lam_n * gf.pi_sum / norm);
+        for (int64_t j = 0; j < d_out; j++)
+            gf.gdec[j] += c * wdec[j];
+    }
+    acc->penalty += bt->lam_n * norm * gf.pi_sum;
+    ws->active[f] = gf.active;
+}
+
 /* 5. The gradients of feature f in slot i from its pairs, projected for a
  *    unit-norm decoder; its squared norm, and its b_enc gradient's path
  *    into the b_dec gradient (xin = x - b_dec) added to benc_path. */
@@ -344,7 +398,9 @@ static void backward_feature(subsae_trainer *t, const struct backward_terms *bt,
     const float *wdec = s->W_dec + (int64_t)f * d_out;
     float *gdec = ws->g_W_dec + i * d_out, *genc = ws->g_W_enc + i * d_in;
     const int32_t off = ws->offsets[f], cnt = ws->fired[f];
-    if (!bt->jump && !bt->relu_l1 && !(bt->aux && ws->aux_fired[f] > 0)) {
+    if (bt->gated) {
+        backward_gated(t, bt, i, f, acc);
+    } else if (!bt->jump && !bt->relu_l1 && !(bt->aux && ws->aux_fired[f] > 0)) {
         subsae__feature_backward(ws->pair_row + off, ws->pair_z + off, cnt, ws->g, d_out, d_out,
                                  ws->xin, d_in, d_in, wdec, gdec, genc, &ws->g_b_enc[i]);
         ws->active[f] = cnt;
@@ -363,10 +419,16 @@ static void backward_feature(subsae_trainer *t, const struct backward_terms *bt,
                   (double)ws->g_b_enc[i] * ws->g_b_enc[i];
     if (bt->jump)
         acc->sumsq += (double)ws->g_thr[i] * ws->g_thr[i];
+    if (bt->gated)
+        acc->sumsq += (double)ws->g_r_mag[i] * ws->g_r_mag[i] +
+                      (double)ws->g_b_mag[i] * ws->g_b_mag[i];
     if (bt->apply) {
-        /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f]. */
+        /* xin = x - b_dec: d loss / d b_dec gets -sum dpre W_enc[f] (gated:
+         * the gate's dpre plus exp(r_mag) times the magnitude's). */
         const float *wenc = s->W_enc + (int64_t)f * d_in;
-        const double gb = ws->g_b_enc[i];
+        const double gb = bt->gated ? (double)ws->g_b_enc[i] +
+                                          (double)expf(s->r_mag[f]) * ws->g_b_mag[i]
+                                    : (double)ws->g_b_enc[i];
         for (int64_t j = 0; j < d_in; j++)
             benc_path[j] -= gb * wenc[j];
     }
@@ -384,12 +446,13 @@ static void backward_features(subsae_trainer *t, double n_loss, int64_t pairs)
     struct backward_terms bt = {
         .jump = act == SUBSAE_ACT_JUMPRELU,
         .relu_l1 = act == SUBSAE_ACT_RELU && t->l1_coef > 0.0,
+        .gated = act == SUBSAE_ACT_GATED,
         .aux = ws->aux_k > 0,
         .unit = t->decoder_norm == SUBSAE_DECODER_UNIT,
         .apply = s->apply_b_dec_to_input,
         .inv_bw = (float)(1.0 / t->bandwidth),
     };
-    bt.lam_n = (bt.jump ? t->l0_coef : bt.relu_l1 ? t->l1_coef : 0.0) / n_loss;
+    bt.lam_n = (bt.jump ? t->l0_coef : bt.relu_l1 || bt.gated ? t->l1_coef : 0.0) / n_loss;
 #pragma omp parallel for schedule(dynamic, 1) num_threads( \
     subsae__team(subsae__trainer_threads(t), (double)pairs *(double)(2 * d_out + d_in)))
     for (int p = 0; p < PARTS; p++) {
@@ -410,6 +473,7 @@ static int reduce(subsae_trainer *t, int64_t n, double n_loss, double *loss, dou
     const int64_t d_out = s->d_out;
     const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     const bool apply = s->apply_b_dec_to_input, aux = ws->aux_k > 0;
+    const bool gated = s->activation == SUBSAE_ACT_GATED;
     double total_sq = 0.0, sse = 0.0, penalty = 0.0, aux_sse = 0.0;
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
@@ -426,12 +490,14 @@ static int reduce(subsae_trainer *t, int64_t n, double n_loss, double *loss, dou
     }
     for (int64_t i = 0; i < n; i++)
         sse += ws->row_sse[i];
-    if (aux)
+    if (aux || gated)
         for (int64_t i = 0; i < n; i++)
             aux_sse += ws->aux_sse[i];
     ws->step_mse = sse / (double)n;
     ws->step_penalty = penalty;
-    ws->step_aux = aux ? t->auxk_coef * ws->aux_scale * aux_sse / n_loss : 0.0;
+    ws->step_aux = aux     ? t->auxk_coef * ws->aux_scale * aux_sse / n_loss
+                   : gated ? aux_sse / n_loss
+                           : 0.0;
     *loss = ws->step_mse + ws->step_penalty + ws->step_aux;
     *sq = total_sq;
     if (!isfinite(*loss) || !isfinite(total_sq))
@@ -780,6 +846,19 @@ void subsae__trainer_threshold_gradient(const subsae_trainer *t, float *g)
         return;
     for (int64_t i = 0; i < subsae__touched_count(ws); i++)
         g[ws->touched[i]] = ws->g_thr[i];
+}
+
+void subsae__trainer_gated_gradient(const subsae_trainer *t, float *g_r_mag, float *g_b_mag)
+{
+    const struct subsae__workspace *ws = &t->ws;
+    memset(g_r_mag, 0, (size_t)t->sae->d_sae * sizeof *g_r_mag);
+    memset(g_b_mag, 0, (size_t)t->sae->d_sae * sizeof *g_b_mag);
+    if (t->sae->activation != SUBSAE_ACT_GATED)
+        return;
+    for (int64_t i = 0; i < subsae__touched_count(ws); i++) {
+        g_r_mag[ws->touched[i]] = ws->g_r_mag[i];
+        g_b_mag[ws->touched[i]] = ws->g_b_mag[i];
+    }
 }
 
 void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *penalty,

@@ -52,8 +52,13 @@ void subsae__trainer_pairs(const subsae_trainer *t, const int64_t **row_ptr,
  * dense (d_sae). For tests. */
 void subsae__trainer_threshold_gradient(const subsae_trainer *t, float *g);
 
+/* A gated model's r_mag and b_mag gradients of the last gradient
+ * computation, dense (d_sae each; zero for other models). For tests. */
+void subsae__trainer_gated_gradient(const subsae_trainer *t, float *g_r_mag, float *g_b_mag);
+
 /* Parts of the last step's loss: reconstruction MSE, sparsity penalty
- * (L1 or L0), AuxK term. For tests. */
+ * (L1 or L0), AuxK term (gated: the gate path's reconstruction). For
+ * tests. */
 void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *penalty,
                                 double *aux);
 

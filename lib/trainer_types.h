@@ -69,19 +69,20 @@ struct subsae__workspace {
      * losses.c). The step's (row, feature) pairs are a CSR list: row i
      * owns idx/val[row_ptr[i] .. row_ptr[i + 1]); TopK keeps k slots per
      * row (-1 for an inactive slot). */
-    int64_t *row_ptr;   /* batch + 1 */
-    int64_t pair_cap;   /* room of idx, val, pre_val, pair_row, pair_z, pair_pre */
-    float *pre_val;     /* JumpReLU: pre-activation of each pair (pairs in the
+    int64_t *row_ptr;         /* batch + 1 */
+    int64_t pair_cap;         /* room of idx, val, pre_val, pair_row, pair_z, pair_pre */
+    float *pre_val;           /* JumpReLU: pre-activation of each pair (pairs in the
                                  threshold's band are kept even when inactive) */
-    float *pair_pre;    /* JumpReLU: pre_val bucketed by feature */
-    int64_t *row_count; /* batch: pairs per row while encoding */
-    float *cut;         /* d_sae: JumpReLU lower edge of the kept pairs */
-    uint32_t *hist;     /* BatchTopK: 65536-bin radix histogram */
-    float step_theta;   /* BatchTopK: smallest selected value of the step */
-    int32_t *active;    /* d_sae: active (z > 0) pairs per feature */
-    int64_t n_active;   /* active pairs of the step */
-    float *g_thr;       /* max_touched: JumpReLU log-threshold gradient per slot */
-    double *extra;      /* SUBSAE__PARTS x 4: penalty and AuxK partial sums */
+    float *pair_pre;          /* JumpReLU: pre_val bucketed by feature */
+    int64_t *row_count;       /* batch: pairs per row while encoding */
+    float *cut;               /* d_sae: JumpReLU lower edge of the kept pairs */
+    uint32_t *hist;           /* BatchTopK: 65536-bin radix histogram */
+    float step_theta;         /* BatchTopK: smallest selected value of the step */
+    int32_t *active;          /* d_sae: active (z > 0) pairs per feature */
+    int64_t n_active;         /* active pairs of the step */
+    float *g_thr;             /* max_touched: JumpReLU log-threshold gradient per slot */
+    float *g_r_mag, *g_b_mag; /* max_touched: gated magnitude gradients per slot */
+    double *extra;            /* SUBSAE__PARTS x 4: penalty and AuxK partial sums */
     double step_mse, step_penalty, step_aux; /* parts of the step's loss */
     /* AuxK */
     int64_t aux_k;      /* slots per row (0: AuxK off this step) */
@@ -92,7 +93,8 @@ struct subsae__workspace {
     float *aux_tmp;   /* threads x d_sae: a row's dead pre-activations */
     int32_t *aux_idx; /* batch x aux_k */
     float *aux_val;
-    float *g_aux;          /* batch x d_out: AuxK output gradient */
+    float *g_aux;          /* batch x d_out: AuxK output gradient (gated: the gate
+                              path's reconstruction's output gradient) */
     double *aux_sse;       /* batch */
     int32_t *aux_offsets;  /* d_sae + 1 */
     int32_t *aux_fired;    /* d_sae */
@@ -136,6 +138,7 @@ struct subsae_trainer {
     float *log_threshold;      /* JumpReLU: d_sae log-thresholds (the trained parameter;
                                   sae->threshold holds exp of it) and their Adam moments */
     float *m_log_threshold, *v_log_threshold;
+    float *m_r_mag, *v_r_mag, *m_b_mag, *v_b_mag; /* gated: Adam moments of r_mag, b_mag */
     double batch_threshold; /* BatchTopK: running inference threshold (EMA) */
     struct subsae__window cur, prev;
     bool prev_valid;

@@ -23,7 +23,8 @@ static void workspace_free(struct subsae__workspace *ws)
                       ws->extra,        ws->dead_list,   ws->aux_tmp,
                       ws->aux_idx,      ws->aux_val,     ws->g_aux,
                       ws->aux_sse,      ws->aux_offsets, ws->aux_fired,
-                      ws->aux_pair_row, ws->aux_pair_z};
+                      ws->aux_pair_row, ws->aux_pair_z,  ws->g_r_mag,
+                      ws->g_b_mag};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         subsae__free(blocks[i]);
     memset(ws, 0, sizeof *ws);
@@ -42,8 +43,8 @@ int subsae__trainer_threads(const subsae_trainer *t)
 /* Slots per row of AuxK for a configuration (0 when off). */
 static int64_t aux_slots(const subsae_trainer *t)
 {
-    if (!(t->auxk_coef > 0.0))
-        return 0;
+    if (!(t->auxk_coef > 0.0) || t->sae->activation == SUBSAE_ACT_GATED)
+        return 0; /* the gated model's auxiliary loss uses AuxK's buffers */
     const subsae_sae *s = t->sae;
     int64_t k = t->auxk_k > 0 ? t->auxk_k : s->d_out / 2;
     if (k < 1)
@@ -140,6 +141,8 @@ static bool alloc_feature_buffers(subsae_trainer *t, int64_t batch, int threads,
     ws->row_ptr = subsae__malloc((B + 1) * sizeof(int64_t));
     ws->active = subsae__malloc(m * sizeof(int32_t));
     ws->g_thr = subsae__malloc(mt * sizeof(float));
+    ws->g_r_mag = subsae__malloc(mt * sizeof(float));
+    ws->g_b_mag = subsae__malloc(mt * sizeof(float));
     ws->extra = subsae__malloc(SUBSAE__PARTS * 4 * sizeof(double));
     ws->aux_offsets = subsae__malloc((m + 1) * sizeof(int32_t));
     ws->aux_fired = subsae__calloc(m, sizeof(int32_t));
@@ -147,12 +150,21 @@ static bool alloc_feature_buffers(subsae_trainer *t, int64_t batch, int threads,
     return ws->counts && ws->offsets && ws->fired && ws->pair_row && ws->pair_z &&
            ws->touched && ws->slot_of && ws->g_W_enc && ws->g_W_dec && ws->g_b_enc &&
            ws->g_b_dec && ws->part && ws->split && ws->row_ptr && ws->active && ws->g_thr &&
-           ws->extra && ws->aux_offsets && ws->aux_fired && ws->dead_list;
+           ws->g_r_mag && ws->g_b_mag && ws->extra && ws->aux_offsets && ws->aux_fired &&
+           ws->dead_list;
+}
+
+/* Whether the pairs keep their pre-activations: JumpReLU's band, the
+ * gated model's gate path. */
+static bool keeps_pre(const subsae_trainer *t)
+{
+    return t->sae->activation == SUBSAE_ACT_JUMPRELU || t->sae->activation == SUBSAE_ACT_GATED;
 }
 
 /* What only some activations use: the rows' pair counts (the dense
- * activations and BatchTopK), JumpReLU's pre-activations and cuts,
- * BatchTopK's radix histogram. */
+ * activations and BatchTopK), JumpReLU's and the gated model's
+ * pre-activations, JumpReLU's cuts, the gate path's reconstruction (output
+ * gradient and squared errors), BatchTopK's radix histogram. */
 static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pairs)
 {
     struct subsae__workspace *ws = &t->ws;
@@ -163,11 +175,19 @@ static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pa
         ws->row_count = subsae__malloc((size_t)batch * sizeof(int64_t));
         ok = ws->row_count != NULL;
     }
-    if (ok && act == SUBSAE_ACT_JUMPRELU) {
+    if (ok && keeps_pre(t)) {
         ws->pre_val = subsae__malloc(pairs * sizeof(float));
         ws->pair_pre = subsae__malloc(pairs * sizeof(float));
+        ok = ws->pre_val && ws->pair_pre;
+    }
+    if (ok && act == SUBSAE_ACT_JUMPRELU) {
         ws->cut = subsae__malloc(m * sizeof(float));
-        ok = ws->pre_val && ws->pair_pre && ws->cut;
+        ok = ws->cut != NULL;
+    }
+    if (ok && act == SUBSAE_ACT_GATED) {
+        ws->g_aux = subsae__malloc((size_t)batch * (size_t)t->sae->d_out * sizeof(float));
+        ws->aux_sse = subsae__malloc((size_t)batch * sizeof(double));
+        ok = ws->g_aux && ws->aux_sse;
     }
     if (ok && act == SUBSAE_ACT_BATCHTOPK) {
         ws->hist = subsae__malloc(65536 * sizeof(uint32_t));
@@ -300,7 +320,7 @@ int subsae__trainer_grow_pairs(subsae_trainer *t, int64_t need)
     if (cap > INT32_MAX)
         cap = INT32_MAX;
     const size_t c = (size_t)cap;
-    const bool jump = t->sae->activation == SUBSAE_ACT_JUMPRELU;
+    const bool jump = keeps_pre(t);
     /* Contents kept: the pairs of the rows encoded so far. */
     int32_t *idx = subsae__realloc(ws->idx, c * sizeof *idx);
     if (idx)
@@ -336,11 +356,16 @@ int subsae__trainer_grow_pairs(subsae_trainer *t, int64_t need)
         subsae__free(ws->g_W_dec);
         subsae__free(ws->g_b_enc);
         subsae__free(ws->g_thr);
+        subsae__free(ws->g_r_mag);
+        subsae__free(ws->g_b_mag);
         ws->g_W_enc = subsae__malloc(mt * (size_t)t->sae->d_in * sizeof(float));
         ws->g_W_dec = subsae__malloc(mt * (size_t)t->sae->d_out * sizeof(float));
         ws->g_b_enc = subsae__malloc(mt * sizeof(float));
         ws->g_thr = subsae__malloc(mt * sizeof(float));
-        if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
+        ws->g_r_mag = subsae__malloc(mt * sizeof(float));
+        ws->g_b_mag = subsae__malloc(mt * sizeof(float));
+        if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr || !ws->g_r_mag ||
+            !ws->g_b_mag) {
             ws->max_touched = 0;
             ws->batch = 0;
             return subsae__fail_nomem("gradient rows",
@@ -362,11 +387,16 @@ int subsae__trainer_room_all_features(subsae_trainer *t)
     subsae__free(ws->g_W_dec);
     subsae__free(ws->g_b_enc);
     subsae__free(ws->g_thr);
+    subsae__free(ws->g_r_mag);
+    subsae__free(ws->g_b_mag);
     ws->g_W_enc = subsae__malloc(m * (size_t)s->d_in * sizeof(float));
     ws->g_W_dec = subsae__malloc(m * (size_t)s->d_out * sizeof(float));
     ws->g_b_enc = subsae__malloc(m * sizeof(float));
     ws->g_thr = subsae__malloc(m * sizeof(float));
-    if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr) {
+    ws->g_r_mag = subsae__malloc(m * sizeof(float));
+    ws->g_b_mag = subsae__malloc(m * sizeof(float));
+    if (!ws->g_W_enc || !ws->g_W_dec || !ws->g_b_enc || !ws->g_thr || !ws->g_r_mag ||
+        !ws->g_b_mag) {
         ws->max_touched = 0;
         ws->batch = 0; /* rebuilt by the next step */
         return subsae__fail_nomem("gradient rows", m * (size_t)(s->d_in + s->d_out) * 4);

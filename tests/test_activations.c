@@ -714,7 +714,7 @@ START_TEST(options_and_thresholds)
     ck_assert_status(subsae_trainer_set_double(t, SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, 0.0),
                      SUBSAE_E_INVALID);
     ck_assert_status(subsae_trainer_set_double(t, SUBSAE_TRAIN_L1_COEF, -1.0), SUBSAE_E_INVALID);
-    ck_assert_status(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, 4), SUBSAE_E_INVALID);
+    ck_assert_status(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, 5), SUBSAE_E_INVALID);
     subsae_trainer_free(t);
 
     /* Initial thresholds: BatchTopK's and the automatic JumpReLU one give

@@ -189,7 +189,7 @@ START_TEST(bf16_topk_agrees_with_fp32_but_for_near_ties)
 END_TEST
 
 /* The other encoders (BatchTopK's threshold at inference, JumpReLU, ReLU,
- * TopK ranked by decoder norms) at bf16, and evaluation. */
+ * gated, TopK ranked by decoder norms) at bf16, and evaluation. */
 START_TEST(bf16_every_activation_and_evaluation)
 {
     if (!bf16_native(__func__))
@@ -198,8 +198,8 @@ START_TEST(bf16_every_activation_and_evaluation)
     float *x = harness_normal_rows(7, n, d, 0.0);
     subsae_buffer *buf = harness_wrap_copy(x, n, d);
     const int acts[] = {SUBSAE_ACT_BATCHTOPK, SUBSAE_ACT_JUMPRELU, SUBSAE_ACT_RELU,
-                        SUBSAE_ACT_TOPK};
-    for (int a = 0; a < 4; a++) {
+                        SUBSAE_ACT_GATED, SUBSAE_ACT_TOPK};
+    for (int a = 0; a < 5; a++) {
         subsae_sae *fp = random_model(acts[a], d, m, 16, 300 + (uint64_t)a);
         if (acts[a] == SUBSAE_ACT_TOPK)
             ck_assert_ok(subsae_sae_set_int(fp, SUBSAE_SAE_RANK_BY_DECODER_NORM, 1));

@@ -606,7 +606,7 @@ START_TEST(load_rejects_bad_directories)
         "{\"architecture\": \"topk\", \"d_in\": 5, \"d_sae\": 7, \"k\": 8}",
         "{\"architecture\": \"topk\", \"d_in\": 5, \"d_sae\": 7}",
         "{\"architecture\": \"jumprelu\", \"d_in\": 5, \"d_sae\": 7}",
-        "{\"architecture\": \"gated\", \"d_in\": 5, \"d_sae\": 7}",
+        "{\"architecture\": \"crosscoder\", \"d_in\": 5, \"d_sae\": 7}",
         "{\"architecture\": \"topk\", \"k\": 3, "
         "\"normalize_activations\": \"expected_average_only_in\"}",
         "[1, 2]",

@@ -706,7 +706,7 @@ static void summarise(const subsae_trainer *t, struct summary *s)
     subsae_trainer_get_int(t, SUBSAE_TRAIN_DEAD_WINDOW, &s->dead_window);
     subsae_trainer_get_double(t, SUBSAE_TRAIN_AUXK_COEF, &s->auxk);
     subsae_trainer_get_double(t, SUBSAE_TRAIN_LR, &s->lr);
-    if (s->activation == SUBSAE_ACT_RELU)
+    if (s->activation == SUBSAE_ACT_RELU || s->activation == SUBSAE_ACT_GATED)
         subsae_trainer_get_double(t, SUBSAE_TRAIN_L1_COEF, &s->penalty);
     else if (s->activation == SUBSAE_ACT_JUMPRELU)
         subsae_trainer_get_double(t, SUBSAE_TRAIN_L0_COEF, &s->penalty);
@@ -726,7 +726,7 @@ static int report_json(const struct run *r, const struct summary *s, const doubl
         "features", (json_int_t)s->features, "k", (json_int_t)s->k, "activation",
         subsae_activation_name((int)s->activation), "transcoder", r->tall != NULL, "d_in",
         (json_int_t)s->d_in, "d_out", (json_int_t)s->d_out, "auxk", sae_cli_number(s->auxk),
-        "l1", sae_cli_number(s->activation == SUBSAE_ACT_RELU ? s->penalty : NAN), "l0",
+        "l1", sae_cli_number(s->activation != SUBSAE_ACT_JUMPRELU ? s->penalty : NAN), "l0",
         sae_cli_number(s->activation == SUBSAE_ACT_JUMPRELU ? s->penalty : NAN),
         "mean_threshold", threshold_json(sae, s->activation), "init",
         s->init == SUBSAE_INIT_RANDOM ? "random" : "active-subspace", "subspace_dim",
@@ -761,7 +761,7 @@ static int report_text(const struct run *r, const struct summary *s, const doubl
     if (s->activation == SUBSAE_ACT_TOPK || s->activation == SUBSAE_ACT_BATCHTOPK)
         printf(", k %lld", (long long)s->k);
     if (isfinite(s->penalty))
-        printf(", %s %g", s->activation == SUBSAE_ACT_RELU ? "l1" : "l0", s->penalty);
+        printf(", %s %g", s->activation == SUBSAE_ACT_JUMPRELU ? "l0" : "l1", s->penalty);
     if (s->auxk > 0)
         printf(", auxk %g", s->auxk);
     printf(", %s init", s->init == SUBSAE_INIT_RANDOM ? "random" : "active-subspace");

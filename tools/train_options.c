@@ -58,7 +58,8 @@ struct flag {
      .given_at = NONE, .min = lo, .max_of = option_, .help = text}
 #define SECTION(title) {.name = title, .kind = HEADING, .option = -1}
 
-static const char *const activations[] = {"topk", "batchtopk", "jumprelu", "relu", NULL};
+static const char *const activations[] = {"topk",  "batchtopk", "jumprelu",
+                                           "relu",  "gated",     NULL};
 static const char *const inits[] = {"random", "active-subspace", NULL};
 static const char *const norms[] = {"free", "unit", NULL};
 static const char *const coefficients[] = {"uniform", "gaussian", NULL};
@@ -103,7 +104,8 @@ static const struct flag flags[] = {
     LIB("--init-sample", "N", NUMBER, SUBSAE_TRAIN_INIT_SAMPLE, NULL,
         "rows sampled for the scale, the mean, the subspace and the scale search"),
     LIB("--init-threshold", "X", NUMBER, SUBSAE_TRAIN_INIT_THRESHOLD, NULL,
-        "initial jumprelu threshold (relu: minus the initial encoder bias)"),
+        "initial jumprelu threshold (relu: minus the initial encoder bias; gated: of the "
+        "gate)"),
     SECTION("training"),
     LIB("--lr", "X", NUMBER, SUBSAE_TRAIN_LR, NULL,
         "Adam learning rate; 0 or auto = 2e-4 / sqrt(features / 16384)"),
@@ -127,7 +129,8 @@ static const struct flag flags[] = {
         "weight of the AuxK revival loss (1/32 is usual); 0 = off"),
     LIB("--auxk-k", "K", NUMBER, SUBSAE_TRAIN_AUXK_K, NULL,
         "dead features AuxK uses per token; 0 = half the width"),
-    LIB("--l1", "COEF", NUMBER, SUBSAE_TRAIN_L1_COEF, NULL, "relu: weight of the L1 penalty"),
+    LIB("--l1", "COEF", NUMBER, SUBSAE_TRAIN_L1_COEF, NULL,
+        "relu, gated: weight of the L1 penalty (gated: on the gate's pre-activations)"),
     LIB("--l0", "COEF", NUMBER, SUBSAE_TRAIN_L0_COEF, NULL,
         "jumprelu: weight of the L0 penalty"),
     LIB("--jumprelu-bandwidth", "X", NUMBER, SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, NULL,
@@ -315,7 +318,7 @@ static int check_combinations(const struct train_options *o)
         return cli_usage();
     if (!o->resume && (!o->given[SUBSAE_TRAIN_FEATURES] || (needs_k && !o->given[SUBSAE_TRAIN_K])))
         return cli_fail("--features and --k are required (unless --resume; --k is optional "
-                        "for jumprelu and relu, where it sets the initial L0)");
+                        "for jumprelu, relu and gated, where it sets the initial L0)");
     if (o->n_targets > 0 && o->n_targets != o->n_inputs)
         return cli_fail("%d inputs but %d targets: give one target file per input file",
                         o->n_inputs, o->n_targets);

@@ -138,6 +138,24 @@ try {
     const auto back = model.decode_sparse(codes);
     expect(back.size() == x.size(), "decode_sparse size");
 
+    // A gated SAE (SAELens "gated"): r_mag and b_mag beside the gate's bias b_enc.
+    subsae::Trainer gated;
+    gated.set_int(SUBSAE_TRAIN_FEATURES, 128);
+    gated.set_int(SUBSAE_TRAIN_ACTIVATION, SUBSAE_ACT_GATED);
+    gated.set_double(SUBSAE_TRAIN_L1_COEF, 2.0);
+    gated.set_int(SUBSAE_TRAIN_BATCH, 256);
+    gated.set_int(SUBSAE_TRAIN_INIT_SAMPLE, 4096);
+    gated.init(acts);
+    gated.fit(acts, 16384);
+    const auto g = gated.sae();
+    const auto ge = g.evaluate(acts);
+    std::cout << "gated SAE: explained variance " << ge[SUBSAE_METRIC_EXPLAINED_VARIANCE]
+              << " at L0 " << ge[SUBSAE_METRIC_L0] << "\n";
+    expect(g.param(SUBSAE_PARAM_R_MAG).size() == 128, "a gated model has r_mag");
+    expect(ge[SUBSAE_METRIC_L0] > 0 && ge[SUBSAE_METRIC_L0] < 128 &&
+               ge[SUBSAE_METRIC_EXPLAINED_VARIANCE] > 0.5,
+           "gated evaluation");
+
     // Errors arrive as subsae::error with the library's status and message.
     try {
         subsae::Buffer::open(dir + "/no-such-file.npy");

@@ -68,11 +68,6 @@ inline void check(int status)
 // ---- library-wide -------------------------------------------------------
 
 inline std::string version() { return subsae_version_string(); }
-// What computes the encoder's product: oneDNN's instruction set, the kernel
-// at a SUBSAE_PRECISION_* value, and what a precision means here.
-inline std::string encoder_isa() { return subsae_encoder_isa(); }
-inline std::string encoder_kernel(int precision) { return subsae_encoder_kernel(precision); }
-inline int precision_resolve(int precision) { return subsae_precision_resolve(precision); }
 
 // What the library says about an option (subsae_option_*).
 struct option_description {
@@ -115,6 +110,16 @@ inline int find_option(int object, const std::string &name)
     return option;
 }
 inline unsigned version_number() { return subsae_version_number(); }
+// oneDNN's instruction set and kernel for the encoder's product.
+inline std::string encoder_isa() { return subsae_encoder_isa(); }
+inline std::string encoder_kernel(int precision = SUBSAE_PRECISION_AUTO)
+{
+    return subsae_encoder_kernel(precision);
+}
+inline int precision_resolve(int precision = SUBSAE_PRECISION_AUTO)
+{
+    return subsae_precision_resolve(precision);
+}
 inline void set_num_threads(int n) { check(subsae_set_num_threads(n)); }
 inline int num_threads() { return subsae_get_num_threads(); }
 inline int metric_count() { return subsae_metric_count(); }

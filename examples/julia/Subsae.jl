@@ -73,15 +73,15 @@ const SUBSPACE_DIM = Cint(101)
 const SUBSPACE_RANK_FOUND = Cint(103)
 
 const ACT_TOPK = Cint(0)
+const ACT_GATED = Cint(4)
+const PARAM_R_MAG = Cint(5) # gated models only
+const PARAM_B_MAG = Cint(6)
 const SAE_D_IN = Cint(0)
 const SAE_D_OUT = Cint(1)
 const SAE_D_SAE = Cint(2)
 const SAE_K = Cint(4)
 const SAE_TRANSCODER = Cint(9)
 const SAE_PRECISION = Cint(10)
-const PRECISION_FP32 = Cint(0)
-const PRECISION_BF16 = Cint(1)
-const PRECISION_AUTO = Cint(2)
 
 const OBJECT_TRAINER = Cint(0)
 const OBJECT_SUBSPACE = Cint(1)
@@ -127,13 +127,12 @@ end
 
 version() = unsafe_string(ccall((:subsae_version_string, libsubsae), Cstring, ()))
 version_number() = ccall((:subsae_version_number, libsubsae), Cuint, ())
-"""The instruction set oneDNN runs the encoder's product with."""
+const PRECISION_FP32, PRECISION_BF16, PRECISION_AUTO = 0, 1, 2
 encoder_isa() = unsafe_string(ccall((:subsae_encoder_isa, libsubsae), Cstring, ()))
-"""The kernel of the encoder's product at a PRECISION_* value."""
-encoder_kernel(p::Integer) =
-    unsafe_string(ccall((:subsae_encoder_kernel, libsubsae), Cstring, (Cint,), p))
-"""PRECISION_BF16 or PRECISION_FP32: what a precision means on this machine."""
-precision_resolve(p::Integer) = ccall((:subsae_precision_resolve, libsubsae), Cint, (Cint,), p)
+encoder_kernel(precision::Integer = PRECISION_AUTO) =
+    unsafe_string(ccall((:subsae_encoder_kernel, libsubsae), Cstring, (Cint,), precision))
+precision_resolve(precision::Integer = PRECISION_AUTO) =
+    ccall((:subsae_precision_resolve, libsubsae), Cint, (Cint,), precision)
 last_error() = unsafe_string(ccall((:subsae_last_error, libsubsae), Cstring, ()))
 last_error_status() = ccall((:subsae_last_error_status, libsubsae), Cint, ())
 last_error_reason() = ccall((:subsae_last_error_reason, libsubsae), Cint, ())
@@ -733,7 +732,8 @@ d_in(m::Sae) = get_int(m, SAE_D_IN)
 d_out(m::Sae) = get_int(m, SAE_D_OUT)
 d_sae(m::Sae) = get_int(m, SAE_D_SAE)
 
-"""A parameter (PARAM_* value 0-4) as stored, flat in C (row-major) order."""
+"""A parameter (PARAM_* value 0-6; 5 and 6 in gated models only) as stored, flat in C
+(row-major) order."""
 function param(m::Sae, p::Integer)
     n = ccall((:subsae_sae_param_size, libsubsae), Int64, (Ptr{Cvoid}, Cint), handle(m), p)
     n < 0 && throw(ArgumentError("unknown parameter $p"))

@@ -102,6 +102,27 @@ def main():
     print("evaluated on 2048 rows: explained variance %.3f" % held_out.explained_variance)
     expect(held_out.explained_variance > 0.5, "evaluation explained variance")
 
+    # A gated SAE (SAELens "gated"): its codes are SAELens' gated forward
+    # of the parameters read back, with b_enc as the gate bias b_gate.
+    gated = subsae.Trainer(features=128, activation=subsae.ACT_GATED, l1_coef=2.0, batch=256,
+                           init_sample=4096, seed=2)
+    gated.init(train)
+    gated.fit(train, 16384)
+    g = gated.sae
+    p = {name: g.param(which).astype(np.float64) for name, which in
+         (("W_enc", subsae.PARAM_W_ENC), ("b_gate", subsae.PARAM_B_ENC),
+          ("r_mag", subsae.PARAM_R_MAG), ("b_mag", subsae.PARAM_B_MAG))}
+    scaled = rows.astype(np.float64) * g.get(subsae.SAE_INPUT_SCALE) - \
+        g.param(subsae.PARAM_B_DEC).astype(np.float64)
+    pre = scaled @ p["W_enc"].reshape(128, -1).T
+    mine = (pre + p["b_gate"] > 0) * np.maximum(pre * np.exp(p["r_mag"]) + p["b_mag"], 0)
+    held_gated = g.evaluate(x32[-2048:])
+    print("gated SAE: explained variance %.3f at L0 %.1f"
+          % (held_gated.explained_variance, held_gated.l0))
+    expect(np.allclose(g.encode(rows), mine, rtol=1e-4, atol=1e-4),
+           "gated codes are SAELens' gated forward")
+    expect(0 < held_gated.l0 < 128, "gated L0 %g" % held_gated.l0)
+
     # Synthetic data with a known dictionary: its active subspace is exact.
     synth, atoms = subsae.Buffer.synth(48, 20, 64, 3, 8192, seed=5)
     r, exact = subsae.Subspace().fit(synth).effective_rank(0.99)

@@ -53,13 +53,14 @@ SUBSPACE_SEED, SUBSPACE_CENTER, SUBSPACE_BATCH_ROWS, SUBSPACE_THRESHOLD = 4, 5, 
 SUBSPACE_METHOD_USED, SUBSPACE_DIM, SUBSPACE_ROWS = 100, 101, 102
 SUBSPACE_RANK_FOUND, SUBSPACE_SECONDS = 103, 104
 
-ACT_TOPK, ACT_BATCHTOPK, ACT_JUMPRELU, ACT_RELU = 0, 1, 2, 3
+ACT_TOPK, ACT_BATCHTOPK, ACT_JUMPRELU, ACT_RELU, ACT_GATED = 0, 1, 2, 3, 4
+PRECISION_FP32, PRECISION_BF16, PRECISION_AUTO = 0, 1, 2
 PARAM_W_ENC, PARAM_B_ENC, PARAM_W_DEC, PARAM_B_DEC, PARAM_THRESHOLD = 0, 1, 2, 3, 4
+PARAM_R_MAG, PARAM_B_MAG = 5, 6  # gated models only (b_enc is the gate bias, b_gate)
 SAE_D_IN, SAE_D_OUT, SAE_D_SAE, SAE_ACTIVATION, SAE_K = 0, 1, 2, 3, 4
 SAE_APPLY_B_DEC_TO_INPUT, SAE_RANK_BY_DECODER_NORM = 5, 6
 SAE_INPUT_SCALE, SAE_OUTPUT_SCALE, SAE_TRANSCODER = 7, 8, 9
 SAE_PRECISION = 10
-PRECISION_FP32, PRECISION_BF16, PRECISION_AUTO = 0, 1, 2
 
 OBJECT_TRAINER, OBJECT_SUBSPACE, OBJECT_SAE = 0, 1, 2
 OPTION_INT, OPTION_DOUBLE = 0, 1
@@ -122,6 +123,9 @@ ALLREDUCE = _c.CFUNCTYPE(_i, _p, _i64, _i, _p)
 _PROTOTYPES = {
     "subsae_version_number": (_u, []),
     "subsae_version_string": (_s, []),
+    "subsae_encoder_isa": (_s, []),
+    "subsae_encoder_kernel": (_s, [_i]),
+    "subsae_precision_resolve": (_i, [_i]),
     "subsae_status_string": (_s, [_i]),
     "subsae_reason_string": (_s, [_i]),
     "subsae_last_error": (_s, []),
@@ -188,9 +192,6 @@ _PROTOTYPES = {
     "subsae_subspace_reconstruct": (_i, [_p, _pf, _i64, _i64, _i64, _pf, _i64]),
     # models
     "subsae_activation_name": (_s, [_i]),
-    "subsae_encoder_isa": (_s, []),
-    "subsae_encoder_kernel": (_s, [_i]),
-    "subsae_precision_resolve": (_i, [_i]),
     "subsae_sae_create": (_i, [_i64, _i64, _i64, _i, _pp]),
     "subsae_sae_clone": (_i, [_p, _pp]),
     "subsae_sae_free": (None, [_p]),
@@ -305,17 +306,17 @@ def version():
 
 
 def encoder_isa():
-    """The instruction set oneDNN runs the encoder's product with."""
+    """oneDNN's instruction set for the encoder's product ("avx512_core_bf16", ...)."""
     return lib.subsae_encoder_isa().decode()
 
 
-def encoder_kernel(precision=PRECISION_FP32):
-    """The kernel of the encoder's product at a PRECISION_* value."""
+def encoder_kernel(precision=PRECISION_AUTO):
+    """The kernel of the encoder's product at a precision (PRECISION_*)."""
     return lib.subsae_encoder_kernel(precision).decode()
 
 
 def precision_resolve(precision=PRECISION_AUTO):
-    """PRECISION_BF16 or PRECISION_FP32: what a PRECISION_* value means here."""
+    """What PRECISION_AUTO means here: PRECISION_BF16 or PRECISION_FP32."""
     return lib.subsae_precision_resolve(precision)
 
 

@@ -341,6 +341,13 @@ static void hand_model(int activation)
     ok(subsae_sae_set_param(sae, SUBSAE_PARAM_B_DEC, b, D), "b_dec");
     if (activation == SUBSAE_ACT_BATCHTOPK)
         ok(subsae_sae_set_int(sae, SUBSAE_SAE_K, 3), "k");
+    if (activation == SUBSAE_ACT_GATED) {
+        float r[M];
+        for (int i = 0; i < M; i++)
+            r[i] = 0.25f * (float)(i % 3) - 0.25f;
+        ok(subsae_sae_set_param(sae, SUBSAE_PARAM_R_MAG, r, M), "r_mag");
+        ok(subsae_sae_set_param(sae, SUBSAE_PARAM_B_MAG, b, M), "b_mag");
+    }
     ok(subsae_sae_set_int(sae, SUBSAE_SAE_RANK_BY_DECODER_NORM, 1), "rank by norm");
     ok(subsae_sae_set_double(sae, SUBSAE_SAE_INPUT_SCALE, 0.75), "input scale");
     ok(subsae_sae_set_double(sae, SUBSAE_SAE_OUTPUT_SCALE, 2.5), "output scale");
@@ -514,6 +521,9 @@ int main(int argc, char **argv)
     model_seeds(SUBSAE_ACT_JUMPRELU, true, false);
     model_seeds(SUBSAE_ACT_TOPK, false, true);
     model_seeds(SUBSAE_ACT_RELU, false, true);
+    model_seeds(SUBSAE_ACT_GATED, false, false);
+    model_seeds(SUBSAE_ACT_GATED, true, false);
+    hand_model(SUBSAE_ACT_GATED);
     foreign_seeds();
     remove_tree(scratch);
     return 0;

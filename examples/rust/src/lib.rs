@@ -152,28 +152,28 @@ pub fn version() -> &'static str {
     static_str(unsafe { sys::subsae_version_string() })
 }
 
-/// The instruction set oneDNN runs the encoder's product with.
+/// Version of the linked library as MAJOR*10000 + MINOR*100 + PATCH.
+pub fn version_number() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { sys::subsae_version_number() }
+}
+
+/// oneDNN's instruction set for the encoder's product ("avx512_core_bf16", ...).
 pub fn encoder_isa() -> &'static str {
     // SAFETY: static string.
     static_str(unsafe { sys::subsae_encoder_isa() })
 }
 
-/// The kernel of the encoder's product at a `SUBSAE_PRECISION_*` value.
+/// The kernel of the encoder's product at a precision (`sys::SUBSAE_PRECISION_*`).
 pub fn encoder_kernel(precision: i32) -> &'static str {
     // SAFETY: static string; any value is accepted.
     static_str(unsafe { sys::subsae_encoder_kernel(precision) })
 }
 
-/// `SUBSAE_PRECISION_BF16` or `_FP32`: what a precision means on this machine.
+/// What `SUBSAE_PRECISION_AUTO` means here: BF16 or FP32.
 pub fn precision_resolve(precision: i32) -> i32 {
     // SAFETY: any value is accepted.
     unsafe { sys::subsae_precision_resolve(precision) }
-}
-
-/// Version of the linked library as MAJOR*10000 + MINOR*100 + PATCH.
-pub fn version_number() -> u32 {
-    // SAFETY: no arguments.
-    unsafe { sys::subsae_version_number() }
 }
 
 /// Threads used by the library and OpenBLAS (n <= 0: all processors).

@@ -166,6 +166,29 @@ fn run() -> Result<u32, Box<dyn std::error::Error>> {
     );
     checks.expect(back.len() == 4 * d, "decode_sparse size");
 
+    // A gated SAE (SAELens "gated"): r_mag and b_mag beside the gate's bias b_enc.
+    let mut gated = Trainer::new()?;
+    gated.set_int(sys::SUBSAE_TRAIN_FEATURES, 128)?;
+    gated.set_int(sys::SUBSAE_TRAIN_ACTIVATION, sys::SUBSAE_ACT_GATED.into())?;
+    gated.set_double(sys::SUBSAE_TRAIN_L1_COEF, 2.0)?;
+    gated.set_int(sys::SUBSAE_TRAIN_BATCH, 256)?;
+    gated.set_int(sys::SUBSAE_TRAIN_INIT_SAMPLE, 4096)?;
+    gated.init(&acts, None)?;
+    gated.fit(&acts, None, 16384)?;
+    let g = gated.sae().ok_or("no gated model after init")?;
+    let r_mag = g.param(sys::SUBSAE_PARAM_R_MAG)?;
+    let ge = g.evaluate(&tail, None)?;
+    println!(
+        "gated SAE: explained variance {:.3} at L0 {:.1}",
+        ge.explained_variance(),
+        ge.l0()
+    );
+    checks.expect(r_mag.len() == 128, "a gated model has r_mag");
+    checks.expect(
+        ge.l0() > 0.0 && ge.l0() < 128.0 && ge.explained_variance() > 0.5,
+        "gated evaluation",
+    );
+
     // Errors carry the library's status and message.
     match Buffer::open(file.with_file_name("no-such-file.npy")) {
         Ok(_) => checks.expect(false, "opening a missing file fails"),

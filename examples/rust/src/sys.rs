@@ -100,12 +100,19 @@ pub const SUBSAE_ACT_TOPK: c_int = 0;
 pub const SUBSAE_ACT_BATCHTOPK: c_int = 1;
 pub const SUBSAE_ACT_JUMPRELU: c_int = 2;
 pub const SUBSAE_ACT_RELU: c_int = 3;
+pub const SUBSAE_PRECISION_FP32: c_int = 0;
+pub const SUBSAE_PRECISION_BF16: c_int = 1;
+pub const SUBSAE_PRECISION_AUTO: c_int = 2;
+pub const SUBSAE_ACT_GATED: c_int = 4;
 
 pub const SUBSAE_PARAM_W_ENC: c_int = 0;
 pub const SUBSAE_PARAM_B_ENC: c_int = 1;
 pub const SUBSAE_PARAM_W_DEC: c_int = 2;
 pub const SUBSAE_PARAM_B_DEC: c_int = 3;
 pub const SUBSAE_PARAM_THRESHOLD: c_int = 4;
+/// Gated models only (b_enc is the gate bias, SAELens' b_gate).
+pub const SUBSAE_PARAM_R_MAG: c_int = 5;
+pub const SUBSAE_PARAM_B_MAG: c_int = 6;
 
 pub const SUBSAE_SAE_D_IN: c_int = 0;
 pub const SUBSAE_SAE_D_OUT: c_int = 1;
@@ -118,10 +125,6 @@ pub const SUBSAE_SAE_INPUT_SCALE: c_int = 7;
 pub const SUBSAE_SAE_OUTPUT_SCALE: c_int = 8;
 pub const SUBSAE_SAE_TRANSCODER: c_int = 9;
 pub const SUBSAE_SAE_PRECISION: c_int = 10;
-
-pub const SUBSAE_PRECISION_FP32: c_int = 0;
-pub const SUBSAE_PRECISION_BF16: c_int = 1;
-pub const SUBSAE_PRECISION_AUTO: c_int = 2;
 
 pub const SUBSAE_OBJECT_TRAINER: c_int = 0;
 pub const SUBSAE_OBJECT_SUBSPACE: c_int = 1;
