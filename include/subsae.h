@@ -719,7 +719,7 @@ enum subsae_sae_option {
                                       restored by subsae_sae_load (also from SAELens'
                                       transcoder architectures, sparsify's transcode and
                                       lm-saes' distinct hook points) */
-    SUBSAE_SAE_PRECISION = 10      /* int SUBSAE_PRECISION_*: the precision of the encoder's
+    SUBSAE_SAE_PRECISION = 10,     /* int SUBSAE_PRECISION_*: the precision of the encoder's
                                       product in subsae_sae_encode*, subsae_sae_evaluate*
                                       (default FP32). BF16 converts W_enc to bf16 (round
                                       to nearest even) and frees the float W_enc: the model
@@ -745,6 +745,14 @@ enum subsae_sae_option {
                                       same model (it replaces W_enc). Errors also
                                       SUBSAE_E_NOMEM, SUBSAE_E_NONFINITE (a weight beyond
                                       bf16's range, about 3.39e38) */
+    SUBSAE_SAE_SKIP = 11           /* int 0/1, read-only: a skip transcoder (Paulo, Shabalin
+                                      & Belrose 2025): the output adds x W_skip^T, W_skip
+                                      d_out x d_in (SAELens' layout). Set by a trainer with
+                                      SUBSAE_TRAIN_SKIP and by subsae_sae_load for a
+                                      directory with a W_skip tensor. subsae_sae_decode /
+                                      _decode_sparse see codes only: add the skip path
+                                      with subsae_sae_add_skip; subsae_sae_evaluate
+                                      includes it */
 };
 
 /** Create a model with zero weights (k defaults to 32, scales to 1).
@@ -814,6 +822,17 @@ SUBSAE_API int subsae_sae_decode(const subsae_sae *sae, const float *z, int64_t 
 SUBSAE_API int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *indices,
                                         const float *values, int64_t n, int64_t slots,
                                         float *out, int64_t out_stride);
+
+/** The skip path of a skip transcoder (SUBSAE_SAE_SKIP): adds x W_skip^T
+ *  (raw spaces: the model's scales applied) of n raw input rows x (stride
+ *  x_stride >= d_in) to out (n x d_out, stride out_stride), so that
+ *  decode + add_skip is the model's output. Adds nothing for a model
+ *  without a skip path. The same bits for every thread count. The caller
+ *  owns both arrays; thread-safe on a model nobody modifies.
+ *  Errors: SUBSAE_E_INVALID (NULL pointer, n < 0, strides too small),
+ *  SUBSAE_E_NONFINITE (an input value). */
+SUBSAE_API int subsae_sae_add_skip(const subsae_sae *sae, const float *x, int64_t n,
+                                   int64_t x_stride, float *out, int64_t out_stride);
 
 /** Metrics, indices into the arrays filled by the evaluate and metric
  *  functions. */
@@ -970,7 +989,19 @@ enum subsae_train_option {
                                        the initial encoder bias); 0 (default) = the
                                        batch-top-k cut of the init sample, so that the
                                        initial L0 is about K */
-    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26 /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS = 26, /* int SUBSAE_COEF_*, default UNIFORM */
+    SUBSAE_TRAIN_COEF_WARMUP_STEPS = 28, /* int, default 0: the sparsity coefficient
+                                       (L1 of ReLU, L0 of JumpReLU) ramps linearly
+                                       from 0 at step 0 to its value at step N
+                                       (SAELens' l1_warm_up_steps); 0 = off */
+    SUBSAE_TRAIN_SKIP = 29          /* int 0/1, default 0: a skip transcoder (transcoders
+                                       only: init with a target; one process, no workers):
+                                       output = decoder(latents) + b_dec + x W_skip^T,
+                                       W_skip (d_out x d_in) starting at the least-squares
+                                       map of the init sample (the dictionary is initialised
+                                       on the residual it leaves) and trained by Adam with
+                                       the rest; in the checkpoint and the saved model
+                                       (tensor W_skip) */
 };
 
 /** Create a trainer with default options. */
@@ -1152,6 +1183,49 @@ SUBSAE_API int subsae_trainer_save_checkpoint(const subsae_trainer *t, const cha
 /** Recreate a trainer from a checkpoint directory. Errors: SUBSAE_E_IO,
  *  SUBSAE_E_FORMAT, SUBSAE_E_NOMEM, SUBSAE_E_INVALID. */
 SUBSAE_API int subsae_trainer_load_checkpoint(const char *dir, subsae_trainer **out);
+
+/* ---- Matryoshka SAEs (Bussmann et al. 2025; Nabeshima 2024) ------------ */
+
+/** Most nested prefixes of a Matryoshka model. */
+#define SUBSAE_MATRYOSHKA_MAX 64
+
+/** Train a Matryoshka SAE: `count` nested prefixes of the features,
+ *  widths[0] < widths[1] < ... < widths[count - 1], the last equal to
+ *  FEATURES (checked by subsae_trainer_init). The loss is the sum over the
+ *  prefixes of the squared error of the reconstruction b_dec + the decode
+ *  of the prefix's own features of the same (TopK or BatchTopK) selection,
+ *  so the first features must reconstruct on their own; active-subspace
+ *  initialisation gives the earliest prefixes the top principal
+ *  directions (prefix j spans the top ceil(r widths[j] / FEATURES) of the r
+ *  directions). The model records the widths (subsae_sae_get_matryoshka;
+ *  cfg.json "matryoshka_widths"; checkpoints); encoding is unchanged.
+ *  `widths` is copied; count 0 (widths may be NULL) trains a plain SAE.
+ *  Before subsae_trainer_init only; TopK and BatchTopK only, one process
+ *  (no workers). Not thread-safe on the same trainer. Errors:
+ *  SUBSAE_E_INVALID (t NULL, count outside [0, SUBSAE_MATRYOSHKA_MAX],
+ *  widths not strictly increasing from >= 1), SUBSAE_E_STATE (after init). */
+SUBSAE_API int subsae_trainer_set_matryoshka(subsae_trainer *t, const int64_t *widths,
+                                             int count);
+
+/** The Matryoshka prefix widths of a model: *count gets their number (0
+ *  for a plain model) and widths[i] for i < min(count, capacity) the
+ *  widths. widths may be NULL when capacity is 0. Thread-safe on a model
+ *  no one modifies. Errors: SUBSAE_E_INVALID (sae or count NULL, capacity
+ *  < 0, widths NULL with capacity > 0). */
+SUBSAE_API int subsae_sae_get_matryoshka(const subsae_sae *sae, int64_t *widths, int capacity,
+                                         int *count);
+
+/** The explained variance of each Matryoshka prefix on `input` against
+ *  `target` (NULL: the input), as subsae_sae_evaluate computes it for the
+ *  whole model: each prefix decodes its own features of the model's codes
+ *  with b_dec. ev[i] for i < min(count, capacity); *count gets the number
+ *  of prefixes (1 for a plain model: its explained variance), the last
+ *  equal to SUBSAE_METRIC_EXPLAINED_VARIANCE. Errors: as
+ *  subsae_sae_evaluate, SUBSAE_E_INVALID (count NULL, ev NULL with
+ *  capacity > 0). */
+SUBSAE_API int subsae_sae_evaluate_prefixes(const subsae_sae *sae, const subsae_buffer *input,
+                                            const subsae_buffer *target, double *ev,
+                                            int capacity, int *count);
 
 #ifdef __cplusplus
 }

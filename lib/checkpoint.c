@@ -12,6 +12,7 @@
  * checkpoint.json names a complete state file that matches it. */
 #include "dtype.h"
 #include "io.h"
+#include "matryoshka.h"
 #include "params.h"
 #include "trainer.h"
 
@@ -106,6 +107,11 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
      * float). */
     if (root && s->activation == SUBSAE_ACT_BATCHTOPK &&
         json_object_set_new(root, "batch_threshold", json_real(t->batch_threshold))) {
+        json_decref(root);
+        root = NULL;
+    }
+    if (root && s->matryoshka_count > 0 &&
+        json_object_set_new(root, "matryoshka_widths", subsae__matryoshka_json(s))) {
         json_decref(root);
         root = NULL;
     }
@@ -204,7 +210,7 @@ static int state_views(const subsae_trainer *t, struct subsae__tensor_view *view
 {
     const subsae_sae *s = t->sae;
     int64_t i = 0;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(s))
     {
         const int64_t count = subsae__param_elements(p, s);
         const void *data = subsae__param_data(p, t, s);
@@ -370,10 +376,12 @@ static void read_window(struct reader *r, const json_t *obj, struct subsae__wind
 struct manifest {
     int64_t d_in, d_out, d_sae, k;
     int activation;
-    bool apply, by_norm, transcoder;
+    bool apply, by_norm, transcoder, skip;
     double s_in, s_out;
     char *metadata; /* compact JSON text or NULL; the reader of the manifest frees it */
     const char *state_file;
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
 /* Options, through the public setters (they validate every value). */
@@ -383,7 +391,12 @@ static void read_options(subsae_trainer *t, struct reader *r, const json_t *root
     for (int o = 0; r->rc == SUBSAE_OK && o <= SUBSAE__TRAIN_OPTION_LAST; o++) {
         bool is_double;
         const char *name = subsae__trainer_option_name(o, &is_double);
-        if (!name)
+        /* The skip option came later: a checkpoint without it has none. */
+        if (!name || (o == SUBSAE_TRAIN_SKIP && !json_object_get(options, name)))
+            continue;
+        /* Options added after checkpoints were first written keep their
+         * defaults when an older file does not name them. */
+        if (o > SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS && !json_object_get(options, name))
             continue;
         double real = is_double ? get_real(r, options, name, false) : 0.0;
         int64_t whole = is_double ? 0 : get_int(r, options, name, INT64_MIN, INT64_MAX);
@@ -427,6 +440,17 @@ static void read_model(struct reader *r, const json_t *root, struct manifest *mf
                  !(mf->metadata = subsae__json_compact(run_meta)))
             r->rc = subsae__fail_nomem("checkpoint metadata", 4096);
     }
+}
+
+/* The Matryoshka widths (absent for a plain model), checked as the
+ * trainer's setter checks them. */
+static void read_matryoshka(struct reader *r, const json_t *root, struct manifest *mf)
+{
+    const json_t *widths = json_object_get(root, "matryoshka_widths");
+    if (!widths || r->rc)
+        return;
+    r->rc = subsae__matryoshka_parse(widths, r->path, mf->activation, mf->d_sae, mf->matryoshka,
+                                     &mf->matryoshka_count);
 }
 
 /* The last step's loss, rate and loss parts (the last two absent from
@@ -508,8 +532,8 @@ static int check_manifest(subsae_trainer *t, struct reader *r, const struct mani
         return subsae__fail(SUBSAE_E_FORMAT, SUBSAE_REASON_BAD_VALUE, "%s: bad state_file '%s'",
                             r->path, state_file);
     if (t->features != mf->d_sae || t->k != mf->k || t->activation != mf->activation ||
-        mf->k > mf->d_sae || (mf->apply && mf->d_in != mf->d_out) || !(mf->s_in > 0) ||
-        !(mf->s_out > 0))
+        mf->k > mf->d_sae || (mf->apply && mf->d_in != mf->d_out) ||
+        (mf->skip && !mf->transcoder) || !(mf->s_in > 0) || !(mf->s_out > 0))
         return subsae__fail(
             SUBSAE_E_FORMAT, SUBSAE_REASON_DIM_MISMATCH,
             "%s: model and options disagree (d_sae %lld / features %lld, k %lld "
@@ -566,7 +590,7 @@ static int check_state_file(const subsae__safetensors *st, const char *path,
                             path, meta ? meta : "(none)", (long long)step);
     const struct subsae_sae dims = {.d_in = mf->d_in, .d_out = mf->d_out, .d_sae = mf->d_sae};
     int rc = SUBSAE_OK;
-    SUBSAE__FOR_EACH_PARAM(p, mf->activation)
+    SUBSAE__FOR_EACH_PARAM(p, subsae__param_key(mf->activation, mf->skip))
     {
         if (!rc)
             rc = check_tensor(st, path, p, &dims);
@@ -588,7 +612,12 @@ static int make_model(subsae_trainer *t, const struct manifest *mf)
     s->output_scale = mf->s_out;
     s->transcoder = mf->transcoder || mf->d_in != mf->d_out;
     t->transcoder = mf->transcoder;
-    rc = subsae__trainer_alloc_state(t);
+    s->matryoshka_count = t->matryoshka_count = mf->matryoshka_count;
+    memcpy(s->matryoshka, mf->matryoshka, sizeof s->matryoshka);
+    memcpy(t->matryoshka, mf->matryoshka, sizeof t->matryoshka);
+    rc = mf->skip ? subsae__sae_enable_skip(s) : SUBSAE_OK;
+    if (!rc)
+        rc = subsae__trainer_alloc_state(t);
     return rc ? rc : subsae__sae_replace_metadata(s, t->metadata);
 }
 
@@ -612,7 +641,7 @@ static int copy_counts(const struct subsae__tensor_view *v, const char *path, in
 static int copy_state(subsae_trainer *t, const subsae__safetensors *st, const char *path)
 {
     int rc = SUBSAE_OK;
-    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(t->sae))
     {
         if (rc)
             break;
@@ -630,7 +659,7 @@ static int copy_state(subsae_trainer *t, const subsae__safetensors *st, const ch
  * would make every later step NaN). */
 static int check_moments(const subsae_trainer *t, const char *path)
 {
-    SUBSAE__FOR_EACH_PARAM(p, t->sae->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(t->sae))
     {
         if (p->role != SUBSAE__ROLE_ADAM_M && p->role != SUBSAE__ROLE_ADAM_V)
             continue;
@@ -699,7 +728,9 @@ static int load_state(subsae_trainer *t, const char *dir, const json_t *root, st
 {
     struct manifest mf = {0};
     read_options(t, r, root);
+    mf.skip = t->skip != 0;
     read_model(r, root, &mf);
+    read_matryoshka(r, root, &mf);
     read_progress(r, root, mf.activation, t);
     int rc = check_manifest(t, r, &mf);
     subsae__free(mf.metadata);

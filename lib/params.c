@@ -20,7 +20,17 @@
     }
 
 /* Indices of the trained parameters, for their moments. */
-enum { W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD, LOG_THRESHOLD = 18, R_MAG = 21, B_MAG = 24 };
+enum {
+    W_ENC,
+    B_ENC,
+    W_DEC,
+    B_DEC,
+    THRESHOLD,
+    LOG_THRESHOLD = 18,
+    R_MAG = 21,
+    B_MAG = 24,
+    W_SKIP = 27
+};
 
 /* A gated model's per-feature vector (in the model) and its moments. */
 #define GATED_VECTOR(index, field)                                                           \
@@ -60,18 +70,30 @@ const struct subsae__param subsae__params[] = {
      * reason. */
     GATED_VECTOR(R_MAG, r_mag),
     GATED_VECTOR(B_MAG, b_mag),
+    /* Skip transcoders only, after the rest for the same reason. W_skip
+     * is d_out x d_in (SAELens' layout), one whole tensor for Adam. */
+    [W_SKIP] = {F32("W_skip", WEIGHT), MATRIX(D_OUT, D_IN), PLAIN, .skip_only = true,
+                IN_SAE(W_skip), GRAD(g_W_skip)},
+    {F32("adam_m.W_skip", ADAM_M), MATRIX(D_OUT, D_IN), .moment_of = W_SKIP, .skip_only = true,
+     IN_TRAINER(m_W_skip)},
+    {F32("adam_v.W_skip", ADAM_V), MATRIX(D_OUT, D_IN), .moment_of = W_SKIP, .skip_only = true,
+     IN_TRAINER(v_W_skip)},
 };
-_Static_assert(sizeof subsae__params / sizeof subsae__params[0] == B_MAG + 3,
-               "R_MAG and B_MAG are the indices of r_mag and b_mag, LOG_THRESHOLD + 3 = R_MAG");
-_Static_assert(LOG_THRESHOLD + 3 == R_MAG && R_MAG + 3 == B_MAG, "table indices");
+_Static_assert(LOG_THRESHOLD + 3 == R_MAG && R_MAG + 3 == B_MAG && B_MAG + 3 == W_SKIP,
+               "table indices: each parameter is followed by its two moments");
+_Static_assert(sizeof subsae__params / sizeof subsae__params[0] == W_SKIP + 3,
+               "W_SKIP is the index of W_skip");
 _Static_assert(sizeof subsae__params / sizeof subsae__params[0] <= SUBSAE__MAX_PARAMS,
                "SUBSAE__MAX_PARAMS bounds the table");
 const int subsae__n_params = (int)(sizeof subsae__params / sizeof subsae__params[0]);
 
 bool subsae__param_present(const struct subsae__param *p, int activation)
 {
-    return (!p->jumprelu_only || activation == SUBSAE_ACT_JUMPRELU) &&
-           (!p->gated_only || activation == SUBSAE_ACT_GATED);
+    if (p->skip_only && !(activation & SUBSAE__PARAM_SKIP))
+        return false;
+    const int kind = activation & ~SUBSAE__PARAM_SKIP;
+    return (!p->jumprelu_only || kind == SUBSAE_ACT_JUMPRELU) &&
+           (!p->gated_only || kind == SUBSAE_ACT_GATED);
 }
 
 const struct subsae__param *subsae__param_next(const struct subsae__param *p, int activation)

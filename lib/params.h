@@ -43,11 +43,12 @@ struct subsae__param {
     int dims[2];      /* enum subsae__param_dim of each axis */
     int moment_of;    /* ADAM_M / ADAM_V: index (in the table) of the parameter; else -1 */
     bool jumprelu_only;
-    bool gated_only;
-    int owner;     /* enum subsae__param_owner */
-    size_t offset; /* of the data pointer in struct subsae_sae / subsae_trainer */
-    bool has_grad; /* trained by Adam: its gradient is in the step's workspace */
-    size_t grad;   /* of the gradient pointer in struct subsae__workspace */
+    bool gated_only; /* gated SAEs only (r_mag, b_mag and their moments) */
+    bool skip_only;  /* skip transcoders only (W_skip and its moments) */
+    int owner;       /* enum subsae__param_owner */
+    size_t offset;   /* of the data pointer in struct subsae_sae / subsae_trainer */
+    bool has_grad;   /* trained by Adam: its gradient is in the step's workspace */
+    size_t grad;     /* of the gradient pointer in struct subsae__workspace */
 };
 
 /* The table, in state-file order (within an element size); it has at most SUBSAE__MAX_PARAMS
@@ -56,7 +57,16 @@ enum { SUBSAE__MAX_PARAMS = 32 };
 extern const struct subsae__param subsae__params[];
 extern const int subsae__n_params;
 
-/* Whether the tensor exists for a model of `activation`. */
+/* Which tensors a model has: its activation, with SUBSAE__PARAM_SKIP set
+ * for a skip transcoder (the `activation` argument below is this key). */
+enum { SUBSAE__PARAM_SKIP = 1 << 8 };
+static inline int subsae__param_key(int activation, bool skip)
+{
+    return activation | (skip ? SUBSAE__PARAM_SKIP : 0);
+}
+#define SUBSAE__PARAM_KEY(s) subsae__param_key((s)->activation, (s)->skip)
+
+/* Whether the tensor exists for a model of `activation` (a key, above). */
 bool subsae__param_present(const struct subsae__param *p, int activation);
 
 /* The present tensor after p (the first when p is NULL) for a model of

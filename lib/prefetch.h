@@ -1,6 +1,7 @@
 /* Fit's input pipeline (prefetch.c): the rows of the next batch are read,
  * gathered and widened to float by a background thread while the step
- * computes on the current one. */
+ * computes on the current one, into one batch buffer that taking the
+ * batch exchanges with the step's. */
 #ifndef SUBSAE_PREFETCH_H
 #define SUBSAE_PREFETCH_H
 
@@ -8,8 +9,9 @@
 
 typedef struct subsae__prefetch subsae__prefetch;
 
-/* Two batch buffers (double buffering) of up to `batch` rows of d_in
- * input values and, with a target reader, d_out target values. */
+/* One batch buffer of up to `batch` rows of d_in input values and, with
+ * a target reader, d_out target values; the step's buffers (of the same
+ * room) are the other half of the double buffering. */
 int subsae__prefetch_create(subsae__row_reader *input, subsae__row_reader *target,
                             int64_t batch, int64_t d_in, int64_t d_out, subsae__prefetch **out);
 
@@ -19,12 +21,15 @@ int subsae__prefetch_create(subsae__row_reader *input, subsae__row_reader *targe
 void subsae__prefetch_submit(subsae__prefetch *p, subsae_batches *it);
 
 /* The next batch of the iterator: the rows read ahead when the iterator
- * still stands where they were drawn, otherwise read now. On success the
- * iterator has moved past the batch and *x, *t (NULL without a target
- * reader) hold its *n rows until the next call; a failure of the read
- * is the one a synchronous read would give, the iterator unmoved. */
-int subsae__prefetch_take(subsae__prefetch *p, subsae_batches *it, const float **x,
-                          const float **t, int64_t *n);
+ * still stands where they were drawn, otherwise read now. *x (and *t with
+ * a target reader; t is not used without one) is the caller's buffer of
+ * `batch` rows: on success it is exchanged for the pipeline's, which holds
+ * the batch's *n rows, the caller's becomes the pipeline's (each side
+ * frees what it holds), and the iterator has moved past the batch. A
+ * failure of the read is the one a synchronous read would give, the
+ * iterator unmoved, nothing exchanged. */
+int subsae__prefetch_take(subsae__prefetch *p, subsae_batches *it, float **x, float **t,
+                          int64_t *n);
 
 /* Wait for the background read, if any, and free. */
 void subsae__prefetch_free(subsae__prefetch *p);

@@ -9,7 +9,9 @@
 #include "buffer.h"
 #include "encoder_gemm.h"
 #include "kernels.h"
+#include "matryoshka.h"
 #include "options.h"
+#include "skip.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -75,6 +77,22 @@ int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
     return SUBSAE_OK;
 }
 
+int subsae__sae_enable_skip(subsae_sae *sae)
+{
+    size_t bytes;
+    if (!subsae__mul_size((size_t)sae->d_out, (size_t)sae->d_in * sizeof(float), &bytes))
+        return subsae__fail(SUBSAE_E_RANGE, SUBSAE_REASON_SHAPE_OVERFLOW,
+                            "skip path of %lld x %lld overflows memory size",
+                            (long long)sae->d_out, (long long)sae->d_in);
+    float *w = subsae__calloc(1, bytes);
+    if (!w)
+        return subsae__fail_nomem("W_skip", bytes);
+    subsae__free(sae->W_skip);
+    sae->W_skip = w;
+    sae->skip = 1;
+    return SUBSAE_OK;
+}
+
 int subsae_sae_create(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,
                       subsae_sae **out)
 {
@@ -103,6 +121,7 @@ void subsae_sae_free(subsae_sae *sae)
     subsae__free(sae->threshold);
     subsae__free(sae->r_mag);
     subsae__free(sae->b_mag);
+    subsae__free(sae->W_skip);
     subsae__free(sae->metadata);
     subsae__free(sae);
 }
@@ -141,7 +160,13 @@ int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
     copy->input_scale = sae->input_scale;
     copy->output_scale = sae->output_scale;
     copy->transcoder = sae->transcoder;
+    subsae__matryoshka_copy(copy, sae);
     rc = subsae__sae_replace_metadata(copy, sae->metadata);
+    if (!rc && sae->skip) {
+        rc = subsae__sae_enable_skip(copy);
+        if (!rc)
+            memcpy(copy->W_skip, sae->W_skip, (size_t)(sae->d_out * sae->d_in) * sizeof(float));
+    }
     if (rc) {
         subsae_sae_free(copy);
         return rc;
@@ -228,6 +253,7 @@ int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
     case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT: *value = sae->apply_b_dec_to_input; break;
     case SUBSAE_SAE_TRANSCODER: *value = sae->transcoder; break;
     case SUBSAE_SAE_PRECISION: *value = sae->precision; break;
+    case SUBSAE_SAE_SKIP: *value = sae->skip; break;
     default: *value = sae->rank_by_decoder_norm; break; /* SUBSAE_SAE_RANK_BY_DECODER_NORM */
     }
     return SUBSAE_OK;
@@ -360,6 +386,12 @@ int subsae__sae_check_finite(const subsae_sae *sae, const char *what)
                                 "%s: %s[%lld] is %g", what, param_name(p), (long long)bad,
                                 (double)data[bad]);
     }
+    const int64_t n_skip = sae->skip ? sae->d_out * sae->d_in : 0;
+    int64_t bad = sae->skip ? subsae__find_nonfinite(sae->W_skip, n_skip) : 0;
+    if (bad < n_skip)
+        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                            "%s: W_skip[%lld] is %g", what, (long long)bad,
+                            (double)sae->W_skip[bad]);
     return SUBSAE_OK;
 }
 
@@ -399,6 +431,13 @@ static double folded_out(const subsae_sae *sae, float x)
     return (double)x / sae->output_scale;
 }
 
+/* The skip path maps the scaled input to the scaled target: in raw spaces
+ * its matrix is W_skip s_in / s_out. */
+static double folded_skip(const subsae_sae *sae, float x)
+{
+    return (double)x * sae->input_scale / sae->output_scale;
+}
+
 static bool fold_scales_threshold(const subsae_sae *sae)
 {
     return sae->rank_by_decoder_norm && sae->activation != SUBSAE_ACT_TOPK &&
@@ -425,6 +464,9 @@ void subsae__sae_fold(const subsae_sae *sae, subsae_sae *out)
             out->W_dec[i] = (float)folded_out(sae, sae->W_dec[i]);
     for (int64_t j = 0; j < d_out; j++)
         out->b_dec[j] = (float)folded_out(sae, sae->b_dec[j]);
+    if (sae->skip && out->W_skip)
+        for (int64_t i = 0; i < d_out * d_in; i++)
+            out->W_skip[i] = (float)folded_skip(sae, sae->W_skip[i]);
     const bool scale_threshold = fold_scales_threshold(sae);
     for (int64_t f = 0; f < d_sae; f++)
         out->threshold[f] = scale_threshold ? (float)folded_out(sae, sae->threshold[f])
@@ -481,6 +523,9 @@ int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
         if (i < outs[k].n)
             return fold_overflows(what, outs[k].name, i, folded_out(sae, outs[k].x[i]));
     }
+    for (int64_t i = 0; sae->skip && i < d_out * d_in; i++)
+        if (!isfinite((float)folded_skip(sae, sae->W_skip[i])))
+            return fold_overflows(what, "W_skip", i, folded_skip(sae, sae->W_skip[i]));
     return SUBSAE_OK;
 }
 
@@ -916,6 +961,29 @@ int subsae_sae_decode_sparse(const subsae_sae *sae, const int32_t *indices, cons
     return SUBSAE_OK;
 }
 
+int subsae_sae_add_skip(const subsae_sae *sae, const float *x, int64_t n, int64_t x_stride,
+                        float *out, int64_t out_stride)
+{
+    static const char *fn = "subsae_sae_add_skip";
+    int rc = check_pointers(fn, sae, n, 2, (const void *[]){x, out},
+                            (const char *[]){"x", "out"});
+    if (rc)
+        return rc;
+    if (n < 0 || x_stride < sae->d_in || out_stride < sae->d_out)
+        return subsae__fail(
+            SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
+            "%s: n %lld, x_stride %lld (d_in %lld), out_stride %lld (d_out %lld)", fn,
+            (long long)n, (long long)x_stride, (long long)sae->d_in, (long long)out_stride,
+            (long long)sae->d_out);
+    rc = check_rows(fn, x, n, x_stride, sae->d_in, "x");
+    if (rc || !sae->skip || n == 0)
+        return rc;
+    subsae__skip_forward(sae->W_skip, sae->d_in, sae->d_out, x, x_stride, n,
+                         (float)(sae->input_scale / sae->output_scale), out, out_stride,
+                         subsae__threads());
+    return SUBSAE_OK;
+}
+
 /* ---- evaluation ----------------------------------------------------------- */
 
 int subsae_metric_count(void)
@@ -979,10 +1047,12 @@ struct evaluation {
     int32_t *idx;
     float *val;
     double *row_sse;
-    double *sum_t;      /* d_out: column sums of the scaled target */
-    int64_t *fires;     /* d_sae: rows in which each feature fired */
-    double sse, sum_t2; /* squared error, sum of squared scaled targets */
-    int64_t active;     /* features fired over all rows */
+    double *sum_t;                            /* d_out: column sums of the scaled target */
+    int64_t *fires;                           /* d_sae: rows in which each feature fired */
+    double sse, sum_t2;                       /* squared error, sum of squared scaled targets */
+    int64_t active;                           /* features fired over all rows */
+    double prefix_sse[SUBSAE_MATRYOSHKA_MAX]; /* squared error of each Matryoshka prefix
+                                                 but the last */
 };
 
 static void evaluation_close(struct evaluation *ev)
@@ -1054,6 +1124,9 @@ static int evaluation_block(struct evaluation *ev, int64_t r0, int64_t rows)
         return rc;
     encode_raw(sae, x, d_in, rows, slots, ev->idx, ev->val, &ev->s, threads);
     subsae__sae_decode_rows(sae, ev->idx, ev->val, rows, slots, xhat, d_out, threads);
+    if (sae->skip)
+        subsae__skip_forward(sae->W_skip, d_in, d_out, x, d_in, rows, (float)sae->input_scale,
+                             xhat, d_out, threads);
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(threads, (double)rows * (double)d_out))
     for (int64_t i = 0; i < rows; i++) {
@@ -1080,6 +1153,8 @@ static int evaluation_block(struct evaluation *ev, int64_t r0, int64_t rows)
             }
         }
     }
+    subsae__matryoshka_prefix_sse(sae, ev->idx, ev->val, rows, slots, t, s_out, xhat, row_sse,
+                                  ev->prefix_sse, threads);
     return SUBSAE_OK;
 }
 
@@ -1113,6 +1188,45 @@ static void evaluation_report(const struct evaluation *ev, int64_t n, double *me
         metrics[i] = i < SUBSAE_METRIC_COUNT ? values[i] : NAN;
     for (int64_t f = 0; f < n_density; f++)
         density[f] = (double)ev->fires[f] / (double)n;
+}
+
+/* The explained variance of squared error sse over n rows (the total
+ * variance from the evaluation's sums). */
+static double evaluation_ev(const struct evaluation *ev, int64_t n, double sse)
+{
+    double mean_sq = 0.0;
+    for (int64_t j = 0; j < ev->sae->d_out; j++)
+        mean_sq += ev->sum_t[j] * ev->sum_t[j];
+    const double sst = ev->sum_t2 - mean_sq / (double)n;
+    return sst > 0.0 ? 1.0 - sse / sst : NAN;
+}
+
+int subsae_sae_evaluate_prefixes(const subsae_sae *sae, const subsae_buffer *input,
+                                 const subsae_buffer *target, double *ev, int capacity,
+                                 int *count)
+{
+    static const char *fn = "subsae_sae_evaluate_prefixes";
+    int rc = check_evaluate(fn, sae, input, target, NULL, 0, NULL, 0);
+    if (rc)
+        return rc;
+    SUBSAE__NOT_NULL(fn, count);
+    if (capacity < 0 || (capacity > 0 && !ev))
+        return subsae__fail_option(fn, "ev %s with capacity %d", ev ? "given" : "NULL",
+                                   capacity);
+    struct evaluation e;
+    rc = evaluation_open(&e, sae, input, target);
+    if (rc)
+        return rc;
+    const int64_t n = subsae_buffer_rows(input), block = e.s.block;
+    for (int64_t r0 = 0; !rc && r0 < n; r0 += block)
+        rc = evaluation_block(&e, r0, n - r0 < block ? n - r0 : block);
+    const int levels = subsae__matryoshka_levels(sae);
+    for (int j = 0; !rc && j < levels && j < capacity; j++)
+        ev[j] = evaluation_ev(&e, n, j + 1 < levels ? e.prefix_sse[j] : e.sse);
+    if (!rc)
+        *count = levels;
+    evaluation_close(&e);
+    return rc;
 }
 
 int subsae_sae_evaluate_density(const subsae_sae *sae, const subsae_buffer *input,

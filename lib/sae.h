@@ -27,6 +27,14 @@ struct subsae_sae {
      * W_enc_bf16 (same layout) and W_enc is NULL. */
     int precision;
     uint16_t *W_enc_bf16;
+    int skip;      /* SUBSAE_SAE_SKIP: a skip transcoder */
+    float *W_skip; /* skip: d_out x d_in, row-major (SAELens' layout), from the scaled
+                         input to the scaled target: the output adds (x s_in) W_skip^T
+                         before the division by s_out; NULL without skip */
+    /* Matryoshka: the nested prefixes' widths, ascending, the last d_sae
+     * (matryoshka.h); matryoshka_count 0 for a plain model. */
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
 /* The gated activation of one feature from its raw product p = xin . W_enc
@@ -40,6 +48,9 @@ static inline float subsae__gated_value(const subsae_sae *sae, int64_t f, float 
     const float v = expf(sae->r_mag[f]) * p + sae->b_mag[f];
     return v > 0.0f ? v : 0.0f;
 }
+
+/* Give a model a skip path (W_skip at zero). */
+int subsae__sae_enable_skip(subsae_sae *sae);
 
 /* Allocate a model with zero weights and default options. */
 int subsae__sae_new(int64_t d_in, int64_t d_out, int64_t d_sae, int activation,

@@ -27,11 +27,15 @@
  *    dataset-wise normalisation the inputs are scaled by sqrt(d_model) /
  *    dataset_average_activation_norm.<hook_point_in> and the
  *    reconstruction unscaled by the output hook's factor, which become the
- *    model's input and output scales. */
+ *    model's input and output scales.
+ * A W_skip tensor [d_out, d_in] (SAELens' skip_transcoder, sparsify's
+ * skip_connection) gives the model its skip path: the output adds
+ * x W_skip^T. */
 #include "io.h"
 #include "sae.h"
 
 #include "dtype.h"
+#include "matryoshka.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -200,6 +204,7 @@ static int read_tensor(const struct subsae__tensor_view *t, const char *path, fl
 struct parts {
     const struct subsae__tensor_view *w_enc, *b_enc, *w_dec, *b_dec, *thr;
     const struct subsae__tensor_view *r_mag, *b_mag; /* gated */
+    const struct subsae__tensor_view *w_skip;        /* skip transcoders: [d_out, d_in] */
     bool enc_rows, dec_rows, log_thr;
     int64_t d_in, d_out, d_sae;
     int activation;
@@ -208,6 +213,8 @@ struct parts {
     int transcoder; /* the config says so (d_in != d_out always is one) */
     double s_in, s_out;
     char *metadata; /* the config's members the model keeps (compact JSON) */
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
 };
 
 /* d_sae from the encoder bias, then both matrices oriented by it. */
@@ -263,6 +270,26 @@ static int find_threshold(const char *path, const subsae__safetensors *st, const
     return SUBSAE_OK;
 }
 
+/* The skip path W_skip [d_out, d_in] (SAELens and sparsify both keep
+ * this orientation) when the file has one. */
+static int find_skip(const char *path, const subsae__safetensors *st, struct parts *p)
+{
+    const struct subsae__tensor_view *t = subsae__safetensors_find(st, "W_skip");
+    if (!t)
+        return SUBSAE_OK;
+    if (t->ndim != 2 || t->shape[0] != p->d_out || t->shape[1] != p->d_in) {
+        char have[96];
+        shape_text(t, have, sizeof have);
+        return subsae__fail(SUBSAE_E_FORMAT,
+                            t->ndim == 2 ? SUBSAE_REASON_DIM_MISMATCH : SUBSAE_REASON_BAD_SHAPE,
+                            "%s: tensor 'W_skip' has shape [%s], expected [%lld, %lld] (d_out, "
+                            "d_in)",
+                            path, have, (long long)p->d_out, (long long)p->d_in);
+    }
+    p->w_skip = t;
+    return check_float(path, t);
+}
+
 /* The model of the parts; it takes over p->metadata (also on failure). */
 static int build(const char *path, struct parts *p, subsae_sae **out)
 {
@@ -288,6 +315,8 @@ static int build(const char *path, struct parts *p, subsae_sae **out)
     sae->input_scale = p->s_in;
     sae->output_scale = p->s_out;
     sae->transcoder = p->transcoder || p->d_in != p->d_out;
+    sae->matryoshka_count = p->matryoshka_count;
+    memcpy(sae->matryoshka, p->matryoshka, sizeof sae->matryoshka);
     rc = read_tensor(p->w_enc, path, sae->W_enc, p->enc_rows ? 0 : p->d_sae);
     if (!rc)
         rc = read_tensor(p->w_dec, path, sae->W_dec, p->dec_rows ? 0 : p->d_sae);
@@ -299,6 +328,10 @@ static int build(const char *path, struct parts *p, subsae_sae **out)
         rc = read_tensor(p->r_mag, path, sae->r_mag, 0);
     if (!rc && p->b_mag)
         rc = read_tensor(p->b_mag, path, sae->b_mag, 0);
+    if (!rc && p->w_skip)
+        rc = subsae__sae_enable_skip(sae);
+    if (!rc && p->w_skip)
+        rc = read_tensor(p->w_skip, path, sae->W_skip, 0);
     if (!rc && p->thr) {
         rc = read_tensor(p->thr, path, sae->threshold, 0);
         for (int64_t f = 0; !rc && p->log_thr && f < p->d_sae; f++) {
@@ -355,6 +388,18 @@ static int keep_metadata(const json_t *cfg, struct parts *p)
     return rc;
 }
 
+/* cfg.json's Matryoshka widths (ours, and SAELens' matryoshka_batchtopk
+ * training config's), when present: strictly increasing, the last d_sae,
+ * of a TopK or BatchTopK model. */
+static int read_matryoshka(const json_t *cfg, const char *where, struct parts *p)
+{
+    const json_t *widths = json_object_get(cfg, "matryoshka_widths");
+    if (!widths || json_is_null(widths))
+        return SUBSAE_OK;
+    return subsae__matryoshka_parse(widths, where, p->activation, p->d_sae, p->matryoshka,
+                                    &p->matryoshka_count);
+}
+
 /* SAELens' transcoder architectures: the activation they hold. */
 static bool transcoder_architecture(const char *arch, int *activation)
 {
@@ -406,6 +451,8 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
         if (!rc && !p->thr)
             rc = find_threshold(path, st, "log_threshold", true, p);
     }
+    if (!rc)
+        rc = find_skip(path, st, p);
     if (rc)
         return rc;
     const int64_t c_in = json_int_or(cfg, "d_in", -1), c_sae = json_int_or(cfg, "d_sae", -1);
@@ -425,12 +472,12 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
     p->transcoder = json_bool_or(cfg, "transcoder", 0) > 0;
     if (arch && transcoder_architecture(arch, &p->activation))
         p->transcoder = 1;
-    else if (arch && strstr(arch, "skip_transcoder"))
-        rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
-                          "%s: architecture '%s': a skip connection (W_skip) is not part of "
-                          "this library's model",
-                          where, arch);
-    else if (arch && !strcmp(arch, "topk"))
+    else if (arch && !strcmp(arch, "skip_transcoder") && !p->w_skip)
+        rc = missing(path, "W_skip");
+    else if (arch && !strcmp(arch, "skip_transcoder")) {
+        p->activation = SUBSAE_ACT_RELU;
+        p->transcoder = 1;
+    } else if (arch && !strcmp(arch, "topk"))
         p->activation = SUBSAE_ACT_TOPK;
     else if (arch && !strcmp(arch, "batchtopk"))
         p->activation = SUBSAE_ACT_BATCHTOPK;
@@ -445,7 +492,7 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
     else
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
                           "%s: architecture '%s' is not supported (topk, batchtopk, jumprelu, "
-                          "gated, standard, transcoder, jumprelu_transcoder)",
+                          "gated, standard, transcoder, jumprelu_transcoder, skip_transcoder)",
                           where, arch);
     if (rc)
         return rc;
@@ -484,7 +531,8 @@ static int parse_saelens(const char *dir, const char *path, const subsae__safete
     }
     p->apply_b_dec = apply >= 0 ? apply : p->d_in == p->d_out && !p->transcoder;
     p->rank_by_norm = json_bool_or(cfg, "rank_by_decoder_norm", 0) > 0;
-    return keep_metadata(cfg, p);
+    rc = read_matryoshka(cfg, where, p);
+    return rc ? rc : keep_metadata(cfg, p);
 }
 
 /* ---- EleutherAI sparsify ------------------------------------------------------ */
@@ -497,12 +545,9 @@ static int parse_sparsify(const char *dir, const char *path, const subsae__safet
                         "b_dec", true, p);
     if (rc)
         return rc;
-    if (subsae__safetensors_find(st, "W_skip")) {
-        rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
-                          "%s: a skip connection (W_skip) is not part of this library's model",
-                          path);
+    rc = find_skip(path, st, p); /* sparsify's skip_connection */
+    if (rc)
         return rc;
-    }
     const char *act = json_string_or(cfg, "activation", "topk");
     if (strcmp(act, "topk") != 0) {
         rc = subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,

@@ -2,8 +2,8 @@
  * sae_weights.safetensors in the SAELens layout (W_enc [d_in, d_sae],
  * b_enc [d_sae], W_dec [d_sae, d_out], b_dec [d_out], threshold [d_sae]
  * for JumpReLU and BatchTopK; a gated model has b_gate, r_mag, b_mag
- * [d_sae] in place of b_enc, architecture "gated"), float32, activation
- * scales folded in.
+ * [d_sae] in place of b_enc, architecture "gated"; a skip transcoder adds
+ * W_skip [d_out, d_in]), float32, activation scales folded in.
  * Loading, of this layout and of the other trainers', is in
  * sae_import.c. */
 #include "io.h"
@@ -11,6 +11,7 @@
 
 #include "dtype.h"
 #include "kernels.h"
+#include "matryoshka.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -23,7 +24,9 @@ static const char CONFIG_FILE[] = "cfg.json";
 /* SAELens names of the architectures. A transcoder that SAELens can hold
  * (ReLU or JumpReLU, b_dec not subtracted from the input) gets SAELens'
  * transcoder architecture; the others keep their activation's name with
- * "transcoder": true (SAELens has no TopK transcoder). */
+ * "transcoder": true (SAELens has no TopK transcoder). A ReLU skip
+ * transcoder is SAELens' skip_transcoder; the others with a skip path are
+ * told by their W_skip tensor. */
 static const char *architecture_name(const subsae_sae *sae)
 {
     const bool transcoder = sae->transcoder && !sae->apply_b_dec_to_input;
@@ -32,7 +35,7 @@ static const char *architecture_name(const subsae_sae *sae)
     case SUBSAE_ACT_BATCHTOPK: return "batchtopk";
     case SUBSAE_ACT_JUMPRELU: return transcoder ? "jumprelu_transcoder" : "jumprelu";
     case SUBSAE_ACT_GATED: return "gated";
-    default: return transcoder ? "transcoder" : "standard";
+    default: return !transcoder ? "standard" : sae->skip ? "skip_transcoder" : "transcoder";
     }
 }
 
@@ -52,7 +55,8 @@ static const char *const OWN_MEMBERS[] = {"architecture",
                                           "rank_by_decoder_norm",
                                           "library",
                                           "library_version",
-                                          "transcoder"};
+                                          "transcoder",
+                                          "matryoshka_widths"};
 
 bool subsae__sae_own_member(const char *key)
 {
@@ -178,6 +182,8 @@ static int write_config(const subsae_sae *sae, const char *path)
     bad |= json_object_set(root, "activation_fn_kwargs", kwargs);
     bad |= json_object_set_new(root, "rank_by_decoder_norm",
                                json_boolean(sae->rank_by_decoder_norm));
+    if (sae->matryoshka_count > 0)
+        bad |= json_object_set_new(root, "matryoshka_widths", subsae__matryoshka_json(sae));
     bad |= json_object_set_new(root, "library", json_string("libsubsae"));
     bad |= json_object_set_new(root, "library_version", json_string(subsae_version_string()));
     json_decref(kwargs);
@@ -228,7 +234,7 @@ static struct subsae__tensor_view matrix_view(const char *name, const float *dat
 static int write_weights(const char *path, const subsae_sae *f, const float *w_enc_t)
 {
     const int64_t m = f->d_sae;
-    struct subsae__tensor_view views[7];
+    struct subsae__tensor_view views[8];
     int n = 0;
     views[n++] = matrix_view("W_enc", w_enc_t, f->d_in, m);
     if (f->activation == SUBSAE_ACT_GATED) {
@@ -242,6 +248,8 @@ static int write_weights(const char *path, const subsae_sae *f, const float *w_e
     views[n++] = vector_view("b_dec", f->b_dec, f->d_out);
     if (has_threshold(f->activation))
         views[n++] = vector_view("threshold", f->threshold, m);
+    if (f->skip)
+        views[n++] = matrix_view("W_skip", f->W_skip, f->d_out, f->d_in);
     return subsae__safetensors_write(path, views, n, NULL, NULL, 0);
 }
 
@@ -288,11 +296,13 @@ static int save_float(const subsae_sae *sae, const char *dir)
     folded.threshold = subsae__malloc((size_t)m * sizeof(float));
     const bool gated = sae->activation == SUBSAE_ACT_GATED;
     folded.b_mag = gated ? subsae__malloc((size_t)m * sizeof(float)) : NULL;
+    folded.W_skip = sae->skip ? subsae__malloc((size_t)(d_out * d_in) * sizeof(float)) : NULL;
     float *w_enc_t = subsae__malloc((size_t)(m * d_in) * sizeof *w_enc_t);
     char *weights = subsae__path_join(dir, WEIGHTS_FILE);
     char *config = subsae__path_join(dir, CONFIG_FILE);
     if (!weights || !config || (scale_dec && !folded.W_dec) || !folded.b_enc || !folded.b_dec ||
-        !folded.threshold || (gated && !folded.b_mag) || !w_enc_t) {
+        !folded.threshold || (gated && !folded.b_mag) || (sae->skip && !folded.W_skip) ||
+        !w_enc_t) {
         rc = subsae__fail_nomem("folded model", (size_t)(m * (d_in + d_out)) * 4);
         goto done;
     }
@@ -317,6 +327,7 @@ done:
     subsae__free(folded.b_dec);
     subsae__free(folded.threshold);
     subsae__free(folded.b_mag);
+    subsae__free(folded.W_skip);
     subsae__free(w_enc_t);
     subsae__free(weights);
     subsae__free(config);

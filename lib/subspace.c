@@ -177,18 +177,19 @@ double subsae__subspace_exact_cost(int64_t n, int64_t d)
 
 double subsae__subspace_randomized_cost(int64_t n, int64_t d, int64_t k, int64_t p, int64_t q)
 {
-    /* q + 1 passes of X^T (X Q) (4 n d l flops each) with a QR of d x l
-     * after each, then the Ritz pass: X Q and its l x l Gram matrix (n l
-     * (2 d + l) flops, one GEMM's floor), and the small Rayleigh-Ritz
-     * problem. */
+    /* q + 1 passes of X^T (X Q) (4 n d l flops each), a QR of d x l before
+     * the first and after each of the q shifted ones (with the l x l
+     * projection and its eigenvalues for the shift), then the Nystrom step
+     * on the last pass's product: d x l products, a QR and two l x l
+     * eigensolves. No pass of its own. */
     int64_t l = p >= d - k ? d : k + p;
-    double dn = (double)n, dd = (double)d, dl = (double)l;
+    double dn = (double)n, dd = (double)d, dl = (double)l, q1 = (double)q;
     double gemm = COST_GEMM * 4.0 * dn * dd * dl, floor = COST_PASS_FLOOR * dn * dd;
     double pass = (gemm > floor ? gemm : floor) + COST_STREAM * dn * dd;
-    double ritz_gemm = COST_GEMM * dn * dl * (2.0 * dd + dl);
-    double ritz = (ritz_gemm > 0.5 * floor ? ritz_gemm : 0.5 * floor) + COST_STREAM * dn * dd;
-    return (double)(q + 1) * (pass + COST_EIG * 4.0 * dd * dl * dl) + ritz +
-           COST_EIG * (2.0 * dd * dl * dl + 9.0 * dl * dl * dl);
+    double qr = COST_EIG * 4.0 * dd * dl * dl;
+    double shift = COST_EIG * (2.0 * dd * dl * dl + 4.0 * dl * dl * dl);
+    double nystrom = COST_EIG * (10.0 * dd * dl * dl + 18.0 * dl * dl * dl);
+    return (q1 + 1.0) * (pass + qr) + q1 * shift + nystrom;
 }
 
 static double seconds_now(void)

@@ -229,8 +229,8 @@ static int fit_prepare(subsae_trainer *t, const subsae_buffer *input,
     if (!rc)
         rc = open_rows(r, input, target);
     if (!rc && subsae__prefetch_enabled())
-        rc = subsae__prefetch_create(r->input, r->target, t->batch, t->sae->d_in, t->sae->d_out,
-                                     &r->ahead);
+        rc = subsae__prefetch_create(r->input, r->target, t->ws.batch, t->sae->d_in,
+                                     t->sae->d_out, &r->ahead);
     if (rc)
         close_rows(r);
     return rc;
@@ -299,14 +299,19 @@ static int read_batch(subsae_trainer *t, const struct fit_rows *r, int64_t *nb, 
     return rc;
 }
 
-/* The next batch: read ahead (one process) or read now into the
- * workspace (workers, or the pipeline off); *x and *tg get its rows. */
-static int next_batch(subsae_trainer *t, const struct fit_rows *r, const float **x,
-                      const float **tg, int64_t *nb, int64_t *nl)
+/* The next batch in the workspace's xs (and ts): read ahead (one
+ * process: the pipeline's buffer is exchanged with the workspace's) or
+ * read now (workers, or the pipeline off). Either way the step scales the
+ * rows in place, so a fit holds two batches, not three. */
+static int next_batch(subsae_trainer *t, const struct fit_rows *r, int64_t *nb, int64_t *nl)
 {
     if (!r->ahead)
         return read_batch(t, r, nb, nl);
-    int rc = subsae__prefetch_take(r->ahead, t->batches, x, tg, nb);
+    struct subsae__workspace *ws = &t->ws;
+    int rc = subsae__prefetch_take(r->ahead, t->batches, &ws->xs, &ws->ts, nb);
+    /* An SAE's target is its input. */
+    if (!r->target)
+        ws->ts = ws->xs;
     *nl = *nb;
     return rc;
 }
@@ -328,16 +333,16 @@ static int fit_loop(subsae_trainer *t, const struct fit_rows *r, bool transcoder
         int64_t epoch, position, nb = 0, nl = 0;
         subsae_batches_tell(t->batches, &epoch, &position);
         const double read_start = omp_get_wtime();
-        const float *x = ws->xs, *tg = transcoder ? ws->ts : NULL;
         rc = stop;
         if (!rc)
-            rc = next_batch(t, r, &x, &tg, &nb, &nl);
+            rc = next_batch(t, r, &nb, &nl);
+        const float *x = ws->xs, *tg = transcoder ? ws->ts : NULL;
         /* The rows of the step after this one are read while it computes. */
         if (!rc && r->ahead && done + nb < tokens)
             subsae__prefetch_submit(r->ahead, t->batches);
-        /* Rows read now go straight into the step's buffers, which it
-         * scales in place; with workers the loss is over the whole
-         * batch. */
+        /* The rows are in the step's buffers (read now, or exchanged
+         * with the pipeline's), which it scales in place; with workers
+         * the loss is over the whole batch. */
         t->loss_rows = workers ? nb : 0;
         rc = step_rows(t, rc, x, s->d_in, tg, s->d_out, nl, omp_get_wtime() - read_start);
         t->loss_rows = 0;

@@ -76,7 +76,7 @@ uint64_t subsae__trainer_weights_hash(const subsae_trainer *t)
     uint64_t h = SUBSAE__HASH_START;
     if (!s)
         return h;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(s))
     {
         if (p->owner == SUBSAE__IN_SAE)
             h = subsae__hash_bytes(h, subsae__param_data(p, t, s),
@@ -121,6 +121,9 @@ int subsae__trainer_collective_supported(const subsae_trainer *t, const char *fn
                             "%s: BatchTopK selects over the whole batch, which is not "
                             "implemented across workers (TopK, JumpReLU and ReLU are)",
                             fn);
+    if (t->matryoshka_count > 0)
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the Matryoshka loss is not exchanged across workers", fn);
     return SUBSAE_OK;
 }
 

@@ -80,6 +80,12 @@ static const struct subsae__option trainer_options[] = {
     TRAIN_INT(SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS, "subspace_coefficients", 0, 1,
               SUBSAE_COEF_UNIFORM, STRUCTURAL | CHOICE, subspace_coefficients,
               "SUBSAE_COEF_*: uniform or gaussian coefficients of active-subspace directions"),
+    TRAIN_INT(SUBSAE_TRAIN_COEF_WARMUP_STEPS, "coef_warmup_steps", 0, INT64_MAX, 0, 0,
+              coef_warmup_steps,
+              "steps over which the sparsity coefficient (l1_coef, l0_coef) ramps from 0"),
+    TRAIN_INT(SUBSAE_TRAIN_SKIP, "skip", 0, 1, 0, STRUCTURAL, skip,
+              "1 = skip transcoder: the output adds x W_skip^T, W_skip trained from the "
+              "least-squares map of the init sample"),
 };
 
 const struct subsae__option *subsae__trainer_option_table(int64_t *n)

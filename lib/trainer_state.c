@@ -5,6 +5,7 @@
  * the step in trainer.c. */
 #include "trainer_state.h"
 
+#include "matryoshka.h"
 #include "options.h"
 #include "params.h"
 #include "trainer_workspace.h"
@@ -224,6 +225,27 @@ int subsae_trainer_set_callback(subsae_trainer *t, subsae_callback callback, voi
     return SUBSAE_OK;
 }
 
+int subsae_trainer_set_matryoshka(subsae_trainer *t, const int64_t *widths, int count)
+{
+    static const char *fn = "subsae_trainer_set_matryoshka";
+    SUBSAE__NOT_NULL(fn, t);
+    if (t->initialised)
+        return subsae__fail(SUBSAE_E_STATE, SUBSAE_REASON_WRONG_STATE,
+                            "%s: the prefixes are part of the model: set them before "
+                            "subsae_trainer_init",
+                            fn);
+    /* The last width is checked against FEATURES by init: the options may
+     * still change. */
+    int rc = subsae__matryoshka_check(fn, widths, count, 0);
+    if (rc)
+        return rc;
+    memset(t->matryoshka, 0, sizeof t->matryoshka);
+    if (count > 0)
+        memcpy(t->matryoshka, widths, (size_t)count * sizeof *widths);
+    t->matryoshka_count = count;
+    return SUBSAE_OK;
+}
+
 const subsae_sae *subsae_trainer_sae(const subsae_trainer *t)
 {
     return t && t->initialised ? t->sae : NULL;
@@ -256,7 +278,7 @@ void subsae__trainer_window_clear(struct subsae__window *w, int64_t d_out, int64
 int subsae__trainer_alloc_state(subsae_trainer *t)
 {
     const subsae_sae *s = t->sae;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(s))
     {
         if (p->owner != SUBSAE__IN_TRAINER)
             continue;

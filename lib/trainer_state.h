@@ -8,7 +8,7 @@
 /* Options by enum value (0 .. SUBSAE__TRAIN_OPTION_LAST): the name (NULL
  * for a gap), whether it is a double (else int64_t), and the address of
  * the value as configured (no defaults resolved). */
-enum { SUBSAE__TRAIN_OPTION_LAST = SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS };
+enum { SUBSAE__TRAIN_OPTION_LAST = SUBSAE_TRAIN_SKIP };
 const char *subsae__trainer_option_name(int option, bool *is_double);
 void *subsae__trainer_option_field(subsae_trainer *t, int option);
 

@@ -16,17 +16,22 @@
  * A gated model's pairs are its open gates (activation.c); step 3 also
  * decodes the gate path relu(pi) through the decoder for the auxiliary
  * loss, and step 5 takes the gated backward (losses.c).
+ * A skip transcoder adds xs W_skip^T to x_hat (3.) and takes W_skip's
+ * gradient g^T xs (6.), each a GEMM cut into fixed parts of its output
+ * (skip.c), so these keep the same bits for any thread count too.
  * Nothing is allocated inside the step once the workspace is sized. */
 #include "trainer_step.h"
 
 #include "activation.h"
 #include "losses.h"
+#include "matryoshka.h"
 #include "params.h"
 #include "trainer_state.h"
 #include "trainer_workspace.h"
 
 #include "buffer.h"
 #include "kernels.h"
+#include "skip.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -49,7 +54,9 @@ static inline int64_t part_begin(int64_t n, int p, int T)
 enum { PARTS = SUBSAE__PARTS };
 
 /* 1. Validate the rows and scale them: xs = x s_in, the encoder input xin
- *    = xs - b_dec (or xs), ts = t s_out for a transcoder. */
+ *    = xs - b_dec (or xs), ts = t s_out for a transcoder. Fit passes the
+ *    rows in xs and ts themselves (scaled in place, element by element:
+ *    no third batch buffer beside the input pipeline's). */
 static int scale_inputs(subsae_trainer *t, const float *input, int64_t input_stride,
                         const float *target, int64_t target_stride, int64_t n)
 {
@@ -109,6 +116,58 @@ static int encode(subsae_trainer *t, int64_t n)
     return rc;
 }
 
+/* 3. (Matryoshka) Row i's reconstruction by each of the L prefixes into
+ *    its L blocks of the output gradient: block j = block j - 1 + the
+ *    decode of the pairs of features [w_{j-1}, w_j) (block 0: b_dec + the
+ *    first prefix's pairs); the last block is the whole model's. */
+static void nested_decode(const subsae_sae *s, float *out, const int32_t *idx, const float *val,
+                          int64_t count)
+{
+    const int64_t d = s->d_out;
+    const int L = s->matryoshka_count;
+    for (int j = 0; j < L; j++) {
+        float *o = out + j * d;
+        memcpy(o, j ? o - d : s->b_dec, (size_t)d * sizeof *o);
+        const int64_t lo = j ? s->matryoshka[j - 1] : 0, hi = s->matryoshka[j];
+        for (int64_t q = 0; q < count; q++) {
+            if (idx[q] < lo || idx[q] >= hi || val[q] == 0.0f)
+                continue;
+            const float *w = s->W_dec + (int64_t)idx[q] * d;
+            const float v = val[q];
+            for (int64_t c = 0; c < d; c++)
+                o[c] += v * w[c];
+        }
+    }
+}
+
+/* 3. (Matryoshka) The prefixes' losses and gradients of row i, whose last
+ *    block already holds the whole model's gradient: blocks 0 .. L - 2 get
+ *    gscale (x_hat_j - t), then each block j the sum of the blocks j and
+ *    above (what a feature first held by prefix j receives), and sum_g
+ *    block 0 (the b_dec gradient). The prefixes' squared error but the
+ *    last's. */
+static double nested_gradients(const subsae_sae *s, float *g, const float *tr, float gscale,
+                               double *sum_g)
+{
+    const int64_t d = s->d_out;
+    const int L = s->matryoshka_count;
+    double e2 = 0.0;
+    for (int j = 0; j + 1 < L; j++) {
+        float *o = g + j * d;
+        for (int64_t c = 0; c < d; c++) {
+            const float e = o[c] - tr[c];
+            e2 += (double)e * e;
+            o[c] = gscale * e;
+        }
+    }
+    for (int j = L - 2; j >= 0; j--)
+        for (int64_t c = 0; c < d; c++)
+            g[j * d + c] += g[(j + 1) * d + c];
+    for (int64_t c = 0; c < d; c++)
+        sum_g[c] += g[c];
+    return e2;
+}
+
 /* 3. Sparse decode, residual, dL/dx_hat = 2 (x_hat - t) / n, partial sums
  *    of the gradient and of the target per part of the rows. With workers
  *    n is the global batch (loss_rows), of which these rows are a part.
@@ -126,6 +185,7 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
     const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     const float gscale = 2.0f / (float)(t->loss_rows > 0 ? t->loss_rows : n);
     const float ascale = aux ? (float)(2.0 * t->auxk_coef * ws->aux_scale / n_loss) : 0.0f;
+    const int64_t L = ws->g_levels; /* Matryoshka prefixes (1: a plain model) */
 #pragma omp parallel for schedule(dynamic, 1) num_threads( \
     subsae__team(subsae__trainer_threads(t), (double)n *(double)(k + ka + 2) * (double)d_out))
     for (int p = 0; p < PARTS; p++) {
@@ -133,10 +193,16 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
         double *sum_g = part, *sum_t = part + d_out;
         memset(part, 0, part_stride * sizeof *part);
         for (int64_t i = part_begin(n, p, PARTS); i < part_begin(n, p + 1, PARTS); i++) {
-            float *g = ws->g + i * d_out;
+            float *g_row = ws->g + i * L * d_out, *g = g_row + (L - 1) * d_out;
             const float *tr = ws->ts + i * d_out;
-            subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + rp[i],
-                                      ws->val + rp[i], rp[i + 1] - rp[i], d_out);
+            if (L > 1)
+                nested_decode(s, g_row, ws->idx + rp[i], ws->val + rp[i], rp[i + 1] - rp[i]);
+            else
+                subsae__sparse_decode_row(g, s->b_dec, s->W_dec, d_out, ws->idx + rp[i],
+                                          ws->val + rp[i], rp[i + 1] - rp[i], d_out);
+            if (s->skip) /* never with prefixes (trainer_init.c refuses both) */
+                for (int64_t j = 0; j < d_out; j++)
+                    g[j] += ws->skip_out[i * d_out + j];
             float *ga = aux || gated ? ws->g_aux + i * d_out : NULL;
             if (aux)
                 subsae__sparse_decode_row(ga, NULL, s->W_dec, d_out, ws->aux_idx + i * ka,
@@ -151,7 +217,8 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
                 t2 += (double)tr[j] * tr[j];
                 sum_t[j] += tr[j];
                 g[j] = gscale * e;
-                sum_g[j] += g[j];
+                if (L == 1)
+                    sum_g[j] += g[j];
                 if (aux) {
                     float r = ga[j] + e; /* e_hat - (t - x_hat) */
                     a2 += (double)r * r;
@@ -163,11 +230,23 @@ static void decode_residual(subsae_trainer *t, int64_t n, double n_loss)
                 }
             }
             ws->row_sse[i] = e2;
+            if (L > 1)
+                ws->prefix_sse[i] = nested_gradients(s, g_row, tr, gscale, sum_g);
             if (aux || gated)
                 ws->aux_sse[i] = a2;
             part[3 * d_out] += t2;
         }
     }
+}
+
+/* 3. (skip) The skip path's output xs W_skip^T, added by the decode. */
+static void skip_forward(subsae_trainer *t, int64_t n)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    memset(ws->skip_out, 0, (size_t)(n * s->d_out) * sizeof *ws->skip_out);
+    subsae__skip_forward(s->W_skip, s->d_in, s->d_out, ws->xs, s->d_in, n, 1.0f, ws->skip_out,
+                         s->d_out, subsae__trainer_threads(t));
 }
 
 /* 4. Counting sort of the pairs by feature (per-partition histograms, so
@@ -286,14 +365,23 @@ static void list_touched(struct subsae__workspace *ws, int64_t m, int64_t pairs)
  * workspace. */
 struct backward_terms {
     bool jump, relu_l1, gated, aux, unit, apply;
-    double lam_n; /* weight of the sparsity penalty over the loss rows */
-    float inv_bw; /* JumpReLU: 1 / bandwidth */
+    int64_t g_stride; /* floats per row of ws->g (Matryoshka: a block per prefix) */
+    double lam_n;     /* weight of the sparsity penalty over the loss rows */
+    float inv_bw;     /* JumpReLU: 1 / bandwidth */
 };
 
 /* A part's running sums over its features. */
 struct part_sums {
     double sumsq, penalty;
 };
+
+/* The output gradient feature f receives: a Matryoshka feature's block is
+ * the sum over the prefixes that hold it (decode_residual). */
+static const float *feature_g(const subsae_trainer *t, int32_t f)
+{
+    const subsae_sae *s = t->sae;
+    return t->ws.g + (int64_t)subsae__matryoshka_prefix_of(s, f) * s->d_out;
+}
 
 /* 5. (losses) The gradients of feature f in slot i with the extra terms
  *    of losses.c: the L1 penalty weighted by the decoder-row norm (ReLU),
@@ -315,10 +403,10 @@ static void backward_losses(subsae_trainer *t, const struct backward_terms *bt, 
     }
     const float thr = bt->jump ? s->threshold[f] : 0.0f;
     double gthr = 0.0, zsum = 0.0;
-    subsae__feature_backward_ex(ws->pair_row + off, ws->pair_z + off,
-                                bt->jump ? ws->pair_pre + off : NULL, cnt, ws->g, d_out, d_out,
-                                ws->xin, d_in, d_in, wdec, dz_add, thr, bt->inv_bw,
-                                (float)lam_n, false, gdec, genc, &ws->g_b_enc[i], &gthr, &zsum);
+    subsae__feature_backward_ex(
+        ws->pair_row + off, ws->pair_z + off, bt->jump ? ws->pair_pre + off : NULL, cnt,
+        feature_g(t, f), bt->g_stride, d_out, ws->xin, d_in, d_in, wdec, dz_add, thr,
+        bt->inv_bw, (float)lam_n, false, gdec, genc, &ws->g_b_enc[i], &gthr, &zsum);
     int32_t active = cnt;
     if (bt->jump) {
         active = 0;
@@ -401,8 +489,9 @@ static void backward_feature(subsae_trainer *t, const struct backward_terms *bt,
     if (bt->gated) {
         backward_gated(t, bt, i, f, acc);
     } else if (!bt->jump && !bt->relu_l1 && !(bt->aux && ws->aux_fired[f] > 0)) {
-        subsae__feature_backward(ws->pair_row + off, ws->pair_z + off, cnt, ws->g, d_out, d_out,
-                                 ws->xin, d_in, d_in, wdec, gdec, genc, &ws->g_b_enc[i]);
+        subsae__feature_backward(ws->pair_row + off, ws->pair_z + off, cnt, feature_g(t, f),
+                                 bt->g_stride, d_out, ws->xin, d_in, d_in, wdec, gdec, genc,
+                                 &ws->g_b_enc[i]);
         ws->active[f] = cnt;
     } else {
         backward_losses(t, bt, i, f, acc);
@@ -451,8 +540,9 @@ static void backward_features(subsae_trainer *t, double n_loss, int64_t pairs)
         .unit = t->decoder_norm == SUBSAE_DECODER_UNIT,
         .apply = s->apply_b_dec_to_input,
         .inv_bw = (float)(1.0 / t->bandwidth),
+        .g_stride = ws->g_levels * d_out,
     };
-    bt.lam_n = (bt.jump ? t->l0_coef : bt.relu_l1 || bt.gated ? t->l1_coef : 0.0) / n_loss;
+    bt.lam_n = subsae__trainer_sparsity_coef(t) / n_loss;
 #pragma omp parallel for schedule(dynamic, 1) num_threads( \
     subsae__team(subsae__trainer_threads(t), (double)pairs *(double)(2 * d_out + d_in)))
     for (int p = 0; p < PARTS; p++) {
@@ -474,7 +564,7 @@ static int reduce(subsae_trainer *t, int64_t n, double n_loss, double *loss, dou
     const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
     const bool apply = s->apply_b_dec_to_input, aux = ws->aux_k > 0;
     const bool gated = s->activation == SUBSAE_ACT_GATED;
-    double total_sq = 0.0, sse = 0.0, penalty = 0.0, aux_sse = 0.0;
+    double total_sq = 0.0, sse = 0.0, penalty = 0.0, aux_sse = 0.0, prefix_sse = 0.0;
     for (int64_t j = 0; j < d_out; j++) {
         double acc = 0.0;
         for (int p = 0; p < PARTS; p++) {
@@ -488,17 +578,25 @@ static int reduce(subsae_trainer *t, int64_t n, double n_loss, double *loss, dou
         total_sq += ws->part[(size_t)p * part_stride + 3 * d_out + 1];
         penalty += ws->extra[(size_t)p * 4];
     }
+    if (s->skip) {
+        subsae__skip_gradient(ws->g, ws->xs, n, s->d_in, d_out, ws->g_W_skip,
+                              subsae__trainer_threads(t));
+        total_sq += subsae__sumsq(ws->g_W_skip, d_out * s->d_in);
+    }
     for (int64_t i = 0; i < n; i++)
         sse += ws->row_sse[i];
+    for (int64_t i = 0; ws->g_levels > 1 && i < n; i++)
+        prefix_sse += ws->prefix_sse[i];
     if (aux || gated)
         for (int64_t i = 0; i < n; i++)
             aux_sse += ws->aux_sse[i];
     ws->step_mse = sse / (double)n;
+    ws->step_prefix = prefix_sse / (double)n;
     ws->step_penalty = penalty;
     ws->step_aux = aux     ? t->auxk_coef * ws->aux_scale * aux_sse / n_loss
                    : gated ? aux_sse / n_loss
                            : 0.0;
-    *loss = ws->step_mse + ws->step_penalty + ws->step_aux;
+    *loss = ws->step_mse + ws->step_prefix + ws->step_penalty + ws->step_aux;
     *sq = total_sq;
     if (!isfinite(*loss) || !isfinite(total_sq))
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_DIVERGED,
@@ -525,6 +623,8 @@ int subsae__trainer_forward_backward(subsae_trainer *t, const float *input,
         return rc;
     clock = omp_get_wtime();
     const double n_loss = (double)(t->loss_rows > 0 ? t->loss_rows : n);
+    if (t->sae->skip)
+        skip_forward(t, n);
     decode_residual(t, n, n_loss);
     double now = omp_get_wtime();
     phase[SUBSAE_PHASE_DECODE] += now - clock;
@@ -536,6 +636,19 @@ int subsae__trainer_forward_backward(subsae_trainer *t, const float *input,
     rc = reduce(t, n, n_loss, loss, sq);
     phase[SUBSAE_PHASE_BACKWARD] += omp_get_wtime() - clock;
     return rc;
+}
+
+double subsae__trainer_sparsity_coef(const subsae_trainer *t)
+{
+    const int act = t->sae->activation;
+    double coef = act == SUBSAE_ACT_JUMPRELU                   ? t->l0_coef
+                  : act == SUBSAE_ACT_RELU && t->l1_coef > 0.0 ? t->l1_coef
+                  : act == SUBSAE_ACT_GATED                    ? t->l1_coef
+                                                               : 0.0;
+    /* SAELens' l1_warm_up_steps: step s (from 0) takes s / N of it. */
+    if (t->coef_warmup_steps > 0 && t->step < t->coef_warmup_steps)
+        coef *= (double)t->step / (double)t->coef_warmup_steps;
+    return coef;
 }
 
 static double learning_rate(const subsae_trainer *t)
@@ -574,7 +687,7 @@ static void adam_tensors(subsae_trainer *t, struct adam_step *a)
 {
     const subsae_sae *s = t->sae;
     a->n_rows = a->n_whole = 0;
-    SUBSAE__FOR_EACH_PARAM(p, s->activation)
+    SUBSAE__FOR_EACH_PARAM(p, SUBSAE__PARAM_KEY(s))
     {
         const float *g = subsae__param_grad(p, &t->ws);
         if (!g)
@@ -715,7 +828,7 @@ void subsae__trainer_account(subsae_trainer *t, int64_t n, double loss)
     t->step++;
     t->tokens += n;
     t->last_loss = loss;
-    t->last_loss_parts[0] = ws->step_mse;
+    t->last_loss_parts[0] = ws->step_mse + ws->step_prefix;
     t->last_loss_parts[1] = ws->step_penalty;
     t->last_loss_parts[2] = ws->step_aux;
     struct subsae__window *w = &t->cur;
@@ -769,6 +882,9 @@ int subsae__trainer_check_step_args(const char *fn, const subsae_trainer *t, con
     const bool workers = subsae__collective_on(&t->coll);
     if (!input && !(workers && n == 0))
         return subsae__fail_null(fn, "input");
+    if (t->sae->skip && workers)
+        return subsae__fail(SUBSAE_E_UNSUPPORTED, SUBSAE_REASON_BAD_VALUE,
+                            "%s: the skip path trains in one process (no workers)", fn);
     if (t->transcoder && !target && !(workers && n == 0))
         return subsae__fail_null(fn, "target (the trainer was initialised as a transcoder)");
     if (!t->transcoder && target)
@@ -864,7 +980,7 @@ void subsae__trainer_gated_gradient(const subsae_trainer *t, float *g_r_mag, flo
 void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *penalty,
                                 double *aux)
 {
-    *mse = t->ws.step_mse;
+    *mse = t->ws.step_mse + t->ws.step_prefix;
     *penalty = t->ws.step_penalty;
     *aux = t->ws.step_aux;
 }

@@ -56,9 +56,14 @@ void subsae__trainer_threshold_gradient(const subsae_trainer *t, float *g);
  * computation, dense (d_sae each; zero for other models). For tests. */
 void subsae__trainer_gated_gradient(const subsae_trainer *t, float *g_r_mag, float *g_b_mag);
 
-/* Parts of the last step's loss: reconstruction MSE, sparsity penalty
- * (L1 or L0), AuxK term (gated: the gate path's reconstruction). For
- * tests. */
+/* The sparsity penalty's coefficient of the running step (L1 of ReLU and
+ * of a gated model's gate, L0 of JumpReLU; 0 for the others), warm-up
+ * included. */
+double subsae__trainer_sparsity_coef(const subsae_trainer *t);
+
+/* Parts of the last step's loss: reconstruction MSE (Matryoshka: summed
+ * over the prefixes), sparsity penalty (L1 or L0), AuxK term (gated: the
+ * gate path's reconstruction). For tests. */
 void subsae__trainer_loss_parts(const subsae_trainer *t, double *mse, double *penalty,
                                 double *aux);
 

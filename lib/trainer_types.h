@@ -84,6 +84,14 @@ struct subsae__workspace {
     float *g_r_mag, *g_b_mag; /* max_touched: gated magnitude gradients per slot */
     double *extra;            /* SUBSAE__PARTS x 4: penalty and AuxK partial sums */
     double step_mse, step_penalty, step_aux; /* parts of the step's loss */
+    /* Matryoshka: the output gradient holds, per row, one block of d_out
+     * per prefix (g_levels of them; 1 for a plain model): block j is the
+     * sum of the gradients of prefixes j and above, which is what a
+     * feature first held by prefix j receives. step_prefix is the loss of
+     * the prefixes but the last (step_mse is the whole model's). */
+    int64_t g_levels;
+    double *prefix_sse; /* batch */
+    double step_prefix;
     /* AuxK */
     int64_t aux_k;      /* slots per row (0: AuxK off this step) */
     int64_t aux_cap;    /* room of aux_idx, aux_val, aux_pair_* */
@@ -100,6 +108,9 @@ struct subsae__workspace {
     int32_t *aux_fired;    /* d_sae */
     int32_t *aux_pair_row; /* batch x aux_k, bucketed */
     float *aux_pair_z;
+    /* skip transcoder */
+    float *skip_out; /* batch x d_out: the skip path's output, x s_in W_skip^T */
+    float *g_W_skip; /* d_out x d_in: its gradient */
 };
 
 /* A part's partial sums in ws->part: dL/dx_hat summed over its rows
@@ -165,6 +176,15 @@ struct subsae_trainer {
     double *coll_buf;  /* the step's first exchange (see exchange_size) */
     int64_t coll_buf_size;
     int64_t coll_steps; /* steps exchanged since attached (statistics) */
+
+    /* skip transcoder: the option and W_skip's Adam moments */
+    int64_t skip;
+    float *m_W_skip, *v_W_skip;
+    /* Matryoshka prefixes asked for before init (the model keeps them
+     * after), and the sparsity coefficient's warm-up (option). */
+    int matryoshka_count;
+    int64_t matryoshka[SUBSAE_MATRYOSHKA_MAX];
+    int64_t coef_warmup_steps;
 };
 
 /* Features with gradient in the step (the touched list's length). */

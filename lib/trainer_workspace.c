@@ -6,6 +6,8 @@
  * none of them. */
 #include "trainer_workspace.h"
 
+#include "matryoshka.h"
+
 #include <string.h>
 
 static void workspace_free(struct subsae__workspace *ws)
@@ -24,7 +26,8 @@ static void workspace_free(struct subsae__workspace *ws)
                       ws->aux_idx,      ws->aux_val,     ws->g_aux,
                       ws->aux_sse,      ws->aux_offsets, ws->aux_fired,
                       ws->aux_pair_row, ws->aux_pair_z,  ws->g_r_mag,
-                      ws->g_b_mag};
+                      ws->g_b_mag,      ws->skip_out,    ws->g_W_skip,
+                      ws->prefix_sse};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         subsae__free(blocks[i]);
     memset(ws, 0, sizeof *ws);
@@ -111,10 +114,13 @@ static bool alloc_row_buffers(subsae_trainer *t, int64_t batch, int threads, siz
     ws->pre = subsae__malloc((size_t)ws->pre_floats * sizeof(float));
     ws->idx = subsae__malloc(pairs * sizeof(int32_t));
     ws->val = subsae__malloc(pairs * sizeof(float));
-    ws->g = subsae__malloc(B * d_out * sizeof(float));
+    /* Matryoshka: a block of the output gradient per prefix. */
+    ws->g_levels = subsae__matryoshka_levels(s);
+    ws->g = subsae__malloc(B * d_out * (size_t)ws->g_levels * sizeof(float));
     ws->row_sse = subsae__malloc(B * sizeof(double));
+    ws->prefix_sse = ws->g_levels > 1 ? subsae__malloc(B * sizeof(double)) : NULL;
     return (!t->transcoder || ws->ts) && ws->rows && ws->xs && ws->xin && ws->pre && ws->idx &&
-           ws->val && ws->g && ws->row_sse;
+           ws->val && ws->g && ws->row_sse && (ws->g_levels == 1 || ws->prefix_sse);
 }
 
 /* The blocks per feature: the histograms, the bucketed pairs, the touched
@@ -164,7 +170,8 @@ static bool keeps_pre(const subsae_trainer *t)
 /* What only some activations use: the rows' pair counts (the dense
  * activations and BatchTopK), JumpReLU's and the gated model's
  * pre-activations, JumpReLU's cuts, the gate path's reconstruction (output
- * gradient and squared errors), BatchTopK's radix histogram. */
+ * gradient and squared errors), BatchTopK's radix histogram; and the skip
+ * path's output and gradient. */
 static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pairs)
 {
     struct subsae__workspace *ws = &t->ws;
@@ -192,6 +199,12 @@ static bool alloc_activation_buffers(subsae_trainer *t, int64_t batch, size_t pa
     if (ok && act == SUBSAE_ACT_BATCHTOPK) {
         ws->hist = subsae__malloc(65536 * sizeof(uint32_t));
         ok = ws->hist != NULL;
+    }
+    if (ok && t->sae->skip) {
+        const size_t d_in = (size_t)t->sae->d_in, d_out = (size_t)t->sae->d_out;
+        ws->skip_out = subsae__malloc((size_t)batch * d_out * sizeof(float));
+        ws->g_W_skip = subsae__malloc(d_out * d_in * sizeof(float));
+        ok = ws->skip_out && ws->g_W_skip;
     }
     return ok;
 }

@@ -112,7 +112,7 @@ def load_sae(directory):
          load_safetensors(os.path.join(directory, "sae_weights.safetensors")).items()}
     arch = cfg.get("architecture", "")
     if arch not in ("topk", "batchtopk", "jumprelu", "jumprelu_transcoder", "standard",
-                    "transcoder") or cfg.get("normalize_activations", "none") != "none":
+                    "transcoder", "skip_transcoder") or cfg.get("normalize_activations", "none") != "none":
         raise RuntimeError("unsupported architecture %s" % arch)
     transcoder = bool(cfg.get("transcoder")) or arch.endswith("transcoder")
     return cfg, w, transcoder
@@ -131,7 +131,8 @@ def sae_codes(x, cfg, w):
         z = np.zeros_like(pre)
         np.put_along_axis(z, top, np.take_along_axis(pre, top, 1), 1)
         return np.maximum(z, 0.0)
-    cut, gate = 0.0 if arch in ("standard", "transcoder") else w["threshold"], pre * norms
+    cut = 0.0 if arch in ("standard", "transcoder", "skip_transcoder") else w["threshold"]
+    gate = pre * norms
     return np.where((gate > cut) & (gate > 0), pre, 0.0)
 
 
@@ -173,8 +174,11 @@ def check_splice(theirs, sae_dir, site, hdr, w, ids, logits, acts):
     if site not in acts or (transcoder and not site.endswith("_mlp_out")):
         raise RuntimeError("site %s for %s" % (site, "a transcoder" if transcoder else "an SAE"))
     target = acts[site]
-    z = sae_codes(acts[site.replace("mlp_out", "mlp_in")] if transcoder else target, cfg, sw)
+    source = acts[site.replace("mlp_out", "mlp_in")] if transcoder else target
+    z = sae_codes(source, cfg, sw)
     xhat, mean = z @ sw["W_dec"] + sw["b_dec"], target.mean(0)
+    if "W_skip" in sw:  # a skip transcoder: SAELens' x @ W_skip.T, W_skip [d_out, d_in]
+        xhat = xhat + source @ sw["W_skip"].T
     out, runs = {"loss_clean": loss(logits, ids)}, {}
     for name, value in [("spliced", xhat), ("zero", 0 * target),
                         ("mean_ablated", mean + 0 * target)]:

@@ -153,13 +153,17 @@ CLI_COMMAND(eval, "DIR INPUT... [--target FILE...] [--tensor NAME] [--skip-nonfi
     int64_t used = SUBSAE_PRECISION_FP32;
     subsae_sae_get_int(sae, SUBSAE_SAE_PRECISION, &used);
     if (o.json) {
-        json_t *j = sae_cli_eval_json(m);
-        if (j && json_object_set_new(j, "precision",
-                                     json_string(sae_cli_precision_name((int)used))) != 0) {
-            json_decref(j);
-            j = NULL; /* cli_print_json reports it */
+        json_t *eval = sae_cli_eval_json(m);
+        if (sae_cli_add_prefix_ev(eval, sae, buf, target)) {
+            json_decref(eval);
+            goto done;
         }
-        status = cli_print_json(j);
+        if (eval && json_object_set_new(eval, "precision",
+                                        json_string(sae_cli_precision_name((int)used))) != 0) {
+            json_decref(eval);
+            eval = NULL; /* cli_print_json reports it */
+        }
+        status = cli_print_json(eval);
         goto done;
     }
     printf("%lld rows%s in %.2f s: MSE %.6g, FVU %.5f, explained variance %.5f, L0 %.3f, "

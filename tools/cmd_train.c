@@ -572,7 +572,7 @@ static int make_trainer(struct run *r)
     } else if (cli_check(subsae_trainer_create(&r->t), "cannot create the trainer")) {
         return 1;
     }
-    return train_options_apply(&r->o, r->t) ||
+    return train_options_apply(&r->o, r->t) || train_options_apply_matryoshka(&r->o, r->t) ||
            cli_check(subsae_trainer_set_callback(r->t, on_progress, r), "callback") ||
            cli_check(cli_dist_trainer(r->t), "cannot attach the workers");
 }
@@ -688,7 +688,8 @@ static json_t *threshold_json(const subsae_sae *sae, int64_t activation)
 }
 
 struct summary {
-    int64_t features, k, init, subspace_dim, activation, d_in, d_out, batch, seed, dead_window;
+    int64_t features, k, init, subspace_dim, activation, d_in, d_out, batch, seed, dead_window,
+        skip;
     double auxk, penalty, lr;
 };
 
@@ -704,6 +705,7 @@ static void summarise(const subsae_trainer *t, struct summary *s)
     subsae_trainer_get_int(t, SUBSAE_TRAIN_BATCH, &s->batch);
     subsae_trainer_get_int(t, SUBSAE_TRAIN_SEED, &s->seed);
     subsae_trainer_get_int(t, SUBSAE_TRAIN_DEAD_WINDOW, &s->dead_window);
+    subsae_trainer_get_int(t, SUBSAE_TRAIN_SKIP, &s->skip);
     subsae_trainer_get_double(t, SUBSAE_TRAIN_AUXK_COEF, &s->auxk);
     subsae_trainer_get_double(t, SUBSAE_TRAIN_LR, &s->lr);
     if (s->activation == SUBSAE_ACT_RELU || s->activation == SUBSAE_ACT_GATED)
@@ -720,6 +722,11 @@ static int report_json(const struct run *r, const struct summary *s, const doubl
     const subsae_sae *sae = subsae_trainer_sae(r->t);
     const int64_t trained = (int64_t)m[SUBSAE_METRIC_TOKENS] - r->first_tokens;
     const double rate = r->fit_seconds > 0 ? (double)trained / r->fit_seconds : 0.0;
+    json_t *eval = em ? sae_cli_eval_json(em) : json_null();
+    if (em && sae_cli_add_prefix_ev(eval, sae, r->eval, r->teval)) {
+        json_decref(eval);
+        return 1;
+    }
     json_t *report = json_pack(
         "{s:I, s:I, s:s, s:b, s:I, s:I, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I, s:f, s:f, "
         "s:f, s:o, s:o}",
@@ -733,7 +740,7 @@ static int report_json(const struct run *r, const struct summary *s, const doubl
         s->init == SUBSAE_INIT_RANDOM ? json_null() : json_integer(s->subspace_dim), "tokens",
         (json_int_t)m[SUBSAE_METRIC_TOKENS], "steps", (json_int_t)m[SUBSAE_METRIC_STEPS],
         "seconds", r->fit_seconds, "tokens_per_second", rate, "init_seconds", r->init_seconds,
-        "final", sae_cli_final_json(m), "eval", em ? sae_cli_eval_json(em) : json_null());
+        "final", sae_cli_final_json(m), "eval", eval);
     /* What the run used, and where it is. */
     json_t *used = json_pack(
         "{s:f, s:I, s:I, s:o, s:I, s:I, s:s, s:s, s:s, s:s?, s:s?}", "lr", s->lr, "batch",
@@ -742,6 +749,8 @@ static int report_json(const struct run *r, const struct summary *s, const doubl
         "dead_window", (json_int_t)s->dead_window, "precision", run_record_precision(r->t),
         "library_version", subsae_version_string(), "run_id", run_dir_id(r->record), "out",
         r->out, "checkpoint", r->last_checkpoint_step >= 0 ? r->checkpoint : NULL);
+    if (report)
+        json_object_set_new(report, "skip", json_boolean(s->skip));
     if (report && used)
         json_object_update_new(report, used);
     else
@@ -757,7 +766,8 @@ static int report_text(const struct run *r, const struct summary *s, const doubl
     const int64_t trained = (int64_t)m[SUBSAE_METRIC_TOKENS] - r->first_tokens;
     const double rate = r->fit_seconds > 0 ? (double)trained / r->fit_seconds : 0.0;
     printf("trained %s %s of %lld features", subsae_activation_name((int)s->activation),
-           r->tall ? "transcoder" : "SAE", (long long)s->features);
+           r->tall ? (s->skip ? "skip transcoder" : "transcoder") : "SAE",
+           (long long)s->features);
     if (s->activation == SUBSAE_ACT_TOPK || s->activation == SUBSAE_ACT_BATCHTOPK)
         printf(", k %lld", (long long)s->k);
     if (isfinite(s->penalty))

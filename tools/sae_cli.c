@@ -38,6 +38,28 @@ json_t *sae_cli_eval_json(const double *m)
                      sae_cli_number(m[SUBSAE_METRIC_DENSE_FRACTION]));
 }
 
+int sae_cli_add_prefix_ev(json_t *eval, const subsae_sae *sae, const subsae_buffer *input,
+                          const subsae_buffer *target)
+{
+    int count = 0;
+    if (!eval || subsae_sae_get_matryoshka(sae, NULL, 0, &count) != SUBSAE_OK || count == 0)
+        return 0;
+    double ev[SUBSAE_MATRYOSHKA_MAX];
+    if (cli_check(subsae_sae_evaluate_prefixes(sae, input, target, ev, SUBSAE_MATRYOSHKA_MAX,
+                                               &count),
+                  "cannot evaluate the Matryoshka prefixes"))
+        return 1;
+    json_t *values = json_array();
+    for (int j = 0; values && j < count; j++)
+        if (json_array_append_new(values, sae_cli_number(ev[j]))) {
+            json_decref(values);
+            values = NULL;
+        }
+    if (!values || json_object_set_new(eval, "prefix_explained_variance", values))
+        return cli_fail("out of memory");
+    return 0;
+}
+
 subsae_buffer *sae_cli_open(char **paths, int64_t n, const char *tensor, const char *what)
 {
     subsae_buffer *buf = NULL;

@@ -15,6 +15,13 @@ json_t *sae_cli_number(double value);
 json_t *sae_cli_final_json(const double *metrics);
 json_t *sae_cli_eval_json(const double *metrics);
 
+/* A Matryoshka model's eval object (from sae_cli_eval_json) gets
+ * "prefix_explained_variance": one per prefix on input/target (target
+ * NULL: the input), the last the model's; a plain model's is left as it
+ * is. 0, or 1 with the message printed. */
+int sae_cli_add_prefix_ev(json_t *eval, const subsae_sae *sae, const subsae_buffer *input,
+                          const subsae_buffer *target);
+
 /* Open the input files as one buffer (shards in order). Prints the error
  * (naming the files as `what`, e.g. "the input", "--eval") and returns
  * NULL on failure. */

@@ -1,6 +1,7 @@
 /* The flags of `subsae train` (see train_options.h). */
 #include "train_options.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,9 @@ static const struct flag flags[] = {
         "of jumprelu and relu"),
     LIB("--activation", "NAME", CHOICE, SUBSAE_TRAIN_ACTIVATION, activations,
         "the sparse coding"),
+    LIB_SWITCH("--skip", SUBSAE_TRAIN_SKIP, 1,
+               "with --target: a skip transcoder, whose output adds a trained linear map of "
+               "the input (W_skip, from zero)"),
     LIB("--init", "NAME", CHOICE, SUBSAE_TRAIN_INIT, inits,
         "decoder directions: inside the active subspace of the data, or on the whole sphere"),
     LIB("--subspace-dim", "R|auto", NUMBER, SUBSAE_TRAIN_SUBSPACE_DIM, NULL,
@@ -106,6 +110,9 @@ static const struct flag flags[] = {
     LIB("--init-threshold", "X", NUMBER, SUBSAE_TRAIN_INIT_THRESHOLD, NULL,
         "initial jumprelu threshold (relu: minus the initial encoder bias; gated: of the "
         "gate)"),
+    OWN("--matryoshka", "W1,W2,...", TEXT, matryoshka,
+        "topk, batchtopk: a Matryoshka SAE whose nested prefixes of W1 < W2 < ... features "
+        "(the last = --features) each reconstruct on their own"),
     SECTION("training"),
     LIB("--lr", "X", NUMBER, SUBSAE_TRAIN_LR, NULL,
         "Adam learning rate; 0 or auto = 2e-4 / sqrt(features / 16384)"),
@@ -133,6 +140,9 @@ static const struct flag flags[] = {
         "relu, gated: weight of the L1 penalty (gated: on the gate's pre-activations)"),
     LIB("--l0", "COEF", NUMBER, SUBSAE_TRAIN_L0_COEF, NULL,
         "jumprelu: weight of the L0 penalty"),
+    LIB("--coef-warmup-steps", "N", NUMBER, SUBSAE_TRAIN_COEF_WARMUP_STEPS, NULL,
+        "relu, jumprelu: the sparsity coefficient ramps linearly from 0 over the first N "
+        "steps"),
     LIB("--jumprelu-bandwidth", "X", NUMBER, SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, NULL,
         "jumprelu: width of the straight-through estimator's kernel"),
     LIB("--adam-beta1", "X", NUMBER, SUBSAE_TRAIN_ADAM_BETA1, NULL, "Adam's beta1"),
@@ -340,6 +350,9 @@ static int check_combinations(const struct train_options *o)
         return cli_fail("--allow-new-data goes with --resume");
     if (o->log_every && !o->log)
         return cli_fail("--log-every goes with --log FILE.jsonl");
+    if (o->matryoshka && o->resume)
+        return cli_fail("--resume continues a run with its own model: --matryoshka cannot "
+                        "change");
     char structural[512];
     train_options_structural_given(o, structural, sizeof structural);
     if (o->resume && structural[0])
@@ -396,6 +409,28 @@ int train_options_apply(const struct train_options *o, subsae_trainer *t)
     return 0;
 }
 
+int train_options_apply_matryoshka(const struct train_options *o, subsae_trainer *t)
+{
+    if (!o->matryoshka)
+        return 0;
+    int64_t widths[SUBSAE_MATRYOSHKA_MAX];
+    int count = 0;
+    const char *p = o->matryoshka;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long long w = strtoll(p, &end, 10);
+        if (end == p || errno || (*end && *end != ',') || count == SUBSAE_MATRYOSHKA_MAX)
+            return cli_fail("--matryoshka '%s': give up to %d widths W1,W2,...",
+                            o->matryoshka, SUBSAE_MATRYOSHKA_MAX);
+        widths[count++] = w;
+        p = *end ? end + 1 : end;
+    }
+    if (count == 0)
+        return cli_fail("--matryoshka needs widths W1,W2,...");
+    return cli_check(subsae_trainer_set_matryoshka(t, widths, count), "--matryoshka") ? 1 : 0;
+}
+
 void train_options_structural_given(const struct train_options *o, char *out, size_t size)
 {
     out[0] = '\0';
@@ -447,7 +482,8 @@ void train_options_resume_command(int argc, char **argv, const char *dir, char *
         const bool takes_value = f->kind == NUMBER || f->kind == CHOICE || f->kind == TEXT;
         const bool dropped =
             (f->option >= 0 && (option_flags(f->option) & SUBSAE_OPTION_STRUCTURAL)) ||
-            !strcmp(f->name, "--resume") || !strcmp(f->name, "--out") ||
+            !strcmp(f->name, "--matryoshka") || !strcmp(f->name, "--resume") ||
+            !strcmp(f->name, "--out") ||
             !strcmp(f->name, "--overwrite") || !strcmp(f->name, "--allow-new-data");
         if (!dropped)
             append_quoted(out, size, argv[i]);

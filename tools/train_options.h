@@ -22,6 +22,7 @@ struct train_options {
     int n_inputs, n_targets;
     const char *tensor, *eval_file, *eval_target, *out, *resume, *log;
     const char *hook_name, *hook_name_out, *model_name;
+    const char *matryoshka; /* --matryoshka W1,W2,... (NULL: a plain model) */
     double epochs, eval_fraction;
     int64_t tokens, checkpoint_every, threads, log_every;
     bool have_epochs, have_tokens, have_eval_fraction;
@@ -38,6 +39,10 @@ void train_options_free(struct train_options *o);
 /* Set the given trainer options on t (a resumed run: those it may
  * change). 0, or 1 with a message naming the flag. */
 int train_options_apply(const struct train_options *o, subsae_trainer *t);
+
+/* The --matryoshka widths, if given, set on a new run's trainer
+ * (subsae_trainer_set_matryoshka). 0, or 1 with a message. */
+int train_options_apply_matryoshka(const struct train_options *o, subsae_trainer *t);
 
 /* The flags of trainer options a resumed run cannot change (structural
  * ones) that were given, as ", "-separated text into out; "" when none. */

@@ -122,6 +122,19 @@ try {
     expect(m[SUBSAE_METRIC_L0] > 0 && m[SUBSAE_METRIC_L0] <= 8, "L0");
     expect(events > 0 && last_done > 0, "the progress callback was called");
 
+    // A Matryoshka SAE: nested prefixes of 32 and 128 features.
+    subsae::Trainer nested;
+    nested.set_int(SUBSAE_TRAIN_FEATURES, 128);
+    nested.set_int(SUBSAE_TRAIN_K, 8);
+    nested.set_int(SUBSAE_TRAIN_BATCH, 256);
+    nested.set_int(SUBSAE_TRAIN_INIT_SAMPLE, 4096);
+    nested.set_matryoshka({32, 128});
+    nested.init(acts);
+    nested.fit(acts, 8192);
+    expect(nested.sae().matryoshka() == std::vector<int64_t>{32, 128}, "Matryoshka widths");
+    const auto prefixes = nested.sae().evaluate_prefixes(acts);
+    expect(prefixes.size() == 2 && prefixes[0] < prefixes[1], "prefix explained variance");
+
     // Encode a few rows: dense and sparse codes agree.
     const auto model = trainer.sae();
     const auto x = acts.read(0, 4);

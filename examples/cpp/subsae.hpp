@@ -595,6 +595,8 @@ public:
     bool transcoder() const { return get_int(SUBSAE_SAE_TRANSCODER) != 0; }
     // SUBSAE_PRECISION_FP32 or _BF16: the encoder's product.
     int precision() const { return static_cast<int>(get_int(SUBSAE_SAE_PRECISION)); }
+    // A skip transcoder: its output adds x W_skip^T (see add_skip).
+    bool skip() const { return get_int(SUBSAE_SAE_SKIP) != 0; }
     // The caller metadata saved in cfg.json (JSON text, "{}" when none).
     std::string metadata() const
     {
@@ -651,6 +653,13 @@ public:
                                        out.data(), d));
         return out;
     }
+    // A skip transcoder's linear path: adds x W_skip^T of n input rows to
+    // out (a decode); nothing for other models.
+    void add_skip(const float *x, int64_t n, int64_t x_stride, float *out,
+                  int64_t out_stride) const
+    {
+        check(subsae_sae_add_skip(p_, x, n, x_stride, out, out_stride));
+    }
     // Metrics on all rows of `input` (against `target`, or the input).
     metric_array evaluate(const Buffer &input, const Buffer *target = nullptr) const
     {
@@ -669,6 +678,27 @@ public:
                                           m.data(), static_cast<int64_t>(m.size()),
                                           density.data(), d_sae()));
         return m;
+    }
+    // The Matryoshka prefix widths (empty for a plain model).
+    std::vector<int64_t> matryoshka() const
+    {
+        std::vector<int64_t> widths(SUBSAE_MATRYOSHKA_MAX);
+        int count = 0;
+        check(subsae_sae_get_matryoshka(p_, widths.data(), SUBSAE_MATRYOSHKA_MAX, &count));
+        widths.resize(static_cast<size_t>(count));
+        return widths;
+    }
+    // Explained variance of each Matryoshka prefix (one value for a plain
+    // model), the last the model's.
+    std::vector<double> evaluate_prefixes(const Buffer &input,
+                                          const Buffer *target = nullptr) const
+    {
+        std::vector<double> ev(SUBSAE_MATRYOSHKA_MAX);
+        int count = 0;
+        check(subsae_sae_evaluate_prefixes(p_, input.get(), target ? target->get() : nullptr,
+                                           ev.data(), SUBSAE_MATRYOSHKA_MAX, &count));
+        ev.resize(static_cast<size_t>(count));
+        return ev;
     }
     // SAELens' sparsity.safetensors (log10 densities) at `path`.
     void save_sparsity(const std::string &path, const std::vector<double> &density) const
@@ -756,6 +786,14 @@ public:
         subsae_trainer *t = nullptr;
         check(subsae_trainer_create(&t));
         h_.reset(t);
+    }
+    // Train a Matryoshka SAE (topk, batchtopk): nested prefixes of these
+    // widths, strictly increasing, the last = features; empty for a plain
+    // one. Before init.
+    void set_matryoshka(const std::vector<int64_t> &widths)
+    {
+        check(subsae_trainer_set_matryoshka(get(), widths.data(),
+                                            static_cast<int>(widths.size())));
     }
     // Resume from a checkpoint directory.
     static Trainer load_checkpoint(const std::string &dir)

@@ -41,7 +41,7 @@ module Subsae
 export SubsaeError, Buffer, Subspace, Sae, Trainer,
        wrap, create_buffer, open_buffer, read_rows, fit!, effective_rank,
        entropy_rank, variances, explained_ratios, basis, encode, encode_sparse,
-       decode, evaluate, save, load_sae, init!, step!, train!, metrics, model, timings,
+       decode, add_skip!, evaluate, save, load_sae, init!, step!, train!, metrics, model, timings,
        reset_timings!
 
 const libsubsae = get(ENV, "SUBSAE_LIB",
@@ -82,6 +82,7 @@ const SAE_D_SAE = Cint(2)
 const SAE_K = Cint(4)
 const SAE_TRANSCODER = Cint(9)
 const SAE_PRECISION = Cint(10)
+const SAE_SKIP = Cint(11)
 
 const OBJECT_TRAINER = Cint(0)
 const OBJECT_SUBSPACE = Cint(1)
@@ -93,6 +94,7 @@ const METRIC_NAMES = (:mse, :fvu, :explained_variance, :l0, :dead_fraction, :dea
                       :dense_fraction, :zero_frequency_fraction, :tokens, :steps, :loss,
                       :lr, :loss_mse, :loss_sparsity, :loss_aux)
 const METRIC_COUNT = length(METRIC_NAMES)
+const MATRYOSHKA_MAX = 64  # most nested prefixes of a Matryoshka model
 
 const INIT_RANDOM = 0
 const INIT_ACTIVE_SUBSPACE = 1
@@ -807,6 +809,20 @@ function decode_sparse(m::Sae, idx::AbstractMatrix{<:Integer}, val::AbstractMatr
     return out
 end
 
+"""A skip transcoder's linear path: adds x W_skip^T of the input columns `X`
+(d_in × n) to `out` (d_out × n, a decode); nothing for other models."""
+function add_skip!(m::Sae, X::AbstractMatrix, out::Matrix{Float32})
+    data, n, f, rs = row_layout(Matrix{Float32}(X))
+    d = d_out(m)
+    size(out) == (d, n) || throw(DimensionMismatch("out must be d_out × n"))
+    GC.@preserve data begin
+        check(ccall((:subsae_sae_add_skip, libsubsae), Cint,
+                    (Ptr{Cvoid}, Ptr{Float32}, Int64, Int64, Ptr{Float32}, Int64),
+                    handle(m), pointer(data), n, rs, out, d))
+    end
+    return out
+end
+
 metrics_tuple(v::Vector{Float64}) = NamedTuple{METRIC_NAMES}(Tuple(v))
 
 """Metrics (a NamedTuple) on all tokens of `input` (against `target`)."""
@@ -830,6 +846,27 @@ function evaluate_density(m::Sae, input::Buffer, target::Union{Nothing,Buffer} =
     return metrics_tuple(out), density
 end
 
+"""The Matryoshka prefix widths (empty for a plain model)."""
+function matryoshka(m::Sae)
+    widths = Vector{Int64}(undef, MATRYOSHKA_MAX)
+    count = Ref{Cint}(0)
+    check(ccall((:subsae_sae_get_matryoshka, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Int64}, Cint, Ref{Cint}), handle(m), widths, MATRYOSHKA_MAX,
+                count))
+    return widths[1:count[]]
+end
+
+"""Explained variance of each Matryoshka prefix (one value for a plain model)."""
+function evaluate_prefixes(m::Sae, input::Buffer, target::Union{Nothing,Buffer} = nothing)
+    ev = Vector{Float64}(undef, MATRYOSHKA_MAX)
+    count = Ref{Cint}(0)
+    check(ccall((:subsae_sae_evaluate_prefixes, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Float64}, Cint, Ref{Cint}),
+                handle(m), handle(input), target === nothing ? C_NULL : handle(target), ev,
+                MATRYOSHKA_MAX, count))
+    return ev[1:count[]]
+end
+
 """SAELens' sparsity.safetensors (log10 densities) at `path`."""
 save_sparsity(m::Sae, path::AbstractString, density::Vector{Float64}) =
     check(ccall((:subsae_sae_save_sparsity, libsubsae), Cint,
@@ -842,6 +879,8 @@ transcoder(m::Sae) = get_int(m, SAE_TRANSCODER) != 0
 """PRECISION_FP32 or PRECISION_BF16: the encoder's product (set it with
 `set_int!(m, SAE_PRECISION, p)`; BF16 is refused without native bf16)."""
 encoder_precision(m::Sae) = get_int(m, SAE_PRECISION)
+"""Whether the model is a skip transcoder (its output adds x W_skip^T)."""
+skip(m::Sae) = get_int(m, SAE_SKIP) != 0
 
 """The caller metadata of cfg.json, as JSON text."""
 function metadata(m::Sae)
@@ -890,6 +929,12 @@ function Base.close(t::Trainer)
     end
     return nothing
 end
+
+"""Train a Matryoshka SAE (topk, batchtopk): nested prefixes of these widths,
+strictly increasing, the last = features; empty for a plain one. Before init."""
+set_matryoshka!(t::Trainer, widths::Vector{Int64}) =
+    check(ccall((:subsae_trainer_set_matryoshka, libsubsae), Cint,
+                (Ptr{Cvoid}, Ptr{Int64}, Cint), handle(t), widths, length(widths)))
 
 function load_checkpoint(dir::AbstractString)
     out = Ref{Ptr{Cvoid}}(C_NULL)

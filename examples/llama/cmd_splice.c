@@ -9,7 +9,7 @@
  * runs each batch four times (clean, spliced, zero, mean) so the KL needs
  * the clean log-probabilities of one batch only. A transcoder given
  * --site L{l}_mlp_out replaces the MLP's output with its prediction from
- * the same layer's mlp_in. */
+ * the same layer's mlp_in (a skip transcoder's with its skip path). */
 #include "commands.h"
 #include "host.h"
 
@@ -59,6 +59,10 @@ static int reconstruct(struct splice *sp, const float *x, float *out, int64_t n)
         if (status == SUBSAE_OK)
             status = subsae_sae_decode(sp->sae, sp->codes, block, sp->d_sae,
                                        out + r * sp->dim, sp->dim);
+        /* A skip transcoder's linear path (nothing for other models). */
+        if (status == SUBSAE_OK)
+            status = subsae_sae_add_skip(sp->sae, x + r * sp->dim, block, sp->dim,
+                                         out + r * sp->dim, sp->dim);
         if (status != SUBSAE_OK)
             return sp->status = status;
     }

@@ -122,6 +122,17 @@ def main():
     expect(np.allclose(g.encode(rows), mine, rtol=1e-4, atol=1e-4),
            "gated codes are SAELens' gated forward")
     expect(0 < held_gated.l0 < 128, "gated L0 %g" % held_gated.l0)
+    # A Matryoshka SAE: nested prefixes of 32 and 128 features.
+    nested = subsae.Trainer(features=128, k=8, batch=256, init_sample=4096, seed=2)
+    nested.set_matryoshka([32, 128])
+    nested.init(train)
+    nested.fit(train, 8192)
+    expect(nested.sae.matryoshka == [32, 128], "Matryoshka widths %s" % nested.sae.matryoshka)
+    prefixes = nested.sae.evaluate_prefixes(x32[-2048:])
+    print("Matryoshka prefixes' explained variance:", " ".join("%.3f" % v for v in prefixes))
+    expect(len(prefixes) == 2 and prefixes[0] < prefixes[1], "prefix explained variance")
+    expect(prefixes[1] == nested.sae.evaluate(x32[-2048:]).explained_variance,
+           "the last prefix is the whole model")
 
     # Synthetic data with a known dictionary: its active subspace is exact.
     synth, atoms = subsae.Buffer.synth(48, 20, 64, 3, 8192, seed=5)

@@ -61,6 +61,7 @@ SAE_D_IN, SAE_D_OUT, SAE_D_SAE, SAE_ACTIVATION, SAE_K = 0, 1, 2, 3, 4
 SAE_APPLY_B_DEC_TO_INPUT, SAE_RANK_BY_DECODER_NORM = 5, 6
 SAE_INPUT_SCALE, SAE_OUTPUT_SCALE, SAE_TRANSCODER = 7, 8, 9
 SAE_PRECISION = 10
+SAE_SKIP = 11
 
 OBJECT_TRAINER, OBJECT_SUBSPACE, OBJECT_SAE = 0, 1, 2
 OPTION_INT, OPTION_DOUBLE = 0, 1
@@ -82,6 +83,9 @@ TRAIN_DECODER_NORM, TRAIN_SPARSE_ADAM, TRAIN_THREADS, TRAIN_INIT_SAMPLE = 13, 14
 TRAIN_ADAM_BETA1, TRAIN_ADAM_BETA2, TRAIN_ADAM_EPS = 17, 18, 19
 TRAIN_AUXK_COEF, TRAIN_AUXK_K, TRAIN_L1_COEF, TRAIN_L0_COEF = 20, 21, 22, 23
 TRAIN_JUMPRELU_BANDWIDTH, TRAIN_INIT_THRESHOLD, TRAIN_SUBSPACE_COEFFICIENTS = 24, 25, 26
+TRAIN_COEF_WARMUP_STEPS = 28
+MATRYOSHKA_MAX = 64  # most nested prefixes of a Matryoshka model
+TRAIN_SKIP = 29
 COEF_UNIFORM, COEF_GAUSSIAN = 0, 1
 
 VERSION_MAJOR = 0  # the ABI this binding was written for
@@ -207,6 +211,7 @@ _PROTOTYPES = {
     "subsae_sae_encode_sparse": (_i, [_p, _pf, _i64, _i64, _i64, _pi32, _pf]),
     "subsae_sae_decode": (_i, [_p, _pf, _i64, _i64, _pf, _i64]),
     "subsae_sae_decode_sparse": (_i, [_p, _pi32, _pf, _i64, _i64, _pf, _i64]),
+    "subsae_sae_add_skip": (_i, [_p, _pf, _i64, _i64, _pf, _i64]),
     "subsae_metric_count": (_i, []),
     "subsae_sae_evaluate": (_i, [_p, _p, _p, _pd, _i64]),
     "subsae_sae_evaluate_density": (_i, [_p, _p, _p, _pd, _i64, _pd, _i64]),
@@ -215,6 +220,8 @@ _PROTOTYPES = {
     "subsae_sae_get_metadata": (_i, [_p, _ps]),
     "subsae_sae_save": (_i, [_p, _s]),
     "subsae_sae_load": (_i, [_s, _pp]),
+    "subsae_sae_get_matryoshka": (_i, [_p, _pi64, _i, _pi]),
+    "subsae_sae_evaluate_prefixes": (_i, [_p, _p, _p, _pd, _i, _pi]),
     # trainer
     "subsae_trainer_create": (_i, [_pp]),
     "subsae_trainer_free": (None, [_p]),
@@ -238,6 +245,7 @@ _PROTOTYPES = {
     "subsae_trainer_reset_timings": (_i, [_p]),
     "subsae_trainer_save_checkpoint": (_i, [_p, _s]),
     "subsae_trainer_load_checkpoint": (_i, [_s, _pp]),
+    "subsae_trainer_set_matryoshka": (_i, [_p, _pi64, _i]),
 }
 
 
@@ -901,6 +909,17 @@ class _SaeOps(_Options):
                                             self.d_out))
         return out
 
+    def add_skip(self, x, out):
+        """A skip transcoder's linear path: out (n x d_out float32, e.g. a
+        decode) += x W_skip^T for the input rows x; nothing for other models."""
+        a, p, n, _, stride = _rows_f32(x)
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and
+                out.flags.c_contiguous and out.shape == (n, self.d_out)):
+            raise ValueError("out must be a C-contiguous float32 array of %d x %d"
+                             % (n, self.d_out))
+        _check(lib.subsae_sae_add_skip(self.ptr, p, n, stride, _fpointer(out), self.d_out))
+        return out
+
     def evaluate(self, input, target=None):
         """Metrics on all rows of a Buffer (or a 2-D array, borrowed)."""
         inp = input if isinstance(input, Buffer) else Buffer.wrap(input)
@@ -921,6 +940,27 @@ class _SaeOps(_Options):
                                                density.ctypes.data_as(_pd), self.d_sae))
         return Metrics._from(out), density
 
+    @property
+    def matryoshka(self):
+        """The Matryoshka prefix widths (an empty list for a plain model)."""
+        widths = (_c.c_int64 * MATRYOSHKA_MAX)()
+        count = _c.c_int()
+        _check(lib.subsae_sae_get_matryoshka(self.ptr, widths, MATRYOSHKA_MAX,
+                                             _c.byref(count)))
+        return list(widths[:count.value])
+
+    def evaluate_prefixes(self, input, target=None):
+        """Explained variance of each Matryoshka prefix (one value for a
+        plain model), the last the model's."""
+        inp = input if isinstance(input, Buffer) else Buffer.wrap(input)
+        tgt = target if target is None or isinstance(target, Buffer) else Buffer.wrap(target)
+        out = np.empty(MATRYOSHKA_MAX, dtype=np.float64)
+        count = _c.c_int()
+        _check(lib.subsae_sae_evaluate_prefixes(self.ptr, inp.ptr, tgt.ptr if tgt else None,
+                                                out.ctypes.data_as(_pd), MATRYOSHKA_MAX,
+                                                _c.byref(count)))
+        return out[:count.value].copy()
+
     def save_sparsity(self, path, density):
         """SAELens' sparsity.safetensors (log10 densities) at path."""
         d = np.ascontiguousarray(density, dtype=np.float64)
@@ -936,6 +976,11 @@ class _SaeOps(_Options):
         """PRECISION_FP32 or PRECISION_BF16: the encoder's product (a bf16
         model holds only a bf16 W_enc)."""
         return self.get(SAE_PRECISION)
+
+    @property
+    def skip(self):
+        """A skip transcoder (its output adds x W_skip^T: see add_skip)."""
+        return bool(self.get(SAE_SKIP))
 
     @property
     def metadata(self):
@@ -1019,6 +1064,13 @@ class Trainer(_Handle, _Options):
         cb = _Callback(fn) if fn is not None else None
         _check(lib.subsae_trainer_set_callback(self.ptr, cb.thunk if cb else CALLBACK(), None))
         self._callback = cb
+
+    def set_matryoshka(self, widths):
+        """Train a Matryoshka SAE (topk, batchtopk) with nested prefixes of
+        these widths, strictly increasing, the last = features; [] for a
+        plain one. Before init."""
+        w = (_c.c_int64 * max(len(widths), 1))(*widths)
+        _check(lib.subsae_trainer_set_matryoshka(self.ptr, w, len(widths)))
 
     def set_collective(self, allreduce, rank=0, size=1):
         """Data-parallel worker `rank` of `size` (init, step and fit become

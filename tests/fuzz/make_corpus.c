@@ -252,8 +252,9 @@ static const char *state_file(const char *dir)
  * 4 -> 3, a transcoder) dimensions and 8 features: its checkpoint goes to
  * the checkpoint corpus and its saved model to the sae_dir corpus. `auxk`
  * turns the AuxK loss on with a dead window of 16 tokens, so that dead
- * features exist when the checkpoint is written. */
-static void model_seeds(int activation, bool transcoder, bool auxk)
+ * features exist when the checkpoint is written. `skip` (a transcoder)
+ * trains a skip transcoder (W_skip in both files). */
+static void model_seeds(int activation, bool transcoder, bool auxk, bool skip)
 {
     enum { N = 64, D = 4, DOUT = 3 };
     float x[N * D], y[N * DOUT];
@@ -279,6 +280,7 @@ static void model_seeds(int activation, bool transcoder, bool auxk)
         ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_AUXK_K, 2), "auxk k");
         ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_DEAD_WINDOW, 16), "dead window");
     }
+    ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SKIP, skip), "skip");
     ok(subsae_trainer_init(t, bx, by), "init");
     ok(subsae_trainer_fit(t, bx, by, 48), "fit");
     if (auxk) {
@@ -288,8 +290,8 @@ static void model_seeds(int activation, bool transcoder, bool auxk)
             die("the AuxK seed has no dead feature");
     }
     char dir[512], name[64];
-    snprintf(name, sizeof name, "%s%s%s", subsae_activation_name(activation),
-             transcoder ? "-transcoder" : "", auxk ? "-auxk" : "");
+    snprintf(name, sizeof name, "%s%s%s%s", subsae_activation_name(activation),
+             transcoder ? "-transcoder" : "", skip ? "-skip" : "", auxk ? "-auxk" : "");
     snprintf(dir, sizeof dir, "%s/ckpt-%s", scratch, name);
     ok(subsae_trainer_save_checkpoint(t, dir), "checkpoint");
     char file[96];
@@ -513,17 +515,19 @@ int main(int argc, char **argv)
     if (!mkdtemp(scratch))
         die("mkdtemp");
     for (int a = SUBSAE_ACT_TOPK; a <= SUBSAE_ACT_RELU; a++) {
-        model_seeds(a, false, false);
+        model_seeds(a, false, false, false);
         if (a != SUBSAE_ACT_TOPK)
             hand_model(a);
     }
-    model_seeds(SUBSAE_ACT_TOPK, true, false);
-    model_seeds(SUBSAE_ACT_JUMPRELU, true, false);
-    model_seeds(SUBSAE_ACT_TOPK, false, true);
-    model_seeds(SUBSAE_ACT_RELU, false, true);
-    model_seeds(SUBSAE_ACT_GATED, false, false);
-    model_seeds(SUBSAE_ACT_GATED, true, false);
+    model_seeds(SUBSAE_ACT_TOPK, true, false, false);
+    model_seeds(SUBSAE_ACT_JUMPRELU, true, false, false);
+    model_seeds(SUBSAE_ACT_TOPK, false, true, false);
+    model_seeds(SUBSAE_ACT_RELU, false, true, false);
+    model_seeds(SUBSAE_ACT_GATED, false, false, false);
+    model_seeds(SUBSAE_ACT_GATED, true, false, false);
     hand_model(SUBSAE_ACT_GATED);
+    model_seeds(SUBSAE_ACT_TOPK, true, false, true);
+    model_seeds(SUBSAE_ACT_RELU, true, false, true); /* SAELens' skip_transcoder */
     foreign_seeds();
     remove_tree(scratch);
     return 0;

@@ -1129,6 +1129,10 @@ pub trait Model {
         self.get_int(sys::SUBSAE_SAE_PRECISION)
             .unwrap_or(sys::SUBSAE_PRECISION_FP32 as i64) as i32
     }
+    /// A skip transcoder: its output adds x W_skip^T (see `add_skip`).
+    fn has_skip(&self) -> bool {
+        self.get_int(sys::SUBSAE_SAE_SKIP).unwrap_or(0) != 0
+    }
     /// The caller metadata saved in cfg.json (JSON text, "{}" when none).
     fn metadata(&self) -> String {
         let mut p: *const c_char = ptr::null();
@@ -1244,6 +1248,25 @@ pub trait Model {
         Ok(out)
     }
 
+    /// A skip transcoder's linear path: adds x W_skip^T of the n input rows
+    /// `x` (n x d_in) to `out` (n x d_out, a decode); nothing for other models.
+    fn add_skip(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        let (d_in, d_out) = (self.d_in(), self.d_out());
+        check_matrix("add_skip", x.len(), n, d_in, d_in)?;
+        check_matrix("add_skip", out.len(), n, d_out, d_out)?;
+        // SAFETY: sizes checked above.
+        check(unsafe {
+            sys::subsae_sae_add_skip(
+                self.as_ptr(),
+                x.as_ptr(),
+                to_i64(n),
+                to_i64(d_in),
+                out.as_mut_ptr(),
+                to_i64(d_out),
+            )
+        })
+    }
+
     /// Metrics on all rows of `input` (against `target`, or the input).
     fn evaluate(&self, input: &Buffer<'_>, target: Option<&Buffer<'_>>) -> Result<Metrics> {
         let mut m = Metrics([0.0; sys::SUBSAE_METRIC_COUNT]);
@@ -1258,6 +1281,38 @@ pub trait Model {
             )
         })?;
         Ok(m)
+    }
+
+    /// The Matryoshka prefix widths (empty for a plain model).
+    fn matryoshka(&self) -> Result<Vec<i64>> {
+        let mut w = vec![0i64; sys::SUBSAE_MATRYOSHKA_MAX];
+        let mut count: c_int = 0;
+        // SAFETY: valid handle; `w` holds MATRYOSHKA_MAX widths.
+        check(unsafe {
+            sys::subsae_sae_get_matryoshka(self.as_ptr(), w.as_mut_ptr(), w.len() as c_int, &mut count)
+        })?;
+        w.truncate(count as usize);
+        Ok(w)
+    }
+
+    /// Explained variance of each Matryoshka prefix (one value for a plain
+    /// model), the last the model's.
+    fn evaluate_prefixes(&self, input: &Buffer<'_>, target: Option<&Buffer<'_>>) -> Result<Vec<f64>> {
+        let mut ev = vec![0f64; sys::SUBSAE_MATRYOSHKA_MAX];
+        let mut count: c_int = 0;
+        // SAFETY: valid handles; `ev` holds MATRYOSHKA_MAX doubles.
+        check(unsafe {
+            sys::subsae_sae_evaluate_prefixes(
+                self.as_ptr(),
+                input.as_ptr(),
+                target.map_or(ptr::null(), |t| t.as_ptr()),
+                ev.as_mut_ptr(),
+                ev.len() as c_int,
+                &mut count,
+            )
+        })?;
+        ev.truncate(count as usize);
+        Ok(ev)
     }
 
     /// Save as an SAELens-layout directory (scales folded in).
@@ -1400,6 +1455,16 @@ impl Trainer {
             ptr: NonNull::new(p).expect("NULL trainer"),
             callback: None,
         })
+    }
+
+    /// Train a Matryoshka SAE (topk, batchtopk): nested prefixes of these
+    /// widths, strictly increasing, the last = features; empty for a plain
+    /// one. Before `init`.
+    pub fn set_matryoshka(&mut self, widths: &[i64]) -> Result<()> {
+        let count = c_int::try_from(widths.len())
+            .map_err(|_| Error::invalid(String::from("too many Matryoshka widths")))?;
+        // SAFETY: valid handle; `widths` holds `count` values.
+        check(unsafe { sys::subsae_trainer_set_matryoshka(self.ptr.as_ptr(), widths.as_ptr(), count) })
     }
 
     /// Resume from a checkpoint directory.

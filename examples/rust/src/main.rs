@@ -189,6 +189,23 @@ fn run() -> Result<u32, Box<dyn std::error::Error>> {
         "gated evaluation",
     );
 
+    // A Matryoshka SAE: nested prefixes of 32 and 128 features.
+    let mut nested = Trainer::new()?;
+    nested.set_int(sys::SUBSAE_TRAIN_FEATURES, 128)?;
+    nested.set_int(sys::SUBSAE_TRAIN_K, 8)?;
+    nested.set_int(sys::SUBSAE_TRAIN_BATCH, 256)?;
+    nested.set_int(sys::SUBSAE_TRAIN_INIT_SAMPLE, 4096)?;
+    nested.set_matryoshka(&[32, 128])?;
+    nested.init(&acts, None)?;
+    nested.fit(&acts, None, 8192)?;
+    let nested_model = nested.sae().ok_or("no model after init")?;
+    checks.expect(nested_model.matryoshka()? == vec![32, 128], "Matryoshka widths");
+    let prefixes = nested_model.evaluate_prefixes(&tail, None)?;
+    checks.expect(
+        prefixes.len() == 2 && prefixes[0] < prefixes[1],
+        "prefix explained variance",
+    );
+
     // Errors carry the library's status and message.
     match Buffer::open(file.with_file_name("no-such-file.npy")) {
         Ok(_) => checks.expect(false, "opening a missing file fails"),

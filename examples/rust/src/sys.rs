@@ -125,6 +125,7 @@ pub const SUBSAE_SAE_INPUT_SCALE: c_int = 7;
 pub const SUBSAE_SAE_OUTPUT_SCALE: c_int = 8;
 pub const SUBSAE_SAE_TRANSCODER: c_int = 9;
 pub const SUBSAE_SAE_PRECISION: c_int = 10;
+pub const SUBSAE_SAE_SKIP: c_int = 11;
 
 pub const SUBSAE_OBJECT_TRAINER: c_int = 0;
 pub const SUBSAE_OBJECT_SUBSPACE: c_int = 1;
@@ -199,6 +200,9 @@ pub const SUBSAE_TRAIN_L0_COEF: c_int = 23;
 pub const SUBSAE_TRAIN_JUMPRELU_BANDWIDTH: c_int = 24;
 pub const SUBSAE_TRAIN_INIT_THRESHOLD: c_int = 25;
 pub const SUBSAE_TRAIN_SUBSPACE_COEFFICIENTS: c_int = 26;
+pub const SUBSAE_TRAIN_COEF_WARMUP_STEPS: c_int = 28;
+pub const SUBSAE_MATRYOSHKA_MAX: usize = 64;
+pub const SUBSAE_TRAIN_SKIP: c_int = 29;
 
 extern "C" {
     // ---- version, errors, threads --------------------------------------
@@ -481,6 +485,14 @@ extern "C" {
         out: *mut f32,
         out_stride: i64,
     ) -> c_int;
+    pub fn subsae_sae_add_skip(
+        sae: *const subsae_sae,
+        x: *const f32,
+        n: i64,
+        x_stride: i64,
+        out: *mut f32,
+        out_stride: i64,
+    ) -> c_int;
     pub fn subsae_metric_count() -> c_int;
     pub fn subsae_sae_evaluate(
         sae: *const subsae_sae,
@@ -508,6 +520,25 @@ extern "C" {
     pub fn subsae_sae_get_metadata(sae: *const subsae_sae, json: *mut *const c_char) -> c_int;
     pub fn subsae_sae_save(sae: *const subsae_sae, dir: *const c_char) -> c_int;
     pub fn subsae_sae_load(dir: *const c_char, out: *mut *mut subsae_sae) -> c_int;
+    pub fn subsae_sae_get_matryoshka(
+        sae: *const subsae_sae,
+        widths: *mut i64,
+        capacity: c_int,
+        count: *mut c_int,
+    ) -> c_int;
+    pub fn subsae_sae_evaluate_prefixes(
+        sae: *const subsae_sae,
+        input: *const subsae_buffer,
+        target: *const subsae_buffer,
+        ev: *mut f64,
+        capacity: c_int,
+        count: *mut c_int,
+    ) -> c_int;
+    pub fn subsae_trainer_set_matryoshka(
+        t: *mut subsae_trainer,
+        widths: *const i64,
+        count: c_int,
+    ) -> c_int;
 
     // ---- trainer -------------------------------------------------------
     pub fn subsae_trainer_create(out: *mut *mut subsae_trainer) -> c_int;
