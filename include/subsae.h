@@ -719,6 +719,32 @@ enum subsae_sae_option {
                                       restored by subsae_sae_load (also from SAELens'
                                       transcoder architectures, sparsify's transcode and
                                       lm-saes' distinct hook points) */
+    SUBSAE_SAE_PRECISION = 10,     /* int SUBSAE_PRECISION_*: the precision of the encoder's
+                                      product in subsae_sae_encode*, subsae_sae_evaluate*
+                                      (default FP32). BF16 converts W_enc to bf16 (round
+                                      to nearest even) and frees the float W_enc: the model
+                                      then holds only the bf16 encoder (half its bytes,
+                                      half the bytes each encode reads); the rows are
+                                      rounded to bf16 block by block and the product
+                                      accumulates in fp32 (oneDNN), TopK and thresholds
+                                      act on those fp32 pre-activations; W_dec, biases and
+                                      the decoder stay fp32. Whatever reads W_enc as
+                                      floats (subsae_sae_get_param, subsae_sae_save,
+                                      subsae_sae_fold_scales) widens the bf16 values
+                                      exactly; subsae_sae_set_param rounds a new W_enc to
+                                      bf16; setting FP32 again widens exactly (the bits
+                                      lost to bf16 do not come back). AUTO resolves at
+                                      once to BF16 where the CPU multiplies bf16 natively
+                                      (AVX512_BF16 or AMX, see subsae_encoder_isa), else
+                                      FP32; get_int reads back the resolved FP32 or BF16.
+                                      Explicit BF16 without native bf16 fails with
+                                      SUBSAE_E_UNSUPPORTED (an emulated product would be
+                                      slower than fp32). Not saved: subsae_sae_save writes
+                                      float32 and subsae_sae_load gives an FP32 model.
+                                      Setting it is not thread-safe with encodes of the
+                                      same model (it replaces W_enc). Errors also
+                                      SUBSAE_E_NOMEM, SUBSAE_E_NONFINITE (a weight beyond
+                                      bf16's range, about 3.39e38) */
     SUBSAE_SAE_SKIP = 11           /* int 0/1, read-only: a skip transcoder (Paulo, Shabalin
                                       & Belrose 2025): the output adds x W_skip^T, W_skip
                                       d_out x d_in (SAELens' layout). Set by a trainer with

@@ -114,6 +114,7 @@ void subsae_sae_free(subsae_sae *sae)
     if (!sae)
         return;
     subsae__free(sae->W_enc);
+    subsae__free(sae->W_enc_bf16);
     subsae__free(sae->W_dec);
     subsae__free(sae->b_enc);
     subsae__free(sae->b_dec);
@@ -123,6 +124,26 @@ void subsae_sae_free(subsae_sae *sae)
     subsae__free(sae->W_skip);
     subsae__free(sae->metadata);
     subsae__free(sae);
+}
+
+/* The copy holds W_enc at the model's precision (a bf16 copy, not a
+ * float one, of a bf16 model). */
+static int clone_encoder(const subsae_sae *sae, subsae_sae *copy)
+{
+    const size_t n = (size_t)sae->d_sae * (size_t)sae->d_in;
+    if (sae->precision != SUBSAE__BF16) {
+        memcpy(copy->W_enc, sae->W_enc, n * sizeof(float));
+        return SUBSAE_OK;
+    }
+    uint16_t *w = subsae__malloc(n * sizeof *w);
+    if (!w)
+        return subsae__fail_nomem("bf16 W_enc", n * sizeof *w);
+    memcpy(w, sae->W_enc_bf16, n * sizeof *w);
+    subsae__free(copy->W_enc);
+    copy->W_enc = NULL;
+    copy->W_enc_bf16 = w;
+    copy->precision = SUBSAE__BF16;
+    return SUBSAE_OK;
 }
 
 int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
@@ -151,7 +172,11 @@ int subsae_sae_clone(const subsae_sae *sae, subsae_sae **out)
         return rc;
     }
     size_t d_sae = (size_t)sae->d_sae;
-    memcpy(copy->W_enc, sae->W_enc, d_sae * (size_t)sae->d_in * sizeof(float));
+    rc = clone_encoder(sae, copy);
+    if (rc) {
+        subsae_sae_free(copy);
+        return rc;
+    }
     memcpy(copy->W_dec, sae->W_dec, d_sae * (size_t)sae->d_out * sizeof(float));
     memcpy(copy->b_enc, sae->b_enc, d_sae * sizeof(float));
     memcpy(copy->b_dec, sae->b_dec, (size_t)sae->d_out * sizeof(float));
@@ -206,6 +231,7 @@ int subsae_sae_set_int(subsae_sae *sae, int option, int64_t value)
                                 (long long)sae->d_in, (long long)sae->d_out);
         sae->transcoder = (int)value;
         return SUBSAE_OK;
+    case SUBSAE_SAE_PRECISION: return subsae__sae_set_precision(sae, value, fn);
     default: /* SUBSAE_SAE_RANK_BY_DECODER_NORM */
         sae->rank_by_decoder_norm = (int)value;
         return SUBSAE_OK;
@@ -226,6 +252,7 @@ int subsae_sae_get_int(const subsae_sae *sae, int option, int64_t *value)
     case SUBSAE_SAE_K: *value = sae->k; break;
     case SUBSAE_SAE_APPLY_B_DEC_TO_INPUT: *value = sae->apply_b_dec_to_input; break;
     case SUBSAE_SAE_TRANSCODER: *value = sae->transcoder; break;
+    case SUBSAE_SAE_PRECISION: *value = sae->precision; break;
     case SUBSAE_SAE_SKIP: *value = sae->skip; break;
     default: *value = sae->rank_by_decoder_norm; break; /* SUBSAE_SAE_RANK_BY_DECODER_NORM */
     }
@@ -286,6 +313,7 @@ int64_t subsae_sae_param_size(const subsae_sae *sae, int param)
     return count;
 }
 
+/* `where` is NULL for the W_enc of a bf16 model (W_enc_bf16 holds it). */
 static int check_param(const char *fn, const subsae_sae *sae, int param, const void *data,
                        int64_t count, float **where)
 {
@@ -296,7 +324,7 @@ static int check_param(const char *fn, const subsae_sae *sae, int param, const v
     if (!*where && (param == SUBSAE_PARAM_R_MAG || param == SUBSAE_PARAM_B_MAG))
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: %s belongs to gated models only", fn, param_name(param));
-    if (!*where)
+    if (expected < 0)
         return subsae__fail(SUBSAE_E_INVALID, SUBSAE_REASON_BAD_VALUE,
                             "%s: unknown parameter %d", fn, param);
     if (count != expected)
@@ -312,7 +340,10 @@ int subsae_sae_get_param(const subsae_sae *sae, int param, float *out, int64_t c
     int rc = check_param("subsae_sae_get_param", sae, param, out, count, &where);
     if (rc)
         return rc;
-    memcpy(out, where, (size_t)count * sizeof *out);
+    if (where)
+        memcpy(out, where, (size_t)count * sizeof *out);
+    else
+        subsae__f32_from_bf16(out, sae->W_enc_bf16, count);
     return SUBSAE_OK;
 }
 
@@ -328,7 +359,17 @@ int subsae_sae_set_param(subsae_sae *sae, int param, const float *in, int64_t co
         return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
                             "%s: %s[%lld] is %g", fn, param_name(param), (long long)bad,
                             (double)in[bad]);
-    memcpy(where, in, (size_t)count * sizeof *in);
+    if (where) {
+        memcpy(where, in, (size_t)count * sizeof *in);
+        return SUBSAE_OK;
+    }
+    bad = subsae__bf16_first_overflow(in, count);
+    if (bad < count)
+        return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
+                            "%s: W_enc[%lld] = %g is beyond the range of the model's bf16 "
+                            "W_enc",
+                            fn, (long long)bad, (double)in[bad]);
+    subsae__bf16_from_f32(sae->W_enc_bf16, in, count);
     return SUBSAE_OK;
 }
 
@@ -337,8 +378,8 @@ int subsae__sae_check_finite(const subsae_sae *sae, const char *what)
     for (int p = SUBSAE_PARAM_W_ENC; p <= SUBSAE_PARAM_B_MAG; p++) {
         int64_t count;
         const float *data = param_data(sae, p, &count);
-        if (!data)
-            continue; /* a gated model's tensor in another model */
+        if (!data)    /* a gated model's tensor in another model, or a bf16 W_enc (whose */
+            continue; /* every way in refuses what is not finite) */
         int64_t bad = subsae__find_nonfinite(data, count);
         if (bad < count)
             return subsae__fail(SUBSAE_E_NONFINITE, SUBSAE_REASON_NONFINITE_INPUT,
@@ -464,9 +505,12 @@ int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
             return fold_overflows(what, "b_mag", f, b);
     }
     const float fin = (float)s_in;
-    for (int64_t i = 0; i < d_sae * d_in; i++)
-        if (!isfinite(sae->W_enc[i] * fin))
+    const bool bf16 = sae->precision == SUBSAE__BF16; /* the fold is rounded to bf16 */
+    for (int64_t i = 0; i < d_sae * d_in; i++) {
+        const float w = sae->W_enc[i] * fin;
+        if (!isfinite(w) || (bf16 && subsae__bf16_first_overflow(&w, 1) == 0))
             return fold_overflows(what, "W_enc", i, (double)sae->W_enc[i] * s_in);
+    }
     const struct {
         const char *name;
         const float *x;
@@ -487,12 +531,25 @@ int subsae__sae_fold_check(const subsae_sae *sae, const char *what)
 
 int subsae_sae_fold_scales(subsae_sae *sae)
 {
-    SUBSAE__NOT_NULL("subsae_sae_fold_scales", sae);
-    int rc = subsae__sae_fold_check(sae, "subsae_sae_fold_scales");
-    if (rc)
-        return rc;
-    subsae__sae_fold(sae, sae);
-    return SUBSAE_OK;
+    static const char *fn = "subsae_sae_fold_scales";
+    SUBSAE__NOT_NULL(fn, sae);
+    /* A bf16 model folds a widened W_enc, rounded back to bf16 in place. */
+    subsae_sae view;
+    float *wide;
+    int rc = subsae__sae_float_view(sae, &view, &wide, fn);
+    view.precision = sae->precision; /* the check then keeps W_enc in bf16's range */
+    if (!rc)
+        rc = subsae__sae_fold_check(&view, fn);
+    if (!rc) {
+        subsae__sae_fold(&view, &view);
+        if (wide)
+            subsae__bf16_from_f32(sae->W_enc_bf16, wide, sae->d_sae * sae->d_in);
+        view.W_enc = sae->W_enc;
+        view.W_enc_bf16 = sae->W_enc_bf16;
+        *sae = view;
+    }
+    subsae__free(wide);
+    return rc;
 }
 
 /* ---- blocked encode ------------------------------------------------------ */
@@ -580,17 +637,28 @@ void subsae__sae_encode_pre(const subsae_sae *sae, const float *xin, int64_t xin
                             int64_t n, int64_t slots, int32_t *indices, float *values,
                             float *pre, const float *rank_weight, int threads, double *seconds)
 {
+    const struct subsae__encoder_in in = {SUBSAE__FP32, xin, xin_stride, sae->W_enc, sae->k};
+    subsae__sae_encode_pre_in(sae, &in, n, slots, indices, values, pre, rank_weight, threads,
+                              seconds);
+}
+
+void subsae__sae_encode_pre_in(const subsae_sae *sae, const struct subsae__encoder_in *in,
+                               int64_t n, int64_t slots, int32_t *indices, float *values,
+                               float *pre, const float *rank_weight, int threads,
+                               double *seconds)
+{
     if (subsae__encode_fused(sae, rank_weight)) {
-        subsae__encode_topk_fused(sae, xin, xin_stride, n, slots, indices, values, pre, threads,
-                                  seconds);
+        subsae__encode_topk_fused_in(sae, in, n, slots, indices, values, pre, threads, seconds);
         return;
     }
     const int64_t m = sae->d_sae, block = subsae__encode_block_rows(m, n);
+    const size_t element = in->precision == SUBSAE__BF16 ? sizeof(uint16_t) : sizeof(float);
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
         double t0 = seconds ? omp_get_wtime() : 0.0;
-        subsae__gemm_rows(SUBSAE__FP32, rows, m, sae->d_in, xin + r0 * xin_stride, xin_stride,
-                          sae->W_enc, sae->d_in, pre, m, threads);
+        subsae__gemm_rows(in->precision, rows, m, sae->d_in,
+                          (const char *)in->x + (size_t)(r0 * in->x_stride) * element,
+                          in->x_stride, in->W, sae->d_in, pre, m, threads);
         double t1 = seconds ? omp_get_wtime() : 0.0;
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(threads, (double)rows * (double)m))
@@ -623,16 +691,19 @@ void subsae__sae_decoder_norms(const subsae_sae *sae, float *norms, int threads)
         norms[f] = (float)sqrt(subsae__sumsq(sae->W_dec + f * sae->d_out, sae->d_out));
 }
 
-/* Scratch of the public encoders: one block of encoder input and of
- * pre-activations, plus decoder norms when the model ranks by them. */
+/* Scratch of the public encoders: one block of encoder input (and its
+ * bf16 copy for a bf16 model) and of pre-activations, plus decoder norms
+ * when the model ranks by them. */
 struct encode_scratch {
     int64_t block;
     float *xin, *pre, *norms;
+    uint16_t *xin16;
 };
 
 static void scratch_free(struct encode_scratch *s)
 {
     subsae__free(s->xin);
+    subsae__free(s->xin16);
     subsae__free(s->pre);
     subsae__free(s->norms);
 }
@@ -660,15 +731,38 @@ static int scratch_init(const subsae_sae *sae, int64_t n, struct encode_scratch 
     size_t pre = (size_t)pre_floats * sizeof(float);
     s->xin = subsae__malloc(xin);
     s->pre = subsae__malloc(pre);
+    const bool bf16 = sae->precision == SUBSAE__BF16;
+    if (bf16)
+        s->xin16 = subsae__malloc(xin / 2);
     if (sae->rank_by_decoder_norm)
         s->norms = subsae__malloc((size_t)sae->d_sae * sizeof(float));
-    if (!s->xin || !s->pre || (sae->rank_by_decoder_norm && !s->norms)) {
+    if (!s->xin || !s->pre || (bf16 && !s->xin16) || (sae->rank_by_decoder_norm && !s->norms)) {
         scratch_free(s);
         return subsae__fail_nomem("encoder scratch", xin + pre);
     }
     if (s->norms)
         subsae__sae_decoder_norms(sae, s->norms, threads);
     return SUBSAE_OK;
+}
+
+/* The operands of the product of `rows` rows of encoder input in the
+ * scratch, at the model's precision: a bf16 model rounds them to bf16
+ * (the input's scale and b_dec are applied in fp32 first). */
+static struct subsae__encoder_in encoder_operands(const subsae_sae *sae,
+                                                  const struct encode_scratch *s, int64_t rows,
+                                                  int threads)
+{
+    const int64_t d = sae->d_in;
+    if (sae->precision != SUBSAE__BF16) {
+        const struct subsae__encoder_in in = {SUBSAE__FP32, s->xin, d, sae->W_enc, sae->k};
+        return in;
+    }
+#pragma omp parallel for schedule(static) \
+    num_threads(subsae__team(threads, (double)rows * (double)d))
+    for (int64_t i = 0; i < rows; i++)
+        subsae__bf16_from_f32(s->xin16 + i * d, s->xin + i * d, d);
+    const struct subsae__encoder_in in = {SUBSAE__BF16, s->xin16, d, sae->W_enc_bf16, sae->k};
+    return in;
 }
 
 /* Encode rows [0, n) of raw x into (indices, values) with `slots` per row. */
@@ -680,12 +774,13 @@ static void encode_raw(const subsae_sae *sae, const float *x, int64_t x_stride, 
         int64_t rows = n - r0 < s->block ? n - r0 : s->block;
         subsae__sae_encoder_input(sae, x + r0 * x_stride, x_stride, rows, sae->input_scale,
                                   s->xin, sae->d_in, threads);
+        const struct subsae__encoder_in in = encoder_operands(sae, s, rows, threads);
         if (subsae__encode_small(sae, s->norms, rows))
-            subsae__encode_topk_small(sae, s->xin, sae->d_in, rows, slots, indices + r0 * slots,
-                                      values + r0 * slots, s->pre, threads);
+            subsae__encode_topk_small_in(sae, &in, rows, slots, indices + r0 * slots,
+                                         values + r0 * slots, s->pre, threads);
         else
-            subsae__sae_encode_pre(sae, s->xin, sae->d_in, rows, slots, indices + r0 * slots,
-                                   values + r0 * slots, s->pre, s->norms, threads, NULL);
+            subsae__sae_encode_pre_in(sae, &in, rows, slots, indices + r0 * slots,
+                                      values + r0 * slots, s->pre, s->norms, threads, NULL);
     }
 }
 

@@ -23,8 +23,12 @@ struct subsae_sae {
     float *threshold; /* d_sae (JumpReLU, BatchTopK at inference) */
     float *r_mag;     /* d_sae, gated only (else NULL): magnitude rows W_enc exp(r_mag) */
     float *b_mag;     /* d_sae, gated only (else NULL): magnitude bias (b_enc gates) */
-    int skip;         /* SUBSAE_SAE_SKIP: a skip transcoder */
-    float *W_skip;    /* skip: d_out x d_in, row-major (SAELens' layout), from the scaled
+    /* SUBSAE_SAE_PRECISION (sae_precision.c): FP32 holds W_enc; BF16 holds
+     * W_enc_bf16 (same layout) and W_enc is NULL. */
+    int precision;
+    uint16_t *W_enc_bf16;
+    int skip;      /* SUBSAE_SAE_SKIP: a skip transcoder */
+    float *W_skip; /* skip: d_out x d_in, row-major (SAELens' layout), from the scaled
                          input to the scaled target: the output adds (x s_in) W_skip^T
                          before the division by s_out; NULL without skip */
     /* Matryoshka: the nested prefixes' widths, ascending, the last d_sae
@@ -113,6 +117,13 @@ struct subsae__encoder_in {
     int64_t k;
 };
 
+/* subsae__sae_encode_pre on given operands (the public encoders pass a
+ * bf16 model's bf16 operands). */
+void subsae__sae_encode_pre_in(const subsae_sae *sae, const struct subsae__encoder_in *in,
+                               int64_t n, int64_t slots, int32_t *indices, float *values,
+                               float *pre, const float *rank_weight, int threads,
+                               double *seconds);
+
 /* The fused and small-batch TopK encoders on given operands; the plain
  * forms below are these on the model's fp32 W_enc with its k. */
 void subsae__encode_topk_fused_in(const subsae_sae *sae, const struct subsae__encoder_in *in,
@@ -135,6 +146,23 @@ void subsae__encode_topk_fused(const subsae_sae *sae, const float *xin, int64_t 
 void subsae__sae_decode_rows(const subsae_sae *sae, const int32_t *indices, const float *values,
                              int64_t n, int64_t slots, float *out, int64_t out_stride,
                              int threads);
+
+/* ---- precision (sae_precision.c) ---- */
+
+/* SUBSAE_SAE_PRECISION: AUTO resolved, BF16 refused without native bf16
+ * (`fn` named), then W_enc converted to the new precision. On failure the
+ * model is unchanged. */
+int subsae__sae_set_precision(subsae_sae *sae, int64_t precision, const char *fn);
+
+/* The first of n floats that is not finite once rounded to bf16, or n. */
+int64_t subsae__bf16_first_overflow(const float *x, int64_t n);
+
+/* A shallow copy of `sae` that is an FP32 model: when the model holds a
+ * bf16 W_enc, *owned gets a widened copy (subsae__free it) that
+ * view->W_enc points to, else *owned is NULL and view->W_enc is the
+ * model's. Errors: SUBSAE_E_NOMEM (`what` named). */
+int subsae__sae_float_view(const subsae_sae *sae, subsae_sae *view, float **owned,
+                           const char *what);
 
 /* Norms of the decoder rows (d_sae floats). */
 void subsae__sae_decoder_norms(const subsae_sae *sae, float *norms, int threads);

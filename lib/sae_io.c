@@ -253,11 +253,29 @@ static int write_weights(const char *path, const subsae_sae *f, const float *w_e
     return subsae__safetensors_write(path, views, n, NULL, NULL, 0);
 }
 
+/* The model's float weights into dir (a bf16 model's W_enc widened by
+ * the caller). */
+static int save_float(const subsae_sae *sae, const char *dir);
+
 int subsae_sae_save(const subsae_sae *sae, const char *dir)
 {
     static const char *fn = "subsae_sae_save";
     SUBSAE__NOT_NULL(fn, sae);
     SUBSAE__NOT_NULL(fn, dir);
+    /* The file holds float32 whatever the precision: a bf16 W_enc is
+     * widened, exactly. */
+    subsae_sae view;
+    float *wide;
+    int rc = subsae__sae_float_view(sae, &view, &wide, fn);
+    if (!rc)
+        rc = save_float(&view, dir);
+    subsae__free(wide);
+    return rc;
+}
+
+static int save_float(const subsae_sae *sae, const char *dir)
+{
+    static const char *fn = "subsae_sae_save";
     int rc = subsae__sae_check_finite(sae, fn);
     if (!rc)
         rc = subsae__sae_fold_check(sae, fn); /* a file that would not load again */

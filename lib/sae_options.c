@@ -29,6 +29,10 @@ static const struct subsae__option sae_options[] = {
     SUBSAE__INT_OPTION(SUBSAE_SAE_TRANSCODER, "transcoder", 0, 1, 0, 0, 0,
                        "1 = a transcoder: its target is another site than its input (always 1 "
                        "when d_in != d_out)"),
+    SUBSAE__INT_OPTION(SUBSAE_SAE_PRECISION, "precision", 0, 2, 0, SUBSAE_OPTION_CHOICE, 0,
+                       "SUBSAE_PRECISION_*: fp32, bf16 or auto, the encoder's product (bf16: "
+                       "the model keeps only a bf16 W_enc; auto: bf16 where the CPU has it; "
+                       "reads back fp32 or bf16)"),
     SUBSAE__INT_OPTION(SUBSAE_SAE_SKIP, "skip", 0, 1, 0, RO, 0,
                        "1 = a skip transcoder: the output adds x W_skip^T (d_out x d_in)"),
 };

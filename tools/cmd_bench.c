@@ -443,7 +443,7 @@ CLI_COMMAND(bench, "train [--d-in D] [--features M] [--k K] [--batch B] [--steps
                    "[--rounds R] [--warmup W] [--threads T] [--speedup] [--precision P] | "
                    "encode [--d-in D] "
                    "[--features M] [--k K] [--batch B] [--versus B0] [--calls C] [--rounds R] "
-                   "[--threads T] | rank [--rows N] "
+                   "[--threads T] [--precision P] | rank [--rows N] "
                    "[--dim D] [--rank K] [--repeat R] [--threads T] | all; [--json]")
 {
     if (argc < 2)
@@ -536,6 +536,10 @@ CLI_HELP(bench)
     cli_help_line(out, "--batch B", "rows per call (default 16)");
     cli_help_line(out, "--versus B0",
                   "also time calls of B0 rows, interleaved, and report the cost ratio");
+    cli_help_line(out, "--precision P",
+                  "fp32 (default), bf16 or auto: the model's encoder precision; the roofline "
+                  "is then that precision's product and weight bytes, and bf16 reports the "
+                  "share of selected features fp32 does not select");
     cli_help_line(out, "--calls C", "timed calls per round (default: about 64k rows, 3 to 20)");
     cli_help_line(out, "--rounds R", "rounds, of which the median is reported (default 5)");
     cli_help_line(out, "--threads T", "threads (default: all)");

@@ -1,5 +1,5 @@
 /* `subsae encode DIR INPUT [--target FILE] [--tensor NAME] --out
- * FILE.safetensors [--json]`: sparse codes of every row: `indices` int32 [n, k] (feature numbers in
+ * FILE.safetensors [--precision P] [--json]`: sparse codes of every row: `indices` int32 [n, k] (feature numbers in
  * descending order of value, -1 in unused slots) and `values` float32
  * [n, k]; k is the model's k for TopK, and for the threshold activations
  * (BatchTopK at inference, JumpReLU, ReLU) the largest number of active
@@ -74,19 +74,25 @@ static int max_active(const subsae_sae *sae, const subsae_buffer *buf, int64_t d
     return status;
 }
 
-CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safetensors [--json]")
+CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safetensors "
+                    "[--precision fp32|bf16|auto] [--json]")
 {
     char *dir = NULL, *input = NULL, *target_file = NULL;
     const char *tensor = NULL, *out = NULL;
     bool json = false;
+    int precision = SUBSAE_PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) {
             json = true;
-        } else if (!strcmp(a, "--tensor") || !strcmp(a, "--out") || !strcmp(a, "--target")) {
+        } else if (!strcmp(a, "--tensor") || !strcmp(a, "--out") || !strcmp(a, "--target") ||
+                   !strcmp(a, "--precision")) {
             if (i + 1 >= argc)
                 return cli_fail("%s needs a value", a);
-            if (!strcmp(a, "--tensor"))
+            if (!strcmp(a, "--precision")) {
+                if (sae_cli_parse_precision(a, argv[++i], &precision))
+                    return 2;
+            } else if (!strcmp(a, "--tensor"))
                 tensor = argv[++i];
             else if (!strcmp(a, "--out"))
                 out = argv[++i];
@@ -115,7 +121,7 @@ CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safete
     if (sae_cli_check_output("--out", out, ".safetensors",
                              "the codes are two tensors (indices and values), which a "
                              "safetensors file holds and an .npy file does not") ||
-        !(sae = sae_cli_load(dir, target_file != NULL)) ||
+        !(sae = sae_cli_load(dir, target_file != NULL)) || sae_cli_set_precision(sae, precision) ||
         !(buf = sae_cli_open(&input, 1, tensor, "the input")) ||
         (target_file && !(target = sae_cli_open(&target_file, 1, tensor, "--target"))) ||
         sae_cli_check_rows(sae, dir, buf, input, target, target_file))
@@ -190,14 +196,18 @@ CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safete
         goto done;
     }
     temporary[0] = '\0';
+    int64_t used = SUBSAE_PRECISION_FP32;
+    subsae_sae_get_int(sae, SUBSAE_SAE_PRECISION, &used);
     if (json)
-        status = cli_print_json(json_pack("{s:s, s:I, s:I, s:f, s:f}", "out", out, "rows",
+        status = cli_print_json(json_pack("{s:s, s:I, s:I, s:f, s:f, s:s}", "out", out, "rows",
                                           (json_int_t)n, "k", (json_int_t)k, "seconds", seconds,
                                           "tokens_per_second",
-                                          seconds > 0 ? (double)n / seconds : 0.0));
+                                          seconds > 0 ? (double)n / seconds : 0.0, "precision",
+                                          sae_cli_precision_name((int)used)));
     else
-        status = printf("encoded %lld rows (k %lld) into %s in %.2f s\n", (long long)n,
-                        (long long)k, out, seconds) < 0;
+        status = printf("encoded %lld rows (k %lld%s) into %s in %.2f s\n", (long long)n,
+                        (long long)k, used == SUBSAE_PRECISION_BF16 ? ", bf16" : "", out,
+                        seconds) < 0;
 done:
     if (fd >= 0)
         close(fd);
@@ -225,5 +235,6 @@ CLI_HELP(encode)
                   "a transcoder's target rows, the site it reconstructs (required for a "
                   "transcoder, refused for an SAE; checked against INPUT, not encoded)");
     cli_help_line(out, "--tensor NAME", "the safetensors tensor to read (default: the only one)");
+    sae_cli_help_precision(out);
     cli_help_end(out, true);
 }

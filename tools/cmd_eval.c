@@ -1,4 +1,4 @@
-/* `subsae eval DIR INPUT... [--target FILE...]`: reconstruction metrics
+/* `subsae eval DIR INPUT... [--target FILE...] [--precision P]`: reconstruction metrics
  * of a saved SAE (or, with targets, a transcoder) on activation files, and
  * its feature densities: SAELens' sparsity.safetensors and a histogram of
  * log10 density drawn with gnuplot. */
@@ -14,6 +14,7 @@ struct eval_options {
     const char *dir, *tensor, *sparsity, *plot;
     char **inputs, **targets;
     int n_inputs, n_targets;
+    int precision; /* SUBSAE_PRECISION_* */
     bool json, skip_nonfinite;
 };
 
@@ -29,6 +30,11 @@ static int parse_eval(int argc, char **argv, struct eval_options *o)
             if (i + 1 >= argc)
                 return cli_fail("%s needs a value", a);
             *text = argv[++i];
+        } else if (!strcmp(a, "--precision")) {
+            if (i + 1 >= argc)
+                return cli_fail("%s needs a value", a);
+            if (sae_cli_parse_precision(a, argv[++i], &o->precision))
+                return 2;
         } else if (!strcmp(a, "--json")) {
             o->json = true;
         } else if (!strcmp(a, "--skip-nonfinite")) {
@@ -101,7 +107,8 @@ static int plot_density(const char *png, const char *dir, const double *density,
 }
 
 CLI_COMMAND(eval, "DIR INPUT... [--target FILE...] [--tensor NAME] [--skip-nonfinite] "
-                  "[--sparsity FILE.safetensors] [--density-plot FILE.png] [--json]")
+                  "[--sparsity FILE.safetensors] [--density-plot FILE.png] "
+                  "[--precision fp32|bf16|auto] [--json]")
 {
     struct eval_options o = {0};
     cli_nonfinite_hint = "--skip-nonfinite leaves such rows out";
@@ -116,7 +123,7 @@ CLI_COMMAND(eval, "DIR INPUT... [--target FILE...] [--tensor NAME] [--skip-nonfi
         (o.sparsity && sae_cli_check_output("--sparsity", o.sparsity, ".safetensors", NULL)) ||
         (o.plot && (sae_cli_check_output("--density-plot", o.plot, ".png", NULL) ||
                     plot_check("--density-plot"))) ||
-        !(sae = sae_cli_load(o.dir, o.n_targets > 0)) ||
+        !(sae = sae_cli_load(o.dir, o.n_targets > 0)) || sae_cli_set_precision(sae, o.precision) ||
         !(buf = open_rows(o.inputs, o.n_inputs, &o, "the input")) ||
         (o.n_targets > 0 && !(target = open_rows(o.targets, o.n_targets, &o, "--target"))) ||
         sae_cli_check_rows(sae, o.dir, buf, o.inputs[0], target,
@@ -143,18 +150,26 @@ CLI_COMMAND(eval, "DIR INPUT... [--target FILE...] [--tensor NAME] [--skip-nonfi
                                  "cannot save the densities")) ||
         (o.plot && plot_density(o.plot, o.dir, density, features)))
         goto done;
+    int64_t used = SUBSAE_PRECISION_FP32;
+    subsae_sae_get_int(sae, SUBSAE_SAE_PRECISION, &used);
     if (o.json) {
         json_t *eval = sae_cli_eval_json(m);
         if (sae_cli_add_prefix_ev(eval, sae, buf, target)) {
             json_decref(eval);
             goto done;
         }
+        if (eval && json_object_set_new(eval, "precision",
+                                        json_string(sae_cli_precision_name((int)used))) != 0) {
+            json_decref(eval);
+            eval = NULL; /* cli_print_json reports it */
+        }
         status = cli_print_json(eval);
         goto done;
     }
-    printf("%lld rows in %.2f s: MSE %.6g, FVU %.5f, explained variance %.5f, L0 %.3f, "
+    printf("%lld rows%s in %.2f s: MSE %.6g, FVU %.5f, explained variance %.5f, L0 %.3f, "
            "never fired %.2f%%, dense %.2f%%\n",
-           (long long)subsae_buffer_rows(buf), seconds, m[SUBSAE_METRIC_MSE],
+           (long long)subsae_buffer_rows(buf), used == SUBSAE_PRECISION_BF16 ? " (bf16)" : "",
+           seconds, m[SUBSAE_METRIC_MSE],
            m[SUBSAE_METRIC_FVU], m[SUBSAE_METRIC_EXPLAINED_VARIANCE], m[SUBSAE_METRIC_L0],
            100 * m[SUBSAE_METRIC_ZERO_FREQUENCY_FRACTION], 100 * m[SUBSAE_METRIC_DENSE_FRACTION]);
     status = fflush(stdout) == 0 ? 0 : cli_fail("cannot write to standard output");
@@ -183,5 +198,6 @@ CLI_HELP(eval)
                   "sparsity.safetensors (tensor 'sparsity' [d_sae]; -10 = never fired)");
     cli_help_line(out, "--density-plot FILE.png",
                   "draw the histogram of log10 feature density (gnuplot)");
+    sae_cli_help_precision(out);
     cli_help_end(out, true);
 }

@@ -196,6 +196,38 @@ int sae_cli_scan(char **paths, int n, const char *tensor, const char *what,
     return status;
 }
 
+static const char *const precision_names[] = {"fp32", "bf16", "auto"};
+
+int sae_cli_parse_precision(const char *flag, const char *value, int *out)
+{
+    for (int p = 0; p < 3; p++)
+        if (!strcmp(value, precision_names[p])) {
+            *out = p; /* SUBSAE_PRECISION_FP32, _BF16, _AUTO */
+            return 0;
+        }
+    return cli_fail("%s %s: the precision is fp32, bf16 or auto", flag, value);
+}
+
+const char *sae_cli_precision_name(int precision)
+{
+    return precision >= 0 && precision < 3 ? precision_names[precision] : "unknown";
+}
+
+int sae_cli_set_precision(subsae_sae *sae, int precision)
+{
+    char doing[64];
+    snprintf(doing, sizeof doing, "cannot run the encoder at --precision %s",
+             sae_cli_precision_name(precision));
+    return cli_check(subsae_sae_set_int(sae, SUBSAE_SAE_PRECISION, precision), doing);
+}
+
+void sae_cli_help_precision(FILE *out)
+{
+    cli_help_line(out, "--precision P",
+                  "the encoder's product: fp32 (default), bf16 (bf16 weights and rows, fp32 "
+                  "sums; needs AVX512_BF16 or AMX) or auto (bf16 where the CPU has it)");
+}
+
 double sae_cli_now(void)
 {
     struct timespec ts;

@@ -54,6 +54,20 @@ int sae_cli_scan(char **paths, int n, const char *tensor, const char *what,
 int sae_cli_check_output(const char *flag, const char *path, const char *extension,
                          const char *why);
 
+/* The value of --precision (fp32, bf16 or auto) as SUBSAE_PRECISION_*
+ * into *out: 0, or 1 with a message naming the flag and the choices. */
+int sae_cli_parse_precision(const char *flag, const char *value, int *out);
+
+/* The name of a SUBSAE_PRECISION_* value ("fp32", "bf16", "auto"). */
+const char *sae_cli_precision_name(int precision);
+
+/* Run the model's encoder at `precision` (SUBSAE_SAE_PRECISION): 0, or 1
+ * with the library's reason (bf16 without native bf16, ...). */
+int sae_cli_set_precision(subsae_sae *sae, int precision);
+
+/* The help line of --precision. */
+void sae_cli_help_precision(FILE *out);
+
 /* Seconds of a monotonic clock. */
 double sae_cli_now(void);
 

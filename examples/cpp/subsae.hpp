@@ -593,6 +593,8 @@ public:
     int64_t d_sae() const { return get_int(SUBSAE_SAE_D_SAE); }
     // A transcoder reconstructs another site than its input.
     bool transcoder() const { return get_int(SUBSAE_SAE_TRANSCODER) != 0; }
+    // SUBSAE_PRECISION_FP32 or _BF16: the encoder's product.
+    int precision() const { return static_cast<int>(get_int(SUBSAE_SAE_PRECISION)); }
     // A skip transcoder: its output adds x W_skip^T (see add_skip).
     bool skip() const { return get_int(SUBSAE_SAE_SKIP) != 0; }
     // The caller metadata saved in cfg.json (JSON text, "{}" when none).
@@ -764,6 +766,8 @@ public:
                                    static_cast<int64_t>(values.size())));
     }
     void fold_scales() { check(subsae_sae_fold_scales(get())); }
+    // SUBSAE_PRECISION_FP32, _BF16 (refused without native bf16) or _AUTO.
+    void set_precision(int precision) { set_int(SUBSAE_SAE_PRECISION, precision); }
 
     subsae_sae *get() const noexcept { return h_.get(); }
 

@@ -81,6 +81,7 @@ const SAE_D_OUT = Cint(1)
 const SAE_D_SAE = Cint(2)
 const SAE_K = Cint(4)
 const SAE_TRANSCODER = Cint(9)
+const SAE_PRECISION = Cint(10)
 const SAE_SKIP = Cint(11)
 
 const OBJECT_TRAINER = Cint(0)
@@ -875,6 +876,9 @@ save_sparsity(m::Sae, path::AbstractString, density::Vector{Float64}) =
 """Whether the model is a transcoder (reconstructs another site)."""
 transcoder(m::Sae) = get_int(m, SAE_TRANSCODER) != 0
 
+"""PRECISION_FP32 or PRECISION_BF16: the encoder's product (set it with
+`set_int!(m, SAE_PRECISION, p)`; BF16 is refused without native bf16)."""
+encoder_precision(m::Sae) = get_int(m, SAE_PRECISION)
 """Whether the model is a skip transcoder (its output adds x W_skip^T)."""
 skip(m::Sae) = get_int(m, SAE_SKIP) != 0
 

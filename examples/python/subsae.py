@@ -60,6 +60,7 @@ PARAM_R_MAG, PARAM_B_MAG = 5, 6  # gated models only (b_enc is the gate bias, b_
 SAE_D_IN, SAE_D_OUT, SAE_D_SAE, SAE_ACTIVATION, SAE_K = 0, 1, 2, 3, 4
 SAE_APPLY_B_DEC_TO_INPUT, SAE_RANK_BY_DECODER_NORM = 5, 6
 SAE_INPUT_SCALE, SAE_OUTPUT_SCALE, SAE_TRANSCODER = 7, 8, 9
+SAE_PRECISION = 10
 SAE_SKIP = 11
 
 OBJECT_TRAINER, OBJECT_SUBSPACE, OBJECT_SAE = 0, 1, 2
@@ -973,6 +974,12 @@ class _SaeOps(_Options):
         return bool(self.get(SAE_TRANSCODER))
 
     @property
+    def precision(self):
+        """PRECISION_FP32 or PRECISION_BF16: the encoder's product (a bf16
+        model holds only a bf16 W_enc)."""
+        return self.get(SAE_PRECISION)
+
+    @property
     def skip(self):
         """A skip transcoder (its output adds x W_skip^T: see add_skip)."""
         return bool(self.get(SAE_SKIP))
@@ -1011,6 +1018,12 @@ class Sae(_Handle, _SaeOps):
 
     def fold_scales(self):
         _check(lib.subsae_sae_fold_scales(self.ptr))
+
+    @_SaeOps.precision.setter
+    def precision(self, value):
+        """PRECISION_FP32, PRECISION_BF16 (refused without native bf16) or
+        PRECISION_AUTO."""
+        self.set(SAE_PRECISION, value)
 
 
 class _TrainerModel(_SaeOps):

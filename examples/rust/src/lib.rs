@@ -1128,6 +1128,12 @@ pub trait Model {
     fn is_transcoder(&self) -> bool {
         self.get_int(sys::SUBSAE_SAE_TRANSCODER).unwrap_or(0) != 0
     }
+    /// `SUBSAE_PRECISION_FP32` or `_BF16`: the encoder's product (a bf16
+    /// model holds only a bf16 W_enc).
+    fn precision(&self) -> i32 {
+        self.get_int(sys::SUBSAE_SAE_PRECISION)
+            .unwrap_or(sys::SUBSAE_PRECISION_FP32 as i64) as i32
+    }
     /// A skip transcoder: its output adds x W_skip^T (see `add_skip`).
     fn has_skip(&self) -> bool {
         self.get_int(sys::SUBSAE_SAE_SKIP).unwrap_or(0) != 0
@@ -1406,6 +1412,11 @@ impl Sae {
     pub fn fold_scales(&mut self) -> Result<()> {
         // SAFETY: valid handle.
         check(unsafe { sys::subsae_sae_fold_scales(self.ptr.as_ptr()) })
+    }
+    /// Encode at `SUBSAE_PRECISION_FP32`, `_BF16` (refused without native
+    /// bf16) or `_AUTO`.
+    pub fn set_precision(&mut self, precision: i32) -> Result<()> {
+        self.set_int(sys::SUBSAE_SAE_PRECISION, precision as i64)
     }
 }
 

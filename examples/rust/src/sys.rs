@@ -124,6 +124,7 @@ pub const SUBSAE_SAE_RANK_BY_DECODER_NORM: c_int = 6;
 pub const SUBSAE_SAE_INPUT_SCALE: c_int = 7;
 pub const SUBSAE_SAE_OUTPUT_SCALE: c_int = 8;
 pub const SUBSAE_SAE_TRANSCODER: c_int = 9;
+pub const SUBSAE_SAE_PRECISION: c_int = 10;
 pub const SUBSAE_SAE_SKIP: c_int = 11;
 
 pub const SUBSAE_OBJECT_TRAINER: c_int = 0;
