@@ -3,17 +3,20 @@
  *
  * Per training token a TopK SAE needs one dense product row for the encoder
  * (2 d_in d_sae flops); everything else is O(k d) per token. So the speed
- * limit is tokens/s <= sgemm_flops / (2 d_in d_sae), with sgemm_flops the
- * machine's own cblas_sgemm rate on the encoder's shape (batch x d_in times
- * d_in x d_sae). The benchmark interleaves the two measurements step by
- * step (one training step, then one sgemm of that shape, ...), so that the
+ * limit is tokens/s <= gemm_flops / (2 d_in d_sae), with gemm_flops the
+ * rate of the library's own kernel for the encoder's product at the run's
+ * precision (bench_gemm.h: oneDNN's matmul, or OpenBLAS's sgemm where the
+ * library uses it) on the encoder's shape (batch x d_in times d_in x
+ * d_sae); the JSON keeps the name sgemm_gflops for it. The benchmark
+ * interleaves the two measurements step by step (one training step, then
+ * one product of that shape, ...), so that the
  * noise of a shared machine falls on both alike, and reports the median
  * over rounds (each round: `steps` steps and `steps` GEMMs, plus one
  * inference encode of a batch through subsae_sae_encode_sparse). Warm-up
  * steps are not timed. */
 #include "bench.h"
+#include "bench_gemm.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +93,7 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
     int32_t *indices = NULL;
     subsae_buffer *buf = NULL;
     subsae_trainer *t = NULL;
+    const char *kernel = NULL;
     int status = 1;
     if (x && w && pre) {
         indices = malloc((size_t)(B * k) * sizeof *indices);
@@ -119,8 +123,8 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
                                           d, NULL, 0, B),
                       "bench train: step"))
             goto done;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)m, (int)d, 1.0f, x, (int)d,
-                w, (int)d, 0.0f, pre, (int)m);
+    if (bench_gemm((int)c->precision, B, m, d, x, w, pre, 1, &(double){0.0}, &kernel))
+        goto done;
     for (int64_t r = 0; r < c->rounds; r++) {
         double train_s = 0.0, gemm_s = 0.0, one_s = 0.0, disagreement = 0.0;
         double phases[SUBSAE_PHASE_COUNT] = {0.0}, one[SUBSAE_PHASE_COUNT];
@@ -132,11 +136,11 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
             double t1 = bench_now();
             if (cli_check(rc, "bench train: step"))
                 goto done;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)m, (int)d, 1.0f,
-                        batch, (int)d, w, (int)d, 0.0f, pre, (int)m);
-            double t2 = bench_now();
+            double product_s;
+            if (bench_gemm((int)c->precision, B, m, d, batch, w, pre, 1, &product_s, &kernel))
+                goto done;
             train_s += t1 - t0;
-            gemm_s += t2 - t1;
+            gemm_s += product_s;
             subsae_trainer_timings(t, one, SUBSAE_PHASE_COUNT);
             double metrics[SUBSAE_METRIC_COUNT];
             subsae_trainer_metrics(t, metrics, SUBSAE_METRIC_COUNT);
@@ -161,11 +165,12 @@ static int run_train(const struct train_config *c, struct train_round *rounds)
         double encode_s = bench_now() - t0;
         if (cli_check(rc, "bench train: encode"))
             goto done;
-        /* The sgemm right after the encode, so that both see the same machine. */
-        t0 = bench_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)m, (int)d, 1.0f, x,
-                    (int)d, w, (int)d, 0.0f, pre, (int)m);
-        const double encode_gemm_s = bench_now() - t0;
+        /* The product right after the encode, so that both see the same
+         * machine. The model encodes at fp32 (the trainer's precision is
+         * the training step's only). */
+        double encode_gemm_s;
+        if (bench_gemm(SUBSAE_PRECISION_FP32, B, m, d, x, w, pre, 1, &encode_gemm_s, &kernel))
+            goto done;
         struct train_round *o = &rounds[r];
         o->tokens_per_second = (double)(c->steps * B) / train_s;
         o->sgemm_gflops = flops * (double)c->steps / gemm_s * 1e-9;
@@ -233,6 +238,8 @@ static json_t *train_json(const struct train_config *c, const struct train_round
         stats(r, c->rounds, FIELD(disagreement), dis);
         const bool bf16 = c->precision == SUBSAE_PRECISION_BF16;
         json_object_set_new(j, "precision", json_string(bf16 ? "bf16" : "fp32"));
+        json_object_set_new(j, "gemm_kernel", json_string(subsae_encoder_kernel((int)c->precision)));
+        json_object_set_new(j, "onednn_isa", json_string(subsae_encoder_isa()));
         json_object_set_new(j, "bf16_disagreement_rate",
                             bf16 && isfinite(dis[0]) ? json_real(dis[0]) : json_null());
     }
@@ -269,9 +276,10 @@ static void train_table(const json_t *j)
     if (json_is_number(dis))
         printf(" (rescoring changed %.4f %% of the selected pairs)", 100 * json_real_value(dis));
     printf("\n");
-    printf("  %-30s %8.1f GFLOPS\n", "cblas_sgemm (encoder shape)",
-           json_real_value(json_object_get(j, "sgemm_gflops")));
-    printf("  %-30s %8.0f tokens/s\n", "roofline (sgemm / 2 d_in d_sae)",
+    printf("  %-30s %8.1f GFLOPS (%s)\n", "encoder product (its shape)",
+           json_real_value(json_object_get(j, "sgemm_gflops")),
+           json_string_value(json_object_get(j, "gemm_kernel")));
+    printf("  %-30s %8.0f tokens/s\n", "roofline (product / 2 d_in d_sae)",
            json_real_value(json_object_get(j, "roofline_tokens_per_second")));
     printf("  %-30s %8.0f tokens/s  %.3f of roofline (%.3f-%.3f)\n", "training",
            json_real_value(json_object_get(j, "tokens_per_second")),

@@ -343,10 +343,17 @@ static const char *const rank_all[] = {"--rows 65536 --dim 1024 --rank 128 --thr
 static const char *const train_all[] = {
     "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 1",
     "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 2 --speedup",
-    "--d-in 64 --features 32768 --k 8 --batch 4096 --threads 2", NULL};
+    "--d-in 512 --features 16384 --k 32 --batch 4096 --threads 2 --precision auto",
+    "--d-in 64 --features 32768 --k 8 --batch 4096 --threads 2",
+    "--d-in 64 --features 32768 --k 8 --batch 4096 --threads 2 --precision auto", NULL};
+/* auto: bf16 where the CPU has it (issue 17's bf16 / fp32 ratios), the
+ * fp32 figures again elsewhere. */
 static const char *const encode_all[] = {
     "--d-in 768 --features 24576 --k 32 --batch 16 --versus 1",
-    "--d-in 512 --features 16384 --k 32 --batch 4096", NULL};
+    "--d-in 768 --features 24576 --k 32 --batch 1",
+    "--d-in 768 --features 24576 --k 32 --batch 1 --precision auto",
+    "--d-in 512 --features 16384 --k 32 --batch 4096",
+    "--d-in 512 --features 16384 --k 32 --batch 4096 --precision auto", NULL};
 
 static const struct benchmark {
     const char *name;
@@ -375,6 +382,13 @@ static double number(const json_t *j, const char *key)
     return json_number_value(json_object_get(j, key));
 }
 
+/* The precision a report ran at ("fp32" when it does not say). */
+static const char *precision_of(const json_t *r)
+{
+    const char *p = json_string_value(json_object_get(r, "precision"));
+    return p ? p : "fp32";
+}
+
 /* The short table of `bench all`. */
 static void summary(const json_t *reports)
 {
@@ -391,7 +405,8 @@ static void summary(const json_t *reports)
             int threads = (int)number(r, "threads");
             double tps = number(r, "tokens_per_second");
             json_t *range = json_object_get(r, "roofline_fraction_range");
-            snprintf(what, sizeof what, "train %lld/%lld/%lld/%lld", d, m, k, b);
+            snprintf(what, sizeof what, "train %lld/%lld/%lld/%lld %s", d, m, k, b,
+                     precision_of(r));
             printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline (%.2f-%.2f)", what,
                    threads, tps, number(r, "roofline_fraction"),
                    json_number_value(json_array_get(range, 0)),
@@ -408,9 +423,9 @@ static void summary(const json_t *reports)
             printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline\n", what, threads,
                    number(r, "encode_tokens_per_second"), number(r, "encode_roofline_fraction"));
         } else if (name && !strcmp(name, "encode")) {
-            snprintf(what, sizeof what, "encode %lld/%lld/%lld, %lld rows",
+            snprintf(what, sizeof what, "encode %lld/%lld/%lld, %lld rows %s",
                      (long long)number(r, "d_in"), (long long)number(r, "features"),
-                     (long long)number(r, "k"), (long long)number(r, "batch"));
+                     (long long)number(r, "k"), (long long)number(r, "batch"), precision_of(r));
             printf("  %-40s %7d  %8.0f tokens/s, %.2f of the roofline (%s)", what,
                    (int)number(r, "threads"), number(r, "tokens_per_second"),
                    number(r, "roofline_fraction"),
