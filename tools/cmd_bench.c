@@ -407,7 +407,7 @@ static void summary(const json_t *reports)
             json_t *range = json_object_get(r, "roofline_fraction_range");
             snprintf(what, sizeof what, "train %lld/%lld/%lld/%lld %s", d, m, k, b,
                      precision_of(r));
-            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline (%.2f-%.2f)", what,
+            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the product roofline (%.2f-%.2f)", what,
                    threads, tps, number(r, "roofline_fraction"),
                    json_number_value(json_array_get(range, 0)),
                    json_number_value(json_array_get(range, 1)));
@@ -420,7 +420,7 @@ static void summary(const json_t *reports)
             }
             printf("\n");
             snprintf(what, sizeof what, "encode (inference) %lld/%lld/%lld", d, m, k);
-            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the sgemm roofline\n", what, threads,
+            printf("  %-40s %7d  %8.0f tokens/s, %.2f of the product roofline\n", what, threads,
                    number(r, "encode_tokens_per_second"), number(r, "encode_roofline_fraction"));
         } else if (name && !strcmp(name, "encode")) {
             snprintf(what, sizeof what, "encode %lld/%lld/%lld, %lld rows %s",
