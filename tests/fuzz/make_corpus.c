@@ -254,8 +254,13 @@ static const char *state_file(const char *dir)
  * turns the AuxK loss on with a dead window of 16 tokens, so that dead
  * features exist when the checkpoint is written. `skip` (a transcoder)
  * trains a skip transcoder (W_skip in both files). */
-static void model_seeds(int activation, bool transcoder, bool auxk, bool skip)
+/* What a seed model has beyond its activation. */
+enum { SEED_AUXK = 1, SEED_SKIP = 2, SEED_MATRYOSHKA = 4 };
+
+static void model_seeds(int activation, bool transcoder, unsigned extras)
 {
+    const bool auxk = extras & SEED_AUXK, skip = extras & SEED_SKIP;
+    const bool nested = extras & SEED_MATRYOSHKA;
     enum { N = 64, D = 4, DOUT = 3 };
     float x[N * D], y[N * DOUT];
     for (int i = 0; i < N * D; i++)
@@ -281,6 +286,10 @@ static void model_seeds(int activation, bool transcoder, bool auxk, bool skip)
         ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_DEAD_WINDOW, 16), "dead window");
     }
     ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SKIP, skip), "skip");
+    if (nested) {
+        static const int64_t widths[] = {2, 5, 8};
+        ok(subsae_trainer_set_matryoshka(t, widths, 3), "matryoshka");
+    }
     ok(subsae_trainer_init(t, bx, by), "init");
     ok(subsae_trainer_fit(t, bx, by, 48), "fit");
     if (auxk) {
@@ -290,8 +299,9 @@ static void model_seeds(int activation, bool transcoder, bool auxk, bool skip)
             die("the AuxK seed has no dead feature");
     }
     char dir[512], name[64];
-    snprintf(name, sizeof name, "%s%s%s%s", subsae_activation_name(activation),
-             transcoder ? "-transcoder" : "", skip ? "-skip" : "", auxk ? "-auxk" : "");
+    snprintf(name, sizeof name, "%s%s%s%s%s", subsae_activation_name(activation),
+             transcoder ? "-transcoder" : "", skip ? "-skip" : "", auxk ? "-auxk" : "",
+             nested ? "-matryoshka" : "");
     snprintf(dir, sizeof dir, "%s/ckpt-%s", scratch, name);
     ok(subsae_trainer_save_checkpoint(t, dir), "checkpoint");
     char file[96];
@@ -515,19 +525,20 @@ int main(int argc, char **argv)
     if (!mkdtemp(scratch))
         die("mkdtemp");
     for (int a = SUBSAE_ACT_TOPK; a <= SUBSAE_ACT_RELU; a++) {
-        model_seeds(a, false, false, false);
+        model_seeds(a, false, 0);
         if (a != SUBSAE_ACT_TOPK)
             hand_model(a);
     }
-    model_seeds(SUBSAE_ACT_TOPK, true, false, false);
-    model_seeds(SUBSAE_ACT_JUMPRELU, true, false, false);
-    model_seeds(SUBSAE_ACT_TOPK, false, true, false);
-    model_seeds(SUBSAE_ACT_RELU, false, true, false);
-    model_seeds(SUBSAE_ACT_GATED, false, false, false);
-    model_seeds(SUBSAE_ACT_GATED, true, false, false);
+    model_seeds(SUBSAE_ACT_TOPK, true, 0);
+    model_seeds(SUBSAE_ACT_JUMPRELU, true, 0);
+    model_seeds(SUBSAE_ACT_TOPK, false, SEED_AUXK);
+    model_seeds(SUBSAE_ACT_RELU, false, SEED_AUXK);
+    model_seeds(SUBSAE_ACT_GATED, false, 0);
+    model_seeds(SUBSAE_ACT_GATED, true, 0);
     hand_model(SUBSAE_ACT_GATED);
-    model_seeds(SUBSAE_ACT_TOPK, true, false, true);
-    model_seeds(SUBSAE_ACT_RELU, true, false, true); /* SAELens' skip_transcoder */
+    model_seeds(SUBSAE_ACT_TOPK, true, SEED_SKIP);
+    model_seeds(SUBSAE_ACT_RELU, true, SEED_SKIP); /* SAELens' skip_transcoder */
+    model_seeds(SUBSAE_ACT_BATCHTOPK, false, SEED_MATRYOSHKA);
     foreign_seeds();
     remove_tree(scratch);
     return 0;
