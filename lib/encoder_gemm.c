@@ -93,21 +93,6 @@ const char *subsae__gemm_isa(void)
 
 /* ---- conversions --------------------------------------------------------- */
 
-static uint16_t bf16_of(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it a (quiet) NaN */
-        return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-void subsae__bf16_from_f32(uint16_t *dst, const float *src, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = bf16_of(src[i]);
-}
-
 void subsae__f32_from_bf16(float *dst, const uint16_t *src, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {

@@ -37,10 +37,7 @@ const char *subsae__gemm_isa(void);
  * Static string. */
 const char *subsae__gemm_kernel(int precision);
 
-/* bf16 <- fp32, round to nearest even (NaN stays NaN), n values. */
-void subsae__bf16_from_f32(uint16_t *dst, const float *src, int64_t n);
-
-/* fp32 <- bf16 (exact). */
+/* fp32 <- bf16 (exact; the other way is subsae__bf16_round, kernels.h). */
 void subsae__f32_from_bf16(float *dst, const uint16_t *src, int64_t n);
 
 /* One tile, on the calling thread only:

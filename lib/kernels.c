@@ -513,8 +513,9 @@ void subsae__adam(float *w, float *m, float *v, const float *g, int64_t n, float
 
 /* ---- bf16 ---------------------------------------------------------------- */
 
-/* Round to nearest even, NaN kept a quiet NaN (encoder_gemm.c's
- * conversion, bit for bit), without branches so that it vectorises. */
+/* Round to nearest even, NaN kept a quiet NaN (dtype.c's
+ * subsae__f32_to_bf16, bit for bit), without branches so that it
+ * vectorises. */
 ALWAYS_INLINE void bf16_round_body(uint16_t *dst, const float *src, int64_t n)
 {
 #pragma omp simd

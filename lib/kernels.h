@@ -70,7 +70,7 @@ static inline int subsae__team(int threads, double work)
 }
 
 /* bf16 <- fp32 of n values, round to nearest even, NaN kept a NaN: the
- * bits of subsae__bf16_from_f32 (encoder_gemm.h), vectorised. */
+ * bits of subsae__f32_to_bf16 (dtype.c), vectorised. */
 void subsae__bf16_round(uint16_t *dst, const float *src, int64_t n);
 
 /* Dot product and squared norm accumulated in double. */

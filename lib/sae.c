@@ -369,7 +369,7 @@ int subsae_sae_set_param(subsae_sae *sae, int param, const float *in, int64_t co
                             "%s: W_enc[%lld] = %g is beyond the range of the model's bf16 "
                             "W_enc",
                             fn, (long long)bad, (double)in[bad]);
-    subsae__bf16_from_f32(sae->W_enc_bf16, in, count);
+    subsae__bf16_round(sae->W_enc_bf16, in, count);
     return SUBSAE_OK;
 }
 
@@ -543,7 +543,7 @@ int subsae_sae_fold_scales(subsae_sae *sae)
     if (!rc) {
         subsae__sae_fold(&view, &view);
         if (wide)
-            subsae__bf16_from_f32(sae->W_enc_bf16, wide, sae->d_sae * sae->d_in);
+            subsae__bf16_round(sae->W_enc_bf16, wide, sae->d_sae * sae->d_in);
         view.W_enc = sae->W_enc;
         view.W_enc_bf16 = sae->W_enc_bf16;
         *sae = view;
@@ -760,7 +760,7 @@ static struct subsae__encoder_in encoder_operands(const subsae_sae *sae,
 #pragma omp parallel for schedule(static) \
     num_threads(subsae__team(threads, (double)rows * (double)d))
     for (int64_t i = 0; i < rows; i++)
-        subsae__bf16_from_f32(s->xin16 + i * d, s->xin + i * d, d);
+        subsae__bf16_round(s->xin16 + i * d, s->xin + i * d, d);
     const struct subsae__encoder_in in = {SUBSAE__BF16, s->xin16, d, sae->W_enc_bf16, sae->k};
     return in;
 }

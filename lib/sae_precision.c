@@ -8,6 +8,7 @@
 #include "sae.h"
 
 #include "encoder_gemm.h"
+#include "kernels.h"
 
 #include <string.h>
 
@@ -35,7 +36,7 @@ static int to_bf16(subsae_sae *sae, const char *fn)
     uint16_t *w = subsae__malloc((size_t)n * sizeof *w);
     if (!w)
         return subsae__fail_nomem("bf16 W_enc", (size_t)n * sizeof *w);
-    subsae__bf16_from_f32(w, sae->W_enc, n);
+    subsae__bf16_round(w, sae->W_enc, n);
     subsae__free(sae->W_enc);
     sae->W_enc = NULL;
     sae->W_enc_bf16 = w;

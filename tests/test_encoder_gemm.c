@@ -3,6 +3,7 @@
  * (nearest even, NaN kept), the block product against its tiles for every
  * thread count, and the public queries. */
 #include "encoder_gemm.h"
+#include "kernels.h"
 #include "harness.h"
 #include "rng.h"
 
@@ -28,7 +29,7 @@ START_TEST(bf16_rounds_to_nearest_even)
                         -2.5f, INFINITY, -INFINITY, 0.0f, float_of_bits(0x7f800001u)};
     const uint16_t want[] = {0x3f80, 0x3f82, 0x3f81, 0xc020, 0x7f80, 0xff80, 0x0000};
     uint16_t out[8];
-    subsae__bf16_from_f32(out, in, 8);
+    subsae__bf16_round(out, in, 8);
     for (int i = 0; i < 7; i++)
         ck_assert_msg(out[i] == want[i], "value %d: bf16 0x%04x, want 0x%04x", i, out[i],
                       want[i]);
@@ -60,8 +61,8 @@ static struct operands operands_new(int64_t rows, int64_t cols, int64_t d, uint6
         o.A[i] = (float)subsae__rng_normal(&rng);
     for (int64_t i = 0; i < cols * o.ldb; i++)
         o.B[i] = (float)subsae__rng_normal(&rng);
-    subsae__bf16_from_f32(o.Ab, o.A, rows * o.lda);
-    subsae__bf16_from_f32(o.Bb, o.B, cols * o.ldb);
+    subsae__bf16_round(o.Ab, o.A, rows * o.lda);
+    subsae__bf16_round(o.Bb, o.B, cols * o.ldb);
     return o;
 }
 
