@@ -4,7 +4,9 @@
 # float16 .npy (4M rows) inside a 2 GiB memory cgroup, against the same
 # training on a file of the same width that sits in the page cache, in
 # the same run. The input pipeline (lib/prefetch.c) reads the next batch
-# while the step computes, so the ratio should be >= 0.9.
+# while the step computes, and the reader asks the page cache for all of
+# a batch's rows before reading them (lib/buffer_reader.c), so the ratio
+# should be >= 0.9.
 #
 #   bench/out_of_core.sh [BUILD_DIR]        (root: it makes a cgroup v1
 #                                            memory group)

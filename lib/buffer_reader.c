@@ -103,6 +103,18 @@ const subsae_buffer *subsae__row_reader_buffer(const subsae__row_reader *r)
     return r ? r->buf : NULL;
 }
 
+/* Where stored row `stored` of source s starts in its file, and its size. */
+static int64_t file_offset(const subsae__row_reader *r, int64_t s, int64_t stored)
+{
+    const subsae_buffer *buf = r->buf;
+    return r->offset[s] + (stored - buf->first_row[s]) * buf->sources[s].row_stride_bytes;
+}
+
+static size_t row_bytes(const subsae_buffer *buf, int64_t s)
+{
+    return (size_t)buf->dim * subsae__dtype_size(buf->sources[s].dtype);
+}
+
 int subsae__row_reader_load_stored(subsae__row_reader *r, int64_t stored, float *dst,
                                    int64_t *finite)
 {
@@ -113,15 +125,34 @@ int subsae__row_reader_load_stored(subsae__row_reader *r, int64_t stored, float 
         *finite = subsae__buffer_load_row(buf, stored, dst);
         return SUBSAE_OK;
     }
-    const int64_t local = stored - buf->first_row[s];
-    const size_t bytes = (size_t)buf->dim * subsae__dtype_size(src->dtype);
-    int code = read_at(r->fd[s], r->bounce, bytes,
-                       r->offset[s] + local * src->row_stride_bytes);
+    int code = read_at(r->fd[s], r->bounce, row_bytes(buf, s), file_offset(r, s, stored));
     if (code)
         return subsae__fail(SUBSAE_E_IO, SUBSAE_REASON_SYSTEM, "%s: cannot read row %lld: %s",
-                            src->path, (long long)local, strerror(code));
+                            src->path, (long long)(stored - buf->first_row[s]), strerror(code));
     *finite = (int64_t)subsae__widen(r->bounce, src->dtype, (size_t)buf->dim, dst);
     return SUBSAE_OK;
+}
+
+/* The page cache asked to start reading the file rows among `rows` that
+ * the gather will pread: a random batch of a file larger than memory would
+ * otherwise wait for one disk read at a time, while the device serves
+ * many at once. Rows outside the buffer are left to the gather's check;
+ * the advice failing changes nothing but the speed. */
+static void advise_rows(const subsae__row_reader *r, const int64_t *rows, int64_t n_rows)
+{
+    const subsae_buffer *buf = r->buf;
+    const int64_t available = subsae_buffer_rows(buf);
+    for (int64_t i = 0; i < n_rows; i++) {
+        if (rows[i] < 0 || rows[i] >= available)
+            continue;
+        const int64_t stored = buf->n_skipped ? subsae__buffer_stored_row(buf, rows[i])
+                                              : rows[i];
+        const int64_t s = subsae__buffer_source_of(buf, stored);
+        if (r->fd[s] < 0)
+            continue;
+        (void)posix_fadvise(r->fd[s], (off_t)file_offset(r, s, stored),
+                            (off_t)row_bytes(buf, s), POSIX_FADV_WILLNEED);
+    }
 }
 
 int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_t first,
@@ -129,6 +160,8 @@ int subsae__row_reader_gather(subsae__row_reader *r, const int64_t *rows, int64_
 {
     const subsae_buffer *buf = r->buf;
     const int64_t available = subsae_buffer_rows(buf), dim = buf->dim;
+    if (rows)
+        advise_rows(r, rows, n_rows);
     for (int64_t i = 0; i < n_rows; i++) {
         const int64_t row = rows ? rows[i] : first + i;
         if (row < 0 || row >= available)
