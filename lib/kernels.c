@@ -184,6 +184,204 @@ static void sift_down(float *keys, int32_t *idx, int64_t n, int64_t i)
 
 enum { SORTED_LIST_MAX = 48 };
 
+#if SUBSAE_X86
+/* A full sorted list of k <= 16 entries held in two vectors (keys, lane g
+ * the entry g; lanes from k on unused) while a chunk is scanned. */
+struct list16 {
+    __m512 keys;
+    __m512i idx;
+    __m512i last;    /* k - 1 in every lane */
+    __mmask16 probe; /* lanes 0 .. k - 2 */
+};
+
+/* sorted_insert of (key, id) into a full list: the scalar loop stops below
+ * the highest entry g <= k - 2 that is not below key (an unordered compare
+ * counts as not below, as `keys[pos - 1] < key` does), so key goes just
+ * after it, the entries above move up one lane and the last drops out. The
+ * list's new last key in every lane. */
+__attribute__((target("avx512f"))) static inline __m512 list16_insert(struct list16 *l,
+                                                                      __m512 key, __m512i id)
+{
+    const __mmask16 stay = _mm512_mask_cmp_ps_mask(l->probe, l->keys, key, _CMP_NLT_UQ);
+    const unsigned pos = stay ? 32u - (unsigned)__builtin_clz((unsigned)stay) : 0u;
+    const __mmask16 at = (__mmask16)(1u << pos), moved = (__mmask16)(0xfffeu << pos);
+    const __m512i kup = _mm512_alignr_epi32(_mm512_castps_si512(l->keys),
+                                            _mm512_setzero_si512(), 15);
+    const __m512i iup = _mm512_alignr_epi32(l->idx, _mm512_setzero_si512(), 15);
+    l->keys = _mm512_mask_mov_ps(_mm512_mask_mov_ps(l->keys, moved, _mm512_castsi512_ps(kup)),
+                                 at, key);
+    l->idx = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(l->idx, moved, iup), at, id);
+    return _mm512_permutexvar_ps(l->last, l->keys);
+}
+
+/* The lanes `hit` of x (entries j ..) into the list in lane order, each
+ * against the threshold the inserts before it left. The new threshold. */
+__attribute__((target("avx512f"))) static inline __m512 list16_hits(struct list16 *l, __m512 x,
+                                                                    __mmask16 hit, int64_t j,
+                                                                    __m512 thr)
+{
+    while (hit) {
+        const unsigned lane = (unsigned)__builtin_ctz((unsigned)hit);
+        const __m512i at = _mm512_set1_epi32((int)lane);
+        thr = list16_insert(l, _mm512_permutexvar_ps(at, x),
+                            _mm512_set1_epi32((int)(j + lane)));
+        hit &= (__mmask16)(0xfffeu << lane) & _mm512_cmp_ps_mask(x, thr, _CMP_GT_OQ);
+    }
+    return thr;
+}
+
+/* The same for a full list of 16 < k <= 48 entries in three vectors
+ * each (entry g in lane g % 16 of vector g / 16). */
+struct list48 {
+    __m512 keys[3];
+    __m512i idx[3];
+    __m512i last;   /* (k - 1) % 16 in every lane */
+    int last_vec;   /* (k - 1) / 16 */
+    uint64_t probe; /* entries 0 .. k - 2 */
+};
+
+__attribute__((target("avx512f"))) static inline __m512 list48_insert(struct list48 *l,
+                                                                      __m512 key, __m512i id)
+{
+    uint64_t stay = 0;
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++)
+        stay |= (uint64_t)_mm512_mask_cmp_ps_mask((__mmask16)(l->probe >> (16 * v)), l->keys[v],
+                                                  key, _CMP_NLT_UQ)
+                << (16 * v);
+    const unsigned pos = stay ? 64u - (unsigned)__builtin_clzll(stay) : 0u;
+    const uint64_t at = (uint64_t)1 << pos, moved = ~(uint64_t)0 << pos << 1;
+    __m512i kup[3], iup[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++) {
+        const __m512i below = v ? _mm512_castps_si512(l->keys[v - 1]) : _mm512_setzero_si512();
+        kup[v] = _mm512_alignr_epi32(_mm512_castps_si512(l->keys[v]), below, 15);
+        iup[v] = _mm512_alignr_epi32(l->idx[v], v ? l->idx[v - 1] : _mm512_setzero_si512(), 15);
+    }
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++) {
+        const __mmask16 mv = (__mmask16)(moved >> (16 * v)), av = (__mmask16)(at >> (16 * v));
+        l->keys[v] = _mm512_mask_mov_ps(
+            _mm512_mask_mov_ps(l->keys[v], mv, _mm512_castsi512_ps(kup[v])), av, key);
+        l->idx[v] = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(l->idx[v], mv, iup[v]), av, id);
+    }
+    const __m512 top = l->last_vec == 2   ? l->keys[2]
+                       : l->last_vec == 1 ? l->keys[1]
+                                          : l->keys[0];
+    return _mm512_permutexvar_ps(l->last, top);
+}
+
+__attribute__((target("avx512f"))) static inline __m512 list48_hits(struct list48 *l, __m512 x,
+                                                                    __mmask16 hit, int64_t j,
+                                                                    __m512 thr)
+{
+    while (hit) {
+        const unsigned lane = (unsigned)__builtin_ctz((unsigned)hit);
+        const __m512i at = _mm512_set1_epi32((int)lane);
+        thr = list48_insert(l, _mm512_permutexvar_ps(at, x),
+                            _mm512_set1_epi32((int)(j + lane)));
+        hit &= (__mmask16)(0xfffeu << lane) & _mm512_cmp_ps_mask(x, thr, _CMP_GT_OQ);
+    }
+    return thr;
+}
+
+#define LOAD16(mask, at)                                            \
+    (bias ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, row + (at)),  \
+                          _mm512_maskz_loadu_ps(mask, bias + (at))) \
+          : _mm512_maskz_loadu_ps(mask, row + (at)))
+
+/* topk_scan's loop over next_above and sorted_insert for a full list of
+ * k <= 16 entries (the same comparisons in the same order), the list in
+ * registers: entries j .. count - 1 of the chunk, indices from j0. */
+__attribute__((target("avx512f"))) static void scan_sorted16_avx512(const float *row,
+                                                                    const float *bias,
+                                                                    int64_t j, int64_t count,
+                                                                    int64_t k, int64_t j0,
+                                                                    int32_t *idx, float *keys)
+{
+    const __mmask16 live = (__mmask16)((1u << k) - 1u);
+    struct list16 l = {_mm512_maskz_loadu_ps(live, keys), _mm512_maskz_loadu_epi32(live, idx),
+                       _mm512_set1_epi32((int)(k - 1)), (__mmask16)((1u << (k - 1)) - 1u)};
+    __m512 thr = _mm512_set1_ps(keys[k - 1]);
+    for (; j + 32 <= count; j += 32) {
+        const __m512 a = LOAD16(0xffff, j), b = LOAD16(0xffff, j + 16);
+        const __mmask16 ha = _mm512_cmp_ps_mask(a, thr, _CMP_GT_OQ);
+        if (!(ha | _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ)))
+            continue;
+        thr = list16_hits(&l, a, ha, j0 + j, thr);
+        thr = list16_hits(&l, b, _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ), j0 + j + 16, thr);
+    }
+    for (; j < count; j += 16) {
+        const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff
+                                             : (__mmask16)((1u << (count - j)) - 1u);
+        const __m512 a = LOAD16(in, j);
+        thr = list16_hits(&l, a, _mm512_mask_cmp_ps_mask(in, a, thr, _CMP_GT_OQ), j0 + j, thr);
+    }
+    _mm512_mask_storeu_ps(keys, live, l.keys);
+    _mm512_mask_storeu_epi32(idx, live, l.idx);
+}
+/* scan_sorted16_avx512 for 16 < k <= 48. */
+__attribute__((target("avx512f"))) static void scan_sorted48_avx512(const float *row,
+                                                                    const float *bias,
+                                                                    int64_t j, int64_t count,
+                                                                    int64_t k, int64_t j0,
+                                                                    int32_t *idx, float *keys)
+{
+    struct list48 l;
+    __mmask16 live[3];
+    for (int v = 0; v < 3; v++) {
+        const int64_t left = k - 16 * v;
+        live[v] = left >= 16  ? (__mmask16)0xffff
+                  : left <= 0 ? (__mmask16)0
+                              : (__mmask16)((1u << left) - 1u);
+        l.keys[v] = _mm512_maskz_loadu_ps(live[v], keys + 16 * v);
+        l.idx[v] = _mm512_maskz_loadu_epi32(live[v], idx + 16 * v);
+    }
+    l.last = _mm512_set1_epi32((int)((k - 1) % 16));
+    l.last_vec = (int)((k - 1) / 16);
+    l.probe = ((uint64_t)1 << (k - 1)) - 1u;
+    __m512 thr = _mm512_set1_ps(keys[k - 1]);
+    for (; j + 32 <= count; j += 32) {
+        const __m512 a = LOAD16(0xffff, j), b = LOAD16(0xffff, j + 16);
+        const __mmask16 ha = _mm512_cmp_ps_mask(a, thr, _CMP_GT_OQ);
+        if (!(ha | _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ)))
+            continue;
+        thr = list48_hits(&l, a, ha, j0 + j, thr);
+        thr = list48_hits(&l, b, _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ), j0 + j + 16, thr);
+    }
+    for (; j < count; j += 16) {
+        const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff
+                                             : (__mmask16)((1u << (count - j)) - 1u);
+        const __m512 a = LOAD16(in, j);
+        thr = list48_hits(&l, a, _mm512_mask_cmp_ps_mask(in, a, thr, _CMP_GT_OQ), j0 + j, thr);
+    }
+    for (int v = 0; v < 3; v++) {
+        _mm512_mask_storeu_ps(keys + 16 * v, live[v], l.keys[v]);
+        _mm512_mask_storeu_epi32(idx + 16 * v, live[v], l.idx[v]);
+    }
+}
+#undef LOAD16
+#endif
+
+/* The full sorted list's scan of entries j .. count - 1. */
+static void scan_sorted(const float *row, const float *bias, int64_t j, int64_t count,
+                        int64_t k, int64_t j0, int32_t *idx, float *keys)
+{
+#if SUBSAE_X86
+    if (cpu_level() == 2) {
+        if (k <= 16)
+            scan_sorted16_avx512(row, bias, j, count, k, j0, idx, keys);
+        else
+            scan_sorted48_avx512(row, bias, j, count, k, j0, idx, keys);
+        return;
+    }
+#endif
+    next_above_fn next = pick_next_above();
+    for (j = next(row, bias, j, count, keys[k - 1]); j < count;
+         j = next(row, bias, j + 1, count, keys[k - 1]))
+        sorted_insert(keys, idx, k, k, key_at(row, bias, NULL, j), (int32_t)(j0 + j));
+}
+
 /* The selection of subsae__topk_row as a scan that can stop and resume
  * between chunks of the row: entries j0 .. j0 + count - 1 (row, bias and
  * weight point at entry j0), `*len` entries held so far (0 at the start of
@@ -204,11 +402,7 @@ static void topk_scan(const float *row, const float *bias, const float *weight, 
                         sorted_insert(keys, idx, k, k, key, (int32_t)(j0 + j));
                 }
             } else {
-                next_above_fn next = pick_next_above();
-                for (j = next(row, bias, j, count, keys[k - 1]); j < count;
-                     j = next(row, bias, j + 1, count, keys[k - 1]))
-                    sorted_insert(keys, idx, k, k, key_at(row, bias, NULL, j),
-                                  (int32_t)(j0 + j));
+                scan_sorted(row, bias, j, count, k, j0, idx, keys);
             }
         }
     } else {
@@ -600,6 +794,74 @@ ALWAYS_INLINE float dot_f32_body(const float *a, const float *b, int64_t n)
 VARIANTS(double, dot, (const float *a, const float *b, int64_t n), (a, b, n))
 VARIANTS(float, dot_f32, (const float *a, const float *b, int64_t n), (a, b, n))
 VARIANTS(double, sumsq, (const float *a, int64_t n), (a, n))
+
+#if SUBSAE_X86
+/* dot_f32_body's tree (lanes l and l + w added, w = 8, 4, 2, 1) on a
+ * vector of its 16 running sums: the same additions, so the same bits. */
+__attribute__((target("avx512f"))) static inline float tree_sum16(__m512 s)
+{
+    const __m256 lo = _mm512_castps512_ps256(s);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1));
+    const __m256 s8 = _mm256_add_ps(lo, hi);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+/* ROWS_DOT_STEP: lane l of sum S += row A's and w's elements i + l (the
+ * product rounded, then the sum: dot_f32_body's operations). */
+#define ROWS_DOT_STEP(S, A, i, wv, mask) \
+    S = _mm512_mask_add_ps(S, mask, S,   \
+                           _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, (A) + (i)), wv))
+
+/* subsae__dot_f32 of w with `count` rows of x, four rows at a time: w is
+ * read once per four rows and the four chains of additions overlap. */
+__attribute__((target("avx512f"))) static void dot_f32_rows_avx512(const float *w,
+                                                                   const float *x, int64_t ld,
+                                                                   const int32_t *rows,
+                                                                   int64_t count, int64_t n,
+                                                                   float *out)
+{
+    const int64_t full = n - n % 16;
+    const __mmask16 all = 0xffff, tail = (__mmask16)((1u << (n - full)) - 1u);
+    int64_t c = 0;
+    for (; c + 4 <= count; c += 4) {
+        const float *a0 = x + rows[c] * ld, *a1 = x + rows[c + 1] * ld;
+        const float *a2 = x + rows[c + 2] * ld, *a3 = x + rows[c + 3] * ld;
+        if (c + 8 <= count)
+            for (int r = 4; r < 8; r++)
+                prefetch_rows(x + rows[c + r] * ld, n, NULL, 0);
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 mask = i < full ? all : tail;
+            const __m512 wv = _mm512_maskz_loadu_ps(mask, w + i);
+            ROWS_DOT_STEP(s0, a0, i, wv, mask);
+            ROWS_DOT_STEP(s1, a1, i, wv, mask);
+            ROWS_DOT_STEP(s2, a2, i, wv, mask);
+            ROWS_DOT_STEP(s3, a3, i, wv, mask);
+        }
+        out[c] = tree_sum16(s0);
+        out[c + 1] = tree_sum16(s1);
+        out[c + 2] = tree_sum16(s2);
+        out[c + 3] = tree_sum16(s3);
+    }
+    for (; c < count; c++)
+        out[c] = dot_f32_avx512(x + rows[c] * ld, w, n);
+}
+#endif
+
+void subsae__dot_f32_rows(const float *w, const float *x, int64_t ld, const int32_t *rows,
+                          int64_t count, int64_t n, float *out)
+{
+#if SUBSAE_X86
+    if (cpu_level() == 2) {
+        dot_f32_rows_avx512(w, x, ld, rows, count, n, out);
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < count; c++)
+        out[c] = subsae__dot_f32(x + rows[c] * ld, w, n);
+}
 
 void subsae__normalize_row(float *row, int64_t d)
 {

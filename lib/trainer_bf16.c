@@ -131,6 +131,9 @@ static void bucket_candidates(struct subsae__workspace *ws, int64_t m, int64_t n
     off[0] = 0;
 }
 
+/* Candidates of a feature rescored by one call of subsae__dot_f32_rows. */
+enum { RESCORE_BATCH = 64 };
+
 /* Every candidate's fp32 pre-activation into cand_val: the fixed-order
  * dot product of its fp32 encoder-input row and W_enc row, + b_enc. Each
  * value is one function of its two rows, whichever thread computes it. */
@@ -141,10 +144,16 @@ static void rescore(const subsae_sae *s, struct subsae__workspace *ws, int64_t K
 #pragma omp parallel for schedule(dynamic, 64) \
     num_threads(subsae__team(T, (double)off[m] * (double)d))
     for (int64_t f = 0; f < m; f++) {
-        const float *w = s->W_enc + f * d;
-        for (int32_t p = off[f]; p < off[f + 1]; p++) {
-            const int32_t q = ws->cand_order[p];
-            ws->cand_val[q] = subsae__dot_f32(ws->xin + (q / K) * d, w, d) + s->b_enc[f];
+        int32_t rows[RESCORE_BATCH];
+        float dots[RESCORE_BATCH];
+        for (int32_t p0 = off[f]; p0 < off[f + 1]; p0 += RESCORE_BATCH) {
+            const int32_t count = off[f + 1] - p0 < RESCORE_BATCH ? off[f + 1] - p0
+                                                                  : RESCORE_BATCH;
+            for (int32_t c = 0; c < count; c++)
+                rows[c] = (int32_t)(ws->cand_order[p0 + c] / K);
+            subsae__dot_f32_rows(s->W_enc + f * d, ws->xin, d, rows, count, d, dots);
+            for (int32_t c = 0; c < count; c++)
+                ws->cand_val[ws->cand_order[p0 + c]] = dots[c] + s->b_enc[f];
         }
     }
 }
