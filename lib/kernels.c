@@ -808,59 +808,58 @@ __attribute__((target("avx512f"))) static inline float tree_sum16(__m512 s)
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
-/* ROWS_DOT_STEP: lane l of sum S += row A's and w's elements i + l (the
- * product rounded, then the sum: dot_f32_body's operations). */
-#define ROWS_DOT_STEP(S, A, i, wv, mask) \
-    S = _mm512_mask_add_ps(S, mask, S,   \
-                           _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, (A) + (i)), wv))
+/* PAIRS_DOT_STEP: lane l of sum S += the elements i + l of rows A and B
+ * (the product rounded, then the sum: dot_f32_body's operations). */
+#define PAIRS_DOT_STEP(S, A, B, i, mask)                                         \
+    S = _mm512_mask_add_ps(S, mask, S,                                           \
+                           _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, (A) + (i)), \
+                                         _mm512_maskz_loadu_ps(mask, (B) + (i))))
 
-/* subsae__dot_f32 of w with `count` rows of x, four rows at a time: w is
- * read once per four rows and the four chains of additions overlap. */
-__attribute__((target("avx512f"))) static void dot_f32_rows_avx512(const float *w,
-                                                                   const float *x, int64_t ld,
-                                                                   const int32_t *rows,
-                                                                   int64_t count, int64_t n,
-                                                                   float *out)
+/* subsae__dot_f32 of four pairs of rows at a time, the four chains of
+ * additions overlapping (a last group of fewer pairs repeats its first
+ * pair in the missing places and stores only its own). */
+__attribute__((target("avx512f"))) static void dot_f32_pairs_avx512(
+    const float *x, int64_t ldx, const int32_t *rows, const float *y, int64_t ldy,
+    const int32_t *cols, int64_t count, int64_t n, float *out)
 {
     const int64_t full = n - n % 16;
-    const __mmask16 all = 0xffff, tail = (__mmask16)((1u << (n - full)) - 1u);
-    int64_t c = 0;
-    for (; c + 4 <= count; c += 4) {
-        const float *a0 = x + rows[c] * ld, *a1 = x + rows[c + 1] * ld;
-        const float *a2 = x + rows[c + 2] * ld, *a3 = x + rows[c + 3] * ld;
-        if (c + 8 <= count)
-            for (int r = 4; r < 8; r++)
-                prefetch_rows(x + rows[c + r] * ld, n, NULL, 0);
+    const __mmask16 tail = (__mmask16)((1u << (n - full)) - 1u);
+    for (int64_t c = 0; c < count; c += 4) {
+        const float *a[4], *b[4];
+        for (int64_t u = 0; u < 4; u++) {
+            const int64_t at = c + u < count ? c + u : c;
+            a[u] = x + rows[at] * ldx;
+            b[u] = y + cols[at] * ldy;
+        }
+        for (int64_t u = 4; u < 8 && c + u < count; u++)
+            prefetch_rows(x + rows[c + u] * ldx, n, y + cols[c + u] * ldy, n);
         __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
         for (int64_t i = 0; i < n; i += 16) {
-            const __mmask16 mask = i < full ? all : tail;
-            const __m512 wv = _mm512_maskz_loadu_ps(mask, w + i);
-            ROWS_DOT_STEP(s0, a0, i, wv, mask);
-            ROWS_DOT_STEP(s1, a1, i, wv, mask);
-            ROWS_DOT_STEP(s2, a2, i, wv, mask);
-            ROWS_DOT_STEP(s3, a3, i, wv, mask);
+            const __mmask16 mask = i < full ? (__mmask16)0xffff : tail;
+            PAIRS_DOT_STEP(s0, a[0], b[0], i, mask);
+            PAIRS_DOT_STEP(s1, a[1], b[1], i, mask);
+            PAIRS_DOT_STEP(s2, a[2], b[2], i, mask);
+            PAIRS_DOT_STEP(s3, a[3], b[3], i, mask);
         }
-        out[c] = tree_sum16(s0);
-        out[c + 1] = tree_sum16(s1);
-        out[c + 2] = tree_sum16(s2);
-        out[c + 3] = tree_sum16(s3);
+        const float sums[4] = {tree_sum16(s0), tree_sum16(s1), tree_sum16(s2), tree_sum16(s3)};
+        for (int64_t u = 0; u < 4 && c + u < count; u++)
+            out[c + u] = sums[u];
     }
-    for (; c < count; c++)
-        out[c] = dot_f32_avx512(x + rows[c] * ld, w, n);
 }
 #endif
 
-void subsae__dot_f32_rows(const float *w, const float *x, int64_t ld, const int32_t *rows,
-                          int64_t count, int64_t n, float *out)
+void subsae__dot_f32_pairs(const float *x, int64_t ldx, const int32_t *rows, const float *y,
+                           int64_t ldy, const int32_t *cols, int64_t count, int64_t n,
+                           float *out)
 {
 #if SUBSAE_X86
     if (cpu_level() == 2) {
-        dot_f32_rows_avx512(w, x, ld, rows, count, n, out);
+        dot_f32_pairs_avx512(x, ldx, rows, y, ldy, cols, count, n, out);
         return;
     }
 #endif
     for (int64_t c = 0; c < count; c++)
-        out[c] = subsae__dot_f32(x + rows[c] * ld, w, n);
+        out[c] = subsae__dot_f32(x + rows[c] * ldx, y + cols[c] * ldy, n);
 }
 
 void subsae__normalize_row(float *row, int64_t d)

@@ -128,28 +128,29 @@ START_TEST(topk_chunks_match_row)
 }
 END_TEST
 
-/* The rescoring's dot products of one row with many: subsae__dot_f32's
- * bits, for every tail length and any count of rows. */
-START_TEST(dot_f32_rows_matches_dot_f32)
+/* The rescoring's dot products of pairs of rows: subsae__dot_f32's bits,
+ * for every tail length and any count of pairs. */
+START_TEST(dot_f32_pairs_matches_dot_f32)
 {
-    enum { ROWS = 9, LD = 520 };
+    enum { ROWS = 9, LD = 520, PAIRS = 11 };
     subsae__rng rng;
     subsae__rng_seed(&rng, 11, 0);
-    static float x[ROWS * LD], w[LD];
-    for (int i = 0; i < ROWS * LD; i++)
+    static float x[ROWS * LD], y[ROWS * LD];
+    for (int i = 0; i < ROWS * LD; i++) {
         x[i] = (float)subsae__rng_normal(&rng);
-    for (int i = 0; i < LD; i++)
-        w[i] = (float)subsae__rng_normal(&rng);
-    const int32_t rows[ROWS] = {3, 0, 8, 8, 5, 1, 7, 2, 4};
+        y[i] = (float)subsae__rng_normal(&rng);
+    }
+    const int32_t rows[PAIRS] = {3, 0, 8, 8, 5, 1, 7, 2, 4, 4, 6};
+    const int32_t cols[PAIRS] = {1, 1, 1, 2, 0, 8, 7, 3, 3, 5, 6};
     const int64_t ns[] = {1, 15, 16, 17, 64, 100, 512};
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
-        for (int64_t count = 1; count <= ROWS; count++) {
-            float out[ROWS];
-            subsae__dot_f32_rows(w, x, LD, rows, count, ns[a], out);
+        for (int64_t count = 1; count <= PAIRS; count++) {
+            float out[PAIRS];
+            subsae__dot_f32_pairs(x, LD, rows, y, LD, cols, count, ns[a], out);
             for (int64_t c = 0; c < count; c++) {
-                const float want = subsae__dot_f32(x + rows[c] * LD, w, ns[a]);
+                const float want = subsae__dot_f32(x + rows[c] * LD, y + cols[c] * LD, ns[a]);
                 ck_assert_msg(memcmp(&out[c], &want, sizeof want) == 0,
-                              "n %lld count %lld row %lld: %.9g, want %.9g", (long long)ns[a],
+                              "n %lld count %lld pair %lld: %.9g, want %.9g", (long long)ns[a],
                               (long long)count, (long long)c, (double)out[c], (double)want);
             }
         }
@@ -297,7 +298,7 @@ SUBSAE_SUITE(kernels)
     tcase_add_test(tc, topk_matches_sort);
     tcase_add_test(tc, topk_increasing_and_decreasing_rows);
     tcase_add_test(tc, topk_chunks_match_row);
-    tcase_add_test(tc, dot_f32_rows_matches_dot_f32);
+    tcase_add_test(tc, dot_f32_pairs_matches_dot_f32);
     tcase_add_test(tc, sparse_decode_and_backward);
     tcase_add_test(tc, adam_matches_formula);
     tcase_add_test(tc, find_nonfinite_positions);
