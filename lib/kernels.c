@@ -360,8 +360,76 @@ __attribute__((target("avx512f"))) static void scan_sorted48_avx512(const float 
         _mm512_mask_storeu_epi32(idx + 16 * v, live[v], l.idx[v]);
     }
 }
+/* A lower bound of the k-th largest key of a chunk's entries 0 ..
+ * count - 1 (k <= SORTED_LIST_MAX): the vectors cut into h = ceil(k / 16)
+ * parts, the smallest of the parts' 16 h lane maxima (16 h >= k different
+ * entries are at least that large, so no entry below it is among the top
+ * k). False where it would not pay (a short chunk) or is no bound (a NaN). */
+__attribute__((target("avx512f"))) static bool chunk_bound_avx512(const float *row,
+                                                                  const float *bias,
+                                                                  int64_t count, int64_t k,
+                                                                  float *bound)
+{
+    const int64_t h = (k + 15) / 16, vectors = count / 16;
+    if (vectors < 8 * h)
+        return false;
+    __m512 low = _mm512_set1_ps(INFINITY);
+    __mmask16 nan = 0;
+    for (int64_t p = 0; p < h; p++) {
+        __m512 high = _mm512_set1_ps(-INFINITY);
+        for (int64_t v = p * vectors / h; v < (p + 1) * vectors / h; v++) {
+            const __m512 x = LOAD16(0xffff, 16 * v);
+            nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+            high = _mm512_max_ps(high, x);
+        }
+        low = _mm512_min_ps(low, high);
+    }
+    *bound = _mm512_reduce_min_ps(low);
+    return nan == 0;
+}
+
+/* The first k entries of an empty list among the chunk's entries that are
+ * not below `bound` (the others are not in the top k), inserted as
+ * topk_scan's first loop inserts. Where the scan goes on: the entry after
+ * the one that filled the list, or count. */
+__attribute__((target("avx512f"))) static int64_t fill_above_avx512(
+    const float *row, const float *bias, int64_t count, int64_t k, int64_t j0, float bound,
+    int64_t *have, int32_t *idx, float *keys)
+{
+    for (int64_t j = 0; j < count; j += 16) {
+        const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff
+                                             : (__mmask16)((1u << (count - j)) - 1u);
+        const __m512 x = LOAD16(in, j);
+        __mmask16 hit = _mm512_mask_cmp_ps_mask(in, x, _mm512_set1_ps(bound), _CMP_GE_OQ);
+        float lanes[16];
+        _mm512_storeu_ps(lanes, x);
+        for (; hit; hit &= (__mmask16)(hit - 1)) {
+            const int l = __builtin_ctz((unsigned)hit);
+            sorted_insert(keys, idx, *have, k, lanes[l], (int32_t)(j0 + j + l));
+            if (++*have == k)
+                return j + l + 1;
+        }
+    }
+    return count;
+}
 #undef LOAD16
 #endif
+
+/* A list empty at the start of a chunk (the first of a row) filled from
+ * the entries that can be among the top k only: the top k of a set is
+ * unique under `beats`, so skipping entries that k others beat gives the
+ * same list as inserting them. Where the scan goes on (0: not done). */
+static int64_t fill_first(const float *row, const float *bias, int64_t count, int64_t k,
+                          int64_t j0, int64_t *have, int32_t *idx, float *keys)
+{
+#if SUBSAE_X86
+    float bound;
+    if (cpu_level() == 2 && chunk_bound_avx512(row, bias, count, k, &bound))
+        return fill_above_avx512(row, bias, count, k, j0, bound, have, idx, keys);
+#endif
+    (void)row, (void)bias, (void)count, (void)k, (void)j0, (void)have, (void)idx, (void)keys;
+    return 0;
+}
 
 /* The full sorted list's scan of entries j .. count - 1. */
 static void scan_sorted(const float *row, const float *bias, int64_t j, int64_t count,
@@ -392,6 +460,8 @@ static void topk_scan(const float *row, const float *bias, const float *weight, 
 {
     int64_t j = 0, have = *len;
     if (k <= SORTED_LIST_MAX) {
+        if (have == 0 && !weight)
+            j = fill_first(row, bias, count, k, j0, &have, idx, keys);
         for (; have < k && j < count; j++, have++)
             sorted_insert(keys, idx, have, k, key_at(row, bias, weight, j), (int32_t)(j0 + j));
         if (have == k) {
