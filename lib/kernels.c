@@ -184,6 +184,272 @@ static void sift_down(float *keys, int32_t *idx, int64_t n, int64_t i)
 
 enum { SORTED_LIST_MAX = 48 };
 
+#if SUBSAE_X86
+/* A full sorted list of k <= 16 entries held in two vectors (keys, lane g
+ * the entry g; lanes from k on unused) while a chunk is scanned. */
+struct list16 {
+    __m512 keys;
+    __m512i idx;
+    __m512i last;    /* k - 1 in every lane */
+    __mmask16 probe; /* lanes 0 .. k - 2 */
+};
+
+/* sorted_insert of (key, id) into a full list: the scalar loop stops below
+ * the highest entry g <= k - 2 that is not below key (an unordered compare
+ * counts as not below, as `keys[pos - 1] < key` does), so key goes just
+ * after it, the entries above move up one lane and the last drops out. The
+ * list's new last key in every lane. */
+__attribute__((target("avx512f"))) static inline __m512 list16_insert(struct list16 *l,
+                                                                      __m512 key, __m512i id)
+{
+    const __mmask16 stay = _mm512_mask_cmp_ps_mask(l->probe, l->keys, key, _CMP_NLT_UQ);
+    const unsigned pos = stay ? 32u - (unsigned)__builtin_clz((unsigned)stay) : 0u;
+    const __mmask16 at = (__mmask16)(1u << pos), moved = (__mmask16)(0xfffeu << pos);
+    const __m512i kup = _mm512_alignr_epi32(_mm512_castps_si512(l->keys),
+                                            _mm512_setzero_si512(), 15);
+    const __m512i iup = _mm512_alignr_epi32(l->idx, _mm512_setzero_si512(), 15);
+    l->keys = _mm512_mask_mov_ps(_mm512_mask_mov_ps(l->keys, moved, _mm512_castsi512_ps(kup)),
+                                 at, key);
+    l->idx = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(l->idx, moved, iup), at, id);
+    return _mm512_permutexvar_ps(l->last, l->keys);
+}
+
+/* The lanes `hit` of x (entries j ..) into the list in lane order, each
+ * against the threshold the inserts before it left. The new threshold. */
+__attribute__((target("avx512f"))) static inline __m512 list16_hits(struct list16 *l, __m512 x,
+                                                                    __mmask16 hit, int64_t j,
+                                                                    __m512 thr)
+{
+    while (hit) {
+        const unsigned lane = (unsigned)__builtin_ctz((unsigned)hit);
+        const __m512i at = _mm512_set1_epi32((int)lane);
+        thr = list16_insert(l, _mm512_permutexvar_ps(at, x),
+                            _mm512_set1_epi32((int)(j + lane)));
+        hit &= (__mmask16)(0xfffeu << lane) & _mm512_cmp_ps_mask(x, thr, _CMP_GT_OQ);
+    }
+    return thr;
+}
+
+/* The same for a full list of 16 < k <= 48 entries in three vectors
+ * each (entry g in lane g % 16 of vector g / 16). */
+struct list48 {
+    __m512 keys[3];
+    __m512i idx[3];
+    __m512i last;   /* (k - 1) % 16 in every lane */
+    int last_vec;   /* (k - 1) / 16 */
+    uint64_t probe; /* entries 0 .. k - 2 */
+};
+
+__attribute__((target("avx512f"))) static inline __m512 list48_insert(struct list48 *l,
+                                                                      __m512 key, __m512i id)
+{
+    uint64_t stay = 0;
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++)
+        stay |= (uint64_t)_mm512_mask_cmp_ps_mask((__mmask16)(l->probe >> (16 * v)), l->keys[v],
+                                                  key, _CMP_NLT_UQ)
+                << (16 * v);
+    const unsigned pos = stay ? 64u - (unsigned)__builtin_clzll(stay) : 0u;
+    const uint64_t at = (uint64_t)1 << pos, moved = ~(uint64_t)0 << pos << 1;
+    __m512i kup[3], iup[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++) {
+        const __m512i below = v ? _mm512_castps_si512(l->keys[v - 1]) : _mm512_setzero_si512();
+        kup[v] = _mm512_alignr_epi32(_mm512_castps_si512(l->keys[v]), below, 15);
+        iup[v] = _mm512_alignr_epi32(l->idx[v], v ? l->idx[v - 1] : _mm512_setzero_si512(), 15);
+    }
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; v++) {
+        const __mmask16 mv = (__mmask16)(moved >> (16 * v)), av = (__mmask16)(at >> (16 * v));
+        l->keys[v] = _mm512_mask_mov_ps(
+            _mm512_mask_mov_ps(l->keys[v], mv, _mm512_castsi512_ps(kup[v])), av, key);
+        l->idx[v] = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(l->idx[v], mv, iup[v]), av, id);
+    }
+    const __m512 top = l->last_vec == 2   ? l->keys[2]
+                       : l->last_vec == 1 ? l->keys[1]
+                                          : l->keys[0];
+    return _mm512_permutexvar_ps(l->last, top);
+}
+
+__attribute__((target("avx512f"))) static inline __m512 list48_hits(struct list48 *l, __m512 x,
+                                                                    __mmask16 hit, int64_t j,
+                                                                    __m512 thr)
+{
+    while (hit) {
+        const unsigned lane = (unsigned)__builtin_ctz((unsigned)hit);
+        const __m512i at = _mm512_set1_epi32((int)lane);
+        thr = list48_insert(l, _mm512_permutexvar_ps(at, x),
+                            _mm512_set1_epi32((int)(j + lane)));
+        hit &= (__mmask16)(0xfffeu << lane) & _mm512_cmp_ps_mask(x, thr, _CMP_GT_OQ);
+    }
+    return thr;
+}
+
+#define LOAD16(mask, at)                                            \
+    (bias ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, row + (at)),  \
+                          _mm512_maskz_loadu_ps(mask, bias + (at))) \
+          : _mm512_maskz_loadu_ps(mask, row + (at)))
+
+/* topk_scan's loop over next_above and sorted_insert for a full list of
+ * k <= 16 entries (the same comparisons in the same order), the list in
+ * registers: entries j .. count - 1 of the chunk, indices from j0. */
+__attribute__((target("avx512f"))) static void scan_sorted16_avx512(const float *row,
+                                                                    const float *bias,
+                                                                    int64_t j, int64_t count,
+                                                                    int64_t k, int64_t j0,
+                                                                    int32_t *idx, float *keys)
+{
+    const __mmask16 live = (__mmask16)((1u << k) - 1u);
+    struct list16 l = {_mm512_maskz_loadu_ps(live, keys), _mm512_maskz_loadu_epi32(live, idx),
+                       _mm512_set1_epi32((int)(k - 1)), (__mmask16)((1u << (k - 1)) - 1u)};
+    __m512 thr = _mm512_set1_ps(keys[k - 1]);
+    for (; j + 32 <= count; j += 32) {
+        const __m512 a = LOAD16(0xffff, j), b = LOAD16(0xffff, j + 16);
+        const __mmask16 ha = _mm512_cmp_ps_mask(a, thr, _CMP_GT_OQ);
+        if (!(ha | _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ)))
+            continue;
+        thr = list16_hits(&l, a, ha, j0 + j, thr);
+        thr = list16_hits(&l, b, _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ), j0 + j + 16, thr);
+    }
+    for (; j < count; j += 16) {
+        const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff
+                                             : (__mmask16)((1u << (count - j)) - 1u);
+        const __m512 a = LOAD16(in, j);
+        thr = list16_hits(&l, a, _mm512_mask_cmp_ps_mask(in, a, thr, _CMP_GT_OQ), j0 + j, thr);
+    }
+    _mm512_mask_storeu_ps(keys, live, l.keys);
+    _mm512_mask_storeu_epi32(idx, live, l.idx);
+}
+/* scan_sorted16_avx512 for 16 < k <= 48. */
+__attribute__((target("avx512f"))) static void scan_sorted48_avx512(const float *row,
+                                                                    const float *bias,
+                                                                    int64_t j, int64_t count,
+                                                                    int64_t k, int64_t j0,
+                                                                    int32_t *idx, float *keys)
+{
+    struct list48 l;
+    __mmask16 live[3];
+    for (int v = 0; v < 3; v++) {
+        const int64_t left = k - 16 * v;
+        live[v] = left >= 16  ? (__mmask16)0xffff
+                  : left <= 0 ? (__mmask16)0
+                              : (__mmask16)((1u << left) - 1u);
+        l.keys[v] = _mm512_maskz_loadu_ps(live[v], keys + 16 * v);
+        l.idx[v] = _mm512_maskz_loadu_epi32(live[v], idx + 16 * v);
+    }
+    l.last = _mm512_set1_epi32((int)((k - 1) % 16));
+    l.last_vec = (int)((k - 1) / 16);
+    l.probe = ((uint64_t)1 << (k - 1)) - 1u;
+    __m512 thr = _mm512_set1_ps(keys[k - 1]);
+    for (; j + 32 <= count; j += 32) {
+        const __m512 a = LOAD16(0xffff, j), b = LOAD16(0xffff, j + 16);
+        const __mmask16 ha = _mm512_cmp_ps_mask(a, thr, _CMP_GT_OQ);
+        if (!(ha | _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ)))
+            continue;
+        thr = list48_hits(&l, a, ha, j0 + j, thr);
+        thr = list48_hits(&l, b, _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ), j0 + j + 16, thr);
+    }
+    for (; j < count; j += 16) {
+        const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff
+                                             : (__mmask16)((1u << (count - j)) - 1u);
+        const __m512 a = LOAD16(in, j);
+        thr = list48_hits(&l, a, _mm512_mask_cmp_ps_mask(in, a, thr, _CMP_GT_OQ), j0 + j, thr);
+    }
+    for (int v = 0; v < 3; v++) {
+        _mm512_mask_storeu_ps(keys + 16 * v, live[v], l.keys[v]);
+        _mm512_mask_storeu_epi32(idx + 16 * v, live[v], l.idx[v]);
+    }
+}
+/* A lower bound of the k-th largest key of a chunk's entries 0 ..
+ * count - 1 (k <= SORTED_LIST_MAX): the vectors cut into h = ceil(k / 16)
+ * parts, the smallest of the parts' 16 h lane maxima (16 h >= k different
+ * entries are at least that large, so no entry below it is among the top
+ * k). False where it would not pay (a short chunk) or is no bound (a NaN). */
+__attribute__((target("avx512f"))) static bool chunk_bound_avx512(const float *row,
+                                                                  const float *bias,
+                                                                  int64_t count, int64_t k,
+                                                                  float *bound)
+{
+    const int64_t h = (k + 15) / 16, vectors = count / 16;
+    if (vectors < 8 * h)
+        return false;
+    __m512 low = _mm512_set1_ps(INFINITY);
+    __mmask16 nan = 0;
+    for (int64_t p = 0; p < h; p++) {
+        __m512 high = _mm512_set1_ps(-INFINITY);
+        for (int64_t v = p * vectors / h; v < (p + 1) * vectors / h; v++) {
+            const __m512 x = LOAD16(0xffff, 16 * v);
+            nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+            high = _mm512_max_ps(high, x);
+        }
+        low = _mm512_min_ps(low, high);
+    }
+    *bound = _mm512_reduce_min_ps(low);
+    return nan == 0;
+}
+
+/* The first k entries of an empty list among the chunk's entries that are
+ * not below `bound` (the others are not in the top k), inserted as
+ * topk_scan's first loop inserts. Where the scan goes on: the entry after
+ * the one that filled the list, or count. */
+__attribute__((target("avx512f"))) static int64_t fill_above_avx512(
+    const float *row, const float *bias, int64_t count, int64_t k, int64_t j0, float bound,
+    int64_t *have, int32_t *idx, float *keys)
+{
+    for (int64_t j = 0; j < count; j += 16) {
+        const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff
+                                             : (__mmask16)((1u << (count - j)) - 1u);
+        const __m512 x = LOAD16(in, j);
+        __mmask16 hit = _mm512_mask_cmp_ps_mask(in, x, _mm512_set1_ps(bound), _CMP_GE_OQ);
+        float lanes[16];
+        _mm512_storeu_ps(lanes, x);
+        for (; hit; hit &= (__mmask16)(hit - 1)) {
+            const int l = __builtin_ctz((unsigned)hit);
+            sorted_insert(keys, idx, *have, k, lanes[l], (int32_t)(j0 + j + l));
+            if (++*have == k)
+                return j + l + 1;
+        }
+    }
+    return count;
+}
+#undef LOAD16
+#endif
+
+/* A list empty at the start of a chunk (the first of a row) filled from
+ * the entries that can be among the top k only: the top k of a set is
+ * unique under `beats`, so skipping entries that k others beat gives the
+ * same list as inserting them. Where the scan goes on (0: not done). */
+static int64_t fill_first(const float *row, const float *bias, int64_t count, int64_t k,
+                          int64_t j0, int64_t *have, int32_t *idx, float *keys)
+{
+#if SUBSAE_X86
+    float bound;
+    if (cpu_level() == 2 && chunk_bound_avx512(row, bias, count, k, &bound))
+        return fill_above_avx512(row, bias, count, k, j0, bound, have, idx, keys);
+#endif
+    (void)row, (void)bias, (void)count, (void)k, (void)j0, (void)have, (void)idx, (void)keys;
+    return 0;
+}
+
+/* The full sorted list's scan of entries j .. count - 1. */
+static void scan_sorted(const float *row, const float *bias, int64_t j, int64_t count,
+                        int64_t k, int64_t j0, int32_t *idx, float *keys)
+{
+#if SUBSAE_X86
+    if (cpu_level() == 2) {
+        if (k <= 16)
+            scan_sorted16_avx512(row, bias, j, count, k, j0, idx, keys);
+        else
+            scan_sorted48_avx512(row, bias, j, count, k, j0, idx, keys);
+        return;
+    }
+#endif
+    next_above_fn next = pick_next_above();
+    for (j = next(row, bias, j, count, keys[k - 1]); j < count;
+         j = next(row, bias, j + 1, count, keys[k - 1]))
+        sorted_insert(keys, idx, k, k, key_at(row, bias, NULL, j), (int32_t)(j0 + j));
+}
+
 /* The selection of subsae__topk_row as a scan that can stop and resume
  * between chunks of the row: entries j0 .. j0 + count - 1 (row, bias and
  * weight point at entry j0), `*len` entries held so far (0 at the start of
@@ -194,6 +460,8 @@ static void topk_scan(const float *row, const float *bias, const float *weight, 
 {
     int64_t j = 0, have = *len;
     if (k <= SORTED_LIST_MAX) {
+        if (have == 0 && !weight)
+            j = fill_first(row, bias, count, k, j0, &have, idx, keys);
         for (; have < k && j < count; j++, have++)
             sorted_insert(keys, idx, have, k, key_at(row, bias, weight, j), (int32_t)(j0 + j));
         if (have == k) {
@@ -204,11 +472,7 @@ static void topk_scan(const float *row, const float *bias, const float *weight, 
                         sorted_insert(keys, idx, k, k, key, (int32_t)(j0 + j));
                 }
             } else {
-                next_above_fn next = pick_next_above();
-                for (j = next(row, bias, j, count, keys[k - 1]); j < count;
-                     j = next(row, bias, j + 1, count, keys[k - 1]))
-                    sorted_insert(keys, idx, k, k, key_at(row, bias, NULL, j),
-                                  (int32_t)(j0 + j));
+                scan_sorted(row, bias, j, count, k, j0, idx, keys);
             }
         }
     } else {
@@ -600,6 +864,73 @@ ALWAYS_INLINE float dot_f32_body(const float *a, const float *b, int64_t n)
 VARIANTS(double, dot, (const float *a, const float *b, int64_t n), (a, b, n))
 VARIANTS(float, dot_f32, (const float *a, const float *b, int64_t n), (a, b, n))
 VARIANTS(double, sumsq, (const float *a, int64_t n), (a, n))
+
+#if SUBSAE_X86
+/* dot_f32_body's tree (lanes l and l + w added, w = 8, 4, 2, 1) on a
+ * vector of its 16 running sums: the same additions, so the same bits. */
+__attribute__((target("avx512f"))) static inline float tree_sum16(__m512 s)
+{
+    const __m256 lo = _mm512_castps512_ps256(s);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1));
+    const __m256 s8 = _mm256_add_ps(lo, hi);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+/* PAIRS_DOT_STEP: lane l of sum S += the elements i + l of rows A and B
+ * (the product rounded, then the sum: dot_f32_body's operations). */
+#define PAIRS_DOT_STEP(S, A, B, i, mask)                                         \
+    S = _mm512_mask_add_ps(S, mask, S,                                           \
+                           _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, (A) + (i)), \
+                                         _mm512_maskz_loadu_ps(mask, (B) + (i))))
+
+/* subsae__dot_f32 of four pairs of rows at a time, the four chains of
+ * additions overlapping (a last group of fewer pairs repeats its first
+ * pair in the missing places and stores only its own). */
+__attribute__((target("avx512f"))) static void dot_f32_pairs_avx512(
+    const float *x, int64_t ldx, const int32_t *rows, const float *y, int64_t ldy,
+    const int32_t *cols, int64_t count, int64_t n, float *out)
+{
+    const int64_t full = n - n % 16;
+    const __mmask16 tail = (__mmask16)((1u << (n - full)) - 1u);
+    for (int64_t c = 0; c < count; c += 4) {
+        const float *a[4], *b[4];
+        for (int64_t u = 0; u < 4; u++) {
+            const int64_t at = c + u < count ? c + u : c;
+            a[u] = x + rows[at] * ldx;
+            b[u] = y + cols[at] * ldy;
+        }
+        for (int64_t u = 4; u < 8 && c + u < count; u++)
+            prefetch_rows(x + rows[c + u] * ldx, n, y + cols[c + u] * ldy, n);
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 mask = i < full ? (__mmask16)0xffff : tail;
+            PAIRS_DOT_STEP(s0, a[0], b[0], i, mask);
+            PAIRS_DOT_STEP(s1, a[1], b[1], i, mask);
+            PAIRS_DOT_STEP(s2, a[2], b[2], i, mask);
+            PAIRS_DOT_STEP(s3, a[3], b[3], i, mask);
+        }
+        const float sums[4] = {tree_sum16(s0), tree_sum16(s1), tree_sum16(s2), tree_sum16(s3)};
+        for (int64_t u = 0; u < 4 && c + u < count; u++)
+            out[c + u] = sums[u];
+    }
+}
+#endif
+
+void subsae__dot_f32_pairs(const float *x, int64_t ldx, const int32_t *rows, const float *y,
+                           int64_t ldy, const int32_t *cols, int64_t count, int64_t n,
+                           float *out)
+{
+#if SUBSAE_X86
+    if (cpu_level() == 2) {
+        dot_f32_pairs_avx512(x, ldx, rows, y, ldy, cols, count, n, out);
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < count; c++)
+        out[c] = subsae__dot_f32(x + rows[c] * ldx, y + cols[c] * ldy, n);
+}
 
 void subsae__normalize_row(float *row, int64_t d)
 {

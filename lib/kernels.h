@@ -78,6 +78,11 @@ double subsae__dot(const float *a, const float *b, int64_t n);
 /* Dot product accumulated in float in a fixed order (16 interleaved sums
  * added pairwise): the same bits on one machine for any alignment. */
 float subsae__dot_f32(const float *a, const float *b, int64_t n);
+/* out[c] = subsae__dot_f32(x + rows[c] * ldx, y + cols[c] * ldy, n) for
+ * c < count, bit for bit (on AVX-512 four pairs at a time). */
+void subsae__dot_f32_pairs(const float *x, int64_t ldx, const int32_t *rows, const float *y,
+                           int64_t ldy, const int32_t *cols, int64_t count, int64_t n,
+                           float *out);
 double subsae__sumsq(const float *a, int64_t n);
 
 /* Scale a row to unit norm (a zero row stays zero). */

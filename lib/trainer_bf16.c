@@ -131,21 +131,31 @@ static void bucket_candidates(struct subsae__workspace *ws, int64_t m, int64_t n
     off[0] = 0;
 }
 
+/* Candidates rescored by one call of subsae__dot_f32_pairs. */
+enum { RESCORE_BATCH = 256 };
+
 /* Every candidate's fp32 pre-activation into cand_val: the fixed-order
  * dot product of its fp32 encoder-input row and W_enc row, + b_enc. Each
- * value is one function of its two rows, whichever thread computes it. */
-static void rescore(const subsae_sae *s, struct subsae__workspace *ws, int64_t K, int T)
+ * value is one function of its two rows, whichever thread computes it.
+ * The candidates go in their feature order (the bucketing's), so that a
+ * W_enc row is read once and its candidates' dots are computed together.
+ * Called by each member of a team. */
+static void rescore(const subsae_sae *s, struct subsae__workspace *ws, int64_t K)
 {
-    const int64_t m = s->d_sae, d = s->d_in;
-    const int32_t *off = ws->cand_offsets;
-#pragma omp parallel for schedule(dynamic, 64) \
-    num_threads(subsae__team(T, (double)off[m] * (double)d))
-    for (int64_t f = 0; f < m; f++) {
-        const float *w = s->W_enc + f * d;
-        for (int32_t p = off[f]; p < off[f + 1]; p++) {
-            const int32_t q = ws->cand_order[p];
-            ws->cand_val[q] = subsae__dot_f32(ws->xin + (q / K) * d, w, d) + s->b_enc[f];
+    const int64_t d = s->d_in, total = ws->cand_offsets[s->d_sae];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p0 = 0; p0 < total; p0 += RESCORE_BATCH) {
+        int32_t rows[RESCORE_BATCH], feats[RESCORE_BATCH];
+        float dots[RESCORE_BATCH];
+        const int64_t count = total - p0 < RESCORE_BATCH ? total - p0 : RESCORE_BATCH;
+        for (int64_t c = 0; c < count; c++) {
+            const int32_t q = ws->cand_order[p0 + c];
+            rows[c] = (int32_t)(q / K);
+            feats[c] = ws->cand_idx[q];
         }
+        subsae__dot_f32_pairs(ws->xin, d, rows, s->W_enc, d, feats, count, d, dots);
+        for (int64_t c = 0; c < count; c++)
+            ws->cand_val[ws->cand_order[p0 + c]] = dots[c] + s->b_enc[feats[c]];
     }
 }
 
@@ -200,14 +210,20 @@ void subsae__trainer_encode_bf16(subsae_trainer *t, int64_t n, double *seconds)
     subsae__encode_topk_fused_in(s, &in, n, K, ws->cand_idx, ws->cand_val, ws->pre, T, seconds);
     const double t0 = omp_get_wtime();
     bucket_candidates(ws, s->d_sae, n, K);
-    rescore(s, ws, K, T);
     int64_t changed = 0;
-    /* The bucketing's positions are spent: each row sorts in its own K.
-     * About K steps per row: on one thread, where a parallel region would
-     * cost more (waking a team on a loaded machine takes milliseconds). */
-    for (int64_t i = 0; i < n; i++)
-        changed += keep_row(ws->cand_idx + i * K, ws->cand_val + i * K, ws->cand_order + i * K,
-                            K, k, ws->idx + i * k, ws->val + i * k);
+    /* One team for both loops (waking a team on a loaded machine can take
+     * milliseconds). The loop over rows waits for the rescoring (the
+     * implicit barrier) and then spends the bucketing's positions: each
+     * row sorts in its own K. */
+#pragma omp parallel num_threads( \
+    subsae__team(T, (double)ws->cand_offsets[s->d_sae] * (double)d))
+    {
+        rescore(s, ws, K);
+#pragma omp for schedule(static) reduction(+ : changed)
+        for (int64_t i = 0; i < n; i++)
+            changed += keep_row(ws->cand_idx + i * K, ws->cand_val + i * K,
+                                ws->cand_order + i * K, K, k, ws->idx + i * k, ws->val + i * k);
+    }
     ws->cand_changed = changed;
     t->last_disagreement = (double)changed / ((double)n * (double)k);
     if (seconds)

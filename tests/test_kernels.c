@@ -1,5 +1,6 @@
 /* Kernels: top-k selection against a full sort (ties, bias, weights, every
- * size class), sparse decode and the per-feature backward against plain
+ * size class) and in chunks against the whole row, the rescoring's dot
+ * products against subsae__dot_f32, sparse decode and the per-feature backward against plain
  * loops in double, Adam against PyTorch's formula in double. */
 #include "harness.h"
 #include "kernels.h"
@@ -79,7 +80,7 @@ START_TEST(topk_matches_sort)
     subsae__rng rng;
     subsae__rng_seed(&rng, 42, 0);
     const int64_t sizes[] = {1, 2, 7, 31, 32, 33, 64, 100, 1000, 4099};
-    const int64_t ks[] = {1, 2, 3, 8, 32, 48, 49, 64, 200};
+    const int64_t ks[] = {1, 2, 3, 8, 12, 16, 17, 32, 40, 48, 49, 64, 200};
     for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
         for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
             if (ks[b] > sizes[a])
@@ -89,6 +90,70 @@ START_TEST(topk_matches_sort)
         }
     /* k == m: a full sort. */
     check_topk(&rng, 77, 77, true, false, true);
+}
+END_TEST
+
+/* A row selected in chunks (as the fused encoder feeds its tiles) gives
+ * the whole row's selection, for list sizes of one, two and three vectors. */
+START_TEST(topk_chunks_match_row)
+{
+    enum { M = 3000 };
+    subsae__rng rng;
+    subsae__rng_seed(&rng, 7, 0);
+    float row[M], bias[M];
+    for (int j = 0; j < M; j++) {
+        row[j] = j % 3 ? (float)subsae__rng_normal(&rng) : (float)subsae__rng_below(&rng, 5);
+        bias[j] = j % 5 ? 0.0f : (float)subsae__rng_normal(&rng);
+    }
+    const int64_t ks[] = {1, 8, 12, 16, 17, 33, 40, 48}, cuts[] = {1, 17, 1024};
+    for (size_t a = 0; a < sizeof ks / sizeof ks[0]; a++)
+        for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+            const int64_t k = ks[a];
+            int32_t idx[48], whole_idx[48];
+            float val[48], whole_val[48];
+            subsae__topk_row(row, bias, NULL, M, k, whole_idx, whole_val);
+            int64_t len = 0;
+            for (int64_t j0 = 0; j0 < M; j0 += cuts[c]) {
+                const int64_t n = M - j0 < cuts[c] ? M - j0 : cuts[c];
+                subsae__topk_chunk(row + j0, bias + j0, j0, n, k, &len, idx, val);
+            }
+            subsae__topk_done(k, idx, val);
+            for (int64_t j = 0; j < k; j++) {
+                ck_assert_msg(idx[j] == whole_idx[j], "k %lld cut %lld slot %lld: %d, want %d",
+                              (long long)k, (long long)cuts[c], (long long)j, idx[j],
+                              whole_idx[j]);
+                ck_assert(val[j] == whole_val[j]);
+            }
+        }
+}
+END_TEST
+
+/* The rescoring's dot products of pairs of rows: subsae__dot_f32's bits,
+ * for every tail length and any count of pairs. */
+START_TEST(dot_f32_pairs_matches_dot_f32)
+{
+    enum { ROWS = 9, LD = 520, PAIRS = 11 };
+    subsae__rng rng;
+    subsae__rng_seed(&rng, 11, 0);
+    static float x[ROWS * LD], y[ROWS * LD];
+    for (int i = 0; i < ROWS * LD; i++) {
+        x[i] = (float)subsae__rng_normal(&rng);
+        y[i] = (float)subsae__rng_normal(&rng);
+    }
+    const int32_t rows[PAIRS] = {3, 0, 8, 8, 5, 1, 7, 2, 4, 4, 6};
+    const int32_t cols[PAIRS] = {1, 1, 1, 2, 0, 8, 7, 3, 3, 5, 6};
+    const int64_t ns[] = {1, 15, 16, 17, 64, 100, 512};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (int64_t count = 1; count <= PAIRS; count++) {
+            float out[PAIRS];
+            subsae__dot_f32_pairs(x, LD, rows, y, LD, cols, count, ns[a], out);
+            for (int64_t c = 0; c < count; c++) {
+                const float want = subsae__dot_f32(x + rows[c] * LD, y + cols[c] * LD, ns[a]);
+                ck_assert_msg(memcmp(&out[c], &want, sizeof want) == 0,
+                              "n %lld count %lld pair %lld: %.9g, want %.9g", (long long)ns[a],
+                              (long long)count, (long long)c, (double)out[c], (double)want);
+            }
+        }
 }
 END_TEST
 
@@ -232,6 +297,8 @@ SUBSAE_SUITE(kernels)
     TCase *tc = harness_case(s, "kernels", 30);
     tcase_add_test(tc, topk_matches_sort);
     tcase_add_test(tc, topk_increasing_and_decreasing_rows);
+    tcase_add_test(tc, topk_chunks_match_row);
+    tcase_add_test(tc, dot_f32_pairs_matches_dot_f32);
     tcase_add_test(tc, sparse_decode_and_backward);
     tcase_add_test(tc, adam_matches_formula);
     tcase_add_test(tc, find_nonfinite_positions);
