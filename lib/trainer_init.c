@@ -448,16 +448,28 @@ static int init_workers(subsae_trainer *t, int rc, int64_t local_rows, int64_t d
     return SUBSAE_OK;
 }
 
+/* ASI rank of a Matryoshka prefix of `width` of the m features:
+ * ceil(r (width / m)^(1/4)), between 1 and r, r for the whole model.
+ * (Issue 18, stories260K, BatchTopK k 8, prefixes 256 / 1024 / 4096, the
+ * threshold at rate 0.3: ranks in proportion to the width, ceil(r w / m)
+ * = 4 / 15 / 60 of r = 60, start the first 256 features in 4 directions
+ * and cost 0.062 of the whole model's explained variance on L2_mlp_in_131k
+ * against plain BatchTopK at the same L0; the square root (15 / 30 / 60)
+ * 0.019 there but 0.055 on the 16k-row L2_mlp_in; this fourth root (31 /
+ * 43 / 60) 0.014 and 0.026. Every prefix in all r directions started
+ * them alike: at rate 0.01 the prefixes of L2_attn_out no longer rose.) */
+static int64_t matryoshka_rank(int64_t r, int64_t width, int64_t m)
+{
+    const double share = sqrt(sqrt((double)width / (double)m));
+    int64_t rank = (int64_t)ceil((double)r * share);
+    return width >= m ? r : rank < 1 ? 1 : rank > r ? r : rank;
+}
+
 /* The decoder's directions (draw_directions). A Matryoshka model's
  * prefixes draw in turn, prefix j (features [w_{j-1}, w_j)) from the top
- * ceil(r w_j / d_sae) principal directions of ASI, so that the earliest,
- * smallest prefixes start in the directions of most variance, which they
- * must reconstruct on their own; one prefix is the plain model. (Every
- * prefix in all r directions was measured too, BatchTopK 256, 1024, 4096
- * on stories260K: on L2_attn_out the later prefixes then added nothing,
- * 0.718 / 0.722 / 0.721, where these ranks give 0.446 / 0.679 / 0.705; on
- * L2_mlp_in it explained more, 0.660 / 0.727 / 0.751 against 0.519 /
- * 0.728 / 0.728.) */
+ * matryoshka_rank(r, w_j, d_sae) principal directions of ASI, so that the
+ * earliest, smallest prefixes start in the directions of most variance,
+ * which they must reconstruct on their own; one prefix is the plain model. */
 static int draw_decoder(subsae__rng *rng, int64_t distribution, subsae_sae *sae,
                         const float *basis, int64_t r)
 {
@@ -467,7 +479,7 @@ static int draw_decoder(subsae__rng *rng, int64_t distribution, subsae_sae *sae,
     int64_t start = 0;
     for (int j = 0; !rc && j < levels; j++) {
         const int64_t end = j + 1 < levels ? sae->matryoshka[j] : m;
-        const int64_t rank = (r * end + m - 1) / m;
+        const int64_t rank = matryoshka_rank(r, end, m);
         rc = draw_directions(rng, distribution, sae->W_dec + start * d, end - start, d, basis,
                              basis ? rank : 0);
         start = end;

@@ -8,7 +8,8 @@
  *    checkpoint (which keeps the widths), the widths through SAE
  *    directories, clones and the prefix evaluation (last prefix = the
  *    model's explained variance);
- *  - ASI puts the top principal directions in the first prefix;
+ *  - ASI puts the top principal directions in the first prefix, with
+ *    the ranks ceil(r (w_j / d_sae)^(1/4));
  *  - the setters' checks, and allocation failure of every call that
  *    allocates for the prefixes;
  *  - the coefficient warm-up: step 0 has no sparsity penalty, step N/2
@@ -346,10 +347,11 @@ START_TEST(asi_puts_top_directions_first)
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SUBSPACE_DIM, 16));
     ck_assert_ok(subsae_trainer_init(t, b, NULL));
     const subsae_sae *s = subsae_trainer_sae(t);
-    /* Prefix 0 spans the top ceil(16 * 8 / 64) = 2 axes, prefix 1 the top
-     * 6, prefix 2 all 16 (up to the sample's estimate of the axes): the
-     * share of each prefix's decoder energy beyond its span. */
-    const int64_t spans[3] = {2, 6, 6};
+    /* Prefix 0 spans the top ceil(16 (8 / 64)^(1/4)) = 10 axes, prefix 1
+     * the top ceil(16 (24 / 64)^(1/4)) = 13, prefix 2 all 16 (up to the
+     * sample's estimate of the axes): the share of each prefix's decoder
+     * energy beyond its span. */
+    const int64_t spans[3] = {10, 13, 13};
     double outside[3] = {0, 0, 0}, total[3] = {0, 0, 0};
     for (int64_t f = 0; f < m; f++) {
         const int level = f < 8 ? 0 : f < 24 ? 1 : 2;
@@ -361,7 +363,14 @@ START_TEST(asi_puts_top_directions_first)
     }
     ck_assert_double_lt(outside[0] / total[0], 0.01);
     ck_assert_double_lt(outside[1] / total[1], 0.01);
-    ck_assert_double_gt(outside[2] / total[2], 0.3); /* the last prefix: all 16 */
+    ck_assert_double_gt(outside[2] / total[2], 0.08); /* the last prefix: all 16 */
+    /* Prefix 0 does not reach axes 10-12, which prefix 1 fills. */
+    double mid[2] = {0, 0};
+    for (int64_t f = 0; f < 24; f++)
+        for (int64_t j = 10; j < 13; j++)
+            mid[f < 8] += (double)s->W_dec[f * d + j] * s->W_dec[f * d + j];
+    ck_assert_double_lt(mid[1] / total[0], 0.01);
+    ck_assert_double_gt(mid[0] / total[1], 0.08);
     subsae_trainer_free(t);
     subsae_buffer_free(b);
     free(x);
@@ -691,10 +700,15 @@ static void real_run(const subsae_buffer *train, const subsae_buffer *eval,
     subsae_trainer_free(t);
 }
 
+/* The first 32,768 rows of L2_mlp_in_131k.npy (2 epochs: 56 steps), the
+ * layer where the issue's criterion was hardest to meet (README,
+ * Matryoshka): ~12 s a run on an idle 2-core machine. */
+#define REAL_ROWS 32768
+
 START_TEST(matryoshka_batchtopk_on_stories)
 {
     char path[1024];
-    if (!harness_shared_file("L2_attn_out_131k.npy", path, sizeof path)) {
+    if (!harness_shared_file("L2_mlp_in_131k.npy", path, sizeof path)) {
         harness_skip("matryoshka_batchtopk_on_stories", "no shared data");
         return;
     }
@@ -704,7 +718,8 @@ START_TEST(matryoshka_batchtopk_on_stories)
     }
     subsae_buffer *all, *train, *eval;
     ck_assert_ok(subsae_buffer_open(path, NULL, &all));
-    const int64_t rows = subsae_buffer_rows(all), n_train = rows * 7 / 8;
+    ck_assert_int_ge(subsae_buffer_rows(all), REAL_ROWS);
+    const int64_t rows = REAL_ROWS, n_train = rows * 7 / 8;
     ck_assert_ok(subsae_buffer_view(all, 0, n_train, &train));
     ck_assert_ok(subsae_buffer_view(all, n_train, rows - n_train, &eval));
     const int64_t widths[3] = {256, 1024, 4096};
@@ -727,9 +742,10 @@ START_TEST(matryoshka_batchtopk_on_stories)
                   nested.prefix[1], nested.prefix[2]);
     ck_assert_msg(fabs(nested.ev - plain.ev) <= 0.03,
                   "Matryoshka explained variance %.4f vs plain %.4f", nested.ev, plain.ev);
-    /* The same L0: BatchTopK's threshold aims at k for both. */
-    ck_assert_msg(fabs(nested.l0 - plain.l0) <= 0.25 * plain.l0, "L0 %.2f vs %.2f", nested.l0,
+    /* The same L0: BatchTopK's threshold tracks the batch cut (k) for both. */
+    ck_assert_msg(fabs(nested.l0 - plain.l0) <= 0.1 * plain.l0, "L0 %.2f vs %.2f", nested.l0,
                   plain.l0);
+    ck_assert_msg(fabs(plain.l0 - 8.0) <= 1.0, "plain L0 %.2f, k 8", plain.l0);
     subsae_buffer_free(train);
     subsae_buffer_free(eval);
     subsae_buffer_free(all);
