@@ -246,6 +246,7 @@ static void aux_row(subsae_trainer *t, int64_t row, const float *pre_row)
  * valued by thr (JumpReLU; NULL: every kept pair is active). */
 struct selection {
     bool topk, gated;
+    bool collect_only; /* BatchTopK's collection: rescored after (bf16) */
     const float *cut, *thr;
     float low;
 };
@@ -260,7 +261,7 @@ static void select_row(subsae_trainer *t, const struct selection *sel, int64_t r
     struct subsae__workspace *ws = &t->ws;
     const int64_t m = s->d_sae, k = s->k;
     const bool bf16 = t->precision_used == SUBSAE__BF16;
-    if (bf16 && !sel->topk)
+    if (bf16 && !sel->topk && !sel->collect_only)
         subsae__trainer_bf16_rescore_row(t, row, pr, sel->cut, sel->low);
     if (ws->aux_k > 0) {
         aux_row(t, row, pr);
@@ -362,7 +363,11 @@ static int encode_blocks(subsae_trainer *t, int64_t n, const struct selection *s
 static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, const float *thr,
                    double *seconds)
 {
-    const struct selection sel = {.topk = false, .cut = cut, .thr = thr, .low = low};
+    const struct selection sel = {.topk = false,
+                                  .collect_only = t->sae->activation == SUBSAE_ACT_BATCHTOPK,
+                                  .cut = cut,
+                                  .thr = thr,
+                                  .low = low};
     return encode_blocks(t, n, &sel, seconds);
 }
 
@@ -387,6 +392,9 @@ static int encode_batchtopk(subsae_trainer *t, int64_t n, double *seconds)
     const double t1 = omp_get_wtime();
     const int64_t total = ws->row_ptr[n];
     int64_t npos;
+    if (t->precision_used == SUBSAE__BF16) /* the pairs near and above the bf16 cut in fp32 */
+        subsae__trainer_bf16_rescore_pairs(t, n,
+                                           radix_kth(ws->val, total, want, ws->hist, &npos));
     const float cut = radix_kth(ws->val, total, want, ws->hist, &npos);
     int64_t above = 0;
     for (int64_t q = 0; q < total; q++)

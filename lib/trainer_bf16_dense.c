@@ -8,12 +8,12 @@
  * accumulation, oneDNN), and what flows on is fp32 again:
  *
  *  - a dense activation (ReLU, JumpReLU's band and threshold, the gated
- *    model's gate, BatchTopK's collection bound): every entry whose bf16
+ *    model's gate): every entry whose bf16
  *    pre-activation passes the bar, or falls short of it by less than a
  *    margin, is replaced by the exact fp32 one (the fixed-order dot
  *    product of the fp32 encoder input and W_enc row), so the values,
- *    JumpReLU's active/band split, the gated magnitudes and BatchTopK's
- *    cut are fp32 ones, and so is every decision but for an entry whose
+ *    JumpReLU's active/band split and the gated magnitudes are fp32 ones,
+ *    and so is every decision but for an entry whose
  *    bf16 error exceeds the margin. The margin: bf16 rounds each operand
  *    with a relative error of at most 2^-8 (uniform, standard deviation
  *    2^-8 / sqrt 3), so the product's error has a standard deviation of
@@ -26,6 +26,11 @@
  *    the row is in cache; a vectorised test skips the 16-entry chunks
  *    with nothing near the bar. The disagreement is the fraction of the
  *    selected entries whose decision the rescoring changed.
+ *  - BatchTopK: the pairs above a lower bound of the cut are collected
+ *    from the bf16 product as they are (the bound is far below the cut);
+ *    then the pairs near and above the (k n)-th largest bf16 value, within
+ *    the same margin, are rescored in fp32 and the rest left out, and the
+ *    exact selection runs on fp32 values.
  *  - TopK with AuxK: each row's k + margin best bf16 candidates are
  *    rescored in fp32 and the top k kept, as trainer_bf16.c does for the
  *    fused encoder; AuxK's dead-feature pairs are chosen from the bf16
@@ -80,6 +85,15 @@ void subsae__trainer_bf16_block_gemm(subsae_trainer *t, int64_t r0, int64_t rows
                       d, pre, s->d_sae, threads);
 }
 
+/* max_j |x_j| */
+static float abs_max(const float *x, int64_t d)
+{
+    float top = 0.0f;
+    for (int64_t j = 0; j < d; j++)
+        top = fabsf(x[j]) > top ? fabsf(x[j]) : top;
+    return top;
+}
+
 /* Whether any entry f in [c0, c1) of a row passes its bar or falls short
  * by less than the margin: a branch-free pass the compiler vectorises. */
 static inline bool any_near(const float *pr, const float *b, const float *cut, float low,
@@ -105,10 +119,7 @@ void subsae__trainer_bf16_rescore_row(subsae_trainer *t, int64_t row, float *pr,
     struct subsae__workspace *ws = &t->ws;
     const int64_t m = s->d_sae, d = s->d_in;
     const float *b = s->b_enc, *wnorm = ws->bf16_wnorm, *x = ws->xin + row * d;
-    float top = 0.0f;
-    for (int64_t j = 0; j < d; j++)
-        top = fabsf(x[j]) > top ? fabsf(x[j]) : top;
-    const float margin = MARGIN * top;
+    const float margin = MARGIN * abs_max(x, d);
     int64_t changed = 0;
     for (int64_t c0 = 0; c0 < m; c0 += SCAN) {
         const int64_t c1 = c0 + SCAN < m ? c0 + SCAN : m;
@@ -124,6 +135,31 @@ void subsae__trainer_bf16_rescore_row(subsae_trainer *t, int64_t row, float *pr,
         }
     }
     ws->bf16_row_changed[row] = changed;
+}
+
+void subsae__trainer_bf16_rescore_pairs(subsae_trainer *t, int64_t n, float cut)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int64_t d = s->d_in;
+#pragma omp parallel for schedule(dynamic, 16) num_threads( \
+    subsae__team(subsae__trainer_threads(t), (double)(ws->row_ptr[n] + n) * (double)d))
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = ws->xin + i * d;
+        const float margin = MARGIN * abs_max(x, d);
+        int64_t changed = 0;
+        for (int64_t q = ws->row_ptr[i]; q < ws->row_ptr[i + 1]; q++) {
+            const int32_t f = ws->idx[q];
+            if (!(ws->val[q] > cut - margin * ws->bf16_wnorm[f])) {
+                ws->val[q] = 0.0f; /* far below the cut: out of the selection */
+                continue;
+            }
+            const bool was = ws->val[q] > cut;
+            ws->val[q] = subsae__dot_f32(x, s->W_enc + (int64_t)f * d, d) + s->b_enc[f];
+            changed += was != (ws->val[q] > cut);
+        }
+        ws->bf16_row_changed[i] = changed;
+    }
 }
 
 void subsae__trainer_bf16_topk_row(subsae_trainer *t, int64_t row, const float *pr)
@@ -160,7 +196,8 @@ void subsae__trainer_bf16_aux_row(subsae_trainer *t, int64_t row)
 void subsae__trainer_bf16_pass_end(subsae_trainer *t, int64_t n)
 {
     const struct subsae__workspace *ws = &t->ws;
-    const bool topk = t->sae->activation == SUBSAE_ACT_TOPK;
+    const bool topk = t->sae->activation == SUBSAE_ACT_TOPK ||
+                      t->sae->activation == SUBSAE_ACT_BATCHTOPK; /* k per row */
     int64_t changed = 0, selected = 0;
     for (int64_t i = 0; i < n; i++) {
         changed += ws->bf16_row_changed[i];

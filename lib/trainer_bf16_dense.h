@@ -23,6 +23,13 @@ void subsae__trainer_bf16_block_gemm(subsae_trainer *t, int64_t r0, int64_t rows
 void subsae__trainer_bf16_rescore_row(subsae_trainer *t, int64_t row, float *pr,
                                       const float *cut, float low);
 
+/* BatchTopK after its collection from the bf16 product: the collected
+ * pairs (ws->row_ptr / idx / val, val with b_enc) whose value passes the
+ * bf16 cut `cut` or falls short by less than the margin revalued in fp32,
+ * the others set to 0 (out of the selection); ws->bf16_row_changed gets
+ * each row's pairs that changed side of `cut`. */
+void subsae__trainer_bf16_rescore_pairs(subsae_trainer *t, int64_t n, float cut);
+
 /* TopK of one row of the step from its bf16 pre-activations (pr, no
  * b_enc): k + margin candidates rescored in fp32, the top k kept (ReLU)
  * into ws->idx / ws->val; ws->bf16_row_changed[row] gets the pairs the
@@ -34,8 +41,8 @@ void subsae__trainer_bf16_topk_row(subsae_trainer *t, int64_t row, const float *
 void subsae__trainer_bf16_aux_row(subsae_trainer *t, int64_t row);
 
 /* After the blocked encoder of n rows at bf16: t->last_disagreement, the
- * changed decisions over the pairs selected (TopK: k per row; a dense
- * activation: the pairs its last pass kept, ws->row_count). */
+ * changed decisions over the pairs selected (TopK and BatchTopK: k per
+ * row; a dense activation: the pairs its pass kept, ws->row_count). */
 void subsae__trainer_bf16_pass_end(subsae_trainer *t, int64_t n);
 
 #endif
