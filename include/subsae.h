@@ -855,9 +855,9 @@ enum subsae_metric {
     SUBSAE_METRIC_LOSS_SPARSITY = 13,     /* L1 / L0 penalty (ReLU, JumpReLU; else 0), */
     SUBSAE_METRIC_LOSS_AUX = 14,          /* AuxK term (0 when off) */
     SUBSAE_METRIC_BF16_DISAGREEMENT = 15, /* training at bf16, last step: the fraction of
-                                             the selected (token, feature) pairs that the
-                                             fp32 rescoring of the bf16 candidates
-                                             changed (NaN at fp32) */
+                                             the selected (token, feature) pairs whose
+                                             selection the fp32 rescoring of the bf16
+                                             candidates changed (NaN at fp32) */
     SUBSAE_METRIC_COUNT = 16
 };
 
@@ -997,17 +997,18 @@ enum subsae_train_option {
     SUBSAE_TRAIN_PRECISION = 27,    /* int SUBSAE_PRECISION_*, default FP32: the precision of
                                        the encoder's product. BF16: the product on bf16
                                        copies of W_enc and of the batch (fp32
-                                       accumulation); each row's k + max(4, k / 4) best
-                                       candidates are rescored in fp32 and the top k of
-                                       those kept, so the values trained on are fp32;
-                                       master weights, Adam, decoder and losses stay fp32.
-                                       TopK without AuxK only: BF16 with another
-                                       activation or with AUXK_COEF > 0, or on a CPU
-                                       without a native bf16 product, fails with
+                                       accumulation); TopK: each row's k + max(4, k / 4)
+                                       best candidates are rescored in fp32 and the top k
+                                       of those kept; the other activations (and AuxK):
+                                       the entries that pass the bar or fall short of it
+                                       by less than a margin of the bf16 error are
+                                       recomputed in fp32; so the values trained on are
+                                       fp32; master weights, Adam, decoder and losses stay
+                                       fp32. Every activation, AuxK, transcoders: BF16 on
+                                       a CPU without a native bf16 product fails with
                                        SUBSAE_E_UNSUPPORTED (at init, or at the step when
-                                       AuxK is switched on later or a bf16 checkpoint is
-                                       resumed on such a CPU). AUTO: BF16 where that can
-                                       run, FP32 elsewhere. After init, get returns the
+                                       a bf16 checkpoint is resumed on such a CPU). AUTO:
+                                       BF16 where that can run, FP32 elsewhere. After init, get returns the
                                        precision in use (FP32 or BF16); checkpoints keep
                                        it */
     SUBSAE_TRAIN_COEF_WARMUP_STEPS = 28, /* int, default 0: the sparsity coefficient

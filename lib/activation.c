@@ -26,6 +26,8 @@
  *    pre-activation for the gate path's losses.
  *  - AuxK (any activation): the top k_aux ReLU'd pre-activations of the
  *    dead features of each row.
+ * At bf16 (SUBSAE_TRAIN_PRECISION) the block's product runs on bf16
+ * operands and what passes is rescored in fp32 (trainer_bf16_dense.c).
  * The result is a CSR list of pairs; every loop over rows writes
  * positions fixed by a serial prefix sum, so the bits do not depend on the
  * thread count. */
@@ -33,6 +35,7 @@
 
 #include "encoder_gemm.h"
 
+#include "trainer_bf16_dense.h"
 #include "trainer_workspace.h"
 
 #include "kernels.h"
@@ -243,21 +246,31 @@ static void aux_row(subsae_trainer *t, int64_t row, const float *pre_row)
  * valued by thr (JumpReLU; NULL: every kept pair is active). */
 struct selection {
     bool topk, gated;
+    bool collect_only; /* BatchTopK's collection: rescored after (bf16) */
     const float *cut, *thr;
     float low;
 };
 
 /* One row's selection from its pre-activations, AuxK's first (it reads
- * the row before any selection touched it); a dense activation only
- * counts its pairs here. In a parallel region. */
+ * the row before any selection touched it; at bf16 a dense activation's
+ * entries near and above its bar are rescored in fp32 before); a dense
+ * activation only counts its pairs here. In a parallel region. */
 static void select_row(subsae_trainer *t, const struct selection *sel, int64_t row, float *pr)
 {
     const subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
     const int64_t m = s->d_sae, k = s->k;
-    if (ws->aux_k > 0)
+    const bool bf16 = t->precision_used == SUBSAE__BF16;
+    if (bf16 && !sel->topk && !sel->collect_only)
+        subsae__trainer_bf16_rescore_row(t, row, pr, sel->cut, sel->low);
+    if (ws->aux_k > 0) {
         aux_row(t, row, pr);
-    if (sel->topk) {
+        if (bf16)
+            subsae__trainer_bf16_aux_row(t, row);
+    }
+    if (sel->topk && bf16) {
+        subsae__trainer_bf16_topk_row(t, row, pr);
+    } else if (sel->topk) {
         subsae__topk_row(pr, s->b_enc, NULL, m, k, ws->idx + row * k, ws->val + row * k);
         relu_slots(ws->idx + row * k, ws->val + row * k, k);
     } else {
@@ -296,6 +309,23 @@ static int fill_block(subsae_trainer *t, const struct selection *sel, int64_t r0
     return SUBSAE_OK;
 }
 
+/* The product of the step's rows r0 .. r0 + rows - 1 into ws->pre, at
+ * the trainer's precision (timed into seconds[0]). */
+static void step_block_gemm(subsae_trainer *t, int64_t r0, int64_t rows, double *seconds)
+{
+    const subsae_sae *s = t->sae;
+    struct subsae__workspace *ws = &t->ws;
+    const int T = subsae__trainer_threads(t);
+    if (t->precision_used != SUBSAE__BF16) {
+        block_gemm(s, ws->xin + r0 * s->d_in, rows, ws->pre, T, seconds);
+        return;
+    }
+    const double t0 = omp_get_wtime();
+    subsae__trainer_bf16_block_gemm(t, r0, rows, ws->pre, T);
+    if (seconds)
+        seconds[0] += omp_get_wtime() - t0;
+}
+
 /* The blocked encoder of a step: per block of rows the GEMM, then each
  * row's selection in parallel while the block is in cache, and for a
  * dense activation the block's pairs into the CSR. */
@@ -305,12 +335,14 @@ static int encode_blocks(subsae_trainer *t, int64_t n, const struct selection *s
     subsae_sae *s = t->sae;
     struct subsae__workspace *ws = &t->ws;
     const int T = subsae__trainer_threads(t);
-    const int64_t m = s->d_sae, d_in = s->d_in;
+    const int64_t m = s->d_sae;
     const int64_t block = subsae__encode_block_rows(m, n);
     int64_t total = 0;
+    if (t->precision_used == SUBSAE__BF16 && !sel->topk)
+        subsae__trainer_bf16_pass_begin(t);
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = n - r0 < block ? n - r0 : block;
-        block_gemm(s, ws->xin + r0 * d_in, rows, ws->pre, T, seconds);
+        step_block_gemm(t, r0, rows, seconds);
         double t1 = omp_get_wtime();
 #pragma omp parallel for schedule(static) num_threads(subsae__team(T, (double)rows * (double)m))
         for (int64_t i = 0; i < rows; i++)
@@ -331,7 +363,11 @@ static int encode_blocks(subsae_trainer *t, int64_t n, const struct selection *s
 static int collect(subsae_trainer *t, int64_t n, const float *cut, float low, const float *thr,
                    double *seconds)
 {
-    const struct selection sel = {.topk = false, .cut = cut, .thr = thr, .low = low};
+    const struct selection sel = {.topk = false,
+                                  .collect_only = t->sae->activation == SUBSAE_ACT_BATCHTOPK,
+                                  .cut = cut,
+                                  .thr = thr,
+                                  .low = low};
     return encode_blocks(t, n, &sel, seconds);
 }
 
@@ -356,6 +392,9 @@ static int encode_batchtopk(subsae_trainer *t, int64_t n, double *seconds)
     const double t1 = omp_get_wtime();
     const int64_t total = ws->row_ptr[n];
     int64_t npos;
+    if (t->precision_used == SUBSAE__BF16) /* the pairs near and above the bf16 cut in fp32 */
+        subsae__trainer_bf16_rescore_pairs(t, n,
+                                           radix_kth(ws->val, total, want, ws->hist, &npos));
     const float cut = radix_kth(ws->val, total, want, ws->hist, &npos);
     int64_t above = 0;
     for (int64_t q = 0; q < total; q++)

@@ -25,9 +25,10 @@
  * selected pairs that the rescoring changed is the step's disagreement
  * (SUBSAE_METRIC_BF16_DISAGREEMENT).
  *
- * bf16 trains TopK without AuxK; the other activations and AuxK (whose
- * dead-feature ranking reads every pre-activation) are refused at bf16,
- * and AUTO gives them fp32. Every loop writes positions fixed by the row,
+ * This file is TopK's fused path (no dead feature for AuxK to rank); the
+ * blocked encoder of the other activations and of AuxK runs its product at
+ * bf16 in trainer_bf16_dense.c. Every configuration trains at bf16 where
+ * the CPU computes bf16 natively. Every loop writes positions fixed by the row,
  * so the bits do not depend on the thread count. */
 #include "trainer_bf16.h"
 
@@ -41,16 +42,14 @@
 #include <stdbool.h>
 #include <string.h>
 
-/* Why bf16 training of activation `act` with t's options cannot run
- * here, or NULL. */
-static const char *bf16_obstacle(const subsae_trainer *t, int64_t act)
+/* Why bf16 training cannot run here, or NULL. Every activation, AuxK,
+ * transcoders, skip paths and Matryoshka prefixes train at bf16: only the
+ * hardware can stand in the way (oneDNN's bf16 product without native
+ * instructions would be an emulation slower than fp32). */
+static const char *bf16_obstacle(void)
 {
     if (!subsae__bf16_native())
         return "this CPU has no native bf16 product (AVX512_BF16 or AMX)";
-    if (act != SUBSAE_ACT_TOPK)
-        return "bf16 trains topk only";
-    if (t->auxk_coef > 0.0)
-        return "bf16 does not train with AuxK";
     return NULL;
 }
 
@@ -63,7 +62,7 @@ static int refuse(const char *fn, const char *why)
 
 int subsae__trainer_precision_init(subsae_trainer *t, const char *fn)
 {
-    const char *why = bf16_obstacle(t, t->activation);
+    const char *why = bf16_obstacle();
     if (t->precision == SUBSAE_PRECISION_BF16 && why)
         return refuse(fn, why);
     const bool bf16 = t->precision == SUBSAE_PRECISION_BF16 ||
@@ -76,7 +75,7 @@ int subsae__trainer_bf16_check(const subsae_trainer *t, const char *fn)
 {
     if (t->precision_used != SUBSAE__BF16)
         return SUBSAE_OK;
-    const char *why = bf16_obstacle(t, t->sae->activation);
+    const char *why = bf16_obstacle();
     return why ? refuse(fn, why) : SUBSAE_OK;
 }
 
@@ -196,6 +195,12 @@ static int64_t keep_row(const int32_t *cidx, const float *cval, int32_t *pos, in
         changed += j >= k;
     }
     return changed;
+}
+
+int64_t subsae__trainer_bf16_keep(const int32_t *cidx, const float *cval, int32_t *pos,
+                                  int64_t K, int64_t k, int32_t *idx, float *val)
+{
+    return keep_row(cidx, cval, pos, K, k, idx, val);
 }
 
 void subsae__trainer_encode_bf16(subsae_trainer *t, int64_t n, double *seconds)

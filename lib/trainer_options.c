@@ -83,7 +83,7 @@ static const struct subsae__option trainer_options[] = {
     TRAIN_INT(SUBSAE_TRAIN_PRECISION, "precision", 0, 2, SUBSAE_PRECISION_FP32,
               STRUCTURAL | CHOICE, precision,
               "SUBSAE_PRECISION_*: fp32, bf16 or auto: the encoder's product on bf16 copies "
-              "(TopK without AuxK, native bf16 CPUs; candidates rescored in fp32)"),
+              "(every activation and AuxK, native bf16 CPUs; what passes rescored in fp32)"),
     TRAIN_INT(SUBSAE_TRAIN_COEF_WARMUP_STEPS, "coef_warmup_steps", 0, INT64_MAX, 0, 0,
               coef_warmup_steps,
               "steps over which the sparsity coefficient (l1_coef, l0_coef) ramps from 0"),

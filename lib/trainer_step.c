@@ -28,6 +28,7 @@
 #include "matryoshka.h"
 #include "params.h"
 #include "trainer_bf16.h"
+#include "trainer_bf16_dense.h"
 #include "trainer_state.h"
 #include "trainer_workspace.h"
 
@@ -115,10 +116,17 @@ static int encode(subsae_trainer *t, int64_t n)
     }
     int rc = subsae__trainer_prepare_aux(t);
     double *seconds = t->phase_seconds + SUBSAE_PHASE_ENCODE_GEMM;
-    if (!rc && t->precision_used == SUBSAE__BF16)
+    /* bf16: TopK without a dead feature to rank takes the fused encoder's
+     * candidates (trainer_bf16.c), the rest the blocked encoder at bf16
+     * (trainer_bf16_dense.c). */
+    const bool bf16 = t->precision_used == SUBSAE__BF16;
+    const bool fused = s->activation == SUBSAE_ACT_TOPK && t->ws.aux_k == 0;
+    if (!rc && bf16 && fused)
         subsae__trainer_encode_bf16(t, n, seconds);
     else if (!rc)
         rc = subsae__trainer_encode(t, n, seconds);
+    if (!rc && bf16 && !fused)
+        subsae__trainer_bf16_pass_end(t, n);
     return rc;
 }
 

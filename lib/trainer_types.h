@@ -124,6 +124,11 @@ struct subsae__workspace {
     int32_t *cand_offsets; /* d_sae + 1: the candidates bucketed by feature */
     int32_t *cand_order;   /* batch x cand_slots: their positions, by feature */
     int64_t cand_changed;  /* pairs of the step the rescoring changed */
+    /* the blocked encoder at bf16 (trainer_bf16_dense.c): |W_enc row|_2,
+     * which sizes the rescoring's margin, and per row the decisions the
+     * fp32 rescoring changed */
+    float *bf16_wnorm;         /* d_sae */
+    int64_t *bf16_row_changed; /* batch */
 };
 
 /* A part's partial sums in ws->part: dL/dx_hat summed over its rows

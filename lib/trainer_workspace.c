@@ -30,7 +30,7 @@ static void workspace_free(struct subsae__workspace *ws)
                       ws->g_b_mag,      ws->skip_out,    ws->g_W_skip,
                       ws->prefix_sse,   ws->W_enc_bf16,  ws->xin_bf16,
                       ws->cand_idx,     ws->cand_val,    ws->cand_offsets,
-                      ws->cand_order};
+                      ws->cand_order,   ws->bf16_wnorm,  ws->bf16_row_changed};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         subsae__free(blocks[i]);
     memset(ws, 0, sizeof *ws);
@@ -110,7 +110,8 @@ int64_t subsae__bf16_margin(int64_t k)
 }
 
 /* The bf16 encoder's blocks (trainer_bf16.c): the copy of W_enc, the
- * encoder input in bf16, k + margin candidates per row. */
+ * encoder input in bf16, k + margin candidates per row; the norms of the
+ * blocked encoder's rescoring (trainer_bf16_dense.c). */
 static bool alloc_bf16_buffers(subsae_trainer *t, int64_t batch)
 {
     struct subsae__workspace *ws = &t->ws;
@@ -127,8 +128,10 @@ static bool alloc_bf16_buffers(subsae_trainer *t, int64_t batch)
     ws->cand_val = subsae__malloc(B * C * sizeof(float));
     ws->cand_offsets = subsae__malloc(((size_t)s->d_sae + 1) * sizeof(int32_t));
     ws->cand_order = subsae__malloc(B * C * sizeof(int32_t));
+    ws->bf16_wnorm = subsae__malloc((size_t)s->d_sae * sizeof(float));
+    ws->bf16_row_changed = subsae__malloc(B * sizeof(int64_t));
     return ws->W_enc_bf16 && ws->xin_bf16 && ws->cand_idx && ws->cand_val && ws->cand_offsets &&
-           ws->cand_order;
+           ws->cand_order && ws->bf16_wnorm && ws->bf16_row_changed;
 }
 
 /* The workspace's blocks per row of the batch: the rows, the scaled

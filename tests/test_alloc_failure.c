@@ -1314,6 +1314,7 @@ struct variant {
     int activation;
     bool auxk, transcoder;
     int pre_steps; /* steps before the step under test */
+    bool bf16;     /* SUBSAE_PRECISION_AUTO: bf16 where the CPU has it */
 };
 static const struct variant *variant;
 
@@ -1342,6 +1343,8 @@ static subsae_trainer *variant_trainer(const struct variant *v, bool auxk)
 {
     subsae_trainer *t = configured_trainer();
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, v->activation));
+    if (v->bf16)
+        ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_PRECISION, SUBSAE_PRECISION_AUTO));
     if (v->activation == SUBSAE_ACT_RELU)
         ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_L1_COEF, 0.5));
     if (v->auxk) {
@@ -1577,11 +1580,13 @@ static void drive_variant(const struct variant *v, bool checkpoints)
 }
 
 static const struct variant variants[] = {
-    {"batchtopk", SUBSAE_ACT_BATCHTOPK, false, false, 1},
-    {"jumprelu", SUBSAE_ACT_JUMPRELU, false, false, 1},
-    {"relu + L1", SUBSAE_ACT_RELU, false, false, 0},
-    {"topk + auxk, dead features", SUBSAE_ACT_TOPK, true, false, 1},
-    {"topk transcoder", SUBSAE_ACT_TOPK, false, true, 0},
+    {"batchtopk", SUBSAE_ACT_BATCHTOPK, false, false, 1, false},
+    {"jumprelu", SUBSAE_ACT_JUMPRELU, false, false, 1, false},
+    {"relu + L1", SUBSAE_ACT_RELU, false, false, 0, false},
+    {"topk + auxk, dead features", SUBSAE_ACT_TOPK, true, false, 1, false},
+    {"topk transcoder", SUBSAE_ACT_TOPK, false, true, 0, false},
+    {"relu + L1, bf16", SUBSAE_ACT_RELU, false, false, 0, true},
+    {"topk + auxk, dead features, bf16", SUBSAE_ACT_TOPK, true, false, 1, true},
 };
 enum { N_VARIANTS = sizeof variants / sizeof variants[0] };
 

@@ -120,8 +120,8 @@ static const struct flag flags[] = {
     LIB("--batch", "B", NUMBER, SUBSAE_TRAIN_BATCH, NULL, "tokens per step"),
     LIB("--precision", "NAME", CHOICE, SUBSAE_TRAIN_PRECISION, precisions,
         "the encoder's product: fp32, bf16 (bf16 copies of W_enc and of the batch, "
-        "candidates rescored in fp32; topk without auxk, CPUs with AVX512_BF16 or AMX) or "
-        "auto (bf16 where it can run)"),
+        "what it selects rescored in fp32; every activation and auxk, CPUs with AVX512_BF16 "
+        "or AMX) or auto (bf16 where it can run)"),
     OWN_NUMBER("--epochs", "E", epochs, AT(have_epochs), true, 0, 1e9, true,
                "the run's length in passes over the inputs, counted from its start (default "
                "1; above 0)"),
