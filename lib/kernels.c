@@ -290,6 +290,27 @@ __attribute__((target("avx512f"))) static inline __m512 list48_hits(struct list4
                           _mm512_maskz_loadu_ps(mask, bias + (at))) \
           : _mm512_maskz_loadu_ps(mask, row + (at)))
 
+/* The scan of a chunk's entries j .. count - 1 into list `l` by HITS
+ * (list16_hits or list48_hits), two vectors at a time while both are
+ * whole: the one loop of the two list sizes. */
+#define SCAN_CHUNK(HITS)                                                                     \
+    do {                                                                                     \
+        for (; j + 32 <= count; j += 32) {                                                   \
+            const __m512 a = LOAD16(0xffff, j), b = LOAD16(0xffff, j + 16);                  \
+            const __mmask16 ha = _mm512_cmp_ps_mask(a, thr, _CMP_GT_OQ);                     \
+            if (!(ha | _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ)))                              \
+                continue;                                                                    \
+            thr = HITS(&l, a, ha, j0 + j, thr);                                              \
+            thr = HITS(&l, b, _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ), j0 + j + 16, thr);     \
+        }                                                                                    \
+        for (; j < count; j += 16) {                                                         \
+            const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff                         \
+                                                 : (__mmask16)((1u << (count - j)) - 1u);    \
+            const __m512 a = LOAD16(in, j);                                                  \
+            thr = HITS(&l, a, _mm512_mask_cmp_ps_mask(in, a, thr, _CMP_GT_OQ), j0 + j, thr); \
+        }                                                                                    \
+    } while (0)
+
 /* topk_scan's loop over next_above and sorted_insert for a full list of
  * k <= 16 entries (the same comparisons in the same order), the list in
  * registers: entries j .. count - 1 of the chunk, indices from j0. */
@@ -303,23 +324,11 @@ __attribute__((target("avx512f"))) static void scan_sorted16_avx512(const float 
     struct list16 l = {_mm512_maskz_loadu_ps(live, keys), _mm512_maskz_loadu_epi32(live, idx),
                        _mm512_set1_epi32((int)(k - 1)), (__mmask16)((1u << (k - 1)) - 1u)};
     __m512 thr = _mm512_set1_ps(keys[k - 1]);
-    for (; j + 32 <= count; j += 32) {
-        const __m512 a = LOAD16(0xffff, j), b = LOAD16(0xffff, j + 16);
-        const __mmask16 ha = _mm512_cmp_ps_mask(a, thr, _CMP_GT_OQ);
-        if (!(ha | _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ)))
-            continue;
-        thr = list16_hits(&l, a, ha, j0 + j, thr);
-        thr = list16_hits(&l, b, _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ), j0 + j + 16, thr);
-    }
-    for (; j < count; j += 16) {
-        const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff
-                                             : (__mmask16)((1u << (count - j)) - 1u);
-        const __m512 a = LOAD16(in, j);
-        thr = list16_hits(&l, a, _mm512_mask_cmp_ps_mask(in, a, thr, _CMP_GT_OQ), j0 + j, thr);
-    }
+    SCAN_CHUNK(list16_hits);
     _mm512_mask_storeu_ps(keys, live, l.keys);
     _mm512_mask_storeu_epi32(idx, live, l.idx);
 }
+
 /* scan_sorted16_avx512 for 16 < k <= 48. */
 __attribute__((target("avx512f"))) static void scan_sorted48_avx512(const float *row,
                                                                     const float *bias,
@@ -341,20 +350,7 @@ __attribute__((target("avx512f"))) static void scan_sorted48_avx512(const float 
     l.last_vec = (int)((k - 1) / 16);
     l.probe = ((uint64_t)1 << (k - 1)) - 1u;
     __m512 thr = _mm512_set1_ps(keys[k - 1]);
-    for (; j + 32 <= count; j += 32) {
-        const __m512 a = LOAD16(0xffff, j), b = LOAD16(0xffff, j + 16);
-        const __mmask16 ha = _mm512_cmp_ps_mask(a, thr, _CMP_GT_OQ);
-        if (!(ha | _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ)))
-            continue;
-        thr = list48_hits(&l, a, ha, j0 + j, thr);
-        thr = list48_hits(&l, b, _mm512_cmp_ps_mask(b, thr, _CMP_GT_OQ), j0 + j + 16, thr);
-    }
-    for (; j < count; j += 16) {
-        const __mmask16 in = count - j >= 16 ? (__mmask16)0xffff
-                                             : (__mmask16)((1u << (count - j)) - 1u);
-        const __m512 a = LOAD16(in, j);
-        thr = list48_hits(&l, a, _mm512_mask_cmp_ps_mask(in, a, thr, _CMP_GT_OQ), j0 + j, thr);
-    }
+    SCAN_CHUNK(list48_hits);
     for (int v = 0; v < 3; v++) {
         _mm512_mask_storeu_ps(keys + 16 * v, live[v], l.keys[v]);
         _mm512_mask_storeu_epi32(idx + 16 * v, live[v], l.idx[v]);
@@ -413,6 +409,7 @@ __attribute__((target("avx512f"))) static int64_t fill_above_avx512(
     return count;
 }
 #undef LOAD16
+#undef SCAN_CHUNK
 #endif
 
 /* A list empty at the start of a chunk (the first of a row) filled from
