@@ -105,6 +105,35 @@ void harness_skip(const char *test, const char *reason)
     fprintf(stderr, "SKIP %s: %s\n", test, reason);
 }
 
+bool harness_real_split(const char *test, const char *name, int64_t rows,
+                        struct harness_split *out)
+{
+    if (!harness_shared_file(name, out->path, sizeof out->path)) {
+        harness_skip(test, "the shared stories260K data is absent");
+        return false;
+    }
+    if (harness_slow()) {
+        harness_skip(test, "too long under sanitizers or valgrind");
+        return false;
+    }
+    ck_assert_ok(subsae_buffer_open(out->path, NULL, &out->all));
+    if (rows == 0)
+        rows = subsae_buffer_rows(out->all);
+    ck_assert_int_ge(subsae_buffer_rows(out->all), rows);
+    out->n_train = rows * 7 / 8;
+    out->n_eval = rows - out->n_train;
+    ck_assert_ok(subsae_buffer_view(out->all, 0, out->n_train, &out->train));
+    ck_assert_ok(subsae_buffer_view(out->all, out->n_train, out->n_eval, &out->eval));
+    return true;
+}
+
+void harness_split_free(struct harness_split *split)
+{
+    subsae_buffer_free(split->train);
+    subsae_buffer_free(split->eval);
+    subsae_buffer_free(split->all);
+}
+
 static char tmpdir[256];
 static pid_t tmpdir_owner, atexit_owner;
 

@@ -37,6 +37,22 @@ const char *harness_shared_dir(void);
  * shared folder is absent). */
 const char *harness_shared_file(const char *name, char *buf, size_t size);
 
+/* The held-out split of the README's real-data tables: the shared file
+ * `name` opened (all), its first `rows` rows (every row when rows is 0)
+ * cut into the first 7/8 (train) and the rest (eval). */
+struct harness_split {
+    char path[1024];
+    subsae_buffer *all, *train, *eval;
+    int64_t n_train, n_eval;
+};
+/* False, having printed why `test` skips, when the shared data is absent
+ * or under sanitizers or valgrind (such runs take tens of seconds); asserts
+ * that the file opens and holds `rows` rows. */
+bool harness_real_split(const char *test, const char *name, int64_t rows,
+                        struct harness_split *out);
+/* Free the three buffers of a split. */
+void harness_split_free(struct harness_split *split);
+
 /* Print that the calling test skips, and why. */
 void harness_skip(const char *test, const char *reason);
 

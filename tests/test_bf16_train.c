@@ -313,20 +313,12 @@ START_TEST(bf16_quality_on_the_trainer_recipe)
     static const char *test = "bf16_quality_on_the_trainer_recipe";
     if (!native_or_skip(test))
         return;
-    if (harness_slow()) {
-        harness_skip(test, "too long under sanitizers or valgrind");
+    struct harness_split data;
+    if (!harness_real_split(test, "L2_attn_out_131k.npy", 0, &data))
         return;
-    }
-    char path[1024];
-    if (!harness_shared_file("L2_attn_out_131k.npy", path, sizeof path)) {
-        harness_skip(test, "the shared stories260K data is absent");
-        return;
-    }
-    subsae_buffer *all, *train, *eval;
-    ck_assert_ok(subsae_buffer_open(path, NULL, &all));
-    const int64_t rows = subsae_buffer_rows(all), n_train = rows * 7 / 8;
-    ck_assert_ok(subsae_buffer_view(all, 0, n_train, &train));
-    ck_assert_ok(subsae_buffer_view(all, n_train, rows - n_train, &eval));
+    subsae_buffer *train = data.train, *eval = data.eval;
+    const char *path = data.path;
+    const int64_t n_eval = data.n_eval;
     struct quality fp32, bf16;
     recipe(SUBSAE_PRECISION_FP32, train, eval, &fp32);
     recipe(SUBSAE_PRECISION_BF16, train, eval, &bf16);
@@ -336,15 +328,13 @@ START_TEST(bf16_quality_on_the_trainer_recipe)
             "  fp32: explained variance %.5f, dead %.2f %%, %.1f s\n"
             "  bf16: explained variance %.5f, dead %.2f %%, %.1f s, last step's disagreement "
             "%.4f %%\n",
-            path, (long long)(rows - n_train), fp32.ev, 100 * fp32.dead, fp32.seconds, bf16.ev,
+            path, (long long)n_eval, fp32.ev, 100 * fp32.dead, fp32.seconds, bf16.ev,
             100 * bf16.dead, bf16.seconds, 100 * bf16.disagreement);
     ck_assert_msg(fabs(bf16.ev - fp32.ev) <= 0.003, "explained variance %.5f (bf16) vs %.5f",
                   bf16.ev, fp32.ev);
     ck_assert_msg(fabs(bf16.dead - fp32.dead) <= 0.015, "dead fraction %.4f (bf16) vs %.4f",
                   bf16.dead, fp32.dead);
-    subsae_buffer_free(train);
-    subsae_buffer_free(eval);
-    subsae_buffer_free(all);
+    harness_split_free(&data);
 }
 END_TEST
 

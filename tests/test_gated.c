@@ -694,20 +694,12 @@ END_TEST
  * on the last 1/8. */
 START_TEST(real_attention_outputs)
 {
-    char path[1024];
-    if (!harness_shared_file("L2_attn_out_131k.npy", path, sizeof path)) {
-        harness_skip("real_attention_outputs", "no shared data");
+    struct harness_split data;
+    if (!harness_real_split("real_attention_outputs", "L2_attn_out_131k.npy", 0, &data))
         return;
-    }
-    if (harness_slow()) {
-        harness_skip("real_attention_outputs", "too long under sanitizers or valgrind");
-        return;
-    }
-    subsae_buffer *all, *train, *eval;
-    ck_assert_ok(subsae_buffer_open(path, NULL, &all));
-    const int64_t rows = subsae_buffer_rows(all), n_train = rows * 7 / 8;
-    ck_assert_ok(subsae_buffer_view(all, 0, n_train, &train));
-    ck_assert_ok(subsae_buffer_view(all, n_train, rows - n_train, &eval));
+    subsae_buffer *train = data.train, *eval = data.eval;
+    const char *path = data.path;
+    const int64_t n_train = data.n_train;
     subsae_trainer *t;
     ck_assert_ok(subsae_trainer_create(&t));
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, SUBSAE_ACT_GATED));
@@ -732,9 +724,7 @@ START_TEST(real_attention_outputs)
     ck_assert_double_gt(e[SUBSAE_METRIC_L0], 1.0);
     ck_assert_double_ge(e[SUBSAE_METRIC_EXPLAINED_VARIANCE], 0.6);
     subsae_trainer_free(t);
-    subsae_buffer_free(train);
-    subsae_buffer_free(eval);
-    subsae_buffer_free(all);
+    harness_split_free(&data);
 }
 END_TEST
 

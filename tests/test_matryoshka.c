@@ -707,21 +707,13 @@ static void real_run(const subsae_buffer *train, const subsae_buffer *eval,
 
 START_TEST(matryoshka_batchtopk_on_stories)
 {
-    char path[1024];
-    if (!harness_shared_file("L2_mlp_in_131k.npy", path, sizeof path)) {
-        harness_skip("matryoshka_batchtopk_on_stories", "no shared data");
+    struct harness_split data;
+    if (!harness_real_split("matryoshka_batchtopk_on_stories", "L2_mlp_in_131k.npy", REAL_ROWS,
+                            &data))
         return;
-    }
-    if (harness_slow()) {
-        harness_skip("matryoshka_batchtopk_on_stories", "too long under instrumentation");
-        return;
-    }
-    subsae_buffer *all, *train, *eval;
-    ck_assert_ok(subsae_buffer_open(path, NULL, &all));
-    ck_assert_int_ge(subsae_buffer_rows(all), REAL_ROWS);
-    const int64_t rows = REAL_ROWS, n_train = rows * 7 / 8;
-    ck_assert_ok(subsae_buffer_view(all, 0, n_train, &train));
-    ck_assert_ok(subsae_buffer_view(all, n_train, rows - n_train, &eval));
+    subsae_buffer *train = data.train, *eval = data.eval;
+    const char *path = data.path;
+    const int64_t rows = REAL_ROWS, n_train = data.n_train;
     const int64_t widths[3] = {256, 1024, 4096};
     struct real_run plain, nested;
     real_run(train, eval, NULL, 0, &plain);
@@ -746,9 +738,7 @@ START_TEST(matryoshka_batchtopk_on_stories)
     ck_assert_msg(fabs(nested.l0 - plain.l0) <= 0.1 * plain.l0, "L0 %.2f vs %.2f", nested.l0,
                   plain.l0);
     ck_assert_msg(fabs(plain.l0 - 8.0) <= 1.0, "plain L0 %.2f, k 8", plain.l0);
-    subsae_buffer_free(train);
-    subsae_buffer_free(eval);
-    subsae_buffer_free(all);
+    harness_split_free(&data);
 }
 END_TEST
 
