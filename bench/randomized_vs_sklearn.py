@@ -50,8 +50,12 @@ def main():
     # Idle threads sleep instead of spinning (both sides use OpenMP
     # OpenBLAS), so that CPU seconds count work even on a shared machine.
     os.environ["OMP_WAIT_POLICY"] = a.wait_policy
-    import numpy as np
-    from sklearn.utils.extmath import randomized_svd
+    try:
+        import numpy as np
+        from sklearn.utils.extmath import randomized_svd
+    except ImportError as e:
+        sys.exit("randomized_vs_sklearn: %s; install Debian's python3-numpy and "
+                 "python3-sklearn and run it with /usr/bin/python3" % e)
 
     n, d, k = a.rows, a.dim, a.rank
     rng = np.random.default_rng(17)
