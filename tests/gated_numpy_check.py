@@ -1,5 +1,5 @@
 """Cross-check a saved gated SAE with numpy: load DIR (cfg.json and
-sae_weights.safetensors, the safetensors header parsed by hand), run
+sae_weights.safetensors, read by sae_numpy_check's safetensors reader), run
 SAELens' GatedSAE forward written out here (sae_lens/saes/gated_sae.py:
 sae_in = x - b_dec * apply_b_dec_to_input; gate = (sae_in @ W_enc + b_gate
 > 0); magnitude = relu(sae_in @ (W_enc * exp(r_mag)) + b_mag); z = gate *
@@ -12,7 +12,6 @@ relative), 1 otherwise, 77 when numpy is missing.
 """
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -21,23 +20,8 @@ try:
 except ImportError:  # the Check test skips
     sys.exit(77)
 
-DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16}
-
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + length])
-    base = 8 + length
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        array = np.frombuffer(data[base + begin : base + end], dtype=DTYPES[info["dtype"]])
-        tensors[name] = array.reshape(info["shape"]).astype(np.float64)
-    return tensors
+# The safetensors reader of the plain cross-check (same folder).
+from sae_numpy_check import load_safetensors  # noqa: E402
 
 
 def gated_forward(x, w, cfg):
@@ -52,7 +36,12 @@ def main():
     binary, directory, input_path = sys.argv[1:4]
     with open(os.path.join(directory, "cfg.json")) as f:
         cfg = json.load(f)
-    w = load_safetensors(os.path.join(directory, "sae_weights.safetensors"))
+    w = {
+        name: tensor.astype(np.float64)
+        for name, tensor in load_safetensors(
+            os.path.join(directory, "sae_weights.safetensors")
+        ).items()
+    }
     assert cfg["architecture"] == "gated", cfg["architecture"]
     assert sorted(w) == sorted(["W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"]), sorted(w)
     d_in, d_sae = w["W_enc"].shape

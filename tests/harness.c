@@ -105,6 +105,22 @@ void harness_skip(const char *test, const char *reason)
     fprintf(stderr, "SKIP %s: %s\n", test, reason);
 }
 
+subsae_trainer *harness_trainer(int activation, int64_t features, int64_t k, int init,
+                                int64_t batch, int64_t seed, int threads)
+{
+    subsae_trainer *t;
+    ck_assert_ok(subsae_trainer_create(&t));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, activation));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, features));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, k));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT, init));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, batch));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, seed));
+    if (threads > 0)
+        ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, threads));
+    return t;
+}
+
 bool harness_real_split(const char *test, const char *name, int64_t rows,
                         struct harness_split *out)
 {

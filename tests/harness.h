@@ -53,6 +53,12 @@ bool harness_real_split(const char *test, const char *name, int64_t rows,
 /* Free the three buffers of a split. */
 void harness_split_free(struct harness_split *split);
 
+/* A trainer with the options every test sets (asserts success): the
+ * activation, features, k, init, batch and seed, and `threads` when it is
+ * above 0 (else the library's default). */
+subsae_trainer *harness_trainer(int activation, int64_t features, int64_t k, int init,
+                                int64_t batch, int64_t seed, int threads);
+
 /* Print that the calling test skips, and why. */
 void harness_skip(const char *test, const char *reason);
 

@@ -21,16 +21,7 @@
 static subsae_trainer *new_trainer(int activation, int64_t features, int64_t k, int64_t batch,
                                    int threads)
 {
-    subsae_trainer *t;
-    ck_assert_ok(subsae_trainer_create(&t));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, activation));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, features));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, k));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT, SUBSAE_INIT_RANDOM));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, batch));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, 5));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, threads));
-    return t;
+    return harness_trainer(activation, features, k, SUBSAE_INIT_RANDOM, batch, 5, threads);
 }
 
 /* ---- the double-precision reference ----------------------------------- */

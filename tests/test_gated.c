@@ -28,15 +28,8 @@
 
 static subsae_trainer *gated_trainer(int64_t features, int64_t batch, int threads, double l1)
 {
-    subsae_trainer *t;
-    ck_assert_ok(subsae_trainer_create(&t));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, SUBSAE_ACT_GATED));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, features));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, 3));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT, SUBSAE_INIT_RANDOM));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, batch));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, 5));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, threads));
+    subsae_trainer *t =
+        harness_trainer(SUBSAE_ACT_GATED, features, 3, SUBSAE_INIT_RANDOM, batch, 5, threads);
     ck_assert_ok(subsae_trainer_set_double(t, SUBSAE_TRAIN_L1_COEF, l1));
     return t;
 }

@@ -34,14 +34,8 @@
 static subsae_trainer *new_trainer(int activation, int64_t features, int64_t k, int64_t batch,
                                    int threads, const int64_t *widths, int count)
 {
-    subsae_trainer *t;
-    ck_assert_ok(subsae_trainer_create(&t));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, activation));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, features));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, k));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, batch));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, 9));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, threads));
+    subsae_trainer *t = harness_trainer(activation, features, k, SUBSAE_INIT_ACTIVE_SUBSPACE,
+                                        batch, 9, threads);
     ck_assert_ok(subsae_trainer_set_matryoshka(t, widths, count));
     return t;
 }

@@ -32,15 +32,8 @@
 static subsae_trainer *skip_trainer(int64_t features, int64_t k, int64_t batch, int threads,
                                     int activation)
 {
-    subsae_trainer *t;
-    ck_assert_ok(subsae_trainer_create(&t));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, features));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, k));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_ACTIVATION, activation));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_INIT, SUBSAE_INIT_RANDOM));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, batch));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_THREADS, threads));
-    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SEED, 7));
+    subsae_trainer *t =
+        harness_trainer(activation, features, k, SUBSAE_INIT_RANDOM, batch, 7, threads);
     ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_SKIP, 1));
     return t;
 }
