@@ -121,6 +121,16 @@ subsae_trainer *harness_trainer(int activation, int64_t features, int64_t k, int
     return t;
 }
 
+void harness_write_text(const char *dir, const char *name, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs(text, f), 0);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
 bool harness_real_split(const char *test, const char *name, int64_t rows,
                         struct harness_split *out)
 {

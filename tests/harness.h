@@ -76,6 +76,9 @@ int harness_cli(const char *args, const char *stdout_name);
 /* The same for another program of build/bin (e.g. "subsae-llama"). */
 int harness_program(const char *program, const char *args, const char *stdout_name);
 
+/* Write `text` to dir/name (asserts success). */
+void harness_write_text(const char *dir, const char *name, const char *text);
+
 /* Parse a JSON file of the test's directory (fails the test if invalid);
  * the caller json_decref()s it. */
 struct json_t *harness_read_json(const char *name);

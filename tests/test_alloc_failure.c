@@ -1604,16 +1604,6 @@ END_TEST
 
 /* ---- foreign SAE directories and the folding save ------------------- */
 
-static void write_text_file(const char *dir, const char *name, const char *text)
-{
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_ge(fputs(text, f), 0);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 static struct subsae__tensor_view f32_view(const char *name, const float *data, int ndim,
                                            int64_t d0, int64_t d1)
 {
@@ -1646,7 +1636,7 @@ static void write_sparsify(const char *dir)
     ck_assert_ok(subsae__make_dir(dir));
     snprintf(path, sizeof path, "%s/sae.safetensors", dir);
     ck_assert_ok(subsae__safetensors_write(path, v, 4, NULL, NULL, 0));
-    write_text_file(dir, "cfg.json",
+    harness_write_text(dir, "cfg.json",
                     "{\"activation\": \"topk\", \"expansion_factor\": 2, \"normalize_decoder\": "
                     "true, \"num_latents\": 12, \"k\": 3, \"multi_topk\": false, "
                     "\"skip_connection\": false, \"transcode\": false, \"d_in\": 6}");
@@ -1681,7 +1671,7 @@ static void write_lm_saes(const char *dir)
     ck_assert_ok(subsae__make_dir(dir));
     snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
     ck_assert_ok(subsae__safetensors_write(path, v, 7, NULL, NULL, 0));
-    write_text_file(dir, "config.json",
+    harness_write_text(dir, "config.json",
                     "{\"sae_type\": \"sae\", \"d_model\": 6, \"expansion_factor\": 2, "
                     "\"act_fn\": \"jumprelu\", \"norm_activation\": \"dataset-wise\", "
                     "\"use_decoder_bias\": true, \"hook_point_in\": \"blocks.3.hook_resid_pre\", "

@@ -439,16 +439,6 @@ static struct subsae__tensor_view view_of(const char *name, const float *data, i
     return v;
 }
 
-static void write_text(const char *dir, const char *name, const char *text)
-{
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 START_TEST(imports_a_saelens_gated_directory)
 {
     enum { D = 5, M = 9, N = 11 };
@@ -465,7 +455,7 @@ START_TEST(imports_a_saelens_gated_directory)
     char path[700];
     snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
     ck_assert_ok(subsae__safetensors_write(path, views, 6, NULL, NULL, 0));
-    write_text(dir, "cfg.json",
+    harness_write_text(dir, "cfg.json",
                "{\"architecture\": \"gated\", \"d_in\": 5, \"d_sae\": 9, \"dtype\": "
                "\"float32\", \"device\": \"cpu\", \"apply_b_dec_to_input\": true, "
                "\"normalize_activations\": \"none\", \"reshape_activations\": \"none\", "
@@ -492,10 +482,10 @@ START_TEST(imports_a_saelens_gated_directory)
     ck_assert_ptr_nonnull(strstr(meta, "hook_resid_pre"));
     subsae_sae_free(sae);
     /* b_gate in another architecture, and gated without r_mag, are refused. */
-    write_text(dir, "cfg.json", "{\"architecture\": \"standard\", \"d_in\": 5, \"d_sae\": 9}");
+    harness_write_text(dir, "cfg.json", "{\"architecture\": \"standard\", \"d_in\": 5, \"d_sae\": 9}");
     sae = NULL;
     ck_assert_status(subsae_sae_load(dir, &sae), SUBSAE_E_FORMAT);
-    write_text(dir, "cfg.json", "{\"architecture\": \"gated\", \"d_in\": 5, \"d_sae\": 9}");
+    harness_write_text(dir, "cfg.json", "{\"architecture\": \"gated\", \"d_in\": 5, \"d_sae\": 9}");
     ck_assert_ok(subsae__safetensors_write(path, views, 3, NULL, NULL, 0));
     ck_assert_status(subsae_sae_load(dir, &sae), SUBSAE_E_FORMAT);
     ck_assert_ptr_null(sae);

@@ -25,16 +25,6 @@ static float *normals(uint64_t seed, int64_t n, double scale, double offset)
     return x;
 }
 
-static void write_text(const char *dir, const char *name, const char *text)
-{
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void fresh_dir(const char *name, char *dir, size_t size)
 {
     harness_tmp_path(name, dir, size);
@@ -282,7 +272,7 @@ static void sparsify_case(bool transcode)
              "\"num_latents\": %lld, \"k\": %lld, \"multi_topk\": false, \"skip_connection\": "
              "false, \"transcode\": %s, \"d_in\": %lld}",
              (long long)m, (long long)k, transcode ? "true" : "false", (long long)d);
-    write_text(dir, "cfg.json", cfg);
+    harness_write_text(dir, "cfg.json", cfg);
     subsae_sae *s;
     ck_assert_ok(subsae_sae_load(dir, &s));
     ck_assert_int_eq(opt(s, SUBSAE_SAE_ACTIVATION), SUBSAE_ACT_TOPK);
@@ -406,7 +396,7 @@ static void lm_write(const char *dir, const struct lm_fixture *f, const char *co
                                           .shape = {2}, .data = steps, .bytes = 16};
     ck_assert_str_eq(subsae__safetensors_dtype_name(SUBSAE__DTYPE_OPAQUE + 11), "I64");
     write_weights(dir, "sae_weights.safetensors", v, n);
-    write_text(dir, "config.json", config);
+    harness_write_text(dir, "config.json", config);
 }
 
 /* lm-saes's encode in double: x scaled by s_in, pre = x W_E + b_E (no
@@ -558,7 +548,7 @@ START_TEST(orientation_by_shapes)
                                        f32("W_dec", w_dec_t, 2, d, m),
                                        f32("b_dec", b_dec, 1, d, 0)};
     write_weights(dir2, "sae_weights.safetensors", v, 4);
-    write_text(dir2, "cfg.json", "{\"architecture\": \"topk\", \"k\": 5, \"d_in\": 6}");
+    harness_write_text(dir2, "cfg.json", "{\"architecture\": \"topk\", \"k\": 5, \"d_in\": 6}");
     subsae_sae *a, *b;
     ck_assert_ok(subsae_sae_load(dir, &a));
     ck_assert_ok(subsae_sae_load(dir2, &b));
@@ -598,7 +588,7 @@ START_TEST(mismatched_shapes_rejected)
     struct subsae__tensor_view v[4] = {f32("W_enc", a, 2, d, m), f32("b_enc", a, 1, m, 0),
                                        f32("W_dec", a, 2, m + 1, d), f32("b_dec", a, 1, d, 0)};
     write_weights(dir, "sae_weights.safetensors", v, 4);
-    write_text(dir, "cfg.json", "{\"architecture\": \"topk\", \"k\": 2}");
+    harness_write_text(dir, "cfg.json", "{\"architecture\": \"topk\", \"k\": 2}");
     expect_rejected(dir, SUBSAE_E_FORMAT, "'W_dec' has shape [13, 6]: neither dimension is "
                                           "d_sae = 12 (the length of 'b_enc')");
     ck_assert_int_eq(subsae_last_error_reason(), SUBSAE_REASON_DIM_MISMATCH);
@@ -608,19 +598,19 @@ START_TEST(mismatched_shapes_rejected)
                                        f32("encoder.bias", a, 1, m, 0), f32("W_dec", a, 2, m, d),
                                        f32("b_dec", a, 1, d + 1, 0)};
     write_weights(dir, "sae.safetensors", w, 4);
-    write_text(dir, "cfg.json", "{\"k\": 2, \"num_latents\": 12, \"d_in\": 6}");
+    harness_write_text(dir, "cfg.json", "{\"k\": 2, \"num_latents\": 12, \"d_in\": 6}");
     expect_rejected(dir, SUBSAE_E_FORMAT, "'b_dec' has shape [7], expected [6]");
     /* sparsify: cfg.json's num_latents against the tensors. */
     w[3] = f32("b_dec", a, 1, d, 0);
     write_weights(dir, "sae.safetensors", w, 4);
-    write_text(dir, "cfg.json", "{\"k\": 2, \"num_latents\": 16, \"d_in\": 6}");
+    harness_write_text(dir, "cfg.json", "{\"k\": 2, \"num_latents\": 16, \"d_in\": 6}");
     expect_rejected(dir, SUBSAE_E_FORMAT, "num_latents 16");
     /* lm-saes: W_D wider than b_D, a 3-D encoder. */
     fresh_dir("bad-lm", dir, sizeof dir);
     struct subsae__tensor_view l[4] = {f32("W_E", a, 2, d, m), f32("b_E", a, 1, m, 0),
                                        f32("W_D", a, 2, m, d + 1), f32("b_D", a, 1, d, 0)};
     write_weights(dir, "sae_weights.safetensors", l, 4);
-    write_text(dir, "config.json",
+    harness_write_text(dir, "config.json",
                "{\"d_model\": 6, \"act_fn\": \"relu\", \"norm_activation\": \"inference\"}");
     expect_rejected(dir, SUBSAE_E_FORMAT, "'b_D' has shape [6], expected [7]");
     l[2] = f32("W_D", a, 2, m, d);
@@ -633,15 +623,15 @@ START_TEST(mismatched_shapes_rejected)
     l[0] = f32("W_E", a, 2, d, m);
     /* lm-saes variants that cannot be represented. */
     write_weights(dir, "sae_weights.safetensors", l, 4);
-    write_text(dir, "config.json",
+    harness_write_text(dir, "config.json",
                "{\"d_model\": 6, \"act_fn\": \"batchtopk\", \"norm_activation\": \"inference\"}");
     expect_rejected(dir, SUBSAE_E_UNSUPPORTED, "batchtopk");
-    write_text(dir, "config.json",
+    harness_write_text(dir, "config.json",
                "{\"d_model\": 6, \"act_fn\": \"relu\", \"norm_activation\": \"token-wise\"}");
     expect_rejected(dir, SUBSAE_E_UNSUPPORTED, "token-wise");
-    write_text(dir, "config.json", "{\"d_model\": 6, \"act_fn\": \"relu\"}");
+    harness_write_text(dir, "config.json", "{\"d_model\": 6, \"act_fn\": \"relu\"}");
     expect_rejected(dir, SUBSAE_E_FORMAT, "dataset_average_activation_norm");
-    write_text(dir, "config.json",
+    harness_write_text(dir, "config.json",
                "{\"sae_type\": \"crosscoder\", \"d_model\": 6, \"act_fn\": \"relu\"}");
     expect_rejected(dir, SUBSAE_E_UNSUPPORTED, "crosscoder");
     /* Weights of no known layout. */
