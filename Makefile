@@ -96,7 +96,7 @@ TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o) $(FUZZ_SRCS:%.c=$(BUILD)/obj/%.o)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
 
-.PHONY: all check check-run demo reproduce bench examples install uninstall clean \
+.PHONY: all check check-run demo reproduce methods-unseen bench examples install uninstall clean \
         sanitize deps ensure-deps tests check-abi abi-baseline fuzz fuzz-build fuzz-corpus \
         valgrind tsan tsan-run format
 
@@ -343,6 +343,12 @@ MODEL ?= $(DATA)/stories260K.bin
 reproduce: ensure-deps
 	+$(MAKE) --no-print-directory all
 	$(PYTHON) tools/reproduce.py $(CLI) $(DATA) $(BUILD)/reproduce $(LLAMA) $(MODEL)
+
+# Issue 18's recipe (Matryoshka, gated, skip transcoders) on fresh
+# recordings of MODEL that no choice of ours was tuned on (5-10 minutes).
+methods-unseen: ensure-deps
+	+$(MAKE) --no-print-directory all
+	$(PYTHON) tools/methods_unseen.py $(CLI) $(LLAMA) $(MODEL)
 
 $(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
 	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
