@@ -33,19 +33,28 @@ RECIPE = ["--features", "4096", "--epochs", "2", "--batch", "1024", "--lr", "1e-
 WIDTHS = "256,1024,4096"
 
 
+def run(command):
+    """The command's standard output; a sentence and exit status 1 if it fails."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+    except OSError as e:
+        sys.exit(f"methods_unseen: cannot run {command[0]}: {e.strerror}")
+    if done.returncode != 0:
+        sys.exit(f"methods_unseen: {' '.join(command)} failed:\n{done.stderr.strip()}")
+    return done.stdout
+
+
 def record(llama, model, out):
     sites = set(SAE_SITES) | {f"{layer}_{site}" for layer in MLP_LAYERS
                               for site in ("mlp_in", "mlp_out")}
-    subprocess.run([llama, "record", model, "--sequences", "256", "--seq-len", "512",
-                    "--seed", "11", "--sites", ",".join(sorted(sites)), "--dtype", "f16",
-                    "--out", out], check=True, stdout=subprocess.DEVNULL)
+    run([llama, "record", model, "--sequences", "256", "--seq-len", "512", "--seed", "11",
+         "--sites", ",".join(sorted(sites)), "--dtype", "f16", "--out", out])
 
 
 def train(cli, work, inputs, *options):
     out = os.path.join(work, "sae")
-    done = subprocess.run([cli, "train", *inputs, *RECIPE, *options, "--out", out,
-                           "--overwrite"], check=True, capture_output=True, text=True)
-    return json.loads(done.stdout)["eval"]
+    return json.loads(run([cli, "train", *inputs, *RECIPE, *options, "--out", out,
+                           "--overwrite"]))["eval"]
 
 
 def rises(prefixes):
@@ -104,7 +113,7 @@ def main(argv):
     cli, llama, model = argv[1:4]
     seeds = argv[4:] or ["0", "1", "2"]
     if not os.path.isfile(model):
-        print(f"methods_unseen: {model} not found (../shared absent); skipped")
+        print(f"methods_unseen: model {model} not found; skipped")
         return
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "data")
