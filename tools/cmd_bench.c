@@ -389,9 +389,47 @@ static const char *precision_of(const json_t *r)
     return p ? p : "fp32";
 }
 
+static double phase_sum(const json_t *phases)
+{
+    double sum = 0.0;
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)phases, key, value)
+        sum += json_number_value(value);
+    return sum;
+}
+
+static bool same_train_shape(const json_t *a, const json_t *b)
+{
+    static const char *const keys[] = {"d_in", "features", "k", "batch", "threads"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (number(a, keys[i]) != number(b, keys[i]))
+            return false;
+    return true;
+}
+
+/* bf16 training against the fp32 run of the same shape before it, and the
+ * most bf16 could gain there: the fp32 step with its encoder product at
+ * bf16's time and every other phase as fp32 ran it. The shared phases
+ * (top-k, decode, backward, Adam) bound the ratio below the product's own. */
+static void precision_ratio(const json_t *fp32, const json_t *bf16)
+{
+    const json_t *p32 = json_object_get(fp32, "phases"), *p16 = json_object_get(bf16, "phases");
+    const double step32 = phase_sum(p32), gemm32 = number(p32, "encode_gemm"),
+                 gemm16 = number(p16, "encode_gemm");
+    if (!(step32 > 0.0 && gemm16 > 0.0))
+        return;
+    printf("  %-40s %7d  %.2fx fp32; with fp32's other phases at most %.2fx (the product "
+           "alone %.2fx)\n",
+           "train bf16 / fp32", (int)number(bf16, "threads"),
+           number(bf16, "tokens_per_second") / number(fp32, "tokens_per_second"),
+           step32 / (step32 - gemm32 + gemm16), gemm32 / gemm16);
+}
+
 /* The short table of `bench all`. */
 static void summary(const json_t *reports)
 {
+    const json_t *last_fp32_train = NULL;
     printf("\nsummary (ratios to this machine's own BLAS/LAPACK, measured in the same run)\n");
     printf("  %-40s %7s  %s\n", "benchmark", "threads", "result");
     size_t i;
@@ -422,6 +460,10 @@ static void summary(const json_t *reports)
             snprintf(what, sizeof what, "encode (inference) %lld/%lld/%lld", d, m, k);
             printf("  %-40s %7d  %8.0f tokens/s, %.2f of the product roofline\n", what, threads,
                    number(r, "encode_tokens_per_second"), number(r, "encode_roofline_fraction"));
+            if (strcmp(precision_of(r), "bf16") != 0)
+                last_fp32_train = r;
+            else if (last_fp32_train && same_train_shape(last_fp32_train, r))
+                precision_ratio(last_fp32_train, r);
         } else if (name && !strcmp(name, "encode")) {
             snprintf(what, sizeof what, "encode %lld/%lld/%lld, %lld rows %s",
                      (long long)number(r, "d_in"), (long long)number(r, "features"),
