@@ -16,6 +16,7 @@
 
 #include "encoder_gemm.h"
 #include "kernels.h"
+#include "small_gemm.h"
 
 #include <omp.h>
 
@@ -179,9 +180,21 @@ void subsae__encode_topk_fused_in(const subsae_sae *sae, const struct subsae__en
  * row's top k of the slice; then each row's top k is merged from the
  * slices' lists. The order of selection (value, ties to the lower index) is
  * total, so the result is the top k of the whole row whichever way the
- * slices fall to threads; and the pre-activations are the fused encoder's
- * bits, so the codes are the fused encoder's, for every thread count. */
+ * slices fall to threads. For up to 32 rows, where the CPU has AVX-512
+ * (and AVX512_BF16 for a bf16 model), the slices' products run on
+ * small_gemm.c, which reads each
+ * block of W_enc once however many rows (oneDNN read one row's W_enc at
+ * two thirds of the rate, and ran at half its rate at M = 16): each
+ * pre-activation's bits depend on its row and feature only, so the codes
+ * are the same for every thread count and agree with the fused encoder's
+ * up to rounding (exactly where the sums are exact). Other CPUs, and 33
+ * to 64 rows, keep the fused encoder's tile product, hence its bits. */
 enum { SMALL_ROWS = 64, SLICE = TILE_COLS };
+
+/* Up to this many rows small_gemm.c's kernels were faster than oneDNN's
+ * tile; at 64 rows (d 768 / d_sae 24,576, 2 threads) they were slower:
+ * fp32 11.0 against 9.0 ms, bf16 6.4 against 6.0 ms. */
+enum { SMALL_KERNEL_ROWS = 32 };
 
 bool subsae__encode_small(const subsae_sae *sae, const float *rank_weight, int64_t n)
 {
@@ -215,16 +228,20 @@ int64_t subsae__encode_small_scratch_floats(const subsae_sae *sae, int64_t n, in
     return 2 * l.total + n * l.slices + (int64_t)(threads > 0 ? threads : 1) * n * SLICE;
 }
 
-/* One slice's top `cap` per row into (lidx, lval), rows after one another.
- * The slice's pre-activations are the fused encoder's chunk, computed by
- * the same tile product, so they are the same bits. */
+/* One slice's top `cap` per row into (lidx, lval), rows after one another. */
 static void small_slice(const subsae_sae *sae, const struct subsae__encoder_in *in, int64_t n,
                         int64_t lo, int64_t hi, int64_t cap, int32_t *lidx, float *lval,
                         float *tile)
 {
     const int64_t d = sae->d_in, c = hi - lo;
-    subsae__gemm_tile(in->precision, n, c, d, in->x, in->x_stride, at_row(in, in->W, lo, d), d,
-                      tile, c);
+    const void *w = at_row(in, in->W, lo, d);
+    const bool few = n <= SMALL_KERNEL_ROWS;
+    if (few && in->precision == SUBSAE__FP32 && subsae__small_gemm_available())
+        subsae__small_gemm(n, c, d, in->x, in->x_stride, w, d, tile, c);
+    else if (few && in->precision == SUBSAE__BF16 && subsae__small_gemm_bf16_available())
+        subsae__small_gemm_bf16(n, c, d, in->x, in->x_stride, w, d, tile, c);
+    else
+        subsae__gemm_tile(in->precision, n, c, d, in->x, in->x_stride, w, d, tile, c);
     for (int64_t i = 0; i < n; i++) {
         int64_t len = 0;
         subsae__topk_chunk(tile + i * c, sae->b_enc + lo, lo, c, cap, &len, lidx + i * cap,

@@ -1,9 +1,10 @@
 /* The small-batch encoder (lib/encode.c, 1 to 64 rows): it selects what
  * the fused encoder selects. On small-integer data every pre-activation is
  * exact, so the codes must be the same bits, ties included; on normal data
- * they must agree at least up to rounding (today the two compute the same
- * products, so they are the same bits there too). Its codes are the same bits for every thread
- * count, and the public encoder takes it for a few rows. */
+ * they must agree up to rounding (at fp32 on AVX-512 the small encoder's
+ * product is lib/small_gemm.c, summed in another order than oneDNN's). Its
+ * codes are the same bits for every thread count, and the public encoder
+ * takes it for a few rows. */
 #include "harness.h"
 #include "kernels.h"
 #include "rng.h"
