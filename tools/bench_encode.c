@@ -168,18 +168,23 @@ struct stream_part {
     float sum;
 };
 
+/* One float of each 64-byte line, from four quarters of the share in
+ * step: the memory brings every line whole, so this reads all of the
+ * share's bytes, bound by memory rather than by adds, and four streams at
+ * a time as the small-batch kernels read four features' rows (adding every
+ * float of one stream stayed at about 33 GB/s, which those kernels beat). */
 static void *stream_part_run(void *arg)
 {
     struct stream_part *p = arg;
-    float acc[16] = {0.0f};
-    int64_t i = 0;
-    for (; i + 16 <= p->n; i += 16)
-        for (int l = 0; l < 16; l++)
-            acc[l] += p->w[i + l];
-    for (; i < p->n; i++)
+    enum { LINE_FLOATS = 16, STREAMS = 4 };
+    const int64_t quarter = p->n / STREAMS / LINE_FLOATS * LINE_FLOATS;
+    float acc[STREAMS] = {0.0f};
+    for (int64_t i = 0; i < quarter; i += LINE_FLOATS)
+        for (int l = 0; l < STREAMS; l++)
+            acc[l] += p->w[l * quarter + i];
+    for (int64_t i = STREAMS * quarter; i < p->n; i += LINE_FLOATS)
         acc[0] += p->w[i];
-    for (int l = 0; l < 16; l++)
-        p->sum += acc[l];
+    p->sum = acc[0] + acc[1] + acc[2] + acc[3];
     return NULL;
 }
 
