@@ -126,17 +126,11 @@ static void matches_double_product(int precision)
     free(c);
 }
 
+/* Loop tests: _i is the precision (SUBSAE__FP32 0, SUBSAE__BF16 1). */
 START_TEST(small_gemm_matches_double_product)
 {
-    if (kernel_runs(SUBSAE__FP32, __func__))
-        matches_double_product(SUBSAE__FP32);
-}
-END_TEST
-
-START_TEST(small_gemm_bf16_matches_double_product)
-{
-    if (kernel_runs(SUBSAE__BF16, __func__))
-        matches_double_product(SUBSAE__BF16);
+    if (kernel_runs(_i, __func__))
+        matches_double_product(_i);
 }
 END_TEST
 
@@ -166,15 +160,8 @@ static void entry_bits_do_not_depend_on_the_block(int precision)
 
 START_TEST(small_gemm_entry_bits_do_not_depend_on_the_block)
 {
-    if (kernel_runs(SUBSAE__FP32, __func__))
-        entry_bits_do_not_depend_on_the_block(SUBSAE__FP32);
-}
-END_TEST
-
-START_TEST(small_gemm_bf16_entry_bits_do_not_depend_on_the_block)
-{
-    if (kernel_runs(SUBSAE__BF16, __func__))
-        entry_bits_do_not_depend_on_the_block(SUBSAE__BF16);
+    if (kernel_runs(_i, __func__))
+        entry_bits_do_not_depend_on_the_block(_i);
 }
 END_TEST
 
@@ -182,9 +169,8 @@ SUBSAE_SUITE(small_gemm)
 {
     Suite *s = suite_create("small_gemm");
     TCase *tc = harness_case(s, "small_gemm", 60);
-    tcase_add_test(tc, small_gemm_matches_double_product);
-    tcase_add_test(tc, small_gemm_bf16_matches_double_product);
-    tcase_add_test(tc, small_gemm_entry_bits_do_not_depend_on_the_block);
-    tcase_add_test(tc, small_gemm_bf16_entry_bits_do_not_depend_on_the_block);
+    tcase_add_loop_test(tc, small_gemm_matches_double_product, SUBSAE__FP32, SUBSAE__BF16 + 1);
+    tcase_add_loop_test(tc, small_gemm_entry_bits_do_not_depend_on_the_block, SUBSAE__FP32,
+                        SUBSAE__BF16 + 1);
     return s;
 }
