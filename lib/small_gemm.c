@@ -1,5 +1,6 @@
-/* The encoder's product for a few rows (1 to 64, ISSUE 17), fp32 and bf16:
- * kernels that read each row of W_enc once per call.
+/* The encoder's product for a few rows (the small-batch encoder uses it up to
+ * 32, ISSUE 17), fp32 and bf16: kernels that read each row of W_enc once
+ * per call.
  *
  * oneDNN's brgemm (and OpenBLAS's sgemm) at M = 16 ran at about half their
  * large-M rate, and at M = 1 read W_enc at about 33 GB/s where the machine
