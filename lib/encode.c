@@ -182,10 +182,10 @@ void subsae__encode_topk_fused_in(const subsae_sae *sae, const struct subsae__en
  * total, so the result is the top k of the whole row whichever way the
  * slices fall to threads. For up to 32 rows, where the CPU has AVX-512
  * (and AVX512_BF16 for a bf16 model), the slices' products run on
- * small_gemm.c, which reads each
- * block of W_enc once however many rows (oneDNN read one row's W_enc at
- * two thirds of the rate, and ran at half its rate at M = 16): each
- * pre-activation's bits depend on its row and feature only, so the codes
+ * small_gemm.c, which reads each block of W_enc once however many rows
+ * (oneDNN read one row's W_enc at two thirds of the rate, and ran at half
+ * its rate at M = 16): each pre-activation's bits depend on its row and
+ * feature only, so the codes
  * are the same for every thread count and agree with the fused encoder's
  * up to rounding (exactly where the sums are exact). Other CPUs, and 33
  * to 64 rows, keep the fused encoder's tile product, hence its bits. */
