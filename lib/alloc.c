@@ -3,8 +3,10 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* The hook is process-wide and meant for single-threaded tests; atomics keep
  * concurrent library use race-free when no failure is injected. */
@@ -42,6 +44,26 @@ int64_t subsae__alloc_live(void)
     return live_blocks;
 }
 
+/* Large blocks (weights, moments, batches) on 2 MB pages where the kernel
+ * gives them only on request (transparent_hugepage = madvise, Debian's
+ * default): the encoder streams W_enc, and with 4 KB pages the hardware's
+ * prefetch stops at every page and every page costs a TLB walk. Advice
+ * only: a kernel without THP ignores it. */
+enum { HUGE_PAGE = 2 << 20 };
+
+static void *advise_huge(void *p, size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    if (p && bytes >= 2 * (size_t)HUGE_PAGE) {
+        const uintptr_t start = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+        const uintptr_t end = ((uintptr_t)p + bytes) & ~(uintptr_t)(HUGE_PAGE - 1);
+        if (end > start)
+            (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+    }
+#endif
+    return p;
+}
+
 void *subsae__malloc(size_t bytes)
 {
     if (should_fail())
@@ -49,7 +71,7 @@ void *subsae__malloc(size_t bytes)
     void *p = malloc(bytes ? bytes : 1);
     if (p)
         live_blocks++;
-    return p;
+    return advise_huge(p, bytes);
 }
 
 void *subsae__calloc(size_t count, size_t size)
@@ -61,7 +83,7 @@ void *subsae__calloc(size_t count, size_t size)
     void *p = calloc(count, size);
     if (p)
         live_blocks++;
-    return p;
+    return advise_huge(p, count * size);
 }
 
 void *subsae__realloc(void *ptr, size_t bytes)
