@@ -1008,9 +1008,9 @@ enum subsae_train_option {
                                        a CPU without a native bf16 product fails with
                                        SUBSAE_E_UNSUPPORTED (at init, or at the step when
                                        a bf16 checkpoint is resumed on such a CPU). AUTO:
-                                       BF16 where that can run, FP32 elsewhere. After init, get returns the
-                                       precision in use (FP32 or BF16); checkpoints keep
-                                       it */
+                                       BF16 where that can run, FP32 elsewhere. After
+                                       init, get returns the precision in use (FP32 or
+                                       BF16); checkpoints keep it */
     SUBSAE_TRAIN_COEF_WARMUP_STEPS = 28, /* int, default 0: the sparsity coefficient
                                        (L1 of ReLU, L0 of JumpReLU) ramps linearly
                                        from 0 at step 0 to its value at step N

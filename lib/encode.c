@@ -185,10 +185,10 @@ void subsae__encode_topk_fused_in(const subsae_sae *sae, const struct subsae__en
  * small_gemm.c, which reads each block of W_enc once however many rows
  * (oneDNN read one row's W_enc at two thirds of the rate, and ran at half
  * its rate at M = 16): each pre-activation's bits depend on its row and
- * feature only, so the codes
- * are the same for every thread count and agree with the fused encoder's
- * up to rounding (exactly where the sums are exact). Other CPUs, and 33
- * to 64 rows, keep the fused encoder's tile product, hence its bits. */
+ * feature only, so the codes are the same for every thread count and
+ * agree with the fused encoder's up to rounding (exactly where the sums
+ * are exact). Other CPUs, and 33 to 64 rows, keep the fused encoder's
+ * tile product, hence its bits. */
 enum { SMALL_ROWS = 64, SLICE = TILE_COLS };
 
 /* Up to this many rows small_gemm.c's kernels were faster than oneDNN's

@@ -4,8 +4,9 @@
  * blocked encoders of the other activations, the trainer's) computes its
  * pre-activations through these functions, so that one choice of kernel
  * holds everywhere and the same shapes give the same bits; the one
- * exception is the small-batch encoder at fp32 on AVX-512, which runs
- * small_gemm.c (it reads W_enc once per call of a few rows).
+ * exception is the small-batch encoder up to 32 rows on AVX-512 (and
+ * AVX512_BF16 at bf16), which runs small_gemm.c (it reads W_enc once per
+ * call of a few rows).
  *
  * Kernels: oneDNN's matmul where oneDNN reports an AVX-512 ISA (measured
  * faster than OpenBLAS's sgemm on the encoder's shapes), OpenBLAS's

@@ -165,13 +165,10 @@ static inline bool before(const int32_t *cidx, const float *cval, int32_t a, int
     return cval[a] > cval[b] || (cval[a] == cval[b] && cidx[a] < cidx[b]);
 }
 
-/* A row's top k of its K rescored candidates (cidx/cval, in bf16 order;
- * -1: none), ReLU, into idx/val (k slots). The candidates' positions are
- * sorted into `pos` (K entries of scratch) by insertion: the rescoring
- * moves few of them, so this costs about K steps. The number of active
- * pairs that were not among the bf16 top k. */
-static int64_t keep_row(const int32_t *cidx, const float *cval, int32_t *pos, int64_t K,
-                        int64_t k, int32_t *idx, float *val)
+/* The candidates' positions are sorted into `pos` by insertion: the
+ * rescoring moves few of them, so this costs about K steps. */
+int64_t subsae__trainer_bf16_keep(const int32_t *cidx, const float *cval, int32_t *pos,
+                                  int64_t K, int64_t k, int32_t *idx, float *val)
 {
     int64_t count = 0;
     for (int32_t j = 0; j < K; j++) {
@@ -197,12 +194,6 @@ static int64_t keep_row(const int32_t *cidx, const float *cval, int32_t *pos, in
     return changed;
 }
 
-int64_t subsae__trainer_bf16_keep(const int32_t *cidx, const float *cval, int32_t *pos,
-                                  int64_t K, int64_t k, int32_t *idx, float *val)
-{
-    return keep_row(cidx, cval, pos, K, k, idx, val);
-}
-
 void subsae__trainer_encode_bf16(subsae_trainer *t, int64_t n, double *seconds)
 {
     const subsae_sae *s = t->sae;
@@ -226,8 +217,9 @@ void subsae__trainer_encode_bf16(subsae_trainer *t, int64_t n, double *seconds)
         rescore(s, ws, K);
 #pragma omp for schedule(static) reduction(+ : changed)
         for (int64_t i = 0; i < n; i++)
-            changed += keep_row(ws->cand_idx + i * K, ws->cand_val + i * K,
-                                ws->cand_order + i * K, K, k, ws->idx + i * k, ws->val + i * k);
+            changed += subsae__trainer_bf16_keep(ws->cand_idx + i * K, ws->cand_val + i * K,
+                                                 ws->cand_order + i * K, K, k, ws->idx + i * k,
+                                                 ws->val + i * k);
     }
     ws->cand_changed = changed;
     t->last_disagreement = (double)changed / ((double)n * (double)k);

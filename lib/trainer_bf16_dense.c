@@ -130,7 +130,7 @@ void subsae__trainer_bf16_rescore_row(subsae_trainer *t, int64_t row, float *pr,
             if (!(pr[f] + b[f] > bar - margin * wnorm[f]))
                 continue;
             const bool was = pr[f] + b[f] > bar;
-            pr[f] = subsae__dot_f32(x, s->W_enc + f * d, d);
+            pr[f] = exact_pre(t, row, f);
             changed += was != (pr[f] + b[f] > bar);
         }
     }
@@ -155,7 +155,7 @@ void subsae__trainer_bf16_rescore_pairs(subsae_trainer *t, int64_t n, float cut)
                 continue;
             }
             const bool was = ws->val[q] > cut;
-            ws->val[q] = subsae__dot_f32(x, s->W_enc + (int64_t)f * d, d) + s->b_enc[f];
+            ws->val[q] = exact_pre(t, i, f) + s->b_enc[f];
             changed += was != (ws->val[q] > cut);
         }
         ws->bf16_row_changed[i] = changed;

@@ -98,6 +98,19 @@ static void assert_near_double(int64_t n, int64_t m, int64_t d, const float *x, 
         }
 }
 
+/* n rows of width d (row stride ldx) against m features. */
+static void check_shape(int precision, int64_t n, int64_t m, int64_t d, int64_t ldx,
+                        subsae__rng *rng)
+{
+    struct operands o = operands_new(precision, n * ldx, m * d, rng);
+    float *c = malloc((size_t)(n * m) * sizeof *c);
+    ck_assert(c);
+    product(precision, n, m, d, &o, 0, ldx, 0, c, m);
+    assert_near_double(n, m, d, o.x, ldx, o.w, c);
+    operands_free(&o);
+    free(c);
+}
+
 static void matches_double_product(int precision)
 {
     subsae__rng rng;
@@ -105,25 +118,12 @@ static void matches_double_product(int precision)
     static const int64_t widths[] = {1, 15, 16, 17, 100, 769};
     static const int64_t feats[] = {1, 3, 4, 5, 37, 130};
     for (int64_t n = 1; n <= 64; n += (n < 8 ? 1 : 7)) {
-        const int64_t d = widths[n % 6], m = feats[(n / 2) % 6], ldx = d + 3;
-        struct operands o = operands_new(precision, n * ldx, m * d, &rng);
-        float *c = malloc((size_t)(n * m) * sizeof *c);
-        ck_assert(c);
-        product(precision, n, m, d, &o, 0, ldx, 0, c, m);
-        assert_near_double(n, m, d, o.x, ldx, o.w, c);
-        operands_free(&o);
-        free(c);
+        const int64_t d = widths[n % 6];
+        check_shape(precision, n, feats[(n / 2) % 6], d, d + 3, &rng);
     }
-    /* More rows than an L1 group (8 fp32 rows at d 769) and more features
-     * than an L2 panel (84 at d 769), with ragged ends. */
-    const int64_t n = 37, m = 203, d = 769;
-    struct operands o = operands_new(precision, n * d, m * d, &rng);
-    float *c = malloc((size_t)(n * m) * sizeof *c);
-    ck_assert(c);
-    product(precision, n, m, d, &o, 0, d, 0, c, m);
-    assert_near_double(n, m, d, o.x, d, o.w, c);
-    operands_free(&o);
-    free(c);
+    /* More rows than an L1 group (4 rows in fp32, 12 in bf16 at d 769)
+     * and more features than an L2 panel (84 and 168), ragged ends. */
+    check_shape(precision, 37, 203, 769, 769, &rng);
 }
 
 /* Loop tests: _i is the precision (SUBSAE__FP32 0, SUBSAE__BF16 1). */
@@ -135,8 +135,8 @@ START_TEST(small_gemm_matches_double_product)
 END_TEST
 
 /* Row i and feature j alone give the bits they give inside 64 rows and
- * 230 features (more than a group and a panel): the bits do not depend on
- * the blocks. */
+ * 230 features (more than a group and a panel at d 803): the bits do not
+ * depend on the blocks. */
 static void entry_bits_do_not_depend_on_the_block(int precision)
 {
     subsae__rng rng;
