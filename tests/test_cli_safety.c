@@ -333,9 +333,17 @@ START_TEST(bad_files_fail_before_the_first_step)
     snprintf(args, sizeof args, "encode '%s' '%s' --out '%s/codes.npy'", old, narrow, dir);
     worst = fmax(worst, expect_early_failure(args, "must end in .safetensors"));
     ck_assert_msg(!exists(dir) || rmdir(dir) == 0, "encode wrote into %s", dir);
+    /* An existing file is replaced only with --overwrite, and the rows being
+     * encoded never: here the other run's weights stand for both. */
+    snprintf(args, sizeof args, "encode '%s' '%s' --out '%s'", old, narrow, old_weights);
+    worst = fmax(worst, expect_early_failure(args, "already exists; give --overwrite"));
+    snprintf(args, sizeof args, "encode '%s' '%s' --out '%s' --overwrite", old, old_weights,
+             old_weights);
+    worst = fmax(worst, expect_early_failure(args, "is the file of rows being encoded"));
+    ck_assert_msg(same_bytes(old_weights, old_copy), "encode replaced %s", old_weights);
     fprintf(stderr, "checks before the work: %zu bad runs failed before any step, the slowest "
                     "in %.3f s\n",
-            sizeof cases / sizeof cases[0] + 2, worst);
+            sizeof cases / sizeof cases[0] + 4, worst);
 }
 END_TEST
 
@@ -566,6 +574,39 @@ START_TEST(second_signal_exits_at_once)
 }
 END_TEST
 
+/* An interrupted encode leaves --out as it was and no temporary file. The
+ * signal comes once the temporary file exists, i.e. while rows are encoded
+ * (262,144 rows against 16,384 features: seconds of work). */
+START_TEST(interrupted_encode_leaves_nothing)
+{
+    char data[600], model[600], codes[600], temporary[700], err_path[700];
+    make_data("many.npy", 262144, 64, 12, -1, data, sizeof data);
+    harness_tmp_path("model", model, sizeof model);
+    harness_tmp_path("codes.safetensors", codes, sizeof codes);
+    subsae_sae *sae;
+    ck_assert_ok(subsae_sae_create(64, 64, 16384, SUBSAE_ACT_TOPK, &sae));
+    ck_assert_ok(subsae_sae_save(sae, model));
+    subsae_sae_free(sae);
+    const char *argv[] = {"encode", model, data, "--out", codes, NULL};
+    pid_t pid = start("encode", argv);
+    snprintf(temporary, sizeof temporary, "%s.tmp-%ld", codes, (long)pid);
+    const double started = harness_now();
+    while (!exists(temporary)) {
+        ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0, "encode ended before its first block");
+        ck_assert_msg(harness_now() - started < 60.0, "no %s after 60 s", temporary);
+        usleep(1000);
+    }
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    ck_assert_int_eq(wait_exit(pid), 128 + SIGTERM);
+    snprintf(err_path, sizeof err_path, "%s/encode.err", harness_tmpdir());
+    char *err = slurp_path(err_path);
+    ck_assert_msg(strstr(err, "interrupted by SIGTERM") && strstr(err, "was not written"), "%s",
+                  err);
+    free(err);
+    ck_assert_msg(!exists(codes) && !exists(temporary), "encode left files behind");
+}
+END_TEST
+
 /* ---- 7: transcoders ------------------------------------------------------------ */
 
 START_TEST(transcoder_needs_target)
@@ -782,6 +823,7 @@ SUBSAE_SUITE(cli_safety)
     tcase_add_test(tc, one_run_per_directory);
     tcase_add_test(tc, interrupts_save_and_say_how_to_resume);
     tcase_add_test(tc, second_signal_exits_at_once);
+    tcase_add_test(tc, interrupted_encode_leaves_nothing);
     tcase_add_test(tc, transcoder_needs_target);
     tcase_add_test(tc, log_and_sparsity_files);
     tcase_add_test(tc, help_for_every_subcommand);

@@ -159,7 +159,8 @@ START_TEST(activations_from_the_command_line)
          * the most active features of a row otherwise. */
         char codes_path[600];
         harness_tmp_path("codes.safetensors", codes_path, sizeof codes_path);
-        snprintf(args, sizeof args, "encode '%s' '%s' --out '%s' --json", dir, xh, codes_path);
+        snprintf(args, sizeof args, "encode '%s' '%s' --out '%s' --overwrite --json", dir, xh,
+                 codes_path); /* one file for every activation */
         ck_assert_int_eq(harness_cli(args, "enc.json"), 0);
         json_t *enc = harness_read_json("enc.json");
         const int64_t slots = (int64_t)number(enc, "k");

@@ -7,9 +7,11 @@
  * by block at its final offsets into a temporary file, synced and renamed,
  * so a crash never leaves a partial FILE. The output is checked before any
  * row is encoded: it must name a safetensors file (two tensors need that
- * format; an .npy holds one array) in an existing directory. A transcoder
+ * format; an .npy holds one array) in an existing directory, and not
+ * replace a file unless --overwrite says so. A transcoder
  * encodes its input site's rows: it asks for --target, its output site's
  * rows, so that the pair is named (the target is checked, not encoded). */
+#include "interrupt.h"
 #include "sae_cli.h"
 
 #include <errno.h>
@@ -17,7 +19,41 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+static bool same_file(const struct stat *a, const char *path)
+{
+    struct stat b;
+    return path && stat(path, &b) == 0 && a->st_dev == b.st_dev && a->st_ino == b.st_ino;
+}
+
+/* An existing --out is replaced only when asked, and never when it is the
+ * rows being encoded: the codes arrive whole, but the work they replace may
+ * have taken hours, or be the only copy of the activations. */
+static int check_replace(const char *out, bool overwrite, const char *input, const char *target)
+{
+    struct stat st;
+    if (stat(out, &st) != 0)
+        return 0;
+    if (same_file(&st, input) || same_file(&st, target))
+        return cli_fail("--out %s is the file of rows being encoded; give another name", out);
+    if (!overwrite)
+        return cli_fail("--out %s already exists; give --overwrite to replace it (the old file "
+                        "stays until the new one is complete)",
+                        out);
+    return 0;
+}
+
+/* Ctrl-C or SIGTERM between blocks: the temporary file goes, --out stays
+ * as it was. */
+static int stopped(const char *out)
+{
+    const int signal = interrupt_signal();
+    fprintf(stderr, "%s encode: interrupted by %s; %s was not written\n", cli_program_name,
+            interrupt_name(signal), out);
+    return interrupt_exit_code(signal);
+}
 
 static int write_all(int fd, const void *data, size_t n, off_t offset, const char *path)
 {
@@ -51,7 +87,7 @@ static int max_active(const subsae_sae *sae, const subsae_buffer *buf, int64_t d
     int64_t most = 1;
     if (!x || !idx || !val)
         status = cli_fail("out of memory");
-    for (int64_t r0 = 0; !status && r0 < n; r0 += block) {
+    for (int64_t r0 = 0; !status && r0 < n && !interrupt_signal(); r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
         if (cli_check(subsae_buffer_read(buf, r0, rows, x, d_in), "cannot read the input") ||
             cli_check(subsae_sae_encode_sparse(sae, x, rows, d_in, m, idx, val),
@@ -75,16 +111,18 @@ static int max_active(const subsae_sae *sae, const subsae_buffer *buf, int64_t d
 }
 
 CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safetensors "
-                    "[--precision fp32|bf16|auto] [--json]")
+                    "[--overwrite] [--precision fp32|bf16|auto] [--json]")
 {
     char *dir = NULL, *input = NULL, *target_file = NULL;
     const char *tensor = NULL, *out = NULL;
-    bool json = false;
+    bool json = false, overwrite = false;
     int precision = SUBSAE_PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) {
             json = true;
+        } else if (!strcmp(a, "--overwrite")) {
+            overwrite = true;
         } else if (!strcmp(a, "--tensor") || !strcmp(a, "--out") || !strcmp(a, "--target") ||
                    !strcmp(a, "--precision")) {
             if (i + 1 >= argc)
@@ -111,6 +149,7 @@ CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safete
     }
     if (!dir || !input || !out)
         return cli_usage();
+    interrupt_install();
     int status = 1, fd = -1;
     subsae_sae *sae = NULL;
     subsae_buffer *buf = NULL, *target = NULL;
@@ -121,6 +160,7 @@ CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safete
     if (sae_cli_check_output("--out", out, ".safetensors",
                              "the codes are two tensors (indices and values), which a "
                              "safetensors file holds and an .npy file does not") ||
+        check_replace(out, overwrite, input, target_file) ||
         !(sae = sae_cli_load(dir, target_file != NULL)) || sae_cli_set_precision(sae, precision) ||
         !(buf = sae_cli_open(&input, 1, tensor, "the input")) ||
         (target_file && !(target = sae_cli_open(&target_file, 1, tensor, "--target"))) ||
@@ -133,6 +173,10 @@ CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safete
     const int64_t n = subsae_buffer_rows(buf);
     if (activation != SUBSAE_ACT_TOPK && max_active(sae, buf, d_in, &k))
         goto done;
+    if (interrupt_signal()) {
+        status = stopped(out);
+        goto done;
+    }
     /* Header with both tensors, padded to a multiple of 8 bytes. */
     const long long bytes = (long long)n * (long long)k * 4;
     char text[512];
@@ -174,6 +218,10 @@ CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safete
     double started = sae_cli_now();
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         int64_t rows = n - r0 < block ? n - r0 : block;
+        if (interrupt_signal()) {
+            status = stopped(out);
+            goto done;
+        }
         if (cli_check(subsae_buffer_read(buf, r0, rows, x, d_in), "cannot read the input") ||
             cli_check(subsae_sae_encode_sparse(sae, x, rows, d_in, k, indices, values),
                       "encoding failed"))
@@ -231,6 +279,9 @@ CLI_HELP(encode)
                  "the most active features of any row. The file appears whole or not at all.\n\n");
     cli_help_line(out, "--out FILE.safetensors",
                   "where the codes go (required; the name must end in .safetensors)");
+    cli_help_line(out, "--overwrite",
+                  "replace an existing --out (never the input); it stays until the new codes "
+                  "are complete");
     cli_help_line(out, "--target FILE",
                   "a transcoder's target rows, the site it reconstructs (required for a "
                   "transcoder, refused for an SAE; checked against INPUT, not encoded)");
