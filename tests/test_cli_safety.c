@@ -333,17 +333,28 @@ START_TEST(bad_files_fail_before_the_first_step)
     snprintf(args, sizeof args, "encode '%s' '%s' --out '%s/codes.npy'", old, narrow, dir);
     worst = fmax(worst, expect_early_failure(args, "must end in .safetensors"));
     ck_assert_msg(!exists(dir) || rmdir(dir) == 0, "encode wrote into %s", dir);
-    /* An existing file is replaced only with --overwrite, and the rows being
-     * encoded never: here the other run's weights stand for both. */
-    snprintf(args, sizeof args, "encode '%s' '%s' --out '%s'", old, narrow, old_weights);
+    /* An existing file is replaced only with --overwrite, and a file the
+     * command reads never, --overwrite or not: not the rows, not the model
+     * (nor through another path to it); eval's outputs likewise. */
+    char codes[700], codes_copy[700];
+    snprintf(codes, sizeof codes, "%s/codes.safetensors", harness_tmpdir());
+    snprintf(codes_copy, sizeof codes_copy, "%s/codes-copy", harness_tmpdir());
+    keep_copy(old_weights, codes);
+    keep_copy(codes, codes_copy);
+    snprintf(args, sizeof args, "encode '%s' '%s' --out '%s'", old, narrow, codes);
     worst = fmax(worst, expect_early_failure(args, "already exists; give --overwrite"));
-    snprintf(args, sizeof args, "encode '%s' '%s' --out '%s' --overwrite", old, old_weights,
-             old_weights);
-    worst = fmax(worst, expect_early_failure(args, "is the file of rows being encoded"));
-    ck_assert_msg(same_bytes(old_weights, old_copy), "encode replaced %s", old_weights);
+    ck_assert_msg(same_bytes(codes, codes_copy), "encode replaced %s", codes);
+    snprintf(args, sizeof args, "encode '%s' '%s' --out '%s' --overwrite", old, codes, codes);
+    worst = fmax(worst, expect_early_failure(args, "is a file of rows this command reads"));
+    snprintf(args, sizeof args, "encode '%s' '%s' --out '%s/../%s/sae_weights.safetensors' "
+             "--overwrite", old, narrow, old, strrchr(old, '/') + 1);
+    worst = fmax(worst, expect_early_failure(args, "is the model's sae_weights.safetensors"));
+    snprintf(args, sizeof args, "eval '%s' '%s' --sparsity '%s'", old, narrow, old_weights);
+    worst = fmax(worst, expect_early_failure(args, "is the model's sae_weights.safetensors"));
+    ck_assert_msg(same_bytes(old_weights, old_copy), "a command replaced %s", old_weights);
     fprintf(stderr, "checks before the work: %zu bad runs failed before any step, the slowest "
                     "in %.3f s\n",
-            sizeof cases / sizeof cases[0] + 4, worst);
+            sizeof cases / sizeof cases[0] + 6, worst);
 }
 END_TEST
 

@@ -19,26 +19,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-static bool same_file(const struct stat *a, const char *path)
+/* An existing --out is replaced only when asked, and never when the command
+ * reads it: the codes arrive whole, but what they would replace may have
+ * taken hours, or be the only copy of the activations or of the model. */
+static int check_replace(const char *out, bool overwrite, const char *dir, char *input,
+                         char *target)
 {
-    struct stat b;
-    return path && stat(path, &b) == 0 && a->st_dev == b.st_dev && a->st_ino == b.st_ino;
-}
-
-/* An existing --out is replaced only when asked, and never when it is the
- * rows being encoded: the codes arrive whole, but the work they replace may
- * have taken hours, or be the only copy of the activations. */
-static int check_replace(const char *out, bool overwrite, const char *input, const char *target)
-{
-    struct stat st;
-    if (stat(out, &st) != 0)
-        return 0;
-    if (same_file(&st, input) || same_file(&st, target))
-        return cli_fail("--out %s is the file of rows being encoded; give another name", out);
-    if (!overwrite)
+    if (sae_cli_check_not_read("--out", out, dir, &input, 1, &target, target != NULL))
+        return 1;
+    if (!overwrite && access(out, F_OK) == 0)
         return cli_fail("--out %s already exists; give --overwrite to replace it (the old file "
                         "stays until the new one is complete)",
                         out);
@@ -160,7 +151,7 @@ CLI_COMMAND(encode, "DIR INPUT [--target FILE] [--tensor NAME] --out FILE.safete
     if (sae_cli_check_output("--out", out, ".safetensors",
                              "the codes are two tensors (indices and values), which a "
                              "safetensors file holds and an .npy file does not") ||
-        check_replace(out, overwrite, input, target_file) ||
+        check_replace(out, overwrite, dir, input, target_file) ||
         !(sae = sae_cli_load(dir, target_file != NULL)) || sae_cli_set_precision(sae, precision) ||
         !(buf = sae_cli_open(&input, 1, tensor, "the input")) ||
         (target_file && !(target = sae_cli_open(&target_file, 1, tensor, "--target"))) ||

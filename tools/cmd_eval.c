@@ -106,6 +106,12 @@ static int plot_density(const char *png, const char *dir, const double *density,
     return plot_finish(g, "--density-plot", png);
 }
 
+static int not_read(const char *flag, const char *path, const struct eval_options *o)
+{
+    return sae_cli_check_not_read(flag, path, o->dir, o->inputs, o->n_inputs, o->targets,
+                                  o->n_targets);
+}
+
 CLI_COMMAND(eval, "DIR INPUT... [--target FILE...] [--tensor NAME] [--skip-nonfinite] "
                   "[--sparsity FILE.safetensors] [--density-plot FILE.png] "
                   "[--precision fp32|bf16|auto] [--json]")
@@ -120,9 +126,10 @@ CLI_COMMAND(eval, "DIR INPUT... [--target FILE...] [--tensor NAME] [--skip-nonfi
     double *density = NULL;
     /* Everything that can fail before the evaluation fails first. */
     if (status ||
-        (o.sparsity && sae_cli_check_output("--sparsity", o.sparsity, ".safetensors", NULL)) ||
+        (o.sparsity && (sae_cli_check_output("--sparsity", o.sparsity, ".safetensors", NULL) ||
+                        not_read("--sparsity", o.sparsity, &o))) ||
         (o.plot && (sae_cli_check_output("--density-plot", o.plot, ".png", NULL) ||
-                    plot_check("--density-plot"))) ||
+                    not_read("--density-plot", o.plot, &o) || plot_check("--density-plot"))) ||
         !(sae = sae_cli_load(o.dir, o.n_targets > 0)) || sae_cli_set_precision(sae, o.precision) ||
         !(buf = open_rows(o.inputs, o.n_inputs, &o, "the input")) ||
         (o.n_targets > 0 && !(target = open_rows(o.targets, o.n_targets, &o, "--target"))) ||

@@ -47,6 +47,14 @@ int sae_cli_check_rows(const subsae_sae *sae, const char *dir, const subsae_buff
 int sae_cli_scan(char **paths, int n, const char *tensor, const char *what,
                  int64_t max_bytes);
 
+/* An output file must not be one the command reads: none of `inputs` and
+ * `targets` (n of each; either may be NULL when its n is 0) and none of the
+ * model files of `dir` (weights, cfg.json / config.json), whatever the
+ * path that names them. 0, or 1 with a message naming `flag`. */
+int sae_cli_check_not_read(const char *flag, const char *path, const char *dir,
+                           char *const *inputs, int n_inputs, char *const *targets,
+                           int n_targets);
+
 /* An output file the command will write: not a directory, in a directory
  * that exists, its name ending in `extension` (the format it gets; `why`,
  * may be NULL, says why in the message). 0, or 1 with a message naming
