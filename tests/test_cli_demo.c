@@ -16,6 +16,14 @@ static json_int_t integer_at(json_t *obj, const char *path1, const char *path2)
     return json_integer_value(v);
 }
 
+/* Whether the stderr of harness_cli(..., NAME) holds TEXT. */
+static bool err_says(const char *name, const char *text)
+{
+    char command[2048];
+    snprintf(command, sizeof command, "grep -qF -- '%s' '%s/%s'", text, harness_tmpdir(), name);
+    return harness_run(command) == 0;
+}
+
 START_TEST(synth_is_deterministic_and_has_the_subspace)
 {
     char a[600], b[600], c[600], args[2048];
@@ -48,6 +56,26 @@ START_TEST(synth_is_deterministic_and_has_the_subspace)
     ck_assert_int_eq(integer_at(first, "effective_rank", NULL), 20);
     ck_assert_int_eq(integer_at(first, "dim", NULL), 48);
     json_decref(report);
+
+    /* Outputs never replace data unasked: synth needs --overwrite for an
+     * existing file (c stays seed 6's until then), and rank's --csv and
+     * --plot may not name an input at all. */
+    snprintf(args, sizeof args, "synth %s --seed 5 --out '%s'", shape, c);
+    ck_assert_int_eq(harness_cli(args, "again.txt"), 1);
+    ck_assert_msg(err_says("again.txt.err", "already exists; give --overwrite"), "no reason");
+    snprintf(command, sizeof command, "cmp -s '%s' '%s'", a, c);
+    ck_assert_msg(harness_run(command) == 1, "synth replaced %s without --overwrite", c);
+    snprintf(args, sizeof args, "synth %s --seed 5 --out '%s' --overwrite", shape, c);
+    ck_assert_int_eq(harness_cli(args, "again.txt"), 0);
+    ck_assert_msg(harness_run(command) == 0, "--overwrite did not replace %s", c);
+    for (int plot = 0; plot < 2; plot++) {
+        snprintf(args, sizeof args, "rank '%s' '%s' --%s '%s'", a, b, plot ? "plot" : "csv", b);
+        ck_assert_int_eq(harness_cli(args, "onto-input.txt"), 1);
+        ck_assert_msg(err_says("onto-input.txt.err", "is a file of rows this command reads"),
+                      "no reason");
+    }
+    snprintf(command, sizeof command, "cmp -s '%s' '%s'", a, b);
+    ck_assert_msg(harness_run(command) == 0, "rank replaced its input %s", b);
 }
 END_TEST
 

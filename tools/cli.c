@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *cli_program_name = "subsae";
 const char *cli_nonfinite_hint;
@@ -277,5 +278,18 @@ int cli_print_json(json_t *value)
     json_decref(value);
     if (rc != 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0)
         return cli_fail("cannot write to standard output");
+    return 0;
+}
+
+int cli_check_not_among(const char *flag, const char *path, const char *const *files, int n,
+                        const char *what)
+{
+    struct stat out, other;
+    if (stat(path, &out) != 0)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (files[i] && stat(files[i], &other) == 0 && out.st_dev == other.st_dev &&
+            out.st_ino == other.st_ino)
+            return cli_fail("%s %s is %s; give another name", flag, path, what);
     return 0;
 }

@@ -69,6 +69,13 @@ extern const char *cli_command_name;
 
 /* Print "PROGRAM CMD: message" on stderr and return the exit code 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* 1 with a message "FLAG PATH is WHAT; give another name" when PATH names
+ * the same existing file as one of `files` (n of them, NULL entries
+ * skipped), by whatever path: an output must never replace what the
+ * command reads. 0 otherwise. */
+int cli_check_not_among(const char *flag, const char *path, const char *const *files, int n,
+                        const char *what);
 /* If status is not SUBSAE_OK print the library's message and return 1,
  * else return 0. `what` says what was being done. Nothing is printed when
  * the failure is another worker's (SUBSAE_REASON_PEER_FAILED): that

@@ -445,7 +445,13 @@ CLI_COMMAND(rank, "FILE... [--tensor NAME] [--threshold 0.99] [--method auto|exa
         free(files);
         return cli_usage();
     }
-    /* Fail before the work if the plot cannot be drawn. */
+    /* Fail before the work if an output would replace an input or the plot
+     * cannot be drawn. */
+    const char *what = "a file of rows this command reads";
+    if (status == 0 && o.csv)
+        status = cli_check_not_among("--csv", o.csv, files, n_files, what);
+    if (status == 0 && o.plot)
+        status = cli_check_not_among("--plot", o.plot, files, n_files, what);
     if (status == 0 && o.plot && cli_dist_root())
         status = plot_check("--plot");
     /* Workers (subsae-mpi): all go on, or none. */

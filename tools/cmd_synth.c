@@ -5,11 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct synth_options {
     int64_t dim, subspace, features, k, tokens, seed;
     const char *out, *dictionary;
-    bool json;
+    bool json, overwrite;
 };
 
 static int parse_synth(int argc, char **argv, struct synth_options *o)
@@ -29,6 +30,8 @@ static int parse_synth(int argc, char **argv, struct synth_options *o)
             continue;
         if (!strcmp(a, "--json")) {
             o->json = true;
+        } else if (!strcmp(a, "--overwrite")) {
+            o->overwrite = true;
         } else if ((!strcmp(a, "--out") || !strcmp(a, "--dictionary")) && v) {
             *(!strcmp(a, "--out") ? &o->out : &o->dictionary) = v;
             i++;
@@ -40,11 +43,18 @@ static int parse_synth(int argc, char **argv, struct synth_options *o)
         return cli_fail("--out FILE.npy is required");
     if (o->subspace > o->dim || o->k > o->features)
         return cli_fail("need --subspace <= --dim and --k <= --features");
+    /* Synthetic rows are cheap; what a slip of the name would replace may
+     * be recorded activations. */
+    const char *outputs[] = {o->out, o->dictionary};
+    for (int i = 0; i < 2 && !o->overwrite; i++)
+        if (outputs[i] && access(outputs[i], F_OK) == 0)
+            return cli_fail("%s %s already exists; give --overwrite to replace it",
+                            i ? "--dictionary" : "--out", outputs[i]);
     return 0;
 }
 
 CLI_COMMAND(synth, "--out FILE.npy [--dim D] [--subspace R] [--features F] [--k K] "
-                   "[--tokens N] [--seed S] [--dictionary DICT.npy] [--json]")
+                   "[--tokens N] [--seed S] [--dictionary DICT.npy] [--overwrite] [--json]")
 {
     struct synth_options o;
     int rc = parse_synth(argc, argv, &o);
@@ -99,5 +109,6 @@ CLI_HELP(synth)
     cli_help_line(out, "--tokens N", "rows (default 65536)");
     cli_help_line(out, "--seed S", "seed (default 0)");
     cli_help_line(out, "--dictionary DICT.npy", "also save the atoms, F x D");
+    cli_help_line(out, "--overwrite", "replace existing files (refused otherwise)");
     cli_help_end(out, true);
 }

@@ -153,31 +153,24 @@ int sae_cli_check_output(const char *flag, const char *path, const char *extensi
     return 0;
 }
 
-static bool same_file(const struct stat *a, const char *path)
-{
-    struct stat b;
-    return stat(path, &b) == 0 && a->st_dev == b.st_dev && a->st_ino == b.st_ino;
-}
-
 int sae_cli_check_not_read(const char *flag, const char *path, const char *dir,
                            char *const *inputs, int n_inputs, char *const *targets,
                            int n_targets)
 {
     static const char *const model_files[] = {"sae_weights.safetensors", "sae.safetensors",
                                               "cfg.json", "config.json"};
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return 0;
-    for (int i = 0; i < n_inputs + n_targets; i++)
-        if (same_file(&st, i < n_inputs ? inputs[i] : targets[i - n_inputs]))
-            return cli_fail("%s %s is a file of rows this command reads; give another name", flag,
-                            path);
+    if (cli_check_not_among(flag, path, (const char *const *)inputs, n_inputs,
+                            "a file of rows this command reads") ||
+        cli_check_not_among(flag, path, (const char *const *)targets, n_targets,
+                            "a file of rows this command reads"))
+        return 1;
     for (size_t i = 0; i < sizeof model_files / sizeof model_files[0]; i++) {
-        char file[4200];
+        char file[4200], what[64];
         snprintf(file, sizeof file, "%s/%s", dir, model_files[i]);
-        if (same_file(&st, file))
-            return cli_fail("%s %s is the model's %s; give another name", flag, path,
-                            model_files[i]);
+        snprintf(what, sizeof what, "the model's %s", model_files[i]);
+        const char *one = file;
+        if (cli_check_not_among(flag, path, &one, 1, what))
+            return 1;
     }
     return 0;
 }
