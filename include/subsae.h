@@ -858,7 +858,10 @@ enum subsae_metric {
                                              the selected (token, feature) pairs whose
                                              selection the fp32 rescoring of the bf16
                                              candidates changed (NaN at fp32) */
-    SUBSAE_METRIC_COUNT = 16
+    SUBSAE_METRIC_STEP_MSE = 16,          /* training, the last step's batch alone: MSE, */
+    SUBSAE_METRIC_STEP_EXPLAINED_VARIANCE = 17, /* against the batch's own mean, */
+    SUBSAE_METRIC_STEP_L0 = 18,           /* and L0 (what a live log shows) */
+    SUBSAE_METRIC_COUNT = 19
 };
 
 /** Number of metrics (SUBSAE_METRIC_COUNT of the linked library). */
@@ -1124,7 +1127,11 @@ SUBSAE_API int subsae_trainer_fit(subsae_trainer *t, const subsae_buffer *input,
  *  of subsae_trainer_fit, or every step since init until one completes.
  *  Dead fraction and count: features that did not fire within the last
  *  DEAD_WINDOW tokens (never during the run when it is shorter); NaN
- *  before the first step. Tokens, steps, last loss. metrics[i] for i <
+ *  before the first step. Tokens, steps, last loss. STEP_MSE,
+ *  STEP_EXPLAINED_VARIANCE and STEP_L0: the last step's batch alone
+ *  (explained variance against the batch's own mean), for logs that follow
+ *  the run as it goes, where the window lags by up to an epoch; NaN before
+ *  the first step. metrics[i] for i <
  *  n_metrics (NaN for i >= SUBSAE_METRIC_COUNT). Errors: SUBSAE_E_INVALID,
  *  SUBSAE_E_STATE (not initialised). */
 SUBSAE_API int subsae_trainer_metrics(const subsae_trainer *t, double *metrics,

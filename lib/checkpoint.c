@@ -124,14 +124,15 @@ static json_t *manifest_json(const subsae_trainer *t, const char *state_file)
         json_decref(root);
         root = NULL;
     }
-    /* The last step's learning rate, loss parts and bf16 disagreement
-     * (what the metrics report until the next step). */
+    /* The last step's learning rate, loss parts, bf16 disagreement and
+     * batch metrics (what the metrics report until the next step). */
     if (root) {
-        json_t *last = json_pack("{s:o, s:[o,o,o], s:o}", "lr", finite_or_null(t->last_lr),
-                                 "loss_parts", finite_or_null(t->last_loss_parts[0]),
-                                 finite_or_null(t->last_loss_parts[1]),
-                                 finite_or_null(t->last_loss_parts[2]), "bf16_disagreement",
-                                 finite_or_null(t->last_disagreement));
+        json_t *last = json_pack(
+            "{s:o, s:[o,o,o], s:o, s:[o,o,o]}", "lr", finite_or_null(t->last_lr), "loss_parts",
+            finite_or_null(t->last_loss_parts[0]), finite_or_null(t->last_loss_parts[1]),
+            finite_or_null(t->last_loss_parts[2]), "bf16_disagreement",
+            finite_or_null(t->last_disagreement), "batch", finite_or_null(t->last_batch[0]),
+            finite_or_null(t->last_batch[1]), finite_or_null(t->last_batch[2]));
         if (!last || json_object_set_new(root, "last_step", last)) {
             json_decref(root);
             root = NULL;
@@ -467,8 +468,8 @@ static void read_matryoshka(struct reader *r, const json_t *root, struct manifes
                                      &mf->matryoshka_count);
 }
 
-/* The last step's loss, rate and loss parts (the last two absent from
- * checkpoints of 0.1.0). */
+/* The last step's loss, rate, loss parts and batch metrics (all but the
+ * loss absent from older checkpoints). */
 static void read_last_step(struct reader *r, const json_t *root, subsae_trainer *t)
 {
     subsae__trainer_forget_last_step(t, get_real(r, root, "last_loss", true));
@@ -489,6 +490,11 @@ static void read_last_step(struct reader *r, const json_t *root, subsae_trainer 
     }
     const json_t *dis = json_object_get(last_step, "bf16_disagreement");
     t->last_disagreement = json_is_number(dis) ? json_number_value(dis) : NAN;
+    const json_t *batch = json_object_get(last_step, "batch"); /* absent from older ones */
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *v = json_array_get(batch, i);
+        t->last_batch[i] = json_is_number(v) ? json_number_value(v) : NAN;
+    }
 }
 
 /* The precision in use: "fp32" or "bf16" (absent before bf16 training:

@@ -69,7 +69,7 @@ void subsae__trainer_forget_last_step(subsae_trainer *t, double loss)
     t->last_lr = NAN;
     t->last_disagreement = NAN;
     for (int i = 0; i < 3; i++)
-        t->last_loss_parts[i] = NAN;
+        t->last_loss_parts[i] = t->last_batch[i] = NAN;
 }
 
 int subsae_trainer_set_metadata(subsae_trainer *t, const char *json)
@@ -354,6 +354,9 @@ int subsae_trainer_metrics(const subsae_trainer *t, double *metrics, int64_t n_m
     v[SUBSAE_METRIC_LOSS_SPARSITY] = t->last_loss_parts[1];
     v[SUBSAE_METRIC_LOSS_AUX] = t->last_loss_parts[2];
     v[SUBSAE_METRIC_BF16_DISAGREEMENT] = t->last_disagreement;
+    v[SUBSAE_METRIC_STEP_MSE] = t->last_batch[0];
+    v[SUBSAE_METRIC_STEP_EXPLAINED_VARIANCE] = t->last_batch[1];
+    v[SUBSAE_METRIC_STEP_L0] = t->last_batch[2];
     for (int64_t i = 0; i < n_metrics; i++)
         metrics[i] = i < SUBSAE_METRIC_COUNT ? v[i] : NAN;
     return SUBSAE_OK;

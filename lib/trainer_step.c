@@ -837,6 +837,33 @@ int subsae__trainer_apply_update(subsae_trainer *t, double sq)
     return SUBSAE_OK;
 }
 
+/* The step's batch alone: MSE in raw units, explained variance against
+ * the batch's own mean, L0 (`active` pairs over n rows). */
+static void account_batch(subsae_trainer *t, int64_t n, int64_t active)
+{
+    const subsae_sae *s = t->sae;
+    const struct subsae__workspace *ws = &t->ws;
+    const int64_t d_out = s->d_out;
+    const size_t part_stride = SUBSAE__PART_STRIDE(d_out);
+    if (n <= 0) {
+        t->last_batch[0] = t->last_batch[1] = t->last_batch[2] = NAN;
+        return;
+    }
+    double sum_t2 = 0.0, mean_sq = 0.0;
+    for (int p = 0; p < PARTS; p++)
+        sum_t2 += ws->part[(size_t)p * part_stride + 3 * d_out];
+    for (int64_t j = 0; j < d_out; j++) {
+        double sum = 0.0;
+        for (int p = 0; p < PARTS; p++)
+            sum += ws->part[(size_t)p * part_stride + d_out + j];
+        mean_sq += sum * sum;
+    }
+    const double sst = sum_t2 - mean_sq / (double)n;
+    t->last_batch[0] = ws->step_mse / (s->output_scale * s->output_scale);
+    t->last_batch[1] = sst > 0.0 ? 1.0 - ws->step_mse * (double)n / sst : NAN;
+    t->last_batch[2] = (double)active / (double)n;
+}
+
 /* Counters, dead-feature clock and metrics window after a step of n rows. */
 void subsae__trainer_account(subsae_trainer *t, int64_t n, double loss)
 {
@@ -871,6 +898,7 @@ void subsae__trainer_account(subsae_trainer *t, int64_t n, double loss)
     }
     w->active += active;
     ws->n_active = active;
+    account_batch(t, n, active);
     if (s->activation == SUBSAE_ACT_BATCHTOPK && isfinite(ws->step_theta)) {
         /* The inference threshold: moving average of the smallest value
          * the batch selection kept (SAELens' topk_threshold). */

@@ -174,6 +174,7 @@ struct subsae_trainer {
      * checkpoint's */
     int precision_used;
     double last_disagreement; /* the last step's changed fraction (NaN: none) */
+    double last_batch[3];     /* the last step's batch: MSE (raw), explained variance, L0 */
     struct subsae__window cur, prev;
     bool prev_valid;
     int64_t window_tokens; /* metrics window (epoch length); 0 = since init */

@@ -681,7 +681,8 @@ START_TEST(log_and_sparsity_files)
     /* One object per line every 8 steps: steps 8, 16, ..., 96. */
     char *text = slurp_path(log);
     ck_assert_ptr_nonnull(text);
-    int lines = 0;
+    int lines = 0, second_epoch_changes = 0;
+    double previous_ev = NAN;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         json_error_t error;
         json_t *j = json_loads(line, 0, &error);
@@ -695,6 +696,14 @@ START_TEST(log_and_sparsity_files)
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
             ck_assert_msg(json_is_number(json_object_get(j, keys[k])), "line %d: no %s", lines,
                           keys[k]);
+        /* The batch metrics of the steps since the previous line: TopK's L0
+         * is k, and the second epoch's lines move (the window of the first
+         * epoch would repeat one value until the run ends). */
+        ck_assert_double_eq(json_number_value(json_object_get(j, "l0")), 4.0);
+        const double ev = json_number_value(json_object_get(j, "explained_variance"));
+        if (8 * lines > 48 && 8 * lines < 96) /* steps 56 ... 88 */
+            second_epoch_changes += ev != previous_ev;
+        previous_ev = ev;
         /* Warm-up: the rate grows linearly over the first 20 steps. */
         const double lr = 2e-4 / sqrt(48.0 / 16384.0) * fmin(1.0, 8.0 * lines / 20.0);
         ck_assert_double_eq_tol(json_number_value(json_object_get(j, "lr")), lr, 1e-12);
@@ -707,6 +716,7 @@ START_TEST(log_and_sparsity_files)
     }
     free(text);
     ck_assert_int_eq(lines, 12);
+    ck_assert_int_eq(second_epoch_changes, 5);
 
     /* sparsity.safetensors: SAELens' log10 densities on the held-out
      * rows, the densities `subsae eval` reports on them. */

@@ -317,6 +317,60 @@ START_TEST(densities_and_sparsity_file)
 }
 END_TEST
 
+/* The last step's batch metrics are those of the model before the step on
+ * that batch, as subsae_sae_evaluate computes them; NaN before any step. */
+START_TEST(last_step_batch_metrics)
+{
+    const int acts[3] = {SUBSAE_ACT_TOPK, SUBSAE_ACT_RELU, SUBSAE_ACT_TOPK};
+    for (int a = 0; a < 3; a++) {
+        const bool transcoder = a == 2;
+        subsae_buffer *in, *out;
+        subsae_trainer *t = trained(acts[a], transcoder, &in, &out); /* 4 steps of 64 */
+        float x[64 * 8], y[64 * 8];
+        ck_assert_ok(subsae_buffer_read(in, 100, 64, x, 8));
+        if (transcoder)
+            ck_assert_ok(subsae_buffer_read(out, 100, 64, y, 8));
+        subsae_sae *before;
+        ck_assert_ok(subsae_sae_clone(subsae_trainer_sae(t), &before));
+        ck_assert_ok(subsae_trainer_step(t, x, 8, transcoder ? y : NULL, 8, 64));
+        subsae_buffer *bx = harness_wrap_copy(x, 64, 8);
+        subsae_buffer *by = transcoder ? harness_wrap_copy(y, 64, 8) : NULL;
+        double m[SUBSAE_METRIC_COUNT], e[SUBSAE_METRIC_COUNT];
+        ck_assert_ok(subsae_trainer_metrics(t, m, SUBSAE_METRIC_COUNT));
+        ck_assert_ok(subsae_sae_evaluate(before, bx, by, e, SUBSAE_METRIC_COUNT));
+        ck_assert_double_eq_tol(m[SUBSAE_METRIC_STEP_MSE], e[SUBSAE_METRIC_MSE],
+                                1e-5 * e[SUBSAE_METRIC_MSE]);
+        ck_assert_double_eq_tol(m[SUBSAE_METRIC_STEP_EXPLAINED_VARIANCE],
+                                e[SUBSAE_METRIC_EXPLAINED_VARIANCE], 1e-5);
+        ck_assert_double_eq_tol(m[SUBSAE_METRIC_STEP_L0], e[SUBSAE_METRIC_L0], 1.0 / 64);
+        /* Not the window's: it pools all 5 steps. */
+        ck_assert_double_ne(m[SUBSAE_METRIC_STEP_MSE], m[SUBSAE_METRIC_MSE]);
+        ck_assert(isnan(e[SUBSAE_METRIC_STEP_MSE])); /* evaluation has no step */
+        subsae_sae_free(before);
+        subsae_buffer_free(bx);
+        subsae_buffer_free(by);
+        subsae_trainer_free(t);
+        subsae_buffer_free(in);
+        subsae_buffer_free(out);
+    }
+    subsae_trainer *t;
+    subsae_buffer *in = harness_wrap_copy((float[16]){1, 2, 3, 4, 5, 6, 7, 8, 8, 7, 6, 5, 4,
+                                                      3, 2, 1},
+                                          2, 8);
+    ck_assert_ok(subsae_trainer_create(&t));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_FEATURES, 4));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, 1));
+    ck_assert_ok(subsae_trainer_set_int(t, SUBSAE_TRAIN_BATCH, 2));
+    ck_assert_ok(subsae_trainer_init(t, in, NULL));
+    double m[SUBSAE_METRIC_COUNT];
+    ck_assert_ok(subsae_trainer_metrics(t, m, SUBSAE_METRIC_COUNT));
+    for (int i = SUBSAE_METRIC_STEP_MSE; i <= SUBSAE_METRIC_STEP_L0; i++)
+        ck_assert_msg(isnan(m[i]), "metric %d is %g before any step", i, m[i]);
+    subsae_trainer_free(t);
+    subsae_buffer_free(in);
+}
+END_TEST
+
 /* The last step's learning rate (warm-up of 10 steps) and loss parts. */
 START_TEST(last_step_rate_and_loss_parts)
 {
@@ -353,5 +407,6 @@ SUBSAE_SUITE(run_records)
     tcase_add_test(tc, fingerprints_tell_data_apart);
     tcase_add_test(tc, densities_and_sparsity_file);
     tcase_add_test(tc, last_step_rate_and_loss_parts);
+    tcase_add_test(tc, last_step_batch_metrics);
     return s;
 }

@@ -14,6 +14,9 @@ struct train_log {
     int64_t last_step;   /* the last step written */
     int64_t first_tokens;/* tokens when the fit began */
     double started;      /* when the fit began (sae_cli_now) */
+    int64_t last_seen;   /* the last step added to the sums below */
+    double batch_sum[3]; /* the steps' batch MSE, explained variance, L0 since the last line */
+    int64_t batch_steps;
 };
 
 /* Open (create, or append to) path; 0, or 1 with a message (a directory,
@@ -25,7 +28,10 @@ void train_log_start(struct train_log *log, int64_t tokens);
 
 /* After a step (metrics: SUBSAE_METRIC_COUNT values of the trainer): a line
  * when the step is a multiple of `every`, or when `force` (the last one)
- * and not yet written. 0, or 1 with a message when it cannot be written. */
+ * and not yet written. Its MSE, explained variance and L0 are the means of
+ * the steps' batch metrics since the previous line (the trainer's window
+ * would lag by up to an epoch). 0, or 1 with a message when it cannot be
+ * written. */
 int train_log_step(struct train_log *log, const double *metrics, bool force);
 
 void train_log_close(struct train_log *log);

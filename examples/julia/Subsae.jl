@@ -92,7 +92,8 @@ const OPTION_DOUBLE = Cint(1)
 
 const METRIC_NAMES = (:mse, :fvu, :explained_variance, :l0, :dead_fraction, :dead_features,
                       :dense_fraction, :zero_frequency_fraction, :tokens, :steps, :loss,
-                      :lr, :loss_mse, :loss_sparsity, :loss_aux, :bf16_disagreement)
+                      :lr, :loss_mse, :loss_sparsity, :loss_aux, :bf16_disagreement,
+                      :step_mse, :step_explained_variance, :step_l0)
 const METRIC_COUNT = length(METRIC_NAMES)
 const MATRYOSHKA_MAX = 64  # most nested prefixes of a Matryoshka model
 

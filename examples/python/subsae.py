@@ -71,7 +71,7 @@ OPTION_MAX_EXCLUSIVE, OPTION_ZERO_MEANS_AUTO, OPTION_CHOICE = 8, 16, 32
 METRIC_NAMES = ("mse", "fvu", "explained_variance", "l0", "dead_fraction",
                 "dead_features", "dense_fraction", "zero_frequency_fraction",
                 "tokens", "steps", "loss", "lr", "loss_mse", "loss_sparsity", "loss_aux",
-                "bf16_disagreement")
+                "bf16_disagreement", "step_mse", "step_explained_variance", "step_l0")
 METRIC_COUNT = len(METRIC_NAMES)
 
 INIT_RANDOM, INIT_ACTIVE_SUBSPACE = 0, 1

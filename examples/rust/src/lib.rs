@@ -313,6 +313,17 @@ impl Metrics {
     pub fn bf16_disagreement(&self) -> f64 {
         self.0[sys::SUBSAE_METRIC_BF16_DISAGREEMENT]
     }
+    /// Training, the last step's batch alone: MSE, explained variance
+    /// (against the batch's own mean) and L0; NaN before the first step.
+    pub fn step_mse(&self) -> f64 {
+        self.0[sys::SUBSAE_METRIC_STEP_MSE]
+    }
+    pub fn step_explained_variance(&self) -> f64 {
+        self.0[sys::SUBSAE_METRIC_STEP_EXPLAINED_VARIANCE]
+    }
+    pub fn step_l0(&self) -> f64 {
+        self.0[sys::SUBSAE_METRIC_STEP_L0]
+    }
 }
 
 // ---- callbacks ----------------------------------------------------------

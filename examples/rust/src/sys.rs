@@ -155,7 +155,10 @@ pub const SUBSAE_METRIC_LOSS_MSE: usize = 12;
 pub const SUBSAE_METRIC_LOSS_SPARSITY: usize = 13;
 pub const SUBSAE_METRIC_LOSS_AUX: usize = 14;
 pub const SUBSAE_METRIC_BF16_DISAGREEMENT: usize = 15;
-pub const SUBSAE_METRIC_COUNT: usize = 16;
+pub const SUBSAE_METRIC_STEP_MSE: usize = 16;
+pub const SUBSAE_METRIC_STEP_EXPLAINED_VARIANCE: usize = 17;
+pub const SUBSAE_METRIC_STEP_L0: usize = 18;
+pub const SUBSAE_METRIC_COUNT: usize = 19;
 
 pub const SUBSAE_PHASE_ENCODE_GEMM: usize = 0;
 pub const SUBSAE_PHASE_TOPK: usize = 1;
