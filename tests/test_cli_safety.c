@@ -299,6 +299,8 @@ START_TEST(bad_files_fail_before_the_first_step)
     keep_copy(old_cfg, cfg_copy);
 
     const char *recipe = "--features 32768 --k 8 --batch 4096 --epochs 3";
+    char new_run[600];
+    harness_tmp_path("new-run", new_run, sizeof new_run);
     struct {
         const char *extra, *expect;
     } cases[] = {
@@ -312,17 +314,20 @@ START_TEST(bad_files_fail_before_the_first_step)
         /* --overwrite, but the evaluation file is bad: the other run's
          * files are removed only once everything is checked. */
         {"--out '%6$s' --overwrite --eval '%2$s'", "has rows of 32 values"},
-        {"--eval /nonexistent/eval.npy", "cannot open --eval"},
+        /* A directory this run created goes with it. */
+        {"--eval /nonexistent/eval.npy --out '%7$s'", "cannot open --eval"},
     };
     double worst = 0.0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char extra[4096];
-        snprintf(extra, sizeof extra, cases[i].extra, big, narrow, nan, short_target, file, old);
+        snprintf(extra, sizeof extra, cases[i].extra, big, narrow, nan, short_target, file, old,
+                 new_run);
         snprintf(args, sizeof args, "train '%s' %s %s", big, recipe, extra);
         double s = expect_early_failure(args, cases[i].expect);
         worst = s > worst ? s : worst;
         ck_assert_msg(same_bytes(old_weights, old_copy) && same_file(old_cfg, cfg_copy),
                       "'%s' changed the other run's files", args);
+        ck_assert_msg(!exists(new_run), "'%s' left %s behind", args, new_run);
     }
     /* encode checks its --out before encoding a row. */
     char dir[600];
@@ -391,8 +396,22 @@ START_TEST(resume_refuses_other_data)
                       strstr(err, "b.npy (2048 rows x 16") && strstr(err, "--allow-new-data"),
                   "%s", err);
     free(err);
-    /* The same data: --epochs 2 is the run's total, the progress counts to it. */
-    snprintf(args, sizeof args, "train '%s' --resume '%s' --epochs 2 --json", a, run);
+    /* The model's options: another value is refused with both named (before
+     * any step: the checkpoint is as it was), and so is another activation. */
+    snprintf(args, sizeof args, "train '%s' --features 48 --k 6 --resume '%s' --epochs 2", a,
+             run);
+    ck_assert_int_eq(harness_cli(args, "other-k.txt"), 1);
+    err = stderr_of("other-k.txt");
+    ck_assert_msg(strstr(err, "--k 6, but the run has 4"), "%s", err);
+    free(err);
+    snprintf(args, sizeof args, "train '%s' --activation relu --resume '%s' --epochs 2", a, run);
+    ck_assert_int_eq(harness_cli(args, "other-act.txt"), 1);
+    err = stderr_of("other-act.txt");
+    ck_assert_msg(strstr(err, "--activation relu, but the run has topk"), "%s", err);
+    free(err);
+    /* The same data and the first command's own options, --resume added:
+     * --epochs 2 is the run's total, the progress counts to it. */
+    snprintf(args, sizeof args, "train '%s' %s --resume '%s' --epochs 2 --json", a, SMALL, run);
     ck_assert_int_eq(harness_cli(args, "same.json"), 0);
     json_t *j = harness_read_json("same.json");
     ck_assert_int_eq(integer(j, "tokens"), 2 * 2048);

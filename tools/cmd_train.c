@@ -50,6 +50,9 @@ struct run {
     char resumed_dir[4300];    /* the checkpoint directory resumed from */
     json_t *resumed;           /* its checkpoint.json */
     int lock;                  /* descriptor of the output directory's lock, or -1 */
+    const char *locked;        /* that directory */
+    char fallback[128];        /* the directory of a run stopped without --out */
+    bool created;              /* this run created it */
     bool clear_out;            /* --overwrite: remove the other run's files once all is checked */
 
     /* the data */
@@ -158,9 +161,10 @@ static int claim_out(struct run *r)
     if (!r->out || !r->root)
         return 0;
     struct run_dir_contents held;
-    r->lock = run_dir_lock(r->out, r->argc, r->argv);
+    r->lock = run_dir_lock(r->out, r->argc, r->argv, &r->created);
     if (r->lock < 0)
         return 1;
+    r->locked = r->out;
     run_dir_contents(r->out, &held);
     if (!held.model && !held.checkpoint)
         return 0;
@@ -631,19 +635,19 @@ static int save_stopped_run(struct run *r, const char *why, int code)
     }
     train_log_step(&r->log, m, true);
     /* Without a directory: one named after the run, here. */
-    char fallback[128];
     if (!r->out) {
-        snprintf(fallback, sizeof fallback, "subsae-run-%s", run_dir_id(r->record));
-        if ((r->lock = run_dir_lock(fallback, r->argc, r->argv)) < 0)
+        snprintf(r->fallback, sizeof r->fallback, "subsae-run-%s", run_dir_id(r->record));
+        if ((r->lock = run_dir_lock(r->fallback, r->argc, r->argv, &r->created)) < 0)
             return code;
-        snprintf(r->checkpoint, sizeof r->checkpoint, "%s/" RUN_DIR_CHECKPOINT, fallback);
+        r->locked = r->fallback;
+        snprintf(r->checkpoint, sizeof r->checkpoint, "%s/" RUN_DIR_CHECKPOINT, r->fallback);
     }
     if (r->last_checkpoint_step != steps &&
         cli_check(subsae_trainer_save_checkpoint(r->t, r->checkpoint),
                   "cannot save the checkpoint"))
         return code;
     const bool model = r->out && save_model(r, NULL) == 0;
-    const char *dir = r->out ? r->out : fallback;
+    const char *dir = r->out ? r->out : r->fallback;
     char command[16384];
     train_options_resume_command(r->argc, r->argv, dir, command, sizeof command);
     char saved[9000];
@@ -935,8 +939,7 @@ static void release(struct run *r)
     json_decref(r->resumed);
     json_decref(r->record);
     train_options_free(&r->o);
-    if (r->lock >= 0)
-        close(r->lock);
+    run_dir_release(r->locked, r->lock, r->created);
 }
 
 CLI_COMMAND(train, "INPUT... [--target FILE...] --features M --k K [--activation NAME] "

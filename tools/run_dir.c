@@ -63,14 +63,17 @@ static void write_holder(int fd, int argc, char **argv)
         fsync(fd);
 }
 
-int run_dir_lock(const char *dir, int argc, char **argv)
+int run_dir_lock(const char *dir, int argc, char **argv, bool *created)
 {
     struct stat st;
+    *created = false;
     if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
         cli_fail("--out %s: exists and is not a directory", dir);
         return -1;
     }
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+    if (mkdir(dir, 0777) == 0) {
+        *created = true;
+    } else if (errno != EEXIST) {
         cli_fail("--out %s: cannot create the directory: %s", dir, strerror(errno));
         return -1;
     }
@@ -96,6 +99,33 @@ int run_dir_lock(const char *dir, int argc, char **argv)
     }
     write_holder(fd, argc, argv);
     return fd;
+}
+
+/* Whether `dir` holds no entry but the lock file. */
+static bool only_the_lock(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool only = true;
+    for (const struct dirent *e; only && (e = readdir(d));)
+        only = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+               !strcmp(e->d_name, LOCK_FILE);
+    closedir(d);
+    return only;
+}
+
+void run_dir_release(const char *dir, int fd, bool created)
+{
+    if (fd < 0)
+        return;
+    char path[4200];
+    join(path, sizeof path, dir, LOCK_FILE);
+    /* Still holding the lock: no other run can be writing in it. */
+    const bool remove = created && only_the_lock(dir) && unlink(path) == 0;
+    close(fd);
+    if (remove)
+        rmdir(dir);
 }
 
 const char *run_dir_id(const json_t *metadata)

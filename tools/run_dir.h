@@ -13,12 +13,17 @@
 #define RUN_DIR_CHECKPOINT "checkpoint" /* the checkpoint's directory */
 #define RUN_DIR_SPARSITY "sparsity.safetensors"
 
-/* Create `dir` (one level) if missing and take its lock, writing who
- * holds it (pid, start time, command line) into the lock file. Returns
- * the lock's descriptor (held until the process ends), or -1 with a
- * message: not a directory, cannot be created or written, or in use by
- * another run (its holder named). */
-int run_dir_lock(const char *dir, int argc, char **argv);
+/* Create `dir` (one level) if missing (*created says so) and take its
+ * lock, writing who holds it (pid, start time, command line) into the lock
+ * file. Returns the lock's descriptor (held until run_dir_release or the
+ * end of the process), or -1 with a message: not a directory, cannot be
+ * created or written, or in use by another run (its holder named). */
+int run_dir_lock(const char *dir, int argc, char **argv, bool *created);
+
+/* Release the lock `fd` of `dir` (-1: none). A directory the run created
+ * and left with nothing but the lock (it failed before saving anything)
+ * goes, so that a failed run leaves no trace. */
+void run_dir_release(const char *dir, int fd, bool created);
 
 /* What a directory holds from an earlier run. */
 struct run_dir_contents {

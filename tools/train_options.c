@@ -358,12 +358,6 @@ static int check_combinations(const struct train_options *o)
     if (o->matryoshka && o->resume)
         return cli_fail("--resume continues a run with its own model: --matryoshka cannot "
                         "change");
-    char structural[512];
-    train_options_structural_given(o, structural, sizeof structural);
-    if (o->resume && structural[0])
-        return cli_fail("--resume continues a run with its own model: %s cannot change (give "
-                        "the other options, or start a new run)",
-                        structural);
     return 0;
 }
 
@@ -399,12 +393,53 @@ void train_options_free(struct train_options *o)
     o->inputs = o->targets = NULL;
 }
 
+/* An integer option's value as the command line gives it. */
+static void int_text(const struct flag *f, int64_t v, char *out, size_t size)
+{
+    if (f->kind == CHOICE)
+        snprintf(out, size, "%s", f->choices[v]);
+    else
+        snprintf(out, size, "%lld", (long long)v);
+}
+
+/* A structural option given to a resumed run: accepted when it is the
+ * run's own value (the original command line with --resume added), else
+ * refused naming both. 0, or 1 with a message. */
+static int check_unchanged(const struct train_options *o, const struct flag *f,
+                           const subsae_trainer *t)
+{
+    char given[64], has[64];
+    if (option_type(f->option) == SUBSAE_OPTION_INT) {
+        int64_t v = 0;
+        subsae_trainer_get_int(t, f->option, &v);
+        if (v == o->int_value[f->option])
+            return 0;
+        int_text(f, o->int_value[f->option], given, sizeof given);
+        int_text(f, v, has, sizeof has);
+    } else {
+        double v = 0.0;
+        subsae_trainer_get_double(t, f->option, &v);
+        if (v == o->double_value[f->option])
+            return 0;
+        snprintf(given, sizeof given, "%g", o->double_value[f->option]);
+        snprintf(has, sizeof has, "%g", v);
+    }
+    return cli_fail("--resume continues a run with its own model: %s %s, but the run has %s "
+                    "(leave it out, or start a new run)",
+                    f->name, given, has);
+}
+
 int train_options_apply(const struct train_options *o, subsae_trainer *t)
 {
     for (int i = 0; i < N_FLAGS; i++) {
         const struct flag *f = &flags[i];
         if (f->option < 0 || !o->given[f->option])
             continue;
+        if (o->resume && (option_flags(f->option) & SUBSAE_OPTION_STRUCTURAL)) {
+            if (check_unchanged(o, f, t))
+                return 1;
+            continue;
+        }
         int rc = option_type(f->option) == SUBSAE_OPTION_INT
                      ? subsae_trainer_set_int(t, f->option, o->int_value[f->option])
                      : subsae_trainer_set_double(t, f->option, o->double_value[f->option]);
@@ -434,19 +469,6 @@ int train_options_apply_matryoshka(const struct train_options *o, subsae_trainer
     if (count == 0)
         return cli_fail("--matryoshka needs widths W1,W2,...");
     return cli_check(subsae_trainer_set_matryoshka(t, widths, count), "--matryoshka") ? 1 : 0;
-}
-
-void train_options_structural_given(const struct train_options *o, char *out, size_t size)
-{
-    out[0] = '\0';
-    for (int i = 0; i < N_FLAGS; i++) {
-        const struct flag *f = &flags[i];
-        if (f->option < 0 || !o->given[f->option] ||
-            !(option_flags(f->option) & SUBSAE_OPTION_STRUCTURAL))
-            continue;
-        size_t used = strlen(out);
-        snprintf(out + used, size - used, "%s%s", used ? ", " : "", f->name);
-    }
 }
 
 /* `text` quoted for a POSIX shell when it needs it. */

@@ -44,10 +44,6 @@ int train_options_apply(const struct train_options *o, subsae_trainer *t);
  * (subsae_trainer_set_matryoshka). 0, or 1 with a message. */
 int train_options_apply_matryoshka(const struct train_options *o, subsae_trainer *t);
 
-/* The flags of trainer options a resumed run cannot change (structural
- * ones) that were given, as ", "-separated text into out; "" when none. */
-void train_options_structural_given(const struct train_options *o, char *out, size_t size);
-
 /* The command line of a run to resume: the original arguments without
  * the options a resume does not take (the model's structural options,
  * --resume, --out, --overwrite), then `--resume DIR`; shell-quoted where
