@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- a small random model in the llama2.c format ------------------------- */
 
@@ -379,6 +380,29 @@ START_TEST(bad_saes_get_one_line)
     json_t *j = harness_read_json("transcoder.json");
     ck_assert(json_is_true(json_object_get(j, "transcoder")));
     json_decref(j);
+
+    /* An SAE that records another site of this model is spliced with a
+     * warning; at its own site, without one. */
+    harness_tmp_path("trained-on-L0", dir, sizeof dir);
+    save_sae(dir, 16, 16);
+    subsae_sae *other;
+    ck_assert_ok(subsae_sae_load(dir, &other));
+    ck_assert_ok(subsae_sae_set_metadata(other, "{\"hook_name\": \"L0_attn_out\"}"));
+    ck_assert_ok(subsae_sae_save(other, dir));
+    subsae_sae_free(other);
+    snprintf(args, sizeof args, "splice '%s' '%s' --site L1_attn_out --sequences 2 --seq-len 8",
+             model, dir);
+    ck_assert_int_eq(llama(args, "other_site"), 0);
+    assert_one_line_error("other_site", "warning: the SAE in");
+    assert_one_line_error("other_site", "trained on L0_attn_out (its hook_name), here it reads "
+                                        "L1_attn_out");
+    snprintf(args, sizeof args, "splice '%s' '%s' --site L0_attn_out --sequences 2 --seq-len 8",
+             model, dir);
+    ck_assert_int_eq(llama(args, "own_site"), 0);
+    char err_path[700];
+    harness_tmp_path("own_site.err", err_path, sizeof err_path);
+    struct stat st;
+    ck_assert_msg(stat(err_path, &st) == 0 && st.st_size == 0, "a warning at the SAE's own site");
 
     snprintf(args, sizeof args, "splice '%s' /nonexistent/sae --site L0_attn_out", model);
     expect_failure(args, "no_sae", "/nonexistent/sae");

@@ -183,6 +183,27 @@ static int second_pass(const struct llama_model *m, const struct llama_tokens *t
 
 /* ---- setup ------------------------------------------------------------ */
 
+/* A warning when the SAE records that it was trained on another site of
+ * this model (its hook_name): splicing it elsewhere is allowed (to see
+ * what transfers) but more often a slip of --site. */
+static void warn_other_site(const struct llama_config *c, const char *dir,
+                            const struct splice *sp)
+{
+    const char *text = NULL;
+    if (subsae_sae_get_metadata(sp->sae, &text) != SUBSAE_OK || !text)
+        return;
+    json_t *meta = json_loads(text, 0, NULL);
+    const char *hook = json_string_value(json_object_get(meta, "hook_name"));
+    char source[64];
+    llama_site_name(sp->source, source, sizeof source);
+    if (hook && llama_site_parse(c, hook) >= 0 && strcmp(hook, source) != 0)
+        fprintf(stderr,
+                "subsae-llama splice: warning: the SAE in %s was trained on %s (its "
+                "hook_name), here it reads %s\n",
+                dir, hook, source);
+    json_decref(meta);
+}
+
 /* The SAE fits the site: its widths, and a transcoder only at mlp_out
  * (reading that layer's mlp_in). Sets sp->source. */
 static int check_sae(const struct llama_config *c, const char *dir, struct splice *sp)
@@ -205,6 +226,7 @@ static int check_sae(const struct llama_config *c, const char *dir, struct splic
                              dir, sp->site / LLAMA_SITE_KINDS, sp->site / LLAMA_SITE_KINDS);
         sp->source = sp->site - LLAMA_MLP_OUT + LLAMA_MLP_IN;
     }
+    warn_other_site(c, dir, sp);
     return 0;
 }
 
