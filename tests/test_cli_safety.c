@@ -409,9 +409,12 @@ START_TEST(resume_refuses_other_data)
     err = stderr_of("other-act.txt");
     ck_assert_msg(strstr(err, "--activation relu, but the run has topk"), "%s", err);
     free(err);
-    /* The same data and the first command's own options, --resume added:
-     * --epochs 2 is the run's total, the progress counts to it. */
-    snprintf(args, sizeof args, "train '%s' %s --resume '%s' --epochs 2 --json", a, SMALL, run);
+    /* The same data and the first command's own options (and "let the
+     * library choose", which the run did), --resume added: --epochs 2 is
+     * the run's total, the progress counts to it. */
+    snprintf(args, sizeof args,
+             "train '%s' %s --subspace-dim 0 --precision auto --resume '%s' --epochs 2 --json", a,
+             SMALL, run);
     ck_assert_int_eq(harness_cli(args, "same.json"), 0);
     json_t *j = harness_read_json("same.json");
     ck_assert_int_eq(integer(j, "tokens"), 2 * 2048);

@@ -402,13 +402,26 @@ static void int_text(const struct flag *f, int64_t v, char *out, size_t size)
         snprintf(out, size, "%lld", (long long)v);
 }
 
+/* Whether the given value of a structural option lets the library choose
+ * (0 of a ZERO_MEANS_AUTO option, --precision auto): the run chose. */
+static bool given_auto(const struct train_options *o, int option)
+{
+    const bool integer = option_type(option) == SUBSAE_OPTION_INT;
+    if ((option_flags(option) & SUBSAE_OPTION_ZERO_MEANS_AUTO) &&
+        (integer ? o->int_value[option] == 0 : o->double_value[option] == 0.0))
+        return true;
+    return option == SUBSAE_TRAIN_PRECISION && o->int_value[option] == SUBSAE_PRECISION_AUTO;
+}
+
 /* A structural option given to a resumed run: accepted when it is the
- * run's own value (the original command line with --resume added), else
- * refused naming both. 0, or 1 with a message. */
+ * run's own value or "auto" (the original command line with --resume
+ * added), else refused naming both. 0, or 1 with a message. */
 static int check_unchanged(const struct train_options *o, const struct flag *f,
                            const subsae_trainer *t)
 {
     char given[64], has[64];
+    if (given_auto(o, f->option))
+        return 0;
     if (option_type(f->option) == SUBSAE_OPTION_INT) {
         int64_t v = 0;
         subsae_trainer_get_int(t, f->option, &v);
