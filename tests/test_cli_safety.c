@@ -409,6 +409,21 @@ START_TEST(resume_refuses_other_data)
     err = stderr_of("other-act.txt");
     ck_assert_msg(strstr(err, "--activation relu, but the run has topk"), "%s", err);
     free(err);
+    snprintf(args, sizeof args, "train '%s' --matryoshka 16,48 --resume '%s' --epochs 2", a, run);
+    ck_assert_int_eq(harness_cli(args, "other-widths.txt"), 1);
+    err = stderr_of("other-widths.txt");
+    ck_assert_msg(strstr(err, "--matryoshka 16,48, but the run has none"), "%s", err);
+    free(err);
+    /* A Matryoshka run's first command with --resume: accepted. */
+    char nested[700];
+    snprintf(nested, sizeof nested, "%s-nested", run);
+    const char *with_widths = "--matryoshka 16,48 --checkpoint-every 100 --quiet";
+    snprintf(args, sizeof args, "train '%s' %s %s --epochs 1 --out '%s'", a, SMALL, with_widths,
+             nested);
+    ck_assert_int_eq(harness_cli(args, "nested.txt"), 0);
+    snprintf(args, sizeof args, "train '%s' %s %s --epochs 2 --resume '%s'", a, SMALL,
+             with_widths, nested);
+    ck_assert_int_eq(harness_cli(args, "nested-resumed.txt"), 0);
     /* The same data and the first command's own options (and "let the
      * library choose", which the run did), --resume added: --epochs 2 is
      * the run's total, the progress counts to it. */

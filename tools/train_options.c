@@ -355,9 +355,6 @@ static int check_combinations(const struct train_options *o)
         return cli_fail("--allow-new-data goes with --resume");
     if (o->log_every && !o->log)
         return cli_fail("--log-every goes with --log FILE.jsonl");
-    if (o->matryoshka && o->resume)
-        return cli_fail("--resume continues a run with its own model: --matryoshka cannot "
-                        "change");
     return 0;
 }
 
@@ -462,6 +459,28 @@ int train_options_apply(const struct train_options *o, subsae_trainer *t)
     return 0;
 }
 
+/* A resumed run's widths against the given ones: 0 when the same, else 1
+ * with a message naming both. */
+static int check_same_widths(const struct train_options *o, const subsae_trainer *t,
+                             const int64_t *widths, int count)
+{
+    int64_t has[SUBSAE_MATRYOSHKA_MAX];
+    int n = 0;
+    subsae_sae_get_matryoshka(subsae_trainer_sae(t), has, SUBSAE_MATRYOSHKA_MAX, &n);
+    bool same = n == count;
+    for (int i = 0; same && i < n; i++)
+        same = has[i] == widths[i];
+    if (same)
+        return 0;
+    char text[SUBSAE_MATRYOSHKA_MAX * 21] = "none";
+    for (int i = 0, used = 0; i < n && used >= 0 && (size_t)used < sizeof text; i++)
+        used += snprintf(text + used, sizeof text - (size_t)used, "%s%lld", i ? "," : "",
+                         (long long)has[i]);
+    return cli_fail("--resume continues a run with its own model: --matryoshka %s, but the run "
+                    "has %s (leave it out, or start a new run)",
+                    o->matryoshka, text);
+}
+
 int train_options_apply_matryoshka(const struct train_options *o, subsae_trainer *t)
 {
     if (!o->matryoshka)
@@ -481,6 +500,8 @@ int train_options_apply_matryoshka(const struct train_options *o, subsae_trainer
     }
     if (count == 0)
         return cli_fail("--matryoshka needs widths W1,W2,...");
+    if (o->resume)
+        return check_same_widths(o, t, widths, count);
     return cli_check(subsae_trainer_set_matryoshka(t, widths, count), "--matryoshka") ? 1 : 0;
 }
 
