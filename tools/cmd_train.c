@@ -788,10 +788,11 @@ static int report_text(const struct run *r, const struct summary *s, const doubl
            r->o.given[SUBSAE_TRAIN_LR] ? "" : " (default)", (long long)s->batch,
            (long long)r->total);
     if (r->o.have_epochs)
-        printf(" (%g epochs)", r->o.epochs);
+        printf(" (%g epoch%s)", r->o.epochs, r->o.epochs == 1.0 ? "" : "s");
     printf(", seed %lld, dead window %lld tokens, %s, libsubsae %s\n", (long long)s->seed,
            (long long)s->dead_window, run_record_precision(r->t), subsae_version_string());
-    printf("final (last epoch): MSE %.6g, explained variance %.4f, L0 %.2f, dead %.2f%% "
+    printf("training mean (last epoch, or the run if shorter): MSE %.6g, explained variance "
+           "%.4f, L0 %.2f, dead %.2f%% "
            "(%lld), dense %.2f%%\n",
            m[SUBSAE_METRIC_MSE], m[SUBSAE_METRIC_EXPLAINED_VARIANCE], m[SUBSAE_METRIC_L0],
            100 * m[SUBSAE_METRIC_DEAD_FRACTION], (long long)m[SUBSAE_METRIC_DEAD_FEATURES],

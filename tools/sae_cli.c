@@ -268,10 +268,13 @@ void sae_cli_progress_start(struct sae_cli_progress *p, const subsae_trainer *t,
     p->bar.first = first;
 }
 
+/* The last step's own batch: what the run does now, not the window's
+ * average over an epoch. */
 static void fit_detail(const double *m, char *out, size_t size)
 {
-    snprintf(out, size, "step %lld, loss %.5g, L0 %.2f", (long long)m[SUBSAE_METRIC_STEPS],
-             m[SUBSAE_METRIC_LOSS], m[SUBSAE_METRIC_L0]);
+    snprintf(out, size, "step %lld, loss %.5g, EV %.3f, L0 %.2f",
+             (long long)m[SUBSAE_METRIC_STEPS], m[SUBSAE_METRIC_LOSS],
+             m[SUBSAE_METRIC_STEP_EXPLAINED_VARIANCE], m[SUBSAE_METRIC_STEP_L0]);
 }
 
 void sae_cli_progress_show(struct sae_cli_progress *p, const char *phase, int64_t done,
