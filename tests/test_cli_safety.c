@@ -714,8 +714,12 @@ START_TEST(log_and_sparsity_files)
     ck_assert_double_eq_tol(json_number_value(json_object_get(report, "lr")),
                             2e-4 / sqrt(48.0 / 16384.0), 1e-12);
     ck_assert_str_eq(json_string_value(json_object_get(report, "precision")), "fp32");
+    char run_id[80];
+    snprintf(run_id, sizeof run_id, "%s", json_string_value(json_object_get(report, "run_id")));
+    ck_assert_int_gt(strlen(run_id), 0);
     json_decref(report);
-    /* One object per line every 8 steps: steps 8, 16, ..., 96. */
+    /* One object per line every 8 steps: steps 8, 16, ..., 96, each naming
+     * the run (runs may append to one file). */
     char *text = slurp_path(log);
     ck_assert_ptr_nonnull(text);
     int lines = 0, second_epoch_changes = 0;
@@ -726,6 +730,7 @@ START_TEST(log_and_sparsity_files)
         ck_assert_msg(j != NULL, "line %d: %s", lines + 1, error.text);
         lines++;
         ck_assert_int_eq(integer(j, "step"), 8 * lines);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "run")), run_id);
         ck_assert_int_eq(integer(j, "tokens"), 8 * lines * 64);
         const char *keys[] = {"lr", "loss", "loss_mse", "loss_sparsity", "loss_aux", "mse",
                               "explained_variance", "l0", "dead_fraction",

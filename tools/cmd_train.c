@@ -894,7 +894,7 @@ static int train(struct run *r)
     char label[64];
     snprintf(label, sizeof label, "%s train", cli_program_name);
     sae_cli_progress_start(&r->shown, r->t, label, r->total, r->first_tokens, r->o.quiet);
-    train_log_start(&r->log, r->first_tokens);
+    train_log_start(&r->log, r->first_tokens, run_dir_id(r->record));
     r->last_checkpoint_step = -1;
     const double started = sae_cli_now();
     int rc = subsae_trainer_fit(r->t, r->part, r->tpart, todo);

@@ -26,9 +26,10 @@ int train_log_open(struct train_log *log, const char *path, int64_t every)
     return 0;
 }
 
-void train_log_start(struct train_log *log, int64_t tokens)
+void train_log_start(struct train_log *log, int64_t tokens, const char *run)
 {
     log->first_tokens = tokens;
+    log->run = run;
     log->started = sae_cli_now();
 }
 
@@ -59,8 +60,8 @@ int train_log_step(struct train_log *log, const double *m, bool force)
     const double seconds = sae_cli_now() - log->started;
     const double trained = m[SUBSAE_METRIC_TOKENS] - (double)log->first_tokens;
     json_t *line = json_pack(
-        "{s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f}", "step",
-        (json_int_t)step, "tokens", (json_int_t)m[SUBSAE_METRIC_TOKENS], "lr",
+        "{s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f}", "run",
+        log->run ? log->run : "", "step", (json_int_t)step, "tokens", (json_int_t)m[SUBSAE_METRIC_TOKENS], "lr",
         sae_cli_number(m[SUBSAE_METRIC_LR]), "loss", sae_cli_number(m[SUBSAE_METRIC_LOSS]),
         "loss_mse", sae_cli_number(m[SUBSAE_METRIC_LOSS_MSE]), "loss_sparsity",
         sae_cli_number(m[SUBSAE_METRIC_LOSS_SPARSITY]), "loss_aux",

@@ -14,6 +14,7 @@ struct train_log {
     int64_t last_step;   /* the last step written */
     int64_t first_tokens;/* tokens when the fit began */
     double started;      /* when the fit began (sae_cli_now) */
+    const char *run;     /* the run's id, on every line: runs may share one file */
     int64_t last_seen;   /* the last step added to the sums below */
     double batch_sum[3]; /* the steps' batch MSE, explained variance, L0 since the last line */
     int64_t batch_steps;
@@ -23,8 +24,9 @@ struct train_log {
  * not writable). */
 int train_log_open(struct train_log *log, const char *path, int64_t every);
 
-/* The fit begins now, at `tokens` tokens. */
-void train_log_start(struct train_log *log, int64_t tokens);
+/* The fit of run `run` (its id, which outlives the log) begins now, at
+ * `tokens` tokens. */
+void train_log_start(struct train_log *log, int64_t tokens, const char *run);
 
 /* After a step (metrics: SUBSAE_METRIC_COUNT values of the trainer): a line
  * when the step is a multiple of `every`, or when `force` (the last one)
