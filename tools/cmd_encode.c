@@ -1,5 +1,6 @@
 /* `subsae encode DIR INPUT [--target FILE] [--tensor NAME] --out
- * FILE.safetensors [--precision P] [--json]`: sparse codes of every row: `indices` int32 [n, k] (feature numbers in
+ * FILE.safetensors [--overwrite] [--precision P] [--json]`: sparse codes
+ * of every row: `indices` int32 [n, k] (feature numbers in
  * descending order of value, -1 in unused slots) and `values` float32
  * [n, k]; k is the model's k for TopK, and for the threshold activations
  * (BatchTopK at inference, JumpReLU, ReLU) the largest number of active

@@ -1,7 +1,8 @@
 /* `subsae train --log FILE.jsonl`: one JSON object per line every N steps
- * (and at the end of the fit): step, tokens, lr, loss and its parts, the
- * metrics window's MSE, explained variance and L0, dead fraction, tokens
- * per second and seconds since the fit began. A resumed run appends. */
+ * (and at the end of the fit): the run's id, step, tokens, lr, loss and its
+ * parts, the MSE, explained variance and L0 of the steps' own batches
+ * since the previous line (means), dead fraction, tokens per second and
+ * seconds since the fit began. A resumed run appends. */
 #ifndef SUBSAE_CLI_TRAIN_LOG_H
 #define SUBSAE_CLI_TRAIN_LOG_H
 
