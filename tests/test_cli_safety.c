@@ -801,6 +801,29 @@ START_TEST(log_and_sparsity_files)
 }
 END_TEST
 
+/* --eval on an input file: allowed, with a warning that says why its
+ * figures flatter the model; another file: no warning. */
+START_TEST(eval_on_training_rows_warns)
+{
+    char data[600], other[600], args[4096];
+    make_data("acts.npy", 1024, 16, 15, -1, data, sizeof data);
+    make_data("other.npy", 256, 16, 16, -1, other, sizeof other);
+    snprintf(args, sizeof args, "train '%s' %s --tokens 640 --eval '%s' --quiet", data, SMALL,
+             data);
+    ck_assert_int_eq(harness_cli(args, "same.txt"), 0);
+    char *err = stderr_of("same.txt");
+    ck_assert_msg(strstr(err, "warning: --eval") && strstr(err, "is one of the inputs"), "%s",
+                  err);
+    free(err);
+    snprintf(args, sizeof args, "train '%s' %s --tokens 640 --eval '%s' --quiet", data, SMALL,
+             other);
+    ck_assert_int_eq(harness_cli(args, "other.txt"), 0);
+    err = stderr_of("other.txt");
+    ck_assert_msg(!strstr(err, "warning"), "%s", err);
+    free(err);
+}
+END_TEST
+
 START_TEST(help_for_every_subcommand)
 {
     const char *commands[] = {"train", "eval", "encode", "rank", "inspect", "synth",
@@ -887,6 +910,7 @@ SUBSAE_SUITE(cli_safety)
     tcase_add_test(tc, interrupts_save_and_say_how_to_resume);
     tcase_add_test(tc, second_signal_exits_at_once);
     tcase_add_test(tc, interrupted_encode_leaves_nothing);
+    tcase_add_test(tc, eval_on_training_rows_warns);
     tcase_add_test(tc, transcoder_needs_target);
     tcase_add_test(tc, log_and_sparsity_files);
     tcase_add_test(tc, help_for_every_subcommand);

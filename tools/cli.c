@@ -281,15 +281,18 @@ int cli_print_json(json_t *value)
     return 0;
 }
 
+bool cli_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 int cli_check_not_among(const char *flag, const char *path, const char *const *files, int n,
                         const char *what)
 {
-    struct stat out, other;
-    if (stat(path, &out) != 0)
-        return 0;
     for (int i = 0; i < n; i++)
-        if (files[i] && stat(files[i], &other) == 0 && out.st_dev == other.st_dev &&
-            out.st_ino == other.st_ino)
+        if (cli_same_file(path, files[i]))
             return cli_fail("%s %s is %s; give another name", flag, path, what);
     return 0;
 }

@@ -70,6 +70,9 @@ extern const char *cli_command_name;
 /* Print "PROGRAM CMD: message" on stderr and return the exit code 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Whether paths a and b name the same existing file (device and inode). */
+bool cli_same_file(const char *a, const char *b);
+
 /* 1 with a message "FLAG PATH is WHAT; give another name" when PATH names
  * the same existing file as one of `files` (n of them, NULL entries
  * skipped), by whatever path: an output must never replace what the

@@ -278,6 +278,12 @@ static int open_eval(struct run *r)
         return cli_fail("--eval %s has %lld rows but --eval-target %s has %lld", o->eval_file,
                         (long long)subsae_buffer_rows(r->eval), o->eval_target,
                         (long long)subsae_buffer_rows(r->teval));
+    for (int i = 0; i < o->n_inputs; i++)
+        if (cli_same_file(o->eval_file, o->inputs[i]))
+            fprintf(stderr,
+                    "%s train: warning: --eval %s is one of the inputs, so its metrics are on "
+                    "rows the model trains on (--eval-fraction F holds rows out)\n",
+                    cli_program_name, o->eval_file);
     return 0;
 }
 
