@@ -398,22 +398,19 @@ START_TEST(resume_refuses_other_data)
     free(err);
     /* The model's options: another value is refused with both named (before
      * any step: the checkpoint is as it was), and so is another activation. */
-    snprintf(args, sizeof args, "train '%s' --features 48 --k 6 --resume '%s' --epochs 2", a,
-             run);
-    ck_assert_int_eq(harness_cli(args, "other-k.txt"), 1);
-    err = stderr_of("other-k.txt");
-    ck_assert_msg(strstr(err, "--k 6, but the run has 4"), "%s", err);
-    free(err);
-    snprintf(args, sizeof args, "train '%s' --activation relu --resume '%s' --epochs 2", a, run);
-    ck_assert_int_eq(harness_cli(args, "other-act.txt"), 1);
-    err = stderr_of("other-act.txt");
-    ck_assert_msg(strstr(err, "--activation relu, but the run has topk"), "%s", err);
-    free(err);
-    snprintf(args, sizeof args, "train '%s' --matryoshka 16,48 --resume '%s' --epochs 2", a, run);
-    ck_assert_int_eq(harness_cli(args, "other-widths.txt"), 1);
-    err = stderr_of("other-widths.txt");
-    ck_assert_msg(strstr(err, "--matryoshka 16,48, but the run has none"), "%s", err);
-    free(err);
+    const struct {
+        const char *given, *expect;
+    } changed[] = {{"--features 48 --k 6", "--k 6, but the run has 4"},
+                   {"--activation relu", "--activation relu, but the run has topk"},
+                   {"--matryoshka 16,48", "--matryoshka 16,48, but the run has none"}};
+    for (size_t i = 0; i < sizeof changed / sizeof changed[0]; i++) {
+        snprintf(args, sizeof args, "train '%s' %s --resume '%s' --epochs 2", a,
+                 changed[i].given, run);
+        ck_assert_int_eq(harness_cli(args, "changed.txt"), 1);
+        err = stderr_of("changed.txt");
+        ck_assert_msg(strstr(err, changed[i].expect), "%s: %s", changed[i].given, err);
+        free(err);
+    }
     /* A Matryoshka run's first command with --resume: accepted. */
     char nested[700];
     snprintf(nested, sizeof nested, "%s-nested", run);
