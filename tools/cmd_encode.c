@@ -272,8 +272,8 @@ CLI_HELP(encode)
     cli_help_line(out, "--out FILE.safetensors",
                   "where the codes go (required; the name must end in .safetensors)");
     cli_help_line(out, "--overwrite",
-                  "replace an existing --out (never the input); it stays until the new codes "
-                  "are complete");
+                  "replace an existing --out (never a file the command reads); the old file "
+                  "stays until the new codes are complete");
     cli_help_line(out, "--target FILE",
                   "a transcoder's target rows, the site it reconstructs (required for a "
                   "transcoder, refused for an SAE; checked against INPUT, not encoded)");
