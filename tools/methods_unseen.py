@@ -9,12 +9,12 @@ directory, then trains on each with the recipe of issue 18 (`--features 4096
 - plain BatchTopK and Matryoshka BatchTopK (`--matryoshka 256,1024,4096`)
   for each seed of SEEDS (default 0 1 2): eval L0, explained variance, the
   prefixes' explained variances, whether they rise strictly, and the gap
-  plain - Matryoshka;
+  plain - Matryoshka; then the same with TopK;
 - gated (`--l1 7`): eval L0 and explained variance;
 - on each layer's MLP (mlp_in -> mlp_out, `--features 4096 --k 16`): a
   transcoder and a skip transcoder, their explained variances.
 
-Prints markdown tables. Takes 5-10 minutes on two cores.
+Prints markdown tables. Takes 10-15 minutes on two cores.
 
 Usage: methods_unseen.py SUBSAE SUBSAE_LLAMA MODEL [SEEDS...]
 Only the Python standard library is needed.
@@ -61,7 +61,8 @@ def rises(prefixes):
     return all(b > a for a, b in zip(prefixes, prefixes[1:]))
 
 
-def matryoshka_rows(cli, work, data, seeds):
+def matryoshka_rows(cli, work, data, seeds, activation):
+    print(f"{activation}:\n")
     print("| data | seed | plain L0 / EV | Matryoshka L0 / EV | prefixes 256 / 1,024 / 4,096 "
           "| plain - Matryoshka | prefixes rise |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -69,7 +70,7 @@ def matryoshka_rows(cli, work, data, seeds):
     for site in SAE_SITES:
         x = [os.path.join(data, site + ".npy")]
         for seed in seeds:
-            common = ("--activation", "batchtopk", "--k", "8", "--seed", seed)
+            common = ("--activation", activation, "--k", "8", "--seed", seed)
             plain = train(cli, work, x, *common)
             nested = train(cli, work, x, *common, "--matryoshka", WIDTHS)
             prefixes = nested["prefix_explained_variance"]
@@ -118,7 +119,8 @@ def main(argv):
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "data")
         record(llama, model, data)
-        matryoshka_rows(cli, work, data, seeds)
+        for activation in ("batchtopk", "topk"):
+            matryoshka_rows(cli, work, data, seeds, activation)
         gated_rows(cli, work, data)
         transcoder_rows(cli, work, data)
 
