@@ -213,8 +213,9 @@ int harness_program(const char *program, const char *args, const char *stdout_na
 {
     char out[600], command[4096];
     harness_tmp_path(stdout_name, out, sizeof out);
-    snprintf(command, sizeof command, "'%s/bin/%s' %s > '%s' 2> '%s.err'",
-             harness_build_dir(), program, args, out, out);
+    /* In the test's directory: a run without --out saves there. */
+    snprintf(command, sizeof command, "cd '%s' && '%s/bin/%s' %s > '%s' 2> '%s.err'",
+             harness_tmpdir(), harness_build_dir(), program, args, out, out);
     return harness_run(command);
 }
 

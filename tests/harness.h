@@ -70,8 +70,9 @@ const char *harness_tmp_path(const char *name, char *buf, size_t size);
 /* Run a shell command; return its exit status (-1 if it did not exit). */
 int harness_run(const char *command);
 
-/* Run `build/bin/subsae ARGS` with stdout and stderr captured into the
- * test's directory as STDOUT_NAME and STDOUT_NAME.err; its exit status. */
+/* Run `build/bin/subsae ARGS` in the test's directory (give absolute paths)
+ * with stdout and stderr captured there as STDOUT_NAME and
+ * STDOUT_NAME.err; its exit status. */
 int harness_cli(const char *args, const char *stdout_name);
 /* The same for another program of build/bin (e.g. "subsae-llama"). */
 int harness_program(const char *program, const char *args, const char *stdout_name);

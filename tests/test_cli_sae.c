@@ -30,14 +30,15 @@ static const char *make_data(int64_t n, int64_t d)
     return data_path;
 }
 
-/* Run `subsae ARGS` with stdout to a file; the exit status. */
+/* Run `subsae ARGS` in the test's directory (a run without --out saves
+ * there) with stdout and stderr to files; the exit status. */
 static int run_cli(const char *args, const char *stdout_name, const char *stderr_name)
 {
     char out[600], err[600], command[4096];
     harness_tmp_path(stdout_name, out, sizeof out);
     harness_tmp_path(stderr_name, err, sizeof err);
-    snprintf(command, sizeof command, "'%s/bin/subsae' %s > '%s' 2> '%s'", harness_build_dir(),
-             args, out, err);
+    snprintf(command, sizeof command, "cd '%s' && '%s/bin/subsae' %s > '%s' 2> '%s'",
+             harness_tmpdir(), harness_build_dir(), args, out, err);
     return harness_run(command);
 }
 

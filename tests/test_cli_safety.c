@@ -248,6 +248,40 @@ START_TEST(resume_without_out_saves_into_the_run)
 }
 END_TEST
 
+/* A finished run given no --out at all is kept: in ./subsae-run-ID, which
+ * the summary names, and which loads as the run's model. */
+START_TEST(finished_run_without_out_is_kept)
+{
+    char data[600], args[4096], dir[800];
+    make_data("acts.npy", 1024, 16, 17, -1, data, sizeof data);
+    snprintf(args, sizeof args, "train '%s' %s --tokens 640 --quiet --json", data, SMALL);
+    ck_assert_int_eq(harness_cli(args, "no-out.json"), 0);
+    json_t *j = harness_read_json("no-out.json");
+    const char *id = json_string_value(json_object_get(j, "run_id"));
+    const char *out = json_string_value(json_object_get(j, "out"));
+    ck_assert_ptr_nonnull(id);
+    ck_assert_ptr_nonnull(out);
+    char want[200];
+    snprintf(want, sizeof want, "subsae-run-%s", id);
+    ck_assert_str_eq(out, want);
+    snprintf(dir, sizeof dir, "%s/%s", harness_tmpdir(), out);
+    json_decref(j);
+    subsae_sae *sae;
+    ck_assert_ok(subsae_sae_load(dir, &sae));
+    int64_t features;
+    ck_assert_ok(subsae_sae_get_int(sae, SUBSAE_SAE_D_SAE, &features));
+    ck_assert_int_eq(features, 48);
+    subsae_sae_free(sae);
+    /* Without --json the summary says where it went and how to choose. */
+    snprintf(args, sizeof args, "train '%s' %s --tokens 640 --quiet", data, SMALL);
+    ck_assert_int_eq(harness_cli(args, "no-out.txt"), 0);
+    char *text = slurp_path(strcat(strcpy(dir, harness_tmpdir()), "/no-out.txt"));
+    ck_assert_msg(strstr(text, "saved to subsae-run-") && strstr(text, "no --out given"), "%s",
+                  text);
+    free(text);
+}
+END_TEST
+
 /* ---- 2, 3: checks before the work --------------------------------------------- */
 
 /* `args` must fail before any work: non-zero exit, one line on stderr
@@ -908,6 +942,7 @@ SUBSAE_SUITE(cli_safety)
     tcase_add_test(tc, second_signal_exits_at_once);
     tcase_add_test(tc, interrupted_encode_leaves_nothing);
     tcase_add_test(tc, eval_on_training_rows_warns);
+    tcase_add_test(tc, finished_run_without_out_is_kept);
     tcase_add_test(tc, transcoder_needs_target);
     tcase_add_test(tc, log_and_sparsity_files);
     tcase_add_test(tc, help_for_every_subcommand);

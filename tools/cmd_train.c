@@ -620,6 +620,19 @@ static int save_model(const struct run *r, const double *density)
     return rc;
 }
 
+/* Without --out: a directory named after the run, here, created and
+ * locked (the checkpoint of a stopped run, the model of a finished one). 0,
+ * or 1 with a message. */
+static int run_named_dir(struct run *r)
+{
+    snprintf(r->fallback, sizeof r->fallback, "subsae-run-%s", run_dir_id(r->record));
+    if ((r->lock = run_dir_lock(r->fallback, r->argc, r->argv, &r->created)) < 0)
+        return 1;
+    r->locked = r->fallback;
+    snprintf(r->checkpoint, sizeof r->checkpoint, "%s/" RUN_DIR_CHECKPOINT, r->fallback);
+    return 0;
+}
+
 /* A run stopped early (a signal, a failure after some steps): save its
  * checkpoint, and with an output directory the model so far; say where
  * and how to go on (`why` is what stopped it: a failure's message, which
@@ -640,14 +653,8 @@ static int save_stopped_run(struct run *r, const char *why, int code)
         return code;
     }
     train_log_step(&r->log, m, true);
-    /* Without a directory: one named after the run, here. */
-    if (!r->out) {
-        snprintf(r->fallback, sizeof r->fallback, "subsae-run-%s", run_dir_id(r->record));
-        if ((r->lock = run_dir_lock(r->fallback, r->argc, r->argv, &r->created)) < 0)
-            return code;
-        r->locked = r->fallback;
-        snprintf(r->checkpoint, sizeof r->checkpoint, "%s/" RUN_DIR_CHECKPOINT, r->fallback);
-    }
+    if (!r->out && run_named_dir(r))
+        return code;
     if (r->last_checkpoint_step != steps &&
         cli_check(subsae_trainer_save_checkpoint(r->t, r->checkpoint),
                   "cannot save the checkpoint"))
@@ -812,12 +819,15 @@ static int report_text(const struct run *r, const struct summary *s, const doubl
     if (cli_dist)
         cli_dist_print();
     if (r->out)
-        printf("saved to %s\n", r->out);
+        printf("saved to %s%s\n", r->out,
+               r->out == r->fallback ? " (no --out given: --out DIR names the directory)" : "");
     return fflush(stdout) == 0 ? 0 : cli_fail("cannot write to standard output");
 }
 
 /* After the last step: the final checkpoint (when the directory keeps
- * one), the evaluation, the model and its densities, the report. */
+ * one), the evaluation, the model and its densities (without --out in a
+ * directory named after the run: a finished run is never thrown away),
+ * the report. */
 static int finish(struct run *r)
 {
     double m[SUBSAE_METRIC_COUNT], em[SUBSAE_METRIC_COUNT];
@@ -850,6 +860,13 @@ static int finish(struct run *r)
     }
     /* The model is saved even when the evaluation failed: its densities
      * then come from the training window. */
+    if (!r->out && r->root) {
+        if (run_named_dir(r)) {
+            free(density);
+            return 1;
+        }
+        r->out = r->fallback;
+    }
     int rc = r->out ? save_model(r, evaluated ? density : NULL) : 0;
     free(density);
     if (rc || (r->eval && !evaluated && !interrupt_signal()))
