@@ -20,6 +20,7 @@
 set -eu
 build=${1:-build}
 cli=${SUBSAE:-$build/bin/subsae}
+mkdir -p "$build/bench" # the runs' model (--out): a finished run is always saved
 rows=${OOC_ROWS:-4194304}
 limit=${OOC_LIMIT:-2147483648}
 steps=${OOC_STEPS:-16}
@@ -67,7 +68,8 @@ evict() {
 train() {
     sh -c 'if [ -n "$0" ]; then echo $$ >"$0/cgroup.procs"; fi; exec "$@"' "${2:-}" \
         "${3:-$cli}" train "$1" --features $m --k $k --batch $batch --tokens $((steps * batch)) \
-        --init random --no-scale-search --init-sample 8192 --json --quiet |
+        --init random --no-scale-search --init-sample 8192 --out "$build/bench/ooc_sae" \
+        --overwrite --json --quiet |
         "$py" -c "import json,sys; print('%.0f' % json.load(sys.stdin)['tokens_per_second'])"
 }
 
