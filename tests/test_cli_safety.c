@@ -275,7 +275,8 @@ START_TEST(finished_run_without_out_is_kept)
     /* Without --json the summary says where it went and how to choose. */
     snprintf(args, sizeof args, "train '%s' %s --tokens 640 --quiet", data, SMALL);
     ck_assert_int_eq(harness_cli(args, "no-out.txt"), 0);
-    char *text = slurp_path(strcat(strcpy(dir, harness_tmpdir()), "/no-out.txt"));
+    char summary[700];
+    char *text = slurp_path(harness_tmp_path("no-out.txt", summary, sizeof summary));
     ck_assert_msg(strstr(text, "saved to subsae-run-") && strstr(text, "no --out given"), "%s",
                   text);
     free(text);
