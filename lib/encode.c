@@ -180,8 +180,8 @@ void subsae__encode_topk_fused_in(const subsae_sae *sae, const struct subsae__en
  * row's top k of the slice; then each row's top k is merged from the
  * slices' lists. The order of selection (value, ties to the lower index) is
  * total, so the result is the top k of the whole row whichever way the
- * slices fall to threads. For up to 32 rows, where the CPU has AVX-512
- * (and AVX512_BF16 for a bf16 model), the slices' products run on
+ * slices fall to threads. For up to 32 rows, where oneDNN's ISA has
+ * AVX-512 (and AVX512_BF16 for a bf16 model), the slices' products run on
  * small_gemm.c, which reads each block of W_enc once however many rows
  * (oneDNN read one row's W_enc at two thirds of the rate, and ran at half
  * its rate at M = 16): each pre-activation's bits depend on its row and

@@ -51,7 +51,7 @@ bool subsae__bf16_native(void)
 
 /* oneDNN's fp32 brgemm kernels need AVX-512; below that OpenBLAS's sgemm
  * is the faster fp32 kernel. */
-static bool fp32_on_onednn(void)
+bool subsae__avx512_native(void)
 {
     return the_engine() && isa_has(dnnl_cpu_isa_avx512_core);
 }
@@ -204,7 +204,7 @@ static void run_tile(const struct tile *t)
 {
     if (t->rows <= 0 || t->cols <= 0)
         return;
-    if (t->precision != SUBSAE__BF16 && !fp32_on_onednn()) {
+    if (t->precision != SUBSAE__BF16 && !subsae__avx512_native()) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t->rows, (int)t->cols,
                     (int)t->d, 1.0f, t->A, (int)t->lda, t->B, (int)t->ldb, 0.0f, t->C,
                     (int)t->ldc);
@@ -289,7 +289,7 @@ static char kernel_names[2][64];
 static void name_kernels(void)
 {
     name_kernel(SUBSAE__BF16, kernel_names[SUBSAE__BF16], sizeof kernel_names[0]);
-    if (fp32_on_onednn())
+    if (subsae__avx512_native())
         name_kernel(SUBSAE__FP32, kernel_names[SUBSAE__FP32], sizeof kernel_names[0]);
     else
         snprintf(kernel_names[SUBSAE__FP32], sizeof kernel_names[0], "%s", "openblas sgemm");

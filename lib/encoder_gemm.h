@@ -31,6 +31,11 @@ int subsae__precision_resolve(int precision);
  * (queried once). */
 bool subsae__bf16_native(void);
 
+/* True when oneDNN's effective ISA has AVX-512 (avx512_core): every fp32
+ * product kernel's test of the machine, so that ONEDNN_MAX_CPU_ISA lowers
+ * them all alike. Thread-safe (queried once). */
+bool subsae__avx512_native(void);
+
 /* oneDNN's effective ISA, as a lower-case name ("avx512_core_bf16",
  * "avx2", ...). Static string. */
 const char *subsae__gemm_isa(void);

@@ -18,6 +18,8 @@
  * block a row or feature falls in, nor on the thread. */
 #include "small_gemm.h"
 
+#include "encoder_gemm.h"
+
 #include <stdbool.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -188,33 +190,17 @@ SMALL_KERNEL(fp32, FP32_TARGET, float, 16, __m512, FP32_LOAD, FP32_LOAD_FIRST, F
 #define BF16_ACC(acc, w, x) _mm512_dpbf16_ps(acc, w, x)
 SMALL_KERNEL(bf16, BF16_TARGET, uint16_t, 32, __m512bh, BF16_LOAD, BF16_LOAD_FIRST, BF16_ACC)
 
-/* Whether the CPU runs the fp32 kernel (AVX-512F, FMA) or, with bf16,
- * the bf16 one too (AVX512BW, AVX512_BF16); asked once per kind (every
- * thread that races here stores the same). */
-static bool cpu_has(int *known, bool bf16)
-{
-    int have = __atomic_load_n(known, __ATOMIC_RELAXED);
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-        if (bf16)
-            have = have && __builtin_cpu_supports("avx512bw") &&
-                   __builtin_cpu_supports("avx512bf16");
-        __atomic_store_n(known, have, __ATOMIC_RELAXED);
-    }
-    return have != 0;
-}
-
+/* The machine as every product kernel sees it (encoder_gemm.c): oneDNN's
+ * effective ISA, which ONEDNN_MAX_CPU_ISA lowers. avx512_core brings
+ * AVX-512F/BW and FMA, avx512_core_bf16 AVX512_BF16 too. */
 bool subsae__small_gemm_available(void)
 {
-    static int known = -1;
-    return cpu_has(&known, false);
+    return subsae__avx512_native();
 }
 
 bool subsae__small_gemm_bf16_available(void)
 {
-    static int known = -1;
-    return cpu_has(&known, true);
+    return subsae__bf16_native();
 }
 
 void subsae__small_gemm(int64_t rows, int64_t cols, int64_t d, const float *x, int64_t ldx,

@@ -6,7 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* True when the CPU runs the kernel (AVX-512F and FMA). Thread-safe. */
+/* True when the kernel runs here: oneDNN's effective ISA has AVX-512
+ * (subsae__avx512_native). Thread-safe. */
 bool subsae__small_gemm_available(void);
 
 /* C[i * ldc + j] = sum_k x[i * ldx + k] * w[j * ldw + k] for i < rows,
@@ -17,8 +18,8 @@ bool subsae__small_gemm_available(void);
 void subsae__small_gemm(int64_t rows, int64_t cols, int64_t d, const float *x, int64_t ldx,
                         const float *w, int64_t ldw, float *c, int64_t ldc);
 
-/* True when the CPU runs the bf16 kernel (AVX-512F, AVX512BW,
- * AVX512_BF16). Thread-safe. */
+/* True when the bf16 kernel runs here: oneDNN's effective ISA has
+ * AVX512_BF16 (subsae__bf16_native). Thread-safe. */
 bool subsae__small_gemm_bf16_available(void);
 
 /* As subsae__small_gemm on bf16 operands (x and w as bf16 bit patterns,
