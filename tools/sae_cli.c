@@ -165,12 +165,11 @@ int sae_cli_check_not_read(const char *flag, const char *path, const char *dir,
                             "a file of rows this command reads"))
         return 1;
     for (size_t i = 0; i < sizeof model_files / sizeof model_files[0]; i++) {
-        char file[4200], what[64];
+        char file[4200];
         snprintf(file, sizeof file, "%s/%s", dir, model_files[i]);
-        snprintf(what, sizeof what, "the model's %s", model_files[i]);
-        const char *one = file;
-        if (cli_check_not_among(flag, path, &one, 1, what))
-            return 1;
+        if (cli_same_file(path, file))
+            return cli_fail("%s %s is the model's %s; give another name", flag, path,
+                            model_files[i]);
     }
     return 0;
 }

@@ -61,7 +61,8 @@ int train_log_step(struct train_log *log, const double *m, bool force)
     const double trained = m[SUBSAE_METRIC_TOKENS] - (double)log->first_tokens;
     json_t *line = json_pack(
         "{s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f}", "run",
-        log->run ? log->run : "", "step", (json_int_t)step, "tokens", (json_int_t)m[SUBSAE_METRIC_TOKENS], "lr",
+        log->run ? log->run : "", "step", (json_int_t)step, "tokens",
+        (json_int_t)m[SUBSAE_METRIC_TOKENS], "lr",
         sae_cli_number(m[SUBSAE_METRIC_LR]), "loss", sae_cli_number(m[SUBSAE_METRIC_LOSS]),
         "loss_mse", sae_cli_number(m[SUBSAE_METRIC_LOSS_MSE]), "loss_sparsity",
         sae_cli_number(m[SUBSAE_METRIC_LOSS_SPARSITY]), "loss_aux",
