@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void save_npy(const float *x, int64_t n, int64_t d, const char *name, char *path,
                      size_t size)
@@ -62,17 +63,27 @@ static double number(const json_t *obj, const char *key)
     return json_number_value(v);
 }
 
-static int err_lines(const char *stdout_name)
+/* The standard error of the command whose standard output went to
+ * stdout_name, into text (truncated to size). */
+static void err_text(const char *stdout_name, char *text, size_t size)
 {
     char name[256], path[600];
     snprintf(name, sizeof name, "%s.err", stdout_name);
     harness_tmp_path(name, path, sizeof path);
     FILE *f = fopen(path, "r");
     ck_assert_ptr_nonnull(f);
-    int lines = 0, c;
-    while ((c = fgetc(f)) != EOF)
-        lines += c == '\n';
+    size_t used = fread(text, 1, size - 1, f);
+    text[used] = '\0';
     fclose(f);
+}
+
+static int err_lines(const char *stdout_name)
+{
+    char text[8192];
+    err_text(stdout_name, text, sizeof text);
+    int lines = 0;
+    for (const char *c = text; *c; c++)
+        lines += *c == '\n';
     return lines;
 }
 
@@ -283,6 +294,47 @@ START_TEST(errors_are_one_line)
 }
 END_TEST
 
+/* An option that the run's activation does not read would be ignored
+ * while the user believes the run used it: refused before any work, naming
+ * the option and the activation, for a new run and for a resumed one. */
+START_TEST(options_the_activation_ignores_are_refused)
+{
+    char x[600], y[600], xh[600], yh[600], dir[600], args[4096], text[8192];
+    make_pair(400, 10, 100, x, y, xh, yh);
+    harness_tmp_path("ignored", dir, sizeof dir);
+    const struct {
+        const char *options, *flag, *activation;
+    } cases[] = {
+        {"--k 4 --l1 3", "--l1", "topk"},
+        {"--activation relu --l0 1", "--l0", "relu"},
+        {"--k 4 --activation batchtopk --coef-warmup-steps 5", "--coef-warmup-steps",
+         "batchtopk"},
+        {"--activation gated --jumprelu-bandwidth 0.1", "--jumprelu-bandwidth", "gated"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(args, sizeof args, "train '%s' --features 16 %s --out '%s' --quiet", x,
+                 cases[i].options, dir);
+        ck_assert_msg(harness_cli(args, "ignored.out") != 0, "'%s' succeeded", args);
+        err_text("ignored.out", text, sizeof text);
+        ck_assert_msg(strstr(text, cases[i].flag) && strstr(text, cases[i].activation),
+                      "'%s': %s", args, text);
+        ck_assert_msg(access(dir, F_OK) != 0, "'%s' created --out", args);
+    }
+    /* a resumed relu run: --l1 changes, --l0 is refused */
+    snprintf(args, sizeof args,
+             "train '%s' --features 16 --k 4 --activation relu --l1 1 --batch 100 --epochs 1 "
+             "--checkpoint-every 1 --out '%s' --quiet",
+             x, dir);
+    ck_assert_int_eq(harness_cli(args, "relu.out"), 0);
+    snprintf(args, sizeof args, "train '%s' --epochs 2 --resume '%s' --l0 1 --quiet", x, dir);
+    ck_assert_int_ne(harness_cli(args, "resume_l0.out"), 0);
+    err_text("resume_l0.out", text, sizeof text);
+    ck_assert_msg(strstr(text, "--l0 is for jumprelu") && strstr(text, "relu"), "%s", text);
+    snprintf(args, sizeof args, "train '%s' --epochs 2 --resume '%s' --l1 2 --quiet", x, dir);
+    ck_assert_int_eq(harness_cli(args, "resume_l1.out"), 0);
+}
+END_TEST
+
 SUBSAE_SUITE(cli_variants)
 {
     Suite *s = suite_create("cli_variants");
@@ -291,5 +343,6 @@ SUBSAE_SUITE(cli_variants)
     tcase_add_test(tc, activations_from_the_command_line);
     tcase_add_test(tc, resume_thresholds_from_the_command_line);
     tcase_add_test(tc, errors_are_one_line);
+    tcase_add_test(tc, options_the_activation_ignores_are_refused);
     return s;
 }

@@ -146,8 +146,8 @@ static const struct flag flags[] = {
     LIB("--l0", "COEF", NUMBER, SUBSAE_TRAIN_L0_COEF, NULL,
         "jumprelu: weight of the L0 penalty"),
     LIB("--coef-warmup-steps", "N", NUMBER, SUBSAE_TRAIN_COEF_WARMUP_STEPS, NULL,
-        "relu, jumprelu: the sparsity coefficient ramps linearly from 0 over the first N "
-        "steps"),
+        "relu, gated, jumprelu: the sparsity coefficient ramps linearly from 0 over the "
+        "first N steps"),
     LIB("--jumprelu-bandwidth", "X", NUMBER, SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, NULL,
         "jumprelu: width of the straight-through estimator's kernel"),
     LIB("--adam-beta1", "X", NUMBER, SUBSAE_TRAIN_ADAM_BETA1, NULL, "Adam's beta1"),
@@ -319,6 +319,47 @@ static int parse_flag(const struct flag *f, int argc, char **argv, int *i,
     return parse_own_number(f, text, o) ? 0 : 2;
 }
 
+/* Trainer options that only some activations read: given for another,
+ * they would be ignored, and the user would believe a run used them. */
+#define ACT_BIT(a) (1u << (a))
+static const struct {
+    int option;
+    unsigned activations; /* ACT_BIT of each SUBSAE_ACT_* that reads it */
+    const char *which;
+} activation_options[] = {
+    {SUBSAE_TRAIN_L1_COEF, ACT_BIT(SUBSAE_ACT_RELU) | ACT_BIT(SUBSAE_ACT_GATED),
+     "relu and gated"},
+    {SUBSAE_TRAIN_L0_COEF, ACT_BIT(SUBSAE_ACT_JUMPRELU), "jumprelu"},
+    {SUBSAE_TRAIN_COEF_WARMUP_STEPS,
+     ACT_BIT(SUBSAE_ACT_RELU) | ACT_BIT(SUBSAE_ACT_GATED) | ACT_BIT(SUBSAE_ACT_JUMPRELU),
+     "relu, gated and jumprelu"},
+    {SUBSAE_TRAIN_JUMPRELU_BANDWIDTH, ACT_BIT(SUBSAE_ACT_JUMPRELU), "jumprelu"},
+};
+
+static const struct flag *flag_of_option(int option)
+{
+    for (int i = 0; i < N_FLAGS; i++)
+        if (flags[i].kind != HEADING && flags[i].option == option)
+            return &flags[i];
+    return NULL;
+}
+
+/* 0, or 1 with a message when a given option is one that activation
+ * `act` does not read. */
+static int check_read_by(const struct train_options *o, int64_t act)
+{
+    const int n = (int)(sizeof activation_options / sizeof activation_options[0]);
+    for (int i = 0; i < n; i++) {
+        const int option = activation_options[i].option;
+        if (!o->given[option] || (activation_options[i].activations & ACT_BIT(act)))
+            continue;
+        return cli_fail("%s is for %s; this run's activation is %s, which would ignore it",
+                        flag_of_option(option)->name, activation_options[i].which,
+                        activations[act]);
+    }
+    return 0;
+}
+
 /* Combinations of options that cannot work, in the user's words. */
 static int check_combinations(const struct train_options *o)
 {
@@ -355,7 +396,8 @@ static int check_combinations(const struct train_options *o)
         return cli_fail("--allow-new-data goes with --resume");
     if (o->log_every && !o->log)
         return cli_fail("--log-every goes with --log FILE.jsonl");
-    return 0;
+    /* a resumed run's activation is known once it is loaded (apply) */
+    return o->resume && !o->given[SUBSAE_TRAIN_ACTIVATION] ? 0 : check_read_by(o, act);
 }
 
 int train_options_parse(int argc, char **argv, struct train_options *o)
@@ -441,6 +483,10 @@ static int check_unchanged(const struct train_options *o, const struct flag *f,
 
 int train_options_apply(const struct train_options *o, subsae_trainer *t)
 {
+    int64_t act = SUBSAE_ACT_TOPK;
+    subsae_trainer_get_int(t, SUBSAE_TRAIN_ACTIVATION, &act);
+    if (o->resume && check_read_by(o, act))
+        return 1;
     for (int i = 0; i < N_FLAGS; i++) {
         const struct flag *f = &flags[i];
         if (f->option < 0 || !o->given[f->option])
