@@ -335,6 +335,69 @@ START_TEST(options_the_activation_ignores_are_refused)
 }
 END_TEST
 
+/* `subsae inspect DIR` describes a saved model from its files alone: the
+ * kind, widths, activation and prefixes the training run gave it, and the
+ * sites it records; a directory among activation files is refused. */
+START_TEST(inspect_describes_a_model)
+{
+    char x[600], y[600], xh[600], yh[600], nested[600], skip[600], args[4096], text[8192];
+    make_pair(400, 10, 100, x, y, xh, yh);
+    harness_tmp_path("nested", nested, sizeof nested);
+    harness_tmp_path("skip", skip, sizeof skip);
+    snprintf(args, sizeof args,
+             "train '%s' --features 24 --k 3 --matryoshka 6,12,24 --batch 100 --epochs 1 "
+             "--out '%s' --hook-name blocks.0.hook_z --quiet",
+             x, nested);
+    ck_assert_int_eq(harness_cli(args, "nested.out"), 0);
+    snprintf(args, sizeof args,
+             "train '%s' --target '%s' --skip --features 20 --k 4 --batch 100 --epochs 1 "
+             "--out '%s' --quiet",
+             x, y, skip);
+    ck_assert_int_eq(harness_cli(args, "skip.out"), 0);
+
+    snprintf(args, sizeof args, "inspect '%s' --json", nested);
+    ck_assert_int_eq(harness_cli(args, "nested.json"), 0);
+    json_t *j = harness_read_json("nested.json");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "kind")), "SAE");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "activation")), "topk");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "k")), 3);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "d_sae")), 24);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "d_in")), 10);
+    const json_t *widths = json_object_get(j, "matryoshka_widths");
+    ck_assert_int_eq(json_array_size(widths), 3);
+    ck_assert_int_eq(json_integer_value(json_array_get(widths, 1)), 12);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "metadata"),
+                                                       "hook_name")),
+                     "blocks.0.hook_z");
+    json_decref(j);
+
+    snprintf(args, sizeof args, "inspect '%s' --json", skip);
+    ck_assert_int_eq(harness_cli(args, "skip.json"), 0);
+    j = harness_read_json("skip.json");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "kind")), "skip transcoder");
+    ck_assert(json_is_true(json_object_get(j, "skip")));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "d_out")), 6);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "matryoshka_widths")), 0);
+    json_decref(j);
+
+    snprintf(args, sizeof args, "inspect '%s'", skip);
+    ck_assert_int_eq(harness_cli(args, "skip.txt"), 0);
+    char path[600];
+    FILE *f = fopen(harness_tmp_path("skip.txt", path, sizeof path), "r");
+    ck_assert_ptr_nonnull(f);
+    text[fread(text, 1, sizeof text - 1, f)] = '\0';
+    fclose(f);
+    ck_assert_msg(strstr(text, "skip transcoder, 20 features, topk k 4") &&
+                      strstr(text, "d_in 10, d_out 6") && strstr(text, "trained by run"),
+                  "%s", text);
+
+    snprintf(args, sizeof args, "inspect '%s' '%s'", x, skip);
+    ck_assert_int_ne(harness_cli(args, "mixed.out"), 0);
+    err_text("mixed.out", text, sizeof text);
+    ck_assert_msg(strstr(text, "is a directory"), "%s", text);
+}
+END_TEST
+
 SUBSAE_SUITE(cli_variants)
 {
     Suite *s = suite_create("cli_variants");
@@ -344,5 +407,6 @@ SUBSAE_SUITE(cli_variants)
     tcase_add_test(tc, resume_thresholds_from_the_command_line);
     tcase_add_test(tc, errors_are_one_line);
     tcase_add_test(tc, options_the_activation_ignores_are_refused);
+    tcase_add_test(tc, inspect_describes_a_model);
     return s;
 }

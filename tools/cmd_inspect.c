@@ -1,11 +1,14 @@
 /* `subsae inspect FILE... [--tensor NAME] [--json]`: format, dtype and
  * shape of each activation file, then rows, dim, mean row norm and count of
- * non-finite values of all files read as one sharded buffer. */
+ * non-finite values of all files read as one sharded buffer; `subsae
+ * inspect DIR`: the model saved there (inspect_model.c). */
 #include "cli.h"
+#include "inspect_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum { MAX_SHOWN_DIMS = 8 };
 
@@ -87,7 +90,33 @@ static json_t *files_json(const struct file_info *files, int64_t n)
     return array;
 }
 
-CLI_COMMAND(inspect, "FILE... [--tensor NAME] [--json]")
+static bool is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* A model directory alone is described as a model; among files it is an
+ * error, since the files are shards of one data set. -1 when no path is
+ * a directory, else the exit code. */
+static int inspect_directory(const char **paths, int64_t n, const char *tensor, bool json)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (!is_directory(paths[i]))
+            continue;
+        if (n > 1)
+            return cli_fail("%s is a directory: give one model directory, or activation files",
+                            paths[i]);
+        if (tensor)
+            return cli_fail("--tensor names a tensor of an activation file; %s is a model "
+                            "directory",
+                            paths[i]);
+        return inspect_model(paths[i], json);
+    }
+    return -1;
+}
+
+CLI_COMMAND(inspect, "FILE... | DIR [--tensor NAME] [--json]")
 {
     bool json = false;
     const char *tensor = NULL;
@@ -113,6 +142,11 @@ CLI_COMMAND(inspect, "FILE... [--tensor NAME] [--json]")
     if (n == 0) {
         free(paths);
         return cli_usage();
+    }
+    int model_rc = inspect_directory(paths, n, tensor, json);
+    if (model_rc >= 0) {
+        free(paths);
+        return model_rc;
     }
     subsae_buffer *buf = NULL;
     int rc = cli_check(subsae_buffer_open_shards(paths, n, tensor, &buf), "cannot open");
@@ -162,7 +196,10 @@ CLI_HELP(inspect)
 {
     fprintf(out, "Formats, dtypes, shapes, rows, mean row norm and non-finite values of\n"
                  "activation files (.npy or safetensors; several files are shards of one\n"
-                 "data set and must share their width).\n\n");
+                 "data set and must share their width); or, given one model directory\n"
+                 "(as eval and encode read it), what the model is: SAE or transcoder,\n"
+                 "features, activation, widths, Matryoshka prefixes, scales, and the\n"
+                 "site and model recorded with it.\n\n");
     cli_help_line(out, "--tensor NAME", "the safetensors tensor to read (default: the only one)");
     cli_help_line(out, "--", "every argument after it is a file, even one starting with -");
     cli_help_end(out, true);
