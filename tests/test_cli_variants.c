@@ -398,6 +398,39 @@ START_TEST(inspect_describes_a_model)
 }
 END_TEST
 
+/* subsae_trainer_fit takes whole steps, so a length between steps is
+ * rounded up to them and the record says what was trained; a length below
+ * one step is told to become one, and a hold-out larger than the training
+ * part is warned of. */
+START_TEST(run_length_is_whole_steps)
+{
+    char x[600], y[600], xh[600], yh[600], args[4096], text[8192];
+    make_pair(400, 10, 100, x, y, xh, yh);
+    const struct {
+        const char *length;
+        int64_t total, steps;
+    } cases[] = {{"--tokens 150", 200, 2}, {"--epochs 0.001", 100, 1}, {"--epochs 2", 800, 8}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(args, sizeof args, "train '%s' --features 16 --k 4 --batch 100 %s --json", x,
+                 cases[i].length);
+        ck_assert_int_eq(harness_cli(args, "length.json"), 0);
+        json_t *j = harness_read_json("length.json");
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "total_tokens")), cases[i].total);
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "tokens")), cases[i].total);
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "steps")), cases[i].steps);
+        json_decref(j);
+        err_text("length.json", text, sizeof text);
+        ck_assert_msg(!strstr(text, "less than one step") == (cases[i].steps > 1), "%s: %s",
+                      cases[i].length, text);
+    }
+    snprintf(args, sizeof args,
+             "train '%s' --features 16 --k 4 --batch 100 --eval-fraction 0.6 --json", x);
+    ck_assert_int_eq(harness_cli(args, "most_held.json"), 0);
+    err_text("most_held.json", text, sizeof text);
+    ck_assert_msg(strstr(text, "leaves 160 of the 400 rows"), "%s", text);
+}
+END_TEST
+
 SUBSAE_SUITE(cli_variants)
 {
     Suite *s = suite_create("cli_variants");
@@ -408,5 +441,6 @@ SUBSAE_SUITE(cli_variants)
     tcase_add_test(tc, errors_are_one_line);
     tcase_add_test(tc, options_the_activation_ignores_are_refused);
     tcase_add_test(tc, inspect_describes_a_model);
+    tcase_add_test(tc, run_length_is_whole_steps);
     return s;
 }

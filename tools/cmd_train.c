@@ -243,6 +243,11 @@ static int hold_out(struct run *r, double fraction)
                    "cannot split")))
         return 1;
     r->rows = rows - n_eval;
+    if (r->rows < n_eval && !r->o.quiet)
+        fprintf(stderr,
+                "%s train: warning: --eval-fraction %g leaves %lld of the %lld rows to train "
+                "on, fewer than it holds out\n",
+                cli_program_name, fraction, (long long)r->rows, (long long)rows);
     return 0;
 }
 
@@ -442,21 +447,51 @@ static int record_names(const struct run *r, json_t *record)
     return 0;
 }
 
+/* The tokens of one epoch: whole batches (an epoch's last partial batch is
+ * dropped), or every row when there are fewer than a batch. */
+static int64_t epoch_tokens(const struct run *r)
+{
+    int64_t batch = 1;
+    subsae_trainer_get_int(r->t, SUBSAE_TRAIN_BATCH, &batch);
+    return r->rows >= batch ? r->rows - r->rows % batch : r->rows;
+}
+
 /* The run's length in tokens: --epochs / --tokens from the run's start on
  * its own data, or from here on new data; else the recorded length (one
  * epoch for a new run). */
 static int64_t run_length(const struct run *r, bool new_data, int64_t recorded)
 {
     const struct train_options *o = &r->o;
-    int64_t batch = 1;
-    subsae_trainer_get_int(r->t, SUBSAE_TRAIN_BATCH, &batch);
-    const int64_t epoch = r->rows >= batch ? r->rows - r->rows % batch : r->rows;
+    const int64_t epoch = epoch_tokens(r);
     const int64_t from = new_data ? r->first_tokens : 0;
     if (o->have_tokens)
         return from + o->tokens;
-    if (o->have_epochs || recorded <= 0 || new_data)
-        return from + (int64_t)llround((o->have_epochs ? o->epochs : 1.0) * (double)epoch);
+    if (o->have_epochs || recorded <= 0 || new_data) {
+        /* --epochs is above 0: at least a token, which whole_steps makes a step */
+        const int64_t n = llround((o->have_epochs ? o->epochs : 1.0) * (double)epoch);
+        return from + (n > 0 ? n : 1);
+    }
     return recorded;
+}
+
+/* The length `asked` rounded up to the whole steps that
+ * subsae_trainer_fit takes from where the run stands (a step is one batch,
+ * or every row when there are fewer), so that the record and the summary
+ * say what is trained; a length below one step is said to become one. */
+static int64_t whole_steps(const struct run *r, int64_t asked)
+{
+    int64_t batch = 1;
+    subsae_trainer_get_int(r->t, SUBSAE_TRAIN_BATCH, &batch);
+    const int64_t step = r->rows < batch ? r->rows : batch;
+    const int64_t todo = asked - r->first_tokens;
+    if (todo <= 0 || step <= 0 || todo % step == 0)
+        return asked;
+    if (todo < step && !r->o.quiet)
+        fprintf(stderr,
+                "%s train: note: the run's length (%lld token%s) is less than one step: it "
+                "trains one step of %lld tokens\n",
+                cli_program_name, (long long)todo, todo == 1 ? "" : "s", (long long)step);
+    return r->first_tokens + (todo / step + 1) * step;
 }
 
 /* The record of this run: a new one, or the resumed one brought up to
@@ -523,7 +558,7 @@ static int record_length(struct run *r)
 {
     json_t *run = json_object_get(r->record, "run");
     const int64_t recorded = json_integer_value(json_object_get(run, "total_tokens"));
-    r->total = run_length(r, r->new_data, recorded);
+    r->total = whole_steps(r, run_length(r, r->new_data, recorded));
     char *text = NULL;
     if (json_object_set_new(run, "total_tokens", json_integer((json_int_t)r->total)) ||
         !(text = json_dumps(r->record, JSON_COMPACT)))
@@ -800,8 +835,11 @@ static int report_text(const struct run *r, const struct summary *s, const doubl
     printf("run %s: lr %.4g%s, batch %lld, %lld tokens", run_dir_id(r->record), s->lr,
            r->o.given[SUBSAE_TRAIN_LR] ? "" : " (default)", (long long)s->batch,
            (long long)r->total);
-    if (r->o.have_epochs)
-        printf(" (%g epoch%s)", r->o.epochs, r->o.epochs == 1.0 ? "" : "s");
+    if (r->o.have_epochs) { /* what is trained: --epochs rounded up to whole steps */
+        const int64_t from = r->new_data ? r->first_tokens : 0;
+        const double epochs = (double)(r->total - from) / (double)epoch_tokens(r);
+        printf(" (%.4g epoch%s)", epochs, epochs == 1.0 ? "" : "s");
+    }
     printf(", seed %lld, dead window %lld tokens, %s, libsubsae %s\n", (long long)s->seed,
            (long long)s->dead_window, run_record_precision(r->t), subsae_version_string());
     printf("training mean (last epoch, or the run if shorter): MSE %.6g, explained variance "
