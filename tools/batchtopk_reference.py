@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """BatchTopK against TopK as the textbook writes them, in PyTorch: a check
-that BatchTopK's slow start at small sizes is the method's, not libsubsae's
+that BatchTopK's slow start at small sizes, and the fall of Matryoshka
+BatchTopK's last prefix on unseen rows, are the method's, not libsubsae's
 (README, Matryoshka).
 
 Both train on the first 7/8 of FILE (scaled by sqrt(d) / mean row norm),
@@ -13,10 +14,24 @@ way to the batch's cut each step (libsubsae's rate). Prints the held-out
 (last 1/8) explained variance and L0 of TopK, and of BatchTopK with its
 threshold and with each row's top k.
 
+With --matryoshka, BatchTopK only, plain and Matryoshka (prefixes 256 /
+1,024 / 4,096, the loss summing each prefix's error as Bussmann et al.
+write it): the explained variance of each prefix, on the training rows and
+the held-out rows, with the threshold and with each row's top k.
+
 Measured here on L2_attn_out_131k.npy, 2 epochs (about 80 s on 2 cores):
 TopK 0.734; BatchTopK 0.138 with the threshold, 0.447 with each row's top 8.
+With --matryoshka on six 16,384-row shared files (L0_attn_out, L1_attn_out,
+L3_attn_out, L3_mlp_out, L0_mlp_in, L3_resid_post; 2 epochs, 28 steps,
+about 35 s each), the whole Matryoshka model explains less than its
+1,024-feature prefix on the held-out rows with the threshold in all six
+(e.g. L3_attn_out 0.070 / 0.117 / -2.064, L0_mlp_in 0.076 / 0.238 /
+0.120), and on the training rows in five; with each row's top 8 the
+prefixes rise in all six (0.060 / 0.218 / 0.306, 0.088 / 0.272 / 0.387).
+libsubsae's Matryoshka BatchTopK falls on four of twelve such files held
+out (README, Matryoshka).
 
-Usage: batchtopk_reference.py FILE.npy [EPOCHS]
+Usage: batchtopk_reference.py FILE.npy [EPOCHS] [--matryoshka]
 Needs numpy and torch (Debian: python3-numpy, python3-torch).
 """
 import sys
@@ -25,6 +40,7 @@ import numpy as np
 import torch
 
 FEATURES, K, LR, BATCH, RATE = 4096, 8, 1e-3, 1024, 0.3
+MATRYOSHKA_WIDTHS = [256, 1024, 4096]
 
 
 def encode(x, b_dec, w_enc, b_enc, mode, theta=None):
@@ -41,8 +57,17 @@ def encode(x, b_dec, w_enc, b_enc, mode, theta=None):
     return pre * (pre > theta)
 
 
-def train(kind, train_rows, held, epochs):
-    """Held-out (explained variance, L0) per inference rule."""
+def prefix_explained_variances(rows, codes, w_dec, b_dec, widths):
+    """Explained variance of each prefix [0, w) decoding its own codes."""
+    variance = ((rows - rows.mean(0)) ** 2).sum()
+    return [round(1 - (((codes[:, :w] @ w_dec[:w] + b_dec - rows) ** 2).sum()
+                       / variance).item(), 4) for w in widths]
+
+
+def train(kind, train_rows, held, epochs, widths=(FEATURES,)):
+    """{(rows, inference rule): (explained variance of each prefix, L0)},
+    rows "held" (and "train" for a Matryoshka model, widths of more than
+    one prefix), rule "topk" (each row's top k) or "threshold"."""
     generator = torch.Generator().manual_seed(0)
     d = train_rows.shape[1]
     w_dec = torch.randn(FEATURES, d, generator=generator)
@@ -63,35 +88,49 @@ def train(kind, train_rows, held, epochs):
             else:
                 codes, cut = encode(x, b_dec, w_enc, b_enc, "batch")
                 theta = cut if theta is None else (1 - RATE) * theta + RATE * cut
-            loss = ((codes @ w_dec + b_dec - x) ** 2).sum(1).mean()
+            loss = sum(((codes[:, :w] @ w_dec[:w] + b_dec - x) ** 2).sum(1).mean()
+                       for w in widths)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
     results = {}
+    sets = [("held", held)] if len(widths) == 1 else [("train", train_rows), ("held", held)]
     with torch.no_grad():
-        for mode in ["topk"] if kind == "topk" else ["threshold", "topk"]:
-            codes = encode(held, b_dec, w_enc, b_enc, mode, theta)
-            error = ((codes @ w_dec + b_dec - held) ** 2).sum()
-            variance = ((held - held.mean(0)) ** 2).sum()
-            results[mode] = (round(1 - (error / variance).item(), 4),
-                             round((codes > 0).sum(1).float().mean().item(), 2))
+        for name, rows in sets:
+            for mode in ["topk"] if kind == "topk" else ["threshold", "topk"]:
+                codes = encode(rows, b_dec, w_enc, b_enc, mode, theta)
+                results[name, mode] = (
+                    prefix_explained_variances(rows, codes, w_dec, b_dec, widths),
+                    round((codes > 0).sum(1).float().mean().item(), 2))
     return results
 
 
+def report(label, results):
+    for (rows, mode), (evs, l0) in results.items():
+        rule = "each row's top k" if mode == "topk" else "threshold"
+        figures = " / ".join(f"{ev:.4f}" for ev in evs)
+        print(f"{label:20s} {rows:5s} {rule:16s} explained variance {figures} at L0 {l0:.2f}",
+              flush=True)
+
+
 def main():
-    if len(sys.argv) not in (2, 3):
+    arguments = [a for a in sys.argv[1:] if a != "--matryoshka"]
+    matryoshka = len(arguments) < len(sys.argv) - 1
+    if len(arguments) not in (1, 2):
         sys.exit(__doc__.strip().split("\n\n")[-1])
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    x = torch.tensor(np.load(sys.argv[1]).astype(np.float32))
-    epochs = int(sys.argv[2]) if len(sys.argv) == 3 else 2
+    x = torch.tensor(np.load(arguments[0]).astype(np.float32))
+    epochs = int(arguments[1]) if len(arguments) == 2 else 2
     n_train = x.shape[0] - x.shape[0] // 8
     x = x * (x.shape[1] ** 0.5 / x[:n_train].norm(dim=1).mean())
+    if matryoshka:
+        report("batchtopk", train("batchtopk", x[:n_train], x[n_train:], epochs))
+        report("batchtopk matryoshka", train("batchtopk", x[:n_train], x[n_train:], epochs,
+                                             MATRYOSHKA_WIDTHS))
+        return
     for kind in ("topk", "batchtopk"):
-        for mode, (ev, l0) in train(kind, x[:n_train], x[n_train:], epochs).items():
-            rule = "each row's top k" if mode == "topk" else "threshold"
-            print(f"{kind:9s} {rule:16s} explained variance {ev:.4f} at L0 {l0:.2f}",
-                  flush=True)
+        report(kind, train(kind, x[:n_train], x[n_train:], epochs))
 
 
 if __name__ == "__main__":
