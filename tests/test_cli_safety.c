@@ -128,11 +128,14 @@ static pid_t start(const char *name, const char *const *args)
     for (; args[n - 1] && n < 63; n++)
         argv[n] = args[n - 1];
     argv[n] = NULL;
+    const char *dir = harness_tmpdir(); /* the child's own call would make another */
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        if (chdir(dir) != 0) /* a run without --out saves here */
+            _exit(127);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0666);
@@ -931,6 +934,76 @@ START_TEST(skip_nonfinite_rows)
 }
 END_TEST
 
+/* Wait (up to 120 s) until the file at `path` holds `text`. */
+static void wait_for_text(const char *path, const char *text, pid_t pid)
+{
+    const double started = harness_now();
+    for (;;) {
+        char *have = slurp_path(path);
+        const bool found = have && strstr(have, text);
+        free(have);
+        if (found)
+            return;
+        int status;
+        ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "the run ended before %s said '%s'",
+                      path, text);
+        ck_assert_msg(harness_now() - started < 120, "%s: no '%s' after 120 s", path, text);
+        harness_sleep(0.005);
+    }
+}
+
+/* A run killed without warning (SIGKILL: no handler runs) goes on from
+ * the checkpoint the clock saved (--checkpoint-minutes), with the command
+ * the run printed when it saved the first one, whether or not it had
+ * --out; a run that finishes removes a checkpoint saved only by the
+ * clock. */
+START_TEST(killed_run_goes_on_from_the_clock_checkpoint)
+{
+    char data[600], run[600], err_path[700], args[8192], command[4096];
+    make_data("acts.npy", 2048, 16, 12, -1, data, sizeof data);
+    harness_tmp_path("killed", run, sizeof run);
+    for (int with_out = 1; with_out >= 0; with_out--) {
+        const char *argv[] = {"train", data, "--features", "48", "--k", "4", "--batch", "64",
+                              "--epochs", "200", "--threads", "1", "--checkpoint-minutes",
+                              "0.0005", with_out ? "--out" : NULL, run, NULL};
+        const char *name = with_out ? "killed-out" : "killed-no-out";
+        pid_t pid = start(name, argv);
+        snprintf(err_path, sizeof err_path, "%s/%s.err", harness_tmpdir(), name);
+        wait_for_text(err_path, "go on with: ", pid);
+        ck_assert_int_eq(kill(pid, SIGKILL), 0);
+        ck_assert_int_eq(wait_exit(pid), 128 + SIGKILL);
+        char *err = slurp_path(err_path);
+        const char *p = strstr(err, "go on with: ") + strlen("go on with: ");
+        snprintf(command, sizeof command, "%.*s", (int)strcspn(p, "\n"), p);
+        free(err);
+        ck_assert_msg(strstr(command, with_out ? "--resume /" : "--resume subsae-run-"), "%s",
+                      command);
+        snprintf(args, sizeof args, "cd '%s' && %s/bin/%s --quiet --json > '%s/goes-on.json'",
+                 harness_tmpdir(), harness_build_dir(), command, harness_tmpdir());
+        ck_assert_msg(harness_run(args) == 0, "%s failed", command);
+        json_t *done = harness_read_json("goes-on.json");
+        ck_assert_int_eq(integer(done, "steps"), 6400);
+        json_decref(done);
+        fprintf(stderr, "SIGKILL %s --out: went on to step 6400 with: %s\n",
+                with_out ? "with" : "without", command);
+    }
+    snprintf(args, sizeof args,
+             "train '%s' --features 48 --k 4 --batch 64 --epochs 20 --threads 1 "
+             "--checkpoint-minutes 0.0005 --out finished",
+             data);
+    ck_assert_int_eq(harness_cli(args, "finished.out"), 0);
+    snprintf(err_path, sizeof err_path, "%s/finished.out.err", harness_tmpdir());
+    char *err = slurp_path(err_path);
+    ck_assert_msg(err && strstr(err, "a checkpoint is kept in finished/checkpoint"), "%s", err);
+    free(err);
+    char checkpoint[700], model[700];
+    snprintf(checkpoint, sizeof checkpoint, "%s/finished/checkpoint", harness_tmpdir());
+    snprintf(model, sizeof model, "%s/finished/cfg.json", harness_tmpdir());
+    ck_assert_msg(!exists(checkpoint), "a finished run kept the clock's checkpoint");
+    ck_assert(exists(model));
+}
+END_TEST
+
 SUBSAE_SUITE(cli_safety)
 {
     Suite *s = suite_create("cli_safety");
@@ -948,5 +1021,6 @@ SUBSAE_SUITE(cli_safety)
     tcase_add_test(tc, log_and_sparsity_files);
     tcase_add_test(tc, help_for_every_subcommand);
     tcase_add_test(tc, skip_nonfinite_rows);
+    tcase_add_test(tc, killed_run_goes_on_from_the_clock_checkpoint);
     return s;
 }

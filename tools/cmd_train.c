@@ -71,6 +71,9 @@ struct run {
     struct sae_cli_progress shown;
     struct train_log log;
     int64_t last_checkpoint_step;
+    double last_save;          /* when the last checkpoint was saved (or training began) */
+    bool timed_checkpoint;     /* one was saved by the clock (--checkpoint-minutes) */
+    bool had_checkpoint;       /* the directory held one when training began */
     bool checkpoint_failed, log_failed;
     double init_seconds, fit_seconds;
 };
@@ -570,6 +573,62 @@ static int record_length(struct run *r)
 
 /* ---- the trainer ----------------------------------------------------------- */
 
+/* Without --out: a directory named after the run, here, created and
+ * locked (the checkpoint of a stopped run, the model of a finished one). 0,
+ * or 1 with a message. */
+static int run_named_dir(struct run *r)
+{
+    if (r->locked && r->locked == r->fallback) /* made already, for a checkpoint */
+        return 0;
+    snprintf(r->fallback, sizeof r->fallback, "subsae-run-%s", run_dir_id(r->record));
+    if ((r->lock = run_dir_lock(r->fallback, r->argc, r->argv, &r->created)) < 0)
+        return 1;
+    r->locked = r->fallback;
+    snprintf(r->checkpoint, sizeof r->checkpoint, "%s/" RUN_DIR_CHECKPOINT, r->fallback);
+    return 0;
+}
+
+/* Save the checkpoint after step `step` (without --out into the run's own
+ * directory, made here). 0, or 1 with the message on a line of its own. */
+static int save_checkpoint_now(struct run *r, int64_t step)
+{
+    if (!r->out && run_named_dir(r))
+        return 1;
+    int saved = subsae_trainer_save_checkpoint(r->t, r->checkpoint);
+    if (saved != SUBSAE_OK)
+        cli_progress_stop(&r->shown.bar); /* the message on a line of its own */
+    if (cli_check(saved, "cannot save a checkpoint"))
+        return 1;
+    r->last_checkpoint_step = step;
+    r->last_save = sae_cli_now();
+    return 0;
+}
+
+/* The first checkpoint saved by the clock: where it is, and how a run
+ * killed from here on goes on. */
+static void say_timed_checkpoint(struct run *r)
+{
+    if (r->o.quiet)
+        return;
+    char command[16384];
+    train_options_resume_command(r->argc, r->argv, r->out ? r->out : r->fallback, command,
+                                 sizeof command);
+    cli_progress_stop(&r->shown.bar);
+    fprintf(stderr, "%s train: a checkpoint is kept in %s against a crash (every %g minutes, "
+                    "--checkpoint-minutes); should the run die, go on with: %s\n",
+            cli_program_name, r->checkpoint,
+            r->o.have_checkpoint_minutes ? r->o.checkpoint_minutes : TRAIN_CHECKPOINT_MINUTES,
+            command);
+}
+
+/* Whether the clock asks for a checkpoint (--checkpoint-minutes). */
+static bool checkpoint_due(const struct run *r)
+{
+    const double minutes =
+        r->o.have_checkpoint_minutes ? r->o.checkpoint_minutes : TRAIN_CHECKPOINT_MINUTES;
+    return minutes > 0 && sae_cli_now() - r->last_save >= 60.0 * minutes;
+}
+
 static int on_progress(int event, const char *phase, int64_t done, int64_t total,
                        const char *message, void *user)
 {
@@ -589,15 +648,16 @@ static int on_progress(int event, const char *phase, int64_t done, int64_t total
         subsae_trainer_metrics(r->t, m, SUBSAE_METRIC_COUNT) != SUBSAE_OK)
         return 0;
     const int64_t step = (int64_t)m[SUBSAE_METRIC_STEPS];
-    if (r->o.checkpoint_every && step % r->o.checkpoint_every == 0 && r->root) {
-        int saved = subsae_trainer_save_checkpoint(r->t, r->checkpoint);
-        if (saved != SUBSAE_OK)
-            cli_progress_stop(&r->shown.bar); /* the message on a line of its own */
-        if (cli_check(saved, "cannot save a checkpoint")) {
+    const bool every = r->o.checkpoint_every && step % r->o.checkpoint_every == 0;
+    if (r->root && (every || checkpoint_due(r))) {
+        const bool first_timed = !every && !r->timed_checkpoint;
+        r->timed_checkpoint |= !every;
+        if (save_checkpoint_now(r, step)) {
             r->checkpoint_failed = true;
             return 1; /* stop cleanly */
         }
-        r->last_checkpoint_step = step;
+        if (first_timed)
+            say_timed_checkpoint(r);
     }
     if (r->root && train_log_step(&r->log, m, false)) {
         r->log_failed = true;
@@ -653,19 +713,6 @@ static int save_model(const struct run *r, const double *density)
                        "cannot save the feature densities");
     free(own);
     return rc;
-}
-
-/* Without --out: a directory named after the run, here, created and
- * locked (the checkpoint of a stopped run, the model of a finished one). 0,
- * or 1 with a message. */
-static int run_named_dir(struct run *r)
-{
-    snprintf(r->fallback, sizeof r->fallback, "subsae-run-%s", run_dir_id(r->record));
-    if ((r->lock = run_dir_lock(r->fallback, r->argc, r->argv, &r->created)) < 0)
-        return 1;
-    r->locked = r->fallback;
-    snprintf(r->checkpoint, sizeof r->checkpoint, "%s/" RUN_DIR_CHECKPOINT, r->fallback);
-    return 0;
 }
 
 /* A run stopped early (a signal, a failure after some steps): save its
@@ -873,9 +920,9 @@ static int finish(struct run *r)
     const int64_t steps = (int64_t)m[SUBSAE_METRIC_STEPS];
     if (train_log_step(&r->log, m, true))
         return 1;
-    char manifest[4400];
-    snprintf(manifest, sizeof manifest, "%s/checkpoint.json", r->checkpoint);
-    const bool keeps_checkpoint = r->out && (r->o.checkpoint_every || is_file(manifest));
+    /* Checkpoints asked for stay (the run can go on later); one saved only
+     * against a crash goes once the model is saved. */
+    const bool keeps_checkpoint = r->out && (r->o.checkpoint_every || r->had_checkpoint);
     if (keeps_checkpoint && r->last_checkpoint_step != steps) {
         if (cli_check(subsae_trainer_save_checkpoint(r->t, r->checkpoint),
                       "cannot save the final checkpoint"))
@@ -907,6 +954,10 @@ static int finish(struct run *r)
     }
     int rc = r->out ? save_model(r, evaluated ? density : NULL) : 0;
     free(density);
+    if (!rc && r->timed_checkpoint && !keeps_checkpoint) {
+        rc = run_dir_remove_checkpoint(r->out);
+        r->last_checkpoint_step = -1;
+    }
     if (rc || (r->eval && !evaluated && !interrupt_signal()))
         return 1;
     rc = r->o.json ? report_json(r, &s, m, evaluated ? em : NULL)
@@ -957,7 +1008,11 @@ static int train(struct run *r)
     sae_cli_progress_start(&r->shown, r->t, label, r->total, r->first_tokens, r->o.quiet);
     train_log_start(&r->log, r->first_tokens, run_dir_id(r->record));
     r->last_checkpoint_step = -1;
+    char manifest[4400];
+    snprintf(manifest, sizeof manifest, "%s/checkpoint.json", r->checkpoint);
+    r->had_checkpoint = r->checkpoint[0] && is_file(manifest);
     const double started = sae_cli_now();
+    r->last_save = started;
     int rc = subsae_trainer_fit(r->t, r->part, r->tpart, todo);
     r->fit_seconds = sae_cli_now() - started;
     sae_cli_progress_finish(&r->shown, rc == SUBSAE_OK);

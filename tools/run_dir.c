@@ -179,9 +179,14 @@ int run_dir_clear(const char *dir)
         if (remove_file(path))
             return 1;
     }
-    /* The checkpoint: its manifest first (then nothing names the state
-     * files), then the state files, then the directory if empty. */
-    char ckpt[4200];
+    return run_dir_remove_checkpoint(dir);
+}
+
+int run_dir_remove_checkpoint(const char *dir)
+{
+    /* Its manifest first (then nothing names the state files), then the
+     * state files, then the directory if empty. */
+    char ckpt[4200], path[4300];
     join(ckpt, sizeof ckpt, dir, RUN_DIR_CHECKPOINT);
     join(path, sizeof path, ckpt, "checkpoint.json");
     if (remove_file(path))

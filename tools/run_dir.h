@@ -38,6 +38,11 @@ void run_dir_contents(const char *dir, struct run_dir_contents *c);
  * `dir` (--overwrite): 0, or 1 with a message. */
 int run_dir_clear(const char *dir);
 
+/* Remove the checkpoint of `dir` (DIR/checkpoint: its manifest first, then
+ * its state files, then the directory when empty). 0, or 1 with a
+ * message. */
+int run_dir_remove_checkpoint(const char *dir);
+
 /* A checkpoint directory's checkpoint.json (a new reference; its
  * "metadata" member is the run's record, "model" the model's widths), or
  * NULL with the message printed. */

@@ -172,6 +172,12 @@ static const struct flag flags[] = {
     OWN_NUMBER("--checkpoint-every", "STEPS", checkpoint_every, NONE, false, 1, 9.2e18, false,
                "also save a checkpoint in DIR/checkpoint every STEPS steps (a run always "
                "saves one when interrupted)"),
+    OWN_NUMBER("--checkpoint-minutes", "M", checkpoint_minutes, AT(have_checkpoint_minutes),
+               true, 0, 1e9, false,
+               "save a checkpoint every M minutes of training (default 10; 0 = never), so that "
+               "a run killed without warning (SIGKILL, out of memory, power loss) loses at most "
+               "M minutes; without --out it goes to ./subsae-run-ID; removed when the run "
+               "finishes, unless it keeps checkpoints (--checkpoint-every, or resumed from one)"),
     OWN("--resume", "DIR", TEXT, resume,
         "continue the run saved in DIR (its --out) to its total length; without --out the "
         "result is saved in DIR"),

@@ -24,10 +24,15 @@ struct train_options {
     const char *hook_name, *hook_name_out, *model_name;
     const char *matryoshka; /* --matryoshka W1,W2,... (NULL: a plain model) */
     double epochs, eval_fraction;
+    double checkpoint_minutes; /* given: have_checkpoint_minutes; else the default */
     int64_t tokens, checkpoint_every, threads, log_every;
-    bool have_epochs, have_tokens, have_eval_fraction;
+    bool have_epochs, have_tokens, have_eval_fraction, have_checkpoint_minutes;
     bool json, quiet, overwrite, allow_new_data, skip_nonfinite;
 };
+
+/* Minutes between the checkpoints a run saves against being killed without
+ * warning (--checkpoint-minutes' default). */
+#define TRAIN_CHECKPOINT_MINUTES 10.0
 
 /* Parse argv (argv[0] is the command's name) into *o, checking every
  * value and the combinations that make sense on their own; 0, or the exit
