@@ -96,7 +96,7 @@ TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/obj/%.o) $(FUZZ_SRCS:%.c=$(BUILD)/obj/%.o)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bin/bench_%)
 
-.PHONY: all check check-run demo reproduce methods-unseen bench examples install uninstall clean \
+.PHONY: all check check-run demo reproduce methods-unseen matryoshka-on-data bench examples install uninstall clean \
         sanitize deps ensure-deps tests check-abi abi-baseline fuzz fuzz-build fuzz-corpus \
         valgrind tsan tsan-run format
 
@@ -349,6 +349,12 @@ reproduce: ensure-deps
 methods-unseen: ensure-deps
 	+$(MAKE) --no-print-directory all
 	$(PYTHON) tools/methods_unseen.py $(CLI) $(LLAMA) $(MODEL)
+
+# Matryoshka BatchTopK against plain on each shared 16,384-row file of DATA,
+# trained on the whole file and evaluated on it (about 3 minutes).
+matryoshka-on-data: ensure-deps
+	+$(MAKE) --no-print-directory all
+	$(PYTHON) tools/matryoshka_on_data.py $(CLI) $(DATA)
 
 $(BUILD)/bin/bench_%: bench/%.c $(STLIB) | $(BUILD)/bin
 	$(call say,LINK,$@)$(CC) $(APP_CFLAGS) -Ilib -o $@ $< $(STLIB) $(PKG_LIBS) $(SYS_LIBS)
