@@ -450,13 +450,20 @@ static int record_names(const struct run *r, json_t *record)
     return 0;
 }
 
-/* The tokens of one epoch: whole batches (an epoch's last partial batch is
- * dropped), or every row when there are fewer than a batch. */
-static int64_t epoch_tokens(const struct run *r)
+/* The tokens of one step: a batch, or every row when there are fewer. */
+static int64_t step_tokens(const struct run *r)
 {
     int64_t batch = 1;
     subsae_trainer_get_int(r->t, SUBSAE_TRAIN_BATCH, &batch);
-    return r->rows >= batch ? r->rows - r->rows % batch : r->rows;
+    return r->rows < batch ? r->rows : batch;
+}
+
+/* The tokens of one epoch: whole steps (an epoch's last partial batch is
+ * dropped). */
+static int64_t epoch_tokens(const struct run *r)
+{
+    const int64_t step = step_tokens(r);
+    return step > 0 ? r->rows - r->rows % step : r->rows;
 }
 
 /* The run's length in tokens: --epochs / --tokens from the run's start on
@@ -483,9 +490,7 @@ static int64_t run_length(const struct run *r, bool new_data, int64_t recorded)
  * say what is trained; a length below one step is said to become one. */
 static int64_t whole_steps(const struct run *r, int64_t asked)
 {
-    int64_t batch = 1;
-    subsae_trainer_get_int(r->t, SUBSAE_TRAIN_BATCH, &batch);
-    const int64_t step = r->rows < batch ? r->rows : batch;
+    const int64_t step = step_tokens(r);
     const int64_t todo = asked - r->first_tokens;
     if (todo <= 0 || step <= 0 || todo % step == 0)
         return asked;
@@ -604,6 +609,12 @@ static int save_checkpoint_now(struct run *r, int64_t step)
     return 0;
 }
 
+/* --checkpoint-minutes, or its default. */
+static double checkpoint_minutes(const struct run *r)
+{
+    return r->o.have_checkpoint_minutes ? r->o.checkpoint_minutes : TRAIN_CHECKPOINT_MINUTES;
+}
+
 /* The first checkpoint saved by the clock: where it is, and how a run
  * killed from here on goes on. */
 static void say_timed_checkpoint(struct run *r)
@@ -616,16 +627,13 @@ static void say_timed_checkpoint(struct run *r)
     cli_progress_stop(&r->shown.bar);
     fprintf(stderr, "%s train: a checkpoint is kept in %s against a crash (every %g minutes, "
                     "--checkpoint-minutes); should the run die, go on with: %s\n",
-            cli_program_name, r->checkpoint,
-            r->o.have_checkpoint_minutes ? r->o.checkpoint_minutes : TRAIN_CHECKPOINT_MINUTES,
-            command);
+            cli_program_name, r->checkpoint, checkpoint_minutes(r), command);
 }
 
 /* Whether the clock asks for a checkpoint (--checkpoint-minutes). */
 static bool checkpoint_due(const struct run *r)
 {
-    const double minutes =
-        r->o.have_checkpoint_minutes ? r->o.checkpoint_minutes : TRAIN_CHECKPOINT_MINUTES;
+    const double minutes = checkpoint_minutes(r);
     return minutes > 0 && sae_cli_now() - r->last_save >= 60.0 * minutes;
 }
 
