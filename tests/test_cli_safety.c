@@ -155,22 +155,46 @@ static int wait_exit(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* Wait (up to 120 s) until `path` holds at least `lines` lines. */
-static void wait_for_lines(const char *path, int lines, pid_t pid)
+/* Wait (up to 120 s, while the run `pid` lives) until the text of `path`
+ * satisfies `ready`; `what` names the wait in a failure. */
+static void wait_for(const char *path, pid_t pid, bool (*ready)(const char *, const void *),
+                     const void *arg, const char *what)
 {
     const double started = harness_now();
     for (;;) {
         char *text = slurp_path(path);
-        int have = text ? count_lines(text) : 0;
+        const bool done = text && ready(text, arg);
         free(text);
-        if (have >= lines)
+        if (done)
             return;
         int status;
-        ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "the run ended before %s had %d lines",
-                      path, lines);
-        ck_assert_msg(harness_now() - started < 120, "%s: no %d lines after 120 s", path, lines);
+        ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "the run ended before %s had %s",
+                      path, what);
+        ck_assert_msg(harness_now() - started < 120, "%s: no %s after 120 s", path, what);
         harness_sleep(0.005);
     }
+}
+
+static bool has_lines(const char *text, const void *lines)
+{
+    return count_lines(text) >= *(const int *)lines;
+}
+
+static bool has_text(const char *text, const void *wanted)
+{
+    return strstr(text, wanted) != NULL;
+}
+
+/* Wait until `path` holds at least `lines` lines. */
+static void wait_for_lines(const char *path, int lines, pid_t pid)
+{
+    wait_for(path, pid, has_lines, &lines, "the lines");
+}
+
+/* Wait until `path` holds `text`. */
+static void wait_for_text(const char *path, const char *text, pid_t pid)
+{
+    wait_for(path, pid, has_text, text, text);
 }
 
 static bool same_file(const char *a, const char *b)
@@ -933,24 +957,6 @@ START_TEST(skip_nonfinite_rows)
     json_decref(j);
 }
 END_TEST
-
-/* Wait (up to 120 s) until the file at `path` holds `text`. */
-static void wait_for_text(const char *path, const char *text, pid_t pid)
-{
-    const double started = harness_now();
-    for (;;) {
-        char *have = slurp_path(path);
-        const bool found = have && strstr(have, text);
-        free(have);
-        if (found)
-            return;
-        int status;
-        ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "the run ended before %s said '%s'",
-                      path, text);
-        ck_assert_msg(harness_now() - started < 120, "%s: no '%s' after 120 s", path, text);
-        harness_sleep(0.005);
-    }
-}
 
 /* A run killed without warning (SIGKILL: no handler runs) goes on from
  * the checkpoint the clock saved (--checkpoint-minutes), with the command
