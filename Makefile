@@ -346,9 +346,11 @@ reproduce: ensure-deps
 
 # Issue 18's recipe (Matryoshka, gated, skip transcoders) on fresh
 # recordings of MODEL that no choice of ours was tuned on (5-10 minutes).
+# METHODS_UNSEEN_FLAGS=--whole: the Matryoshka tables only, trained on
+# every row and evaluated on them.
 methods-unseen: ensure-deps
 	+$(MAKE) --no-print-directory all
-	$(PYTHON) tools/methods_unseen.py $(CLI) $(LLAMA) $(MODEL)
+	$(PYTHON) tools/methods_unseen.py $(CLI) $(LLAMA) $(MODEL) $(METHODS_UNSEEN_FLAGS)
 
 # Matryoshka BatchTopK against plain on each shared 16,384-row file of DATA,
 # trained on the whole file and evaluated on it (about 3 minutes).

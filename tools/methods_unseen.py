@@ -16,7 +16,12 @@ directory, then trains on each with the recipe of issue 18 (`--features 4096
 
 Prints markdown tables. Takes 10-15 minutes on two cores.
 
-Usage: methods_unseen.py SUBSAE SUBSAE_LLAMA MODEL [SEEDS...]
+With --whole, only the Matryoshka tables, each model trained on all the
+rows of its site and evaluated on them (`subsae eval DIR FILE --json`)
+instead of holding the last 1/8 out (`make methods-unseen
+METHODS_UNSEEN_FLAGS=--whole`).
+
+Usage: methods_unseen.py SUBSAE SUBSAE_LLAMA MODEL [--whole] [SEEDS...]
 Only the Python standard library is needed.
 """
 import json
@@ -28,8 +33,8 @@ import tempfile
 SAE_SITES = ["L0_attn_out", "L1_attn_out", "L3_attn_out", "L4_attn_out",
              "L1_mlp_out", "L3_mlp_out", "L4_mlp_in", "L1_resid_post"]
 MLP_LAYERS = ["L1", "L3", "L4"]
-RECIPE = ["--features", "4096", "--epochs", "2", "--batch", "1024", "--lr", "1e-3",
-          "--eval-fraction", "0.125", "--json"]
+RECIPE = ["--features", "4096", "--epochs", "2", "--batch", "1024", "--lr", "1e-3", "--json"]
+HOLD_OUT = ["--eval-fraction", "0.125"]
 WIDTHS = "256,1024,4096"
 
 
@@ -51,18 +56,24 @@ def record(llama, model, out):
          "--sites", ",".join(sorted(sites)), "--dtype", "f16", "--out", out])
 
 
-def train(cli, work, inputs, *options):
+def train(cli, work, inputs, *options, whole=False):
+    """The evaluation of a model trained with RECIPE and options: on the
+    held-out last 1/8, or (whole) trained on every row and evaluated on
+    them."""
     out = os.path.join(work, "sae")
-    return json.loads(run([cli, "train", *inputs, *RECIPE, *options, "--out", out,
-                           "--overwrite"]))["eval"]
+    trained = run([cli, "train", *inputs, *RECIPE, *([] if whole else HOLD_OUT), *options,
+                   "--out", out, "--overwrite"])
+    if whole:
+        return json.loads(run([cli, "eval", out, *inputs, "--json"]))
+    return json.loads(trained)["eval"]
 
 
 def rises(prefixes):
     return all(b > a for a, b in zip(prefixes, prefixes[1:]))
 
 
-def matryoshka_rows(cli, work, data, seeds, activation):
-    print(f"{activation}:\n")
+def matryoshka_rows(cli, work, data, seeds, activation, whole):
+    print(f"{activation}{' (trained on every row and evaluated on them)' if whole else ''}:\n")
     print("| data | seed | plain L0 / EV | Matryoshka L0 / EV | prefixes 256 / 1,024 / 4,096 "
           "| plain - Matryoshka | prefixes rise |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -71,8 +82,8 @@ def matryoshka_rows(cli, work, data, seeds, activation):
         x = [os.path.join(data, site + ".npy")]
         for seed in seeds:
             common = ("--activation", activation, "--k", "8", "--seed", seed)
-            plain = train(cli, work, x, *common)
-            nested = train(cli, work, x, *common, "--matryoshka", WIDTHS)
+            plain = train(cli, work, x, *common, whole=whole)
+            nested = train(cli, work, x, *common, "--matryoshka", WIDTHS, whole=whole)
             prefixes = nested["prefix_explained_variance"]
             rising += rises(prefixes)
             total += 1
@@ -112,7 +123,8 @@ def main(argv):
     if len(argv) < 4:
         sys.exit(__doc__)
     cli, llama, model = argv[1:4]
-    seeds = argv[4:] or ["0", "1", "2"]
+    whole = "--whole" in argv[4:]
+    seeds = [a for a in argv[4:] if a != "--whole"] or ["0", "1", "2"]
     if not os.path.isfile(model):
         print(f"methods_unseen: model {model} not found; skipped")
         return
@@ -120,9 +132,10 @@ def main(argv):
         data = os.path.join(work, "data")
         record(llama, model, data)
         for activation in ("batchtopk", "topk"):
-            matryoshka_rows(cli, work, data, seeds, activation)
-        gated_rows(cli, work, data)
-        transcoder_rows(cli, work, data)
+            matryoshka_rows(cli, work, data, seeds, activation, whole)
+        if not whole:
+            gated_rows(cli, work, data)
+            transcoder_rows(cli, work, data)
 
 
 if __name__ == "__main__":
