@@ -431,6 +431,25 @@ START_TEST(run_length_is_whole_steps)
 }
 END_TEST
 
+/* Where --k only sets the initial L0 (relu, jumprelu, gated) it may be
+ * left out also for a dictionary smaller than its default (32); given, it
+ * must fit. */
+START_TEST(optional_k_fits_a_small_dictionary)
+{
+    char x[600], y[600], xh[600], yh[600], args[4096];
+    make_pair(400, 10, 100, x, y, xh, yh);
+    const char *activations[] = {"relu --l1 1", "jumprelu --l0 0.1", "gated --l1 1"};
+    for (size_t i = 0; i < sizeof activations / sizeof activations[0]; i++) {
+        snprintf(args, sizeof args,
+                 "train '%s' --features 16 --activation %s --batch 100 --epochs 1 --json", x,
+                 activations[i]);
+        ck_assert_msg(harness_cli(args, "small.json") == 0, "'%s' failed", args);
+    }
+    snprintf(args, sizeof args, "train '%s' --features 16 --activation relu --k 20", x);
+    ck_assert_int_ne(harness_cli(args, "too_large.out"), 0);
+}
+END_TEST
+
 SUBSAE_SUITE(cli_variants)
 {
     Suite *s = suite_create("cli_variants");
@@ -442,5 +461,6 @@ SUBSAE_SUITE(cli_variants)
     tcase_add_test(tc, options_the_activation_ignores_are_refused);
     tcase_add_test(tc, inspect_describes_a_model);
     tcase_add_test(tc, run_length_is_whole_steps);
+    tcase_add_test(tc, optional_k_fits_a_small_dictionary);
     return s;
 }

@@ -487,6 +487,22 @@ static int check_unchanged(const struct train_options *o, const struct flag *f,
                     f->name, given, has);
 }
 
+/* --k is optional where it only sets the initial L0 (jumprelu, relu,
+ * gated): left out, its default is held to the dictionary's size, so that
+ * a small dictionary is not refused for a k nobody gave. */
+static int fit_default_k(const struct train_options *o, subsae_trainer *t)
+{
+    int64_t act = SUBSAE_ACT_TOPK, k = 0, features = 0;
+    subsae_trainer_get_int(t, SUBSAE_TRAIN_ACTIVATION, &act);
+    if (o->given[SUBSAE_TRAIN_K] || act == SUBSAE_ACT_TOPK || act == SUBSAE_ACT_BATCHTOPK)
+        return 0;
+    subsae_trainer_get_int(t, SUBSAE_TRAIN_K, &k);
+    subsae_trainer_get_int(t, SUBSAE_TRAIN_FEATURES, &features);
+    if (features <= 0 || k <= features)
+        return 0;
+    return cli_check(subsae_trainer_set_int(t, SUBSAE_TRAIN_K, features), "--k") ? 1 : 0;
+}
+
 int train_options_apply(const struct train_options *o, subsae_trainer *t)
 {
     int64_t act = SUBSAE_ACT_TOPK;
@@ -508,7 +524,7 @@ int train_options_apply(const struct train_options *o, subsae_trainer *t)
         if (rc != SUBSAE_OK)
             return cli_fail("%s: %s", f->name, subsae_last_error());
     }
-    return 0;
+    return o->resume ? 0 : fit_default_k(o, t);
 }
 
 /* A resumed run's widths against the given ones: 0 when the same, else 1
