@@ -450,6 +450,24 @@ START_TEST(optional_k_fits_a_small_dictionary)
 }
 END_TEST
 
+/* A penalty model whose features mostly fire on over 10 % of the tokens
+ * gets a warning naming the coefficient; a TopK model never does. */
+START_TEST(a_dense_penalty_model_is_warned_of)
+{
+    char x[600], y[600], xh[600], yh[600], args[4096], text[8192];
+    make_pair(400, 10, 100, x, y, xh, yh);
+    snprintf(args, sizeof args,
+             "train '%s' --features 16 --activation relu --l1 0 --batch 100 --epochs 1", x);
+    ck_assert_int_eq(harness_cli(args, "dense.out"), 0);
+    err_text("dense.out", text, sizeof text);
+    ck_assert_msg(strstr(text, "hardly sparse; a larger --l1 than 0 gives"), "%s", text);
+    snprintf(args, sizeof args, "train '%s' --features 16 --k 4 --batch 100 --epochs 1", x);
+    ck_assert_int_eq(harness_cli(args, "topk.out"), 0);
+    err_text("topk.out", text, sizeof text);
+    ck_assert_msg(!strstr(text, "hardly sparse"), "%s", text);
+}
+END_TEST
+
 SUBSAE_SUITE(cli_variants)
 {
     Suite *s = suite_create("cli_variants");
@@ -462,5 +480,6 @@ SUBSAE_SUITE(cli_variants)
     tcase_add_test(tc, inspect_describes_a_model);
     tcase_add_test(tc, run_length_is_whole_steps);
     tcase_add_test(tc, optional_k_fits_a_small_dictionary);
+    tcase_add_test(tc, a_dense_penalty_model_is_warned_of);
     return s;
 }

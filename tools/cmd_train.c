@@ -917,6 +917,24 @@ static int report_text(const struct run *r, const struct summary *s, const doubl
     return fflush(stdout) == 0 ? 0 : cli_fail("cannot write to standard output");
 }
 
+/* A model whose sparsity comes from a penalty (relu, gated, jumprelu)
+ * and whose features mostly fire on more than 10 % of the tokens is
+ * hardly sparse: usually the coefficient (a default, or too small). */
+static void warn_if_dense(const struct run *r, const struct summary *s, const double *m)
+{
+    const double dense = m[SUBSAE_METRIC_DENSE_FRACTION];
+    if (r->o.quiet || isnan(s->penalty) || !(dense > 0.5))
+        return;
+    const bool l0 = s->activation == SUBSAE_ACT_JUMPRELU;
+    const int option = l0 ? SUBSAE_TRAIN_L0_COEF : SUBSAE_TRAIN_L1_COEF;
+    fprintf(stderr,
+            "%s train: warning: %.0f%% of the features fire on more than 10%% of the tokens "
+            "(L0 %.1f of %lld): the model is hardly sparse; a larger --%s than %g%s gives a "
+            "sparser one\n",
+            cli_program_name, 100.0 * dense, m[SUBSAE_METRIC_L0], (long long)s->features,
+            l0 ? "l0" : "l1", s->penalty, r->o.given[option] ? "" : " (the default)");
+}
+
 /* After the last step: the final checkpoint (when the directory keeps
  * one), the evaluation, the model and its densities (without --out in a
  * directory named after the run: a finished run is never thrown away),
@@ -970,6 +988,7 @@ static int finish(struct run *r)
         return 1;
     rc = r->o.json ? report_json(r, &s, m, evaluated ? em : NULL)
                    : report_text(r, &s, m, evaluated ? em : NULL);
+    warn_if_dense(r, &s, evaluated ? em : m);
     if (interrupt_signal()) {
         fprintf(stderr, "%s train: %s after the last step: the run is complete%s%s\n",
                 cli_program_name, interrupt_name(interrupt_signal()),
