@@ -798,12 +798,20 @@ struct summary {
     int64_t features, k, init, subspace_dim, activation, d_in, d_out, batch, seed, dead_window,
         skip;
     double auxk, penalty, lr;
+    int penalty_option; /* SUBSAE_TRAIN_L1_COEF / _L0_COEF, or -1 (TopK, BatchTopK) */
 };
+
+/* "l1" or "l0": the name of the penalty's coefficient (with a penalty). */
+static const char *penalty_flag(const struct summary *s)
+{
+    return s->penalty_option == SUBSAE_TRAIN_L0_COEF ? "l0" : "l1";
+}
 
 static void summarise(const subsae_trainer *t, struct summary *s)
 {
     const subsae_sae *sae = subsae_trainer_sae(t);
     s->penalty = NAN;
+    s->penalty_option = -1;
     subsae_trainer_get_int(t, SUBSAE_TRAIN_FEATURES, &s->features);
     subsae_trainer_get_int(t, SUBSAE_TRAIN_K, &s->k);
     subsae_trainer_get_int(t, SUBSAE_TRAIN_ACTIVATION, &s->activation);
@@ -816,9 +824,11 @@ static void summarise(const subsae_trainer *t, struct summary *s)
     subsae_trainer_get_double(t, SUBSAE_TRAIN_AUXK_COEF, &s->auxk);
     subsae_trainer_get_double(t, SUBSAE_TRAIN_LR, &s->lr);
     if (s->activation == SUBSAE_ACT_RELU || s->activation == SUBSAE_ACT_GATED)
-        subsae_trainer_get_double(t, SUBSAE_TRAIN_L1_COEF, &s->penalty);
+        s->penalty_option = SUBSAE_TRAIN_L1_COEF;
     else if (s->activation == SUBSAE_ACT_JUMPRELU)
-        subsae_trainer_get_double(t, SUBSAE_TRAIN_L0_COEF, &s->penalty);
+        s->penalty_option = SUBSAE_TRAIN_L0_COEF;
+    if (s->penalty_option >= 0)
+        subsae_trainer_get_double(t, s->penalty_option, &s->penalty);
     subsae_sae_get_int(sae, SUBSAE_SAE_D_IN, &s->d_in);
     subsae_sae_get_int(sae, SUBSAE_SAE_D_OUT, &s->d_out);
 }
@@ -840,8 +850,8 @@ static int report_json(const struct run *r, const struct summary *s, const doubl
         "features", (json_int_t)s->features, "k", (json_int_t)s->k, "activation",
         subsae_activation_name((int)s->activation), "transcoder", r->tall != NULL, "d_in",
         (json_int_t)s->d_in, "d_out", (json_int_t)s->d_out, "auxk", sae_cli_number(s->auxk),
-        "l1", sae_cli_number(s->activation != SUBSAE_ACT_JUMPRELU ? s->penalty : NAN), "l0",
-        sae_cli_number(s->activation == SUBSAE_ACT_JUMPRELU ? s->penalty : NAN),
+        "l1", sae_cli_number(s->penalty_option == SUBSAE_TRAIN_L1_COEF ? s->penalty : NAN), "l0",
+        sae_cli_number(s->penalty_option == SUBSAE_TRAIN_L0_COEF ? s->penalty : NAN),
         "mean_threshold", threshold_json(sae, s->activation), "init",
         s->init == SUBSAE_INIT_RANDOM ? "random" : "active-subspace", "subspace_dim",
         s->init == SUBSAE_INIT_RANDOM ? json_null() : json_integer(s->subspace_dim), "tokens",
@@ -877,8 +887,8 @@ static int report_text(const struct run *r, const struct summary *s, const doubl
            (long long)s->features);
     if (s->activation == SUBSAE_ACT_TOPK || s->activation == SUBSAE_ACT_BATCHTOPK)
         printf(", k %lld", (long long)s->k);
-    if (isfinite(s->penalty))
-        printf(", %s %g", s->activation == SUBSAE_ACT_JUMPRELU ? "l0" : "l1", s->penalty);
+    if (s->penalty_option >= 0)
+        printf(", %s %g", penalty_flag(s), s->penalty);
     if (s->auxk > 0)
         printf(", auxk %g", s->auxk);
     printf(", %s init", s->init == SUBSAE_INIT_RANDOM ? "random" : "active-subspace");
@@ -923,16 +933,14 @@ static int report_text(const struct run *r, const struct summary *s, const doubl
 static void warn_if_dense(const struct run *r, const struct summary *s, const double *m)
 {
     const double dense = m[SUBSAE_METRIC_DENSE_FRACTION];
-    if (r->o.quiet || isnan(s->penalty) || !(dense > 0.5))
+    if (r->o.quiet || s->penalty_option < 0 || !(dense > 0.5))
         return;
-    const bool l0 = s->activation == SUBSAE_ACT_JUMPRELU;
-    const int option = l0 ? SUBSAE_TRAIN_L0_COEF : SUBSAE_TRAIN_L1_COEF;
     fprintf(stderr,
             "%s train: warning: %.0f%% of the features fire on more than 10%% of the tokens "
             "(L0 %.1f of %lld): the model is hardly sparse; a larger --%s than %g%s gives a "
             "sparser one\n",
             cli_program_name, 100.0 * dense, m[SUBSAE_METRIC_L0], (long long)s->features,
-            l0 ? "l0" : "l1", s->penalty, r->o.given[option] ? "" : " (the default)");
+            penalty_flag(s), s->penalty, r->o.given[s->penalty_option] ? "" : " (the default)");
 }
 
 /* After the last step: the final checkpoint (when the directory keeps
@@ -946,6 +954,11 @@ static int finish(struct run *r)
     const int64_t steps = (int64_t)m[SUBSAE_METRIC_STEPS];
     if (train_log_step(&r->log, m, true))
         return 1;
+    if (!r->out && r->root) { /* a finished run is never thrown away */
+        if (run_named_dir(r))
+            return 1;
+        r->out = r->fallback;
+    }
     /* Checkpoints asked for stay (the run can go on later); one saved only
      * against a crash goes once the model is saved. */
     const bool keeps_checkpoint = r->out && (r->o.checkpoint_every || r->had_checkpoint);
@@ -971,13 +984,6 @@ static int finish(struct run *r)
     }
     /* The model is saved even when the evaluation failed: its densities
      * then come from the training window. */
-    if (!r->out && r->root) {
-        if (run_named_dir(r)) {
-            free(density);
-            return 1;
-        }
-        r->out = r->fallback;
-    }
     int rc = r->out ? save_model(r, evaluated ? density : NULL) : 0;
     free(density);
     if (!rc && r->timed_checkpoint && !keeps_checkpoint) {
